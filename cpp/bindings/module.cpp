@@ -1,0 +1,456 @@
+// module.cpp — fastmlp._core: pybind11 glue only.
+//
+// Checks what C++ cannot (dtype, shape, layout, writability), releases the GIL
+// around every kernel, and lets C++ exceptions become Python ones
+// (std::invalid_argument -> ValueError, std::bad_alloc -> MemoryError).
+// The Python layer validates user input first and passes arrays that already
+// have the right dtype and layout; these checks are the second line.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <chrono>
+#include <cstring>
+#include <mutex>
+#include <string>
+
+#include "fastmlp/activation.hpp"
+#include "fastmlp/build_info.hpp"
+#include "fastmlp/dense.hpp"
+#include "fastmlp/gemm.hpp"
+#include "fastmlp/loss.hpp"
+#include "fastmlp/network.hpp"
+#include "fastmlp/optimizer.hpp"
+#include "fastmlp/threading.hpp"
+
+namespace py = pybind11;
+using Index = fastmlp::index;
+
+namespace {
+
+template <typename T>
+const char* dtype_name() {
+    return sizeof(T) == 4 ? "float32" : "float64";
+}
+
+template <typename T>
+bool has_dtype(const py::array& array) {
+    return array.dtype().is(py::dtype::of<T>());
+}
+
+std::string shape_text(const py::array& array) {
+    std::string text = "(";
+    for (py::ssize_t d = 0; d < array.ndim(); ++d) {
+        if (d) text += ", ";
+        text += std::to_string(array.shape(d));
+    }
+    return text + (array.ndim() == 1 ? ",)" : ")");
+}
+
+// A C-contiguous array of T with the given ndim (or any ndim when ndim < 0).
+template <typename T>
+T* contiguous_data(py::array& array, const char* name, int ndim, bool writable) {
+    if (!has_dtype<T>(array))
+        throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>() +
+                             ", got " + std::string(py::str(array.dtype())));
+    if (ndim >= 0 && array.ndim() != ndim)
+        throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) +
+                              "-D array, got shape " + shape_text(array));
+    if (!(array.flags() & py::array::c_style))
+        throw py::value_error(std::string(name) + ": expected a C-contiguous array");
+    if (writable && !array.writeable())
+        throw py::value_error(std::string(name) + ": the array is read-only");
+    return static_cast<T*>(array.mutable_data());
+}
+
+// A 2-D matrix whose rows are contiguous (unit column stride), with its leading dimension.
+template <typename T>
+T* matrix_data(py::array& array, const char* name, bool writable, Index& ld) {
+    if (!has_dtype<T>(array))
+        throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>() +
+                             ", got " + std::string(py::str(array.dtype())));
+    if (array.ndim() != 2)
+        throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
+                              shape_text(array));
+    const Index rows = array.shape(0), cols = array.shape(1);
+    const Index item = sizeof(T);
+    if (cols > 1 && array.strides(1) != item)
+        throw py::value_error(std::string(name) + ": rows must be contiguous (unit column stride)");
+    if (rows > 1) {
+        if (array.strides(0) % item != 0 || array.strides(0) / item < std::max<Index>(cols, 1))
+            throw py::value_error(std::string(name) + ": unsupported row stride");
+        ld = array.strides(0) / item;
+    } else {
+        ld = std::max<Index>(cols, 1);
+    }
+    if (writable && !array.writeable())
+        throw py::value_error(std::string(name) + ": the array is read-only");
+    return static_cast<T*>(array.mutable_data());
+}
+
+void require_same_size(const py::array& a, const char* a_name, const py::array& b,
+                       const char* b_name) {
+    if (a.size() != b.size())
+        throw py::value_error(std::string(a_name) + " has shape " + shape_text(a) + " but " +
+                              b_name + " has shape " + shape_text(b) +
+                              ": expected the same number of elements");
+}
+
+// Calls f(T{}) with T the dtype of `array` (float32 or float64).
+template <typename F>
+auto by_dtype(const py::array& array, const char* name, F&& f) {
+    if (has_dtype<float>(array)) return f(float{});
+    if (has_dtype<double>(array)) return f(double{});
+    throw py::type_error(std::string(name) + ": expected dtype float32 or float64, got " +
+                         std::string(py::str(array.dtype())));
+}
+
+// ---- kernels ---------------------------------------------------------------
+
+void gemm_binding(py::array a, py::array b, py::array c, double alpha, double beta,
+                  bool trans_a, bool trans_b) {
+    by_dtype(c, "c", [&](auto tag) {
+        using T = decltype(tag);
+        Index lda, ldb, ldc;
+        const T* pa = matrix_data<T>(a, "a", false, lda);
+        const T* pb = matrix_data<T>(b, "b", false, ldb);
+        T* pc = matrix_data<T>(c, "c", true, ldc);
+        const Index m = c.shape(0), n = c.shape(1);
+        const Index k = trans_a ? a.shape(0) : a.shape(1);
+        const Index a_rows = trans_a ? a.shape(1) : a.shape(0);
+        const Index b_rows = trans_b ? b.shape(1) : b.shape(0);
+        const Index b_cols = trans_b ? b.shape(0) : b.shape(1);
+        if (a_rows != m || b_rows != k || b_cols != n)
+            throw py::value_error("gemm: op(a) " + shape_text(a) + (trans_a ? "ᵀ" : "") +
+                                  " times op(b) " + shape_text(b) + (trans_b ? "ᵀ" : "") +
+                                  " does not fit c " + shape_text(c));
+        py::gil_scoped_release release;
+        fastmlp::gemm<T>(trans_a ? fastmlp::Transpose::transpose : fastmlp::Transpose::none,
+                         trans_b ? fastmlp::Transpose::transpose : fastmlp::Transpose::none, m, n,
+                         k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+    });
+}
+
+void activation_forward_binding(const std::string& name, py::array z, py::array out) {
+    const fastmlp::Activation act = fastmlp::activation_from_name(name);
+    require_same_size(z, "z", out, "out");
+    by_dtype(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = contiguous_data<T>(z, "z", -1, false);
+        T* po = contiguous_data<T>(out, "out", -1, true);
+        py::gil_scoped_release release;
+        fastmlp::activation_forward<T>(act, po, pz, Index(out.size()));
+    });
+}
+
+void activation_backward_binding(const std::string& name, py::array z, py::array a,
+                                 py::array da, py::array out) {
+    const fastmlp::Activation act = fastmlp::activation_from_name(name);
+    require_same_size(z, "z", out, "out");
+    require_same_size(a, "a", out, "out");
+    require_same_size(da, "da", out, "out");
+    by_dtype(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = contiguous_data<T>(z, "z", -1, false);
+        const T* pa = contiguous_data<T>(a, "a", -1, false);
+        const T* pda = contiguous_data<T>(da, "da", -1, false);
+        T* po = contiguous_data<T>(out, "out", -1, true);
+        py::gil_scoped_release release;
+        fastmlp::activation_backward<T>(act, po, pda, pz, pa, Index(out.size()));
+    });
+}
+
+void bias_add_forward_binding(py::array z, py::array bias) {
+    by_dtype(z, "z", [&](auto tag) {
+        using T = decltype(tag);
+        T* pz = contiguous_data<T>(z, "z", 2, true);
+        const T* pb = contiguous_data<T>(bias, "bias", 1, false);
+        if (bias.shape(0) != z.shape(1))
+            throw py::value_error("bias_add_forward: bias has shape " + shape_text(bias) +
+                                  " but z has " + std::to_string(z.shape(1)) + " columns");
+        py::gil_scoped_release release;
+        fastmlp::bias_add_forward<T>(pz, pb, z.shape(0), z.shape(1));
+    });
+}
+
+void bias_add_backward_binding(py::array d_bias, py::array dz) {
+    by_dtype(dz, "dz", [&](auto tag) {
+        using T = decltype(tag);
+        T* pdb = contiguous_data<T>(d_bias, "d_bias", 1, true);
+        const T* pdz = contiguous_data<T>(dz, "dz", 2, false);
+        if (d_bias.shape(0) != dz.shape(1))
+            throw py::value_error("bias_add_backward: d_bias has shape " + shape_text(d_bias) +
+                                  " but dz has " + std::to_string(dz.shape(1)) + " columns");
+        py::gil_scoped_release release;
+        fastmlp::bias_add_backward<T>(pdb, pdz, dz.shape(0), dz.shape(1));
+    });
+}
+
+double mse_forward_binding(py::array pred, py::array target) {
+    require_same_size(pred, "pred", target, "target");
+    return by_dtype(pred, "pred", [&](auto tag) -> double {
+        using T = decltype(tag);
+        const T* pp = contiguous_data<T>(pred, "pred", -1, false);
+        const T* pt = contiguous_data<T>(target, "target", -1, false);
+        py::gil_scoped_release release;
+        return double(fastmlp::mse_forward<T>(pp, pt, Index(pred.size())));
+    });
+}
+
+void mse_backward_binding(py::array out, py::array pred, py::array target, double scale) {
+    require_same_size(pred, "pred", target, "target");
+    require_same_size(pred, "pred", out, "out");
+    by_dtype(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pp = contiguous_data<T>(pred, "pred", -1, false);
+        const T* pt = contiguous_data<T>(target, "target", -1, false);
+        T* po = contiguous_data<T>(out, "out", -1, true);
+        py::gil_scoped_release release;
+        fastmlp::mse_backward<T>(po, pp, pt, Index(out.size()), T(scale));
+    });
+}
+
+void sgd_update_binding(py::array params, py::array grads, double lr) {
+    require_same_size(params, "params", grads, "grads");
+    by_dtype(params, "params", [&](auto tag) {
+        using T = decltype(tag);
+        T* pp = contiguous_data<T>(params, "params", -1, true);
+        const T* pg = contiguous_data<T>(grads, "grads", -1, false);
+        py::gil_scoped_release release;
+        fastmlp::sgd_update<T>(pp, pg, Index(params.size()), T(lr));
+    });
+}
+
+// ---- the engine --------------------------------------------------------------
+
+// One network and the lock that keeps its calls one at a time. The GIL is
+// always released before the lock is taken, so the two never deadlock.
+template <typename T>
+class NetworkHandle {
+public:
+    NetworkHandle(const std::vector<Index>& sizes, const std::vector<std::string>& activations,
+                  std::uint64_t seed)
+        : net_(sizes, to_activations(activations), seed) {}
+
+    static std::vector<fastmlp::Activation> to_activations(const std::vector<std::string>& names) {
+        std::vector<fastmlp::Activation> out;
+        for (const auto& name : names) out.push_back(fastmlp::activation_from_name(name));
+        return out;
+    }
+
+    fastmlp::Network<T>& net() { return net_; }
+    std::mutex& mutex() { return mutex_; }
+
+private:
+    fastmlp::Network<T> net_;
+    std::mutex mutex_;
+};
+
+template <typename T>
+void check_rows(const py::array& array, const char* name, Index cols) {
+    if (array.ndim() != 2 || array.shape(1) != cols)
+        throw py::value_error(std::string(name) + ": expected shape (n, " + std::to_string(cols) +
+                              "), got " + shape_text(array));
+}
+
+template <typename T>
+void bind_network(py::module_& m, const char* class_name) {
+    using Handle = NetworkHandle<T>;
+    py::class_<Handle>(m, class_name)
+        .def(py::init<const std::vector<Index>&, const std::vector<std::string>&, std::uint64_t>(),
+             py::arg("sizes"), py::arg("activations"), py::arg("seed"))
+        .def_property_readonly("dtype", [](Handle&) { return py::dtype::of<T>(); })
+        .def_property_readonly("parameter_count",
+                               [](Handle& h) { return h.net().parameter_count(); })
+        .def_property_readonly("layers",
+                               [](Handle& h) {
+                                   py::list out;
+                                   for (const auto& l : h.net().layers())
+                                       out.append(py::make_tuple(
+                                           l.inputs, l.outputs, l.weight_offset, l.bias_offset,
+                                           fastmlp::activation_name(l.activation)));
+                                   return out;
+                               })
+        // Zero-copy views of the flat buffers; each keeps the network alive.
+        .def_property_readonly("params",
+                               [](py::object self) {
+                                   Handle& h = self.cast<Handle&>();
+                                   return py::array_t<T>({h.net().parameter_count()},
+                                                         {Index(sizeof(T))}, h.net().params(), self);
+                               })
+        .def_property_readonly("grads",
+                               [](py::object self) {
+                                   Handle& h = self.cast<Handle&>();
+                                   return py::array_t<T>({h.net().parameter_count()},
+                                                         {Index(sizeof(T))}, h.net().grads(), self);
+                               })
+        .def("init_he_normal",
+             [](Handle& h) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 h.net().init_he_normal();
+             })
+        .def("reseed",
+             [](Handle& h, std::uint64_t seed) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 h.net().rng().reseed(seed);
+             })
+        .def("forward",
+             [](Handle& h, py::array x) {
+                 auto& net = h.net();
+                 const T* px = contiguous_data<T>(x, "X", 2, false);
+                 check_rows<T>(x, "X", net.inputs());
+                 const Index batch = x.shape(0);
+                 py::array_t<T> out({batch, net.outputs()});
+                 T* po = out.mutable_data();
+                 {
+                     py::gil_scoped_release release;
+                     std::lock_guard<std::mutex> lock(h.mutex());
+                     const T* result = net.forward(px, batch);
+                     std::memcpy(po, result, sizeof(T) * batch * net.outputs());
+                 }
+                 return out;
+             })
+        .def("backward",
+             [](Handle& h, py::array x, py::array d_out) {
+                 auto& net = h.net();
+                 const T* px = contiguous_data<T>(x, "X", 2, false);
+                 const T* pd = contiguous_data<T>(d_out, "d_out", 2, false);
+                 check_rows<T>(x, "X", net.inputs());
+                 check_rows<T>(d_out, "d_out", net.outputs());
+                 if (d_out.shape(0) != x.shape(0))
+                     throw py::value_error("backward: X and d_out have different sample counts");
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 net.zero_grad();
+                 net.backward(px, pd, x.shape(0));
+             })
+        .def("cache",
+             [](Handle& h, Index layer) {
+                 auto& net = h.net();
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 if (net.cached_batch() < 1) throw py::value_error("cache: no forward pass yet");
+                 if (layer < 0 || layer >= Index(net.layers().size()))
+                     throw py::index_error("cache: layer out of range");
+                 const Index rows = net.cached_batch(), cols = net.layers()[layer].outputs;
+                 py::array_t<T> z({rows, cols}), a({rows, cols});
+                 std::memcpy(z.mutable_data(), net.cached_pre_activation(layer),
+                             sizeof(T) * rows * cols);
+                 std::memcpy(a.mutable_data(), net.cached_activation(layer),
+                             sizeof(T) * rows * cols);
+                 return py::make_tuple(z, a);
+             })
+        .def("zero_grad",
+             [](Handle& h) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 h.net().zero_grad();
+             })
+        .def("sgd_step",
+             [](Handle& h, double lr) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 h.net().sgd_step(T(lr));
+             })
+        .def("predict",
+             [](Handle& h, py::array x, py::array out) {
+                 auto& net = h.net();
+                 const T* px = contiguous_data<T>(x, "X", 2, false);
+                 T* po = contiguous_data<T>(out, "out", 2, true);
+                 check_rows<T>(x, "X", net.inputs());
+                 check_rows<T>(out, "out", net.outputs());
+                 if (out.shape(0) != x.shape(0))
+                     throw py::value_error("predict: X and out have different sample counts");
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 net.predict(px, x.shape(0), po);
+             })
+        .def(
+            "fit",
+            [](Handle& h, py::array x, py::array y, Index epochs, Index batch_size, double lr,
+               bool shuffle, py::array losses) {
+                auto& net = h.net();
+                const T* px = contiguous_data<T>(x, "X", 2, false);
+                const T* py_ = contiguous_data<T>(y, "y", 2, false);
+                T* pl = contiguous_data<T>(losses, "losses", 1, true);
+                check_rows<T>(x, "X", net.inputs());
+                check_rows<T>(y, "y", net.outputs());
+                if (y.shape(0) != x.shape(0))
+                    throw py::value_error("fit: X and y have different sample counts");
+                if (losses.shape(0) < epochs)
+                    throw py::value_error("fit: losses must hold one value per epoch");
+                fastmlp::FitOptions options;
+                options.epochs = epochs;
+                options.batch_size = batch_size;
+                options.learning_rate = lr;
+                options.shuffle = shuffle;
+                // Ctrl-C: every 100 ms, take the GIL briefly and ask Python for signals.
+                using clock = std::chrono::steady_clock;
+                auto last_check = clock::now();
+                bool python_error = false;
+                auto should_stop = [&]() {
+                    const auto now = clock::now();
+                    if (now - last_check < std::chrono::milliseconds(100)) return false;
+                    last_check = now;
+                    py::gil_scoped_acquire acquire;
+                    if (PyErr_CheckSignals() != 0) python_error = true;
+                    return python_error;
+                };
+                fastmlp::FitResult result;
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(h.mutex());
+                    result = net.fit(px, py_, x.shape(0), options, pl, should_stop);
+                }
+                if (python_error) throw py::error_already_set();
+                const char* status = result.status == fastmlp::FitStatus::completed ? "completed"
+                                     : result.status == fastmlp::FitStatus::non_finite
+                                         ? "non_finite"
+                                         : "interrupted";
+                return py::make_tuple(status, result.epochs_completed, result.failed_epoch,
+                                      result.failed_batch);
+            },
+            py::arg("x"), py::arg("y"), py::arg("epochs"), py::arg("batch_size"), py::arg("lr"),
+            py::arg("shuffle"), py::arg("losses"));
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+    m.doc() = "fastmlp's C++ kernels and engine (private: use the fastmlp package)";
+#ifdef FASTMLP_VERSION
+    m.attr("__version__") = FASTMLP_VERSION;
+#endif
+
+    m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
+          py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+    m.def("activation_forward", &activation_forward_binding, py::arg("name"), py::arg("z"),
+          py::arg("out"));
+    m.def("activation_backward", &activation_backward_binding, py::arg("name"), py::arg("z"),
+          py::arg("a"), py::arg("da"), py::arg("out"));
+    m.def("bias_add_forward", &bias_add_forward_binding, py::arg("z"), py::arg("bias"));
+    m.def("bias_add_backward", &bias_add_backward_binding, py::arg("d_bias"), py::arg("dz"));
+    m.def("mse_forward", &mse_forward_binding, py::arg("pred"), py::arg("target"));
+    m.def("mse_backward", &mse_backward_binding, py::arg("out"), py::arg("pred"),
+          py::arg("target"), py::arg("scale"));
+    m.def("sgd_update", &sgd_update_binding, py::arg("params"), py::arg("grads"), py::arg("lr"));
+
+    bind_network<float>(m, "Network32");
+    bind_network<double>(m, "Network64");
+
+    m.def("get_num_threads", &fastmlp::get_num_threads);
+    m.def("set_num_threads", &fastmlp::set_num_threads, py::arg("n"));
+    m.def("in_forked_child", &fastmlp::in_forked_child);
+    m.def("build_info", []() {
+        py::dict info;
+        info["compiler"] = fastmlp::compiler_name();
+        info["build_type"] = fastmlp::build_type();
+        info["build_flags"] = fastmlp::build_flags();
+        info["openmp"] = fastmlp::have_openmp();
+        info["architecture"] = fastmlp::architecture();
+        info["cpu_features"] = fastmlp::cpu_features();
+        info["gemm_kernel"] = fastmlp::gemm_kernel_name();
+        return info;
+    });
+}

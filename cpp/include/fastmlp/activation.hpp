@@ -1,0 +1,42 @@
+// fastmlp/activation.hpp — elementwise activations, forward and backward side by side.
+//
+//   forward:  a = f(z)
+//   backward: dz = da ⊙ f'(z)      (writes dz; dz may alias da)
+//
+// Backward receives both z and a = f(z), so each derivative uses whichever is
+// cheaper (sigmoid: a(1-a); tanh: 1-a²). Derivatives at kinks follow PyTorch:
+// relu'(0) = 0, leaky_relu'(0) = slope.
+//
+//   linear      f(z) = z                          f' = 1
+//   relu        max(z, 0)                         f' = [z > 0]
+//   leaky_relu  z if z > 0 else 0.01 z            f' = 1 if z > 0 else 0.01
+//   sigmoid     1 / (1 + e^-z)  (stable form)     f' = a (1 - a)
+//   tanh        tanh z                            f' = 1 - a²
+//   swish       z σ(z)  (SiLU)                    f' = σ(z) + z σ(z)(1 - σ(z))
+//   gelu        z Φ(z) = z/2 (1 + erf(z/√2))      f' = Φ(z) + z φ(z)
+#pragma once
+
+#include <string>
+
+#include "fastmlp/common.hpp"
+
+namespace fastmlp {
+
+enum class Activation { linear, relu, leaky_relu, sigmoid, tanh, swish, gelu };
+
+inline constexpr double leaky_relu_slope = 0.01;
+
+// "relu" -> Activation::relu; throws std::invalid_argument naming the choices.
+Activation activation_from_name(const std::string& name);
+const char* activation_name(Activation activation);
+
+// z, a are (n). a may alias z.
+template <typename T>
+void activation_forward(Activation activation, T* a, const T* z, index n);
+
+// dz, da, z, a are (n). dz may alias da.
+template <typename T>
+void activation_backward(Activation activation, T* dz, const T* da, const T* z,
+                         const T* a, index n);
+
+}  // namespace fastmlp

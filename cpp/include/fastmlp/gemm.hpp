@@ -1,0 +1,41 @@
+// fastmlp/gemm.hpp — general matrix product, row-major.
+//
+//   C = alpha · op(A) · op(B) + beta · C
+//
+// op(A) is (M, K), op(B) is (K, N), C is (M, N). Row-major with leading
+// dimensions (the distance between rows): A[i, p] is A[i * lda + p] when
+// op is none and A[p * lda + i] when op is transpose; likewise for B.
+// beta == 0 overwrites C (NaN/inf already in C do not propagate), as in BLAS.
+//
+// A dense layer needs three of the four cases (B batch, I in, O out):
+//   forward      Z  = A_prev · Wᵀ     gemm(none, transpose)   (B,I)·(I,O)
+//   input grad   dA = dZ · W          gemm(none, none)        (B,O)·(O,I)
+//   weight grad  dW += dZᵀ · A_prev   gemm(transpose, none)   (O,B)·(B,I), beta 1
+//
+// gemm() is the one entry point the rest of the library calls, so the kernel
+// behind it can be swapped. Each element of C is summed over K in one fixed
+// order whatever the thread count: threads split C into fixed tiles.
+#pragma once
+
+#include "fastmlp/common.hpp"
+
+namespace fastmlp {
+
+enum class Transpose { none, transpose };
+
+template <typename T>
+void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k,
+          T alpha, const T* a, index lda, const T* b, index ldb,
+          T beta, T* c, index ldc);
+
+// The triple loop, kept beside the fast one as the C++ reference and for tests.
+template <typename T>
+void gemm_naive(Transpose trans_a, Transpose trans_b, index m, index n, index k,
+                T alpha, const T* a, index lda, const T* b, index ldb,
+                T beta, T* c, index ldc);
+
+// Checks sizes and leading dimensions; throws std::invalid_argument.
+void gemm_check(Transpose trans_a, Transpose trans_b, index m, index n, index k,
+                index lda, index ldb, index ldc);
+
+}  // namespace fastmlp

@@ -1,0 +1,245 @@
+// network.cpp — the engine; see network.hpp for the equations and the layout.
+#include "fastmlp/network.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <numeric>
+
+#include "fastmlp/dense.hpp"
+#include "fastmlp/gemm.hpp"
+#include "fastmlp/loss.hpp"
+#include "fastmlp/optimizer.hpp"
+
+namespace fastmlp {
+namespace {
+constexpr index predict_chunk = 256;  // rows per inference chunk
+}
+
+template <typename T>
+Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activation>& activations,
+                    std::uint64_t seed)
+    : rng_(seed) {
+    require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
+    require(activations.size() == sizes.size() - 1,
+            "Network: expected one activation per layer");
+    index offset = 0;
+    for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+        require(sizes[l] >= 1 && sizes[l + 1] >= 1, "Network: every layer size must be >= 1");
+        Layer layer;
+        layer.inputs = sizes[l];
+        layer.outputs = sizes[l + 1];
+        layer.activation = activations[l];
+        layer.weight_offset = offset;
+        offset += layer.inputs * layer.outputs;
+        layer.bias_offset = offset;
+        offset += layer.outputs;
+        layers_.push_back(layer);
+    }
+    max_width_ = *std::max_element(sizes.begin(), sizes.end());
+    params_.assign(offset, T(0));
+    grads_.assign(offset, T(0));
+    z_.resize(layers_.size());
+    a_.resize(layers_.size());
+    init_he_normal();
+}
+
+template <typename T>
+void Network<T>::init_he_normal() {
+    for (const Layer& layer : layers_) {
+        const double scale = std::sqrt(2.0 / double(layer.inputs));
+        T* w = params_.data() + layer.weight_offset;
+        for (index i = 0; i < layer.inputs * layer.outputs; ++i) w[i] = T(rng_.normal() * scale);
+        std::fill_n(params_.data() + layer.bias_offset, layer.outputs, T(0));
+    }
+}
+
+template <typename T>
+void Network<T>::reserve_workspace(index batch) {
+    if (batch <= capacity_) return;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        z_[l].assign(batch * layers_[l].outputs, T(0));
+        a_[l].assign(batch * layers_[l].outputs, T(0));
+    }
+    delta_.assign(batch * max_width_, T(0));
+    delta_next_.assign(batch * max_width_, T(0));
+    capacity_ = batch;
+    cached_batch_ = -1;
+}
+
+template <typename T>
+void Network<T>::forward_layers(const T* x, index batch) {
+    const T* input = x;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        const Layer& layer = layers_[l];
+        T* z = z_[l].data();
+        gemm<T>(Transpose::none, Transpose::transpose, batch, layer.outputs, layer.inputs, T(1),
+                input, layer.inputs, params_.data() + layer.weight_offset, layer.inputs, T(0), z,
+                layer.outputs);
+        bias_add_forward(z, params_.data() + layer.bias_offset, batch, layer.outputs);
+        activation_forward(layer.activation, a_[l].data(), z, batch * layer.outputs);
+        input = a_[l].data();
+    }
+    cached_batch_ = batch;
+}
+
+template <typename T>
+const T* Network<T>::forward(const T* x, index batch) {
+    require(batch >= 1, "forward: the batch must hold at least one sample");
+    reserve_workspace(batch);
+    forward_layers(x, batch);
+    return a_.back().data();
+}
+
+// delta_ holds dL/dA_last on entry; the deltas ping-pong between two buffers.
+template <typename T>
+static void backward_layers(const std::vector<Layer>& layers, const T* params, T* grads,
+                            const std::vector<std::vector<T>>& z,
+                            const std::vector<std::vector<T>>& a, const T* x, index batch,
+                            std::vector<T>& delta, std::vector<T>& delta_next) {
+    T* d = delta.data();
+    T* d_next = delta_next.data();
+    for (index l = index(layers.size()) - 1; l >= 0; --l) {
+        const Layer& layer = layers[l];
+        const T* input = l == 0 ? x : a[l - 1].data();
+        // dZ_l = dA_l ⊙ f'(Z_l), in place: d is (B, O_l).
+        activation_backward(layer.activation, d, d, z[l].data(), a[l].data(),
+                            batch * layer.outputs);
+        // dW_l (O, I) += dZ_lᵀ (O, B) · A_{l-1} (B, I)
+        gemm<T>(Transpose::transpose, Transpose::none, layer.outputs, layer.inputs, batch, T(1),
+                d, layer.outputs, input, layer.inputs, T(1), grads + layer.weight_offset,
+                layer.inputs);
+        bias_add_backward(grads + layer.bias_offset, d, batch, layer.outputs);
+        if (l > 0) {
+            // dA_{l-1} (B, I) = dZ_l (B, O) · W_l (O, I)
+            gemm<T>(Transpose::none, Transpose::none, batch, layer.inputs, layer.outputs, T(1), d,
+                    layer.outputs, params + layer.weight_offset, layer.inputs, T(0), d_next,
+                    layer.inputs);
+            std::swap(d, d_next);
+        }
+    }
+}
+
+template <typename T>
+void Network<T>::backward(const T* x, const T* d_out, index batch) {
+    require(cached_batch_ >= 1, "backward: call forward on this batch first");
+    require(batch == cached_batch_,
+            "backward: the batch size differs from the last forward's; call forward first");
+    std::memcpy(delta_.data(), d_out, sizeof(T) * batch * outputs());
+    backward_layers(layers_, params_.data(), grads_.data(), z_, a_, x, batch, delta_,
+                    delta_next_);
+}
+
+template <typename T>
+void Network<T>::zero_grad() {
+    std::fill(grads_.begin(), grads_.end(), T(0));
+}
+
+template <typename T>
+void Network<T>::sgd_step(T learning_rate) {
+    sgd_update(params_.data(), grads_.data(), parameter_count(), learning_rate);
+}
+
+template <typename T>
+void Network<T>::predict(const T* x, index n, T* out) {
+    if (n <= 0) return;
+    const index chunk = std::min(n, predict_chunk);
+    if (index(predict_front_.size()) < chunk * max_width_) {
+        predict_front_.assign(chunk * max_width_, T(0));
+        predict_back_.assign(chunk * max_width_, T(0));
+    }
+    for (index start = 0; start < n; start += chunk) {
+        const index rows = std::min(chunk, n - start);
+        const T* input = x + start * inputs();
+        T* front = predict_front_.data();
+        T* back = predict_back_.data();
+        for (std::size_t l = 0; l < layers_.size(); ++l) {
+            const Layer& layer = layers_[l];
+            T* z = l + 1 == layers_.size() ? out + start * outputs() : front;
+            gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs,
+                    T(1), input, layer.inputs, params_.data() + layer.weight_offset,
+                    layer.inputs, T(0), z, layer.outputs);
+            bias_add_forward(z, params_.data() + layer.bias_offset, rows, layer.outputs);
+            activation_forward(layer.activation, z, z, rows * layer.outputs);
+            input = z;
+            std::swap(front, back);
+        }
+    }
+}
+
+template <typename T>
+FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options, T* losses,
+                          const std::function<bool()>& should_stop) {
+    require(n >= 1, "fit: needs at least one sample");
+    require(options.epochs >= 1, "fit: epochs must be >= 1");
+    require(options.learning_rate > 0 && std::isfinite(options.learning_rate),
+            "fit: the learning rate must be positive and finite");
+    const index in = inputs(), out = outputs();
+    const index batch_size =
+        options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
+    const bool gather = options.shuffle && batch_size < n;
+
+    // Everything the loop needs is allocated here, before the first epoch.
+    reserve_workspace(batch_size);
+    std::vector<index> order;
+    std::vector<T> x_batch, y_batch;
+    if (gather) {
+        order.resize(n);
+        std::iota(order.begin(), order.end(), index(0));
+        x_batch.resize(batch_size * in);
+        y_batch.resize(batch_size * out);
+    }
+    const T lr = T(options.learning_rate);
+
+    FitResult result;
+    for (index epoch = 0; epoch < options.epochs; ++epoch) {
+        if (gather) {  // Fisher–Yates, from the network's generator
+            for (index i = n - 1; i > 0; --i)
+                std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
+        }
+        double loss_sum = 0;
+        index batch_index = 0;
+        for (index start = 0; start < n; start += batch_size, ++batch_index) {
+            if (should_stop && should_stop()) {
+                result.status = FitStatus::interrupted;
+                return result;
+            }
+            const index rows = std::min(batch_size, n - start);
+            const T* xb = x + start * in;
+            const T* yb = y + start * out;
+            if (gather) {
+                for (index r = 0; r < rows; ++r) {
+                    const index src = order[start + r];
+                    std::memcpy(x_batch.data() + r * in, x + src * in, sizeof(T) * in);
+                    std::memcpy(y_batch.data() + r * out, y + src * out, sizeof(T) * out);
+                }
+                xb = x_batch.data();
+                yb = y_batch.data();
+            }
+            forward_layers(xb, rows);
+            const T* prediction = a_.back().data();
+            const T loss = mse_forward(prediction, yb, rows * out);
+            // dL/dY for L = mean over the batch's rows·out elements.
+            mse_backward(delta_.data(), prediction, yb, rows * out, T(2) / T(rows * out));
+            zero_grad();
+            backward_layers(layers_, params_.data(), grads_.data(), z_, a_, xb, rows, delta_,
+                            delta_next_);
+            if (!std::isfinite(loss) || !all_finite(grads_.data(), parameter_count())) {
+                result.status = FitStatus::non_finite;
+                result.failed_epoch = epoch;
+                result.failed_batch = batch_index;
+                return result;
+            }
+            sgd_step(lr);
+            loss_sum += double(loss) * double(rows);
+        }
+        losses[epoch] = T(loss_sum / double(n));
+        result.epochs_completed = epoch + 1;
+    }
+    return result;
+}
+
+template class Network<float>;
+template class Network<double>;
+
+}  // namespace fastmlp

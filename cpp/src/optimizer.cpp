@@ -1,0 +1,32 @@
+// optimizer.cpp — parameter updates over the flat buffers.
+#include "fastmlp/optimizer.hpp"
+
+#include <cmath>
+
+#include "fastmlp/threading.hpp"
+
+namespace fastmlp {
+
+template <typename T>
+void sgd_update(T* params, const T* grads, index n, T lr) {
+    require(n >= 0, "sgd_update: n must be non-negative");
+    const int nt = threads_for(double(n), 1 << 17);
+    note_parallel_region(nt);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+    for (index i = 0; i < n; ++i) params[i] -= lr * grads[i];
+}
+
+template <typename T>
+bool all_finite(const T* x, index n) {
+    // Accumulating x - x is 0 for finite x and NaN otherwise: a branch-free scan.
+    T probe = 0;
+    for (index i = 0; i < n; ++i) probe += x[i] - x[i];
+    return probe == T(0);
+}
+
+template void sgd_update<float>(float*, const float*, index, float);
+template void sgd_update<double>(double*, const double*, index, double);
+template bool all_finite<float>(const float*, index);
+template bool all_finite<double>(const double*, index);
+
+}  // namespace fastmlp

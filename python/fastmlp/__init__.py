@@ -1,0 +1,32 @@
+"""fastmlp: dense neural networks trained by backpropagation, with C++/OpenMP kernels.
+
+    import fastmlp as fm
+    net = fm.Network([1, 64, 32, 1], activation="relu", seed=0)
+    history = net.fit(X, y, epochs=5000, optimizer=fm.SGD(lr=0.01))
+    net.predict(X)
+"""
+
+from . import kernels, reference
+from ._core import __version__
+from ._threads import get_num_threads, set_num_threads
+from .article import NeuralNetwork
+from .gradcheck import GradientCheckResult, gradient_check
+from .network import ACTIVATIONS, LOSSES, History, Network
+from .optimizers import SGD, Optimizer
+
+__all__ = [
+    "__version__",
+    "Network",
+    "NeuralNetwork",
+    "History",
+    "SGD",
+    "Optimizer",
+    "ACTIVATIONS",
+    "LOSSES",
+    "gradient_check",
+    "GradientCheckResult",
+    "set_num_threads",
+    "get_num_threads",
+    "kernels",
+    "reference",
+]

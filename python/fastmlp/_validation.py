@@ -1,0 +1,112 @@
+"""Checks at the Python boundary: every message names the argument, what was
+expected and what came, and every check runs before any C++ does."""
+
+from __future__ import annotations
+
+import math
+import numbers
+
+import numpy as np
+
+FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:
+    """float32 or float64 as an np.dtype; anything else is a clear error."""
+    try:
+        resolved = np.dtype(dtype)
+    except TypeError as error:
+        raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}") from error
+    if resolved not in FLOAT_DTYPES:
+        raise ValueError(f"{name}: expected 'float32' or 'float64', got {resolved.name!r}")
+    return resolved
+
+
+def check_int(value, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
+    value = int(value)
+    if minimum is not None and value < minimum:
+        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    return value
+
+
+def check_positive_float(value, name: str) -> float:
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a positive number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0.0:
+        raise ValueError(f"{name}: expected a positive finite number, got {value!r}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    if not isinstance(value, str):
+        raise TypeError(f"{name}: expected one of {', '.join(choices)}; got {type(value).__name__} {value!r}")
+    if value not in choices:
+        raise ValueError(f"{name}: expected one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def as_numeric_array(value, name: str) -> np.ndarray:
+    """np.asarray that refuses what is not numbers (strings, objects, complex)."""
+    try:
+        array = np.asarray(value)
+    except Exception as error:  # ragged lists and the like
+        raise ValueError(f"{name}: could not be read as a numeric array ({error})") from error
+    if array.dtype.kind not in "biuf":
+        raise TypeError(
+            f"{name}: expected real numbers (a numeric array), got dtype {array.dtype!s}"
+        )
+    return array
+
+
+def check_finite(array: np.ndarray, name: str) -> None:
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN or inf")
+
+
+def check_samples(value, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
+    """X as a C-contiguous (n_samples, n_features) array of `dtype`; no copy when it already is one."""
+    array = as_numeric_array(value, name)
+    if array.ndim != 2:
+        hint = (
+            f"; for a single feature use {name}.reshape(-1, 1), for a single sample {name}.reshape(1, -1)"
+            if array.ndim == 1
+            else ""
+        )
+        raise ValueError(
+            f"{name}: expected a 2-D array of shape (n_samples, {n_features}), got {array.ndim}-D "
+            f"shape {array.shape}{hint}"
+        )
+    if array.shape[0] == 0:
+        raise ValueError(f"{name}: expected at least one sample, got an empty array of shape {array.shape}")
+    if array.shape[1] != n_features:
+        raise ValueError(
+            f"{name}: expected {n_features} features (the network's first layer size), "
+            f"got shape {array.shape}"
+        )
+    check_finite(array, name)
+    return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_targets(value, name: str, n_samples: int, n_outputs: int, dtype: np.dtype) -> np.ndarray:
+    """y as a C-contiguous (n_samples, n_outputs) array; 1-D is accepted for one output."""
+    array = as_numeric_array(value, name)
+    if array.ndim == 1 and n_outputs == 1:
+        array = array.reshape(-1, 1)
+    if array.ndim != 2:
+        raise ValueError(
+            f"{name}: expected shape ({n_samples}, {n_outputs}), got {array.ndim}-D shape {array.shape}"
+        )
+    if array.shape[0] != n_samples:
+        raise ValueError(
+            f"{name}: expected {n_samples} samples (as many as X), got {array.shape[0]} (shape {array.shape})"
+        )
+    if array.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name}: expected {n_outputs} outputs (the network's last layer size), got shape {array.shape}"
+        )
+    check_finite(array, name)
+    return np.ascontiguousarray(array, dtype=dtype)

@@ -1,0 +1,147 @@
+"""fastmlp's C++ kernels, for people who embed them.
+
+Each function has a NumPy twin of the same name and signature in
+:mod:`fastmlp.reference`. Inputs may be any real arrays: they are brought to
+float32 (when every floating input is float32) or float64, and made
+contiguous when they are not (a transposed matrix is passed to the GEMM as a
+transpose, without a copy). Results are new arrays unless ``out`` is given.
+The GIL is released while a kernel runs.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import _core
+from ._validation import as_numeric_array, check_choice
+from .network import ACTIVATIONS
+
+__all__ = [
+    "gemm",
+    "activation_forward",
+    "activation_backward",
+    "bias_add_forward",
+    "bias_add_backward",
+    "mse_forward",
+    "mse_backward",
+    "sgd_update",
+]
+
+
+def _common_dtype(*arrays) -> np.dtype:
+    return np.dtype(np.float32) if all(a.dtype == np.float32 for a in arrays) else np.dtype(np.float64)
+
+
+def _inputs(names_and_values):
+    arrays = [as_numeric_array(value, name) for name, value in names_and_values]
+    dtype = _common_dtype(*arrays)
+    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
+
+
+def _matrix(a: np.ndarray, name: str, dtype: np.dtype, transposed: bool):
+    """A matrix the GEMM binding can read (unit column stride), and whether op flips."""
+    a = as_numeric_array(a, name)
+    if a.ndim != 2:
+        raise ValueError(f"{name}: expected a 2-D array, got shape {a.shape}")
+    a = a.astype(dtype, copy=False)
+    if a.shape[1] <= 1 or a.strides[1] == a.itemsize:
+        if a.shape[0] <= 1 or (a.strides[0] % a.itemsize == 0 and a.strides[0] >= a.shape[1] * a.itemsize):
+            return a, transposed
+    if a.T.strides[1] == a.itemsize and a.T.strides[0] % a.itemsize == 0 and a.T.strides[0] >= a.shape[0] * a.itemsize:
+        return a.T, not transposed  # column-major storage: the same matrix, read as a transpose
+    return np.ascontiguousarray(a), transposed
+
+
+def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
+    """C = alpha · op(a) · op(b) + beta · C, op = transpose when trans_* is set.
+
+    With ``c`` None a new (M, N) array is returned (beta is then irrelevant);
+    otherwise ``c`` must be a writable float array with unit column stride and
+    is updated in place and returned.
+    """
+    a_arr, b_arr = as_numeric_array(a, "a"), as_numeric_array(b, "b")
+    arrays = [a_arr, b_arr] if c is None else [a_arr, b_arr, np.asarray(c)]
+    dtype = _common_dtype(*arrays)
+    if a_arr.ndim != 2 or b_arr.ndim != 2:
+        raise ValueError(f"gemm: a and b must be 2-D, got shapes {a_arr.shape} and {b_arr.shape}")
+    m = a_arr.shape[1] if trans_a else a_arr.shape[0]
+    n = b_arr.shape[0] if trans_b else b_arr.shape[1]
+    a_arr, trans_a = _matrix(a_arr, "a", dtype, bool(trans_a))
+    b_arr, trans_b = _matrix(b_arr, "b", dtype, bool(trans_b))
+    if c is None:
+        c = np.zeros((m, n), dtype=dtype)
+        beta = 0.0
+    elif not isinstance(c, np.ndarray) or c.dtype != dtype:
+        raise TypeError(f"c: expected a {dtype.name} ndarray to update in place, got {type(c).__name__}")
+    _core.gemm(a_arr, b_arr, c, float(alpha), float(beta), trans_a, trans_b)
+    return c
+
+
+def activation_forward(z, activation="relu", out=None):
+    """a = f(z), elementwise."""
+    activation = check_choice(activation, "activation", ACTIVATIONS)
+    (z,), dtype = _inputs([("z", z)])
+    out = np.empty_like(z) if out is None else out
+    _core.activation_forward(activation, z, out)
+    return out
+
+
+def activation_backward(da, z, a=None, activation="relu", out=None):
+    """dz = da ⊙ f'(z). ``a`` = f(z) is computed when not given."""
+    activation = check_choice(activation, "activation", ACTIVATIONS)
+    if a is None:
+        a = activation_forward(z, activation)
+    (da, z, a), dtype = _inputs([("da", da), ("z", z), ("a", a)])
+    out = np.empty_like(z) if out is None else out
+    _core.activation_backward(activation, z, a, da, out)
+    return out
+
+
+def bias_add_forward(z, bias):
+    """z + bias for z (B, O) and bias (O,), as a new array."""
+    (z, bias), dtype = _inputs([("z", z), ("bias", bias)])
+    out = z.copy()
+    _core.bias_add_forward(out, bias)
+    return out
+
+
+def bias_add_backward(dz):
+    """Column sums of dz (B, O): the bias gradient (O,)."""
+    (dz,), dtype = _inputs([("dz", dz)])
+    if dz.ndim != 2:
+        raise ValueError(f"dz: expected a 2-D array (batch, outputs), got shape {dz.shape}")
+    d_bias = np.zeros(dz.shape[1], dtype=dtype)
+    _core.bias_add_backward(d_bias, dz)
+    return d_bias
+
+
+def mse_forward(pred, target):
+    """mean((pred − target)²) over all elements."""
+    (pred, target), dtype = _inputs([("pred", pred), ("target", target)])
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}")
+    return _core.mse_forward(pred, target)
+
+
+def mse_backward(pred, target, scale=None):
+    """scale · (pred − target); scale defaults to 2 / pred.size, the gradient of mse_forward."""
+    (pred, target), dtype = _inputs([("pred", pred), ("target", target)])
+    if pred.shape != target.shape:
+        raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}")
+    scale = 2.0 / max(pred.size, 1) if scale is None else float(scale)
+    out = np.empty_like(pred)
+    _core.mse_backward(out, pred, target, scale)
+    return out
+
+
+def sgd_update(params, grads, lr):
+    """params −= lr · grads, in place on ``params`` (a writable contiguous float array); returns it."""
+    if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
+        raise TypeError("params: expected a float32 or float64 ndarray to update in place")
+    if not params.flags.c_contiguous:
+        raise ValueError("params: expected a C-contiguous array (the update is in place)")
+    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
+    if grads.shape != params.shape:
+        raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
+    _core.sgd_update(params, grads, float(lr))
+    return params
