@@ -12,7 +12,9 @@
 #include <chrono>
 #include <cstring>
 #include <mutex>
+#include <stdexcept>
 #include <string>
+#include <vector>
 
 #include "fastmlp/activation.hpp"
 #include "fastmlp/build_info.hpp"
@@ -74,6 +76,12 @@ T* matrix_data(py::array& array, const char* name, bool writable, Index& ld) {
                               shape_text(array));
     const Index rows = array.shape(0), cols = array.shape(1);
     const Index item = sizeof(T);
+    if (writable && !array.writeable())
+        throw py::value_error(std::string(name) + ": the array is read-only");
+    if (array.size() == 0) {  // NumPy gives empty arrays any strides; nothing is read
+        ld = std::max<Index>(cols, 1);
+        return static_cast<T*>(array.mutable_data());
+    }
     if (cols > 1 && array.strides(1) != item)
         throw py::value_error(std::string(name) + ": rows must be contiguous (unit column stride)");
     if (rows > 1) {
@@ -88,12 +96,14 @@ T* matrix_data(py::array& array, const char* name, bool writable, Index& ld) {
     return static_cast<T*>(array.mutable_data());
 }
 
-void require_same_size(const py::array& a, const char* a_name, const py::array& b,
-                       const char* b_name) {
-    if (a.size() != b.size())
+void require_same_shape(const py::array& a, const char* a_name, const py::array& b,
+                        const char* b_name) {
+    bool same = a.ndim() == b.ndim();
+    for (py::ssize_t d = 0; same && d < a.ndim(); ++d) same = a.shape(d) == b.shape(d);
+    if (!same)
         throw py::value_error(std::string(a_name) + " has shape " + shape_text(a) + " but " +
                               b_name + " has shape " + shape_text(b) +
-                              ": expected the same number of elements");
+                              ": expected the same shape");
 }
 
 // Calls f(T{}) with T the dtype of `array` (float32 or float64).
@@ -108,7 +118,7 @@ auto by_dtype(const py::array& array, const char* name, F&& f) {
 // ---- kernels ---------------------------------------------------------------
 
 void gemm_binding(py::array a, py::array b, py::array c, double alpha, double beta,
-                  bool trans_a, bool trans_b) {
+                  bool trans_a, bool trans_b, bool naive) {
     by_dtype(c, "c", [&](auto tag) {
         using T = decltype(tag);
         Index lda, ldb, ldc;
@@ -125,15 +135,18 @@ void gemm_binding(py::array a, py::array b, py::array c, double alpha, double be
                                   " times op(b) " + shape_text(b) + (trans_b ? "ᵀ" : "") +
                                   " does not fit c " + shape_text(c));
         py::gil_scoped_release release;
-        fastmlp::gemm<T>(trans_a ? fastmlp::Transpose::transpose : fastmlp::Transpose::none,
-                         trans_b ? fastmlp::Transpose::transpose : fastmlp::Transpose::none, m, n,
-                         k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+        const auto op_a = trans_a ? fastmlp::Transpose::transpose : fastmlp::Transpose::none;
+        const auto op_b = trans_b ? fastmlp::Transpose::transpose : fastmlp::Transpose::none;
+        if (naive)
+            fastmlp::gemm_naive<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+        else
+            fastmlp::gemm<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
     });
 }
 
 void activation_forward_binding(const std::string& name, py::array z, py::array out) {
     const fastmlp::Activation act = fastmlp::activation_from_name(name);
-    require_same_size(z, "z", out, "out");
+    require_same_shape(z, "z", out, "out");
     by_dtype(out, "out", [&](auto tag) {
         using T = decltype(tag);
         const T* pz = contiguous_data<T>(z, "z", -1, false);
@@ -146,9 +159,9 @@ void activation_forward_binding(const std::string& name, py::array z, py::array 
 void activation_backward_binding(const std::string& name, py::array z, py::array a,
                                  py::array da, py::array out) {
     const fastmlp::Activation act = fastmlp::activation_from_name(name);
-    require_same_size(z, "z", out, "out");
-    require_same_size(a, "a", out, "out");
-    require_same_size(da, "da", out, "out");
+    require_same_shape(z, "z", out, "out");
+    require_same_shape(a, "a", out, "out");
+    require_same_shape(da, "da", out, "out");
     by_dtype(out, "out", [&](auto tag) {
         using T = decltype(tag);
         const T* pz = contiguous_data<T>(z, "z", -1, false);
@@ -187,7 +200,7 @@ void bias_add_backward_binding(py::array d_bias, py::array dz) {
 }
 
 double mse_forward_binding(py::array pred, py::array target) {
-    require_same_size(pred, "pred", target, "target");
+    require_same_shape(pred, "pred", target, "target");
     return by_dtype(pred, "pred", [&](auto tag) -> double {
         using T = decltype(tag);
         const T* pp = contiguous_data<T>(pred, "pred", -1, false);
@@ -198,8 +211,8 @@ double mse_forward_binding(py::array pred, py::array target) {
 }
 
 void mse_backward_binding(py::array out, py::array pred, py::array target, double scale) {
-    require_same_size(pred, "pred", target, "target");
-    require_same_size(pred, "pred", out, "out");
+    require_same_shape(pred, "pred", target, "target");
+    require_same_shape(pred, "pred", out, "out");
     by_dtype(out, "out", [&](auto tag) {
         using T = decltype(tag);
         const T* pp = contiguous_data<T>(pred, "pred", -1, false);
@@ -211,7 +224,7 @@ void mse_backward_binding(py::array out, py::array pred, py::array target, doubl
 }
 
 void sgd_update_binding(py::array params, py::array grads, double lr) {
-    require_same_size(params, "params", grads, "grads");
+    require_same_shape(params, "params", grads, "grads");
     by_dtype(params, "params", [&](auto tag) {
         using T = decltype(tag);
         T* pp = contiguous_data<T>(params, "params", -1, true);
@@ -284,18 +297,6 @@ void bind_network(py::module_& m, const char* class_name) {
                                    return py::array_t<T>({h.net().parameter_count()},
                                                          {Index(sizeof(T))}, h.net().grads(), self);
                                })
-        .def("init_he_normal",
-             [](Handle& h) {
-                 py::gil_scoped_release release;
-                 std::lock_guard<std::mutex> lock(h.mutex());
-                 h.net().init_he_normal();
-             })
-        .def("reseed",
-             [](Handle& h, std::uint64_t seed) {
-                 py::gil_scoped_release release;
-                 std::lock_guard<std::mutex> lock(h.mutex());
-                 h.net().rng().reseed(seed);
-             })
         .def("forward",
              [](Handle& h, py::array x) {
                  auto& net = h.net();
@@ -329,17 +330,26 @@ void bind_network(py::module_& m, const char* class_name) {
         .def("cache",
              [](Handle& h, Index layer) {
                  auto& net = h.net();
-                 std::lock_guard<std::mutex> lock(h.mutex());
-                 if (net.cached_batch() < 1) throw py::value_error("cache: no forward pass yet");
-                 if (layer < 0 || layer >= Index(net.layers().size()))
-                     throw py::index_error("cache: layer out of range");
-                 const Index rows = net.cached_batch(), cols = net.layers()[layer].outputs;
-                 py::array_t<T> z({rows, cols}), a({rows, cols});
-                 std::memcpy(z.mutable_data(), net.cached_pre_activation(layer),
-                             sizeof(T) * rows * cols);
-                 std::memcpy(a.mutable_data(), net.cached_activation(layer),
-                             sizeof(T) * rows * cols);
-                 return py::make_tuple(z, a);
+                 Index rows = 0, cols = 0;
+                 std::vector<T> z, a;
+                 {
+                     py::gil_scoped_release release;  // never wait for the lock holding the GIL
+                     std::lock_guard<std::mutex> lock(h.mutex());
+                     if (net.cached_batch() < 1)
+                         throw std::invalid_argument("cache: no forward pass yet");
+                     if (layer < 0 || layer >= Index(net.layers().size()))
+                         throw std::out_of_range("cache: layer out of range");
+                     rows = net.cached_batch();
+                     cols = net.layers()[layer].outputs;
+                     z.assign(net.cached_pre_activation(layer),
+                              net.cached_pre_activation(layer) + rows * cols);
+                     a.assign(net.cached_activation(layer),
+                              net.cached_activation(layer) + rows * cols);
+                 }
+                 py::array_t<T> z_out({rows, cols}), a_out({rows, cols});
+                 std::memcpy(z_out.mutable_data(), z.data(), sizeof(T) * rows * cols);
+                 std::memcpy(a_out.mutable_data(), a.data(), sizeof(T) * rows * cols);
+                 return py::make_tuple(z_out, a_out);
              })
         .def("zero_grad",
              [](Handle& h) {
@@ -424,7 +434,7 @@ PYBIND11_MODULE(_core, m) {
 #endif
 
     m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
-          py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
+          py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"), py::arg("naive") = false);
     m.def("activation_forward", &activation_forward_binding, py::arg("name"), py::arg("z"),
           py::arg("out"));
     m.def("activation_backward", &activation_backward_binding, py::arg("name"), py::arg("z"),

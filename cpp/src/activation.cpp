@@ -20,8 +20,8 @@ inline T sigmoid(T z) {
 }
 
 template <typename T>
-inline T gelu_cdf(T z) {  // Φ(z)
-    return T(0.5) * (T(1) + std::erf(z * T(0.70710678118654752440)));
+inline T gelu_cdf(T z) {  // Φ(z) = erfc(−z/√2)/2: no cancellation for negative z
+    return T(0.5) * std::erfc(z * T(-0.70710678118654752440));
 }
 
 template <typename T>

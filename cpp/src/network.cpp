@@ -185,7 +185,6 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     std::vector<T> x_batch, y_batch;
     if (gather) {
         order.resize(n);
-        std::iota(order.begin(), order.end(), index(0));
         x_batch.resize(batch_size * in);
         y_batch.resize(batch_size * out);
     }
@@ -193,7 +192,10 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
 
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
-        if (gather) {  // Fisher–Yates, from the network's generator
+        if (gather) {
+            // Fisher–Yates over 0..n-1 from the network's generator: each epoch's order
+            // depends only on the generator, so fit(3) + fit(3) is fit(6).
+            std::iota(order.begin(), order.end(), index(0));
             for (index i = n - 1; i > 0; --i)
                 std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
         }
@@ -224,7 +226,8 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             zero_grad();
             backward_layers(layers_, params_.data(), grads_.data(), z_, a_, xb, rows, delta_,
                             delta_next_);
-            if (!std::isfinite(loss) || !all_finite(grads_.data(), parameter_count())) {
+            if (!std::isfinite(loss) ||
+                !sgd_update_stays_finite(params_.data(), grads_.data(), parameter_count(), lr)) {
                 result.status = FitStatus::non_finite;
                 result.failed_epoch = epoch;
                 result.failed_batch = batch_index;

@@ -17,16 +17,19 @@ void sgd_update(T* params, const T* grads, index n, T lr) {
 }
 
 template <typename T>
-bool all_finite(const T* x, index n) {
-    // Accumulating x - x is 0 for finite x and NaN otherwise: a branch-free scan.
+bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr) {
+    // v - v is 0 for finite v and NaN otherwise: a branch-free scan.
     T probe = 0;
-    for (index i = 0; i < n; ++i) probe += x[i] - x[i];
+    for (index i = 0; i < n; ++i) {
+        const T updated = params[i] - lr * grads[i];
+        probe += updated - updated;
+    }
     return probe == T(0);
 }
 
 template void sgd_update<float>(float*, const float*, index, float);
 template void sgd_update<double>(double*, const double*, index, double);
-template bool all_finite<float>(const float*, index);
-template bool all_finite<double>(const double*, index);
+template bool sgd_update_stays_finite<float>(const float*, const float*, index, float);
+template bool sgd_update_stays_finite<double>(const double*, const double*, index, double);
 
 }  // namespace fastmlp

@@ -236,7 +236,12 @@ class Network:
         """Applies one update from the current ``grads``."""
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected an optimizer such as fm.SGD(lr=0.01), got {optimizer!r}")
+        self._check_optimizer_fits_dtype(optimizer)
         optimizer._apply(self._core)
+
+    def _check_optimizer_fits_dtype(self, optimizer: Optimizer) -> None:
+        if optimizer.lr > float(np.finfo(self._dtype).max):
+            raise ValueError(f"lr: {optimizer.lr!r} is not finite in the network's dtype {self._dtype.name}")
 
     # ---- training and inference ------------------------------------------------------
     def fit(
@@ -265,6 +270,7 @@ class Network:
         optimizer = SGD() if optimizer is None else optimizer
         if not isinstance(optimizer, SGD):
             raise TypeError(f"optimizer: expected fm.SGD(lr=...), got {optimizer!r}")
+        self._check_optimizer_fits_dtype(optimizer)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = check_int(verbose, "verbose", minimum=0)
@@ -280,7 +286,7 @@ class Network:
             history._append(losses[:done])
             if status == "non_finite":
                 error = FloatingPointError(
-                    f"fit: the loss or a gradient became non-finite in epoch {start + failed_epoch} "
+                    f"fit: the loss or an update became non-finite in epoch {start + failed_epoch} "
                     f"(batch {failed_batch}); the weights keep their last finite values. "
                     f"Try a smaller learning rate (lr={optimizer.lr}) or scaled inputs."
                 )

@@ -26,7 +26,7 @@ __all__ = [
 ]
 
 LEAKY_RELU_SLOPE = 0.01
-_erf = np.frompyfunc(math.erf, 1, 1)
+_erfc = np.frompyfunc(math.erfc, 1, 1)
 
 
 def _float_dtype(*arrays) -> np.dtype:
@@ -50,8 +50,8 @@ def _sigmoid(z):
     return np.where(z >= 0, 1 / (1 + e), e / (1 + e)).astype(z.dtype)
 
 
-def _gelu_cdf(z):
-    return (0.5 * (1 + _erf(z / math.sqrt(2)).astype(np.float64))).astype(z.dtype)
+def _gelu_cdf(z):  # Φ(z) = erfc(−z/√2) / 2
+    return (0.5 * _erfc(-z.astype(np.float64) / math.sqrt(2)).astype(np.float64)).astype(z.dtype)
 
 
 def _gelu_pdf(z):

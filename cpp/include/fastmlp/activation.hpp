@@ -13,7 +13,7 @@
 //   sigmoid     1 / (1 + e^-z)  (stable form)     f' = a (1 - a)
 //   tanh        tanh z                            f' = 1 - a²
 //   swish       z σ(z)  (SiLU)                    f' = σ(z) + z σ(z)(1 - σ(z))
-//   gelu        z Φ(z) = z/2 (1 + erf(z/√2))      f' = Φ(z) + z φ(z)
+//   gelu        z Φ(z), Φ(z) = erfc(−z/√2)/2      f' = Φ(z) + z φ(z)
 #pragma once
 
 #include <string>

@@ -42,7 +42,7 @@ enum class FitStatus { completed, non_finite, interrupted };
 struct FitResult {
     FitStatus status = FitStatus::completed;
     index epochs_completed = 0;  // epochs whose loss was written
-    index failed_epoch = -1;     // epoch in which the loss or a gradient turned non-finite
+    index failed_epoch = -1;     // epoch in which the loss or an update turned non-finite
     index failed_batch = -1;
 };
 
@@ -82,8 +82,8 @@ public:
     // losses (epochs) receives the mean training loss of each epoch, measured on
     // each batch before its update (as the article does). should_stop is polled
     // between batches; returning true ends the fit with status interrupted.
-    // On a non-finite loss or gradient the update is skipped and the fit stops,
-    // so the parameters keep their last finite values.
+    // When the loss, or the update it would make, is not finite, the update is
+    // skipped and the fit stops: the parameters keep their last finite values.
     FitResult fit(const T* x, const T* y, index n, const FitOptions& options, T* losses,
                   const std::function<bool()>& should_stop);
 

@@ -12,8 +12,9 @@ namespace fastmlp {
 template <typename T>
 void sgd_update(T* params, const T* grads, index n, T lr);
 
-// True when every value of x (n) is finite.
+// True when params - lr · grads would be finite everywhere (checked before an
+// update, so a diverging fit can stop with the parameters still finite).
 template <typename T>
-bool all_finite(const T* x, index n);
+bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr);
 
 }  // namespace fastmlp

@@ -1,0 +1,134 @@
+"""Type stubs for fastmlp._core, the private C++ extension (cpp/bindings/module.cpp).
+
+Use the fastmlp package instead: it validates input and converts arrays first.
+These functions check dtype, shape, layout and writability again and raise
+TypeError / ValueError (IndexError for Network*.cache) on a mismatch. Arrays
+are float32 or float64, all of one dtype per call, C-contiguous unless said
+otherwise; ``out``-style arguments are written in place. The GIL is released
+while a kernel runs.
+"""
+
+from typing import Generic, Literal, TypedDict, TypeVar
+
+import numpy as np
+import numpy.typing as npt
+
+__version__: str
+
+_Float = TypeVar("_Float", np.float32, np.float64)
+_FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
+_ActivationName = Literal["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu"]
+_FitStatus = Literal["completed", "non_finite", "interrupted"]
+
+# ---- kernels ----------------------------------------------------------------------
+
+def gemm(
+    a: _FloatArray,
+    b: _FloatArray,
+    c: _FloatArray,
+    alpha: float,
+    beta: float,
+    trans_a: bool,
+    trans_b: bool,
+    naive: bool = False,
+) -> None:
+    """c = alpha · op(a) · op(b) + beta · c, in place. 2-D matrices with unit
+    column stride (any row stride >= the row length); op transposes when trans_* is set.
+    naive runs the plain triple-loop reference kernel instead of the blocked one."""
+
+def activation_forward(name: _ActivationName, z: _FloatArray, out: _FloatArray) -> None:
+    """out = f(z), elementwise; z and out of equal size."""
+
+def activation_backward(
+    name: _ActivationName, z: _FloatArray, a: _FloatArray, da: _FloatArray, out: _FloatArray
+) -> None:
+    """out = da ⊙ f'(z), with a = f(z); all four of equal size."""
+
+def bias_add_forward(z: _FloatArray, bias: _FloatArray) -> None:
+    """z (B, O) += bias (O,) on every row, in place."""
+
+def bias_add_backward(d_bias: _FloatArray, dz: _FloatArray) -> None:
+    """d_bias (O,) += the column sums of dz (B, O) (accumulates)."""
+
+def mse_forward(pred: _FloatArray, target: _FloatArray) -> float:
+    """mean((pred − target)²) over all elements."""
+
+def mse_backward(out: _FloatArray, pred: _FloatArray, target: _FloatArray, scale: float) -> None:
+    """out = scale · (pred − target)."""
+
+def sgd_update(params: _FloatArray, grads: _FloatArray, lr: float) -> None:
+    """params −= lr · grads, in place."""
+
+# ---- the engine ---------------------------------------------------------------------
+
+class _Network(Generic[_Float]):
+    """One network over a flat parameter buffer and a flat gradient buffer
+    (W_0, b_0, W_1, b_1, ...). Calls on one network run one at a time."""
+
+    def __init__(self, sizes: list[int], activations: list[str], seed: int) -> None:
+        """sizes: inputs, hidden widths, outputs (each >= 1); activations: one name
+        per layer, the output layer's last; seed: 0 <= seed < 2**64. Weights are
+        He-normal from the network's generator, biases zero."""
+    @property
+    def dtype(self) -> np.dtype[_Float]: ...
+    @property
+    def parameter_count(self) -> int: ...
+    @property
+    def layers(self) -> list[tuple[int, int, int, int, str]]:
+        """One (inputs, outputs, weight_offset, bias_offset, activation) per layer;
+        offsets index the flat buffers."""
+    @property
+    def params(self) -> npt.NDArray[_Float]:
+        """A writable 1-D view of the parameter buffer (no copy; keeps the network alive)."""
+    @property
+    def grads(self) -> npt.NDArray[_Float]:
+        """A writable 1-D view of the gradient buffer, with the layout of params."""
+    def forward(self, x: npt.NDArray[_Float]) -> npt.NDArray[_Float]:
+        """x (B, inputs) -> a new (B, outputs) array; keeps the cache for backward."""
+    def backward(self, x: npt.NDArray[_Float], d_out: npt.NDArray[_Float]) -> None:
+        """Zeroes grads, then fills them from d_out = dL/dŷ (B, outputs); needs the
+        cache of forward(x) just before."""
+    def cache(self, layer: int) -> tuple[npt.NDArray[_Float], npt.NDArray[_Float]]:
+        """Copies of (Z_layer, A_layer), each (B, outputs of that layer), from the last
+        forward. ValueError before any forward, IndexError for a bad layer."""
+    def zero_grad(self) -> None: ...
+    def sgd_step(self, lr: float) -> None:
+        """params −= lr · grads."""
+    def predict(self, x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
+        """out (n, outputs) = the network applied to x (n, inputs); the training cache is untouched."""
+    def fit(
+        self,
+        x: npt.NDArray[_Float],
+        y: npt.NDArray[_Float],
+        epochs: int,
+        batch_size: int,
+        lr: float,
+        shuffle: bool,
+        losses: npt.NDArray[_Float],
+    ) -> tuple[_FitStatus, int, int, int]:
+        """Trains by SGD in C++, the GIL released (batch_size 0 or >= n: full batch).
+        losses (>= epochs,) receives each epoch's mean loss. Returns (status,
+        epochs_completed, failed_epoch, failed_batch); the failed_* are -1 unless
+        status is "non_finite". A pending signal (Ctrl-C) raises its exception."""
+
+class Network32(_Network[np.float32]): ...
+class Network64(_Network[np.float64]): ...
+
+# ---- threads and build ----------------------------------------------------------------
+
+def get_num_threads() -> int: ...
+def set_num_threads(n: int) -> bool:
+    """False (and one thread) when not honoured: built without OpenMP, or a forked child."""
+def in_forked_child() -> bool: ...
+
+class _BuildInfo(TypedDict):
+    compiler: str
+    build_type: str
+    build_flags: str
+    openmp: bool
+    architecture: str
+    cpu_features: list[str]
+    gemm_kernel: str
+
+def build_info() -> _BuildInfo:
+    """How this extension was built and what the CPU offers (a new dict each call)."""

@@ -1,0 +1,233 @@
+"""fastmlp's command line.
+
+    fastmlp demo [--epochs N] [--seed S] [--out PATH | --no-plot]
+    fastmlp info
+    fastmlp --version
+
+``demo`` runs the article's demo ("Master Backpropagation", shared/seed): learn
+y = x² + noise with a [1, 64, 32, 1] ReLU network, 5000 full-batch epochs of
+SGD at lr 0.01, through :class:`fastmlp.NeuralNetwork`, and draws the article's
+two panels into a PNG. ``info`` tells how this build was made and what it runs on.
+
+Errors the user can fix (an unwritable --out, bad input) end in one line on
+stderr and exit status 1; bad options are argparse's usual error (status 2).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import secrets
+import sys
+import time
+
+import numpy as np
+
+from . import _core
+from ._threads import get_num_threads
+from .article import NeuralNetwork
+
+__all__ = ["main"]
+
+PLOT_HINT = 'pip install "fastmlp[plot]"'
+
+
+class CommandError(Exception):
+    """A failure to report in one line, without a traceback."""
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
+    if not 0 <= value < 2**32:  # np.random.seed's range
+        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
+    return value
+
+
+def _build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="fastmlp",
+        description="Dense neural networks trained by backpropagation, with C++/OpenMP kernels.",
+    )
+    parser.add_argument("--version", action="version", version=f"fastmlp {_core.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    demo = commands.add_parser(
+        "demo",
+        help="the article's demo: learn x² and write demo.png",
+        description=(
+            "The article's demo: a [1, 64, 32, 1] ReLU network learns y = x² + N(0, 0.1²) "
+            "on 100 points of [-2, 2] by full-batch SGD (lr 0.01), then plots the fit and the loss."
+        ),
+    )
+    demo.add_argument("--epochs", type=_positive_int, default=5000, help="training epochs (default 5000)")
+    demo.add_argument("--seed", type=_seed, default=42, help="np.random.seed for data and weights (default 42)")
+    picture = demo.add_mutually_exclusive_group()
+    picture.add_argument("--out", default="demo.png", metavar="PATH",
+                         help="where to write the picture (default demo.png)")
+    picture.add_argument("--no-plot", action="store_true", help="train and print only; write no picture")
+    demo.set_defaults(run=_run_demo)
+
+    info = commands.add_parser("info", help="versions, build, threads and CPU of this installation",
+                               description="How this fastmlp was built and what it runs on.")
+    info.set_defaults(run=_run_info)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs the command line with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    parser = _build_parser()
+    try:
+        args = parser.parse_args(None if argv is None else [os.fspath(a) for a in argv])
+    except SystemExit as stop:  # --help, --version, or argparse's usage error (2)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+    try:
+        return args.run(args)
+    except CommandError as error:
+        print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
+    except (OSError, ValueError, FloatingPointError, MemoryError) as error:
+        print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return 1
+
+
+# ---- demo -----------------------------------------------------------------------------
+
+
+def _check_writable(path: str) -> None:
+    """Fails early, before training, when the picture could not be written."""
+    if os.path.isdir(path):
+        raise CommandError(f"cannot write {path}: it is a directory")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CommandError(f"cannot write {path}: no such directory {folder}")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write {path}: directory {folder} is not writable")
+
+
+def _run_demo(args) -> int:
+    plot = not args.no_plot
+    if plot:
+        _check_writable(args.out)
+
+    # The article's data and network, in the article's order, so the seeded stream matches.
+    np.random.seed(args.seed)
+    X_train = np.linspace(-2, 2, 100).reshape(-1, 1)
+    y_train = X_train**2 + np.random.normal(0, 0.1, X_train.shape)
+    nn = NeuralNetwork(layer_sizes=[1, 64, 32, 1], learning_rate=0.01, activation="relu")
+
+    start = time.perf_counter()
+    losses = nn.train(X_train, y_train, epochs=args.epochs, verbose=True)
+    seconds = time.perf_counter() - start
+    print(f"Final training loss: {losses[-1]:.6f}")
+    print(f"Training time: {_format_seconds(seconds)} ({args.epochs} epochs, "
+          f"{get_num_threads()} thread{'s' if get_num_threads() != 1 else ''})")
+
+    if plot:
+        X_test = np.linspace(-2, 2, 50).reshape(-1, 1)
+        y_pred = nn.forward(X_test)
+        try:
+            figure = _demo_figure(X_train, y_train, X_test, y_pred, losses)
+        except ImportError:
+            print(f"Picture skipped: matplotlib is not installed ({PLOT_HINT} to get {args.out})")
+            return 0
+        _save_png_atomically(figure, args.out)
+    return 0
+
+
+def _format_seconds(seconds: float) -> str:
+    return f"{seconds * 1e3:.1f} ms" if seconds < 1 else f"{seconds:.2f} s"
+
+
+def _demo_figure(X_train, y_train, X_test, y_pred, losses):
+    """The article's two panels, side by side, on an Agg canvas (no screen, no pyplot)."""
+    import matplotlib  # noqa: F401  (lazy: the plot extra is optional)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(12, 5))
+    FigureCanvasAgg(figure)
+
+    left = figure.add_subplot(1, 2, 1)
+    left.scatter(X_train, y_train, alpha=0.7, label="Training Data", s=20)
+    left.plot(X_test, y_pred, "r-", linewidth=2, label="Network Prediction")
+    left.plot(X_test, X_test**2, "g--", alpha=0.8, label="True Function (x²)")
+    left.set_xlabel("x")
+    left.set_ylabel("y")
+    left.set_title("Function Approximation with Backpropagation")
+    left.legend()
+    left.grid(True, alpha=0.3)
+
+    right = figure.add_subplot(1, 2, 2)
+    right.plot(losses)
+    right.set_xlabel("Epoch")
+    right.set_ylabel("Mean Squared Error Loss")
+    right.set_title("Training Loss Over Time")
+    right.set_yscale("log")
+    right.grid(True, alpha=0.3)
+
+    figure.tight_layout()
+    return figure
+
+
+def _save_png_atomically(figure, path: str) -> None:
+    """Writes to a temporary file beside ``path`` and renames it, so ``path`` is
+    either the old file or the whole new one, never half a picture."""
+    folder = os.path.dirname(os.path.abspath(path))
+    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
+    # os.open with 0o666 honours the umask, as a plain open() of the final name would.
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            figure.savefig(stream, format="png")
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+# ---- info -----------------------------------------------------------------------------
+
+
+def _run_info(args) -> int:
+    build = _core.build_info()
+    threads = get_num_threads()
+    omp_env = os.environ.get("OMP_NUM_THREADS")
+    rows = [
+        ("fastmlp", _core.__version__),
+        ("location", os.path.dirname(os.path.abspath(__file__))),
+        ("python", f"{platform.python_version()} ({platform.python_implementation()})"),
+        ("numpy", np.__version__),
+        ("platform", platform.platform()),
+        ("compiler", build["compiler"]),
+        ("build type", build["build_type"]),
+        ("build flags", " ".join(build["build_flags"].split()) or "(none)"),
+        ("openmp", "on" if build["openmp"] else "off"),
+        ("threads", f"{threads}" + (f" (OMP_NUM_THREADS={omp_env})" if omp_env else "")),
+        ("architecture", build["architecture"]),
+        ("cpu features", ", ".join(build["cpu_features"]) or "(none detected)"),
+        ("gemm kernel", build["gemm_kernel"]),
+    ]
+    width = max(len(key) for key, _ in rows)
+    for key, value in rows:
+        print(f"{key + ':':<{width + 1}} {value}")
+    return 0
