@@ -149,6 +149,24 @@ def test_gemm_is_bit_identical_across_thread_counts(m, n, k, trans_a, trans_b, d
         )
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("trans_a,trans_b", TRANSPOSES)
+@pytest.mark.parametrize("m,n,k", [(1, 1, 1), (7, 33, 3), (257, 3, 33), (33, 257, 300), (3, 7, 257)])
+def test_gemm_matches_the_cpp_naive_loop(m, n, k, trans_a, trans_b, dtype):
+    # The blocked kernel held to the triple loop kept beside it in gemm.cpp.
+    from fastmlp import _core
+
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c0 = rng.standard_normal((m, n)).astype(dtype)
+    fast, naive = c0.copy(), c0.copy()
+    _core.gemm(a, b, fast, 0.75, -0.5, trans_a, trans_b)
+    _core.gemm(a, b, naive, 0.75, -0.5, trans_a, trans_b, naive=True)
+    atol = rtol_of(dtype) * k * max_abs(a) * max_abs(b)
+    assert_close(fast, naive, rtol=rtol_of(dtype), atol=atol, what="blocked gemm vs naive gemm")
+
+
 def test_gemm_dtype_policy():
     a32, b32 = np.ones((2, 3), np.float32), np.ones((3, 4), np.float32)
     assert kernels.gemm(a32, b32).dtype == np.float32

@@ -22,6 +22,11 @@
 namespace fastmlp {
 namespace {
 
+// Products below this many FLOPs run on one thread. A fork/join costs ~1 µs on a
+// quiet machine but can cost a whole time slice when another process holds the
+// other core, so only products that take tens of microseconds go parallel.
+constexpr double gemm_parallel_threshold = double(1 << 22);
+
 template <typename T>
 struct Blocking;
 // Register tiles sized for 16 vector registers of 128 bits (SSE2 / NEON).
@@ -111,7 +116,7 @@ void gemm_blocked(bool ta, bool tb, index m, index n, index k, T alpha, const T*
     const index tiles_n = (n + B::nc - 1) / B::nc;
     const index tiles = tiles_m * tiles_n;
     const int nt = static_cast<int>(std::min<index>(
-        threads_for(2.0 * double(m) * double(n) * double(k), 1 << 18), tiles));
+        threads_for(2.0 * double(m) * double(n) * double(k), gemm_parallel_threshold), tiles));
     note_parallel_region(nt);
 
 #pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)

@@ -99,6 +99,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.run(args)
     except CommandError as error:
         print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
+    except BrokenPipeError:  # `fastmlp demo | head -3`: stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
     except (OSError, ValueError, FloatingPointError, MemoryError) as error:
         print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
     except KeyboardInterrupt:
@@ -112,6 +116,8 @@ def main(argv: list[str] | None = None) -> int:
 
 def _check_writable(path: str) -> None:
     """Fails early, before training, when the picture could not be written."""
+    if not path:
+        raise CommandError("--out: expected a file name, got an empty string")
     if os.path.isdir(path):
         raise CommandError(f"cannot write {path}: it is a directory")
     folder = os.path.dirname(os.path.abspath(path))

@@ -120,7 +120,7 @@ class Network:
         self._loss = check_choice(loss, "loss", LOSSES)
         self._dtype = as_float_dtype(dtype)
         if seed is None:
-            seed = int(np.random.SeedSequence().entropy % (1 << 63))
+            seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
         self._seed = check_int(seed, "seed", minimum=0)
         if self._seed >= 1 << 64:
             raise ValueError(f"seed: expected an integer below 2**64, got {self._seed}")
@@ -290,7 +290,7 @@ class Network:
                     f"(batch {failed_batch}); the weights keep their last finite values. "
                     f"Try a smaller learning rate (lr={optimizer.lr}) or scaled inputs."
                 )
-                error.history = history
+                error.history = history  # type: ignore[attr-defined]
                 raise error
             if verbose:
                 print(f"Epoch {start + 1}/{epochs} - loss: {losses[0]:.6g}", file=sys.stdout, flush=True)
