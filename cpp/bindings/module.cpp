@@ -449,6 +449,10 @@ PYBIND11_MODULE(_core, m) {
     bind_network<float>(m, "Network32");
     bind_network<double>(m, "Network64");
 
+    m.def("gemm_kernel", []() { return std::string(fastmlp::gemm_kernel_name()); });
+    m.def("gemm_available_kernels", &fastmlp::gemm_available_kernels);
+    m.def("set_gemm_kernel", &fastmlp::set_gemm_kernel, py::arg("name"));
+
     m.def("get_num_threads", &fastmlp::get_num_threads);
     m.def("set_num_threads", &fastmlp::set_num_threads, py::arg("n"));
     m.def("in_forked_child", &fastmlp::in_forked_child);

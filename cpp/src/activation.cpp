@@ -29,12 +29,50 @@ inline T gelu_pdf(T z) {  // φ(z)
     return T(0.39894228040143267794) * std::exp(T(-0.5) * z * z);
 }
 
-template <typename T, typename F>
-void for_each_index(index n, F f) {
+// f(begin, end) over [0, n) in fixed chunks: parallel only for long arrays.
+template <typename F>
+void for_each_chunk(index n, F f) {
+    constexpr index chunk = 1 << 14;
     const int nt = threads_for(double(n), elementwise_threshold);
-    note_parallel_region(nt);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (index i = 0; i < n; ++i) f(i);
+    parallel_for(nt, (n + chunk - 1) / chunk,
+                 [&](index c) { f(c * chunk, (c + 1) * chunk < n ? (c + 1) * chunk : n); });
+}
+
+// a[i] = op(z[i]). In place (a == z) or on distinct arrays, the loop is told
+// so (restrict), which lets the compiler vectorize it without alias checks.
+template <typename T, typename Op>
+void map_forward(T* a, const T* z, index n, Op op) {
+    for_each_chunk(n, [=](index begin, index end) {
+        if (a == z) {
+            T* __restrict inout = a;
+            for (index i = begin; i < end; ++i) inout[i] = op(inout[i]);
+        } else {
+            T* __restrict out = a;
+            const T* __restrict in = z;
+            for (index i = begin; i < end; ++i) out[i] = op(in[i]);
+        }
+    });
+}
+
+// dz[i] = op(da[i], z[i], a[i]), in place when dz == da.
+template <typename T, typename Op>
+void map_backward(T* dz, const T* da, const T* z, const T* a, index n, Op op) {
+    for_each_chunk(n, [=](index begin, index end) {
+        if (dz == z || dz == a) {  // unusual aliasing: the plain loop
+            for (index i = begin; i < end; ++i) dz[i] = op(da[i], z[i], a[i]);
+        } else if (dz == da) {
+            T* __restrict inout = dz;
+            const T* __restrict zr = z;
+            const T* __restrict ar = a;
+            for (index i = begin; i < end; ++i) inout[i] = op(inout[i], zr[i], ar[i]);
+        } else {
+            T* __restrict out = dz;
+            const T* __restrict dar = da;
+            const T* __restrict zr = z;
+            const T* __restrict ar = a;
+            for (index i = begin; i < end; ++i) out[i] = op(dar[i], zr[i], ar[i]);
+        }
+    });
 }
 
 }  // namespace
@@ -71,25 +109,25 @@ void activation_forward(Activation activation, T* a, const T* z, index n) {
     const T slope = T(leaky_relu_slope);
     switch (activation) {
         case Activation::linear:
-            if (a != z) for_each_index<T>(n, [=](index i) { a[i] = z[i]; });
+            if (a != z) map_forward(a, z, n, [](T x) { return x; });
             return;
         case Activation::relu:
-            for_each_index<T>(n, [=](index i) { a[i] = z[i] > T(0) ? z[i] : T(0); });
+            map_forward(a, z, n, [](T x) { return x > T(0) ? x : T(0); });
             return;
         case Activation::leaky_relu:
-            for_each_index<T>(n, [=](index i) { a[i] = z[i] > T(0) ? z[i] : slope * z[i]; });
+            map_forward(a, z, n, [=](T x) { return x > T(0) ? x : slope * x; });
             return;
         case Activation::sigmoid:
-            for_each_index<T>(n, [=](index i) { a[i] = sigmoid(z[i]); });
+            map_forward(a, z, n, [](T x) { return sigmoid(x); });
             return;
         case Activation::tanh:
-            for_each_index<T>(n, [=](index i) { a[i] = std::tanh(z[i]); });
+            map_forward(a, z, n, [](T x) { return std::tanh(x); });
             return;
         case Activation::swish:
-            for_each_index<T>(n, [=](index i) { a[i] = z[i] * sigmoid(z[i]); });
+            map_forward(a, z, n, [](T x) { return x * sigmoid(x); });
             return;
         case Activation::gelu:
-            for_each_index<T>(n, [=](index i) { a[i] = z[i] * gelu_cdf(z[i]); });
+            map_forward(a, z, n, [](T x) { return x * gelu_cdf(x); });
             return;
     }
 }
@@ -101,30 +139,29 @@ void activation_backward(Activation activation, T* dz, const T* da, const T* z, 
     const T slope = T(leaky_relu_slope);
     switch (activation) {
         case Activation::linear:
-            if (dz != da) for_each_index<T>(n, [=](index i) { dz[i] = da[i]; });
+            if (dz != da) map_backward(dz, da, z, a, n, [](T d, T, T) { return d; });
             return;
         case Activation::relu:
-            for_each_index<T>(n, [=](index i) { dz[i] = z[i] > T(0) ? da[i] : T(0); });
+            map_backward(dz, da, z, a, n, [](T d, T x, T) { return x > T(0) ? d : T(0); });
             return;
         case Activation::leaky_relu:
-            for_each_index<T>(n, [=](index i) { dz[i] = z[i] > T(0) ? da[i] : slope * da[i]; });
+            map_backward(dz, da, z, a, n, [=](T d, T x, T) { return x > T(0) ? d : slope * d; });
             return;
         case Activation::sigmoid:
-            for_each_index<T>(n, [=](index i) { dz[i] = da[i] * a[i] * (T(1) - a[i]); });
+            map_backward(dz, da, z, a, n, [](T d, T, T y) { return d * y * (T(1) - y); });
             return;
         case Activation::tanh:
-            for_each_index<T>(n, [=](index i) { dz[i] = da[i] * (T(1) - a[i] * a[i]); });
+            map_backward(dz, da, z, a, n, [](T d, T, T y) { return d * (T(1) - y * y); });
             return;
         case Activation::swish:
-            for_each_index<T>(n, [=](index i) {
-                const T s = sigmoid(z[i]);
-                dz[i] = da[i] * (s + z[i] * s * (T(1) - s));
+            map_backward(dz, da, z, a, n, [](T d, T x, T) {
+                const T s = sigmoid(x);
+                return d * (s + x * s * (T(1) - s));
             });
             return;
         case Activation::gelu:
-            for_each_index<T>(n, [=](index i) {
-                dz[i] = da[i] * (gelu_cdf(z[i]) + z[i] * gelu_pdf(z[i]));
-            });
+            map_backward(dz, da, z, a, n,
+                         [](T d, T x, T) { return d * (gelu_cdf(x) + x * gelu_pdf(x)); });
             return;
     }
 }

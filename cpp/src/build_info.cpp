@@ -33,8 +33,6 @@ std::string build_type() {
 #endif
 }
 
-std::string gemm_kernel_name() { return "portable blocked C++ (packed MRxNR tiles, compiler-vectorized)"; }
-
 std::vector<std::string> cpu_features() {
     std::vector<std::string> features;
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))

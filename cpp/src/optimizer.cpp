@@ -10,10 +10,12 @@ namespace fastmlp {
 template <typename T>
 void sgd_update(T* params, const T* grads, index n, T lr) {
     require(n >= 0, "sgd_update: n must be non-negative");
+    constexpr index chunk = 1 << 14;
     const int nt = threads_for(double(n), 1 << 17);
-    note_parallel_region(nt);
-#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
-    for (index i = 0; i < n; ++i) params[i] -= lr * grads[i];
+    parallel_for(nt, (n + chunk - 1) / chunk, [=](index c) {
+        const index end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
+        for (index i = c * chunk; i < end; ++i) params[i] -= lr * grads[i];
+    });
 }
 
 template <typename T>

@@ -116,6 +116,15 @@ class Network64(_Network[np.float64]): ...
 
 # ---- threads and build ----------------------------------------------------------------
 
+def gemm_kernel() -> str:
+    """The GEMM kernel in use: "avx512", "avx2" or "portable"."""
+
+def gemm_available_kernels() -> list[str]:
+    """The GEMM kernels this build has and this CPU can run, best first."""
+
+def set_gemm_kernel(name: str) -> None:
+    """Forces a GEMM kernel ("auto": the best); ValueError for one this CPU or build cannot run."""
+
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> bool:
     """False (and one thread) when not honoured: built without OpenMP, or a forked child."""

@@ -231,7 +231,7 @@ def _run_info(args) -> int:
         ("threads", f"{threads}" + (f" (OMP_NUM_THREADS={omp_env})" if omp_env else "")),
         ("architecture", build["architecture"]),
         ("cpu features", ", ".join(build["cpu_features"]) or "(none detected)"),
-        ("gemm kernel", build["gemm_kernel"]),
+        ("gemm kernel", f"{build['gemm_kernel']} (available: {', '.join(_core.gemm_available_kernels())})"),
     ]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

@@ -18,6 +18,9 @@ from .network import ACTIVATIONS
 
 __all__ = [
     "gemm",
+    "gemm_kernel",
+    "available_gemm_kernels",
+    "set_gemm_kernel",
     "activation_forward",
     "activation_backward",
     "bias_add_forward",
@@ -75,6 +78,26 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
         raise TypeError(f"c: expected a {dtype.name} ndarray to update in place, got {type(c).__name__}")
     _core.gemm(a_arr, b_arr, c, float(alpha), float(beta), trans_a, trans_b)
     return c
+
+
+def gemm_kernel() -> str:
+    """The GEMM micro-kernel in use: "avx512", "avx2" or "portable"."""
+    return _core.gemm_kernel()
+
+
+def available_gemm_kernels() -> list[str]:
+    """The GEMM kernels this build has and this CPU can run, best first."""
+    return list(_core.gemm_available_kernels())
+
+
+def set_gemm_kernel(name: str) -> None:
+    """Forces a GEMM kernel for the whole process ("auto": the best this CPU runs).
+
+    The environment variable FASTMLP_GEMM_KERNEL sets the first choice the same
+    way. Kernels differ in rounding (FMA or not), not in results otherwise.
+    """
+    check_choice(name, "name", ["auto", *available_gemm_kernels()])
+    _core.set_gemm_kernel(name)
 
 
 def activation_forward(z, activation="relu", out=None):

@@ -10,7 +10,6 @@ std::string compiler_name();
 std::string build_flags();
 std::string build_type();
 std::string architecture();
-std::string gemm_kernel_name();
 std::vector<std::string> cpu_features();  // x86: sse2 ... avx512; arm64: neon
 
 }  // namespace fastmlp

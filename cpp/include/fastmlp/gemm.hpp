@@ -12,10 +12,14 @@
 //   input grad   dA = dZ · W          gemm(none, none)        (B,O)·(O,I)
 //   weight grad  dW += dZᵀ · A_prev   gemm(transpose, none)   (O,B)·(B,I), beta 1
 //
-// gemm() is the one entry point the rest of the library calls, so the kernel
-// behind it can be swapped. Each element of C is summed over K in one fixed
-// order whatever the thread count: threads split C into fixed tiles.
+// gemm() is the one entry point the rest of the library calls. Behind it, a
+// packed, register-tiled kernel chosen at run time from the CPU's features
+// (avx512, avx2, or portable C++; src/gemm/). Each element of C is summed over
+// K in one fixed order whatever the thread count.
 #pragma once
+
+#include <string>
+#include <vector>
 
 #include "fastmlp/common.hpp"
 
@@ -33,6 +37,15 @@ template <typename T>
 void gemm_naive(Transpose trans_a, Transpose trans_b, index m, index n, index k,
                 T alpha, const T* a, index lda, const T* b, index ldb,
                 T beta, T* c, index ldc);
+
+// The kernel gemm() uses now: "avx512", "avx2" or "portable".
+const char* gemm_kernel_name();
+// The kernels this build has and this CPU can run, best first.
+std::vector<std::string> gemm_available_kernels();
+// Forces a kernel ("auto": the best available); throws std::invalid_argument
+// for one this CPU or build cannot run. The FASTMLP_GEMM_KERNEL environment
+// variable sets the first choice the same way.
+void set_gemm_kernel(const std::string& name);
 
 // Checks sizes and leading dimensions; throws std::invalid_argument.
 void gemm_check(Transpose trans_a, Transpose trans_b, index m, index n, index k,

@@ -34,4 +34,18 @@ int threads_for(double work, double threshold);
 // Call before a parallel region that will use n_threads > 1 (records that the pool started).
 void note_parallel_region(int n_threads);
 
+// body(i) for i in [0, count), on n_threads threads in a static split, or as a
+// plain loop when one thread does: a serial call never enters the OpenMP
+// runtime (which would allocate a team and take locks even for one thread).
+template <typename Body>
+void parallel_for(int n_threads, index count, Body&& body) {
+    if (n_threads <= 1 || count <= 1) {
+        for (index i = 0; i < count; ++i) body(i);
+        return;
+    }
+    note_parallel_region(n_threads);
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+    for (index i = 0; i < count; ++i) body(i);
+}
+
 }  // namespace fastmlp

@@ -1,0 +1,222 @@
+// gemm.cpp — the GEMM driver: checks, run-time kernel choice, threads.
+//
+// The kernels (gemm_avx512.cpp, gemm_avx2.cpp, gemm_portable.cpp) compute one
+// rectangle of C each call; see gemm_tile.hpp for their loops. Here:
+//   - the kernel is the best one the CPU supports (FASTMLP_GEMM_KERNEL or
+//     set_gemm_kernel() can force another, for tests and comparisons);
+//   - a product with fewer columns than the kernel's tile width is computed
+//     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ), so a (B, 1) output layer does not waste
+//     a 32-wide tile on one column;
+//   - C is split into one rectangle per thread along N (so each thread packs
+//     only its own columns of B), else along M. Every element of C is still
+//     summed over K in the same order by one thread: results do not depend on
+//     the thread count.
+#include "fastmlp/gemm.hpp"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "fastmlp/threading.hpp"
+#include "gemm_kernels.hpp"
+
+namespace fastmlp {
+namespace {
+
+using gemm_detail::Blocking;
+using gemm_detail::GemmArgs;
+using gemm_detail::Kernel;
+
+// Products below this many FLOPs run on one thread. A fork/join costs ~1 µs on a
+// quiet machine but can cost a whole time slice when another process holds the
+// other core, so only products that take tens of microseconds go parallel.
+constexpr double gemm_parallel_threshold = double(1 << 22);
+
+bool cpu_supports(const std::string& name) {
+#if defined(FASTMLP_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (name == "avx512") return __builtin_cpu_supports("avx512f");
+    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+#endif
+    return name == "portable";
+}
+
+// All kernels of this build, best first.
+std::vector<const Kernel*> built_kernels() {
+    std::vector<const Kernel*> kernels;
+#if defined(FASTMLP_X86_KERNELS)
+    kernels.push_back(&gemm_detail::avx512_kernel());
+    kernels.push_back(&gemm_detail::avx2_kernel());
+#endif
+    kernels.push_back(&gemm_detail::portable_kernel());
+    return kernels;
+}
+
+const Kernel* find_kernel(const std::string& name) {
+    const std::string wanted = name == "auto" ? "" : name;
+    for (const Kernel* kernel : built_kernels()) {
+        if (!cpu_supports(kernel->name)) continue;
+        if (wanted.empty() || wanted == kernel->name) return kernel;
+    }
+    return nullptr;
+}
+
+const Kernel* initial_kernel() {
+    if (const char* forced = std::getenv("FASTMLP_GEMM_KERNEL")) {
+        if (const Kernel* kernel = find_kernel(forced)) return kernel;
+    }
+    return find_kernel("auto");
+}
+
+std::atomic<const Kernel*> g_kernel{nullptr};
+
+const Kernel& current_kernel() {
+    const Kernel* kernel = g_kernel.load(std::memory_order_acquire);
+    if (kernel == nullptr) {
+        kernel = initial_kernel();
+        g_kernel.store(kernel, std::memory_order_release);
+    }
+    return *kernel;
+}
+
+template <typename T>
+const Blocking& blocking_of(const Kernel& kernel) {
+    if constexpr (sizeof(T) == 4) return kernel.f32;
+    else return kernel.f64;
+}
+
+template <typename T>
+gemm_detail::TileFunction<T> tile_of(const Kernel& kernel) {
+    if constexpr (sizeof(T) == 4) return kernel.tile_f32;
+    else return kernel.tile_f64;
+}
+
+template <typename T>
+void scale(T* c, index ldc, index m, index n, T beta) {
+    for (index i = 0; i < m; ++i) {
+        T* row = c + i * ldc;
+        if (beta == T(0)) std::fill(row, row + n, T(0));
+        else if (beta != T(1))
+            for (index j = 0; j < n; ++j) row[j] *= beta;
+    }
+}
+
+template <typename T>
+T* packing_buffer(index size) {
+    // One per thread, grown once and reused by every call.
+    thread_local std::vector<T> buffer;
+    if (index(buffer.size()) < size) buffer.resize(size);
+    return buffer.data();
+}
+
+template <typename T>
+void run(const Kernel& kernel, GemmArgs<T> g) {
+    const Blocking& blocking = blocking_of<T>(kernel);
+    const auto tile = tile_of<T>(kernel);
+    if (g.n < blocking.nr && g.m > g.n) {  // compute Cᵀ = op(B)ᵀ · op(A)ᵀ
+        g = GemmArgs<T>{g.n, g.m, g.k, g.alpha, g.b, g.cs_b, g.rs_b, g.a, g.cs_a, g.rs_a,
+                        g.beta, g.c, g.cs_c, g.rs_c};
+    }
+    const index panels_n = (g.n + blocking.nr - 1) / blocking.nr;
+    const index panels_m = (g.m + blocking.mr - 1) / blocking.mr;
+    int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
+    const bool split_n = panels_n >= nt || panels_n >= panels_m;
+    nt = int(std::min<index>(nt, split_n ? panels_n : panels_m));
+    const index step = split_n ? blocking.nr : blocking.mr;
+    const index panels = split_n ? panels_n : panels_m;
+    const index panels_per_task = (panels + nt - 1) / nt;
+    const index pack_size =
+        blocking.kc * ((std::min(blocking.nc, g.n) + blocking.nr - 1) / blocking.nr) * blocking.nr;
+    parallel_for(nt, nt, [&](index task) {
+        const index first = task * panels_per_task * step;
+        const index last = std::min((task + 1) * panels_per_task * step, split_n ? g.n : g.m);
+        if (first >= last) return;
+        T* pack = packing_buffer<T>(pack_size);
+        if (split_n)
+            tile(g, 0, g.m, first, last, pack);
+        else
+            tile(g, first, last, 0, g.n, pack);
+    });
+}
+
+// Element (i, p) of op(X), where X is row-major with leading dimension ld.
+template <typename T>
+inline T element(const T* x, index ld, bool trans, index row, index col) {
+    return trans ? x[col * ld + row] : x[row * ld + col];
+}
+
+}  // namespace
+
+void gemm_check(Transpose trans_a, Transpose trans_b, index m, index n, index k, index lda,
+                index ldb, index ldc) {
+    require(m >= 0 && n >= 0 && k >= 0, "gemm: sizes must be non-negative");
+    const index a_cols = trans_a == Transpose::none ? k : m;
+    const index b_cols = trans_b == Transpose::none ? n : k;
+    require(lda >= std::max<index>(1, a_cols), "gemm: lda is smaller than a row of A");
+    require(ldb >= std::max<index>(1, b_cols), "gemm: ldb is smaller than a row of B");
+    require(ldc >= std::max<index>(1, n), "gemm: ldc is smaller than a row of C");
+}
+
+template <typename T>
+void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k, T alpha, const T* a,
+          index lda, const T* b, index ldb, T beta, T* c, index ldc) {
+    gemm_check(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+    if (m == 0 || n == 0) return;
+    if (k == 0 || alpha == T(0)) {
+        scale(c, ldc, m, n, beta);
+        return;
+    }
+    const bool ta = trans_a == Transpose::transpose, tb = trans_b == Transpose::transpose;
+    const GemmArgs<T> g{m,     n, k, alpha, a,   ta ? 1 : lda, ta ? lda : 1, b, tb ? 1 : ldb,
+                        tb ? ldb : 1, beta, c, ldc, 1};
+    run(current_kernel(), g);
+}
+
+template <typename T>
+void gemm_naive(Transpose trans_a, Transpose trans_b, index m, index n, index k, T alpha,
+                const T* a, index lda, const T* b, index ldb, T beta, T* c, index ldc) {
+    gemm_check(trans_a, trans_b, m, n, k, lda, ldb, ldc);
+    const bool ta = trans_a == Transpose::transpose, tb = trans_b == Transpose::transpose;
+    for (index i = 0; i < m; ++i)
+        for (index j = 0; j < n; ++j) {
+            T sum = 0;
+            for (index p = 0; p < k; ++p)
+                sum += element(a, lda, ta, i, p) * element(b, ldb, tb, p, j);
+            T& out = c[i * ldc + j];
+            out = alpha * sum + (beta == T(0) ? T(0) : beta * out);
+        }
+}
+
+const char* gemm_kernel_name() { return current_kernel().name; }
+
+std::vector<std::string> gemm_available_kernels() {
+    std::vector<std::string> names;
+    for (const Kernel* kernel : built_kernels())
+        if (cpu_supports(kernel->name)) names.push_back(kernel->name);
+    return names;
+}
+
+void set_gemm_kernel(const std::string& name) {
+    const Kernel* kernel = find_kernel(name);
+    if (kernel == nullptr) {
+        std::string choices = "auto";
+        for (const auto& available : gemm_available_kernels()) choices += ", " + available;
+        throw std::invalid_argument("set_gemm_kernel: '" + name +
+                                    "' is not a kernel this CPU and build can run; choose one of " +
+                                    choices);
+    }
+    g_kernel.store(kernel, std::memory_order_release);
+}
+
+#define FASTMLP_INSTANTIATE(T)                                                             \
+    template void gemm<T>(Transpose, Transpose, index, index, index, T, const T*, index,  \
+                          const T*, index, T, T*, index);                                 \
+    template void gemm_naive<T>(Transpose, Transpose, index, index, index, T, const T*,   \
+                                index, const T*, index, T, T*, index);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
+
+}  // namespace fastmlp

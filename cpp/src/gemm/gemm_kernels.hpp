@@ -1,0 +1,59 @@
+// gemm_kernels.hpp — the contract between the GEMM driver and its per-ISA kernels.
+//
+// The driver (gemm.cpp, portable code) checks arguments, picks a kernel at run
+// time from the CPU's features, splits C into one rectangle per task and runs
+// the tasks on OpenMP threads. Each ISA file (gemm_avx512.cpp, gemm_avx2.cpp,
+// gemm_portable.cpp, each compiled with its own flags) provides gemm_tile for
+// float and double: the BLIS loops over one rectangle of C.
+//
+// Nothing in an ISA file may use the standard library's templates: an inline
+// function compiled there with AVX-512 enabled could be the copy the linker
+// keeps for the whole program, and run on a CPU without it.
+#pragma once
+
+#include "fastmlp/common.hpp"
+
+namespace fastmlp::gemm_detail {
+
+// op(A) (M, K): element (i, p) at a[i * rs_a + p * cs_a]; op(B) (K, N): (p, j) at
+// b[p * rs_b + j * cs_b]; C (M, N): (i, j) at c[i * rs_c + j * cs_c].
+// C = alpha · op(A) · op(B) + beta · C, with beta == 0 overwriting C.
+template <typename T>
+struct GemmArgs {
+    index m, n, k;
+    T alpha;
+    const T* a;
+    index rs_a, cs_a;
+    const T* b;
+    index rs_b, cs_b;
+    T beta;
+    T* c;
+    index rs_c, cs_c;
+};
+
+// Register and cache blocking of one kernel for one type: an MR × NR tile of C
+// lives in registers; B is packed in KC × NC blocks of NR-wide micro-panels.
+struct Blocking {
+    index mr, nr, kc, nc;
+};
+
+// Computes C[i0:i1, j0:j1] over all of K. b_pack holds at least kc · round_up(nc, nr) values.
+template <typename T>
+using TileFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, index j0, index j1,
+                              T* b_pack);
+
+struct Kernel {
+    const char* name;
+    Blocking f32, f64;
+    TileFunction<float> tile_f32;
+    TileFunction<double> tile_f64;
+};
+
+// Each returns its kernel; the x86 ones exist only in x86-64 builds.
+const Kernel& portable_kernel();
+#if defined(FASTMLP_X86_KERNELS)
+const Kernel& avx2_kernel();
+const Kernel& avx512_kernel();
+#endif
+
+}  // namespace fastmlp::gemm_detail

@@ -1,0 +1,148 @@
+// gemm_tile.hpp — the BLIS loops and the register-tile micro-kernel, written once
+// over a "vector traits" type V and included by each ISA file, which compiles
+// it with its own flags inside its own namespace (FASTMLP_GEMM_ISA).
+//
+// V provides: T (scalar), R (register type), width, zero(), load(p), store(p, r),
+// broadcast(x), fma(a, b, c) = a·b + c, mul(a, b).
+//
+// Loops over one rectangle of C (the micro-kernel never loops over M or N):
+//   for jc over N by NC
+//     for pc over K by KC               (fixed order: each C element's sum is fixed)
+//       pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels (L2)
+//       for ir over M by MR             (the MR × KC sliver of A stays in L1)
+//         for jr over NC by NR: micro_kernel   (MR × NR accumulators in registers)
+// A is read in place through its two strides (no packing): a broadcast per row
+// and step of K costs the same from any address.
+#pragma once
+
+#include "gemm_kernels.hpp"
+
+#ifndef FASTMLP_GEMM_ISA
+#error "define FASTMLP_GEMM_ISA (the namespace of this kernel) before including gemm_tile.hpp"
+#endif
+
+namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA {
+
+inline index smaller(index x, index y) { return x < y ? x : y; }
+
+// C[0:ROWS, 0:cols] = alpha · Asliver (ROWS × kc) · Bpanel (kc × NR) + beta · C.
+template <class V, int ROWS, int NV>
+inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_a,
+                         const typename V::T* b, typename V::T* c, index rs_c, index cs_c,
+                         index cols, typename V::T alpha, typename V::T beta) {
+    using T = typename V::T;
+    using R = typename V::R;
+    constexpr int nr = NV * V::width;
+    R acc[ROWS][NV];
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
+
+    for (index p = 0; p < kc; ++p) {
+        R bv[NV];
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * nr + v * V::width);
+        const T* ap = a + p * cs_a;
+#pragma GCC unroll 16
+        for (int i = 0; i < ROWS; ++i) {
+            const R ai = V::broadcast(ap[i * rs_a]);
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
+        }
+    }
+
+    const R alpha_v = V::broadcast(alpha);
+    if (cs_c == 1 && cols == nr) {
+        const R beta_v = V::broadcast(beta);
+#pragma GCC unroll 16
+        for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+            for (int v = 0; v < NV; ++v) {
+                T* cp = c + i * rs_c + v * V::width;
+                const R product = V::mul(alpha_v, acc[i][v]);
+                if (beta == T(0))
+                    V::store(cp, product);
+                else
+                    V::store(cp, V::fma(beta_v, V::load(cp), product));
+            }
+        return;
+    }
+    // Edge tiles and strided C: through a buffer, element by element.
+    alignas(64) T tile[ROWS][nr];
+#pragma GCC unroll 16
+    for (int i = 0; i < ROWS; ++i)
+#pragma GCC unroll 4
+        for (int v = 0; v < NV; ++v) V::store(&tile[i][v * V::width], V::mul(alpha_v, acc[i][v]));
+    for (int i = 0; i < ROWS; ++i)
+        for (index j = 0; j < cols; ++j) {
+            T& out = c[i * rs_c + j * cs_c];
+            out = beta == T(0) ? tile[i][j] : beta * out + tile[i][j];
+        }
+}
+
+// The micro-kernel for `rows` (1 ≤ rows ≤ ROWS) rows: each count is its own instance.
+template <class V, int ROWS, int NV>
+inline void micro_kernel_rows(index rows, index kc, const typename V::T* a, index rs_a,
+                              index cs_a, const typename V::T* b, typename V::T* c, index rs_c,
+                              index cs_c, index cols, typename V::T alpha, typename V::T beta) {
+    if constexpr (ROWS > 0) {
+        if (rows == ROWS)
+            micro_kernel<V, ROWS, NV>(kc, a, rs_a, cs_a, b, c, rs_c, cs_c, cols, alpha, beta);
+        else
+            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, rs_a, cs_a, b, c, rs_c, cs_c, cols,
+                                               alpha, beta);
+    }
+}
+
+// Packs op(B)[pc:pc+kc, jc:jc+nc] as ceil(nc / NR) micro-panels of kc × NR, zero-padded.
+template <typename T, int NR>
+void pack_b(T* dst, const GemmArgs<T>& g, index pc, index kc, index jc, index nc) {
+    for (index jr = 0; jr < nc; jr += NR) {
+        const index cols = smaller(NR, nc - jr);
+        const T* src = g.b + pc * g.rs_b + (jc + jr) * g.cs_b;
+        if (g.cs_b == 1) {  // rows of op(B) contiguous
+            for (index p = 0; p < kc; ++p) {
+                const T* row = src + p * g.rs_b;
+                T* out = dst + p * NR;
+                for (index j = 0; j < cols; ++j) out[j] = row[j];
+                for (index j = cols; j < NR; ++j) out[j] = T(0);
+            }
+        } else {  // columns of op(B) contiguous (or general strides): read down the columns
+            for (index j = 0; j < cols; ++j) {
+                const T* column = src + j * g.cs_b;
+                for (index p = 0; p < kc; ++p) dst[p * NR + j] = column[p * g.rs_b];
+            }
+            for (index p = 0; p < kc; ++p)
+                for (index j = cols; j < NR; ++j) dst[p * NR + j] = T(0);
+        }
+        dst += kc * NR;
+    }
+}
+
+template <class V, int MR, int NV, index KC, index NC>
+void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, index j1,
+               typename V::T* b_pack) {
+    using T = typename V::T;
+    constexpr int nr = NV * V::width;
+    for (index jc = j0; jc < j1; jc += NC) {
+        const index nc = smaller(NC, j1 - jc);
+        for (index pc = 0; pc < g.k; pc += KC) {
+            const index kc = smaller(KC, g.k - pc);
+            const T beta = pc == 0 ? g.beta : T(1);  // later K blocks add to C
+            pack_b<T, nr>(b_pack, g, pc, kc, jc, nc);
+            for (index ir = i0; ir < i1; ir += MR) {
+                const index rows = smaller(MR, i1 - ir);
+                const T* a = g.a + ir * g.rs_a + pc * g.cs_a;
+                for (index jr = 0; jr < nc; jr += nr) {
+                    micro_kernel_rows<V, MR, NV>(rows, kc, a, g.rs_a, g.cs_a,
+                                                 b_pack + (jr / nr) * kc * nr,
+                                                 g.c + ir * g.rs_c + (jc + jr) * g.cs_c, g.rs_c,
+                                                 g.cs_c, smaller(nr, nc - jr), g.alpha, beta);
+                }
+            }
+        }
+    }
+}
+
+}  // namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA

@@ -1,0 +1,85 @@
+"""Every GEMM kernel this CPU can run (avx512, avx2, portable), forced one at a
+time, held to NumPy on awkward shapes (edges of every MR × NR tile and KC block)
+in all four transpose cases; and bit-identical across thread counts."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import kernels
+
+KERNELS = kernels.available_gemm_kernels()
+SHAPES = [
+    (1, 1, 1), (3, 7, 15), (17, 33, 257), (257, 17, 1000), (1000, 3, 33), (15, 1000, 7),
+    (33, 257, 17), (7, 1, 1000), (1, 257, 3), (1000, 15, 17),
+]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+
+@pytest.fixture
+def use_kernel(request):
+    kernels.set_gemm_kernel(request.param)
+    yield request.param
+    kernels.set_gemm_kernel("auto")
+
+
+def test_the_best_kernel_is_the_default():
+    kernels.set_gemm_kernel("auto")
+    assert kernels.gemm_kernel() == KERNELS[0]
+    assert "portable" in KERNELS
+    assert fm._core.build_info()["gemm_kernel"] == KERNELS[0]
+
+
+def test_an_unknown_kernel_is_refused():
+    with pytest.raises(ValueError, match="name"):
+        kernels.set_gemm_kernel("sse9")
+    assert kernels.gemm_kernel() == KERNELS[0]
+
+
+@pytest.mark.parametrize("use_kernel", KERNELS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_kernel_matches_numpy(use_kernel, dtype, trans_a, trans_b, m, n, k):
+    assert kernels.gemm_kernel() == use_kernel
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    expected = 1.25 * ((a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)) + 0.5 * c
+    kernels.gemm(a, b, c, alpha=1.25, beta=0.5, trans_a=trans_a, trans_b=trans_b)
+    scale = k * np.abs(a).max() * np.abs(b).max() + np.abs(expected).max()
+    error = np.abs(c - expected).max()
+    assert error <= RTOL[dtype] * scale, f"{use_kernel}: max |diff| = {error:.3e} (scale {scale:.3e})"
+
+
+@pytest.mark.parametrize("use_kernel", KERNELS, indirect=True)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("m,n,k", [(300, 257, 300), (129, 1000, 64), (1000, 3, 700)])
+def test_kernel_is_bit_identical_with_one_and_two_threads(use_kernel, dtype, m, n, k, restore_num_threads):
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((m, k)).astype(dtype)
+    b = rng.standard_normal((n, k)).astype(dtype)
+    results = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        results.append(kernels.gemm(a, b, trans_b=True))
+    assert np.array_equal(results[0], results[1]), f"{use_kernel}: 1 and 2 threads differ"
+
+
+@pytest.mark.parametrize("use_kernel", KERNELS, indirect=True)
+def test_training_is_bit_identical_with_one_and_two_threads(use_kernel, restore_num_threads):
+    rng = np.random.default_rng(5)
+    X = rng.standard_normal((300, 64)).astype(np.float32)
+    y = rng.standard_normal((300, 10)).astype(np.float32)
+    params = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        net = fm.Network([64, 256, 256, 10], activation="tanh", seed=1)
+        net.fit(X, y, epochs=2, batch_size=128, optimizer=fm.SGD(lr=0.01))
+        params.append(net.params.copy())
+    assert np.array_equal(params[0], params[1])
