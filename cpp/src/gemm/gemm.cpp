@@ -4,9 +4,11 @@
 // rectangle of C each call; see gemm_tile.hpp for their loops. Here:
 //   - the kernel is the best one the CPU supports (FASTMLP_GEMM_KERNEL or
 //     set_gemm_kernel() can force another, for tests and comparisons);
+//   - a product with one output column (or one output row read along
+//     contiguous columns of op(B): one sample through X · Wᵀ) is a set of dot
+//     products, not a tile that would be mostly padding;
 //   - a product with fewer columns than the kernel's tile width is computed
-//     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ), so a (B, 1) output layer does not waste
-//     a 32-wide tile on one column;
+//     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ);
 //   - C is split into one rectangle per thread along N (so each thread packs
 //     only its own columns of B), else along M. Every element of C is still
 //     summed over K in the same order by one thread: results do not depend on
@@ -103,22 +105,57 @@ void scale(T* c, index ldc, index m, index n, T beta) {
     }
 }
 
-template <typename T>
-T* packing_buffer(index size) {
-    // One per thread, grown once and reused by every call.
+// Scratch of at least `size` values: one buffer per thread and purpose, grown
+// once and reused by every call.
+template <typename T, int Purpose>
+T* scratch(index size) {
     thread_local std::vector<T> buffer;
     if (index(buffer.size()) < size) buffer.resize(size);
     return buffer.data();
+}
+enum { packing = 0, vector_copy = 1 };
+
+template <typename T>
+gemm_detail::GemvFunction<T> gemv_of(const Kernel& kernel) {
+    if constexpr (sizeof(T) == 4) return kernel.gemv_f32;
+    else return kernel.gemv_f64;
+}
+
+// Cᵀ = op(B)ᵀ · op(A)ᵀ: the same product with the roles of A and B swapped.
+template <typename T>
+GemmArgs<T> transposed(const GemmArgs<T>& g) {
+    return GemmArgs<T>{g.n, g.m, g.k, g.alpha, g.b, g.cs_b, g.rs_b, g.a, g.cs_a, g.rs_a,
+                       g.beta, g.c, g.cs_c, g.rs_c};
+}
+
+// N == 1 with rows of A contiguous: dot products, split by rows among threads.
+template <typename T>
+void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
+    const T* x = g.b;
+    if (g.rs_b != 1) {  // the column of op(B), gathered
+        T* copy = scratch<T, vector_copy>(g.k);
+        for (index p = 0; p < g.k; ++p) copy[p] = g.b[p * g.rs_b];
+        x = copy;
+    }
+    const auto gemv = gemv_of<T>(kernel);
+    constexpr index rows_per_task = 64;
+    const index tasks = (g.m + rows_per_task - 1) / rows_per_task;
+    const int nt = threads_for(2.0 * double(g.m) * double(g.k), gemm_parallel_threshold);
+    parallel_for(nt, tasks, [&](index task) {
+        gemv(g, task * rows_per_task, std::min(g.m, (task + 1) * rows_per_task), x);
+    });
 }
 
 template <typename T>
 void run(const Kernel& kernel, GemmArgs<T> g) {
     const Blocking& blocking = blocking_of<T>(kernel);
     const auto tile = tile_of<T>(kernel);
-    if (g.n < blocking.nr && g.m > g.n) {  // compute Cᵀ = op(B)ᵀ · op(A)ᵀ
-        g = GemmArgs<T>{g.n, g.m, g.k, g.alpha, g.b, g.cs_b, g.rs_b, g.a, g.cs_a, g.rs_a,
-                        g.beta, g.c, g.cs_c, g.rs_c};
-    }
+    // One output column, or one output row whose products read columns of op(B)
+    // that are contiguous (a batch of one through X · Wᵀ): dot products.
+    if (g.n == 1 && g.cs_a == 1) return run_gemv(kernel, g);
+    if (g.m == 1 && g.n > 1 && g.rs_b == 1) return run_gemv(kernel, transposed(g));
+    // Fewer columns than the tile is wide: compute Cᵀ, so the tile is not mostly padding.
+    if (g.n < blocking.nr && g.m > g.n) g = transposed(g);
     const index panels_n = (g.n + blocking.nr - 1) / blocking.nr;
     const index panels_m = (g.m + blocking.mr - 1) / blocking.mr;
     int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
@@ -133,7 +170,7 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
         const index first = task * panels_per_task * step;
         const index last = std::min((task + 1) * panels_per_task * step, split_n ? g.n : g.m);
         if (first >= last) return;
-        T* pack = packing_buffer<T>(pack_size);
+        T* pack = scratch<T, packing>(pack_size);
         if (split_n)
             tile(g, 0, g.m, first, last, pack);
         else

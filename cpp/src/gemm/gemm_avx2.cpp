@@ -21,6 +21,12 @@ struct F32 {
     static R broadcast(T x) { return _mm256_set1_ps(x); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_ps(a, b, c); }
     static R mul(R a, R b) { return _mm256_mul_ps(a, b); }
+    static T reduce(R r) {
+        __m128 half = _mm_add_ps(_mm256_castps256_ps128(r), _mm256_extractf128_ps(r, 1));
+        half = _mm_add_ps(half, _mm_movehl_ps(half, half));
+        half = _mm_add_ss(half, _mm_movehdup_ps(half));
+        return _mm_cvtss_f32(half);
+    }
 };
 
 struct F64 {
@@ -33,11 +39,21 @@ struct F64 {
     static R broadcast(T x) { return _mm256_set1_pd(x); }
     static R fma(R a, R b, R c) { return _mm256_fmadd_pd(a, b, c); }
     static R mul(R a, R b) { return _mm256_mul_pd(a, b); }
+    static T reduce(R r) {
+        __m128d half = _mm_add_pd(_mm256_castpd256_pd128(r), _mm256_extractf128_pd(r, 1));
+        return _mm_cvtsd_f64(_mm_add_sd(half, _mm_unpackhi_pd(half, half)));
+    }
 };
 
 constexpr Blocking f32_blocking{6, 16, 256, 1024};
 constexpr Blocking f64_blocking{6, 8, 256, 512};
 
+void gemv_f32(const GemmArgs<float>& g, index i0, index i1, const float* x) {
+    gemv_rows<F32>(g, i0, i1, x);
+}
+void gemv_f64(const GemmArgs<double>& g, index i0, index i1, const double* x) {
+    gemv_rows<F64>(g, i0, i1, x);
+}
 void tile_f32(const GemmArgs<float>& g, index i0, index i1, index j0, index j1, float* pack) {
     gemm_tile<F32, 6, 2, f32_blocking.kc, f32_blocking.nc>(g, i0, i1, j0, j1, pack);
 }
@@ -49,7 +65,7 @@ void tile_f64(const GemmArgs<double>& g, index i0, index i1, index j0, index j1,
 
 const Kernel& avx2_kernel() {
     static const Kernel kernel{"avx2", avx2::f32_blocking, avx2::f64_blocking, avx2::tile_f32,
-                               avx2::tile_f64};
+                               avx2::tile_f64, avx2::gemv_f32, avx2::gemv_f64};
     return kernel;
 }
 

@@ -23,6 +23,7 @@ struct F32 {
     static R broadcast(T x) { return _mm512_set1_ps(x); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
+    static T reduce(R r) { return _mm512_reduce_add_ps(r); }
 };
 
 struct F64 {
@@ -35,11 +36,21 @@ struct F64 {
     static R broadcast(T x) { return _mm512_set1_pd(x); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
     static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own header (its bug 105593)
+    static T reduce(R r) { return _mm512_reduce_add_pd(r); }
+#pragma GCC diagnostic pop
 };
 
 constexpr Blocking f32_blocking{12, 32, 256, 1024};
 constexpr Blocking f64_blocking{12, 16, 256, 512};
 
+void gemv_f32(const GemmArgs<float>& g, index i0, index i1, const float* x) {
+    gemv_rows<F32>(g, i0, i1, x);
+}
+void gemv_f64(const GemmArgs<double>& g, index i0, index i1, const double* x) {
+    gemv_rows<F64>(g, i0, i1, x);
+}
 void tile_f32(const GemmArgs<float>& g, index i0, index i1, index j0, index j1, float* pack) {
     gemm_tile<F32, 12, 2, f32_blocking.kc, f32_blocking.nc>(g, i0, i1, j0, j1, pack);
 }
@@ -51,7 +62,7 @@ void tile_f64(const GemmArgs<double>& g, index i0, index i1, index j0, index j1,
 
 const Kernel& avx512_kernel() {
     static const Kernel kernel{"avx512", avx512::f32_blocking, avx512::f64_blocking,
-                               avx512::tile_f32, avx512::tile_f64};
+                               avx512::tile_f32, avx512::tile_f64, avx512::gemv_f32, avx512::gemv_f64};
     return kernel;
 }
 

@@ -42,11 +42,17 @@ template <typename T>
 using TileFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, index j0, index j1,
                               T* b_pack);
 
+// For N == 1 and cs_a == 1: C[i0:i1, 0] from dot products with x (K, contiguous).
+template <typename T>
+using GemvFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, const T* x);
+
 struct Kernel {
     const char* name;
     Blocking f32, f64;
     TileFunction<float> tile_f32;
     TileFunction<double> tile_f64;
+    GemvFunction<float> gemv_f32;
+    GemvFunction<double> gemv_f64;
 };
 
 // Each returns its kernel; the x86 ones exist only in x86-64 builds.

@@ -3,7 +3,7 @@
 // it with its own flags inside its own namespace (FASTMLP_GEMM_ISA).
 //
 // V provides: T (scalar), R (register type), width, zero(), load(p), store(p, r),
-// broadcast(x), fma(a, b, c) = a·b + c, mul(a, b).
+// broadcast(x), fma(a, b, c) = a·b + c, mul(a, b), reduce(r) = the sum of r's lanes.
 //
 // Loops over one rectangle of C (the micro-kernel never loops over M or N):
 //   for jc over N by NC
@@ -26,10 +26,11 @@ namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA {
 inline index smaller(index x, index y) { return x < y ? x : y; }
 
 // C[0:ROWS, 0:cols] = alpha · Asliver (ROWS × kc) · Bpanel (kc × NR) + beta · C.
+// Row p of the B panel starts at b + p · rs_bp (NR when packed).
 template <class V, int ROWS, int NV>
 inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_a,
-                         const typename V::T* b, typename V::T* c, index rs_c, index cs_c,
-                         index cols, typename V::T alpha, typename V::T beta) {
+                         const typename V::T* b, index rs_bp, typename V::T* c, index rs_c,
+                         index cs_c, index cols, typename V::T alpha, typename V::T beta) {
     using T = typename V::T;
     using R = typename V::R;
     constexpr int nr = NV * V::width;
@@ -42,7 +43,7 @@ inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_
     for (index p = 0; p < kc; ++p) {
         R bv[NV];
 #pragma GCC unroll 4
-        for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * nr + v * V::width);
+        for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * rs_bp + v * V::width);
         const T* ap = a + p * cs_a;
 #pragma GCC unroll 16
         for (int i = 0; i < ROWS; ++i) {
@@ -84,14 +85,16 @@ inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_
 // The micro-kernel for `rows` (1 ≤ rows ≤ ROWS) rows: each count is its own instance.
 template <class V, int ROWS, int NV>
 inline void micro_kernel_rows(index rows, index kc, const typename V::T* a, index rs_a,
-                              index cs_a, const typename V::T* b, typename V::T* c, index rs_c,
-                              index cs_c, index cols, typename V::T alpha, typename V::T beta) {
+                              index cs_a, const typename V::T* b, index rs_bp,
+                              typename V::T* c, index rs_c, index cs_c, index cols,
+                              typename V::T alpha, typename V::T beta) {
     if constexpr (ROWS > 0) {
         if (rows == ROWS)
-            micro_kernel<V, ROWS, NV>(kc, a, rs_a, cs_a, b, c, rs_c, cs_c, cols, alpha, beta);
+            micro_kernel<V, ROWS, NV>(kc, a, rs_a, cs_a, b, rs_bp, c, rs_c, cs_c, cols, alpha,
+                                      beta);
         else
-            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, rs_a, cs_a, b, c, rs_c, cs_c, cols,
-                                               alpha, beta);
+            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, rs_a, cs_a, b, rs_bp, c, rs_c, cs_c,
+                                               cols, alpha, beta);
     }
 }
 
@@ -125,23 +128,73 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                typename V::T* b_pack) {
     using T = typename V::T;
     constexpr int nr = NV * V::width;
+    // With few rows of A each B panel is used once or twice: packing would cost
+    // more than it saves, so full panels of row-contiguous B are read in place
+    // and only the ragged last panel is copied (zero-padded).
+    const bool b_in_place = g.cs_b == 1 && i1 - i0 <= 2 * MR;
     for (index jc = j0; jc < j1; jc += NC) {
         const index nc = smaller(NC, j1 - jc);
+        const index full = b_in_place ? (nc / nr) * nr : 0;  // columns read in place
         for (index pc = 0; pc < g.k; pc += KC) {
             const index kc = smaller(KC, g.k - pc);
             const T beta = pc == 0 ? g.beta : T(1);  // later K blocks add to C
-            pack_b<T, nr>(b_pack, g, pc, kc, jc, nc);
+            if (full < nc) pack_b<T, nr>(b_pack, g, pc, kc, jc + full, nc - full);
             for (index ir = i0; ir < i1; ir += MR) {
                 const index rows = smaller(MR, i1 - ir);
                 const T* a = g.a + ir * g.rs_a + pc * g.cs_a;
                 for (index jr = 0; jr < nc; jr += nr) {
-                    micro_kernel_rows<V, MR, NV>(rows, kc, a, g.rs_a, g.cs_a,
-                                                 b_pack + (jr / nr) * kc * nr,
+                    const bool in_place = jr < full;
+                    const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
+                                          : b_pack + ((jr - full) / nr) * kc * nr;
+                    micro_kernel_rows<V, MR, NV>(rows, kc, a, g.rs_a, g.cs_a, b,
+                                                 in_place ? g.rs_b : index(nr),
                                                  g.c + ir * g.rs_c + (jc + jr) * g.cs_c, g.rs_c,
                                                  g.cs_c, smaller(nr, nc - jr), g.alpha, beta);
                 }
             }
         }
+    }
+}
+
+// One dot product per row, for N == 1 with rows of A contiguous (cs_a == 1):
+// c[i] = alpha · Σ_p a[i, p] · x[p] + beta · c[i], x contiguous (K). Rows go in
+// fours (four accumulators hide the FMA latency); each row's sum runs in the
+// same order however rows are grouped or split among threads.
+template <class V>
+void gemv_rows(const GemmArgs<typename V::T>& g, index i0, index i1, const typename V::T* x) {
+    using T = typename V::T;
+    using R = typename V::R;
+    const index k = g.k, k_vec = (k / V::width) * V::width;
+    auto finish = [&](index i, const T* row, R lanes) {
+        T sum = V::reduce(lanes);
+        for (index p = k_vec; p < k; ++p) sum += row[p] * x[p];
+        T& out = g.c[i * g.rs_c];
+        out = g.beta == T(0) ? g.alpha * sum : g.beta * out + g.alpha * sum;
+    };
+    index i = i0;
+    for (; i + 4 <= i1; i += 4) {
+        const T* r0 = g.a + i * g.rs_a;
+        const T* r1 = r0 + g.rs_a;
+        const T* r2 = r1 + g.rs_a;
+        const T* r3 = r2 + g.rs_a;
+        R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+        for (index p = 0; p < k_vec; p += V::width) {
+            const R xv = V::load(x + p);
+            s0 = V::fma(V::load(r0 + p), xv, s0);
+            s1 = V::fma(V::load(r1 + p), xv, s1);
+            s2 = V::fma(V::load(r2 + p), xv, s2);
+            s3 = V::fma(V::load(r3 + p), xv, s3);
+        }
+        finish(i, r0, s0);
+        finish(i + 1, r1, s1);
+        finish(i + 2, r2, s2);
+        finish(i + 3, r3, s3);
+    }
+    for (; i < i1; ++i) {
+        const T* r0 = g.a + i * g.rs_a;
+        R s0 = V::zero();
+        for (index p = 0; p < k_vec; p += V::width) s0 = V::fma(V::load(r0 + p), V::load(x + p), s0);
+        finish(i, r0, s0);
     }
 }
 
