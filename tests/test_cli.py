@@ -115,11 +115,10 @@ def test_info_lists_the_build(capsys):
     code, lines, err = run_cli(capsys, "info")
     assert code == 0, err
     rows = dict(line.split(":", 1) for line in lines)
-    for key in ("fastmlp", "python", "numpy", "compiler", "build type", "build flags", "openmp",
+    for key in ("fastmlp", "python", "numpy", "compiler", "build type", "build flags",
                 "threads", "architecture", "cpu features", "gemm kernel"):
         assert key in rows, key
     assert rows["fastmlp"].strip() == fm.__version__
-    assert rows["openmp"].strip() in ("on", "off")
     assert int(rows["threads"].split()[0]) == fm.get_num_threads()
     # Aligned: every value starts in the same column.
     assert len({len(line) - len(line.split(":", 1)[1].lstrip()) for line in lines}) == 1

@@ -445,3 +445,38 @@ def test_non_numeric_input_raises_type_error(call):
     with pytest.raises(TypeError) as info:
         call()
     assert str(info.value), "the error must say what went wrong"
+
+
+# ---- the fused layer kernels -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batch,outputs", BIAS_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("activation", fm.ACTIVATIONS)
+def test_bias_activation_forward_matches_reference(activation, dtype, batch, outputs, layout):
+    rng = np.random.default_rng(batch * 1000 + outputs)
+    z = with_layout(rng.standard_normal((batch, outputs)).astype(dtype), layout)
+    bias = rng.standard_normal(outputs).astype(dtype)
+    z_fast, a_fast = kernels.bias_activation_forward(z, bias, activation)
+    z_ref, a_ref = reference.bias_activation_forward(z, bias, activation)
+    tol = rtol_of(dtype)
+    assert_close(z_fast, z_ref, rtol=tol, what="z + bias")
+    assert_close(a_fast, a_ref, rtol=tol, atol=ATOL_ULPS * eps_of(dtype) * max(1.0, max_abs(a_ref)),
+                 what=f"{activation}(z + bias)")
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+@pytest.mark.parametrize("batch,outputs", BIAS_SHAPES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("activation", fm.ACTIVATIONS)
+def test_activation_bias_backward_matches_reference(activation, dtype, batch, outputs, layout):
+    rng = np.random.default_rng(batch * 1000 + outputs + 1)
+    z = rng.standard_normal((batch, outputs)).astype(dtype)
+    da = with_layout(rng.standard_normal((batch, outputs)).astype(dtype), layout)
+    dz_fast, db_fast = kernels.activation_bias_backward(da, z, activation=activation)
+    dz_ref, db_ref = reference.activation_bias_backward(da, z, activation=activation)
+    tol = rtol_of(dtype)
+    assert_close(dz_fast, dz_ref, rtol=tol, atol=ATOL_ULPS * eps_of(dtype) * max(1.0, max_abs(dz_ref)),
+                 what="dz")
+    assert_close(db_fast, db_ref, rtol=tol, atol=tol * batch * max(1.0, max_abs(dz_ref)), what="d_bias")

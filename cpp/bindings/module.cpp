@@ -173,6 +173,47 @@ void activation_backward_binding(const std::string& name, py::array z, py::array
     });
 }
 
+void bias_activation_forward_binding(const std::string& name, py::array z, py::array bias,
+                                     py::array out) {
+    const fastmlp::Activation act = fastmlp::activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    by_dtype(z, "z", [&](auto tag) {
+        using T = decltype(tag);
+        T* pz = contiguous_data<T>(z, "z", 2, true);
+        const T* pb = contiguous_data<T>(bias, "bias", 1, false);
+        T* po = contiguous_data<T>(out, "out", 2, true);
+        if (bias.shape(0) != z.shape(1))
+            throw py::value_error("bias_activation_forward: bias has shape " + shape_text(bias) +
+                                  " but z has " + std::to_string(z.shape(1)) + " columns");
+        py::gil_scoped_release release;
+        fastmlp::bias_activation_forward<T>(act, po, pz, pb, z.shape(0), z.shape(1));
+    });
+}
+
+void activation_bias_backward_binding(const std::string& name, py::array z, py::array a,
+                                      py::array da, py::array out, py::array d_bias,
+                                      bool accumulate) {
+    const fastmlp::Activation act = fastmlp::activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    require_same_shape(a, "a", out, "out");
+    require_same_shape(da, "da", out, "out");
+    by_dtype(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = contiguous_data<T>(z, "z", 2, false);
+        const T* pa = contiguous_data<T>(a, "a", 2, false);
+        const T* pda = contiguous_data<T>(da, "da", 2, false);
+        T* po = contiguous_data<T>(out, "out", 2, true);
+        T* pdb = contiguous_data<T>(d_bias, "d_bias", 1, true);
+        if (d_bias.shape(0) != out.shape(1))
+            throw py::value_error("activation_bias_backward: d_bias has shape " +
+                                  shape_text(d_bias) + " but dz has " +
+                                  std::to_string(out.shape(1)) + " columns");
+        py::gil_scoped_release release;
+        fastmlp::activation_bias_backward<T>(act, po, pdb, pda, pz, pa, out.shape(0),
+                                             out.shape(1), accumulate);
+    });
+}
+
 void bias_add_forward_binding(py::array z, py::array bias) {
     by_dtype(z, "z", [&](auto tag) {
         using T = decltype(tag);
@@ -324,8 +365,7 @@ void bind_network(py::module_& m, const char* class_name) {
                      throw py::value_error("backward: X and d_out have different sample counts");
                  py::gil_scoped_release release;
                  std::lock_guard<std::mutex> lock(h.mutex());
-                 net.zero_grad();
-                 net.backward(px, pd, x.shape(0));
+                 net.backward(px, pd, x.shape(0), /*accumulate=*/false);
              })
         .def("cache",
              [](Handle& h, Index layer) {
@@ -439,6 +479,11 @@ PYBIND11_MODULE(_core, m) {
           py::arg("out"));
     m.def("activation_backward", &activation_backward_binding, py::arg("name"), py::arg("z"),
           py::arg("a"), py::arg("da"), py::arg("out"));
+    m.def("bias_activation_forward", &bias_activation_forward_binding, py::arg("name"),
+          py::arg("z"), py::arg("bias"), py::arg("out"));
+    m.def("activation_bias_backward", &activation_bias_backward_binding, py::arg("name"),
+          py::arg("z"), py::arg("a"), py::arg("da"), py::arg("out"), py::arg("d_bias"),
+          py::arg("accumulate"));
     m.def("bias_add_forward", &bias_add_forward_binding, py::arg("z"), py::arg("bias"));
     m.def("bias_add_backward", &bias_add_backward_binding, py::arg("d_bias"), py::arg("dz"));
     m.def("mse_forward", &mse_forward_binding, py::arg("pred"), py::arg("target"));
@@ -455,13 +500,11 @@ PYBIND11_MODULE(_core, m) {
 
     m.def("get_num_threads", &fastmlp::get_num_threads);
     m.def("set_num_threads", &fastmlp::set_num_threads, py::arg("n"));
-    m.def("in_forked_child", &fastmlp::in_forked_child);
     m.def("build_info", []() {
         py::dict info;
         info["compiler"] = fastmlp::compiler_name();
         info["build_type"] = fastmlp::build_type();
         info["build_flags"] = fastmlp::build_flags();
-        info["openmp"] = fastmlp::have_openmp();
         info["architecture"] = fastmlp::architecture();
         info["cpu_features"] = fastmlp::cpu_features();
         info["gemm_kernel"] = fastmlp::gemm_kernel_name();

@@ -129,74 +129,116 @@ const char* activation_name(Activation activation) {
     return "unknown";
 }
 
-template <typename T>
-void activation_forward(Activation activation, T* a, const T* z, index n) {
-    require(n >= 0, "activation_forward: n must be non-negative");
+// Calls visit(f, df) with the activation's two elementwise functions:
+// f(z) = a and df(da, z, a) = da ⊙ f'(z). Every kernel below is written once
+// over them, so the formulas live in one place.
+template <typename T, typename Visit>
+void with_activation(Activation activation, Visit&& visit) {
     const T slope = T(leaky_relu_slope);
     switch (activation) {
         case Activation::linear:
-            if (a != z) map_forward(a, z, n, [](T x) { return x; });
-            return;
+            return visit([](T x) { return x; }, [](T d, T, T) { return d; });
         case Activation::relu:
-            map_forward(a, z, n, [](T x) { return x > T(0) ? x : T(0); });
-            return;
+            return visit([](T x) { return x > T(0) ? x : T(0); },
+                         [](T d, T x, T) { return x > T(0) ? d : T(0); });
         case Activation::leaky_relu:
-            map_forward(a, z, n, [=](T x) { return x > T(0) ? x : slope * x; });
-            return;
+            return visit([=](T x) { return x > T(0) ? x : slope * x; },
+                         [=](T d, T x, T) { return x > T(0) ? d : slope * d; });
         case Activation::sigmoid:
-            map_forward(a, z, n, [](T x) { return sigmoid(x); });
-            return;
+            return visit([](T x) { return sigmoid(x); },
+                         [](T d, T, T y) { return d * y * (T(1) - y); });
         case Activation::tanh:
-            map_forward(a, z, n, [](T x) { return tanh_of(x); });
-            return;
+            return visit([](T x) { return tanh_of(x); },
+                         [](T d, T, T y) { return d * (T(1) - y * y); });
         case Activation::swish:
-            map_forward(a, z, n, [](T x) { return x * sigmoid(x); });
-            return;
+            return visit([](T x) { return x * sigmoid(x); },
+                         [](T d, T x, T) {
+                             const T s = sigmoid(x);
+                             return d * (s + x * s * (T(1) - s));
+                         });
         case Activation::gelu:
-            map_forward(a, z, n, [](T x) { return x * gelu_cdf(x); });
-            return;
+            return visit([](T x) { return x * gelu_cdf(x); },
+                         [](T d, T x, T) { return d * (gelu_cdf(x) + x * gelu_pdf(x)); });
     }
+}
+
+template <typename T>
+void activation_forward(Activation activation, T* a, const T* z, index n) {
+    require(n >= 0, "activation_forward: n must be non-negative");
+    if (activation == Activation::linear && a == z) return;
+    with_activation<T>(activation, [&](auto f, auto) { map_forward(a, z, n, f); });
 }
 
 template <typename T>
 void activation_backward(Activation activation, T* dz, const T* da, const T* z, const T* a,
                          index n) {
     require(n >= 0, "activation_backward: n must be non-negative");
-    const T slope = T(leaky_relu_slope);
-    switch (activation) {
-        case Activation::linear:
-            if (dz != da) map_backward(dz, da, z, a, n, [](T d, T, T) { return d; });
-            return;
-        case Activation::relu:
-            map_backward(dz, da, z, a, n, [](T d, T x, T) { return x > T(0) ? d : T(0); });
-            return;
-        case Activation::leaky_relu:
-            map_backward(dz, da, z, a, n, [=](T d, T x, T) { return x > T(0) ? d : slope * d; });
-            return;
-        case Activation::sigmoid:
-            map_backward(dz, da, z, a, n, [](T d, T, T y) { return d * y * (T(1) - y); });
-            return;
-        case Activation::tanh:
-            map_backward(dz, da, z, a, n, [](T d, T, T y) { return d * (T(1) - y * y); });
-            return;
-        case Activation::swish:
-            map_backward(dz, da, z, a, n, [](T d, T x, T) {
-                const T s = sigmoid(x);
-                return d * (s + x * s * (T(1) - s));
-            });
-            return;
-        case Activation::gelu:
-            map_backward(dz, da, z, a, n,
-                         [](T d, T x, T) { return d * (gelu_cdf(x) + x * gelu_pdf(x)); });
-            return;
-    }
+    if (activation == Activation::linear && dz == da) return;
+    with_activation<T>(activation, [&](auto, auto df) { map_backward(dz, da, z, a, n, df); });
 }
 
-template void activation_forward<float>(Activation, float*, const float*, index);
-template void activation_forward<double>(Activation, double*, const double*, index);
-template void activation_backward<float>(Activation, float*, const float*, const float*,
-                                         const float*, index);
-template void activation_backward<double>(Activation, double*, const double*, const double*,
-                                          const double*, index);
+// z (B, O) += bias; a = f(z): one pass over the layer's output instead of two.
+template <typename T>
+void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, index batch,
+                             index outputs) {
+    require(batch >= 0 && outputs >= 0, "bias_activation_forward: sizes must be non-negative");
+    const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
+    with_activation<T>(activation, [&](auto f, auto) {
+        parallel_for(nt, batch, [&](index i) {
+            T* __restrict zr = z + i * outputs;
+            T* ar = a + i * outputs;
+            const T* __restrict b = bias;
+            if (ar == zr) {
+                for (index j = 0; j < outputs; ++j) zr[j] = f(zr[j] + b[j]);
+            } else {
+                T* __restrict out = ar;
+                for (index j = 0; j < outputs; ++j) {
+                    const T v = zr[j] + b[j];
+                    zr[j] = v;
+                    out[j] = f(v);
+                }
+            }
+        });
+    });
+}
+
+// dz = da ⊙ f'(z) (dz may alias da) and d_bias (+)= Σ_rows dz, in one pass.
+// Threads split the columns into fixed blocks; each column sums its rows in
+// order, so d_bias does not depend on the thread count.
+template <typename T>
+void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* da,
+                              const T* z, const T* a, index batch, index outputs,
+                              bool accumulate) {
+    require(batch >= 0 && outputs >= 0, "activation_bias_backward: sizes must be non-negative");
+    constexpr index block = 64;
+    const index blocks = (outputs + block - 1) / block;
+    const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
+    with_activation<T>(activation, [&](auto, auto df) {
+        parallel_for(nt, blocks, [&](index blk) {
+            const index j0 = blk * block, j1 = j0 + block < outputs ? j0 + block : outputs;
+            T* __restrict db = d_bias;
+            if (!accumulate)
+                for (index j = j0; j < j1; ++j) db[j] = T(0);
+            for (index i = 0; i < batch; ++i) {
+                const index row = i * outputs;
+                for (index j = j0; j < j1; ++j) {
+                    const T d = df(da[row + j], z[row + j], a[row + j]);
+                    dz[row + j] = d;
+                    db[j] += d;
+                }
+            }
+        });
+    });
+}
+
+#define FASTMLP_INSTANTIATE(T)                                                                \
+    template void activation_forward<T>(Activation, T*, const T*, index);                    \
+    template void activation_backward<T>(Activation, T*, const T*, const T*, const T*, index); \
+    template void bias_activation_forward<T>(Activation, T*, T*, const T*, index, index);      \
+    template void activation_bias_backward<T>(Activation, T*, T*, const T*, const T*,          \
+                                              const T*, index, index, bool);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
 
 }  // namespace fastmlp

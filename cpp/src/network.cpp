@@ -76,8 +76,8 @@ void Network<T>::forward_layers(const T* x, index batch) {
         gemm<T>(Transpose::none, Transpose::transpose, batch, layer.outputs, layer.inputs, T(1),
                 input, layer.inputs, params_.data() + layer.weight_offset, layer.inputs, T(0), z,
                 layer.outputs);
-        bias_add_forward(z, params_.data() + layer.bias_offset, batch, layer.outputs);
-        activation_forward(layer.activation, a_[l].data(), z, batch * layer.outputs);
+        bias_activation_forward(layer.activation, a_[l].data(), z,
+                                params_.data() + layer.bias_offset, batch, layer.outputs);
         input = a_[l].data();
     }
     cached_batch_ = batch;
@@ -92,24 +92,24 @@ const T* Network<T>::forward(const T* x, index batch) {
 }
 
 // delta_ holds dL/dA_last on entry; the deltas ping-pong between two buffers.
+// accumulate: add to grads (+=); otherwise overwrite them (no zero_grad pass needed).
 template <typename T>
 static void backward_layers(const std::vector<Layer>& layers, const T* params, T* grads,
                             const std::vector<std::vector<T>>& z,
                             const std::vector<std::vector<T>>& a, const T* x, index batch,
-                            std::vector<T>& delta, std::vector<T>& delta_next) {
+                            std::vector<T>& delta, std::vector<T>& delta_next, bool accumulate) {
     T* d = delta.data();
     T* d_next = delta_next.data();
     for (index l = index(layers.size()) - 1; l >= 0; --l) {
         const Layer& layer = layers[l];
         const T* input = l == 0 ? x : a[l - 1].data();
-        // dZ_l = dA_l ⊙ f'(Z_l), in place: d is (B, O_l).
-        activation_backward(layer.activation, d, d, z[l].data(), a[l].data(),
-                            batch * layer.outputs);
-        // dW_l (O, I) += dZ_lᵀ (O, B) · A_{l-1} (B, I)
+        // dZ_l = dA_l ⊙ f'(Z_l), in place (d is (B, O_l)), and db_l = Σ_batch dZ_l.
+        activation_bias_backward(layer.activation, d, grads + layer.bias_offset, d, z[l].data(),
+                                 a[l].data(), batch, layer.outputs, accumulate);
+        // dW_l (O, I) (+)= dZ_lᵀ (O, B) · A_{l-1} (B, I)
         gemm<T>(Transpose::transpose, Transpose::none, layer.outputs, layer.inputs, batch, T(1),
-                d, layer.outputs, input, layer.inputs, T(1), grads + layer.weight_offset,
-                layer.inputs);
-        bias_add_backward(grads + layer.bias_offset, d, batch, layer.outputs);
+                d, layer.outputs, input, layer.inputs, accumulate ? T(1) : T(0),
+                grads + layer.weight_offset, layer.inputs);
         if (l > 0) {
             // dA_{l-1} (B, I) = dZ_l (B, O) · W_l (O, I)
             gemm<T>(Transpose::none, Transpose::none, batch, layer.inputs, layer.outputs, T(1), d,
@@ -121,13 +121,13 @@ static void backward_layers(const std::vector<Layer>& layers, const T* params, T
 }
 
 template <typename T>
-void Network<T>::backward(const T* x, const T* d_out, index batch) {
+void Network<T>::backward(const T* x, const T* d_out, index batch, bool accumulate) {
     require(cached_batch_ >= 1, "backward: call forward on this batch first");
     require(batch == cached_batch_,
             "backward: the batch size differs from the last forward's; call forward first");
     std::memcpy(delta_.data(), d_out, sizeof(T) * batch * outputs());
     backward_layers(layers_, params_.data(), grads_.data(), z_, a_, x, batch, delta_,
-                    delta_next_);
+                    delta_next_, accumulate);
 }
 
 template <typename T>
@@ -159,8 +159,8 @@ void Network<T>::predict(const T* x, index n, T* out) {
             gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs,
                     T(1), input, layer.inputs, params_.data() + layer.weight_offset,
                     layer.inputs, T(0), z, layer.outputs);
-            bias_add_forward(z, params_.data() + layer.bias_offset, rows, layer.outputs);
-            activation_forward(layer.activation, z, z, rows * layer.outputs);
+            bias_activation_forward(layer.activation, z, z, params_.data() + layer.bias_offset,
+                                    rows, layer.outputs);
             input = z;
             std::swap(front, back);
         }
@@ -223,9 +223,8 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             const T loss = mse_forward(prediction, yb, rows * out);
             // dL/dY for L = mean over the batch's rows·out elements.
             mse_backward(delta_.data(), prediction, yb, rows * out, T(2) / T(rows * out));
-            zero_grad();
             backward_layers(layers_, params_.data(), grads_.data(), z_, a_, xb, rows, delta_,
-                            delta_next_);
+                            delta_next_, /*accumulate=*/false);
             if (!std::isfinite(loss) ||
                 !sgd_update_stays_finite(params_.data(), grads_.data(), parameter_count(), lr)) {
                 result.status = FitStatus::non_finite;

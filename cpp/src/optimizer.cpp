@@ -2,6 +2,9 @@
 #include "fastmlp/optimizer.hpp"
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "fastmlp/threading.hpp"
 
@@ -20,13 +23,19 @@ void sgd_update(T* params, const T* grads, index n, T lr) {
 
 template <typename T>
 bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr) {
-    // v - v is 0 for finite v and NaN otherwise: a branch-free scan.
-    T probe = 0;
+    // A value is finite unless its exponent bits are all ones. OR-ing a flag per
+    // element is an integer reduction, which the compiler vectorizes (a float
+    // sum would not be, without -ffast-math).
+    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+    constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+    Bits bad = 0;
     for (index i = 0; i < n; ++i) {
         const T updated = params[i] - lr * grads[i];
-        probe += updated - updated;
+        Bits bits;
+        std::memcpy(&bits, &updated, sizeof bits);
+        bad |= Bits((bits & exponent) == exponent);
     }
-    return probe == T(0);
+    return bad == 0;
 }
 
 template void sgd_update<float>(float*, const float*, index, float);

@@ -1,41 +1,181 @@
-// threading.cpp — the process-wide thread count and the fork handler.
+// threading.cpp — the work-claiming pool behind parallel_for (see threading.hpp).
+//
+// One job at a time. A job is published by writing its fields, then a ticket
+// (generation << 32 | next index), then the generation. Workers claim an index
+// by compare-and-swap on the ticket, which fails once the generation moved on,
+// so a worker that wakes late can never run a piece of a finished job.
+// Helpers spin briefly after a job (consecutive kernels of a training step
+// follow within microseconds), then sleep on a condition variable.
 #include "fastmlp/threading.hpp"
 
 #include <algorithm>
 #include <atomic>
-#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
-#define FASTMLP_HAVE_PTHREAD_ATFORK 1
+#include <sched.h>
+#include <unistd.h>
+#define FASTMLP_POSIX 1
+#endif
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
 #endif
 
 namespace fastmlp {
 namespace {
 
-int default_threads() {
-#ifdef _OPENMP
-    return std::max(1, omp_get_max_threads());  // OMP_NUM_THREADS, else the usable cores
-#else
-    return 1;
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    asm volatile("yield");
 #endif
 }
 
-std::atomic<int> g_threads{0};           // 0: not read yet
-std::atomic<bool> g_pool_started{false};  // a parallel region with > 1 thread has run
-std::atomic<bool> g_forked_child{false};
-
-#ifdef FASTMLP_HAVE_PTHREAD_ATFORK
-void on_fork_child() {
-    // The parent's OpenMP workers do not exist in the child: stay serial.
-    if (g_pool_started.load()) {
-        g_forked_child.store(true);
-        g_threads.store(1);
-    }
+int usable_cpus() {
+#if defined(FASTMLP_POSIX) && defined(__linux__)
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0) return std::max(1, CPU_COUNT(&set));
+#endif
+    return std::max(1u, std::thread::hardware_concurrency());
 }
+
+int default_threads() {
+    if (const char* text = std::getenv("OMP_NUM_THREADS")) {
+        const int n = std::atoi(text);  // "4" or "4,2": the first level
+        if (n >= 1) return n;
+    }
+    return usable_cpus();
+}
+
+std::atomic<int> g_threads{0};  // 0: not read yet
+
+class Pool {
+public:
+    void run(int n_threads, index count, void (*fn)(void*, index), void* context) {
+        std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
+        if (!submit.owns_lock()) {  // another thread's job is running: work alone
+            for (index i = 0; i < count; ++i) fn(context, i);
+            return;
+        }
+        start_helpers(n_threads - 1);
+        fn_.store(fn, std::memory_order_relaxed);
+        context_.store(context, std::memory_order_relaxed);
+        count_.store(count, std::memory_order_relaxed);
+        active_helpers_.store(n_threads - 1, std::memory_order_relaxed);
+        unfinished_.store(count, std::memory_order_relaxed);
+        const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+        ticket_.store(std::uint64_t(generation) << 32, std::memory_order_release);
+        generation_.store(generation, std::memory_order_seq_cst);
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+            std::lock_guard<std::mutex> lock(sleep_mutex_);
+            wake_.notify_all();
+        }
+        work(generation);
+        // Wait only for pieces that helpers claimed and are still running: spin
+        // briefly, then sleep, which frees this core for a helper that was
+        // preempted in the middle of its piece.
+        for (int spins = 0; spins < 2000; ++spins) {
+            if (unfinished_.load(std::memory_order_acquire) == 0) return;
+            cpu_relax();
+        }
+        std::unique_lock<std::mutex> lock(done_mutex_);
+        caller_waiting_.store(true, std::memory_order_seq_cst);
+        done_.wait(lock, [&] { return unfinished_.load(std::memory_order_seq_cst) == 0; });
+        caller_waiting_.store(false, std::memory_order_relaxed);
+    }
+
+private:
+    void start_helpers(int wanted) {
+        while (started_ < wanted) {
+            const int id = started_++;
+            std::thread([this, id] { helper_loop(id); }).detach();
+        }
+    }
+
+    void work(std::uint32_t generation) {
+        void (*fn)(void*, index) = fn_.load(std::memory_order_relaxed);
+        void* context = context_.load(std::memory_order_relaxed);
+        const index count = count_.load(std::memory_order_relaxed);
+        std::uint64_t ticket = ticket_.load(std::memory_order_acquire);
+        for (;;) {
+            if (std::uint32_t(ticket >> 32) != generation) return;
+            const index i = index(ticket & 0xffffffffu);
+            if (i >= count) return;
+            if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel))
+                continue;  // ticket now holds the current value
+            fn(context, i);
+            if (unfinished_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
+                caller_waiting_.load(std::memory_order_seq_cst)) {
+                std::lock_guard<std::mutex> lock(done_mutex_);
+                done_.notify_all();
+            }
+            ticket = ticket_.load(std::memory_order_acquire);
+        }
+    }
+
+    void helper_loop(int id) {
+        std::uint32_t seen = generation_.load(std::memory_order_acquire);
+        for (;;) {
+            std::uint32_t generation = seen;
+            for (int spins = 0; spins < 4000 && generation == seen; ++spins) {
+                cpu_relax();
+                generation = generation_.load(std::memory_order_acquire);
+            }
+            if (generation == seen) {
+                std::unique_lock<std::mutex> lock(sleep_mutex_);
+                sleepers_.fetch_add(1, std::memory_order_seq_cst);
+                wake_.wait(lock, [&] {
+                    return generation_.load(std::memory_order_seq_cst) != seen;
+                });
+                sleepers_.fetch_sub(1, std::memory_order_seq_cst);
+                generation = generation_.load(std::memory_order_acquire);
+            }
+            seen = generation;
+            if (id < active_helpers_.load(std::memory_order_relaxed)) work(generation);
+        }
+    }
+
+    std::mutex submit_mutex_;
+    int started_ = 0;  // helper threads created (guarded by submit_mutex_)
+    std::atomic<void (*)(void*, index)> fn_{nullptr};
+    std::atomic<void*> context_{nullptr};
+    std::atomic<index> count_{0};
+    std::atomic<int> active_helpers_{0};
+    std::atomic<index> unfinished_{0};
+    std::atomic<std::uint64_t> ticket_{0};
+    std::atomic<std::uint32_t> generation_{0};
+    std::mutex sleep_mutex_;  // helpers without work sleep here
+    std::condition_variable wake_;
+    std::atomic<int> sleepers_{0};
+    std::mutex done_mutex_;  // the caller waiting for helpers' last pieces sleeps here
+    std::condition_variable done_;
+    std::atomic<bool> caller_waiting_{false};
+};
+
+// Never destroyed: detached helpers may still be asleep in it at exit.
+std::atomic<Pool*> g_pool{nullptr};
+
+Pool& pool() {
+    Pool* current = g_pool.load(std::memory_order_acquire);
+    if (current == nullptr) {
+        Pool* fresh = new Pool;
+        if (g_pool.compare_exchange_strong(current, fresh)) return *fresh;
+        delete fresh;  // another thread won the race; `current` holds its pool
+    }
+    return *current;
+}
+
+#ifdef FASTMLP_POSIX
+// The child of a fork has none of the parent's helper threads, and the pool's
+// locks may have been held by them: start over with a new pool (the old one is
+// left as it is, unreachable).
+void on_fork_child() { g_pool.store(nullptr); }
 struct ForkHandlerRegistration {
     ForkHandlerRegistration() { pthread_atfork(nullptr, nullptr, on_fork_child); }
 };
@@ -54,25 +194,9 @@ int get_num_threads() {
     return n;
 }
 
-bool set_num_threads(int n) {
+void set_num_threads(int n) {
     require(n >= 1, "set_num_threads: the thread count must be at least 1");
-    if (g_forked_child.load()) return n == 1;
-#ifdef _OPENMP
     g_threads.store(n);
-    return true;
-#else
-    return n == 1;
-#endif
-}
-
-bool in_forked_child() { return g_forked_child.load(); }
-
-bool have_openmp() {
-#ifdef _OPENMP
-    return true;
-#else
-    return false;
-#endif
 }
 
 int threads_for(double work, double threshold) {
@@ -81,9 +205,13 @@ int threads_for(double work, double threshold) {
     return n;
 }
 
-void note_parallel_region(int n_threads) {
-    if (n_threads > 1 && !g_pool_started.load(std::memory_order_relaxed))
-        g_pool_started.store(true);
+void run_parallel(int n_threads, index count, void (*fn)(void*, index), void* context) {
+    if (n_threads <= 1 || count <= 1) {
+        for (index i = 0; i < count; ++i) fn(context, i);
+        return;
+    }
+    require(count <= index(0xffffffff), "run_parallel: too many pieces");
+    pool().run(n_threads, count, fn, context);
 }
 
 }  // namespace fastmlp

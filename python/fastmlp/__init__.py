@@ -1,4 +1,4 @@
-"""fastmlp: dense neural networks trained by backpropagation, with C++/OpenMP kernels.
+"""fastmlp: dense neural networks trained by backpropagation, with multithreaded C++ kernels.
 
     import fastmlp as fm
     net = fm.Network([1, 64, 32, 1], activation="relu", seed=0)

@@ -44,6 +44,15 @@ def activation_backward(
 ) -> None:
     """out = da ⊙ f'(z), with a = f(z); all four of equal size."""
 
+def bias_activation_forward(name: _ActivationName, z: _FloatArray, bias: _FloatArray, out: _FloatArray) -> None:
+    """z (B, O) += bias (O,) in place, and out = f(z): one pass."""
+
+def activation_bias_backward(
+    name: _ActivationName, z: _FloatArray, a: _FloatArray, da: _FloatArray, out: _FloatArray,
+    d_bias: _FloatArray, accumulate: bool,
+) -> None:
+    """out = da ⊙ f'(z); d_bias = (or +=, when accumulate) the column sums of out: one pass."""
+
 def bias_add_forward(z: _FloatArray, bias: _FloatArray) -> None:
     """z (B, O) += bias (O,) on every row, in place."""
 
@@ -126,15 +135,13 @@ def set_gemm_kernel(name: str) -> None:
     """Forces a GEMM kernel ("auto": the best); ValueError for one this CPU or build cannot run."""
 
 def get_num_threads() -> int: ...
-def set_num_threads(n: int) -> bool:
-    """False (and one thread) when not honoured: built without OpenMP, or a forked child."""
-def in_forked_child() -> bool: ...
+def set_num_threads(n: int) -> None:
+    """Sets the thread count of the kernels (n >= 1), for the whole process."""
 
 class _BuildInfo(TypedDict):
     compiler: str
     build_type: str
     build_flags: str
-    openmp: bool
     architecture: str
     cpu_features: list[str]
     gemm_kernel: str

@@ -60,7 +60,7 @@ def _seed(text: str) -> int:
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="fastmlp",
-        description="Dense neural networks trained by backpropagation, with C++/OpenMP kernels.",
+        description="Dense neural networks trained by backpropagation, with multithreaded C++ kernels.",
     )
     parser.add_argument("--version", action="version", version=f"fastmlp {_core.__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -227,8 +227,8 @@ def _run_info(args) -> int:
         ("compiler", build["compiler"]),
         ("build type", build["build_type"]),
         ("build flags", " ".join(build["build_flags"].split()) or "(none)"),
-        ("openmp", "on" if build["openmp"] else "off"),
         ("threads", f"{threads}" + (f" (OMP_NUM_THREADS={omp_env})" if omp_env else "")),
+        ("thread pool", "fastmlp's work-claiming pool on std::thread (no barrier waits)"),
         ("architecture", build["architecture"]),
         ("cpu features", ", ".join(build["cpu_features"]) or "(none detected)"),
         ("gemm kernel", f"{build['gemm_kernel']} (available: {', '.join(_core.gemm_available_kernels())})"),

@@ -25,6 +25,8 @@ __all__ = [
     "activation_backward",
     "bias_add_forward",
     "bias_add_backward",
+    "bias_activation_forward",
+    "activation_bias_backward",
     "mse_forward",
     "mse_backward",
     "sgd_update",
@@ -136,6 +138,32 @@ def bias_add_backward(dz):
     d_bias = np.zeros(dz.shape[1], dtype=dtype)
     _core.bias_add_backward(d_bias, dz)
     return d_bias
+
+
+def bias_activation_forward(z, bias, activation="relu"):
+    """The fused forward of a dense layer's elementwise part, one pass:
+    returns (z + bias, f(z + bias)) for z (B, O) and bias (O,)."""
+    activation = check_choice(activation, "activation", ACTIVATIONS)
+    (z, bias), dtype = _inputs([("z", z), ("bias", bias)])
+    z = z.copy()
+    a = np.empty_like(z)
+    _core.bias_activation_forward(activation, z, bias, a)
+    return z, a
+
+
+def activation_bias_backward(da, z, a=None, activation="relu"):
+    """The fused backward, one pass: returns (dz, d_bias) with dz = da ⊙ f'(z)
+    and d_bias the column sums of dz, for da, z, a of shape (B, O)."""
+    activation = check_choice(activation, "activation", ACTIVATIONS)
+    if a is None:
+        a = activation_forward(z, activation)
+    (da, z, a), dtype = _inputs([("da", da), ("z", z), ("a", a)])
+    if da.ndim != 2:
+        raise ValueError(f"da: expected a 2-D array (batch, outputs), got shape {da.shape}")
+    dz = np.empty_like(da)
+    d_bias = np.empty(da.shape[1], dtype=dtype)
+    _core.activation_bias_backward(activation, z, a, da, dz, d_bias, False)
+    return dz, d_bias
 
 
 def mse_forward(pred, target):

@@ -18,6 +18,8 @@ __all__ = [
     "activation_backward",
     "bias_add_forward",
     "bias_add_backward",
+    "bias_activation_forward",
+    "activation_bias_backward",
     "mse_forward",
     "mse_backward",
     "sgd_update",
@@ -121,6 +123,18 @@ def bias_add_forward(z, bias):
 def bias_add_backward(dz):
     dz = np.asarray(dz, dtype=_float_dtype(dz))
     return dz.sum(axis=0)
+
+
+def bias_activation_forward(z, bias, activation="relu"):
+    """(z + bias, f(z + bias))."""
+    z = bias_add_forward(z, bias)
+    return z, activation_forward(z, activation)
+
+
+def activation_bias_backward(da, z, a=None, activation="relu"):
+    """(dz, column sums of dz) with dz = da ⊙ f'(z)."""
+    dz = activation_backward(da, z, a, activation)
+    return dz, bias_add_backward(dz)
 
 
 def mse_forward(pred, target):

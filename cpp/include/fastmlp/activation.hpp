@@ -40,4 +40,16 @@ template <typename T>
 void activation_backward(Activation activation, T* dz, const T* da, const T* z,
                          const T* a, index n);
 
+// The fused forms a dense layer uses (B batch, O outputs), one pass each:
+// z (B, O) += bias (O); a = f(z). a may alias z.
+template <typename T>
+void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, index batch,
+                             index outputs);
+
+// dz = da ⊙ f'(z) (dz may alias da), and d_bias = Σ_rows dz (+= when accumulate).
+template <typename T>
+void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* da,
+                              const T* z, const T* a, index batch, index outputs,
+                              bool accumulate);
+
 }  // namespace fastmlp

@@ -9,7 +9,8 @@
 //   forward   Z_l = A_{l-1} · W_lᵀ + b_l,   A_l = f_l(Z_l)
 //   backward  dZ_l = dA_l ⊙ f_l'(Z_l)
 //             dW_l += dZ_lᵀ · A_{l-1},  db_l += Σ_batch dZ_l,  dA_{l-1} = dZ_l · W_l
-// Backward accumulates into the gradient buffer; zero_grad clears it.
+// Backward overwrites the gradient buffer, or accumulates into it (+=) when
+// asked; zero_grad clears it.
 //
 // Not thread-safe by itself: one call at a time per network (the bindings lock).
 #pragma once
@@ -69,9 +70,10 @@ public:
     // X is (B, I), rows contiguous. Keeps Z_l and A_l for backward; returns A_last (B, O),
     // valid until the next call that uses the workspace.
     const T* forward(const T* x, index batch);
-    // From dY = dL/dA_last (B, O): accumulates all parameter gradients. Needs the
-    // cache of a forward on the same X and batch size just before.
-    void backward(const T* x, const T* d_out, index batch);
+    // From dY = dL/dA_last (B, O): all parameter gradients, written into the
+    // gradient buffer (added to it when accumulate). Needs the cache of a
+    // forward on the same X and batch size just before.
+    void backward(const T* x, const T* d_out, index batch, bool accumulate = false);
     void zero_grad();
     void sgd_step(T learning_rate);
 

@@ -1,51 +1,53 @@
-// fastmlp/threading.hpp — the thread count every kernel uses, and fork safety.
+// fastmlp/threading.hpp — fastmlp's threads: a small work-claiming pool.
 //
-// The count is a process-wide setting (set_num_threads), passed to each
-// parallel region through a num_threads clause: omp_set_num_threads would only
-// change the calling thread's value, and Python may call us from any thread.
+// parallel_for(n_threads, count, body) runs body(i) for every i in [0, count).
+// The calling thread takes part: it and up to n_threads - 1 helper threads
+// claim indices one at a time from a shared counter, and the caller returns as
+// soon as every index is finished. It never waits at a barrier for a helper
+// that has not started: on a busy machine, where a helper may get no core for
+// milliseconds, the caller simply does the work itself. (A fork/join runtime
+// such as OpenMP waits at every join for all its threads, so one descheduled
+// thread stalls the whole team; PERFORMANCE.md and the speed issue measured
+// that collapse.)
 //
-// Results never depend on the count: kernels split work into fixed blocks,
-// never one block per thread, and never use an OpenMP reduction on floats.
+// Results never depend on the thread count: callers split work into fixed
+// pieces whose arithmetic does not depend on who runs them, and nothing sums
+// floats across pieces in a thread-dependent order.
 //
-// GNU OpenMP is not fork-safe: a child forked after the parent started its
-// thread pool hangs in its first parallel region. A pthread_atfork handler
-// keeps such a child to one thread (as PyTorch does), so it trains and
-// predicts correctly, serially.
+// Fork: helper threads do not exist in a forked child. The pool is rebuilt
+// there on first use (pthread_atfork), so a child of a process that trained
+// with threads trains with threads too, and never hangs.
 #pragma once
+
+#include <type_traits>
 
 #include "fastmlp/common.hpp"
 
 namespace fastmlp {
 
-// Number of threads the kernels use; at least 1.
+// Threads the kernels may use; at least 1. The default follows
+// OMP_NUM_THREADS, else the CPUs this process may run on.
 int get_num_threads();
-// Sets the number of threads (n >= 1). In a forked child of a process that
-// used several threads, the count stays 1 and this returns false.
-bool set_num_threads(int n);
-// True when this process is a forked child of a process whose OpenMP pool had started.
-bool in_forked_child();
-// True when the library was compiled with OpenMP.
-bool have_openmp();
+// Sets the thread count (n >= 1) for the whole process.
+void set_num_threads(int n);
 
-// The thread count for a parallel region doing `work` units (roughly FLOPs or
-// bytes); 1 below `threshold`, so small kernels never pay a fork/join.
+// The thread count for work of `work` units (FLOPs or elements): 1 below
+// `threshold`, so small kernels never pay for waking a thread.
 int threads_for(double work, double threshold);
 
-// Call before a parallel region that will use n_threads > 1 (records that the pool started).
-void note_parallel_region(int n_threads);
+// Runs fn(context, i) for i in [0, count) on up to n_threads threads (see above).
+void run_parallel(int n_threads, index count, void (*fn)(void*, index), void* context);
 
-// body(i) for i in [0, count), on n_threads threads in a static split, or as a
-// plain loop when one thread does: a serial call never enters the OpenMP
-// runtime (which would allocate a team and take locks even for one thread).
 template <typename Body>
 void parallel_for(int n_threads, index count, Body&& body) {
     if (n_threads <= 1 || count <= 1) {
         for (index i = 0; i < count; ++i) body(i);
         return;
     }
-    note_parallel_region(n_threads);
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (index i = 0; i < count; ++i) body(i);
+    using B = std::remove_reference_t<Body>;
+    run_parallel(
+        n_threads, count, [](void* context, index i) { (*static_cast<B*>(context))(i); },
+        const_cast<void*>(static_cast<const void*>(&body)));
 }
 
 }  // namespace fastmlp

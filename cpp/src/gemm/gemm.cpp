@@ -9,10 +9,10 @@
 //     products, not a tile that would be mostly padding;
 //   - a product with fewer columns than the kernel's tile width is computed
 //     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ);
-//   - C is split into one rectangle per thread along N (so each thread packs
-//     only its own columns of B), else along M. Every element of C is still
-//     summed over K in the same order by one thread: results do not depend on
-//     the thread count.
+//   - C is split into a few rectangles per thread along N (so each packs only
+//     its own columns of B), else along M, claimed by the pool's threads as
+//     they come (threading.hpp). Every element of C is still summed over K in
+//     the same order by one thread: results do not depend on the thread count.
 #include "fastmlp/gemm.hpp"
 
 #include <algorithm>
@@ -35,6 +35,7 @@ using gemm_detail::Kernel;
 // quiet machine but can cost a whole time slice when another process holds the
 // other core, so only products that take tens of microseconds go parallel.
 constexpr double gemm_parallel_threshold = double(1 << 22);
+constexpr double gemv_parallel_threshold = double(1 << 16);
 
 bool cpu_supports(const std::string& name) {
 #if defined(FASTMLP_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
@@ -140,7 +141,9 @@ void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
     const auto gemv = gemv_of<T>(kernel);
     constexpr index rows_per_task = 64;
     const index tasks = (g.m + rows_per_task - 1) / rows_per_task;
-    const int nt = threads_for(2.0 * double(g.m) * double(g.k), gemm_parallel_threshold);
+    // Dot products stream A once: bound by memory, not arithmetic, so two threads
+    // pay off much earlier (from 64 Ki elements of A) than for a tiled product.
+    const int nt = threads_for(double(g.m) * double(g.k), gemv_parallel_threshold);
     parallel_for(nt, tasks, [&](index task) {
         gemv(g, task * rows_per_task, std::min(g.m, (task + 1) * rows_per_task), x);
     });
@@ -158,15 +161,17 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
     if (g.n < blocking.nr && g.m > g.n) g = transposed(g);
     const index panels_n = (g.n + blocking.nr - 1) / blocking.nr;
     const index panels_m = (g.m + blocking.mr - 1) / blocking.mr;
-    int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
-    const bool split_n = panels_n >= nt || panels_n >= panels_m;
-    nt = int(std::min<index>(nt, split_n ? panels_n : panels_m));
-    const index step = split_n ? blocking.nr : blocking.mr;
+    const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
+    // A few pieces per thread, so that a thread that gets the CPU late finds
+    // pieces left and one that never gets it leaves the caller little to wait for.
+    const bool split_n = panels_n >= 2 * nt || panels_n >= panels_m;
     const index panels = split_n ? panels_n : panels_m;
-    const index panels_per_task = (panels + nt - 1) / nt;
+    const index tasks = nt == 1 ? 1 : std::min<index>(panels, 8 * index(nt));
+    const index step = split_n ? blocking.nr : blocking.mr;
+    const index panels_per_task = (panels + tasks - 1) / tasks;
     const index pack_size =
         blocking.kc * ((std::min(blocking.nc, g.n) + blocking.nr - 1) / blocking.nr) * blocking.nr;
-    parallel_for(nt, nt, [&](index task) {
+    parallel_for(nt, tasks, [&](index task) {
         const index first = task * panels_per_task * step;
         const index last = std::min((task + 1) * panels_per_task * step, split_n ? g.n : g.m);
         if (first >= last) return;

@@ -23,7 +23,13 @@ struct F32 {
     static R broadcast(T x) { return _mm512_set1_ps(x); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_ps(a, b, c); }
     static R mul(R a, R b) { return _mm512_mul_ps(a, b); }
-    static T reduce(R r) { return _mm512_reduce_add_ps(r); }
+    static T reduce(R r) {  // by hand: GCC 12's _mm512_reduce_add_* warn in its own header
+        alignas(64) T lanes[16];
+        _mm512_store_ps(lanes, r);
+        T sum = 0;
+        for (int i = 0; i < 8; ++i) sum += lanes[i] + lanes[i + 8];
+        return sum;
+    }
 };
 
 struct F64 {
@@ -36,10 +42,12 @@ struct F64 {
     static R broadcast(T x) { return _mm512_set1_pd(x); }
     static R fma(R a, R b, R c) { return _mm512_fmadd_pd(a, b, c); }
     static R mul(R a, R b) { return _mm512_mul_pd(a, b); }
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12's own header (its bug 105593)
-    static T reduce(R r) { return _mm512_reduce_add_pd(r); }
-#pragma GCC diagnostic pop
+    static T reduce(R r) {
+        alignas(64) T lanes[8];
+        _mm512_store_pd(lanes, r);
+        return ((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
+               ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7]));
+    }
 };
 
 constexpr Blocking f32_blocking{12, 32, 256, 1024};

@@ -1,0 +1,509 @@
+"""Training and inference speed on the Speed issue's configurations, fastmlp beside its peers.
+
+    python benchmarks/bench_configs.py [--quick] [--threads 2] [--repeats 5] [--only NAME,...]
+
+Configurations (float32 everywhere, MSE loss, plain SGD):
+  seed-demo     [1, 64, 32, 1] relu, the article's 100 samples, full batch, 5000 epochs, lr 0.01
+  mnist-mlp     [784, 512, 256, 10] relu, batch 128, lr 0.01 (synthetic: pixels in [0, 1),
+                one-hot targets of random labels; MSE on one-hot targets for every
+                implementation, since fastmlp has no cross-entropy yet)
+  wide          [1024, 4096, 4096, 1024] relu, batch 256, lr 0.001 (synthetic normal data)
+  deep-narrow   256 → 16 hidden layers of 256 tanh → 10, batch 64, lr 0.01 (one-hot targets)
+  tiny-batch    [64, 128, 128, 1] relu, batch 1 (online learning), lr 0.001
+  predict       latency of predict on one sample of mnist-mlp (µs, median over all calls)
+
+Implementations:
+  fastmlp                    fm.Network(dtype="float32").fit(X, y, epochs, batch_size, fm.SGD(lr), shuffle=True)
+  fastmlp.reference          the NumPy twin, reference.Network.fit(X, y, epochs, batch_size, lr) (no shuffling)
+  PyTorch                    nn.Sequential(Linear, act, ...), nn.MSELoss, optim.SGD; per-epoch randperm and
+                             gathered batches; loss.item() once per block (skipped if torch does not import)
+  scikit-learn               MLPRegressor(solver="sgd", momentum=0, alpha=0, learning_rate_init=lr,
+                             batch_size, warm_start=True, no early stop); each block is one fit() of
+                             max_iter epochs (skipped if sklearn is not installed). Its squared-error
+                             loss is ½·mean over samples of the sum over outputs, so its steps differ
+                             from MSE's by a constant factor; the arithmetic per step is the same.
+All four start from fastmlp's initial weights (He-normal, seed 0).
+
+Method. Each implementation trains one model per configuration, continuing across
+blocks. A block is one call that runs a fixed number of training steps (epochs of
+full batch for seed-demo, mini-batches otherwise); the step count is the
+configuration's nominal one, cut down for a slow implementation so that a block lasts
+about --block-seconds (calibrated on a warm-up run). Blocks run round-robin over the
+implementations, --repeats rounds, with a pause between blocks (idle OpenMP/OpenBLAS
+threads spin for a while after each call, and would slow the next block down). The
+figure is the median over the rounds of samples per second (steps per second for
+tiny-batch, whose steps are single samples); ratios are fastmlp's speed ÷ the peer's.
+
+Run it with NumPy's BLAS unhindered:
+    env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_configs.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import statistics
+import sys
+import time
+import warnings
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+import fastmlp as fm
+from fastmlp import reference
+
+SEED = 0
+
+
+@dataclass(frozen=True)
+class Config:
+    name: str
+    sizes: tuple[int, ...]
+    activation: str
+    batch: int | None  # None: full batch
+    lr: float
+    steps: int  # nominal steps per block
+    steps_quick: int
+    samples: int | None = None  # fixed dataset size (seed-demo); else steps × batch
+    targets: tuple[tuple[str, float], ...] = ()  # (peer, fastmlp ÷ peer at least)
+
+    @property
+    def unit(self) -> str:
+        return "steps/s" if self.batch == 1 else "samples/s"
+
+
+COMMON_TARGETS = (("fastmlp.reference", 1.25), ("scikit-learn", 1.0))
+CONFIGS = (
+    Config("seed-demo", (1, 64, 32, 1), "relu", None, 0.01, 5000, 500, samples=100,
+           targets=(("PyTorch", 20.0), *COMMON_TARGETS)),
+    Config("mnist-mlp", (784, 512, 256, 10), "relu", 128, 0.01, 200, 30,
+           targets=(("PyTorch", 1.5), *COMMON_TARGETS)),
+    Config("wide", (1024, 4096, 4096, 1024), "relu", 256, 0.001, 5, 1,
+           targets=(("PyTorch", 1.3), *COMMON_TARGETS)),
+    Config("deep-narrow", (256, *([256] * 16), 10), "tanh", 64, 0.01, 300, 40,
+           targets=(("PyTorch", 2.0), *COMMON_TARGETS)),
+    Config("tiny-batch", (64, 128, 128, 1), "relu", 1, 0.001, 20000, 2000,
+           targets=(("PyTorch", 20.0), *COMMON_TARGETS)),
+)
+PREDICT_CONFIG = CONFIGS[1]  # mnist-mlp
+PREDICT_TARGET_US = 25.0
+PREDICT_TARGET_TORCH = 2.0
+IMPLEMENTATIONS = ("fastmlp", "fastmlp.reference", "PyTorch", "scikit-learn")
+
+
+# ---- data -----------------------------------------------------------------------------------
+def make_data(config: Config, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """float32 (X, y) for `steps` steps of the configuration (or its fixed sample count)."""
+    rng = np.random.default_rng(1)
+    if config.name == "seed-demo":  # the article's data: y = x² + noise on [-2, 2]
+        X = np.linspace(-2, 2, config.samples).reshape(-1, 1)
+        y = X**2 + np.random.default_rng(42).normal(0, 0.1, X.shape)
+        return X.astype(np.float32), y.astype(np.float32)
+    n, inputs, outputs = steps * config.batch, config.sizes[0], config.sizes[-1]
+    if config.name == "mnist-mlp":
+        X = rng.random((n, inputs), dtype=np.float32)
+    else:
+        X = rng.standard_normal((n, inputs), dtype=np.float32)
+    if outputs == 10:  # one-hot targets of random labels
+        y = np.zeros((n, outputs), dtype=np.float32)
+        y[np.arange(n), rng.integers(0, outputs, n)] = 1
+    else:
+        y = (0.5 * rng.standard_normal((n, outputs))).astype(np.float32)
+    return X, y
+
+
+# ---- implementations: each returns run(steps) -> loss, and predict(x) ---------------------------
+@dataclass
+class Runner:
+    run: Callable[[int], float]
+    predict: Callable[[np.ndarray], object]
+    note: str = ""
+
+
+def fastmlp_runner(config, net, X, y) -> Runner:
+    optimizer = fm.SGD(lr=config.lr)
+
+    def run(steps):
+        if config.batch is None:
+            history = net.fit(X, y, epochs=steps, optimizer=optimizer)
+        else:
+            n = steps * config.batch
+            history = net.fit(X[:n], y[:n], epochs=1, batch_size=config.batch, optimizer=optimizer, shuffle=True)
+        return history.history["loss"][-1]
+
+    return Runner(run, net.predict)
+
+
+def reference_runner(config, net, X, y) -> Runner:
+    model = reference.Network.from_network(net, dtype="float32")
+
+    def run(steps):
+        if config.batch is None:
+            return model.fit(X, y, epochs=steps, lr=config.lr)[-1]
+        n = steps * config.batch
+        return model.fit(X[:n], y[:n], epochs=1, batch_size=config.batch, lr=config.lr)[-1]
+
+    return Runner(run, model.predict)
+
+
+def torch_runner(torch, config, net, X, y) -> Runner:
+    activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[config.activation]
+    layers = []
+    for i, (fan_in, fan_out) in enumerate(zip(config.sizes[:-1], config.sizes[1:])):
+        layers.append(torch.nn.Linear(fan_in, fan_out))
+        if i < len(config.sizes) - 2:
+            layers.append(activation())
+    model = torch.nn.Sequential(*layers)
+    with torch.no_grad():  # fastmlp's initial weights (W is (out, in) in both)
+        for layer, W, b in zip([m for m in model if isinstance(m, torch.nn.Linear)], net.weights, net.biases):
+            layer.weight.copy_(torch.from_numpy(np.array(W)))
+            layer.bias.copy_(torch.from_numpy(np.array(b)))
+    criterion = torch.nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=config.lr)
+    X_t, y_t = torch.from_numpy(X), torch.from_numpy(y)
+
+    def step(xb, yb):
+        optimizer.zero_grad()
+        loss = criterion(model(xb), yb)
+        loss.backward()
+        optimizer.step()
+        return loss
+
+    def run(steps):
+        if config.batch is None:
+            for _ in range(steps):
+                loss = step(X_t, y_t)
+        else:
+            order = torch.randperm(steps * config.batch)
+            for i in range(steps):
+                index = order[i * config.batch:(i + 1) * config.batch]
+                loss = step(X_t[index], y_t[index])
+        return loss.item()
+
+    def predict(x):
+        with torch.inference_mode():
+            return model(torch.from_numpy(x))
+
+    return Runner(run, predict)
+
+
+def sklearn_runner(MLPRegressor, config, net, X, y) -> Runner:
+    batch = X.shape[0] if config.batch is None else config.batch
+    model = MLPRegressor(hidden_layer_sizes=config.sizes[1:-1], activation=config.activation, solver="sgd",
+                         learning_rate="constant", learning_rate_init=config.lr, momentum=0.0,
+                         nesterovs_momentum=False, alpha=0.0, batch_size=batch, shuffle=True, max_iter=1,
+                         warm_start=True, tol=0.0, n_iter_no_change=10**9, early_stopping=False, random_state=SEED)
+    ravel = config.sizes[-1] == 1  # one output: sklearn wants y 1-D
+    y_fit = y.ravel() if ravel else y
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(X[:batch], y_fit[:batch])  # allocates coefs_; then fastmlp's initial weights
+    for coef, intercept, W, b in zip(model.coefs_, model.intercepts_, net.weights, net.biases):
+        coef[...] = np.asarray(W).T
+        intercept[...] = b
+
+    def run(steps):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # ConvergenceWarning: max_iter reached, as intended
+            if config.batch is None:
+                model.set_params(max_iter=steps)
+                model.fit(X, y_fit)
+            else:
+                n = steps * config.batch
+                model.set_params(max_iter=1)
+                model.fit(X[:n], y_fit[:n])
+        return float(model.loss_)
+
+    return Runner(run, model.predict)
+
+
+# ---- timing ---------------------------------------------------------------------------------
+@dataclass
+class Row:
+    config: Config
+    impl: str
+    runner: Runner
+    steps: int = 0
+    seconds: list[float] = field(default_factory=list)  # per block
+    loss: float = float("nan")
+    latencies: list[float] = field(default_factory=list)  # predict rows: seconds per call
+
+    @property
+    def samples_per_step(self) -> int:
+        return self.config.samples if self.config.batch is None else self.config.batch
+
+    @property
+    def rate(self) -> float:
+        """Samples (or steps, at batch 1) per second: the median block."""
+        return self.steps * self.samples_per_step / statistics.median(self.seconds)
+
+    @property
+    def us_per_step(self) -> float:
+        return statistics.median(self.seconds) / self.steps * 1e6
+
+    @property
+    def latency_us(self) -> float:
+        return statistics.median(self.latencies) * 1e6
+
+
+class Threads:
+    """Sets fastmlp's, PyTorch's and NumPy's BLAS threads (BLAS through threadpoolctl)."""
+
+    def __init__(self, count: int, torch, threadpoolctl):
+        self.count = count
+        fm.set_num_threads(count)
+        if torch is not None:
+            torch.set_num_threads(count)
+        self.limiter = threadpoolctl.threadpool_limits(limits=count, user_api="blas") if threadpoolctl else None
+
+
+def calibrate(row: Row, nominal: int, block_seconds: float) -> None:
+    """Warm-up runs; then the step count for a block of about block_seconds (at most nominal)."""
+    probe = max(1, nominal // 20)
+    row.runner.run(probe)  # first call: lazy initialisation, thread pools, caches
+    if nominal == 1:
+        row.steps = 1
+        return
+    per_step = float("inf")
+    for _ in range(3):  # the fastest of three: a probe slowed by a neighbour would cut the block too short
+        start = time.perf_counter()
+        row.runner.run(probe)
+        per_step = min(per_step, (time.perf_counter() - start) / probe)
+    row.steps = int(min(nominal, max(1, block_seconds / per_step)))
+
+
+def time_block(row: Row) -> None:
+    start = time.perf_counter()
+    row.loss = row.runner.run(row.steps)
+    row.seconds.append(time.perf_counter() - start)
+
+
+def time_predict_block(row: Row, x: np.ndarray, block_seconds: float) -> None:
+    predict, clock = row.runner.predict, time.perf_counter
+    for _ in range(20):
+        predict(x)
+    block_start = clock()
+    while clock() - block_start < block_seconds or len(row.latencies) % 1000 != 0:
+        start = clock()
+        predict(x)
+        row.latencies.append(clock() - start)
+
+
+# ---- reporting ------------------------------------------------------------------------------
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_description(threadpoolctl) -> str:
+    if threadpoolctl is None:
+        return "(threadpoolctl not installed: BLAS unknown, its threads not set)"
+    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture') or ''} "
+                     f"({p.get('num_threads')} threads)" for p in pools) or "(no BLAS found)"
+
+
+def print_table(header, rows) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def format_rate(value: float) -> str:
+    return f"{value / 1e3:.1f}k" if value >= 1e4 else f"{value:.0f}"
+
+
+def load_peers(skip: set[str]):
+    """(torch or None, MLPRegressor or None, threadpoolctl or None, notes)."""
+    notes = []
+    torch = MLPRegressor = threadpoolctl = None
+    if "PyTorch" not in skip:
+        try:
+            import torch
+        except ImportError as error:
+            notes.append(f"PyTorch: skipped (import torch failed: {error})")
+        else:
+            notes.append(f"PyTorch: {torch.__version__}")
+    if "scikit-learn" not in skip:
+        try:
+            import sklearn
+            from sklearn.neural_network import MLPRegressor
+        except ImportError as error:
+            notes.append(f"scikit-learn: skipped ({error})")
+        else:
+            notes.append(f"scikit-learn: {sklearn.__version__}")
+    try:
+        import threadpoolctl
+    except ImportError:
+        notes.append("threadpoolctl: not installed, NumPy's BLAS keeps its default threads")
+    return torch, MLPRegressor, threadpoolctl, notes
+
+
+def build_rows(config: Config, nominal: int, torch, MLPRegressor, skip) -> list[Row]:
+    X, y = make_data(config, nominal)
+    net = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED)
+    rows = [Row(config, "fastmlp", fastmlp_runner(config, net.copy(), X, y))]
+    if "fastmlp.reference" not in skip:
+        rows.append(Row(config, "fastmlp.reference", reference_runner(config, net, X, y)))
+    if torch is not None:
+        rows.append(Row(config, "PyTorch", torch_runner(torch, config, net, X, y)))
+    if MLPRegressor is not None:
+        rows.append(Row(config, "scikit-learn", sklearn_runner(MLPRegressor, config, net, X, y)))
+    return rows
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer steps and rounds: about a minute in all")
+    parser.add_argument("--threads", type=int, default=2, help="threads for every implementation (default 2)")
+    parser.add_argument("--repeats", type=int, default=None, help="rounds; medians are shown (default 5, 3 with --quick)")
+    parser.add_argument("--block-seconds", type=float, default=None,
+                        help="target length of a slow implementation's block (default 1.0 s, 0.25 s with --quick)")
+    parser.add_argument("--pause", type=float, default=0.1, help="sleep between blocks (default 0.1 s)")
+    parser.add_argument("--only", default=None,
+                        help="comma-separated configurations (" + ", ".join(c.name for c in CONFIGS) + ", predict)")
+    parser.add_argument("--skip", default="", help="comma-separated implementations to leave out: "
+                        "fastmlp.reference, PyTorch, scikit-learn")
+    args = parser.parse_args(argv)
+    repeats = args.repeats if args.repeats is not None else (3 if args.quick else 5)
+    block_seconds = args.block_seconds if args.block_seconds is not None else (0.25 if args.quick else 1.0)
+    names = [c.name for c in CONFIGS] + ["predict"]
+    only = names if args.only is None else [s.strip() for s in args.only.split(",")]
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    if repeats < 1 or args.threads < 1 or not set(only) <= set(names) or not skip <= set(IMPLEMENTATIONS[1:]):
+        parser.error(f"--repeats/--threads must be positive, --only from {names}, --skip from {IMPLEMENTATIONS[1:]}")
+
+    torch, MLPRegressor, threadpoolctl, notes = load_peers(skip)
+    threads = Threads(args.threads, torch, threadpoolctl)  # noqa: F841  (holds the BLAS limit)
+    wall_start = time.perf_counter()
+
+    print("Configurations benchmark: a full training step (forward, MSE backward, SGD update), float32")
+    print(f"machine:  {cpu_model()}, {os.cpu_count()} logical cores, {platform.machine()}; "
+          f"load average before: {os.getloadavg()[0]:.2f}")
+    print(f"versions: fastmlp {fm.__version__} (GEMM kernel {fm.kernels.gemm_kernel()}), Python "
+          f"{platform.python_version()}, NumPy {np.__version__}, BLAS {blas_description(threadpoolctl)}")
+    for note in notes:
+        print(f"          {note}")
+    print(f"threads:  {args.threads} for fastmlp, NumPy's BLAS (the reference, scikit-learn) and PyTorch")
+    env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
+                                      "OPENBLAS_L2_SIZE", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY")
+           if k in os.environ}
+    if env:
+        print("env:      " + " ".join(f"{k}={v}" for k, v in env.items()))
+    print(f"method:   median of {repeats} blocks per row, round-robin over the implementations, "
+          f"{args.pause:g} s pause between blocks; a slow row's block is cut to ≈ {block_seconds:g} s")
+    print()
+
+    train_rows: list[list[Row]] = []
+    for config in CONFIGS:
+        if config.name not in only:
+            continue
+        nominal = config.steps_quick if args.quick else config.steps
+        rows = build_rows(config, nominal, torch, MLPRegressor, skip)
+        for row in rows:
+            calibrate(row, nominal, block_seconds)
+            time.sleep(args.pause)
+        for _ in range(repeats):
+            for row in rows:
+                time_block(row)
+                time.sleep(args.pause)
+        train_rows.append(rows)
+
+    predict_rows: list[Row] = []
+    if "predict" in only:
+        config = PREDICT_CONFIG
+        predict_rows = build_rows(config, 1, torch, MLPRegressor, skip)
+        x = make_data(config, 1)[0][:1].copy()
+        for _ in range(repeats):
+            for row in predict_rows:
+                time_predict_block(row, x, min(block_seconds, 0.3))
+                time.sleep(args.pause)
+
+    # ---- the detailed table ----
+    header = ("configuration", "implementation", "steps / block", "µs / step", "speed", "fastmlp ÷ this", "target",
+              "last loss")
+    table, verdicts = [], []
+    for rows in train_rows:
+        fast = rows[0]
+        targets = dict(fast.config.targets)
+        for row in rows:
+            ratio = fast.rate / row.rate
+            target = targets.get(row.impl)
+            mark = "—" if target is None else f"≥ {target:g}× {'met' if ratio >= target else 'MISSED'}"
+            if target is not None:
+                verdicts.append((fast.config.name, row.impl, ratio, target))
+            table.append((fast.config.name, row.impl, str(row.steps), f"{row.us_per_step:.1f}",
+                          f"{format_rate(row.rate)} {fast.config.unit}", "—" if row is fast else f"{ratio:.2f}×",
+                          mark if row is not fast else "—", f"{row.loss:.4g}"))
+    if predict_rows:
+        fast = predict_rows[0]
+        for row in predict_rows:
+            ratio = row.latency_us / fast.latency_us
+            if row is fast:
+                mark = f"≤ {PREDICT_TARGET_US:g} µs {'met' if fast.latency_us <= PREDICT_TARGET_US else 'MISSED'}"
+            elif row.impl == "PyTorch":
+                mark = f"≥ {PREDICT_TARGET_TORCH:g}× {'met' if ratio >= PREDICT_TARGET_TORCH else 'MISSED'}"
+                verdicts.append(("predict", row.impl, ratio, PREDICT_TARGET_TORCH))
+            else:
+                mark = "—"
+            table.append(("predict (1 sample, mnist-mlp)", row.impl, f"{len(row.latencies)} calls",
+                          f"{row.latency_us:.1f}", f"{1e6 / row.latency_us / 1e3:.1f}k calls/s",
+                          "—" if row is fast else f"{ratio:.2f}×", mark, "—"))
+    print_table(header, table)
+    print()
+
+    # ---- the summary: one line per configuration ----
+    peers = [p for p in IMPLEMENTATIONS[1:] if any(r.impl == p for rows in train_rows for r in rows)
+             or any(r.impl == p for r in predict_rows)]
+    header = ("configuration", "fastmlp", *[f"÷ {p}" for p in peers])
+    summary = []
+    for rows in train_rows:
+        fast = rows[0]
+        by_impl = {r.impl: r for r in rows}
+        targets = dict(fast.config.targets)
+        cells = []
+        for p in peers:
+            if p not in by_impl:
+                cells.append("skipped")
+                continue
+            ratio = fast.rate / by_impl[p].rate
+            cells.append(f"{ratio:.2f}× (≥ {targets[p]:g} {'✓' if ratio >= targets[p] else '✗'})")
+        summary.append((fast.config.name, f"{format_rate(fast.rate)} {fast.config.unit}", *cells))
+    if predict_rows:
+        fast = predict_rows[0]
+        by_impl = {r.impl: r for r in predict_rows}
+        cells = []
+        for p in peers:
+            if p not in by_impl:
+                cells.append("skipped")
+                continue
+            ratio = by_impl[p].latency_us / fast.latency_us
+            cells.append(f"{ratio:.2f}×" + (f" (≥ {PREDICT_TARGET_TORCH:g} {'✓' if ratio >= PREDICT_TARGET_TORCH else '✗'})"
+                                             if p == "PyTorch" else ""))
+        summary.append(("predict, 1 sample", f"{fast.latency_us:.1f} µs (≤ {PREDICT_TARGET_US:g} "
+                        f"{'✓' if fast.latency_us <= PREDICT_TARGET_US else '✗'})", *cells))
+    print_table(header, summary)
+    print()
+    missed = [v for v in verdicts if v[2] < v[3]]
+    print(f"load average after: {os.getloadavg()[0]:.2f}; wall time {time.perf_counter() - wall_start:.0f} s")
+    print(f"targets (fastmlp ÷ peer, {args.threads} threads): met {len(verdicts) - len(missed)} of {len(verdicts)}"
+          + (f"; predict latency ≤ {PREDICT_TARGET_US:g} µs: {'met' if predict_rows[0].latency_us <= PREDICT_TARGET_US else 'MISSED'}"
+             if predict_rows else ""))
+    for name, impl, ratio, target in missed:
+        print(f"  missed: {name} vs {impl}: {ratio:.2f}× (target {target:g}×, {100 * (1 - ratio / target):.0f} % short)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
