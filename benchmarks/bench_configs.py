@@ -55,6 +55,9 @@ import numpy as np
 import fastmlp as fm
 from fastmlp import reference
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import OtherLoad, blas_description, cpu_model, print_table  # noqa: E402
+
 SEED = 0
 
 
@@ -293,31 +296,10 @@ def time_predict_block(row: Row, x: np.ndarray, block_seconds: float) -> None:
 
 
 # ---- reporting ------------------------------------------------------------------------------
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def blas_description(threadpoolctl) -> str:
-    if threadpoolctl is None:
-        return "(threadpoolctl not installed: BLAS unknown, its threads not set)"
-    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
-    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture') or ''} "
-                     f"({p.get('num_threads')} threads)" for p in pools) or "(no BLAS found)"
 
 
-def print_table(header, rows) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
 
 
 def format_rate(value: float) -> str:
@@ -405,12 +387,14 @@ def main(argv=None) -> int:
           f"{args.pause:g} s pause between blocks; a slow row's block is cut to ≈ {block_seconds:g} s")
     print()
 
+    total_load, loads = OtherLoad(), {}
     train_rows: list[list[Row]] = []
     for config in CONFIGS:
         if config.name not in only:
             continue
         nominal = config.steps_quick if args.quick else config.steps
         rows = build_rows(config, nominal, torch, MLPRegressor, skip)
+        load = OtherLoad()
         for row in rows:
             calibrate(row, nominal, block_seconds)
             time.sleep(args.pause)
@@ -418,6 +402,7 @@ def main(argv=None) -> int:
             for row in rows:
                 time_block(row)
                 time.sleep(args.pause)
+        loads[config.name] = load.share()
         train_rows.append(rows)
 
     predict_rows: list[Row] = []
@@ -425,10 +410,12 @@ def main(argv=None) -> int:
         config = PREDICT_CONFIG
         predict_rows = build_rows(config, 1, torch, MLPRegressor, skip)
         x = make_data(config, 1)[0][:1].copy()
+        load = OtherLoad()
         for _ in range(repeats):
             for row in predict_rows:
                 time_predict_block(row, x, min(block_seconds, 0.3))
                 time.sleep(args.pause)
+        loads["predict"] = load.share()
 
     # ---- the detailed table ----
     header = ("configuration", "implementation", "steps / block", "µs / step", "speed", "fastmlp ÷ this", "target",
@@ -496,7 +483,11 @@ def main(argv=None) -> int:
     print_table(header, summary)
     print()
     missed = [v for v in verdicts if v[2] < v[3]]
-    print(f"load average after: {os.getloadavg()[0]:.2f}; wall time {time.perf_counter() - wall_start:.0f} s")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; wall time {time.perf_counter() - wall_start:.0f} s; "
+          f"other processes used {total_load.describe()} during the run")
+    if any(v is not None for v in loads.values()):
+        print("  by configuration: " + ", ".join(f"{k} {100 * v:.0f} %" for k, v in loads.items() if v is not None)
+              + " (above ~5 %, 2-thread figures of that configuration are suspect)")
     print(f"targets (fastmlp ÷ peer, {args.threads} threads): met {len(verdicts) - len(missed)} of {len(verdicts)}"
           + (f"; predict latency ≤ {PREDICT_TARGET_US:g} µs: {'met' if predict_rows[0].latency_us <= PREDICT_TARGET_US else 'MISSED'}"
              if predict_rows else ""))

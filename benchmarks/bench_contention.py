@@ -40,6 +40,7 @@ import fastmlp as fm
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import bench_configs as configs  # noqa: E402  (the mnist-mlp configuration and its runners)
+from bench_common import OtherLoad, cpu_model, print_table  # noqa: E402
 
 TARGET = 0.75
 BUSY_CODE = "while True: pass"
@@ -118,7 +119,7 @@ def main(argv=None) -> int:
 
     print(f"Contention benchmark: {config.name} {list(config.sizes)} {config.activation}, batch {config.batch}, "
           f"SGD lr {config.lr}, float32, beside one `{BUSY_CODE}` process")
-    print(f"machine:  {configs.cpu_model()}, {os.cpu_count()} logical cores; "
+    print(f"machine:  {cpu_model()}, {os.cpu_count()} logical cores; "
           f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"versions: fastmlp {fm.__version__} (GEMM kernel {fm.kernels.gemm_kernel()}), NumPy {np.__version__}; "
           f"{torch_note}")
@@ -147,6 +148,7 @@ def main(argv=None) -> int:
                 times[(impl, load, threads)].append(time.perf_counter() - start)
                 time.sleep(args.pause)
 
+    other_load = OtherLoad()  # the busy loop is this script's child: its time counts as ours
     for _ in range(repeats):
         run_blocks("quiet")
         with BusyLoop():
@@ -168,13 +170,14 @@ def main(argv=None) -> int:
         rows.append((impl, *(f"{rate[(impl, load, t)] / 1e3:.1f}k" for load in ("quiet", "busy") for t in (1, 2)),
                      ratio_cell, f"{rate[(impl, 'busy', 2)] / rate[(impl, 'quiet', 2)]:.2f}×"))
     print("samples/s (median):")
-    configs.print_table(header, rows)
+    print_table(header, rows)
     print()
     spread = {key: (min(t), max(t)) for key, t in times.items()}
     for impl in runners:
         busy2 = spread[(impl, "busy", 2)]
         print(f"{impl}: busy 2-thread blocks ranged {samples / busy2[1] / 1e3:.1f}k–{samples / busy2[0] / 1e3:.1f}k samples/s")
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; other processes (besides the busy loop) used "
+          f"{other_load.describe()} during the rounds")
     if verdicts:
         print(f"target: fastmlp busy 2 threads ≥ {TARGET:g}× its quiet 1 thread: "
               f"{'met' if verdicts[0] >= TARGET else 'MISSED'} ({verdicts[0]:.2f}×)")

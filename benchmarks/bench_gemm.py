@@ -39,7 +39,6 @@ import argparse
 import hashlib
 import os
 import platform
-import re
 import shutil
 import statistics
 import subprocess
@@ -54,6 +53,9 @@ import fastmlp as fm
 from fastmlp import _core
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from bench_common import OtherLoad, blas_description, cpu_model, print_table  # noqa: E402
+
 PROBE_SOURCE = os.path.join(HERE, "peak_probe.cpp")
 
 SQUARES = (256, 512, 1024, 2048)
@@ -243,31 +245,10 @@ def validate(cases, dtypes, rng) -> list[str]:
 
 
 # ---- reporting --------------------------------------------------------------------------------
-def blas_description(threadpoolctl) -> str:
-    if threadpoolctl is None:
-        return "(threadpoolctl not installed: BLAS unknown, its threads not set)"
-    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
-    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture') or ''}".strip()
-                     for p in pools) or "(no BLAS found)"
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
-def print_table(header, rows) -> None:
-    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
-    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
-    for r in rows:
-        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
 
 
 def target_for(case: Case, dtype: str) -> float:
@@ -340,6 +321,7 @@ def main(argv=None) -> int:
         print(f"check:    {line}")
     print()
 
+    other_load = OtherLoad()
     blocks: list[Block] = []
     for threads in threads_list:
         for dtype in dtypes:
@@ -376,7 +358,8 @@ def main(argv=None) -> int:
                      f"≥ {target:g}× {'met' if met else 'MISSED'}"))
     print_table(header, rows)
     print()
-    print(f"load average after: {os.getloadavg()[0]:.2f}")
+    print(f"load average after: {os.getloadavg()[0]:.2f}; other processes used {other_load.describe()} "
+          "during the timed rounds (above ~5 %, 2-thread figures are suspect)")
     print(f"ratio targets (float32 ≥ {TARGET_SQUARE_F32:g}× squares, ≥ {TARGET_LAYER_F32:g}× layer shapes; "
           f"float64 ≥ {TARGET_F64:g}×): met in {len(rows) - len(misses)} of {len(rows)} rows")
     for miss in misses:

@@ -1,0 +1,76 @@
+"""What the benchmark scripts share: the machine's description, tables, and a gauge of
+how much CPU other processes took while a benchmark ran (the machines are shared)."""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def blas_description(threadpoolctl) -> str:
+    if threadpoolctl is None:
+        return "(threadpoolctl not installed: BLAS unknown, its threads not set)"
+    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    return "; ".join(f"{p.get('internal_api')} {p.get('version')} {p.get('architecture') or ''} "
+                     f"({p.get('filepath', '').rsplit('/', 2)[-2] if p.get('filepath') else '?'})"
+                     for p in pools) or "(no BLAS found)"
+
+
+def print_table(header, rows) -> None:
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    print("| " + " | ".join(h.ljust(w) for h, w in zip(header, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for r in rows:
+        print("| " + " | ".join(c.ljust(w) for c, w in zip(r, widths)) + " |")
+
+
+def _busy_seconds() -> float | None:
+    """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
+    try:
+        with open("/proc/stat", encoding="utf-8") as f:
+            fields = [int(v) for v in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    return busy / os.sysconf("SC_CLK_TCK")
+
+
+class OtherLoad:
+    """Average share of the machine's cores that *other* processes used between start() and
+    share(): all busy CPU time minus this process's own (and its waited-for children's)."""
+
+    def __init__(self):
+        self.start()
+
+    def start(self) -> None:
+        self.busy0, self.own0, self.wall0 = _busy_seconds(), self._own(), time.perf_counter()
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
+    def share(self) -> float | None:
+        busy = _busy_seconds()
+        if busy is None or self.busy0 is None:
+            return None
+        wall = time.perf_counter() - self.wall0
+        others = (busy - self.busy0) - (self._own() - self.own0)
+        return max(0.0, others / (wall * (os.cpu_count() or 1)))
+
+    def describe(self) -> str:
+        share = self.share()
+        return "unknown (no /proc/stat)" if share is None else f"{100 * share:.0f} % of the cores"
