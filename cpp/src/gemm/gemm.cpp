@@ -169,8 +169,7 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
     const index tasks = nt == 1 ? 1 : std::min<index>(panels, 8 * index(nt));
     const index step = split_n ? blocking.nr : blocking.mr;
     const index panels_per_task = (panels + tasks - 1) / tasks;
-    const index pack_size =
-        blocking.kc * ((std::min(blocking.nc, g.n) + blocking.nr - 1) / blocking.nr) * blocking.nr;
+    const index pack_size = gemm_detail::tile_buffer_size(blocking, g.n);
     parallel_for(nt, tasks, [&](index task) {
         const index first = task * panels_per_task * step;
         const index last = std::min((task + 1) * panels_per_task * step, split_n ? g.n : g.m);

@@ -37,7 +37,13 @@ struct Blocking {
     index mr, nr, kc, nc;
 };
 
-// Computes C[i0:i1, j0:j1] over all of K. b_pack holds at least kc · round_up(nc, nr) values.
+inline index tile_buffer_size(const Blocking& b, index columns) {
+    const index nc = columns < b.nc ? columns : b.nc;
+    return b.kc * ((nc + b.nr - 1) / b.nr) * b.nr + b.mr * b.kc;
+}
+
+// Computes C[i0:i1, j0:j1] over all of K. b_pack holds at least
+// tile_buffer_size(blocking, j1 - j0) values (a block of B, then a sliver of A).
 template <typename T>
 using TileFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, index j0, index j1,
                               T* b_pack);

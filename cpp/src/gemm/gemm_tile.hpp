@@ -9,10 +9,9 @@
 //   for jc over N by NC
 //     for pc over K by KC               (fixed order: each C element's sum is fixed)
 //       pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels (L2)
-//       for ir over M by MR             (the MR × KC sliver of A stays in L1)
+//       for ir over M by MR: pack the MR × KC sliver of A (L1)
 //         for jr over NC by NR: micro_kernel   (MR × NR accumulators in registers)
-// A is read in place through its two strides (no packing): a broadcast per row
-// and step of K costs the same from any address.
+// A is packed one MR × KC sliver at a time (L1), just before its row of tiles.
 #pragma once
 
 #include "gemm_kernels.hpp"
@@ -123,6 +122,30 @@ void pack_b(T* dst, const GemmArgs<T>& g, index pc, index kc, index jc, index nc
     }
 }
 
+// Packs the sliver op(A)[ir:ir+rows, pc:pc+kc] as kc columns of MR (p-major,
+// zero-padded): the micro-kernel then reads A sequentially. Read in place, the
+// MR rows of a row-major A lie lda apart, and with lda a multiple of 1 KiB they
+// all map to the same few L1 sets and evict each other.
+template <typename T, int MR>
+void pack_a(T* dst, const GemmArgs<T>& g, index ir, index rows, index pc, index kc) {
+    const T* src = g.a + ir * g.rs_a + pc * g.cs_a;
+    if (g.rs_a == 1) {  // columns of the sliver contiguous
+        for (index p = 0; p < kc; ++p) {
+            const T* column = src + p * g.cs_a;
+            T* out = dst + p * MR;
+            for (index i = 0; i < rows; ++i) out[i] = column[i];
+            for (index i = rows; i < MR; ++i) out[i] = T(0);
+        }
+    } else {
+        for (index i = 0; i < rows; ++i) {
+            const T* row = src + i * g.rs_a;
+            for (index p = 0; p < kc; ++p) dst[p * MR + i] = row[p * g.cs_a];
+        }
+        for (index i = rows; i < MR; ++i)
+            for (index p = 0; p < kc; ++p) dst[p * MR + i] = T(0);
+    }
+}
+
 template <class V, int MR, int NV, index KC, index NC>
 void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, index j1,
                typename V::T* b_pack) {
@@ -132,6 +155,8 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
     // more than it saves, so full panels of row-contiguous B are read in place
     // and only the ragged last panel is copied (zero-padded).
     const bool b_in_place = g.cs_b == 1 && i1 - i0 <= 2 * MR;
+    // The A sliver goes after the B block in the same buffer (see tile_buffer_size).
+    T* a_pack = b_pack + KC * ((smaller(NC, j1 - j0) + nr - 1) / nr) * nr;
     for (index jc = j0; jc < j1; jc += NC) {
         const index nc = smaller(NC, j1 - jc);
         const index full = b_in_place ? (nc / nr) * nr : 0;  // columns read in place
@@ -141,12 +166,12 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
             if (full < nc) pack_b<T, nr>(b_pack, g, pc, kc, jc + full, nc - full);
             for (index ir = i0; ir < i1; ir += MR) {
                 const index rows = smaller(MR, i1 - ir);
-                const T* a = g.a + ir * g.rs_a + pc * g.cs_a;
+                pack_a<T, MR>(a_pack, g, ir, rows, pc, kc);
                 for (index jr = 0; jr < nc; jr += nr) {
                     const bool in_place = jr < full;
                     const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
                                           : b_pack + ((jr - full) / nr) * kc * nr;
-                    micro_kernel_rows<V, MR, NV>(rows, kc, a, g.rs_a, g.cs_a, b,
+                    micro_kernel_rows<V, MR, NV>(rows, kc, a_pack, 1, MR, b,
                                                  in_place ? g.rs_b : index(nr),
                                                  g.c + ir * g.rs_c + (jc + jr) * g.cs_c, g.rs_c,
                                                  g.cs_c, smaller(nr, nc - jr), g.alpha, beta);
