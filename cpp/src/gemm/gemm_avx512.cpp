@@ -13,10 +13,53 @@
 namespace fastmlp::gemm_detail {
 namespace avx512 {
 
+// In-register transpose of 16 rows of 16 floats (unpack, then shuffles within
+// and across 128-bit lanes): r[i] becomes column i.
+inline void transpose16(__m512 r[16]) {
+    __m512 t[16];
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 16; i += 4) {
+        r[i] = _mm512_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm512_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm512_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 8; ++i) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+    }
+}
+
 struct F32 {
     using T = float;
     using R = __m512;
     static constexpr int width = 16;
+    static constexpr bool has_pack_transposed = true;
+    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
+    template <int NR>
+    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
+        const index kc16 = kc & ~index(15);
+        for (int half = 0; half < NR; half += 16) {
+            const T* rows = src + half * ld;
+            for (index p = 0; p < kc16; p += 16) {
+                __m512 r[16];
+                for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(rows + j * ld + p);
+                transpose16(r);
+                for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + (p + q) * NR + half, r[q]);
+            }
+            for (index p = kc16; p < kc; ++p)
+                for (int j = 0; j < 16; ++j) dst[p * NR + half + j] = rows[j * ld + p];
+        }
+    }
     static R zero() { return _mm512_setzero_ps(); }
     static R load(const T* p) { return _mm512_loadu_ps(p); }
     static void store(T* p, R r) { _mm512_storeu_ps(p, r); }
@@ -36,6 +79,7 @@ struct F64 {
     using T = double;
     using R = __m512d;
     static constexpr int width = 8;
+    static constexpr bool has_pack_transposed = false;
     static R zero() { return _mm512_setzero_pd(); }
     static R load(const T* p) { return _mm512_loadu_pd(p); }
     static void store(T* p, R r) { _mm512_storeu_pd(p, r); }

@@ -3,7 +3,8 @@
 // it with its own flags inside its own namespace (FASTMLP_GEMM_ISA).
 //
 // V provides: T (scalar), R (register type), width, zero(), load(p), store(p, r),
-// broadcast(x), fma(a, b, c) = a·b + c, mul(a, b), reduce(r) = the sum of r's lanes.
+// broadcast(x), fma(a, b, c) = a·b + c, mul(a, b), reduce(r) = the sum of r's lanes,
+// and has_pack_transposed (with pack_transposed<NR>(dst, src, ld, kc) when true).
 //
 // Loops over one rectangle of C (the micro-kernel never loops over M or N):
 //   for jc over N by NC
@@ -98,11 +99,22 @@ inline void micro_kernel_rows(index rows, index kc, const typename V::T* a, inde
 }
 
 // Packs op(B)[pc:pc+kc, jc:jc+nc] as ceil(nc / NR) micro-panels of kc × NR, zero-padded.
-template <typename T, int NR>
-void pack_b(T* dst, const GemmArgs<T>& g, index pc, index kc, index jc, index nc) {
+// A kernel whose traits have pack_transposed does full panels of a
+// column-stored op(B) (B = Wᵀ) with in-register transposes.
+template <class V, int NR>
+void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, index kc, index jc,
+            index nc) {
+    using T = typename V::T;
     for (index jr = 0; jr < nc; jr += NR) {
         const index cols = smaller(NR, nc - jr);
         const T* src = g.b + pc * g.rs_b + (jc + jr) * g.cs_b;
+        if constexpr (V::has_pack_transposed) {
+            if (g.rs_b == 1 && g.cs_b != 1 && cols == NR) {
+                V::template pack_transposed<NR>(dst, src, g.cs_b, kc);
+                dst += kc * NR;
+                continue;
+            }
+        }
         if (g.cs_b == 1) {  // rows of op(B) contiguous
             for (index p = 0; p < kc; ++p) {
                 const T* row = src + p * g.rs_b;
@@ -163,7 +175,7 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
         for (index pc = 0; pc < g.k; pc += KC) {
             const index kc = smaller(KC, g.k - pc);
             const T beta = pc == 0 ? g.beta : T(1);  // later K blocks add to C
-            if (full < nc) pack_b<T, nr>(b_pack, g, pc, kc, jc + full, nc - full);
+            if (full < nc) pack_b<V, nr>(b_pack, g, pc, kc, jc + full, nc - full);
             for (index ir = i0; ir < i1; ir += MR) {
                 const index rows = smaller(MR, i1 - ir);
                 pack_a<T, MR>(a_pack, g, ir, rows, pc, kc);
