@@ -1,6 +1,7 @@
 // optimizer.cpp — parameter updates over the flat buffers.
 #include "fastmlp/optimizer.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
@@ -25,17 +26,28 @@ template <typename T>
 bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr) {
     // A value is finite unless its exponent bits are all ones. OR-ing a flag per
     // element is an integer reduction, which the compiler vectorizes (a float
-    // sum would not be, without -ffast-math).
+    // sum would not be, without -ffast-math). Long buffers are checked in up to
+    // 256 pieces on the pool's threads, each writing its own flag.
     using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
     constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    Bits bad = 0;
-    for (index i = 0; i < n; ++i) {
-        const T updated = params[i] - lr * grads[i];
-        Bits bits;
-        std::memcpy(&bits, &updated, sizeof bits);
-        bad |= Bits((bits & exponent) == exponent);
-    }
-    return bad == 0;
+    constexpr index max_pieces = 256;
+    const index piece = std::max<index>(1 << 14, (n + max_pieces - 1) / max_pieces);
+    const index pieces = (n + piece - 1) / piece;
+    unsigned char bad[max_pieces] = {};
+    parallel_for(threads_for(double(n), 1 << 17), pieces, [&](index c) {
+        const index begin = c * piece, end = std::min(n, begin + piece);
+        Bits flags = 0;
+        for (index i = begin; i < end; ++i) {
+            const T updated = params[i] - lr * grads[i];
+            Bits bits;
+            std::memcpy(&bits, &updated, sizeof bits);
+            flags |= Bits((bits & exponent) == exponent);
+        }
+        bad[c] = flags != 0;
+    });
+    for (index c = 0; c < pieces; ++c)
+        if (bad[c]) return false;
+    return true;
 }
 
 template void sgd_update<float>(float*, const float*, index, float);
