@@ -194,6 +194,7 @@ class Block:
     case: Case
     call: object
     seconds: list[float] = field(default_factory=list)  # per call, one per round
+    others: list[float] = field(default_factory=list)  # other processes' share of the cores, per block
 
     @property
     def gflops(self) -> float:
@@ -213,6 +214,7 @@ def run_block(block: Block, block_seconds: float, blas_limiter) -> None:
         call = block.call
         call()
         call()
+        load = OtherLoad()
         calls, start = 0, time.perf_counter()
         while True:
             call()
@@ -221,6 +223,9 @@ def run_block(block: Block, block_seconds: float, blas_limiter) -> None:
             if calls >= 3 and elapsed >= block_seconds:
                 break
         block.seconds.append(elapsed / calls)
+        share = load.share()
+        if share is not None:
+            block.others.append(share)
     finally:
         if limiter is not None:
             limiter.restore_original_limits()
@@ -338,7 +343,7 @@ def main(argv=None) -> int:
             time.sleep(args.pause)
 
     header = ("dtype", "threads", "m×n×k", "layout", "fastmlp GFLOP/s", "% peak", "NumPy GFLOP/s", "% peak",
-              "fastmlp ÷ NumPy", "target")
+              "fastmlp ÷ NumPy", "target", "others")
     rows, misses = [], []
     share_rows = []
     for i in range(0, len(blocks), 2):
@@ -355,8 +360,11 @@ def main(argv=None) -> int:
             share_rows.append((fast, fast.gflops / peak_value))
         rows.append((fast.dtype, str(fast.threads), fast.case.label, fast.case.layout, f"{fast.gflops:.1f}",
                      share(fast.gflops), f"{ref.gflops:.1f}", share(ref.gflops), f"{ratio:.2f}×",
-                     f"≥ {target:g}× {'met' if met else 'MISSED'}"))
+                     f"≥ {target:g}× {'met' if met else 'MISSED'}",
+                     f"{100 * statistics.median(fast.others + ref.others):.0f} %" if fast.others else "—"))
     print_table(header, rows)
+    print("others: median share of the cores that other processes used during the row's blocks; "
+          "above ~5 %, the row's 2-thread figures are suspect")
     print()
     print(f"load average after: {os.getloadavg()[0]:.2f}; other processes used {other_load.describe()} "
           "during the timed rounds (above ~5 %, 2-thread figures are suspect)")

@@ -10,6 +10,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -55,6 +56,13 @@ int default_threads() {
 
 std::atomic<int> g_threads{0};  // 0: not read yet
 
+using Clock = std::chrono::steady_clock;
+// How long a thread spins before it sleeps: a helper between jobs (the kernels
+// of a training step follow each other within microseconds), and the caller
+// waiting for a helper's last piece (waking from a sleep costs tens of µs).
+constexpr auto helper_spin = std::chrono::microseconds(200);
+constexpr auto caller_spin = std::chrono::microseconds(100);
+
 class Pool {
 public:
     void run(int n_threads, index count, void (*fn)(void*, index), void* context) {
@@ -80,10 +88,13 @@ public:
         // Wait only for pieces that helpers claimed and are still running: spin
         // briefly, then sleep, which frees this core for a helper that was
         // preempted in the middle of its piece.
-        for (int spins = 0; spins < 2000; ++spins) {
-            if (unfinished_.load(std::memory_order_acquire) == 0) return;
-            cpu_relax();
-        }
+        const auto spin_until = Clock::now() + caller_spin;
+        do {
+            for (int i = 0; i < 64; ++i) {
+                if (unfinished_.load(std::memory_order_acquire) == 0) return;
+                cpu_relax();
+            }
+        } while (Clock::now() < spin_until);
         std::unique_lock<std::mutex> lock(done_mutex_);
         caller_waiting_.store(true, std::memory_order_seq_cst);
         done_.wait(lock, [&] { return unfinished_.load(std::memory_order_seq_cst) == 0; });
@@ -123,10 +134,13 @@ private:
         std::uint32_t seen = generation_.load(std::memory_order_acquire);
         for (;;) {
             std::uint32_t generation = seen;
-            for (int spins = 0; spins < 4000 && generation == seen; ++spins) {
-                cpu_relax();
-                generation = generation_.load(std::memory_order_acquire);
-            }
+            const auto spin_until = Clock::now() + helper_spin;
+            do {
+                for (int i = 0; i < 64 && generation == seen; ++i) {
+                    cpu_relax();
+                    generation = generation_.load(std::memory_order_acquire);
+                }
+            } while (generation == seen && Clock::now() < spin_until);
             if (generation == seen) {
                 std::unique_lock<std::mutex> lock(sleep_mutex_);
                 sleepers_.fetch_add(1, std::memory_order_seq_cst);

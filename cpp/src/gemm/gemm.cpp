@@ -9,9 +9,9 @@
 //     products, not a tile that would be mostly padding;
 //   - a product with fewer columns than the kernel's tile width is computed
 //     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ);
-//   - C is split into a few rectangles per thread along N (so each packs only
-//     its own columns of B), else along M, claimed by the pool's threads as
-//     they come (threading.hpp). Every element of C is still summed over K in
+//   - C is cut into a few rectangles per thread, as square as the tiles allow
+//     (each packs its own slivers of A and block of B), claimed by the pool's
+//     threads as they come (threading.hpp). Every element of C is still summed over K in
 //     the same order by one thread: results do not depend on the thread count.
 #include "fastmlp/gemm.hpp"
 
@@ -116,6 +116,37 @@ T* scratch(index size) {
 }
 enum { packing = 0, vector_copy = 1 };
 
+// How C is cut into rectangles for the threads: tasks_m × tasks_n of rows × cols.
+struct Grid {
+    index rows, cols, tasks_m, tasks_n;
+};
+
+// About `tasks` rectangles (a few per thread, so a thread that starts late still
+// finds work), as square as the tiles allow: each rectangle packs its own slivers
+// of A (cost ∝ rows) and block of B (cost ∝ cols) for rows × cols of work, so
+// the packing overhead goes as 1/cols + 1/rows.
+Grid choose_grid(index m, index n, const Blocking& blocking, index tasks) {
+    auto round_up = [](index x, index to) { return (x + to - 1) / to * to; };
+    Grid best{m, n, 1, 1};
+    double best_cost = 1e300;
+    for (index tasks_m = 1; tasks_m <= tasks; ++tasks_m) {
+        const index tasks_n = (tasks + tasks_m - 1) / tasks_m;
+        const index rows = round_up((m + tasks_m - 1) / tasks_m, blocking.mr);
+        const index cols = round_up((n + tasks_n - 1) / tasks_n, blocking.nr);
+        const index used_m = (m + rows - 1) / rows, used_n = (n + cols - 1) / cols;
+        if (used_m * used_n < std::min<index>(tasks, ((m + blocking.mr - 1) / blocking.mr) *
+                                                         ((n + blocking.nr - 1) / blocking.nr)) /
+                                  2)
+            continue;  // too few pieces for the threads
+        const double cost = 1.0 / double(rows) + 1.0 / double(cols);
+        if (cost < best_cost) {
+            best_cost = cost;
+            best = Grid{rows, cols, used_m, used_n};
+        }
+    }
+    return best;
+}
+
 template <typename T>
 gemm_detail::GemvFunction<T> gemv_of(const Kernel& kernel) {
     if constexpr (sizeof(T) == 4) return kernel.gemv_f32;
@@ -159,26 +190,14 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
     if (g.m == 1 && g.n > 1 && g.rs_b == 1) return run_gemv(kernel, transposed(g));
     // Fewer columns than the tile is wide: compute Cᵀ, so the tile is not mostly padding.
     if (g.n < blocking.nr && g.m > g.n) g = transposed(g);
-    const index panels_n = (g.n + blocking.nr - 1) / blocking.nr;
-    const index panels_m = (g.m + blocking.mr - 1) / blocking.mr;
     const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
-    // A few pieces per thread, so that a thread that gets the CPU late finds
-    // pieces left and one that never gets it leaves the caller little to wait for.
-    const bool split_n = panels_n >= 2 * nt || panels_n >= panels_m;
-    const index panels = split_n ? panels_n : panels_m;
-    const index tasks = nt == 1 ? 1 : std::min<index>(panels, 8 * index(nt));
-    const index step = split_n ? blocking.nr : blocking.mr;
-    const index panels_per_task = (panels + tasks - 1) / tasks;
-    const index pack_size = gemm_detail::tile_buffer_size(blocking, g.n);
-    parallel_for(nt, tasks, [&](index task) {
-        const index first = task * panels_per_task * step;
-        const index last = std::min((task + 1) * panels_per_task * step, split_n ? g.n : g.m);
-        if (first >= last) return;
+    const Grid grid = nt == 1 ? Grid{g.m, g.n, 1, 1} : choose_grid(g.m, g.n, blocking, 2 * nt);
+    const index pack_size = gemm_detail::tile_buffer_size(blocking, grid.cols);
+    parallel_for(nt, grid.tasks_m * grid.tasks_n, [&](index task) {
+        const index i0 = (task / grid.tasks_n) * grid.rows, j0 = (task % grid.tasks_n) * grid.cols;
+        if (i0 >= g.m || j0 >= g.n) return;
         T* pack = scratch<T, packing>(pack_size);
-        if (split_n)
-            tile(g, 0, g.m, first, last, pack);
-        else
-            tile(g, first, last, 0, g.n, pack);
+        tile(g, i0, std::min(g.m, i0 + grid.rows), j0, std::min(g.n, j0 + grid.cols), pack);
     });
 }
 
