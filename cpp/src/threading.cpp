@@ -62,12 +62,20 @@ using Clock = std::chrono::steady_clock;
 // waiting for a helper's last piece (waking from a sleep costs tens of µs).
 constexpr auto helper_spin = std::chrono::microseconds(200);
 constexpr auto caller_spin = std::chrono::microseconds(100);
+// A wait for a helper longer than this (and than twice the caller's own share)
+// means the helper had no CPU (a scheduler time slice is a few ms); the caller
+// then works alone for a while.
+constexpr auto backoff_after = std::chrono::microseconds(1000);
+constexpr auto backoff = std::chrono::milliseconds(50);
 
 class Pool {
 public:
     void run(int n_threads, index count, void (*fn)(void*, index), void* context) {
         std::unique_lock<std::mutex> submit(submit_mutex_, std::try_to_lock);
-        if (!submit.owns_lock()) {  // another thread's job is running: work alone
+        const auto start = Clock::now();
+        if (!submit.owns_lock() || start < backoff_until_) {
+            // Another thread's job is running, or helpers were recently too slow
+            // to get a CPU: work alone.
             for (index i = 0; i < count; ++i) fn(context, i);
             return;
         }
@@ -85,9 +93,21 @@ public:
             wake_.notify_all();
         }
         work(generation);
-        // Wait only for pieces that helpers claimed and are still running: spin
-        // briefly, then sleep, which frees this core for a helper that was
-        // preempted in the middle of its piece.
+        const auto worked = Clock::now();
+        wait_for_helpers();
+        // A helper that finished its last piece long after the caller ran out of
+        // pieces had no CPU (another process holds the other core): run the
+        // next jobs alone for a while rather than wait for it again.
+        const auto waited = Clock::now() - worked;
+        if (waited > backoff_after && waited > 2 * (worked - start))
+            backoff_until_ = Clock::now() + backoff;
+    }
+
+private:
+    // Waits only for pieces that helpers claimed and are still running: spins
+    // briefly, then sleeps, which frees this core for a helper that was
+    // preempted in the middle of its piece.
+    void wait_for_helpers() {
         const auto spin_until = Clock::now() + caller_spin;
         do {
             for (int i = 0; i < 64; ++i) {
@@ -101,7 +121,6 @@ public:
         caller_waiting_.store(false, std::memory_order_relaxed);
     }
 
-private:
     void start_helpers(int wanted) {
         while (started_ < wanted) {
             const int id = started_++;
@@ -156,7 +175,8 @@ private:
     }
 
     std::mutex submit_mutex_;
-    int started_ = 0;  // helper threads created (guarded by submit_mutex_)
+    int started_ = 0;                // helper threads created (guarded by submit_mutex_)
+    Clock::time_point backoff_until_{};  // work alone until then (guarded by submit_mutex_)
     std::atomic<void (*)(void*, index)> fn_{nullptr};
     std::atomic<void*> context_{nullptr};
     std::atomic<index> count_{0};
