@@ -26,11 +26,12 @@ namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA {
 inline index smaller(index x, index y) { return x < y ? x : y; }
 
 // C[0:ROWS, 0:cols] = alpha · Asliver (ROWS × kc) · Bpanel (kc × NR) + beta · C.
-// Row p of the B panel starts at b + p · rs_bp (NR when packed).
-template <class V, int ROWS, int NV>
-inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_a,
-                         const typename V::T* b, index rs_bp, typename V::T* c, index rs_c,
-                         index cs_c, index cols, typename V::T alpha, typename V::T beta) {
+// The A sliver is packed: element (i, p) at a[p · MR + i]. Row p of the B panel
+// starts at b + p · rs_bp (NR when packed).
+template <class V, int ROWS, int NV, int MR>
+inline void micro_kernel(index kc, const typename V::T* a, const typename V::T* b, index rs_bp,
+                         typename V::T* c, index rs_c, index cs_c, index cols,
+                         typename V::T alpha, typename V::T beta) {
     using T = typename V::T;
     using R = typename V::R;
     constexpr int nr = NV * V::width;
@@ -44,10 +45,10 @@ inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_
         R bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * rs_bp + v * V::width);
-        const T* ap = a + p * cs_a;
+        const T* ap = a + p * MR;
 #pragma GCC unroll 16
         for (int i = 0; i < ROWS; ++i) {
-            const R ai = V::broadcast(ap[i * rs_a]);
+            const R ai = V::broadcast(ap[i]);
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
         }
@@ -83,18 +84,16 @@ inline void micro_kernel(index kc, const typename V::T* a, index rs_a, index cs_
 }
 
 // The micro-kernel for `rows` (1 ≤ rows ≤ ROWS) rows: each count is its own instance.
-template <class V, int ROWS, int NV>
-inline void micro_kernel_rows(index rows, index kc, const typename V::T* a, index rs_a,
-                              index cs_a, const typename V::T* b, index rs_bp,
-                              typename V::T* c, index rs_c, index cs_c, index cols,
-                              typename V::T alpha, typename V::T beta) {
+template <class V, int ROWS, int NV, int MR>
+inline void micro_kernel_rows(index rows, index kc, const typename V::T* a,
+                              const typename V::T* b, index rs_bp, typename V::T* c, index rs_c,
+                              index cs_c, index cols, typename V::T alpha, typename V::T beta) {
     if constexpr (ROWS > 0) {
         if (rows == ROWS)
-            micro_kernel<V, ROWS, NV>(kc, a, rs_a, cs_a, b, rs_bp, c, rs_c, cs_c, cols, alpha,
-                                      beta);
+            micro_kernel<V, ROWS, NV, MR>(kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha, beta);
         else
-            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, rs_a, cs_a, b, rs_bp, c, rs_c, cs_c,
-                                               cols, alpha, beta);
+            micro_kernel_rows<V, ROWS - 1, NV, MR>(rows, kc, a, b, rs_bp, c, rs_c, cs_c, cols,
+                                                   alpha, beta);
     }
 }
 
@@ -183,8 +182,8 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                     const bool in_place = jr < full;
                     const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
                                           : b_pack + ((jr - full) / nr) * kc * nr;
-                    micro_kernel_rows<V, MR, NV>(rows, kc, a_pack, 1, MR, b,
-                                                 in_place ? g.rs_b : index(nr),
+                    micro_kernel_rows<V, MR, NV, MR>(rows, kc, a_pack, b,
+                                                     in_place ? g.rs_b : index(nr),
                                                  g.c + ir * g.rs_c + (jc + jr) * g.cs_c, g.rs_c,
                                                  g.cs_c, smaller(nr, nc - jr), g.alpha, beta);
                 }
