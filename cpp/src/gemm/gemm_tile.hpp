@@ -12,7 +12,8 @@
 //       pack op(B)[pc:pc+KC, jc:jc+NC] into NR-wide micro-panels (L2)
 //       for ir over M by MR: pack the MR × KC sliver of A (L1)
 //         for jr over NC by NR: micro_kernel   (MR × NR accumulators in registers)
-// A is packed one MR × KC sliver at a time (L1), just before its row of tiles.
+// A is packed one MR × KC sliver at a time (L1), just before its row of tiles,
+// when that row has more than two tiles; otherwise it is read in place.
 #pragma once
 
 #include "gemm_kernels.hpp"
@@ -25,11 +26,26 @@ namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA {
 
 inline index smaller(index x, index y) { return x < y ? x : y; }
 
+// Where the micro-kernel finds A: a packed sliver (element (i, p) at
+// a[p · MR + i], a compile-time stride) or A in place through its strides.
+template <typename T, int MR>
+struct PackedA {
+    const T* a;
+    const T* column(index p) const { return a + p * MR; }
+    T at(const T* column, int i) const { return column[i]; }
+};
+template <typename T>
+struct StridedA {
+    const T* a;
+    index rs, cs;
+    const T* column(index p) const { return a + p * cs; }
+    T at(const T* column, int i) const { return column[i * rs]; }
+};
+
 // C[0:ROWS, 0:cols] = alpha · Asliver (ROWS × kc) · Bpanel (kc × NR) + beta · C.
-// The A sliver is packed: element (i, p) at a[p · MR + i]. Row p of the B panel
-// starts at b + p · rs_bp (NR when packed).
-template <class V, int ROWS, int NV, int MR>
-inline void micro_kernel(index kc, const typename V::T* a, const typename V::T* b, index rs_bp,
+// Row p of the B panel starts at b + p · rs_bp (NR when packed).
+template <class V, int ROWS, int NV, class A>
+inline void micro_kernel(index kc, const A& a, const typename V::T* b, index rs_bp,
                          typename V::T* c, index rs_c, index cs_c, index cols,
                          typename V::T alpha, typename V::T beta) {
     using T = typename V::T;
@@ -45,10 +61,10 @@ inline void micro_kernel(index kc, const typename V::T* a, const typename V::T* 
         R bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * rs_bp + v * V::width);
-        const T* ap = a + p * MR;
+        const T* ap = a.column(p);
 #pragma GCC unroll 16
         for (int i = 0; i < ROWS; ++i) {
-            const R ai = V::broadcast(ap[i]);
+            const R ai = V::broadcast(a.at(ap, i));
 #pragma GCC unroll 4
             for (int v = 0; v < NV; ++v) acc[i][v] = V::fma(ai, bv[v], acc[i][v]);
         }
@@ -84,16 +100,16 @@ inline void micro_kernel(index kc, const typename V::T* a, const typename V::T* 
 }
 
 // The micro-kernel for `rows` (1 ≤ rows ≤ ROWS) rows: each count is its own instance.
-template <class V, int ROWS, int NV, int MR>
-inline void micro_kernel_rows(index rows, index kc, const typename V::T* a,
-                              const typename V::T* b, index rs_bp, typename V::T* c, index rs_c,
-                              index cs_c, index cols, typename V::T alpha, typename V::T beta) {
+template <class V, int ROWS, int NV, class A>
+inline void micro_kernel_rows(index rows, index kc, const A& a, const typename V::T* b,
+                              index rs_bp, typename V::T* c, index rs_c, index cs_c, index cols,
+                              typename V::T alpha, typename V::T beta) {
     if constexpr (ROWS > 0) {
         if (rows == ROWS)
-            micro_kernel<V, ROWS, NV, MR>(kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha, beta);
+            micro_kernel<V, ROWS, NV>(kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha, beta);
         else
-            micro_kernel_rows<V, ROWS - 1, NV, MR>(rows, kc, a, b, rs_bp, c, rs_c, cs_c, cols,
-                                                   alpha, beta);
+            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha,
+                                               beta);
     }
 }
 
@@ -175,17 +191,26 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
             const index kc = smaller(KC, g.k - pc);
             const T beta = pc == 0 ? g.beta : T(1);  // later K blocks add to C
             if (full < nc) pack_b<V, nr>(b_pack, g, pc, kc, jc + full, nc - full);
+            // Packing a sliver of A pays off when it serves several panels of B.
+            const bool pack_slivers = nc > 2 * nr;
             for (index ir = i0; ir < i1; ir += MR) {
                 const index rows = smaller(MR, i1 - ir);
-                pack_a<T, MR>(a_pack, g, ir, rows, pc, kc);
-                for (index jr = 0; jr < nc; jr += nr) {
-                    const bool in_place = jr < full;
-                    const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
-                                          : b_pack + ((jr - full) / nr) * kc * nr;
-                    micro_kernel_rows<V, MR, NV, MR>(rows, kc, a_pack, b,
-                                                     in_place ? g.rs_b : index(nr),
-                                                 g.c + ir * g.rs_c + (jc + jr) * g.cs_c, g.rs_c,
-                                                 g.cs_c, smaller(nr, nc - jr), g.alpha, beta);
+                auto row_of_tiles = [&](const auto& a) {
+                    for (index jr = 0; jr < nc; jr += nr) {
+                        const bool in_place = jr < full;
+                        const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
+                                              : b_pack + ((jr - full) / nr) * kc * nr;
+                        micro_kernel_rows<V, MR, NV>(rows, kc, a, b, in_place ? g.rs_b : index(nr),
+                                                     g.c + ir * g.rs_c + (jc + jr) * g.cs_c,
+                                                     g.rs_c, g.cs_c, smaller(nr, nc - jr),
+                                                     g.alpha, beta);
+                    }
+                };
+                if (pack_slivers) {
+                    pack_a<T, MR>(a_pack, g, ir, rows, pc, kc);
+                    row_of_tiles(PackedA<T, MR>{a_pack});
+                } else {
+                    row_of_tiles(StridedA<T>{g.a + ir * g.rs_a + pc * g.cs_a, g.rs_a, g.cs_a});
                 }
             }
         }
