@@ -130,7 +130,13 @@ void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, inde
                 continue;
             }
         }
-        if (g.cs_b == 1) {  // rows of op(B) contiguous
+        if (g.cs_b == 1 && cols == NR) {  // rows of op(B) contiguous: whole vectors
+            for (index p = 0; p < kc; ++p) {
+                const T* row = src + p * g.rs_b;
+                T* out = dst + p * NR;
+                for (int v = 0; v < NR; v += V::width) V::store(out + v, V::load(row + v));
+            }
+        } else if (g.cs_b == 1) {
             for (index p = 0; p < kc; ++p) {
                 const T* row = src + p * g.rs_b;
                 T* out = dst + p * NR;
