@@ -1,6 +1,7 @@
 // activation.cpp — elementwise activations; see activation.hpp for the formulas.
 #include "fastmlp/activation.hpp"
 
+#include <algorithm>
 #include <cmath>
 
 #include "fastmlp/threading.hpp"
@@ -26,9 +27,8 @@ inline T sigmoid(T z) {
 // (3.4e-7 relative). The coefficients are the minimax fit Eigen uses.
 inline double tanh_of(double x) { return std::tanh(x); }
 inline float tanh_of(float x) {
-    const float clamped = x < -7.90531110763549805f ? -7.90531110763549805f
-                          : x > 7.90531110763549805f ? 7.90531110763549805f
-                                                     : x;
+    constexpr float limit = 7.90531110763549805f;
+    const float clamped = std::min(std::max(x, -limit), limit);  // minps/maxps: vectorizes
     const float x2 = clamped * clamped;
     float p = -2.76076847742355e-16f;
     p = p * x2 + 2.00018790482477e-13f;

@@ -65,8 +65,8 @@ constexpr auto caller_spin = std::chrono::microseconds(100);
 // A wait for a helper longer than this (and than twice the caller's own share)
 // means the helper had no CPU (a scheduler time slice is a few ms); the caller
 // then works alone for a while.
-constexpr auto backoff_after = std::chrono::microseconds(1000);
-constexpr auto backoff = std::chrono::milliseconds(50);
+constexpr auto backoff_after = std::chrono::microseconds(2000);
+constexpr auto backoff = std::chrono::milliseconds(100);
 
 class Pool {
 public:
@@ -88,18 +88,21 @@ public:
         const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
         ticket_.store(std::uint64_t(generation) << 32, std::memory_order_release);
         generation_.store(generation, std::memory_order_seq_cst);
-        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
+        const bool woke_helpers = sleepers_.load(std::memory_order_seq_cst) > 0;
+        if (woke_helpers) {
             std::lock_guard<std::mutex> lock(sleep_mutex_);
             wake_.notify_all();
         }
         work(generation);
         const auto worked = Clock::now();
         wait_for_helpers();
-        // A helper that finished its last piece long after the caller ran out of
-        // pieces had no CPU (another process holds the other core): run the
-        // next jobs alone for a while rather than wait for it again.
+        // A helper that was awake when the job began, yet finished its last
+        // piece long after the caller ran out of pieces, had no CPU (another
+        // process holds the other core): run the next jobs alone for a while
+        // rather than wait for it again. (A helper woken from sleep may just be
+        // slow to wake, as an idle virtual CPU is; that is no reason to stop.)
         const auto waited = Clock::now() - worked;
-        if (waited > backoff_after && waited > 2 * (worked - start))
+        if (!woke_helpers && waited > backoff_after && waited > 4 * (worked - start))
             backoff_until_ = Clock::now() + backoff;
     }
 
