@@ -10,7 +10,7 @@ Rows:
   fastmlp.Network            float32, float64   net.fit(X, y, epochs, optimizer=fm.SGD(0.01))
   fastmlp.NeuralNetwork      float64            the article's API: nn.train(X, y, epochs, verbose=False)
   fastmlp.reference.Network  float32, float64   the NumPy twin, .fit(...), same initial weights as fastmlp.Network
-  article NumPy class        float64            benchmarks/article_numpy.py (verbatim), seeded as the article
+  article NumPy class        float64            fastmlp.reference.NeuralNetwork (verbatim), seeded as the article
   PyTorch CPU                float32            nn.Sequential(Linear, ReLU, ...), MSELoss, optim.SGD (if torch imports)
 
 Each row starts every repeat from the same initial weights; its final loss is
@@ -42,7 +42,7 @@ import fastmlp as fm
 from fastmlp import reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import article_numpy  # noqa: E402  (the article's class, verbatim)
+from bench_common import blas_description, cpu_model  # noqa: E402
 
 LAYER_SIZES = [1, 64, 32, 1]
 LEARNING_RATE = 0.01
@@ -74,31 +74,6 @@ def article_data():
     X = np.linspace(-2, 2, 100).reshape(-1, 1)
     y = X**2 + np.random.normal(0, 0.1, X.shape)
     return X, y
-
-
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def blas_description() -> str:
-    try:
-        import threadpoolctl
-    except ImportError:
-        return "(threadpoolctl not installed: BLAS kernel unknown)"
-    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
-    if not pools:
-        return "(no BLAS found)"
-    return "; ".join(
-        f"{p.get('internal_api')} {p.get('version')} {p.get('architecture') or ''} ({p.get('num_threads')} threads)"
-        for p in pools
-    )
 
 
 def make_rows(X, y, epochs: int, peer_epochs: int, threads: int) -> tuple[list[Row], str]:
@@ -139,7 +114,7 @@ def make_rows(X, y, epochs: int, peer_epochs: int, threads: int) -> tuple[list[R
     def run_article():
         np.random.seed(SEED)
         article_data()
-        nn = article_numpy.NeuralNetwork(layer_sizes=LAYER_SIZES, learning_rate=LEARNING_RATE, activation="relu")
+        nn = fm.reference.NeuralNetwork(layer_sizes=LAYER_SIZES, learning_rate=LEARNING_RATE, activation="relu")
         return nn.train(X, y, epochs=peer_epochs, verbose=False)[-1]
 
     rows.append(Row("article NumPy class", "float64", peer_epochs, run_article,
@@ -215,7 +190,11 @@ def main(argv=None) -> int:
         usable = os.cpu_count()
     print(f"machine:  {cpu_model()}, {os.cpu_count()} logical cores ({usable} usable), {platform.machine()}")
     print(f"versions: fastmlp {fm.__version__}, Python {platform.python_version()}, NumPy {np.__version__}")
-    print(f"threads:  fastmlp {fm.get_num_threads()}; NumPy's BLAS: {blas_description()}")
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    print(f"threads:  fastmlp {fm.get_num_threads()}; NumPy's BLAS: {blas_description(threadpoolctl)}")
     print(f"          {torch_note}")
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
                                       "OPENBLAS_L2_SIZE", "OMP_PROC_BIND", "OMP_PLACES") if k in os.environ}

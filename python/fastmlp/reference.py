@@ -12,6 +12,8 @@ import math
 
 import numpy as np
 
+from ._article import NeuralNetwork  # the article's own class, verbatim: fastmlp.NeuralNetwork's twin
+
 __all__ = [
     "gemm",
     "activation_forward",
@@ -24,6 +26,7 @@ __all__ = [
     "mse_backward",
     "sgd_update",
     "Network",
+    "NeuralNetwork",
     "LEAKY_RELU_SLOPE",
 ]
 

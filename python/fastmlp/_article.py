@@ -1,9 +1,12 @@
-"""The article's NumPy NeuralNetwork class, verbatim: the peer in bench_train.py.
+"""The article's NumPy NeuralNetwork class, verbatim: the twin of fastmlp.NeuralNetwork,
+exported as fastmlp.reference.NeuralNetwork (tests hold fastmlp's class to it, and
+benchmarks/bench_train.py times it as a peer).
 
 Copied unchanged from "Master Backpropagation: The Hidden Engine of AI and Machine
 Learning" (Amir58, 2025; shared/seed/backpropagation-article.txt), Part 3. Only the
 class is taken: the article's `import matplotlib.pyplot as plt` and its demo are
-left out (the class does not use them); `fastmlp demo` is that demo.
+left out (the class does not use them); `fastmlp demo` is that demo. It prints only
+when train(..., verbose=True) asks it to.
 """
 
 import numpy as np
