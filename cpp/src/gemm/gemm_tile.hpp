@@ -120,6 +120,22 @@ template <class V, int NR>
 void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, index kc, index jc,
             index nc) {
     using T = typename V::T;
+    const index full = (nc / NR) * NR;
+    if (g.cs_b == 1 && full > 0) {
+        // Rows of op(B) contiguous: read each row once, front to back, and deal
+        // its NR-wide pieces out to the panels (reading a panel at a time would
+        // walk down the rows, ldb apart, and defeat the prefetcher).
+        for (index p = 0; p < kc; ++p) {
+            const T* row = g.b + (pc + p) * g.rs_b + jc;
+            for (index jr = 0; jr < full; jr += NR) {
+                T* out = dst + jr * kc + p * NR;
+                for (int v = 0; v < NR; v += V::width) V::store(out + v, V::load(row + jr + v));
+            }
+        }
+        dst += full * kc;
+        jc += full;
+        nc -= full;
+    }
     for (index jr = 0; jr < nc; jr += NR) {
         const index cols = smaller(NR, nc - jr);
         const T* src = g.b + pc * g.rs_b + (jc + jr) * g.cs_b;
@@ -130,13 +146,7 @@ void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, inde
                 continue;
             }
         }
-        if (g.cs_b == 1 && cols == NR) {  // rows of op(B) contiguous: whole vectors
-            for (index p = 0; p < kc; ++p) {
-                const T* row = src + p * g.rs_b;
-                T* out = dst + p * NR;
-                for (int v = 0; v < NR; v += V::width) V::store(out + v, V::load(row + v));
-            }
-        } else if (g.cs_b == 1) {
+        if (g.cs_b == 1) {  // the ragged last panel
             for (index p = 0; p < kc; ++p) {
                 const T* row = src + p * g.rs_b;
                 T* out = dst + p * NR;
