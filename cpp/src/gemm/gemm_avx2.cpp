@@ -47,27 +47,13 @@ struct F64 {
     }
 };
 
-constexpr Blocking f32_blocking{6, 16, 256, 1024};
-constexpr Blocking f64_blocking{6, 8, 256, 512};
-
-void gemv_f32(const GemmArgs<float>& g, index i0, index i1, const float* x) {
-    gemv_rows<F32>(g, i0, i1, x);
-}
-void gemv_f64(const GemmArgs<double>& g, index i0, index i1, const double* x) {
-    gemv_rows<F64>(g, i0, i1, x);
-}
-void tile_f32(const GemmArgs<float>& g, index i0, index i1, index j0, index j1, float* pack) {
-    gemm_tile<F32, 6, 2, f32_blocking.kc, f32_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-void tile_f64(const GemmArgs<double>& g, index i0, index i1, index j0, index j1, double* pack) {
-    gemm_tile<F64, 6, 2, f64_blocking.kc, f64_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-
 }  // namespace avx2
 
 const Kernel& avx2_kernel() {
-    static const Kernel kernel{"avx2", avx2::f32_blocking, avx2::f64_blocking, avx2::tile_f32,
-                               avx2::tile_f64, avx2::gemv_f32, avx2::gemv_f64};
+    // float tiles 6 × 16, double 6 × 8; K blocks of 256; N blocks of 1024 floats, 512 doubles.
+    static const Kernel kernel =
+        avx2::make_kernel<avx2::F32, 6, 2, 256, 1024,
+                          avx2::F64, 6, 2, 256, 512>("avx2");
     return kernel;
 }
 

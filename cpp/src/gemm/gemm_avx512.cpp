@@ -94,27 +94,13 @@ struct F64 {
     }
 };
 
-constexpr Blocking f32_blocking{12, 32, 256, 1024};
-constexpr Blocking f64_blocking{12, 16, 256, 512};
-
-void gemv_f32(const GemmArgs<float>& g, index i0, index i1, const float* x) {
-    gemv_rows<F32>(g, i0, i1, x);
-}
-void gemv_f64(const GemmArgs<double>& g, index i0, index i1, const double* x) {
-    gemv_rows<F64>(g, i0, i1, x);
-}
-void tile_f32(const GemmArgs<float>& g, index i0, index i1, index j0, index j1, float* pack) {
-    gemm_tile<F32, 12, 2, f32_blocking.kc, f32_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-void tile_f64(const GemmArgs<double>& g, index i0, index i1, index j0, index j1, double* pack) {
-    gemm_tile<F64, 12, 2, f64_blocking.kc, f64_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-
 }  // namespace avx512
 
 const Kernel& avx512_kernel() {
-    static const Kernel kernel{"avx512", avx512::f32_blocking, avx512::f64_blocking,
-                               avx512::tile_f32, avx512::tile_f64, avx512::gemv_f32, avx512::gemv_f64};
+    // float tiles 12 × 32, double 12 × 16; K blocks of 256; N blocks of 1024 floats, 512 doubles.
+    static const Kernel kernel =
+        avx512::make_kernel<avx512::F32, 12, 2, 256, 1024,
+                            avx512::F64, 12, 2, 256, 512>("avx512");
     return kernel;
 }
 

@@ -34,27 +34,13 @@ struct Vector16 {
     }
 };
 
-constexpr Blocking f32_blocking{4, 8, 256, 512};
-constexpr Blocking f64_blocking{4, 4, 256, 256};
-
-void gemv_f32(const GemmArgs<float>& g, index i0, index i1, const float* x) {
-    gemv_rows<Vector16<float>>(g, i0, i1, x);
-}
-void gemv_f64(const GemmArgs<double>& g, index i0, index i1, const double* x) {
-    gemv_rows<Vector16<double>>(g, i0, i1, x);
-}
-void tile_f32(const GemmArgs<float>& g, index i0, index i1, index j0, index j1, float* pack) {
-    gemm_tile<Vector16<float>, 4, 2, f32_blocking.kc, f32_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-void tile_f64(const GemmArgs<double>& g, index i0, index i1, index j0, index j1, double* pack) {
-    gemm_tile<Vector16<double>, 4, 2, f64_blocking.kc, f64_blocking.nc>(g, i0, i1, j0, j1, pack);
-}
-
 }  // namespace portable
 
 const Kernel& portable_kernel() {
-    static const Kernel kernel{"portable", portable::f32_blocking, portable::f64_blocking,
-                               portable::tile_f32, portable::tile_f64, portable::gemv_f32, portable::gemv_f64};
+    // float tiles 4 × 8, double 4 × 4; K blocks of 256; N blocks of 512 floats, 256 doubles.
+    static const Kernel kernel =
+        portable::make_kernel<portable::Vector16<float>, 4, 2, 256, 512,
+                              portable::Vector16<double>, 4, 2, 256, 256>("portable");
     return kernel;
 }
 

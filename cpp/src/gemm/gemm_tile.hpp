@@ -275,4 +275,18 @@ void gemv_rows(const GemmArgs<typename V::T>& g, index i0, index i1, const typen
     }
 }
 
+// The kernel of one ISA: register tiles of MR × (NV · width) for float and for
+// double, K blocks of KC and N blocks of NC.
+template <class F32, int MR32, int NV32, index KC32, index NC32, class F64, int MR64, int NV64,
+          index KC64, index NC64>
+Kernel make_kernel(const char* name) {
+    return Kernel{name,
+                  Blocking{MR32, NV32 * F32::width, KC32, NC32},
+                  Blocking{MR64, NV64 * F64::width, KC64, NC64},
+                  &gemm_tile<F32, MR32, NV32, KC32, NC32>,
+                  &gemm_tile<F64, MR64, NV64, KC64, NC64>,
+                  &gemv_rows<F32>,
+                  &gemv_rows<F64>};
+}
+
 }  // namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA
