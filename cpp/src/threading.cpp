@@ -79,7 +79,7 @@ public:
             for (index i = 0; i < count; ++i) fn(context, i);
             return;
         }
-        start_helpers(n_threads - 1);
+        const bool new_helpers = start_helpers(n_threads - 1);
         fn_.store(fn, std::memory_order_relaxed);
         context_.store(context, std::memory_order_relaxed);
         count_.store(count, std::memory_order_relaxed);
@@ -88,8 +88,8 @@ public:
         const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
         ticket_.store(std::uint64_t(generation) << 32, std::memory_order_release);
         generation_.store(generation, std::memory_order_seq_cst);
-        const bool woke_helpers = sleepers_.load(std::memory_order_seq_cst) > 0;
-        if (woke_helpers) {
+        const bool woke_helpers = sleepers_.load(std::memory_order_seq_cst) > 0 || new_helpers;
+        if (sleepers_.load(std::memory_order_seq_cst) > 0) {
             std::lock_guard<std::mutex> lock(sleep_mutex_);
             wake_.notify_all();
         }
@@ -99,8 +99,9 @@ public:
         // A helper that was awake when the job began, yet finished its last
         // piece long after the caller ran out of pieces, had no CPU (another
         // process holds the other core): run the next jobs alone for a while
-        // rather than wait for it again. (A helper woken from sleep may just be
-        // slow to wake, as an idle virtual CPU is; that is no reason to stop.)
+        // rather than wait for it again. (A helper just started or woken from
+        // sleep may simply be slow to get going, as an idle virtual CPU is;
+        // that is no evidence.)
         const auto waited = Clock::now() - worked;
         if (!woke_helpers && waited > backoff_after && waited > 4 * (worked - start))
             backoff_until_ = Clock::now() + backoff;
@@ -124,11 +125,14 @@ private:
         caller_waiting_.store(false, std::memory_order_relaxed);
     }
 
-    void start_helpers(int wanted) {
+    // Starts helpers up to `wanted`; true when it started any.
+    bool start_helpers(int wanted) {
+        const bool starting = started_ < wanted;
         while (started_ < wanted) {
             const int id = started_++;
             std::thread([this, id] { helper_loop(id); }).detach();
         }
+        return starting;
     }
 
     void work(std::uint32_t generation) {
