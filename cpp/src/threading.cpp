@@ -62,9 +62,9 @@ using Clock = std::chrono::steady_clock;
 // waiting for a helper's last piece (waking from a sleep costs tens of µs).
 constexpr auto helper_spin = std::chrono::microseconds(200);
 constexpr auto caller_spin = std::chrono::microseconds(100);
-// A wait for a helper longer than this (and than twice the caller's own share)
-// means the helper had no CPU (a scheduler time slice is a few ms); the caller
-// then works alone for a while.
+// A wait for a helper longer than this (and than four times the caller's own
+// share) means the helper had no CPU (a scheduler time slice is a few ms); the
+// caller then works alone for a while.
 constexpr auto backoff_after = std::chrono::microseconds(2000);
 constexpr auto backoff = std::chrono::milliseconds(100);
 
