@@ -8,7 +8,8 @@
 // milliseconds, the caller simply does the work itself. (A fork/join runtime
 // such as OpenMP waits at every join for all its threads, so one descheduled
 // thread stalls the whole team; PERFORMANCE.md and the speed issue measured
-// that collapse.)
+// that collapse.) If a helper that was running still took milliseconds to
+// finish its piece (it had no CPU), the caller works alone for the next 100 ms.
 //
 // Results never depend on the thread count: callers split work into fixed
 // pieces whose arithmetic does not depend on who runs them, and nothing sums
