@@ -230,6 +230,7 @@ class Network:
         return list(self._grad_weights), list(self._grad_biases)
 
     def zero_grad(self) -> None:
+        """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
         self._core.zero_grad()
 
     def step(self, optimizer: Optimizer) -> None:
