@@ -11,8 +11,9 @@
 //     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ);
 //   - C is cut into a few rectangles per thread, as square as the tiles allow
 //     (each packs its own slivers of A and block of B), claimed by the pool's
-//     threads as they come (threading.hpp). Every element of C is still summed over K in
-//     the same order by one thread: results do not depend on the thread count.
+//     threads as they come (threading.hpp). Every element of C is still summed
+//     over K in the same order by one thread: results do not depend on the
+//     thread count.
 #include "fastmlp/gemm.hpp"
 
 #include <algorithm>
