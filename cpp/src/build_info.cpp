@@ -1,7 +1,6 @@
 // build_info.cpp — what `fastmlp info` reports about this build and this CPU.
 #include "fastmlp/build_info.hpp"
 
-
 namespace fastmlp {
 
 std::string compiler_name() {
