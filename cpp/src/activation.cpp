@@ -177,27 +177,65 @@ void activation_backward(Activation activation, T* dz, const T* da, const T* z, 
     with_activation<T>(activation, [&](auto, auto df) { map_backward(dz, da, z, a, n, df); });
 }
 
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+// The fused loops below are compiled three times (AVX-512, AVX2, baseline) and
+// the dynamic loader picks one for this CPU (GCC function multiversioning). The
+// clones compute the same IEEE operations element by element, so results do not
+// depend on which one runs.
+#define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTMLP_CLONES
+#endif
+
+// Rows [r0, r1) of z (B, O) += bias; a = f(z). a may alias z.
+template <typename T, typename F>
+FASTMLP_CLONES void bias_activation_rows(F f, T* a, T* z, const T* bias, index r0, index r1,
+                                         index outputs) {
+    for (index i = r0; i < r1; ++i) {
+        T* __restrict zr = z + i * outputs;
+        const T* __restrict b = bias;
+        if (a == z) {
+            for (index j = 0; j < outputs; ++j) zr[j] = f(zr[j] + b[j]);
+        } else {
+            T* __restrict out = a + i * outputs;
+            for (index j = 0; j < outputs; ++j) {
+                const T v = zr[j] + b[j];
+                zr[j] = v;
+                out[j] = f(v);
+            }
+        }
+    }
+}
+
+// Columns [j0, j1): dz = df(da, z, a) and d_bias (+)= Σ_rows dz, rows in order.
+template <typename T, typename DF>
+FASTMLP_CLONES void activation_bias_columns(DF df, T* dz, T* d_bias, const T* da, const T* z,
+                                            const T* a, index batch, index outputs, index j0,
+                                            index j1, bool accumulate) {
+    T* __restrict db = d_bias;
+    if (!accumulate)
+        for (index j = j0; j < j1; ++j) db[j] = T(0);
+    for (index i = 0; i < batch; ++i) {
+        const index row = i * outputs;
+        for (index j = j0; j < j1; ++j) {
+            const T d = df(da[row + j], z[row + j], a[row + j]);
+            dz[row + j] = d;
+            db[j] += d;
+        }
+    }
+}
+
 // z (B, O) += bias; a = f(z): one pass over the layer's output instead of two.
 template <typename T>
 void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, index batch,
                              index outputs) {
     require(batch >= 0 && outputs >= 0, "bias_activation_forward: sizes must be non-negative");
     const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
+    const index rows = std::max<index>(1, (1 << 14) / std::max<index>(outputs, 1));
     with_activation<T>(activation, [&](auto f, auto) {
-        parallel_for(nt, batch, [&](index i) {
-            T* __restrict zr = z + i * outputs;
-            T* ar = a + i * outputs;
-            const T* __restrict b = bias;
-            if (ar == zr) {
-                for (index j = 0; j < outputs; ++j) zr[j] = f(zr[j] + b[j]);
-            } else {
-                T* __restrict out = ar;
-                for (index j = 0; j < outputs; ++j) {
-                    const T v = zr[j] + b[j];
-                    zr[j] = v;
-                    out[j] = f(v);
-                }
-            }
+        parallel_for(nt, (batch + rows - 1) / rows, [&](index c) {
+            bias_activation_rows(f, a, z, bias, c * rows, std::min(batch, (c + 1) * rows),
+                                 outputs);
         });
     });
 }
@@ -215,18 +253,8 @@ void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* 
     const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
     with_activation<T>(activation, [&](auto, auto df) {
         parallel_for(nt, blocks, [&](index blk) {
-            const index j0 = blk * block, j1 = j0 + block < outputs ? j0 + block : outputs;
-            T* __restrict db = d_bias;
-            if (!accumulate)
-                for (index j = j0; j < j1; ++j) db[j] = T(0);
-            for (index i = 0; i < batch; ++i) {
-                const index row = i * outputs;
-                for (index j = j0; j < j1; ++j) {
-                    const T d = df(da[row + j], z[row + j], a[row + j]);
-                    dz[row + j] = d;
-                    db[j] += d;
-                }
-            }
+            activation_bias_columns(df, dz, d_bias, da, z, a, batch, outputs, blk * block,
+                                    std::min(outputs, (blk + 1) * block), accumulate);
         });
     });
 }
