@@ -106,6 +106,15 @@ void require_same_shape(const py::array& a, const char* a_name, const py::array&
                               ": expected the same shape");
 }
 
+// A bias vector (O) for a (B, O) matrix; names the kernel and both arrays otherwise.
+void require_bias_width(const char* kernel, const py::array& bias, const char* bias_name,
+                        const py::array& matrix, const char* matrix_name) {
+    if (bias.shape(0) != matrix.shape(1))
+        throw py::value_error(std::string(kernel) + ": " + bias_name + " has shape " +
+                              shape_text(bias) + " but " + matrix_name + " has " +
+                              std::to_string(matrix.shape(1)) + " columns");
+}
+
 // Calls f(T{}) with T the dtype of `array` (float32 or float64).
 template <typename F>
 auto by_dtype(const py::array& array, const char* name, F&& f) {
@@ -182,9 +191,7 @@ void bias_activation_forward_binding(const std::string& name, py::array z, py::a
         T* pz = contiguous_data<T>(z, "z", 2, true);
         const T* pb = contiguous_data<T>(bias, "bias", 1, false);
         T* po = contiguous_data<T>(out, "out", 2, true);
-        if (bias.shape(0) != z.shape(1))
-            throw py::value_error("bias_activation_forward: bias has shape " + shape_text(bias) +
-                                  " but z has " + std::to_string(z.shape(1)) + " columns");
+        require_bias_width("bias_activation_forward", bias, "bias", z, "z");
         py::gil_scoped_release release;
         fastmlp::bias_activation_forward<T>(act, po, pz, pb, z.shape(0), z.shape(1));
     });
@@ -204,10 +211,7 @@ void activation_bias_backward_binding(const std::string& name, py::array z, py::
         const T* pda = contiguous_data<T>(da, "da", 2, false);
         T* po = contiguous_data<T>(out, "out", 2, true);
         T* pdb = contiguous_data<T>(d_bias, "d_bias", 1, true);
-        if (d_bias.shape(0) != out.shape(1))
-            throw py::value_error("activation_bias_backward: d_bias has shape " +
-                                  shape_text(d_bias) + " but dz has " +
-                                  std::to_string(out.shape(1)) + " columns");
+        require_bias_width("activation_bias_backward", d_bias, "d_bias", out, "dz");
         py::gil_scoped_release release;
         fastmlp::activation_bias_backward<T>(act, po, pdb, pda, pz, pa, out.shape(0),
                                              out.shape(1), accumulate);
@@ -219,9 +223,7 @@ void bias_add_forward_binding(py::array z, py::array bias) {
         using T = decltype(tag);
         T* pz = contiguous_data<T>(z, "z", 2, true);
         const T* pb = contiguous_data<T>(bias, "bias", 1, false);
-        if (bias.shape(0) != z.shape(1))
-            throw py::value_error("bias_add_forward: bias has shape " + shape_text(bias) +
-                                  " but z has " + std::to_string(z.shape(1)) + " columns");
+        require_bias_width("bias_add_forward", bias, "bias", z, "z");
         py::gil_scoped_release release;
         fastmlp::bias_add_forward<T>(pz, pb, z.shape(0), z.shape(1));
     });
@@ -232,9 +234,7 @@ void bias_add_backward_binding(py::array d_bias, py::array dz) {
         using T = decltype(tag);
         T* pdb = contiguous_data<T>(d_bias, "d_bias", 1, true);
         const T* pdz = contiguous_data<T>(dz, "dz", 2, false);
-        if (d_bias.shape(0) != dz.shape(1))
-            throw py::value_error("bias_add_backward: d_bias has shape " + shape_text(d_bias) +
-                                  " but dz has " + std::to_string(dz.shape(1)) + " columns");
+        require_bias_width("bias_add_backward", d_bias, "d_bias", dz, "dz");
         py::gil_scoped_release release;
         fastmlp::bias_add_backward<T>(pdb, pdz, dz.shape(0), dz.shape(1));
     });

@@ -75,14 +75,7 @@ class NeuralNetwork:
 
     def backward(self, X, y, y_pred):
         """Perform backward pass to compute gradients: (gradients_w, gradients_b)."""
-        X = check_samples(X, "X", self._net.n_inputs, np.float64)
-        y = check_targets(y, "y", X.shape[0], self._net.n_outputs, np.float64)
-        y_pred = check_targets(y_pred, "y_pred", X.shape[0], self._net.n_outputs, np.float64)
-        if self._net._last_batch != X.shape[0]:
-            raise ValueError("backward: call forward(X) on this batch first")
-        d_out = np.empty_like(y_pred)
-        _core.mse_backward(d_out, y_pred, y, 1.0 / X.shape[0])  # the article's dA = (ŷ − y) / m
-        self._net._core.backward(X, d_out)
+        self._net._backward(X, y, y_pred, article_scale=True)  # the article's dA = (ŷ − y) / m
         gradients_w = [g.copy() for g in self._net._grad_weights]
         gradients_b = [g.reshape(-1, 1).copy() for g in self._net._grad_biases]
         return gradients_w, gradients_b

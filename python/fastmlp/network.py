@@ -216,6 +216,12 @@ class Network:
         """Backward pass after ``forward(X)``: fills ``grads`` with ∂L/∂params for
         this batch (replacing what was there) and returns ``(grads_w, grads_b)``,
         lists of views into it."""
+        self._backward(X, y, y_pred)
+        return list(self._grad_weights), list(self._grad_biases)
+
+    def _backward(self, X, y, y_pred, article_scale: bool = False) -> None:
+        """Backpropagates dL/dŷ into ``grads``: the MSE gradient 2 (ŷ − y) / (batch ·
+        outputs), or with article_scale the article's (ŷ − y) / batch."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = check_targets(y, "y", X.shape[0], self.n_outputs, self._dtype)
         y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
@@ -225,9 +231,9 @@ class Network:
                 f"{self._last_batch if self._last_batch is not None else 'no'} samples, X has {X.shape[0]})"
             )
         d_out = np.empty_like(y_pred)
-        _core.mse_backward(d_out, y_pred, y, 2.0 / y_pred.size)
+        scale = 1.0 / X.shape[0] if article_scale else 2.0 / y_pred.size
+        _core.mse_backward(d_out, y_pred, y, scale)
         self._core.backward(X, d_out)
-        return list(self._grad_weights), list(self._grad_biases)
 
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
