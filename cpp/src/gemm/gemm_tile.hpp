@@ -194,10 +194,12 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                typename V::T* b_pack) {
     using T = typename V::T;
     constexpr int nr = NV * V::width;
-    // With few rows of A each B panel is used once or twice: packing would cost
-    // more than it saves, so full panels of row-contiguous B are read in place
-    // and only the ragged last panel is copied (zero-padded).
-    const bool b_in_place = g.cs_b == 1 && i1 - i0 <= 2 * MR;
+    // With few rows of A each B panel is used once or twice, and a B that spans
+    // no more than L1 (32 KiB) stays there however it is laid out: packing would
+    // cost more than it saves, so full panels of row-contiguous B are read in
+    // place and only the ragged last panel is copied (zero-padded).
+    const bool b_in_place =
+        g.cs_b == 1 && (i1 - i0 <= 2 * MR || g.k * g.rs_b * index(sizeof(T)) <= (index(32) << 10));
     // The A sliver goes after the B block in the same buffer (see tile_buffer_size).
     T* a_pack = b_pack + KC * ((smaller(NC, j1 - j0) + nr - 1) / nr) * nr;
     for (index jc = j0; jc < j1; jc += NC) {
