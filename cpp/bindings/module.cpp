@@ -275,6 +275,130 @@ void sgd_update_binding(py::array params, py::array grads, double lr) {
     });
 }
 
+// ---- training configuration from Python dicts ------------------------------------
+
+template <typename V>
+V dict_get(const py::dict& d, const char* key, V fallback) {
+    return d.contains(key) ? d[key].cast<V>() : fallback;
+}
+
+// {"kind": "adam", "lr": ..., "momentum": ..., ...}: missing keys keep their defaults.
+fastmlp::OptimizerConfig optimizer_config(const py::dict& d) {
+    fastmlp::OptimizerConfig c;
+    c.kind = fastmlp::optimizer_from_name(dict_get<std::string>(d, "kind", "sgd"));
+    c.lr = dict_get<double>(d, "lr", c.lr);
+    c.momentum = dict_get<double>(d, "momentum", c.momentum);
+    c.dampening = dict_get<double>(d, "dampening", c.dampening);
+    c.weight_decay = dict_get<double>(d, "weight_decay", c.weight_decay);
+    c.nesterov = dict_get<bool>(d, "nesterov", c.nesterov);
+    c.beta1 = dict_get<double>(d, "beta1", c.beta1);
+    c.beta2 = dict_get<double>(d, "beta2", c.beta2);
+    c.eps = dict_get<double>(d, "eps", c.eps);
+    c.clip_norm = dict_get<double>(d, "clip_norm", c.clip_norm);
+    c.clip_value = dict_get<double>(d, "clip_value", c.clip_value);
+    c.validate();
+    return c;
+}
+
+// {"kind": "cosine", "warmup_steps": ..., ...} or None (constant).
+fastmlp::Schedule schedule_config(const py::object& o) {
+    fastmlp::Schedule s;
+    if (o.is_none()) return s;
+    const py::dict d = o.cast<py::dict>();
+    s.kind = fastmlp::schedule_from_name(dict_get<std::string>(d, "kind", "constant"));
+    s.warmup_steps = dict_get<Index>(d, "warmup_steps", s.warmup_steps);
+    s.step_size = dict_get<Index>(d, "step_size", s.step_size);
+    s.gamma = dict_get<double>(d, "gamma", s.gamma);
+    s.total_steps = dict_get<Index>(d, "total_steps", s.total_steps);
+    s.min_factor = dict_get<double>(d, "min_factor", s.min_factor);
+    s.validate();
+    return s;
+}
+
+std::vector<fastmlp::Segment> segments_from(const std::vector<std::pair<Index, Index>>& pairs) {
+    std::vector<fastmlp::Segment> out;
+    for (const auto& [offset, size] : pairs) out.push_back(fastmlp::Segment{offset, size});
+    return out;
+}
+
+double loss_binding(const std::string& name, py::array pred, py::array target, py::object grad,
+                    double delta) {
+    const fastmlp::Loss loss = fastmlp::loss_from_name(name);
+    require_same_shape(pred, "pred", target, "target");
+    return by_dtype(pred, "pred", [&](auto tag) -> double {
+        using T = decltype(tag);
+        const T* pp = contiguous_data<T>(pred, "pred", 2, false);
+        const T* pt = contiguous_data<T>(target, "target", 2, false);
+        T* pg = nullptr;
+        if (!grad.is_none()) {
+            py::array g = grad.cast<py::array>();
+            require_same_shape(pred, "pred", g, "grad");
+            pg = contiguous_data<T>(g, "grad", 2, true);
+        }
+        py::gil_scoped_release release;
+        return fastmlp::loss_forward_backward<T>(loss, pp, pt, pg, pred.shape(0), pred.shape(1),
+                                                 delta);
+    });
+}
+
+Index count_correct_binding(const std::string& name, py::array pred, py::array target) {
+    const fastmlp::Loss loss = fastmlp::loss_from_name(name);
+    require_same_shape(pred, "pred", target, "target");
+    return by_dtype(pred, "pred", [&](auto tag) -> Index {
+        using T = decltype(tag);
+        const T* pp = contiguous_data<T>(pred, "pred", 2, false);
+        const T* pt = contiguous_data<T>(target, "target", 2, false);
+        py::gil_scoped_release release;
+        return fastmlp::count_correct<T>(loss, pp, pt, pred.shape(0), pred.shape(1));
+    });
+}
+
+void softmax_binding(py::array z, py::array out) {
+    require_same_shape(z, "z", out, "out");
+    by_dtype(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = contiguous_data<T>(z, "z", 2, false);
+        T* po = contiguous_data<T>(out, "out", 2, true);
+        if (z.shape(1) < 1) throw py::value_error("softmax: z needs at least one column");
+        py::gil_scoped_release release;
+        fastmlp::softmax_rows<T>(po, pz, z.shape(0), z.shape(1));
+    });
+}
+
+double grad_norm_binding(py::array grads, double clip_value) {
+    return by_dtype(grads, "grads", [&](auto tag) -> double {
+        using T = decltype(tag);
+        const T* pg = contiguous_data<T>(grads, "grads", 1, false);
+        py::gil_scoped_release release;
+        return fastmlp::grad_norm<T>(pg, grads.shape(0), clip_value);
+    });
+}
+
+Index optimizer_update_binding(const py::dict& config, py::array params, py::array grads,
+                               py::object s1, py::object s2,
+                               const std::vector<std::pair<Index, Index>>& segments,
+                               std::int64_t t, double lr, double grad_scale) {
+    const fastmlp::OptimizerConfig c = optimizer_config(config);
+    require_same_shape(params, "params", grads, "grads");
+    const auto segs = segments_from(segments);
+    return by_dtype(params, "params", [&](auto tag) -> Index {
+        using T = decltype(tag);
+        T* pp = contiguous_data<T>(params, "params", 1, true);
+        const T* pg = contiguous_data<T>(grads, "grads", 1, false);
+        auto state = [&](py::object o, const char* name) -> T* {
+            if (o.is_none()) return nullptr;
+            py::array a = o.cast<py::array>();
+            require_same_shape(params, "params", a, name);
+            return contiguous_data<T>(a, name, 1, true);
+        };
+        T* p1 = state(s1, "state1");
+        T* p2 = state(s2, "state2");
+        py::gil_scoped_release release;
+        return fastmlp::optimizer_update<T>(c, pp, pg, p1, p2, params.shape(0), segs, t, lr,
+                                            grad_scale);
+    });
+}
+
 // ---- the engine --------------------------------------------------------------
 
 // One network and the lock that keeps its calls one at a time. The GIL is
@@ -283,8 +407,14 @@ template <typename T>
 class NetworkHandle {
 public:
     NetworkHandle(const std::vector<Index>& sizes, const std::vector<std::string>& activations,
-                  std::uint64_t seed)
-        : net_(sizes, to_activations(activations), seed) {}
+                  std::uint64_t seed, const std::vector<std::string>& inits)
+        : net_(sizes, to_activations(activations), seed, to_inits(inits)) {}
+
+    static std::vector<fastmlp::Init> to_inits(const std::vector<std::string>& names) {
+        std::vector<fastmlp::Init> out;
+        for (const auto& name : names) out.push_back(fastmlp::init_from_name(name));
+        return out;
+    }
 
     static std::vector<fastmlp::Activation> to_activations(const std::vector<std::string>& names) {
         std::vector<fastmlp::Activation> out;
@@ -311,8 +441,10 @@ template <typename T>
 void bind_network(py::module_& m, const char* class_name) {
     using Handle = NetworkHandle<T>;
     py::class_<Handle>(m, class_name)
-        .def(py::init<const std::vector<Index>&, const std::vector<std::string>&, std::uint64_t>(),
-             py::arg("sizes"), py::arg("activations"), py::arg("seed"))
+        .def(py::init<const std::vector<Index>&, const std::vector<std::string>&, std::uint64_t,
+                      const std::vector<std::string>&>(),
+             py::arg("sizes"), py::arg("activations"), py::arg("seed"),
+             py::arg("inits") = std::vector<std::string>{})
         .def_property_readonly("dtype", [](Handle&) { return py::dtype::of<T>(); })
         .def_property_readonly("parameter_count",
                                [](Handle& h) { return h.net().parameter_count(); })
@@ -418,23 +550,32 @@ void bind_network(py::module_& m, const char* class_name) {
              })
         .def(
             "fit",
-            [](Handle& h, py::array x, py::array y, Index epochs, Index batch_size, double lr,
-               bool shuffle, py::array losses) {
+            [](Handle& h, py::array x, py::array y, Index epochs, Index batch_size, bool shuffle,
+               const std::string& loss, double huber_delta, const py::dict& optimizer,
+               const py::object& schedule, bool count_correct) {
                 auto& net = h.net();
                 const T* px = contiguous_data<T>(x, "X", 2, false);
                 const T* py_ = contiguous_data<T>(y, "y", 2, false);
-                T* pl = contiguous_data<T>(losses, "losses", 1, true);
                 check_rows<T>(x, "X", net.inputs());
                 check_rows<T>(y, "y", net.outputs());
                 if (y.shape(0) != x.shape(0))
                     throw py::value_error("fit: X and y have different sample counts");
-                if (losses.shape(0) < epochs)
-                    throw py::value_error("fit: losses must hold one value per epoch");
+                if (epochs < 1) throw py::value_error("fit: epochs must be >= 1");
                 fastmlp::FitOptions options;
                 options.epochs = epochs;
                 options.batch_size = batch_size;
-                options.learning_rate = lr;
                 options.shuffle = shuffle;
+                options.loss = fastmlp::loss_from_name(loss);
+                options.huber_delta = huber_delta;
+                options.optimizer = optimizer_config(optimizer);
+                options.schedule = schedule_config(schedule);
+                options.count_correct = count_correct;
+                py::array_t<double> losses(epochs), norms(epochs), lrs(epochs), accuracy(epochs);
+                fastmlp::FitRecord record;
+                record.loss = losses.mutable_data();
+                record.grad_norm = norms.mutable_data();
+                record.lr = lrs.mutable_data();
+                record.accuracy = count_correct ? accuracy.mutable_data() : nullptr;
                 // Ctrl-C: every 100 ms, take the GIL briefly and ask Python for signals.
                 using clock = std::chrono::steady_clock;
                 auto last_check = clock::now();
@@ -451,18 +592,131 @@ void bind_network(py::module_& m, const char* class_name) {
                 {
                     py::gil_scoped_release release;
                     std::lock_guard<std::mutex> lock(h.mutex());
-                    result = net.fit(px, py_, x.shape(0), options, pl, should_stop);
+                    result = net.fit(px, py_, x.shape(0), options, record, should_stop);
                 }
                 if (python_error) throw py::error_already_set();
                 const char* status = result.status == fastmlp::FitStatus::completed ? "completed"
                                      : result.status == fastmlp::FitStatus::non_finite
                                          ? "non_finite"
                                          : "interrupted";
-                return py::make_tuple(status, result.epochs_completed, result.failed_epoch,
-                                      result.failed_batch);
+                py::dict out;
+                out["status"] = status;
+                out["epochs"] = result.epochs_completed;
+                out["failed_epoch"] = result.failed_epoch;
+                out["failed_batch"] = result.failed_batch;
+                out["reason"] = result.reason;
+                out["loss"] = losses;
+                out["grad_norm"] = norms;
+                out["lr"] = lrs;
+                if (count_correct) out["accuracy"] = accuracy;
+                return out;
             },
-            py::arg("x"), py::arg("y"), py::arg("epochs"), py::arg("batch_size"), py::arg("lr"),
-            py::arg("shuffle"), py::arg("losses"));
+            py::arg("x"), py::arg("y"), py::arg("epochs"), py::arg("batch_size"),
+            py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"), py::arg("optimizer"),
+            py::arg("schedule"), py::arg("count_correct"))
+        .def(
+            "optimizer_step",
+            [](Handle& h, const py::dict& optimizer, const py::object& schedule) {
+                const auto config = optimizer_config(optimizer);
+                const auto sched = schedule_config(schedule);
+                fastmlp::StepResult r;
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(h.mutex());
+                    r = h.net().optimizer_step(config, sched);
+                }
+                return py::make_tuple(r.grad_norm, r.lr, r.gradient_finite, r.kept);
+            },
+            py::arg("optimizer"), py::arg("schedule"))
+        .def("reset_optimizer",
+             [](Handle& h) {
+                 py::gil_scoped_release release;
+                 std::lock_guard<std::mutex> lock(h.mutex());
+                 h.net().reset_optimizer();
+             })
+        .def("optimizer_state",
+             [](Handle& h) {
+                 // (rule, update count, [copies of the state buffers])
+                 py::list buffers;
+                 std::string kind;
+                 std::int64_t steps = 0;
+                 std::vector<std::vector<T>> copies;
+                 {
+                     py::gil_scoped_release release;
+                     std::lock_guard<std::mutex> lock(h.mutex());
+                     auto& net = h.net();
+                     kind = fastmlp::optimizer_name(net.optimizer_kind());
+                     steps = net.optimizer_steps();
+                     for (int b = 0; b < net.optimizer_buffers(); ++b)
+                         copies.emplace_back(net.optimizer_state(b),
+                                             net.optimizer_state(b) + net.parameter_count());
+                 }
+                 for (const auto& c : copies) {
+                     py::array_t<T> a(Index(c.size()));
+                     std::memcpy(a.mutable_data(), c.data(), sizeof(T) * c.size());
+                     buffers.append(a);
+                 }
+                 return py::make_tuple(kind, steps, buffers);
+             })
+        .def(
+            "set_optimizer_state",
+            [](Handle& h, const py::dict& optimizer, std::int64_t steps, const py::list& buffers) {
+                const auto config = optimizer_config(optimizer);
+                if (Index(buffers.size()) != config.state_buffers())
+                    throw py::value_error("optimizer state: expected " +
+                                          std::to_string(config.state_buffers()) + " buffers");
+                std::vector<py::array> arrays;
+                for (auto item : buffers) {
+                    py::array a = py::reinterpret_borrow<py::array>(item);
+                    contiguous_data<T>(a, "optimizer state", 1, false);
+                    if (a.shape(0) != h.net().parameter_count())
+                        throw py::value_error("optimizer state: wrong buffer length");
+                    arrays.push_back(a);
+                }
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(h.mutex());
+                auto& net = h.net();
+                net.reset_optimizer();
+                net.prepare_optimizer(config);
+                net.set_optimizer_steps(steps);
+                for (std::size_t b = 0; b < arrays.size(); ++b)
+                    std::memcpy(net.optimizer_state(int(b)), arrays[b].data(),
+                                sizeof(T) * net.parameter_count());
+            },
+            py::arg("optimizer"), py::arg("steps"), py::arg("buffers"))
+        .def(
+            "evaluate",
+            [](Handle& h, py::array x, py::array y, const std::string& loss, double huber_delta,
+               bool count) {
+                auto& net = h.net();
+                const T* px = contiguous_data<T>(x, "X", 2, false);
+                const T* py_ = contiguous_data<T>(y, "y", 2, false);
+                check_rows<T>(x, "X", net.inputs());
+                check_rows<T>(y, "y", net.outputs());
+                if (y.shape(0) != x.shape(0))
+                    throw py::value_error("evaluate: X and y have different sample counts");
+                const fastmlp::Loss kind = fastmlp::loss_from_name(loss);
+                Index correct = 0;
+                double value = 0;
+                {
+                    py::gil_scoped_release release;
+                    std::lock_guard<std::mutex> lock(h.mutex());
+                    value = net.evaluate(px, py_, x.shape(0), kind, huber_delta,
+                                         count ? &correct : nullptr);
+                }
+                return py::make_tuple(value, correct);
+            },
+            py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("huber_delta"),
+            py::arg("count_correct"))
+        .def(
+            "initialize",
+            [](Handle& h, const std::vector<std::string>& inits) {
+                const auto schemes = Handle::to_inits(inits);
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(h.mutex());
+                h.net().initialize(schemes);
+            },
+            py::arg("inits"));
 }
 
 }  // namespace
@@ -490,6 +744,22 @@ PYBIND11_MODULE(_core, m) {
     m.def("mse_backward", &mse_backward_binding, py::arg("out"), py::arg("pred"),
           py::arg("target"), py::arg("scale"));
     m.def("sgd_update", &sgd_update_binding, py::arg("params"), py::arg("grads"), py::arg("lr"));
+    m.def("loss", &loss_binding, py::arg("name"), py::arg("pred"), py::arg("target"),
+          py::arg("grad"), py::arg("delta") = 1.0);
+    m.def("count_correct", &count_correct_binding, py::arg("name"), py::arg("pred"),
+          py::arg("target"));
+    m.def("softmax", &softmax_binding, py::arg("z"), py::arg("out"));
+    m.def("grad_norm", &grad_norm_binding, py::arg("grads"), py::arg("clip_value") = 0.0);
+    m.def("optimizer_update", &optimizer_update_binding, py::arg("config"), py::arg("params"),
+          py::arg("grads"), py::arg("state1"), py::arg("state2"), py::arg("segments"),
+          py::arg("t"), py::arg("lr"), py::arg("grad_scale") = 1.0);
+    m.def(
+        "schedule_factor",
+        [](const py::object& schedule, Index t) {
+            if (t < 0) throw py::value_error("schedule_factor: t must be >= 0");
+            return schedule_config(schedule).factor(t);
+        },
+        py::arg("schedule"), py::arg("t"));
 
     bind_network<float>(m, "Network32");
     bind_network<double>(m, "Network64");

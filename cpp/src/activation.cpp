@@ -177,16 +177,6 @@ void activation_backward(Activation activation, T* dz, const T* da, const T* z, 
     with_activation<T>(activation, [&](auto, auto df) { map_backward(dz, da, z, a, n, df); });
 }
 
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
-// The fused loops below are compiled three times (AVX-512, AVX2, baseline) and
-// the dynamic loader picks one for this CPU (GCC function multiversioning). The
-// clones compute the same IEEE operations element by element, so results do not
-// depend on which one runs.
-#define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
-#else
-#define FASTMLP_CLONES
-#endif
-
 // Rows [r0, r1) of z (B, O) += bias; a = f(z). a may alias z.
 template <typename T, typename F>
 FASTMLP_CLONES void bias_activation_rows(F f, T* a, T* z, const T* bias, index r0, index r1,

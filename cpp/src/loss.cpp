@@ -1,7 +1,145 @@
-// loss.cpp — mean squared error and its gradient.
+// loss.cpp — losses, gradients and heads; see loss.hpp for the formulas.
 #include "fastmlp/loss.hpp"
 
+#include <algorithm>
+#include <cmath>
+
 namespace fastmlp {
+
+Loss loss_from_name(const std::string& name) {
+    if (name == "mse") return Loss::mse;
+    if (name == "cross_entropy") return Loss::cross_entropy;
+    if (name == "binary_cross_entropy") return Loss::binary_cross_entropy;
+    if (name == "huber") return Loss::huber;
+    throw std::invalid_argument("loss: unknown name '" + name +
+                                "'; choose mse, cross_entropy, binary_cross_entropy or huber");
+}
+
+const char* loss_name(Loss loss) {
+    switch (loss) {
+        case Loss::mse: return "mse";
+        case Loss::cross_entropy: return "cross_entropy";
+        case Loss::binary_cross_entropy: return "binary_cross_entropy";
+        case Loss::huber: return "huber";
+    }
+    return "?";
+}
+
+double loss_normalizer(Loss loss, index batch, index outputs) {
+    return loss == Loss::cross_entropy ? double(batch) : double(batch) * double(outputs);
+}
+
+namespace {
+
+// One row of softmax cross-entropy: returns −Σ t log softmax(p); writes the
+// unscaled gradient softmax(p) · Σt − t, then times `scale`, into g when not null.
+template <typename T>
+double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
+    T top = p[0];
+    for (index k = 1; k < outputs; ++k) top = std::max(top, p[k]);
+    double sum_exp = 0, target_sum = 0, dot = 0;
+    for (index k = 0; k < outputs; ++k) {
+        sum_exp += std::exp(double(p[k] - top));
+        target_sum += double(t[k]);
+        dot += double(t[k]) * double(p[k] - top);
+    }
+    const double log_sum = std::log(sum_exp);
+    // −Σ t_k (p_k − top − log Σ e^(p − top))
+    const double row_loss = target_sum * log_sum - dot;
+    if (g != nullptr) {
+        for (index k = 0; k < outputs; ++k) {
+            const double probability = std::exp(double(p[k] - top) - log_sum);
+            g[k] = scale * T(probability * target_sum - double(t[k]));
+        }
+    }
+    return row_loss;
+}
+
+template <typename T>
+T sigmoid_of(T x) {
+    const T e = std::exp(-std::abs(x));
+    return x >= 0 ? T(1) / (T(1) + e) : e / (T(1) + e);
+}
+
+}  // namespace
+
+template <typename T>
+double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad, index batch,
+                             index outputs, double delta) {
+    require(batch >= 0 && outputs >= 0, "loss: sizes must be non-negative");
+    require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
+            "loss: huber's delta must be positive and finite");
+    if (batch == 0 || outputs == 0) return 0.0;
+    const double normalizer = loss_normalizer(loss, batch, outputs);
+    const T scale = T((loss == Loss::mse ? 2.0 : 1.0) / normalizer);
+    const T d = T(delta);
+    double total = 0;
+    for (index i = 0; i < batch; ++i) {
+        const T* p = pred + i * outputs;
+        const T* t = target + i * outputs;
+        T* g = grad == nullptr ? nullptr : grad + i * outputs;
+        double row = 0;
+        switch (loss) {
+            case Loss::mse:
+                for (index k = 0; k < outputs; ++k) {
+                    const T diff = p[k] - t[k];
+                    row += double(diff) * double(diff);
+                    if (g) g[k] = scale * diff;
+                }
+                break;
+            case Loss::cross_entropy:
+                row = cross_entropy_row(p, t, g, outputs, scale);
+                break;
+            case Loss::binary_cross_entropy:
+                for (index k = 0; k < outputs; ++k) {
+                    const double x = double(p[k]), y = double(t[k]);
+                    row += std::max(x, 0.0) - x * y + std::log1p(std::exp(-std::abs(x)));
+                    if (g) g[k] = scale * (sigmoid_of(p[k]) - t[k]);
+                }
+                break;
+            case Loss::huber:
+                for (index k = 0; k < outputs; ++k) {
+                    const T diff = p[k] - t[k];
+                    const double a = std::abs(double(diff));
+                    row += a <= delta ? 0.5 * a * a : delta * (a - 0.5 * delta);
+                    if (g) g[k] = scale * std::min(std::max(diff, -d), d);
+                }
+                break;
+        }
+        total += row;
+    }
+    return total / normalizer;
+}
+
+template <typename T>
+index count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs) {
+    index correct = 0;
+    if (loss == Loss::cross_entropy) {
+        for (index i = 0; i < batch; ++i) {
+            const T* p = pred + i * outputs;
+            const T* t = target + i * outputs;
+            correct += std::max_element(p, p + outputs) - p == std::max_element(t, t + outputs) - t;
+        }
+    } else if (loss == Loss::binary_cross_entropy) {
+        for (index i = 0; i < batch * outputs; ++i)
+            correct += (pred[i] > T(0)) == (target[i] > T(0.5));
+    }
+    return correct;
+}
+
+template <typename T>
+void softmax_rows(T* out, const T* z, index batch, index outputs) {
+    require(batch >= 0 && outputs >= 1, "softmax: needs at least one column");
+    for (index i = 0; i < batch; ++i) {
+        const T* row = z + i * outputs;
+        T* o = out + i * outputs;
+        const T top = *std::max_element(row, row + outputs);
+        double sum = 0;
+        for (index k = 0; k < outputs; ++k) sum += std::exp(double(row[k] - top));
+        const double log_sum = std::log(sum);
+        for (index k = 0; k < outputs; ++k) o[k] = T(std::exp(double(row[k] - top) - log_sum));
+    }
+}
 
 // Sums in blocks of fixed size, then the block sums in order: the rounding is
 // the same whatever the thread count, and better than one long running sum.
@@ -29,9 +167,14 @@ void mse_backward(T* d_pred, const T* pred, const T* target, index n, T scale) {
     for (index i = 0; i < n; ++i) d_pred[i] = scale * (pred[i] - target[i]);
 }
 
-template float mse_forward<float>(const float*, const float*, index);
-template double mse_forward<double>(const double*, const double*, index);
-template void mse_backward<float>(float*, const float*, const float*, index, float);
-template void mse_backward<double>(double*, const double*, const double*, index, double);
+#define FASTMLP_INSTANTIATE(T)                                                                 \
+    template double loss_forward_backward<T>(Loss, const T*, const T*, T*, index, index, double); \
+    template index count_correct<T>(Loss, const T*, const T*, index, index);                   \
+    template void softmax_rows<T>(T*, const T*, index, index);                                 \
+    template T mse_forward<T>(const T*, const T*, index);                                      \
+    template void mse_backward<T>(T*, const T*, const T*, index, T);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
 
 }  // namespace fastmlp

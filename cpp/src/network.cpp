@@ -16,9 +16,21 @@ namespace {
 constexpr index predict_chunk = 256;  // rows per inference chunk
 }
 
+Init init_from_name(const std::string& name) {
+    if (name == "he_normal") return Init::he_normal;
+    if (name == "he_uniform") return Init::he_uniform;
+    if (name == "xavier_normal") return Init::xavier_normal;
+    if (name == "xavier_uniform") return Init::xavier_uniform;
+    if (name == "lecun_normal") return Init::lecun_normal;
+    if (name == "lecun_uniform") return Init::lecun_uniform;
+    throw std::invalid_argument("init: unknown scheme '" + name +
+                                "'; choose he_normal, he_uniform, xavier_normal, xavier_uniform, "
+                                "lecun_normal or lecun_uniform");
+}
+
 template <typename T>
 Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activation>& activations,
-                    std::uint64_t seed)
+                    std::uint64_t seed, const std::vector<Init>& inits)
     : rng_(seed) {
     require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
     require(activations.size() == sizes.size() - 1,
@@ -35,21 +47,38 @@ Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activatio
         layer.bias_offset = offset;
         offset += layer.outputs;
         layers_.push_back(layer);
+        segments_.push_back(Segment{layer.weight_offset, layer.inputs * layer.outputs});
+        segments_.push_back(Segment{layer.bias_offset, layer.outputs});
     }
     max_width_ = *std::max_element(sizes.begin(), sizes.end());
     params_.assign(offset, T(0));
     grads_.assign(offset, T(0));
     z_.resize(layers_.size());
     a_.resize(layers_.size());
-    init_he_normal();
+    initialize(inits.empty() ? std::vector<Init>(layers_.size(), Init::he_normal) : inits);
 }
 
 template <typename T>
-void Network<T>::init_he_normal() {
-    for (const Layer& layer : layers_) {
-        const double scale = std::sqrt(2.0 / double(layer.inputs));
+void Network<T>::initialize(const std::vector<Init>& inits) {
+    require(inits.size() == layers_.size(), "initialize: expected one scheme per layer");
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        const Layer& layer = layers_[l];
+        const double fan_in = double(layer.inputs), fan_out = double(layer.outputs);
+        const Init init = inits[l];
+        const bool uniform = init == Init::he_uniform || init == Init::xavier_uniform ||
+                             init == Init::lecun_uniform;
+        double scale = 0;  // the standard deviation, or the uniform bound
+        switch (init) {
+            case Init::he_normal: scale = std::sqrt(2.0 / fan_in); break;
+            case Init::he_uniform: scale = std::sqrt(6.0 / fan_in); break;
+            case Init::xavier_normal: scale = std::sqrt(2.0 / (fan_in + fan_out)); break;
+            case Init::xavier_uniform: scale = std::sqrt(6.0 / (fan_in + fan_out)); break;
+            case Init::lecun_normal: scale = std::sqrt(1.0 / fan_in); break;
+            case Init::lecun_uniform: scale = std::sqrt(3.0 / fan_in); break;
+        }
         T* w = params_.data() + layer.weight_offset;
-        for (index i = 0; i < layer.inputs * layer.outputs; ++i) w[i] = T(rng_.normal() * scale);
+        for (index i = 0; i < layer.inputs * layer.outputs; ++i)
+            w[i] = T(uniform ? (2.0 * rng_.uniform() - 1.0) * scale : rng_.normal() * scale);
         std::fill_n(params_.data() + layer.bias_offset, layer.outputs, T(0));
     }
 }
@@ -141,13 +170,18 @@ void Network<T>::sgd_step(T learning_rate) {
 }
 
 template <typename T>
-void Network<T>::predict(const T* x, index n, T* out) {
-    if (n <= 0) return;
-    const index chunk = std::min(n, predict_chunk);
+void Network<T>::reserve_predict(index chunk) {
     if (index(predict_front_.size()) < chunk * max_width_) {
         predict_front_.assign(chunk * max_width_, T(0));
         predict_back_.assign(chunk * max_width_, T(0));
     }
+}
+
+template <typename T>
+void Network<T>::predict(const T* x, index n, T* out) {
+    if (n <= 0) return;
+    const index chunk = std::min(n, predict_chunk);
+    reserve_predict(chunk);
     for (index start = 0; start < n; start += chunk) {
         const index rows = std::min(chunk, n - start);
         const T* input = x + start * inputs();
@@ -168,12 +202,73 @@ void Network<T>::predict(const T* x, index n, T* out) {
 }
 
 template <typename T>
-FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options, T* losses,
-                          const std::function<bool()>& should_stop) {
+void Network<T>::reset_optimizer() {
+    opt_buffers_ = -1;
+    opt_steps_ = 0;
+    opt_s1_.clear();
+    opt_s2_.clear();
+}
+
+template <typename T>
+void Network<T>::prepare_optimizer(const OptimizerConfig& config) {
+    const int buffers = config.state_buffers();
+    if (opt_buffers_ == buffers && opt_kind_ == config.kind) return;
+    reset_optimizer();
+    opt_kind_ = config.kind;
+    opt_buffers_ = buffers;
+    if (buffers >= 1) opt_s1_.assign(params_.size(), T(0));
+    if (buffers >= 2) opt_s2_.assign(params_.size(), T(0));
+}
+
+template <typename T>
+StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Schedule& schedule) {
+    prepare_optimizer(config);
+    StepResult result;
+    result.grad_norm = grad_norm(grads_.data(), parameter_count(), config.clip_value);
+    result.lr = config.lr * schedule.factor(index(opt_steps_));
+    if (!std::isfinite(result.grad_norm)) {
+        result.gradient_finite = false;
+        return result;
+    }
+    const double scale = config.clip_norm > 0 && result.grad_norm > config.clip_norm
+                             ? config.clip_norm / (result.grad_norm + 1e-6)
+                             : 1.0;
+    ++opt_steps_;
+    result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),
+                                   opt_s2_.data(), parameter_count(), segments_, opt_steps_,
+                                   result.lr, scale);
+    return result;
+}
+
+template <typename T>
+double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double huber_delta,
+                            index* correct) {
+    require(n >= 1, "evaluate: needs at least one sample");
+    const index chunk = std::min(n, predict_chunk);
+    reserve_predict(chunk);
+    std::vector<T> out(chunk * outputs());  // one allocation per call, not per chunk
+    double total = 0;
+    index right = 0;
+    for (index start = 0; start < n; start += chunk) {
+        const index rows = std::min(chunk, n - start);
+        predict(x + start * inputs(), rows, out.data());
+        const T* target = y + start * outputs();
+        total += loss_forward_backward(loss, out.data(), target, static_cast<T*>(nullptr), rows,
+                                       outputs(), huber_delta) *
+                 loss_normalizer(loss, rows, outputs());
+        if (correct != nullptr) right += count_correct(loss, out.data(), target, rows, outputs());
+    }
+    if (correct != nullptr) *correct = right;
+    return total / loss_normalizer(loss, n, outputs());
+}
+
+template <typename T>
+FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options,
+                          const FitRecord& record, const std::function<bool()>& should_stop) {
     require(n >= 1, "fit: needs at least one sample");
     require(options.epochs >= 1, "fit: epochs must be >= 1");
-    require(options.learning_rate > 0 && std::isfinite(options.learning_rate),
-            "fit: the learning rate must be positive and finite");
+    options.optimizer.validate();
+    options.schedule.validate();
     const index in = inputs(), out = outputs();
     const index batch_size =
         options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
@@ -181,6 +276,7 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
 
     // Everything the loop needs is allocated here, before the first epoch.
     reserve_workspace(batch_size);
+    prepare_optimizer(options.optimizer);
     std::vector<index> order;
     std::vector<T> x_batch, y_batch;
     if (gather) {
@@ -188,7 +284,8 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
         x_batch.resize(batch_size * in);
         y_batch.resize(batch_size * out);
     }
-    const T lr = T(options.learning_rate);
+    const double normalizer_n = loss_normalizer(options.loss, n, out);
+    const double accuracy_units = options.loss == Loss::cross_entropy ? double(n) : double(n * out);
 
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
@@ -199,8 +296,8 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             for (index i = n - 1; i > 0; --i)
                 std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
         }
-        double loss_sum = 0;
-        index batch_index = 0;
+        double loss_sum = 0, norm_sum = 0, last_lr = 0;
+        index batch_index = 0, correct = 0;
         for (index start = 0; start < n; start += batch_size, ++batch_index) {
             if (should_stop && should_stop()) {
                 result.status = FitStatus::interrupted;
@@ -220,22 +317,33 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             }
             forward_layers(xb, rows);
             const T* prediction = a_.back().data();
-            const T loss = mse_forward(prediction, yb, rows * out);
-            // dL/dY for L = mean over the batch's rows·out elements.
-            mse_backward(delta_.data(), prediction, yb, rows * out, T(2) / T(rows * out));
-            backward_layers(layers_, params_.data(), grads_.data(), z_, a_, xb, rows, delta_,
-                            delta_next_, /*accumulate=*/false);
-            if (!std::isfinite(loss) ||
-                !sgd_update_stays_finite(params_.data(), grads_.data(), parameter_count(), lr)) {
+            if (options.count_correct)
+                correct += count_correct(options.loss, prediction, yb, rows, out);
+            const double loss = loss_forward_backward(options.loss, prediction, yb, delta_.data(),
+                                                      rows, out, options.huber_delta);
+            auto fail = [&](const char* reason) {
                 result.status = FitStatus::non_finite;
                 result.failed_epoch = epoch;
                 result.failed_batch = batch_index;
+                result.reason = reason;
                 return result;
-            }
-            sgd_step(lr);
-            loss_sum += double(loss) * double(rows);
+            };
+            // Summed in double, but a loss the network's dtype cannot hold counts as
+            // non-finite: its outputs are about to overflow.
+            if (!std::isfinite(T(loss))) return fail("the loss");
+            backward_layers(layers_, params_.data(), grads_.data(), z_, a_, xb, rows, delta_,
+                            delta_next_, /*accumulate=*/false);
+            const StepResult step = optimizer_step(options.optimizer, options.schedule);
+            if (!step.gradient_finite) return fail("the gradient");
+            if (step.kept > 0) return fail("an update");
+            loss_sum += loss * loss_normalizer(options.loss, rows, out);
+            norm_sum += step.grad_norm;
+            last_lr = step.lr;
         }
-        losses[epoch] = T(loss_sum / double(n));
+        if (record.loss) record.loss[epoch] = loss_sum / normalizer_n;
+        if (record.grad_norm) record.grad_norm[epoch] = norm_sum / double(batch_index);
+        if (record.lr) record.lr[epoch] = last_lr;
+        if (record.accuracy) record.accuracy[epoch] = double(correct) / accuracy_units;
         result.epochs_completed = epoch + 1;
     }
     return result;

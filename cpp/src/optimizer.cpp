@@ -1,58 +1,388 @@
-// optimizer.cpp — parameter updates over the flat buffers.
+// optimizer.cpp — the update rules over the flat buffers; see optimizer.hpp.
+//
+// Each rule is one loop over [begin, end) of the buffers, run on fixed pieces
+// by the pool's threads (elementwise, so the result does not depend on who runs
+// a piece). Norms are summed in double within fixed pieces, then the pieces in
+// order: deterministic too.
 #include "fastmlp/optimizer.hpp"
 
 #include <algorithm>
 #include <cmath>
-#include <cstdint>
-#include <cstring>
-#include <type_traits>
 
 #include "fastmlp/threading.hpp"
 
 namespace fastmlp {
 
+OptimizerKind optimizer_from_name(const std::string& name) {
+    if (name == "sgd") return OptimizerKind::sgd;
+    if (name == "adam") return OptimizerKind::adam;
+    if (name == "adamw") return OptimizerKind::adamw;
+    if (name == "lamb") return OptimizerKind::lamb;
+    throw std::invalid_argument("optimizer: unknown name '" + name +
+                                "'; choose sgd, adam, adamw or lamb");
+}
+
+const char* optimizer_name(OptimizerKind kind) {
+    switch (kind) {
+        case OptimizerKind::sgd: return "sgd";
+        case OptimizerKind::adam: return "adam";
+        case OptimizerKind::adamw: return "adamw";
+        case OptimizerKind::lamb: return "lamb";
+    }
+    return "?";
+}
+
+int OptimizerConfig::state_buffers() const {
+    if (kind == OptimizerKind::sgd) return momentum != 0 ? 1 : 0;
+    return 2;
+}
+
+namespace {
+bool finite_at_least(double x, double low) { return std::isfinite(x) && x >= low; }
+}  // namespace
+
+void OptimizerConfig::validate() const {
+    require(std::isfinite(lr) && lr > 0, "optimizer: lr must be positive and finite");
+    require(finite_at_least(momentum, 0), "optimizer: momentum must be >= 0");
+    require(finite_at_least(dampening, 0) && dampening <= 1,
+            "optimizer: dampening must be in [0, 1]");
+    require(finite_at_least(weight_decay, 0), "optimizer: weight_decay must be >= 0");
+    require(!nesterov || (momentum > 0 && dampening == 0),
+            "optimizer: nesterov needs momentum > 0 and dampening 0");
+    require(finite_at_least(beta1, 0) && beta1 < 1, "optimizer: beta1 must be in [0, 1)");
+    require(finite_at_least(beta2, 0) && beta2 < 1, "optimizer: beta2 must be in [0, 1)");
+    require(std::isfinite(eps) && eps > 0, "optimizer: eps must be positive");
+    require(finite_at_least(clip_norm, 0), "optimizer: clip_norm must be positive");
+    require(finite_at_least(clip_value, 0), "optimizer: clip_value must be positive");
+}
+
+Schedule::Kind schedule_from_name(const std::string& name) {
+    if (name == "constant") return Schedule::Kind::constant;
+    if (name == "step") return Schedule::Kind::step;
+    if (name == "exponential") return Schedule::Kind::exponential;
+    if (name == "cosine") return Schedule::Kind::cosine;
+    throw std::invalid_argument("schedule: unknown kind '" + name +
+                                "'; choose constant, step, exponential or cosine");
+}
+
+double Schedule::factor(index t) const {
+    if (t < warmup_steps) return double(t + 1) / double(warmup_steps);
+    const index s = t - warmup_steps;
+    switch (kind) {
+        case Kind::constant: return 1.0;
+        case Kind::step: return std::pow(gamma, double(s / step_size));
+        case Kind::exponential: return std::pow(gamma, double(s));
+        case Kind::cosine: {
+            const double progress = double(std::min(s, total_steps)) / double(total_steps);
+            return min_factor + (1.0 - min_factor) * 0.5 * (1.0 + std::cos(M_PI * progress));
+        }
+    }
+    return 1.0;
+}
+
+void Schedule::validate() const {
+    require(warmup_steps >= 0, "schedule: warmup_steps must be >= 0");
+    require(step_size >= 1, "schedule: step_size must be >= 1");
+    require(std::isfinite(gamma) && gamma > 0, "schedule: gamma must be positive");
+    require(total_steps >= 1, "schedule: total_steps must be >= 1");
+    require(std::isfinite(min_factor) && min_factor >= 0 && min_factor <= 1,
+            "schedule: min_factor must be in [0, 1]");
+}
+
+namespace {
+
+constexpr index max_pieces = 256;
+
+// Fixed pieces of a range of n: at least 16 Ki elements each, at most 256 of them.
+index piece_size(index n) { return std::max<index>(1 << 14, (n + max_pieces - 1) / max_pieces); }
+
+int threads_for_elements(index n) { return threads_for(double(n), double(1 << 17)); }
+
+template <typename T>
+struct Coefficients {
+    T lr, scale, clip, wd, mu, one_minus_dampening, b1, one_minus_b1, b2, one_minus_b2, inv_bc1,
+        inv_bc2, eps, decay;  // decay = 1 − lr·wd (adamw)
+    bool clip_on, nesterov, first;
+};
+
+template <typename T>
+inline T gradient(const Coefficients<T>& c, T g) {
+    if (c.clip_on) g = std::min(std::max(g, -c.clip), c.clip);
+    return c.scale * g;
+}
+
+// Stores `updated` unless it is not finite; returns 1 when it kept the old value.
+template <typename T>
+inline index store_finite(T& p, T updated) {
+    const bool ok = std::isfinite(updated);
+    p = ok ? updated : p;
+    return !ok;
+}
+
+// How many parameters sgd_range would make non-finite, writing nothing.
+template <typename T>
+FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict p,
+                                   const T* __restrict g, const T* __restrict v, index begin,
+                                   index end) {
+    index bad = 0;
+    for (index i = begin; i < end; ++i) {
+        T d = gradient(c, g[i]) + c.wd * p[i];
+        if (v != nullptr) {
+            const T velocity = c.first ? d : c.mu * v[i] + c.one_minus_dampening * d;
+            d = c.nesterov ? d + c.mu * velocity : velocity;
+        }
+        bad += !std::isfinite(p[i] - c.lr * d);
+    }
+    return bad;
+}
+
+template <typename T>
+FASTMLP_CLONES index sgd_plain_range(T* __restrict p, const T* __restrict g, index begin,
+                                     index end, T lr) {
+    index bad = 0;
+    for (index i = begin; i < end; ++i) bad += store_finite(p[i], p[i] - lr * g[i]);
+    return bad;
+}
+
+template <typename T>
+FASTMLP_CLONES index sgd_range(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
+                               T* __restrict v, index begin, index end) {
+    index bad = 0;
+    for (index i = begin; i < end; ++i) {
+        T d = gradient(c, g[i]) + c.wd * p[i];
+        if (v != nullptr) {
+            const T velocity = c.first ? d : c.mu * v[i] + c.one_minus_dampening * d;
+            v[i] = velocity;
+            d = c.nesterov ? d + c.mu * velocity : velocity;
+        }
+        bad += store_finite(p[i], p[i] - c.lr * d);
+    }
+    return bad;
+}
+
+// m, v updated; returns u = m̂ / (√v̂ + ε) (adam's step direction, before lr).
+template <typename T>
+inline T adam_direction(const Coefficients<T>& c, T d, T& m, T& v) {
+    m = c.b1 * m + c.one_minus_b1 * d;
+    v = c.b2 * v + c.one_minus_b2 * d * d;
+    return (m * c.inv_bc1) / (std::sqrt(v * c.inv_bc2) + c.eps);
+}
+
+template <typename T>
+FASTMLP_CLONES index adam_range(const Coefficients<T>& c, bool decoupled, T* __restrict p,
+                                const T* __restrict g, T* __restrict m, T* __restrict v,
+                                index begin, index end) {
+    index bad = 0;
+    for (index i = begin; i < end; ++i) {
+        T d = gradient(c, g[i]);
+        T weight = p[i];
+        if (decoupled)
+            weight = weight * c.decay;
+        else
+            d += c.wd * weight;
+        const T u = adam_direction(c, d, m[i], v[i]);
+        bad += store_finite(p[i], weight - c.lr * u);
+    }
+    return bad;
+}
+
+// LAMB, first pass: m and v updated; Σ p² and Σ u² (p before the update) returned.
+template <typename T>
+FASTMLP_CLONES void lamb_norms_range(const Coefficients<T>& c, const T* __restrict p,
+                                     const T* __restrict g, T* __restrict m, T* __restrict v,
+                                     index begin, index end, double& p_sq, double& u_sq) {
+    double ps = 0, us = 0;
+    for (index i = begin; i < end; ++i) {
+        const T u = adam_direction(c, gradient(c, g[i]), m[i], v[i]) + c.wd * p[i];
+        ps += double(p[i]) * double(p[i]);
+        us += double(u) * double(u);
+    }
+    p_sq = ps;
+    u_sq = us;
+}
+
+// LAMB, second pass: p −= (lr · trust) · u, u recomputed from the updated m and v.
+template <typename T>
+FASTMLP_CLONES index lamb_apply_range(const Coefficients<T>& c, T step, T* __restrict p,
+                                      const T* __restrict m, const T* __restrict v, index begin,
+                                      index end) {
+    index bad = 0;
+    for (index i = begin; i < end; ++i) {
+        const T u = (m[i] * c.inv_bc1) / (std::sqrt(v[i] * c.inv_bc2) + c.eps) + c.wd * p[i];
+        bad += store_finite(p[i], p[i] - step * u);
+    }
+    return bad;
+}
+
+template <typename T>
+FASTMLP_CLONES double sum_squares(const T* __restrict g, index begin, index end, T clip) {
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    const bool clip_on = clip > T(0);
+    index i = begin;
+    for (; i + 8 <= end; i += 8)
+        for (int l = 0; l < 8; ++l) {
+            T x = g[i + l];
+            if (clip_on) x = std::min(std::max(x, -clip), clip);
+            acc[l] += double(x) * double(x);
+        }
+    double tail = 0;
+    for (; i < end; ++i) {
+        T x = g[i];
+        if (clip_on) x = std::min(std::max(x, -clip), clip);
+        tail += double(x) * double(x);
+    }
+    return (((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]))) +
+           tail;
+}
+
+// Runs body(begin, end) -> index over fixed pieces of [offset, offset + n) in
+// parallel and returns the sum of what the pieces returned.
+template <typename Body>
+index over_pieces(index offset, index n, Body&& body) {
+    if (n <= 0) return 0;
+    const index piece = piece_size(n);
+    const index pieces = (n + piece - 1) / piece;
+    index counts[max_pieces] = {};
+    parallel_for(threads_for_elements(n), pieces, [&](index c) {
+        const index begin = offset + c * piece;
+        counts[c] = body(begin, std::min(offset + n, begin + piece));
+    });
+    index total = 0;
+    for (index c = 0; c < pieces; ++c) total += counts[c];
+    return total;
+}
+
+}  // namespace
+
+template <typename T>
+double grad_norm(const T* grads, index n, double clip_value) {
+    require(n >= 0, "grad_norm: n must be non-negative");
+    if (n == 0) return 0.0;
+    const index piece = piece_size(n);
+    const index pieces = (n + piece - 1) / piece;
+    double sums[max_pieces] = {};
+    const T clip = clip_value > 0 ? T(clip_value) : T(0);
+    parallel_for(threads_for_elements(n), pieces, [&](index c) {
+        sums[c] = sum_squares(grads, c * piece, std::min(n, (c + 1) * piece), clip);
+    });
+    double total = 0;
+    for (index c = 0; c < pieces; ++c) total += sums[c];
+    return std::sqrt(total);
+}
+
+template <typename T>
+index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
+                       index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
+                       double grad_scale) {
+    require(n >= 0, "optimizer_update: n must be non-negative");
+    require(t >= 1, "optimizer_update: the step count t starts at 1");
+    require(std::isfinite(lr) && lr > 0, "optimizer_update: lr must be positive and finite");
+    require(config.state_buffers() < 1 || s1 != nullptr, "optimizer_update: missing state");
+    require(config.state_buffers() < 2 || s2 != nullptr, "optimizer_update: missing state");
+    Coefficients<T> c{};
+    c.lr = T(lr);
+    c.scale = T(grad_scale);
+    c.clip_on = config.clip_value > 0;
+    c.clip = T(config.clip_value);
+    c.wd = T(config.weight_decay);
+    c.mu = T(config.momentum);
+    c.one_minus_dampening = T(1.0 - config.dampening);
+    c.nesterov = config.nesterov;
+    c.first = t == 1;
+    c.b1 = T(config.beta1);
+    c.one_minus_b1 = T(1.0 - config.beta1);
+    c.b2 = T(config.beta2);
+    c.one_minus_b2 = T(1.0 - config.beta2);
+    c.inv_bc1 = T(1.0 / (1.0 - std::pow(config.beta1, double(t))));
+    c.inv_bc2 = T(1.0 / (1.0 - std::pow(config.beta2, double(t))));
+    c.eps = T(config.eps);
+    c.decay = T(1.0 - lr * config.weight_decay);
+
+    switch (config.kind) {
+        case OptimizerKind::sgd: {
+            // SGD's step is not bounded (lr · g can overflow where Adam's cannot):
+            // when any parameter would turn non-finite, none is changed.
+            {
+                T* velocity = config.momentum != 0 ? s1 : nullptr;
+                const index bad = over_pieces(0, n, [&](index b, index e) {
+                    return sgd_dry_range(c, params, grads, velocity, b, e);
+                });
+                if (bad > 0) return bad;
+            }
+            if (!c.clip_on && grad_scale == 1.0 && config.weight_decay == 0 &&
+                config.momentum == 0)
+                return over_pieces(0, n, [&](index b, index e) {
+                    return sgd_plain_range(params, grads, b, e, c.lr);
+                });
+            T* velocity = config.momentum != 0 ? s1 : nullptr;
+            return over_pieces(0, n, [&](index b, index e) {
+                return sgd_range(c, params, grads, velocity, b, e);
+            });
+        }
+        case OptimizerKind::adam:
+        case OptimizerKind::adamw: {
+            const bool decoupled = config.kind == OptimizerKind::adamw;
+            return over_pieces(0, n, [&](index b, index e) {
+                return adam_range(c, decoupled, params, grads, s1, s2, b, e);
+            });
+        }
+        case OptimizerKind::lamb: {
+            // Each segment (a parameter tensor) gets its own trust ratio;
+            // parameters outside every segment are updated with trust 1.
+            index bad = 0, covered = 0;
+            auto lamb_range = [&](index offset, index size, bool own_trust) {
+                if (size <= 0) return;
+                const index piece = piece_size(size);
+                const index pieces = (size + piece - 1) / piece;
+                double p_sq[max_pieces] = {}, u_sq[max_pieces] = {};
+                parallel_for(threads_for_elements(size), pieces, [&](index k) {
+                    const index begin = offset + k * piece;
+                    lamb_norms_range(c, params, grads, s1, s2, begin,
+                                     std::min(offset + size, begin + piece), p_sq[k], u_sq[k]);
+                });
+                double p_total = 0, u_total = 0;
+                for (index k = 0; k < pieces; ++k) {
+                    p_total += p_sq[k];
+                    u_total += u_sq[k];
+                }
+                const double p_norm = std::sqrt(p_total), u_norm = std::sqrt(u_total);
+                const double trust = own_trust && p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
+                const T step = T(lr * trust);
+                bad += over_pieces(offset, size, [&](index b, index e) {
+                    return lamb_apply_range(c, step, params, s1, s2, b, e);
+                });
+            };
+            for (const Segment& segment : segments) {
+                require(segment.offset >= covered && segment.size >= 0 &&
+                            segment.offset + segment.size <= n,
+                        "optimizer_update: segments must be in order, disjoint and inside the buffer");
+                lamb_range(covered, segment.offset - covered, false);
+                lamb_range(segment.offset, segment.size, true);
+                covered = segment.offset + segment.size;
+            }
+            lamb_range(covered, n - covered, false);
+            return bad;
+        }
+    }
+    return 0;
+}
+
 template <typename T>
 void sgd_update(T* params, const T* grads, index n, T lr) {
     require(n >= 0, "sgd_update: n must be non-negative");
-    constexpr index chunk = 1 << 14;
-    const int nt = threads_for(double(n), 1 << 17);
-    parallel_for(nt, (n + chunk - 1) / chunk, [=](index c) {
-        const index end = (c + 1) * chunk < n ? (c + 1) * chunk : n;
-        for (index i = c * chunk; i < end; ++i) params[i] -= lr * grads[i];
+    over_pieces(0, n, [&](index b, index e) {
+        for (index i = b; i < e; ++i) params[i] -= lr * grads[i];
+        return index(0);
     });
 }
 
-template <typename T>
-bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr) {
-    // A value is finite unless its exponent bits are all ones. OR-ing a flag per
-    // element is an integer reduction, which the compiler vectorizes (a float
-    // sum would not be, without -ffast-math). Long buffers are checked in up to
-    // 256 pieces on the pool's threads, each writing its own flag.
-    using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
-    constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
-    constexpr index max_pieces = 256;
-    const index piece = std::max<index>(1 << 14, (n + max_pieces - 1) / max_pieces);
-    const index pieces = (n + piece - 1) / piece;
-    unsigned char bad[max_pieces] = {};
-    parallel_for(threads_for(double(n), 1 << 17), pieces, [&](index c) {
-        const index begin = c * piece, end = std::min(n, begin + piece);
-        Bits flags = 0;
-        for (index i = begin; i < end; ++i) {
-            const T updated = params[i] - lr * grads[i];
-            Bits bits;
-            std::memcpy(&bits, &updated, sizeof bits);
-            flags |= Bits((bits & exponent) == exponent);
-        }
-        bad[c] = flags != 0;
-    });
-    for (index c = 0; c < pieces; ++c)
-        if (bad[c]) return false;
-    return true;
-}
-
-template void sgd_update<float>(float*, const float*, index, float);
-template void sgd_update<double>(double*, const double*, index, double);
-template bool sgd_update_stays_finite<float>(const float*, const float*, index, float);
-template bool sgd_update_stays_finite<double>(const double*, const double*, index, double);
+#define FASTMLP_INSTANTIATE(T)                                                                   \
+    template double grad_norm<T>(const T*, index, double);                                       \
+    template index optimizer_update<T>(const OptimizerConfig&, T*, const T*, T*, T*, index,      \
+                                       const std::vector<Segment>&, std::int64_t, double, double); \
+    template void sgd_update<T>(T*, const T*, index, T);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
 
 }  // namespace fastmlp

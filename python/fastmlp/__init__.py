@@ -11,8 +11,11 @@ from ._core import __version__
 from ._threads import get_num_threads, set_num_threads
 from .article import NeuralNetwork
 from .gradcheck import GradientCheckResult, gradient_check
-from .network import ACTIVATIONS, LOSSES, History, Network
-from .optimizers import SGD, Optimizer
+from . import schedules
+from .callbacks import EarlyStopping
+from .network import ACTIVATIONS, INITS, LOSSES, History, Network
+from .optimizers import LAMB, SGD, Adam, AdamW, Optimizer
+from .schedules import Constant, Cosine, Exponential, StepDecay, Warmup
 
 __all__ = [
     "__version__",
@@ -20,7 +23,18 @@ __all__ = [
     "NeuralNetwork",
     "History",
     "SGD",
+    "Adam",
+    "AdamW",
+    "LAMB",
     "Optimizer",
+    "Constant",
+    "StepDecay",
+    "Exponential",
+    "Cosine",
+    "Warmup",
+    "schedules",
+    "EarlyStopping",
+    "INITS",
     "ACTIVATIONS",
     "LOSSES",
     "gradient_check",

@@ -121,3 +121,17 @@ def check_targets(value, name: str, n_samples: int, n_outputs: int, dtype: np.dt
         )
     check_finite(array, name)
     return np.ascontiguousarray(array, dtype=dtype)
+
+
+def check_real(value, name: str, low: float, high: float, *, low_open: bool = False,
+               high_open: bool = False) -> float:
+    """A finite real number in [low, high] (each end open when asked)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    value = float(value)
+    below = value <= low if low_open else value < low
+    above = value >= high if high_open else value > high
+    if not math.isfinite(value) or below or above:
+        interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
+    return value

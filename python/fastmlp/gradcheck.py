@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from . import _core
-from ._validation import check_int, check_positive_float, check_samples, check_targets
+from ._validation import check_int, check_positive_float, check_samples
 
 __all__ = ["gradient_check", "GradientCheckResult"]
 
@@ -65,7 +65,7 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     max_params = check_int(max_params, "max_params", minimum=1)
     clone = net.astype("float64")
     X = check_samples(X, "X", clone.n_inputs, np.dtype(np.float64))
-    y = check_targets(y, "y", X.shape[0], clone.n_outputs, np.dtype(np.float64))
+    y = clone._targets(y, X.shape[0])
 
     prediction = clone.forward(X)
     clone.backward(X, y, prediction)
@@ -82,7 +82,7 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
 
     def loss() -> float:
         clone._core.predict(X, out)
-        return _core.mse_forward(out, y)
+        return _core.loss(clone.loss, out, y, None, clone.huber_delta)
 
     def loss_at(i: int, shift: float) -> float:
         saved = params[i]

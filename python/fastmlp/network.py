@@ -8,37 +8,67 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
-import sys
-
 import numpy as np
 
 from . import _core
+from ._targets import prepare_targets
 from ._validation import (
     as_float_dtype,
     check_choice,
     check_int,
+    check_positive_float,
+    check_real,
     check_samples,
-    check_targets,
 )
+from .callbacks import EarlyStopping, ProgressPrinter
 from .optimizers import SGD, Optimizer
 
-__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES"]
+__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS"]
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu")
-LOSSES = ("mse",)
+LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
+CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
+_HEADS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
+INIT_SCHEMES = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal", "lecun_uniform")
+_INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
+                 "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
+INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
+
+
+def resolve_init(init: str, activation: str) -> str:
+    """The scheme a layer gets: "auto" is Xavier-normal for tanh and sigmoid
+    layers and He-normal for every other (the relu family, gelu, swish, linear)."""
+    init = check_choice(init, "init", INITS)
+    if init == "auto":
+        return "xavier_normal" if activation in ("tanh", "sigmoid") else "he_normal"
+    return _INIT_ALIASES.get(init, init)
 
 
 class History:
-    """What a fit recorded, one value per epoch: ``history["loss"]``."""
+    """What a fit recorded, one value per epoch under each key of ``history``:
+    "loss", "grad_norm" (mean global gradient norm of the epoch's updates, before
+    norm clipping) and "lr" (of the epoch's last update); "accuracy" for
+    classifiers; "val_loss" (and "val_accuracy") with validation data. ``epoch``
+    numbers the epochs of this fit from 0; ``stopped_epoch`` is the epoch after
+    which early stopping or a callback ended it (None when it ran to the end), and
+    ``best_epoch`` the epoch whose weights early stopping kept."""
 
     def __init__(self):
         self.history: dict[str, list[float]] = {"loss": []}
         self.epoch: list[int] = []
+        self.stopped_epoch: int | None = None
+        self.best_epoch: int | None = None
 
-    def _append(self, losses) -> None:
-        start = len(self.epoch)
-        self.epoch.extend(range(start, start + len(losses)))
-        self.history["loss"].extend(float(v) for v in losses)
+    def _append(self, logs: dict) -> None:
+        self.epoch.append(len(self.epoch))
+        for key, value in logs.items():
+            self.history.setdefault(key, []).append(float(value))
+
+    def __getitem__(self, key: str) -> list[float]:
+        return self.history[key]
+
+    def __len__(self) -> int:
+        return len(self.epoch)
 
     def __repr__(self) -> str:
         return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
@@ -82,15 +112,30 @@ class Network:
         Activation of the hidden layers, one name or one per hidden layer:
         linear, relu, leaky_relu, sigmoid, tanh, swish, gelu.
     output_activation : str
-        Activation of the last layer (``"linear"`` for regression).
+        Activation of the last layer: "linear" for regression. A classifier's
+        output layer is linear (its outputs are logits) and the loss applies the
+        head; "softmax" (cross_entropy) or "sigmoid" (binary_cross_entropy) may
+        be named here to say so.
     loss : str
-        ``"mse"``: L = mean over samples and outputs of (ŷ − y)², as
-        torch.nn.MSELoss; its gradient is 2 (ŷ − y) / (batch · outputs).
+        "mse": mean over samples and outputs of (ŷ − y)² (torch.nn.MSELoss);
+        "huber": mean Huber loss with ``huber_delta`` (torch.nn.HuberLoss);
+        "cross_entropy": softmax over the outputs and cross-entropy, fused and
+        stable, mean over samples (torch.nn.CrossEntropyLoss); targets are
+        class labels 0..n_outputs-1 or one-hot rows;
+        "binary_cross_entropy": a sigmoid per output, from logits, mean over
+        samples and outputs (torch.nn.BCEWithLogitsLoss); targets 0/1.
+        With a classification loss, ``predict`` gives classes and
+        ``predict_proba`` probabilities.
+    init : str or sequence of str
+        Initial weights, one scheme or one per layer: "auto" (He-normal for the
+        relu family, gelu, swish and linear layers, Xavier-normal for tanh and
+        sigmoid layers), he_normal, he_uniform, xavier_normal, xavier_uniform
+        (also "glorot_*"), lecun_normal, lecun_uniform. Biases start at zero.
     dtype : "float32" or "float64"
         float32 is the fast default; float64 for gradient checks.
     seed : int or None
-        Seeds the network's generator (He-normal initial weights, shuffling).
-        None draws a fresh seed; ``net.seed`` tells which.
+        Seeds the network's generator (initial weights, shuffling). None draws
+        a fresh seed; ``net.seed`` tells which.
     """
 
     def __init__(
@@ -100,6 +145,8 @@ class Network:
         *,
         output_activation: str = "linear",
         loss: str = "mse",
+        huber_delta: float = 1.0,
+        init="auto",
         dtype="float32",
         seed: int | None = None,
     ):
@@ -116,8 +163,20 @@ class Network:
             hidden = [check_choice(a, f"activation[{i}]", ACTIVATIONS) for i, a in enumerate(activation)]
         else:
             raise TypeError(f"activation: expected a name such as 'relu', got {activation!r}")
-        output_activation = check_choice(output_activation, "output_activation", ACTIVATIONS)
         self._loss = check_choice(loss, "loss", LOSSES)
+        head = _HEADS.get(self._loss)
+        if head is not None:
+            if output_activation not in ("linear", head):
+                raise ValueError(
+                    f"output_activation: with loss={self._loss!r} the output layer is linear and the loss "
+                    f"applies the {head}; use 'linear' or {head!r}, got {output_activation!r}"
+                )
+            output_activation = "linear"
+        output_activation = check_choice(output_activation, "output_activation", ACTIVATIONS)
+        if self._loss == "cross_entropy" and sizes[-1] < 2:
+            raise ValueError("loss: cross_entropy needs at least 2 outputs (one per class); "
+                             "for a single output use binary_cross_entropy")
+        self._huber_delta = check_positive_float(huber_delta, "huber_delta")
         self._dtype = as_float_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
@@ -126,10 +185,19 @@ class Network:
             raise ValueError(f"seed: expected an integer below 2**64, got {self._seed}")
         self._sizes = sizes
         self._activations = tuple(hidden) + (output_activation,)
+        if isinstance(init, str):
+            inits = [init] * n_layers
+        elif hasattr(init, "__len__") and len(init) == n_layers:
+            inits = list(init)
+        else:
+            raise ValueError(f"init: expected one scheme or {n_layers} (one per layer), got {init!r}")
+        self._init = init if isinstance(init, str) else tuple(init)
+        self._schemes = tuple(resolve_init(i, a) for i, a in zip(inits, self._activations))
         core_class = _core.Network32 if self._dtype == np.float32 else _core.Network64
-        self._core = core_class(list(sizes), list(self._activations), self._seed)
+        self._core = core_class(list(sizes), list(self._activations), self._seed, list(self._schemes))
         self._make_views()
         self._last_batch: int | None = None
+        self._optimizer: Optimizer | None = None
 
     def _make_views(self) -> None:
         params, grads = self._core.params, self._core.grads
@@ -150,12 +218,25 @@ class Network:
 
     @property
     def activations(self) -> tuple[str, ...]:
-        """Activation of every layer, the output layer's last."""
+        """Activation of every layer, the output layer's last (a classifier's is linear)."""
         return self._activations
 
     @property
     def loss(self) -> str:
         return self._loss
+
+    @property
+    def huber_delta(self) -> float:
+        return self._huber_delta
+
+    @property
+    def is_classifier(self) -> bool:
+        return self._loss in CLASSIFICATION_LOSSES
+
+    @property
+    def init(self) -> tuple[str, ...]:
+        """The initialisation scheme of every layer (with "auto" resolved)."""
+        return self._schemes
 
     @property
     def dtype(self) -> np.dtype:
@@ -176,6 +257,11 @@ class Network:
     @property
     def n_params(self) -> int:
         return int(self._params.size)
+
+    @property
+    def optimizer(self) -> Optimizer | None:
+        """The optimizer of the last fit, partial_fit or step (its state lives in the network)."""
+        return self._optimizer
 
     # ---- parameters (views, no copies) ----------------------------------------------
     @property
@@ -204,9 +290,13 @@ class Network:
             f"dtype={self._dtype.name!r}, seed={self._seed})"
         )
 
+    def _targets(self, y, n_samples: int, name: str = "y") -> np.ndarray:
+        return prepare_targets(y, name, n_samples, self.n_outputs, self._loss, self._dtype)
+
     # ---- the article's steps ----------------------------------------------------------
     def forward(self, X) -> np.ndarray:
-        """Forward pass (n_samples, n_outputs); keeps the cache that backward uses."""
+        """Forward pass (n_samples, n_outputs), raw outputs (a classifier's logits);
+        keeps the cache that backward uses."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         out = self._core.forward(X)
         self._last_batch = X.shape[0]
@@ -220,37 +310,54 @@ class Network:
         return list(self._grad_weights), list(self._grad_biases)
 
     def _backward(self, X, y, y_pred, article_scale: bool = False) -> None:
-        """Backpropagates dL/dŷ into ``grads``: the MSE gradient 2 (ŷ − y) / (batch ·
-        outputs), or with article_scale the article's (ŷ − y) / batch."""
+        """Backpropagates dL/dŷ into ``grads`` for the network's loss; with
+        article_scale (mse only) the article's (ŷ − y) / batch instead."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
-        y = check_targets(y, "y", X.shape[0], self.n_outputs, self._dtype)
-        y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
+        y = self._targets(y, X.shape[0])
+        y_pred = prepare_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, "mse", self._dtype)
         if self._last_batch != X.shape[0]:
             raise ValueError(
                 "backward: call forward(X) on this batch first (the cache holds "
                 f"{self._last_batch if self._last_batch is not None else 'no'} samples, X has {X.shape[0]})"
             )
         d_out = np.empty_like(y_pred)
-        scale = 1.0 / X.shape[0] if article_scale else 2.0 / y_pred.size
-        _core.mse_backward(d_out, y_pred, y, scale)
+        if article_scale:
+            _core.mse_backward(d_out, y_pred, y, 1.0 / X.shape[0])
+        else:
+            _core.loss(self._loss, y_pred, y, d_out, self._huber_delta)
         self._core.backward(X, d_out)
 
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
         self._core.zero_grad()
 
-    def step(self, optimizer: Optimizer) -> None:
-        """Applies one update from the current ``grads``."""
-        if not isinstance(optimizer, Optimizer):
-            raise TypeError(f"optimizer: expected an optimizer such as fm.SGD(lr=0.01), got {optimizer!r}")
-        self._check_optimizer_fits_dtype(optimizer)
-        optimizer._apply(self._core)
+    def step(self, optimizer: Optimizer | None = None) -> dict:
+        """Applies one update from the current ``grads`` with ``optimizer`` (the
+        last one used when None), continuing its state. Returns
+        ``{"grad_norm": ..., "lr": ...}``."""
+        optimizer = self._resolve_optimizer(optimizer)
+        grad_norm, lr, finite, kept = optimizer._apply(self._core)
+        if not finite:
+            raise FloatingPointError("step: the gradient is not finite; no parameter was changed")
+        if kept:
+            raise FloatingPointError(f"step: the update would make {kept} parameters non-finite; they kept their values")
+        return {"grad_norm": grad_norm, "lr": lr}
 
-    def _check_optimizer_fits_dtype(self, optimizer: Optimizer) -> None:
+    def reset_optimizer(self) -> None:
+        """Clears the optimizer's state (momentum, Adam's moments, the update count)."""
+        self._core.reset_optimizer()
+
+    def _resolve_optimizer(self, optimizer) -> Optimizer:
+        if optimizer is None:
+            optimizer = self._optimizer if self._optimizer is not None else SGD()
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"optimizer: expected an optimizer such as fm.SGD(lr=0.01) or fm.Adam(), got {optimizer!r}")
         if optimizer.lr > float(np.finfo(self._dtype).max):
             raise ValueError(f"lr: {optimizer.lr!r} is not finite in the network's dtype {self._dtype.name}")
+        self._optimizer = optimizer
+        return optimizer
 
-    # ---- training and inference ------------------------------------------------------
+    # ---- training --------------------------------------------------------------------
     def fit(
         self,
         X,
@@ -260,89 +367,236 @@ class Network:
         optimizer: Optimizer | None = None,
         shuffle: bool = True,
         verbose: int = 0,
+        *,
+        validation_split: float = 0.0,
+        validation_data=None,
+        early_stopping: EarlyStopping | bool | None = None,
+        on_epoch_end=None,
     ) -> History:
-        """Trains from the current weights; the whole loop runs in C++ with the GIL released.
+        """Trains from the current weights (and the optimizer's current state).
 
-        batch_size None means full batch. With mini-batches and ``shuffle``, the
-        order is drawn from the network's seeded generator each epoch. Each
-        epoch's loss is the mean of its batches' losses, each measured before
-        that batch's update (the article's convention). If the loss or a
-        gradient turns non-finite the fit stops with FloatingPointError and the
-        weights keep their last finite values.
+        Every epoch runs in C++ with the GIL released: batching, seeded
+        shuffling, forward, loss, backward, clipping, schedule and update. Python
+        runs between epochs only, and only when asked to (verbose, validation,
+        early stopping, a callback); otherwise the whole fit is one call.
+
+        batch_size None means full batch. Each epoch's loss (and accuracy) is
+        measured on each batch before its update (the article's convention).
+        ``validation_split`` holds out that fraction of the samples, the last
+        ones, before any shuffling (Keras's rule); ``validation_data=(X, y)``
+        gives a set explicitly. ``early_stopping`` is an
+        :class:`~fastmlp.EarlyStopping` (True for the defaults).
+        ``on_epoch_end(epoch, logs)`` is called after every epoch with that
+        epoch's figures; returning True stops the fit. ``verbose``: 0 silent,
+        1 one line per epoch, 2 a progress bar.
+
+        If the loss or the gradient turns non-finite the fit stops with
+        FloatingPointError (its ``history`` attribute holds what was recorded)
+        and the weights keep their last finite values.
         """
         X = check_samples(X, "X", self.n_inputs, self._dtype)
-        y = check_targets(y, "y", X.shape[0], self.n_outputs, self._dtype)
+        y = self._targets(y, X.shape[0])
         epochs = check_int(epochs, "epochs", minimum=1)
         batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-        optimizer = SGD() if optimizer is None else optimizer
-        if not isinstance(optimizer, SGD):
-            raise TypeError(f"optimizer: expected fm.SGD(lr=...), got {optimizer!r}")
-        self._check_optimizer_fits_dtype(optimizer)
+        optimizer = self._resolve_optimizer(optimizer)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = check_int(verbose, "verbose", minimum=0)
+        if verbose > 2:
+            raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
+        validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
+        if validation_data is not None:
+            if validation_split:
+                raise ValueError("give validation_data or validation_split, not both")
+            try:
+                X_val, y_val = validation_data
+            except (TypeError, ValueError):
+                raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
+            X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
+            y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
+        elif validation_split:
+            n_val = int(round(X.shape[0] * validation_split))
+            if n_val < 1 or n_val >= X.shape[0]:
+                raise ValueError(
+                    f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
+                    f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
+                )
+            X, X_val = X[:-n_val], X[-n_val:]
+            y, y_val = y[:-n_val], y[-n_val:]
+        else:
+            X_val = y_val = None
+        if early_stopping is True:
+            early_stopping = EarlyStopping()
+        elif early_stopping is False:
+            early_stopping = None
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
+        keys = ["loss", "grad_norm", "lr"]
+        if self.is_classifier:
+            keys.append("accuracy")
+        if X_val is not None:
+            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
+        if early_stopping is not None:
+            early_stopping._start(X_val is not None, keys)
 
         history = History()
-        # Silent: one call for the whole fit. Verbose: one call per epoch, to print between them.
-        chunk = epochs if verbose == 0 else 1
-        losses = np.empty(chunk, dtype=self._dtype)
-        for start in range(0, epochs, chunk):
-            status, done, failed_epoch, failed_batch = self._core.fit(
-                X, y, chunk, batch, optimizer.lr, bool(shuffle), losses
-            )
-            history._append(losses[:done])
-            if status == "non_finite":
-                error = FloatingPointError(
-                    f"fit: the loss or an update became non-finite in epoch {start + failed_epoch} "
-                    f"(batch {failed_batch}); the weights keep their last finite values. "
-                    f"Try a smaller learning rate (lr={optimizer.lr}) or scaled inputs."
-                )
-                error.history = history  # type: ignore[attr-defined]
-                raise error
-            if verbose:
-                print(f"Epoch {start + 1}/{epochs} - loss: {losses[0]:.6g}", file=sys.stdout, flush=True)
-        self._last_batch = None
+        # Silent and unwatched: one call for the whole fit. Otherwise one call per epoch.
+        per_epoch = bool(verbose or X_val is not None or early_stopping is not None or on_epoch_end is not None)
+        chunk = 1 if per_epoch else epochs
+        printer = ProgressPrinter(verbose, epochs) if verbose else None
+        config, schedule = optimizer._config(), optimizer._schedule_spec()
+        try:
+            for start in range(0, epochs, chunk):
+                result = self._core.fit(X, y, chunk, batch, bool(shuffle), self._loss, self._huber_delta,
+                                        config, schedule, self.is_classifier)
+                done = result["epochs"]
+                for e in range(done):
+                    logs = {"loss": result["loss"][e], "grad_norm": result["grad_norm"][e], "lr": result["lr"][e]}
+                    if self.is_classifier:
+                        logs["accuracy"] = result["accuracy"][e]
+                    if X_val is not None:
+                        logs.update(self._evaluate_prepared(X_val, y_val, prefix="val_"))
+                    history._append(logs)
+                if result["status"] == "non_finite":
+                    error = FloatingPointError(
+                        f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
+                        f"(batch {result['failed_batch']}); the weights keep their last finite values. "
+                        f"Try a smaller learning rate (lr={optimizer.lr}), gradient clipping or scaled inputs."
+                    )
+                    error.history = history  # type: ignore[attr-defined]
+                    raise error
+                if not per_epoch:
+                    continue
+                epoch = start
+                logs = {key: history.history[key][-1] for key in history.history}
+                if printer is not None:
+                    printer.epoch_end(epoch, logs)
+                stop = False
+                if early_stopping is not None and early_stopping._update(epoch, logs, self._params):
+                    stop = True
+                if on_epoch_end is not None and on_epoch_end(epoch, dict(logs)):
+                    stop = True
+                if stop:
+                    history.stopped_epoch = epoch
+                    break
+        finally:
+            if printer is not None:
+                printer.close()
+            self._last_batch = None
+        if early_stopping is not None:
+            history.best_epoch = early_stopping._best_epoch
+            if early_stopping.restore_best_weights and early_stopping._best_params is not None:
+                self._params[...] = early_stopping._best_params
         return history
 
-    def predict(self, X) -> np.ndarray:
-        """Outputs (n_samples, n_outputs), computed in chunks without threads' cache."""
+    def partial_fit(self, X, y, optimizer: Optimizer | None = None, batch_size: int | None = None,
+                    shuffle: bool = True) -> "Network":
+        """One pass over (X, y) from the current weights and optimizer state (the
+        last optimizer used when None), as scikit-learn's partial_fit; returns self."""
+        self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle)
+        return self
+
+    # ---- inference -------------------------------------------------------------------
+    def _outputs(self, X) -> np.ndarray:
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self._dtype)
         self._core.predict(X, out)
         return out
 
+    def predict(self, X) -> np.ndarray:
+        """Regression: the outputs (n_samples, n_outputs). Classifiers: the classes,
+        int64 — shape (n_samples,) for cross_entropy (the most probable class) and
+        for binary_cross_entropy with one output, (n_samples, n_outputs) for
+        several (each output's probability > 0.5)."""
+        out = self._outputs(X)
+        if self._loss == "cross_entropy":
+            return np.argmax(out, axis=1).astype(np.int64)
+        if self._loss == "binary_cross_entropy":
+            labels = (out > 0).astype(np.int64)
+            return labels[:, 0] if self.n_outputs == 1 else labels
+        return out
+
+    def predict_proba(self, X) -> np.ndarray:
+        """Classifiers: probabilities (n_samples, n_outputs) — softmax rows for
+        cross_entropy, each output's sigmoid for binary_cross_entropy."""
+        if not self.is_classifier:
+            raise TypeError(f"predict_proba: only for classifiers (loss cross_entropy or binary_cross_entropy); "
+                            f"this network's loss is {self._loss!r}: use predict")
+        out = self._outputs(X)
+        if self._loss == "cross_entropy":
+            _core.softmax(out, out)
+        else:
+            _core.activation_forward("sigmoid", out, out)
+        return out
+
+    def _evaluate_prepared(self, X, y, prefix: str = "") -> dict[str, float]:
+        loss, correct = self._core.evaluate(X, y, self._loss, self._huber_delta, self.is_classifier)
+        result = {prefix + "loss": float(loss)}
+        if self.is_classifier:
+            units = X.shape[0] if self._loss == "cross_entropy" else y.size
+            result[prefix + "accuracy"] = correct / units
+        return result
+
     def evaluate(self, X, y) -> dict[str, float]:
-        """``{"loss": L}`` on (X, y) with the network's loss."""
+        """``{"loss": L}`` on (X, y) with the network's loss, and ``"accuracy"`` for
+        classifiers (binary_cross_entropy: the fraction of outputs right)."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
-        y = check_targets(y, "y", X.shape[0], self.n_outputs, self._dtype)
-        prediction = self.predict(X)
-        return {"loss": float(_core.mse_forward(prediction, y))}
+        return self._evaluate_prepared(X, self._targets(y, X.shape[0]))
+
+    def score(self, X, y) -> float:
+        """As scikit-learn: accuracy for classifiers, the coefficient of
+        determination R² (averaged over outputs) for regression."""
+        X = check_samples(X, "X", self.n_inputs, self._dtype)
+        y = self._targets(y, X.shape[0])
+        if self.is_classifier:
+            return self._evaluate_prepared(X, y)["accuracy"]
+        pred = self._outputs(X).astype(np.float64)
+        target = y.astype(np.float64)
+        residual = ((target - pred) ** 2).sum(axis=0)
+        total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
+        return float(np.mean(r2))
 
     # ---- copies -------------------------------------------------------------------------
+    def _settings(self) -> dict:
+        return {"activation": list(self._activations[:-1]), "output_activation": self._activations[-1],
+                "loss": self._loss, "huber_delta": self._huber_delta, "init": list(self._schemes),
+                "seed": self._seed}
+
+    def _optimizer_state(self):
+        kind, steps, buffers = self._core.optimizer_state()
+        return self._optimizer, kind, steps, [np.asarray(b) for b in buffers]
+
+    def _set_optimizer_state(self, state) -> None:
+        optimizer, kind, steps, buffers = state
+        self._optimizer = optimizer
+        if optimizer is not None and optimizer._kind == kind and (steps or buffers):
+            self._core.set_optimizer_state(optimizer._config(), steps,
+                                           [np.ascontiguousarray(b, dtype=self._dtype) for b in buffers])
+
     def astype(self, dtype) -> "Network":
-        """A new network with the same architecture, seed and parameters in ``dtype``."""
+        """A new network with the same architecture, seed, parameters and
+        optimizer state, in ``dtype``."""
         dtype = as_float_dtype(dtype)
-        clone = Network(
-            self._sizes,
-            list(self._activations[:-1]),
-            output_activation=self._activations[-1],
-            loss=self._loss,
-            dtype=dtype,
-            seed=self._seed,
-        )
+        clone = Network(self._sizes, dtype=dtype, **self._settings())
         clone.params[...] = self.params
+        clone._set_optimizer_state(self._optimizer_state())
         return clone
 
     def copy(self) -> "Network":
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self._sizes, self._activations, self._loss, self._dtype.name, self._seed,
-                           np.array(self.params)))
+        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, np.array(self.params),
+                           self._optimizer_state()))
 
 
-def _rebuild(sizes, activations, loss, dtype, seed, params) -> Network:
-    net = Network(sizes, list(activations[:-1]), output_activation=activations[-1], loss=loss,
-                  dtype=dtype, seed=seed)
+def _rebuild(sizes, settings, dtype, params, optimizer_state=None) -> Network:
+    net = Network(sizes, dtype=dtype, **settings)
     net.params[...] = params
+    if optimizer_state is not None:
+        net._set_optimizer_state(optimizer_state)
     return net

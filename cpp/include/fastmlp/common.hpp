@@ -22,3 +22,13 @@ inline void require(bool condition, const std::string& message) {
 }
 
 }  // namespace fastmlp
+
+// Elementwise loops marked FASTMLP_CLONES are compiled three times (AVX-512,
+// AVX2, baseline) and the dynamic loader picks one for this CPU (GCC function
+// multiversioning, x86-64 Linux). The clones compute the same IEEE operations
+// element by element, so results do not depend on which one runs.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTMLP_CLONES
+#endif

@@ -1,18 +1,49 @@
-// fastmlp/loss.hpp — losses and their gradients.
+// fastmlp/loss.hpp — losses, their gradients, and the classification heads.
 //
-// MSE over all n elements (B samples × O outputs), as torch.nn.MSELoss:
-//   L = (1/n) Σ (pred - target)²        dL/dpred = (2/n) (pred - target)
-// mse_backward takes the scale explicitly (2/n for that L), so the article's
-// convention, L = 1/(2B) Σ (pred - target)² with gradient (pred - target)/B, is
-// the same kernel with scale 1/B.
+// pred is the network's last output (B samples × O outputs); target is dense,
+// of the same shape. Every loss is a mean, as in PyTorch:
+//   mse                  L = (1/BO) Σ (p − t)²                 dL/dp = 2 (p − t) / BO
+//   cross_entropy        L = (1/B) Σ_rows −Σ_k t_k log softmax(p)_k
+//                        dL/dp = (softmax(p) · Σ_k t_k − t) / B   (softmax and CE fused)
+//   binary_cross_entropy L = (1/BO) Σ max(p, 0) − p t + log(1 + e^−|p|)   (from logits)
+//                        dL/dp = (σ(p) − t) / BO
+//   huber (δ > 0)        L = (1/BO) Σ ½ d² if |d| ≤ δ else δ (|d| − δ/2),  d = p − t
+//                        dL/dp = clamp(d, −δ, δ) / BO
+// The two cross-entropies take logits: the output layer stays linear and the
+// head (softmax or sigmoid) is applied inside the loss, stably (log-sum-exp).
 #pragma once
+
+#include <string>
 
 #include "fastmlp/common.hpp"
 
 namespace fastmlp {
 
+enum class Loss { mse, cross_entropy, binary_cross_entropy, huber };
+
+Loss loss_from_name(const std::string& name);  // throws std::invalid_argument naming the choices
+const char* loss_name(Loss loss);
+
+// What the mean divides by: B for cross_entropy, B·O for the others.
+double loss_normalizer(Loss loss, index batch, index outputs);
+
+// The mean loss over the batch; when grad is not null, also dL/dpred into grad
+// (B, O), which may alias pred. Sums run in a fixed order (double per row).
+template <typename T>
+double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad, index batch,
+                             index outputs, double delta);
+
+// How many predictions are right: cross_entropy counts rows whose argmax (the
+// first maximum) matches the target's; binary_cross_entropy counts elements
+// with (p > 0) == (t > 0.5). Other losses: 0.
+template <typename T>
+index count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs);
+
+// Row-wise softmax (B, O); out may alias z.
+template <typename T>
+void softmax_rows(T* out, const T* z, index batch, index outputs);
+
 // pred, target are (n); returns the mean of squared differences (0 for n == 0).
-// Summed in fixed blocks, so the value does not depend on the thread count.
 template <typename T>
 T mse_forward(const T* pred, const T* target, index n);
 

@@ -21,6 +21,8 @@
 
 #include "fastmlp/activation.hpp"
 #include "fastmlp/common.hpp"
+#include "fastmlp/loss.hpp"
+#include "fastmlp/optimizer.hpp"
 #include "fastmlp/random.hpp"
 
 namespace fastmlp {
@@ -31,30 +33,60 @@ struct Layer {
     Activation activation = Activation::linear;
 };
 
+// Initial weights of a layer (fan_in = inputs, fan_out = outputs), drawn in
+// row-major order from the network's generator; biases start at zero.
+//   he_normal N(0, 2/fan_in)          he_uniform U(±√(6/fan_in))
+//   xavier_normal N(0, 2/(in + out))  xavier_uniform U(±√(6/(in + out)))
+//   lecun_normal N(0, 1/fan_in)       lecun_uniform U(±√(3/fan_in))
+enum class Init { he_normal, he_uniform, xavier_normal, xavier_uniform, lecun_normal, lecun_uniform };
+
+Init init_from_name(const std::string& name);
+
 struct FitOptions {
     index epochs = 1;
     index batch_size = 0;  // 0 or >= n: full batch
-    double learning_rate = 0.01;
     bool shuffle = true;
+    Loss loss = Loss::mse;
+    double huber_delta = 1.0;
+    OptimizerConfig optimizer;
+    Schedule schedule;
+    bool count_correct = false;  // classification: fill FitRecord::accuracy
+};
+
+// Per-epoch figures, each an array of `epochs` values (any pointer may be null).
+struct FitRecord {
+    double* loss = nullptr;       // mean training loss, each batch measured before its update
+    double* grad_norm = nullptr;  // mean over the epoch's updates of the global gradient norm
+    double* lr = nullptr;         // learning rate of the epoch's last update
+    double* accuracy = nullptr;   // fraction right, each batch measured before its update
 };
 
 enum class FitStatus { completed, non_finite, interrupted };
 
 struct FitResult {
     FitStatus status = FitStatus::completed;
-    index epochs_completed = 0;  // epochs whose loss was written
-    index failed_epoch = -1;     // epoch in which the loss or an update turned non-finite
+    index epochs_completed = 0;  // epochs whose figures were written
+    index failed_epoch = -1;     // epoch in which the loss, gradient or an update turned non-finite
     index failed_batch = -1;
+    const char* reason = "";     // which of them
+};
+
+// What one update did.
+struct StepResult {
+    double grad_norm = 0;  // global gradient norm before norm clipping
+    double lr = 0;         // learning rate after the schedule
+    bool gradient_finite = true;
+    index kept = 0;        // parameters whose update was not finite (they kept their value)
 };
 
 template <typename T>
 class Network {
 public:
-    // sizes: I, H_1, ..., O (at least two entries, each >= 1);
-    // activations: one per layer (sizes.size() - 1). Weights are drawn He-normal
-    // (N(0, 2 / fan_in)) from the network's generator, biases are zero.
+    // sizes: I, H_1, ..., O (at least two entries, each >= 1); activations: one
+    // per layer (sizes.size() - 1); inits: one per layer, or empty for He-normal
+    // everywhere. The initial weights come from the network's generator.
     Network(const std::vector<index>& sizes, const std::vector<Activation>& activations,
-            std::uint64_t seed);
+            std::uint64_t seed, const std::vector<Init>& inits = {});
 
     const std::vector<Layer>& layers() const { return layers_; }
     index inputs() const { return layers_.front().inputs; }
@@ -63,9 +95,11 @@ public:
     T* params() { return params_.data(); }
     T* grads() { return grads_.data(); }
     Rng& rng() { return rng_; }
+    // One segment per parameter tensor: W_0, b_0, W_1, b_1, ...
+    const std::vector<Segment>& segments() const { return segments_; }
 
-    // He-normal weights, zero biases, from the network's generator.
-    void init_he_normal();
+    // Draws every layer's weights again with its scheme; zero biases.
+    void initialize(const std::vector<Init>& inits);
 
     // X is (B, I), rows contiguous. Keeps Z_l and A_l for backward; returns A_last (B, O),
     // valid until the next call that uses the workspace.
@@ -77,17 +111,39 @@ public:
     void zero_grad();
     void sgd_step(T learning_rate);
 
+    // The optimizer's state (velocity, or Adam's m and v, and the update count)
+    // is part of the network: it carries over from one fit to the next, and is
+    // created afresh (zeros, t = 0) when the rule changes or after reset.
+    void reset_optimizer();
+    std::int64_t optimizer_steps() const { return opt_steps_; }
+    // The state buffers (0, 1 or 2 of them, each parameter_count() long) and rule.
+    int optimizer_buffers() const { return opt_buffers_ < 0 ? 0 : opt_buffers_; }
+    T* optimizer_state(int buffer) { return buffer == 0 ? opt_s1_.data() : opt_s2_.data(); }
+    OptimizerKind optimizer_kind() const { return opt_kind_; }
+    // Makes the state fit `config` (keeping it when the rule is unchanged) and
+    // sets the update count, for restoring a saved state.
+    void prepare_optimizer(const OptimizerConfig& config);
+    void set_optimizer_steps(std::int64_t steps) { opt_steps_ = steps; }
+    // One update from the current gradients: norm (after value clipping), clip
+    // by norm, schedule, rule. Leaves params untouched if the gradient is not finite.
+    StepResult optimizer_step(const OptimizerConfig& config, const Schedule& schedule);
+
+    // Mean loss of the whole (X, Y) in chunks (no training cache touched); when
+    // correct is not null, also how many predictions were right (count_correct).
+    double evaluate(const T* x, const T* y, index n, Loss loss, double huber_delta,
+                    index* correct);
+
     // Inference: X (n, I) -> out (n, O), in chunks; does not touch the training cache.
     void predict(const T* x, index n, T* out);
 
-    // The whole training loop, in C++. X (n, I), Y (n, O), rows contiguous.
-    // losses (epochs) receives the mean training loss of each epoch, measured on
-    // each batch before its update (as the article does). should_stop is polled
-    // between batches; returning true ends the fit with status interrupted.
-    // When the loss, or the update it would make, is not finite, the update is
-    // skipped and the fit stops: the parameters keep their last finite values.
-    FitResult fit(const T* x, const T* y, index n, const FitOptions& options, T* losses,
-                  const std::function<bool()>& should_stop);
+    // The whole training loop, in C++. X (n, I), Y (n, O), rows contiguous (Y
+    // dense: one-hot rows for cross_entropy). `record` receives each epoch's
+    // figures. should_stop is polled between batches; returning true ends the
+    // fit with status interrupted. When the loss or the gradient is not finite,
+    // the update is skipped and the fit stops; when an update would make a
+    // parameter non-finite, that parameter keeps its value and the fit stops.
+    FitResult fit(const T* x, const T* y, index n, const FitOptions& options,
+                  const FitRecord& record, const std::function<bool()>& should_stop);
 
     // The cached forward values of the last forward(): Z_l and A_l, each (B, O_l).
     index cached_batch() const { return cached_batch_; }
@@ -96,12 +152,19 @@ public:
 
 private:
     void reserve_workspace(index batch);
+    void reserve_predict(index chunk);
     void forward_layers(const T* x, index batch);
 
     std::vector<Layer> layers_;
     index max_width_ = 0;
     std::vector<T> params_, grads_;
+    std::vector<Segment> segments_;
     Rng rng_;
+
+    OptimizerKind opt_kind_ = OptimizerKind::sgd;
+    int opt_buffers_ = -1;  // -1: no state yet
+    std::int64_t opt_steps_ = 0;
+    std::vector<T> opt_s1_, opt_s2_;
 
     index capacity_ = 0;     // batch size the workspace holds
     index cached_batch_ = -1;  // batch of the last forward, -1 when none

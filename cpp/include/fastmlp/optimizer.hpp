@@ -1,20 +1,95 @@
 // fastmlp/optimizer.hpp — parameter updates over the flat buffers.
 //
 // All parameters of a network live in one buffer and their gradients in a
-// second with the same layout, so each optimizer is one loop over both.
+// second with the same layout, so each optimizer is ONE fused loop over the
+// parameters, the gradients and its state buffers (same layout again). t is
+// the 1-based update count; g = grad_scale · clamp(grad, ±clip_value) (clamp
+// only when clip_value > 0) stands for the gradient in every rule:
+//
+//   sgd    g += wd·p;  if momentum: v = (t == 1 ? g : μ v + (1 − dampening) g),
+//          g = nesterov ? g + μ v : v;  p −= lr · g              (torch.optim.SGD)
+//   adam   g += wd·p;  m = β1 m + (1 − β1) g;  v = β2 v + (1 − β2) g²;
+//          p −= lr · m̂ / (√v̂ + ε),  m̂ = m / (1 − β1^t), v̂ = v / (1 − β2^t)   (torch.optim.Adam)
+//   adamw  p −= lr·wd·p first (decoupled decay), then adam without the L2 term  (torch.optim.AdamW)
+//   lamb   m, v, m̂, v̂ as adam;  u = m̂ / (√v̂ + ε) + wd·p;  per segment (one
+//          parameter tensor: a layer's weights, or its biases)
+//          p −= lr · (‖p‖ / ‖u‖) · u, the trust ratio taken as 1 when either
+//          norm is 0   (You et al. 2019, "Large Batch Optimization for Deep
+//          Learning", Algorithm 2)
+//
+// A parameter whose new value would not be finite keeps its old value, and the
+// update reports how many did so (the engine then stops the fit). For sgd,
+// whose step lr · g is unbounded, a pass before the update checks every new
+// value, and when one is not finite nothing is changed (state included).
 #pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
 
 #include "fastmlp/common.hpp"
 
 namespace fastmlp {
 
+enum class OptimizerKind { sgd, adam, adamw, lamb };
+
+OptimizerKind optimizer_from_name(const std::string& name);  // sgd, adam, adamw, lamb
+const char* optimizer_name(OptimizerKind kind);
+
+struct OptimizerConfig {
+    OptimizerKind kind = OptimizerKind::sgd;
+    double lr = 0.01;
+    double momentum = 0, dampening = 0, weight_decay = 0;
+    bool nesterov = false;
+    double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;
+    double clip_norm = 0;   // > 0: scale the gradient to at most this global L2 norm
+    double clip_value = 0;  // > 0: clamp every gradient value to ±clip_value first
+
+    // State buffers the rule keeps: 0 (plain sgd), 1 (sgd with momentum) or 2.
+    int state_buffers() const;
+    void validate() const;  // throws std::invalid_argument naming the bad value
+};
+
+// The learning-rate factor at update t (0-based: t updates were made before).
+// Warm-up (t < W): (t + 1) / W; then, with s = t − W:
+//   constant 1 · step γ^⌊s / step_size⌋ · exponential γ^s ·
+//   cosine m + (1 − m) (1 + cos(π min(s, T) / T)) / 2.
+struct Schedule {
+    enum class Kind { constant, step, exponential, cosine };
+    Kind kind = Kind::constant;
+    index warmup_steps = 0;
+    index step_size = 1;
+    double gamma = 1.0;
+    index total_steps = 1;
+    double min_factor = 0.0;
+
+    double factor(index t) const;
+    void validate() const;
+};
+
+Schedule::Kind schedule_from_name(const std::string& name);
+
+// A parameter tensor inside the flat buffer, for LAMB's per-tensor trust ratio.
+struct Segment {
+    index offset = 0, size = 0;
+};
+
+// Global L2 norm of grads (n) after clamping to ±clip_value when clip_value > 0.
+// Summed in double over fixed pieces, so the value does not depend on the threads.
+template <typename T>
+double grad_norm(const T* grads, index n, double clip_value);
+
+// One update of `config.kind` at step t (1-based) with learning rate lr and
+// gradient scale grad_scale. s1 / s2: the state buffers (velocity; m and v),
+// each (n) or null when the rule keeps none. Returns how many parameters kept
+// their old value because the new one was not finite.
+template <typename T>
+index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
+                       index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
+                       double grad_scale);
+
 // Plain gradient descent: params -= lr · grads. params, grads are (n).
 template <typename T>
 void sgd_update(T* params, const T* grads, index n, T lr);
-
-// True when params - lr · grads would be finite everywhere (checked before an
-// update, so a diverging fit can stop with the parameters still finite).
-template <typename T>
-bool sgd_update_stays_finite(const T* params, const T* grads, index n, T lr);
 
 }  // namespace fastmlp
