@@ -14,7 +14,7 @@ import numpy as np
 
 from . import _core
 from ._validation import as_numeric_array, check_choice
-from .network import ACTIVATIONS
+from .network import ACTIVATIONS, INIT_SCHEMES, LOSSES
 
 __all__ = [
     "gemm",
@@ -30,6 +30,16 @@ __all__ = [
     "mse_forward",
     "mse_backward",
     "sgd_update",
+    "loss_forward",
+    "loss_backward",
+    "softmax",
+    "grad_norm",
+    "clip_scale",
+    "sgd_step",
+    "adam_step",
+    "lamb_step",
+    "schedule_factor",
+    "init_params",
 ]
 
 
@@ -196,3 +206,125 @@ def sgd_update(params, grads, lr):
         raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
     _core.sgd_update(params, grads, float(lr))
     return params
+
+
+# ---- training: losses, gradient clipping, optimizers, schedules, initialisers ------------
+
+
+def _pair_2d(pred, target):
+    (pred, target), dtype = _inputs([("pred", pred), ("target", target)])
+    if pred.ndim != 2:
+        raise ValueError(f"pred: expected a 2-D array (samples, outputs), got shape {pred.shape}")
+    if target.shape != pred.shape:
+        raise ValueError(f"target has shape {target.shape} but pred has shape {pred.shape}")
+    return pred, target
+
+
+def loss_forward(name, pred, target, delta=1.0) -> float:
+    """The mean loss ``name`` (mse, cross_entropy, binary_cross_entropy, huber) of
+    pred (B, O) against dense targets of the same shape; see fastmlp.Network."""
+    check_choice(name, "name", LOSSES)
+    pred, target = _pair_2d(pred, target)
+    return float(_core.loss(name, pred, target, None, float(delta)))
+
+
+def loss_backward(name, pred, target, delta=1.0):
+    """dL/dpred of :func:`loss_forward`, a new array."""
+    check_choice(name, "name", LOSSES)
+    pred, target = _pair_2d(pred, target)
+    grad = np.empty_like(pred)
+    _core.loss(name, pred, target, grad, float(delta))
+    return grad
+
+
+def softmax(z):
+    """Row-wise softmax of z (B, O), computed stably."""
+    (z,), _ = _inputs([("z", z)])
+    if z.ndim != 2:
+        raise ValueError(f"z: expected a 2-D array, got shape {z.shape}")
+    out = np.empty_like(z)
+    _core.softmax(z, out)
+    return out
+
+
+def grad_norm(grads, clip_value=None) -> float:
+    """Global L2 norm of the flat gradient, after clamping to ±clip_value when given."""
+    (g,), _ = _inputs([("grads", grads)])
+    return float(_core.grad_norm(g.reshape(-1), 0.0 if clip_value is None else float(clip_value)))
+
+
+def clip_scale(norm, max_norm) -> float:
+    """The factor clipping by global norm applies: min(1, max_norm / (norm + 1e-6)), 1 when max_norm is None."""
+    if max_norm is None:
+        return 1.0
+    return min(1.0, float(max_norm) / (float(norm) + 1e-6))
+
+
+def _in_place(params, *others):
+    if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
+        raise TypeError("params: expected a float32 or float64 ndarray to update in place")
+    if not params.flags.c_contiguous or params.ndim != 1:
+        raise ValueError("params: expected a 1-D C-contiguous array (the update is in place)")
+    for name, state in others:
+        if state is None:
+            continue
+        if not isinstance(state, np.ndarray) or state.dtype != params.dtype or state.shape != params.shape:
+            raise ValueError(f"{name}: expected an array of the dtype and shape of params, to update in place")
+        if not state.flags.c_contiguous:
+            raise ValueError(f"{name}: expected a C-contiguous array (it is updated in place)")
+
+
+def _update(config, params, grads, s1, s2, segments, step, lr, grad_scale, clip_value):
+    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
+    if grads.shape != params.shape:
+        raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
+    config = {**config, "lr": float(lr), "clip_value": 0.0 if clip_value is None else float(clip_value)}
+    segments = [] if segments is None else [(int(o), int(n)) for o, n in segments]
+    _core.optimizer_update(config, params, grads, s1, s2, segments, int(step), float(lr), float(grad_scale))
+
+
+def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
+             step=1, grad_scale=1.0, clip_value=None):
+    """One update of torch.optim.SGD's rule, in place (see fastmlp.SGD)."""
+    _in_place(params, ("velocity", velocity))
+    if momentum != 0 and velocity is None:
+        raise ValueError("sgd_step: momentum needs a velocity buffer")
+    config = {"kind": "sgd", "momentum": float(momentum), "dampening": float(dampening),
+              "nesterov": bool(nesterov), "weight_decay": float(weight_decay)}
+    _update(config, params, grads, velocity, None, None, step, lr, grad_scale, clip_value)
+
+
+def adam_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step,
+              decoupled=False, grad_scale=1.0, clip_value=None):
+    """One update of Adam (decoupled=False) or AdamW (True), in place (see fastmlp.Adam)."""
+    _in_place(params, ("m", m), ("v", v))
+    config = {"kind": "adamw" if decoupled else "adam", "beta1": float(beta1), "beta2": float(beta2),
+              "eps": float(eps), "weight_decay": float(weight_decay)}
+    _update(config, params, grads, m, v, None, step, lr, grad_scale, clip_value)
+
+
+def lamb_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0, step, segments,
+              grad_scale=1.0, clip_value=None):
+    """One update of LAMB with a trust ratio per segment (offset, size), in place (see fastmlp.LAMB)."""
+    _in_place(params, ("m", m), ("v", v))
+    config = {"kind": "lamb", "beta1": float(beta1), "beta2": float(beta2), "eps": float(eps),
+              "weight_decay": float(weight_decay)}
+    _update(config, params, grads, m, v, segments, step, lr, grad_scale, clip_value)
+
+
+def schedule_factor(spec, step) -> float:
+    """The lr multiplier of a schedule spec (a dict, see fastmlp.schedules) at update ``step`` (0-based)."""
+    return float(_core.schedule_factor(spec, int(step)))
+
+
+def init_params(layer_sizes, schemes, seed, dtype="float32"):
+    """The flat initial parameters the engine draws for these layers, schemes
+    (one name, or one per layer) and seed."""
+    sizes = [int(s) for s in layer_sizes]
+    n_layers = len(sizes) - 1
+    schemes = [schemes] * n_layers if isinstance(schemes, str) else list(schemes)
+    for i, scheme in enumerate(schemes):
+        check_choice(scheme, f"schemes[{i}]", INIT_SCHEMES)
+    core = (_core.Network32 if np.dtype(dtype) == np.float32 else _core.Network64)(
+        sizes, ["linear"] * n_layers, int(seed), schemes)
+    return np.array(core.params)

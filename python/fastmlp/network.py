@@ -23,7 +23,7 @@ from ._validation import (
 from .callbacks import EarlyStopping, ProgressPrinter
 from .optimizers import SGD, Optimizer
 
-__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS"]
+__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS", "INIT_SCHEMES"]
 
 ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu")
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
