@@ -18,7 +18,6 @@ __version__: str
 _Float = TypeVar("_Float", np.float32, np.float64)
 _FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 _ActivationName = Literal["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu"]
-_FitStatus = Literal["completed", "non_finite", "interrupted"]
 
 # ---- kernels ----------------------------------------------------------------------
 
@@ -68,16 +67,48 @@ def mse_backward(out: _FloatArray, pred: _FloatArray, target: _FloatArray, scale
 def sgd_update(params: _FloatArray, grads: _FloatArray, lr: float) -> None:
     """params −= lr · grads, in place."""
 
+def loss(name: str, pred: _FloatArray, target: _FloatArray, grad: _FloatArray | None, delta: float = 1.0) -> float:
+    """The mean loss (mse, cross_entropy, binary_cross_entropy, huber) of pred (B, O)
+    against dense target (B, O); also dL/dpred into grad when given (may be pred)."""
+
+def count_correct(name: str, pred: _FloatArray, target: _FloatArray) -> int:
+    """Rows (cross_entropy: argmax) or elements (binary_cross_entropy: logit > 0) right."""
+
+def softmax(z: _FloatArray, out: _FloatArray) -> None:
+    """Row-wise softmax of z (B, O) into out (may be z)."""
+
+def grad_norm(grads: _FloatArray, clip_value: float = 0.0) -> float:
+    """Global L2 norm of grads (1-D), after clamping to ±clip_value when it is > 0."""
+
+def optimizer_update(
+    config: dict[str, object],
+    params: _FloatArray,
+    grads: _FloatArray,
+    state1: _FloatArray | None,
+    state2: _FloatArray | None,
+    segments: list[tuple[int, int]],
+    t: int,
+    lr: float,
+    grad_scale: float = 1.0,
+) -> int:
+    """One update of config["kind"] (sgd, adam, adamw, lamb; the other keys as
+    fastmlp.optimizers' _config) at step t >= 1, in place on params and the state
+    buffers. Returns how many parameters kept their value (non-finite update)."""
+
+def schedule_factor(schedule: dict[str, object] | None, t: int) -> float:
+    """The lr multiplier of a schedule spec at update t (0-based)."""
+
 # ---- the engine ---------------------------------------------------------------------
 
 class _Network(Generic[_Float]):
     """One network over a flat parameter buffer and a flat gradient buffer
     (W_0, b_0, W_1, b_1, ...). Calls on one network run one at a time."""
 
-    def __init__(self, sizes: list[int], activations: list[str], seed: int) -> None:
+    def __init__(self, sizes: list[int], activations: list[str], seed: int, inits: list[str] = ...) -> None:
         """sizes: inputs, hidden widths, outputs (each >= 1); activations: one name
-        per layer, the output layer's last; seed: 0 <= seed < 2**64. Weights are
-        He-normal from the network's generator, biases zero."""
+        per layer, the output layer's last; seed: 0 <= seed < 2**64; inits: one
+        scheme per layer (he_normal, he_uniform, xavier_normal, xavier_uniform,
+        lecun_normal, lecun_uniform), empty for He-normal. Biases start at zero."""
     @property
     def dtype(self) -> np.dtype[_Float]: ...
     @property
@@ -111,14 +142,33 @@ class _Network(Generic[_Float]):
         y: npt.NDArray[_Float],
         epochs: int,
         batch_size: int,
-        lr: float,
         shuffle: bool,
-        losses: npt.NDArray[_Float],
-    ) -> tuple[_FitStatus, int, int, int]:
-        """Trains by SGD in C++, the GIL released (batch_size 0 or >= n: full batch).
-        losses (>= epochs,) receives each epoch's mean loss. Returns (status,
-        epochs_completed, failed_epoch, failed_batch); the failed_* are -1 unless
-        status is "non_finite". A pending signal (Ctrl-C) raises its exception."""
+        loss: str,
+        huber_delta: float,
+        optimizer: dict[str, object],
+        schedule: dict[str, object] | None,
+        count_correct: bool,
+    ) -> dict[str, object]:
+        """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
+        Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
+        "loss", "grad_norm", "lr"[, "accuracy"]}: the arrays hold one value per
+        epoch (the first "epochs" are valid). A pending signal (Ctrl-C) raises."""
+    def optimizer_step(
+        self, optimizer: dict[str, object], schedule: dict[str, object] | None
+    ) -> tuple[float, float, bool, int]:
+        """One update from grads: (grad_norm, lr, gradient_finite, parameters_kept)."""
+    def reset_optimizer(self) -> None: ...
+    def optimizer_state(self) -> tuple[str, int, list[npt.NDArray[_Float]]]:
+        """(rule, update count, copies of the state buffers)."""
+    def set_optimizer_state(
+        self, optimizer: dict[str, object], steps: int, buffers: list[npt.NDArray[_Float]]
+    ) -> None: ...
+    def evaluate(
+        self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool
+    ) -> tuple[float, int]:
+        """(mean loss, predictions right) over (x, y), in chunks."""
+    def initialize(self, inits: list[str]) -> None:
+        """Draws every layer's weights again with its scheme; zero biases."""
 
 class Network32(_Network[np.float32]): ...
 class Network64(_Network[np.float64]): ...
