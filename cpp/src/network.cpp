@@ -224,19 +224,32 @@ template <typename T>
 StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Schedule& schedule) {
     prepare_optimizer(config);
     StepResult result;
-    result.grad_norm = grad_norm(grads_.data(), parameter_count(), config.clip_value);
     result.lr = config.lr * schedule.factor(index(opt_steps_));
-    if (!std::isfinite(result.grad_norm)) {
-        result.gradient_finite = false;
-        return result;
+    // SGD without norm clipping measures the gradient in its own checking pass.
+    const bool measured_by_update = config.kind == OptimizerKind::sgd && config.clip_norm <= 0;
+    double scale = 1.0;
+    if (!measured_by_update) {
+        result.grad_norm = grad_norm(grads_.data(), parameter_count(), config.clip_value);
+        if (!std::isfinite(result.grad_norm)) {
+            result.gradient_finite = false;
+            return result;
+        }
+        if (config.clip_norm > 0 && result.grad_norm > config.clip_norm)
+            scale = config.clip_norm / (result.grad_norm + 1e-6);
     }
-    const double scale = config.clip_norm > 0 && result.grad_norm > config.clip_norm
-                             ? config.clip_norm / (result.grad_norm + 1e-6)
-                             : 1.0;
-    ++opt_steps_;
+    double grad_sq = 0;
     result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),
-                                   opt_s2_.data(), parameter_count(), segments_, opt_steps_,
-                                   result.lr, scale);
+                                   opt_s2_.data(), parameter_count(), segments_, opt_steps_ + 1,
+                                   result.lr, scale, measured_by_update ? &grad_sq : nullptr);
+    if (measured_by_update) {
+        result.grad_norm = std::sqrt(grad_sq);
+        if (!std::isfinite(result.grad_norm)) {
+            result.gradient_finite = false;  // nothing was changed
+            result.kept = 0;
+            return result;
+        }
+    }
+    if (result.kept == 0 || config.kind != OptimizerKind::sgd) ++opt_steps_;
     return result;
 }
 

@@ -119,20 +119,30 @@ inline index store_finite(T& p, T updated) {
     return !ok;
 }
 
-// How many parameters sgd_range would make non-finite, writing nothing.
+// How many parameters sgd_range would make non-finite, writing nothing; also
+// Σ g² of the clamped (unscaled) gradient into sum_sq, in eight lanes.
 template <typename T>
 FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict p,
                                    const T* __restrict g, const T* __restrict v, index begin,
-                                   index end) {
+                                   index end, double& sum_sq) {
     index bad = 0;
-    for (index i = begin; i < end; ++i) {
-        T d = gradient(c, g[i]) + c.wd * p[i];
+    double acc[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+    auto one = [&](index i, double& lane) {
+        T raw = g[i];
+        if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
+        lane += double(raw) * double(raw);
+        T d = c.scale * raw + c.wd * p[i];
         if (v != nullptr) {
             const T velocity = c.first ? d : c.mu * v[i] + c.one_minus_dampening * d;
             d = c.nesterov ? d + c.mu * velocity : velocity;
         }
-        bad += !std::isfinite(p[i] - c.lr * d);
-    }
+        return index(!std::isfinite(p[i] - c.lr * d));
+    };
+    index i = begin;
+    for (; i + 8 <= end; i += 8)
+        for (int l = 0; l < 8; ++l) bad += one(i + l, acc[l]);
+    for (; i < end; ++i) bad += one(i, acc[0]);
+    sum_sq = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
     return bad;
 }
 
@@ -273,7 +283,7 @@ double grad_norm(const T* grads, index n, double clip_value) {
 template <typename T>
 index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
                        index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
-                       double grad_scale) {
+                       double grad_scale, double* grad_sq) {
     require(n >= 0, "optimizer_update: n must be non-negative");
     require(t >= 1, "optimizer_update: the step count t starts at 1");
     require(std::isfinite(lr) && lr > 0, "optimizer_update: lr must be positive and finite");
@@ -293,21 +303,36 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
     c.one_minus_b1 = T(1.0 - config.beta1);
     c.b2 = T(config.beta2);
     c.one_minus_b2 = T(1.0 - config.beta2);
-    c.inv_bc1 = T(1.0 / (1.0 - std::pow(config.beta1, double(t))));
-    c.inv_bc2 = T(1.0 / (1.0 - std::pow(config.beta2, double(t))));
+    if (config.kind != OptimizerKind::sgd) {
+        c.inv_bc1 = T(1.0 / (1.0 - std::pow(config.beta1, double(t))));
+        c.inv_bc2 = T(1.0 / (1.0 - std::pow(config.beta2, double(t))));
+    }
     c.eps = T(config.eps);
     c.decay = T(1.0 - lr * config.weight_decay);
 
     switch (config.kind) {
         case OptimizerKind::sgd: {
             // SGD's step is not bounded (lr · g can overflow where Adam's cannot):
-            // when any parameter would turn non-finite, none is changed.
+            // when any parameter would turn non-finite, none is changed. The same
+            // pass measures the gradient for the caller that asks (grad_sq).
             {
                 T* velocity = config.momentum != 0 ? s1 : nullptr;
-                const index bad = over_pieces(0, n, [&](index b, index e) {
-                    return sgd_dry_range(c, params, grads, velocity, b, e);
+                const index piece = piece_size(n);
+                const index pieces = n > 0 ? (n + piece - 1) / piece : 0;
+                double sums[max_pieces] = {};
+                index counts[max_pieces] = {};
+                parallel_for(threads_for_elements(n), pieces, [&](index k) {
+                    counts[k] = sgd_dry_range(c, params, grads, velocity, k * piece,
+                                              std::min(n, (k + 1) * piece), sums[k]);
                 });
-                if (bad > 0) return bad;
+                index bad = 0;
+                double total = 0;
+                for (index k = 0; k < pieces; ++k) {
+                    bad += counts[k];
+                    total += sums[k];
+                }
+                if (grad_sq != nullptr) *grad_sq = total;
+                if (bad > 0 || !std::isfinite(total)) return bad;
             }
             if (!c.clip_on && grad_scale == 1.0 && config.weight_decay == 0 &&
                 config.momentum == 0)
@@ -379,7 +404,8 @@ void sgd_update(T* params, const T* grads, index n, T lr) {
 #define FASTMLP_INSTANTIATE(T)                                                                   \
     template double grad_norm<T>(const T*, index, double);                                       \
     template index optimizer_update<T>(const OptimizerConfig&, T*, const T*, T*, T*, index,      \
-                                       const std::vector<Segment>&, std::int64_t, double, double); \
+                                       const std::vector<Segment>&, std::int64_t, double, double, \
+                                       double*);                                                   \
     template void sgd_update<T>(T*, const T*, index, T);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)

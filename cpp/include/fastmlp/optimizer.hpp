@@ -82,11 +82,14 @@ double grad_norm(const T* grads, index n, double clip_value);
 // One update of `config.kind` at step t (1-based) with learning rate lr and
 // gradient scale grad_scale. s1 / s2: the state buffers (velocity; m and v),
 // each (n) or null when the rule keeps none. Returns how many parameters kept
-// their old value because the new one was not finite.
+// their old value because the new one was not finite. sgd only: when grad_sq
+// is not null, its checking pass also stores there Σ g² of the gradient clamped
+// to ±clip_value (the square of grad_norm), and nothing is changed when that
+// sum is not finite — one pass fewer when no norm clipping needs it first.
 template <typename T>
 index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
                        index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
-                       double grad_scale);
+                       double grad_scale, double* grad_sq = nullptr);
 
 // Plain gradient descent: params -= lr · grads. params, grads are (n).
 template <typename T>
