@@ -708,6 +708,28 @@ void bind_network(py::module_& m, const char* class_name) {
             },
             py::arg("x"), py::arg("y"), py::arg("loss"), py::arg("huber_delta"),
             py::arg("count_correct"))
+        .def("rng_state",
+             [](Handle& h) {
+                 fastmlp::Rng::State st;
+                 {
+                     py::gil_scoped_release release;
+                     std::lock_guard<std::mutex> lock(h.mutex());
+                     st = h.net().rng().state();
+                 }
+                 return py::make_tuple(
+                     py::make_tuple(st.words[0], st.words[1], st.words[2], st.words[3]),
+                     st.has_spare, st.spare);
+             })
+        .def(
+            "set_rng_state",
+            [](Handle& h, const std::vector<std::uint64_t>& words, bool has_spare, double spare) {
+                if (words.size() != 4) throw py::value_error("rng state: expected 4 words");
+                fastmlp::Rng::State st{{words[0], words[1], words[2], words[3]}, has_spare, spare};
+                py::gil_scoped_release release;
+                std::lock_guard<std::mutex> lock(h.mutex());
+                h.net().rng().set_state(st);
+            },
+            py::arg("words"), py::arg("has_spare"), py::arg("spare"))
         .def(
             "initialize",
             [](Handle& h, const std::vector<std::string>& inits) {

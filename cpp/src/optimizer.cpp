@@ -286,7 +286,8 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                        double grad_scale, double* grad_sq) {
     require(n >= 0, "optimizer_update: n must be non-negative");
     require(t >= 1, "optimizer_update: the step count t starts at 1");
-    require(std::isfinite(lr) && lr > 0, "optimizer_update: lr must be positive and finite");
+    // lr may reach 0 at the end of a schedule (cosine to min_factor 0).
+    require(std::isfinite(lr) && lr >= 0, "optimizer_update: lr must be >= 0 and finite");
     require(config.state_buffers() < 1 || s1 != nullptr, "optimizer_update: missing state");
     require(config.state_buffers() < 2 || s2 != nullptr, "optimizer_update: missing state");
     Coefficients<T> c{};

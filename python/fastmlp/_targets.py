@@ -16,11 +16,11 @@ def labels_to_one_hot(labels: np.ndarray, n_classes: int, name: str, dtype: np.d
         check_finite(labels, name)
         if not np.array_equal(labels, np.round(labels)):
             raise ValueError(f"{name}: class labels must be whole numbers 0..{n_classes - 1}; "
-                             f"got non-integer values such as {labels[labels != np.round(labels)][0]!r}")
+                             f"got non-integer values such as {float(labels[labels != np.round(labels)][0])!r}")
     bad = (labels < 0) | (labels >= n_classes)
     if bad.any():
         raise ValueError(f"{name}: class labels must be in 0..{n_classes - 1} (the network has {n_classes} "
-                         f"outputs); got {labels[bad][0]!r} ({int(bad.sum())} labels out of range)")
+                         f"outputs); got {labels[bad][0].item()!r} ({int(bad.sum())} labels out of range)")
     one_hot = np.zeros((labels.shape[0], n_classes), dtype=dtype)
     one_hot[np.arange(labels.shape[0]), labels.astype(np.int64)] = 1
     return one_hot

@@ -347,14 +347,18 @@ class Network:
         """Clears the optimizer's state (momentum, Adam's moments, the update count)."""
         self._core.reset_optimizer()
 
-    def _resolve_optimizer(self, optimizer) -> Optimizer:
+    def _resolve_optimizer(self, optimizer, remember: bool = True) -> Optimizer:
+        """The optimizer to use (the last one when None), checked; remembered as
+        ``self.optimizer`` unless told not to (fit remembers it once all its
+        arguments have passed their checks)."""
         if optimizer is None:
             optimizer = self._optimizer if self._optimizer is not None else SGD()
         if not isinstance(optimizer, Optimizer):
             raise TypeError(f"optimizer: expected an optimizer such as fm.SGD(lr=0.01) or fm.Adam(), got {optimizer!r}")
         if optimizer.lr > float(np.finfo(self._dtype).max):
             raise ValueError(f"lr: {optimizer.lr!r} is not finite in the network's dtype {self._dtype.name}")
-        self._optimizer = optimizer
+        if remember:
+            self._optimizer = optimizer
         return optimizer
 
     # ---- training --------------------------------------------------------------------
@@ -398,7 +402,7 @@ class Network:
         y = self._targets(y, X.shape[0])
         epochs = check_int(epochs, "epochs", minimum=1)
         batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
-        optimizer = self._resolve_optimizer(optimizer)
+        optimizer = self._resolve_optimizer(optimizer, remember=False)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
         verbose = check_int(verbose, "verbose", minimum=0)
@@ -441,6 +445,7 @@ class Network:
         if early_stopping is not None:
             early_stopping._start(X_val is not None, keys)
 
+        self._optimizer = optimizer
         history = History()
         # Silent and unwatched: one call for the whole fit. Otherwise one call per epoch.
         per_epoch = bool(verbose or X_val is not None or early_stopping is not None or on_epoch_end is not None)
@@ -578,12 +583,13 @@ class Network:
                                            [np.ascontiguousarray(b, dtype=self._dtype) for b in buffers])
 
     def astype(self, dtype) -> "Network":
-        """A new network with the same architecture, seed, parameters and
-        optimizer state, in ``dtype``."""
+        """A new network with the same architecture, seed, parameters, optimizer
+        state and generator state (so shuffling continues alike), in ``dtype``."""
         dtype = as_float_dtype(dtype)
         clone = Network(self._sizes, dtype=dtype, **self._settings())
         clone.params[...] = self.params
         clone._set_optimizer_state(self._optimizer_state())
+        clone._core.set_rng_state(*self._core.rng_state())
         return clone
 
     def copy(self) -> "Network":
@@ -591,12 +597,14 @@ class Network:
 
     def __reduce__(self):
         return (_rebuild, (self._sizes, self._settings(), self._dtype.name, np.array(self.params),
-                           self._optimizer_state()))
+                           self._optimizer_state(), self._core.rng_state()))
 
 
-def _rebuild(sizes, settings, dtype, params, optimizer_state=None) -> Network:
+def _rebuild(sizes, settings, dtype, params, optimizer_state=None, rng_state=None) -> Network:
     net = Network(sizes, dtype=dtype, **settings)
     net.params[...] = params
     if optimizer_state is not None:
         net._set_optimizer_state(optimizer_state)
+    if rng_state is not None:
+        net._core.set_rng_state(*rng_state)
     return net

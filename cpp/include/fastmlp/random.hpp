@@ -67,6 +67,19 @@ public:
         return radius * std::cos(angle);
     }
 
+    // The whole state, to save and restore a generator exactly (pickling a network).
+    struct State {
+        std::uint64_t words[4];
+        bool has_spare;
+        double spare;
+    };
+    State state() const { return State{{state_[0], state_[1], state_[2], state_[3]}, has_spare_, spare_}; }
+    void set_state(const State& s) {
+        for (int i = 0; i < 4; ++i) state_[i] = s.words[i];
+        has_spare_ = s.has_spare;
+        spare_ = s.spare;
+    }
+
 private:
     static std::uint64_t rotl(std::uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
     static std::uint64_t splitmix64(std::uint64_t& x) {
