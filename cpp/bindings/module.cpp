@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstring>
 #include <mutex>
@@ -306,6 +307,21 @@ fastmlp::Schedule schedule_config(const py::object& o) {
     if (o.is_none()) return s;
     const py::dict d = o.cast<py::dict>();
     s.kind = fastmlp::schedule_from_name(dict_get<std::string>(d, "kind", "constant"));
+    // Every key the kind reads must be there, and no other (a typo is an error).
+    std::vector<std::string> keys{"kind", "warmup_steps"};
+    if (s.kind == fastmlp::Schedule::Kind::step) keys.insert(keys.end(), {"step_size", "gamma"});
+    if (s.kind == fastmlp::Schedule::Kind::exponential) keys.push_back("gamma");
+    if (s.kind == fastmlp::Schedule::Kind::cosine) keys.insert(keys.end(), {"total_steps", "min_factor"});
+    for (auto item : d) {
+        const std::string key = py::str(item.first);
+        if (std::find(keys.begin(), keys.end(), key) == keys.end())
+            throw py::value_error("schedule: unknown key '" + key + "' for kind '" +
+                                  dict_get<std::string>(d, "kind", "constant") + "'");
+    }
+    for (std::size_t k = 2; k < keys.size(); ++k)
+        if (!d.contains(keys[k].c_str()) && keys[k] != "min_factor")
+            throw py::value_error("schedule: kind '" + dict_get<std::string>(d, "kind", "constant") +
+                                  "' needs '" + keys[k] + "'");
     s.warmup_steps = dict_get<Index>(d, "warmup_steps", s.warmup_steps);
     s.step_size = dict_get<Index>(d, "step_size", s.step_size);
     s.gamma = dict_get<double>(d, "gamma", s.gamma);

@@ -234,8 +234,8 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
             result.gradient_finite = false;
             return result;
         }
-        if (config.clip_norm > 0 && result.grad_norm > config.clip_norm)
-            scale = config.clip_norm / (result.grad_norm + 1e-6);
+        if (config.clip_norm > 0)  // torch.nn.utils.clip_grad_norm_'s rule
+            scale = std::min(1.0, config.clip_norm / (result.grad_norm + 1e-6));
     }
     double grad_sq = 0;
     result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),

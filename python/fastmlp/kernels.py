@@ -247,10 +247,20 @@ def softmax(z):
     return out
 
 
+def _clip_value(clip_value) -> float:
+    """The engine's encoding: 0 for no clamping; a given clip_value must be > 0."""
+    if clip_value is None:
+        return 0.0
+    value = float(clip_value)
+    if not value > 0:
+        raise ValueError(f"clip_value must be > 0 (or None for no clamping); got {clip_value!r}")
+    return value
+
+
 def grad_norm(grads, clip_value=None) -> float:
     """Global L2 norm of the flat gradient, after clamping to ±clip_value when given."""
     (g,), _ = _inputs([("grads", grads)])
-    return float(_core.grad_norm(g.reshape(-1), 0.0 if clip_value is None else float(clip_value)))
+    return float(_core.grad_norm(g.reshape(-1), _clip_value(clip_value)))
 
 
 def clip_scale(norm, max_norm) -> float:
@@ -278,8 +288,8 @@ def _update(config, params, grads, s1, s2, segments, step, lr, grad_scale, clip_
     grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
     if grads.shape != params.shape:
         raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
-    config = {**config, "lr": float(lr), "clip_value": 0.0 if clip_value is None else float(clip_value)}
-    segments = [] if segments is None else [(int(o), int(n)) for o, n in segments]
+    config = {**config, "lr": float(lr), "clip_value": _clip_value(clip_value)}
+    segments = [] if segments is None else sorted((int(o), int(n)) for o, n in segments)
     _core.optimizer_update(config, params, grads, s1, s2, segments, int(step), float(lr), float(grad_scale))
 
 

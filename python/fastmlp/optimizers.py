@@ -3,9 +3,9 @@ flat parameter buffer in ONE fused loop (its state, when it has one, lives in
 flat buffers of the same layout, inside the network).
 
 g stands for the gradient after clipping: ``clip_value`` clamps every value to
-±clip_value, then ``clip_norm`` scales the whole gradient down to that global L2
-norm when it is longer (torch.nn.utils.clip_grad_norm_'s rule: by
-clip_norm / (norm + 1e-6)). lr is the learning rate after the ``schedule``
+±clip_value, then ``clip_norm`` scales the whole gradient by
+min(1, clip_norm / (norm + 1e-6)), torch.nn.utils.clip_grad_norm_'s rule (so
+down to that global L2 norm when it is longer). lr is the learning rate after the ``schedule``
 (fastmlp.schedules). t counts updates from 1.
 
 The optimizer's state is part of the network: a second ``fit`` (or

@@ -222,7 +222,7 @@ class Network:
         """The NumPy twin of a fastmlp.Network, with a copy of its parameters (and its
         loss, and Huber's δ, where the network has them)."""
         loss = getattr(net, "loss", "mse")
-        delta = getattr(net, "delta", 1.0)
+        delta = getattr(net, "huber_delta", getattr(net, "delta", 1.0))
         return cls(net.layer_sizes, net.activations, dtype or net.dtype, params=net.params,
                    loss=loss if isinstance(loss, str) else "mse",
                    delta=delta if isinstance(delta, (int, float)) else 1.0)
@@ -338,10 +338,10 @@ def _check_loss(name, delta):
 
 def _loss_arrays(name, pred, target, delta):
     _check_loss(name, delta)
-    pred = np.asarray(pred)
-    dtype = _dtype_of(pred)
+    pred, target = np.asarray(pred), np.asarray(target)
+    dtype = _float_dtype(pred, target)  # float32 only when both are, as the kernels
     pred = pred.astype(dtype, copy=False)
-    target = np.asarray(target, dtype=dtype)
+    target = target.astype(dtype, copy=False)
     if pred.ndim != 2:
         raise ValueError(f"loss: pred must be 2-D (batch, outputs); got shape {pred.shape}")
     if target.shape != pred.shape:
@@ -428,8 +428,8 @@ def loss_backward(name, pred, target, delta=1.0):
 
 def _check_clip_value(clip_value) -> float:
     clip_value = float(clip_value)
-    if not clip_value >= 0:  # also rejects NaN
-        raise ValueError(f"clip_value must be >= 0; got {clip_value!r}")
+    if not clip_value > 0:  # also rejects NaN; None (not 0) means no clamping
+        raise ValueError(f"clip_value must be > 0 (or None for no clamping); got {clip_value!r}")
     return clip_value
 
 
