@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <cstdint>
 #include <type_traits>
 
@@ -121,73 +122,119 @@ inline index store_finite(T& p, T updated) {
     return !ok;
 }
 
-// How many parameters sgd_range would make non-finite, writing nothing; also
-// Σ g² of the clamped (unscaled) gradient into sum_sq. The squares go into 16
-// lanes of T (a piece is at most 16 Ki elements per lane group, so float lanes
-// lose no more than a few ulps), then into double.
+// 64-byte vectors of T (GCC vector extensions): one zmm register in the
+// AVX-512 clone, two ymm or four xmm in the others. Loads are unaligned. The
+// helpers are always inlined into the clones, so no vector ever crosses a call
+// (which is what -Wpsabi warns about).
+#define FASTMLP_INLINE inline __attribute__((always_inline))
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wpsabi"
+#endif
+template <typename T>
+struct Wide {
+    typedef T V __attribute__((vector_size(64)));
+    using Int = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;
+    typedef Int IV __attribute__((vector_size(64)));
+    static constexpr int width = int(64 / sizeof(T));
+    static FASTMLP_INLINE V load(const T* p) {
+        V v;
+        std::memcpy(&v, p, sizeof v);
+        return v;
+    }
+    static FASTMLP_INLINE void store(T* p, V v) { std::memcpy(p, &v, sizeof v); }
+    static FASTMLP_INLINE V splat(T x) { return V{} + x; }
+};
+
+// SGD's direction d (before lr) from the clamped gradient `raw`, and the
+// velocity it stores (with momentum). Written once for scalars and vectors.
+template <typename T, typename X>
+FASTMLP_INLINE X sgd_direction(const Coefficients<T>& c, X raw, X weight, X old_velocity, bool momentum,
+                       X& velocity) {
+    X d = c.scale * raw + c.wd * weight;
+    if (momentum) {
+        velocity = c.first ? d : c.mu * old_velocity + c.one_minus_dampening * d;
+        d = c.nesterov ? d + c.mu * velocity : velocity;
+    }
+    return d;
+}
+
+// How many parameters the SGD step would make non-finite, writing nothing; also
+// Σ g² of the clamped (unscaled) gradient into sum_sq (in lanes of T within the
+// piece, then double). A value y is finite exactly when y − y == 0.
 template <typename T>
 FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict p,
                                    const T* __restrict g, const T* __restrict v, index begin,
                                    index end, double& sum_sq) {
-    constexpr int lanes = 16;
-    using Flag = std::conditional_t<sizeof(T) == 4, std::int32_t, std::int64_t>;  // T's width
-    T acc[lanes] = {};
-    Flag flags[lanes] = {};
-    index bad = 0;
+    using W = Wide<T>;
+    using V = typename W::V;
+    using IV = typename W::IV;
+    const bool momentum = v != nullptr;
+    const V lo = W::splat(-c.clip), hi = W::splat(c.clip);
+    V acc = {};
+    IV flags = {};
     index i = begin;
-    for (; i + lanes <= end; i += lanes) {
-        for (int l = 0; l < lanes; ++l) {
-            T raw = g[i + l];
-            if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
-            acc[l] += raw * raw;
-            T d = c.scale * raw + c.wd * p[i + l];
-            if (v != nullptr) {
-                const T velocity = c.first ? d : c.mu * v[i + l] + c.one_minus_dampening * d;
-                d = c.nesterov ? d + c.mu * velocity : velocity;
-            }
-            flags[l] += !std::isfinite(p[i + l] - c.lr * d);
+    for (; i + W::width <= end; i += W::width) {
+        V raw = W::load(g + i);
+        if (c.clip_on) {
+            raw = raw < lo ? lo : raw;
+            raw = raw > hi ? hi : raw;
         }
+        acc += raw * raw;
+        const V weight = W::load(p + i);
+        V velocity = {};
+        const V d =
+            sgd_direction(c, raw, weight, momentum ? W::load(v + i) : V{}, momentum, velocity);
+        const V updated = weight - c.lr * d;
+        flags += updated - updated != 0;  // −1 in each non-finite lane
     }
-    for (int l = 0; l < lanes; ++l) bad += index(flags[l]);
+    index bad = 0;
     double total = 0;
+    for (int l = 0; l < W::width; ++l) {
+        bad -= index(flags[l]);
+        total += double(acc[l]);
+    }
     for (; i < end; ++i) {
         T raw = g[i];
         if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
         total += double(raw) * double(raw);
-        T d = c.scale * raw + c.wd * p[i];
-        if (v != nullptr) {
-            const T velocity = c.first ? d : c.mu * v[i] + c.one_minus_dampening * d;
-            d = c.nesterov ? d + c.mu * velocity : velocity;
-        }
+        T velocity = 0;
+        const T d = sgd_direction(c, raw, p[i], momentum ? v[i] : T(0), momentum, velocity);
         bad += !std::isfinite(p[i] - c.lr * d);
     }
-    for (int l = 0; l < lanes; ++l) total += double(acc[l]);
     sum_sq = total;
     return bad;
 }
 
+// The SGD step itself, once sgd_dry_range has found every new value finite.
 template <typename T>
-FASTMLP_CLONES index sgd_plain_range(T* __restrict p, const T* __restrict g, index begin,
-                                     index end, T lr) {
-    index bad = 0;
-    for (index i = begin; i < end; ++i) bad += store_finite(p[i], p[i] - lr * g[i]);
-    return bad;
-}
-
-template <typename T>
-FASTMLP_CLONES index sgd_range(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
-                               T* __restrict v, index begin, index end) {
-    index bad = 0;
-    for (index i = begin; i < end; ++i) {
-        T d = gradient(c, g[i]) + c.wd * p[i];
-        if (v != nullptr) {
-            const T velocity = c.first ? d : c.mu * v[i] + c.one_minus_dampening * d;
-            v[i] = velocity;
-            d = c.nesterov ? d + c.mu * velocity : velocity;
+FASTMLP_CLONES void sgd_range(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
+                              T* __restrict v, index begin, index end) {
+    using W = Wide<T>;
+    using V = typename W::V;
+    const bool momentum = v != nullptr;
+    const V lo = W::splat(-c.clip), hi = W::splat(c.clip);
+    index i = begin;
+    for (; i + W::width <= end; i += W::width) {
+        V raw = W::load(g + i);
+        if (c.clip_on) {
+            raw = raw < lo ? lo : raw;
+            raw = raw > hi ? hi : raw;
         }
-        bad += store_finite(p[i], p[i] - c.lr * d);
+        const V weight = W::load(p + i);
+        V velocity = {};
+        const V d =
+            sgd_direction(c, raw, weight, momentum ? W::load(v + i) : V{}, momentum, velocity);
+        if (momentum) W::store(v + i, velocity);
+        W::store(p + i, weight - c.lr * d);
     }
-    return bad;
+    for (; i < end; ++i) {
+        T raw = g[i];
+        if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
+        T velocity = 0;
+        const T d = sgd_direction(c, raw, p[i], momentum ? v[i] : T(0), momentum, velocity);
+        if (momentum) v[i] = velocity;
+        p[i] = p[i] - c.lr * d;
+    }
 }
 
 // m, v updated; returns u = m̂ / (√v̂ + ε) (adam's step direction, before lr).
@@ -355,15 +402,12 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                 if (grad_sq != nullptr) *grad_sq = total;
                 if (bad > 0 || !std::isfinite(total)) return bad;
             }
-            if (!c.clip_on && grad_scale == 1.0 && config.weight_decay == 0 &&
-                config.momentum == 0)
-                return over_pieces(0, n, [&](index b, index e) {
-                    return sgd_plain_range(params, grads, b, e, c.lr);
-                });
             T* velocity = config.momentum != 0 ? s1 : nullptr;
-            return over_pieces(0, n, [&](index b, index e) {
-                return sgd_range(c, params, grads, velocity, b, e);
+            over_pieces(0, n, [&](index b, index e) {
+                sgd_range(c, params, grads, velocity, b, e);
+                return index(0);
             });
+            return 0;
         }
         case OptimizerKind::adam:
         case OptimizerKind::adamw: {
