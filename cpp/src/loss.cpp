@@ -39,18 +39,18 @@ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
     for (index k = 1; k < outputs; ++k) top = std::max(top, p[k]);
     double sum_exp = 0, target_sum = 0, dot = 0;
     for (index k = 0; k < outputs; ++k) {
-        sum_exp += std::exp(double(p[k] - top));
+        const double e = std::exp(double(p[k] - top));
+        if (g) g[k] = T(e);  // kept for the gradient (g may alias p: p[k] is not read again)
+        sum_exp += e;
         target_sum += double(t[k]);
         dot += double(t[k]) * double(p[k] - top);
     }
-    const double log_sum = std::log(sum_exp);
     // −Σ t_k (p_k − top − log Σ e^(p − top))
-    const double row_loss = target_sum * log_sum - dot;
+    const double row_loss = target_sum * std::log(sum_exp) - dot;
     if (g != nullptr) {
-        for (index k = 0; k < outputs; ++k) {
-            const double probability = std::exp(double(p[k] - top) - log_sum);
-            g[k] = scale * T(probability * target_sum - double(t[k]));
-        }
+        const double inv_sum = 1.0 / sum_exp;
+        for (index k = 0; k < outputs; ++k)
+            g[k] = scale * T(double(g[k]) * inv_sum * target_sum - double(t[k]));
     }
     return row_loss;
 }
