@@ -1,6 +1,13 @@
 """Shared fixtures for fastmlp's tests."""
 
+import sys
+from pathlib import Path
+
 import pytest
+
+# The tests import their shared helpers (kernel_helpers.py) from this folder: with
+# --import-mode=importlib it is not on sys.path by itself.
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastmlp as fm
 

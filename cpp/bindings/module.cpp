@@ -285,6 +285,14 @@ V dict_get(const py::dict& d, const char* key, V fallback) {
 
 // {"kind": "adam", "lr": ..., "momentum": ..., ...}: missing keys keep their defaults.
 fastmlp::OptimizerConfig optimizer_config(const py::dict& d) {
+    static const char* const known[] = {"kind",  "lr",    "momentum", "dampening",
+                                        "weight_decay", "nesterov", "beta1", "beta2",
+                                        "eps",   "clip_norm", "clip_value"};
+    for (auto item : d) {
+        const std::string key = py::str(item.first);
+        if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return key == k; }))
+            throw py::value_error("optimizer: unknown key '" + key + "'");
+    }
     fastmlp::OptimizerConfig c;
     c.kind = fastmlp::optimizer_from_name(dict_get<std::string>(d, "kind", "sgd"));
     c.lr = dict_get<double>(d, "lr", c.lr);

@@ -158,13 +158,14 @@ FASTMLP_INLINE X sgd_direction(const Coefficients<T>& c, X raw, X weight, X old_
     return d;
 }
 
-// How many parameters the SGD step would make non-finite, writing nothing; also
-// Σ g² of the clamped (unscaled) gradient into sum_sq (in lanes of T within the
-// piece, then double). A value y is finite exactly when y − y == 0.
-template <typename T>
-FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict p,
-                                   const T* __restrict g, const T* __restrict v, index begin,
-                                   index end, double& sum_sq) {
+// One pass of SGD over [begin, end). Check (Apply false): writes nothing, returns
+// how many parameters the step would make non-finite, and stores Σ g² of the
+// clamped, unscaled gradient in sum_sq (lanes of T within the piece, then
+// double). Apply (true): the step itself, once the check found every new value
+// finite. A value y is finite exactly when y − y == 0.
+template <bool Apply, typename T>
+FASTMLP_CLONES index sgd_pass(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
+                              T* __restrict v, index begin, index end, double& sum_sq) {
     using W = Wide<T>;
     using V = typename W::V;
     using IV = typename W::IV;
@@ -179,13 +180,18 @@ FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict
             raw = raw < lo ? lo : raw;
             raw = raw > hi ? hi : raw;
         }
-        acc += raw * raw;
         const V weight = W::load(p + i);
         V velocity = {};
         const V d =
             sgd_direction(c, raw, weight, momentum ? W::load(v + i) : V{}, momentum, velocity);
         const V updated = weight - c.lr * d;
-        flags += updated - updated != 0;  // −1 in each non-finite lane
+        if constexpr (Apply) {
+            if (momentum) W::store(v + i, velocity);
+            W::store(p + i, updated);
+        } else {
+            acc += raw * raw;
+            flags += updated - updated != 0;  // −1 in each non-finite lane
+        }
     }
     index bad = 0;
     double total = 0;
@@ -196,45 +202,19 @@ FASTMLP_CLONES index sgd_dry_range(const Coefficients<T>& c, const T* __restrict
     for (; i < end; ++i) {
         T raw = g[i];
         if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
-        total += double(raw) * double(raw);
         T velocity = 0;
         const T d = sgd_direction(c, raw, p[i], momentum ? v[i] : T(0), momentum, velocity);
-        bad += !std::isfinite(p[i] - c.lr * d);
+        const T updated = p[i] - c.lr * d;
+        if constexpr (Apply) {
+            if (momentum) v[i] = velocity;
+            p[i] = updated;
+        } else {
+            total += double(raw) * double(raw);
+            bad += !std::isfinite(updated);
+        }
     }
     sum_sq = total;
     return bad;
-}
-
-// The SGD step itself, once sgd_dry_range has found every new value finite.
-template <typename T>
-FASTMLP_CLONES void sgd_range(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
-                              T* __restrict v, index begin, index end) {
-    using W = Wide<T>;
-    using V = typename W::V;
-    const bool momentum = v != nullptr;
-    const V lo = W::splat(-c.clip), hi = W::splat(c.clip);
-    index i = begin;
-    for (; i + W::width <= end; i += W::width) {
-        V raw = W::load(g + i);
-        if (c.clip_on) {
-            raw = raw < lo ? lo : raw;
-            raw = raw > hi ? hi : raw;
-        }
-        const V weight = W::load(p + i);
-        V velocity = {};
-        const V d =
-            sgd_direction(c, raw, weight, momentum ? W::load(v + i) : V{}, momentum, velocity);
-        if (momentum) W::store(v + i, velocity);
-        W::store(p + i, weight - c.lr * d);
-    }
-    for (; i < end; ++i) {
-        T raw = g[i];
-        if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
-        T velocity = 0;
-        const T d = sgd_direction(c, raw, p[i], momentum ? v[i] : T(0), momentum, velocity);
-        if (momentum) v[i] = velocity;
-        p[i] = p[i] - c.lr * d;
-    }
 }
 
 // m, v updated; returns u = m̂ / (√v̂ + ε) (adam's step direction, before lr).
@@ -413,8 +393,8 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                 double sums[max_pieces] = {};
                 index counts[max_pieces] = {};
                 parallel_for(threads_for_elements(n), pieces, [&](index k) {
-                    counts[k] = sgd_dry_range(c, params, grads, velocity, k * piece,
-                                              std::min(n, (k + 1) * piece), sums[k]);
+                    counts[k] = sgd_pass<false>(c, params, grads, velocity, k * piece,
+                                                std::min(n, (k + 1) * piece), sums[k]);
                 });
                 index bad = 0;
                 double total = 0;
@@ -427,8 +407,8 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
             }
             T* velocity = config.momentum != 0 ? s1 : nullptr;
             over_pieces(0, n, [&](index b, index e) {
-                sgd_range(c, params, grads, velocity, b, e);
-                return index(0);
+                double unused = 0;
+                return sgd_pass<true>(c, params, grads, velocity, b, e, unused);
             });
             return 0;
         }
