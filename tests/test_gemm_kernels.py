@@ -83,3 +83,32 @@ def test_training_is_bit_identical_with_one_and_two_threads(use_kernel, restore_
         net.fit(X, y, epochs=2, batch_size=128, optimizer=fm.SGD(lr=0.01))
         params.append(net.params.copy())
     assert np.array_equal(params[0], params[1])
+
+
+# ---- the forward GEMM's epilogue (bias and activation applied tile by tile) ----------------------
+
+# (batch, inputs, outputs): every path of the driver with an epilogue: register tiles
+# with the epilogue per tile (batch · outputs ≥ 2**14, ragged edges), one pass after a
+# small product, the transposed product (outputs narrower than a tile) and the dot
+# products (one sample; one output).
+EPILOGUE_SHAPES = [(257, 33, 100), (130, 7, 257), (33, 17, 7), (3000, 17, 7), (1, 257, 33), (300, 33, 1)]
+
+
+@pytest.mark.parametrize("use_kernel", KERNELS, indirect=True)
+@pytest.mark.parametrize("activation", fm.ACTIVATIONS)
+@pytest.mark.parametrize("batch, inputs, outputs", EPILOGUE_SHAPES)
+def test_forward_with_the_fused_epilogue_matches_the_reference(use_kernel, activation, batch, inputs, outputs):
+    rng = np.random.default_rng(batch * 31 + outputs)
+    net = fm.Network([inputs, outputs], output_activation=activation, dtype="float64", seed=1)
+    net.biases[0][...] = rng.normal(size=outputs)
+    twin = fm.reference.Network.from_network(net)
+    X = rng.normal(size=(batch, inputs))
+    out = net.forward(X)
+    expected = twin.forward(X)
+    np.testing.assert_allclose(out, expected, rtol=1e-12, atol=1e-13)
+    # The training cache holds Z = X·Wᵀ + b beside A = f(Z).
+    z, a = net._core.cache(0)
+    np.testing.assert_allclose(z, twin.cache[0][0], rtol=1e-12, atol=1e-13)
+    np.testing.assert_allclose(a, out, rtol=0, atol=0)
+    # predict (in place, chunked) agrees with forward.
+    np.testing.assert_allclose(net.predict(X), out, rtol=1e-12, atol=1e-13)

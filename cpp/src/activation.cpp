@@ -177,24 +177,32 @@ void activation_backward(Activation activation, T* dz, const T* da, const T* z, 
     with_activation<T>(activation, [&](auto, auto df) { map_backward(dz, da, z, a, n, df); });
 }
 
-// Rows [r0, r1) of z (B, O) += bias; a = f(z). a may alias z.
+// The block [i0, i1) × [j0, j1) of z (rows ld apart) += bias; a = f(z). a may alias z.
 template <typename T, typename F>
-FASTMLP_CLONES void bias_activation_rows(F f, T* a, T* z, const T* bias, index r0, index r1,
-                                         index outputs) {
-    for (index i = r0; i < r1; ++i) {
-        T* __restrict zr = z + i * outputs;
+FASTMLP_CLONES void bias_activation_cells(F f, T* a, T* z, const T* bias, index ld, index i0,
+                                          index i1, index j0, index j1) {
+    for (index i = i0; i < i1; ++i) {
+        T* __restrict zr = z + i * ld;
         const T* __restrict b = bias;
         if (a == z) {
-            for (index j = 0; j < outputs; ++j) zr[j] = f(zr[j] + b[j]);
+            for (index j = j0; j < j1; ++j) zr[j] = f(zr[j] + b[j]);
         } else {
-            T* __restrict out = a + i * outputs;
-            for (index j = 0; j < outputs; ++j) {
+            T* __restrict out = a + i * ld;
+            for (index j = j0; j < j1; ++j) {
                 const T v = zr[j] + b[j];
                 zr[j] = v;
                 out[j] = f(v);
             }
         }
     }
+}
+
+template <typename T>
+void bias_activation_block(void* context, index i0, index i1, index j0, index j1) {
+    const auto& c = *static_cast<const BiasActivation<T>*>(context);
+    with_activation<T>(c.activation, [&](auto f, auto) {
+        bias_activation_cells(f, c.a, c.z, c.bias, c.ld, i0, i1, j0, j1);
+    });
 }
 
 // Columns [j0, j1): dz = df(da, z, a) and d_bias (+)= Σ_rows dz. Rows go in
@@ -238,8 +246,8 @@ void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, i
     const index rows = std::max<index>(1, (1 << 14) / std::max<index>(outputs, 1));
     with_activation<T>(activation, [&](auto f, auto) {
         parallel_for(nt, (batch + rows - 1) / rows, [&](index c) {
-            bias_activation_rows(f, a, z, bias, c * rows, std::min(batch, (c + 1) * rows),
-                                 outputs);
+            bias_activation_cells(f, a, z, bias, outputs, c * rows,
+                                  std::min(batch, (c + 1) * rows), index(0), outputs);
         });
     });
 }
@@ -267,6 +275,7 @@ void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* 
     template void activation_forward<T>(Activation, T*, const T*, index);                    \
     template void activation_backward<T>(Activation, T*, const T*, const T*, const T*, index); \
     template void bias_activation_forward<T>(Activation, T*, T*, const T*, index, index);      \
+    template void bias_activation_block<T>(void*, index, index, index, index);                 \
     template void activation_bias_backward<T>(Activation, T*, T*, const T*, const T*,          \
                                               const T*, index, index, bool);
 FASTMLP_INSTANTIATE(float)

@@ -102,11 +102,12 @@ void Network<T>::forward_layers(const T* x, index batch) {
     for (std::size_t l = 0; l < layers_.size(); ++l) {
         const Layer& layer = layers_[l];
         T* z = z_[l].data();
+        // Z = A_prev · Wᵀ, then (tile by tile, in cache) Z += b and A = f(Z).
+        BiasActivation<T> epilogue{layer.activation, a_[l].data(), z,
+                                   params_.data() + layer.bias_offset, layer.outputs};
         gemm<T>(Transpose::none, Transpose::transpose, batch, layer.outputs, layer.inputs, T(1),
                 input, layer.inputs, params_.data() + layer.weight_offset, layer.inputs, T(0), z,
-                layer.outputs);
-        bias_activation_forward(layer.activation, a_[l].data(), z,
-                                params_.data() + layer.bias_offset, batch, layer.outputs);
+                layer.outputs, GemmEpilogue{&bias_activation_block<T>, &epilogue});
         input = a_[l].data();
     }
     cached_batch_ = batch;
@@ -190,11 +191,12 @@ void Network<T>::predict(const T* x, index n, T* out) {
         for (std::size_t l = 0; l < layers_.size(); ++l) {
             const Layer& layer = layers_[l];
             T* z = l + 1 == layers_.size() ? out + start * outputs() : front;
+            BiasActivation<T> epilogue{layer.activation, z, z,
+                                       params_.data() + layer.bias_offset, layer.outputs};
             gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs,
                     T(1), input, layer.inputs, params_.data() + layer.weight_offset,
-                    layer.inputs, T(0), z, layer.outputs);
-            bias_activation_forward(layer.activation, z, z, params_.data() + layer.bias_offset,
-                                    rows, layer.outputs);
+                    layer.inputs, T(0), z, layer.outputs,
+                    GemmEpilogue{&bias_activation_block<T>, &epilogue});
             input = z;
             std::swap(front, back);
         }

@@ -46,6 +46,20 @@ template <typename T>
 void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, index batch,
                              index outputs);
 
+// The same on one block [i0, i1) × [j0, j1) of a layer's output, as a GEMM
+// epilogue (gemm.hpp: GemmEpilogue{&bias_activation_block<T>, &context}), so the
+// bias and the activation are applied while the GEMM's tile is still in cache.
+template <typename T>
+struct BiasActivation {
+    Activation activation;
+    T* a;            // f(z), (B, O) with rows ld apart; may be z
+    T* z;            // the GEMM's output, bias added in place
+    const T* bias;   // (O)
+    index ld;
+};
+template <typename T>
+void bias_activation_block(void* context, index i0, index i1, index j0, index j1);
+
 // dz = da ⊙ f'(z) (dz may alias da), and d_bias = Σ_rows dz (+= when accumulate).
 template <typename T>
 void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* da,

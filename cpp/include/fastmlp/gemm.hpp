@@ -27,10 +27,21 @@ namespace fastmlp {
 
 enum class Transpose { none, transpose };
 
+// Work done on C while it is still in cache: fn(context, i0, i1, j0, j1) is
+// called once for every block C[i0:i1, j0:j1] as soon as that block is final
+// (a register tile, on the thread that computed it; in the dot-product and
+// transposed paths, once for the whole of C at the end). Every element of C is
+// in exactly one block. A dense layer adds its bias and applies its activation
+// this way (activation.hpp: bias_activation_block).
+struct GemmEpilogue {
+    void (*fn)(void* context, index i0, index i1, index j0, index j1) = nullptr;
+    void* context = nullptr;
+};
+
 template <typename T>
 void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k,
           T alpha, const T* a, index lda, const T* b, index ldb,
-          T beta, T* c, index ldc);
+          T beta, T* c, index ldc, const GemmEpilogue& epilogue = {});
 
 // The triple loop, kept beside the fast one as the C++ reference and for tests.
 template <typename T>

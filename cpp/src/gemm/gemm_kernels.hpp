@@ -12,6 +12,7 @@
 #pragma once
 
 #include "fastmlp/common.hpp"
+#include "fastmlp/gemm.hpp"
 
 namespace fastmlp::gemm_detail {
 
@@ -29,6 +30,7 @@ struct GemmArgs {
     T beta;
     T* c;
     index rs_c, cs_c;
+    GemmEpilogue epilogue;  // applied to each finished register tile (fn may be null)
 };
 
 // Register and cache blocking of one kernel for one type: an MR × NR tile of C

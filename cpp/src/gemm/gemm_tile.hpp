@@ -13,7 +13,8 @@
 //       for ir over M by MR: pack the MR × KC sliver of A (L1)
 //         for jr over NC by NR: micro_kernel   (MR × NR accumulators in registers)
 // A is packed one MR × KC sliver at a time (L1), just before its row of tiles,
-// when that row has more than two tiles; otherwise it is read in place.
+// when that row has more than two tiles; otherwise it is read in place. After
+// the last K block, each finished tile goes through the epilogue, if any.
 #pragma once
 
 #include "gemm_kernels.hpp"
@@ -208,6 +209,7 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
         for (index pc = 0; pc < g.k; pc += KC) {
             const index kc = smaller(KC, g.k - pc);
             const T beta = pc == 0 ? g.beta : T(1);  // later K blocks add to C
+            const bool last_k = pc + kc >= g.k;       // C is final after this block
             if (full < nc) pack_b<V, nr>(b_pack, g, pc, kc, jc + full, nc - full);
             // Packing a sliver of A pays off when it serves several panels of B.
             const bool pack_slivers = nc > 2 * nr;
@@ -218,10 +220,13 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                         const bool in_place = jr < full;
                         const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
                                               : b_pack + ((jr - full) / nr) * kc * nr;
+                        const index cols = smaller(nr, nc - jr);
                         micro_kernel_rows<V, MR, NV>(rows, kc, a, b, in_place ? g.rs_b : index(nr),
                                                      g.c + ir * g.rs_c + (jc + jr) * g.cs_c,
-                                                     g.rs_c, g.cs_c, smaller(nr, nc - jr),
-                                                     g.alpha, beta);
+                                                     g.rs_c, g.cs_c, cols, g.alpha, beta);
+                        if (last_k && g.epilogue.fn != nullptr)  // the tile is still in L1
+                            g.epilogue.fn(g.epilogue.context, ir, ir + rows, jc + jr,
+                                          jc + jr + cols);
                     }
                 };
                 if (pack_slivers) {
