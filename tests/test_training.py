@@ -904,3 +904,22 @@ def test_bad_optimizer_argument():
     with pytest.raises(TypeError, match=r"^early_stopping: expected"):
         net.fit(X, y, early_stopping="yes")
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_partial_fit_takes_scikit_learns_classes_argument():
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(30, 4))
+    labels = rng.integers(0, 3, size=30)
+    net = fm.Network([4, 8, 3], loss="cross_entropy", seed=0)
+    twin = fm.Network([4, 8, 3], loss="cross_entropy", seed=0)
+    net.partial_fit(X, labels, classes=[0, 1, 2], optimizer=fm.Adam(lr=0.01))
+    twin.partial_fit(X, labels, optimizer=fm.Adam(lr=0.01))
+    np.testing.assert_array_equal(net.params, twin.params)
+    before = net.params.copy()
+    with pytest.raises(ValueError, match="classes"):
+        net.partial_fit(X, labels, classes=[0, 1])
+    with pytest.raises(ValueError, match="classes"):
+        net.partial_fit(X, labels, classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match="classes"):
+        fm.Network([4, 1], seed=0).partial_fit(X, labels[:, None], classes=[0, 1])
+    np.testing.assert_array_equal(net.params, before)

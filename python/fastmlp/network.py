@@ -496,10 +496,22 @@ class Network:
                 self._params[...] = early_stopping._best_params
         return history
 
-    def partial_fit(self, X, y, optimizer: Optimizer | None = None, batch_size: int | None = None,
-                    shuffle: bool = True) -> "Network":
+    def partial_fit(self, X, y, classes=None, optimizer: Optimizer | None = None,
+                    batch_size: int | None = None, shuffle: bool = True) -> "Network":
         """One pass over (X, y) from the current weights and optimizer state (the
-        last optimizer used when None), as scikit-learn's partial_fit; returns self."""
+        last optimizer used when None), as scikit-learn's partial_fit; returns self.
+
+        ``classes`` is accepted for scikit-learn's signature: a classifier's
+        classes are always 0..n_outputs-1, and a ``classes`` that says otherwise
+        is an error."""
+        if classes is not None:
+            if self._loss != "cross_entropy":
+                raise ValueError(f"classes: only for a cross_entropy classifier; this network's loss is {self._loss!r}")
+            wanted = np.arange(self.n_outputs)
+            given = np.asarray(classes)
+            if given.shape != wanted.shape or not np.array_equal(given, wanted):
+                raise ValueError(f"classes: the network's classes are 0..{self.n_outputs - 1} (one per output); "
+                                 f"got {given.tolist()!r}")
         self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle)
         return self
 
