@@ -254,7 +254,7 @@ void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k, T alp
         scale(c, ldc, m, n, beta);
         return finish(g);
     }
-    if (m * n < epilogue_per_tile_threshold) {
+    if (epilogue.fn != nullptr && m * n < epilogue_per_tile_threshold) {
         // C fits in L1 anyway: one pass at the end beats a call per tile.
         GemmArgs<T> plain = g;
         plain.epilogue = GemmEpilogue{};
