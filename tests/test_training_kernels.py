@@ -134,6 +134,28 @@ def test_softmax_at_huge_logits(dtype):
         assert_close(result.sum(axis=1), np.ones(4), rtol=0, atol=8 * eps_of(dtype))
 
 
+@pytest.mark.parametrize("name", ["mse", "cross_entropy", "binary_cross_entropy", "huber"])
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: f"{s[0]}x{s[1]}")
+def test_count_correct_matches_reference(shape, dtype, name):
+    rng = np.random.default_rng([*shape, np.dtype(dtype).itemsize, len(name)])
+    batch, outputs = shape
+    pred = rng.standard_normal(shape).astype(dtype)
+    if name == "cross_entropy":
+        target = np.eye(outputs, dtype=dtype)[rng.integers(0, outputs, batch)]
+        right = (batch + 1) // 2
+        pred[:right] += 10 * target[:right]  # these rows are surely right, the others by chance
+    else:
+        target = rng.integers(0, 2, shape).astype(dtype)
+    expected = reference.count_correct(name, pred, target)
+    for layout in LAYOUTS:
+        assert kernels.count_correct(name, with_layout(pred, layout), with_layout(target, layout)) == expected, layout
+    if name in ("mse", "huber"):
+        assert expected == 0
+    elif name == "cross_entropy":
+        assert right <= expected <= batch
+
+
 # ---- gradient norm ---------------------------------------------------------------------------------
 
 NORM_LENGTHS = (1, 3, 7, 33, 257, 70_000, 300_000)

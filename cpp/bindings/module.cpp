@@ -283,16 +283,25 @@ V dict_get(const py::dict& d, const char* key, V fallback) {
     return d.contains(key) ? d[key].cast<V>() : fallback;
 }
 
-// {"kind": "adam", "lr": ..., "momentum": ..., ...}: missing keys keep their defaults.
-fastmlp::OptimizerConfig optimizer_config(const py::dict& d) {
-    static const char* const known[] = {"kind",  "lr",    "momentum", "dampening",
-                                        "weight_decay", "nesterov", "beta1", "beta2",
-                                        "eps",   "clip_norm", "clip_value"};
+// Refuses a key of d outside `allowed` (a typo is an error, not a default), and
+// a missing key of `required`; `what` names the dict in the message.
+void require_keys(const py::dict& d, const char* what, const std::vector<std::string>& allowed,
+                  const std::vector<std::string>& required = {}) {
     for (auto item : d) {
         const std::string key = py::str(item.first);
-        if (std::none_of(std::begin(known), std::end(known), [&](const char* k) { return key == k; }))
-            throw py::value_error("optimizer: unknown key '" + key + "'");
+        if (std::find(allowed.begin(), allowed.end(), key) == allowed.end())
+            throw py::value_error(std::string(what) + ": unknown key '" + key + "'");
     }
+    for (const auto& key : required)
+        if (!d.contains(key.c_str()))
+            throw py::value_error(std::string(what) + ": needs '" + key + "'");
+}
+
+// {"kind": "adam", "lr": ..., "momentum": ..., ...}: missing keys keep their defaults.
+fastmlp::OptimizerConfig optimizer_config(const py::dict& d) {
+    require_keys(d, "optimizer",
+                 {"kind", "lr", "momentum", "dampening", "weight_decay", "nesterov", "beta1",
+                  "beta2", "eps", "clip_norm", "clip_value"});
     fastmlp::OptimizerConfig c;
     c.kind = fastmlp::optimizer_from_name(dict_get<std::string>(d, "kind", "sgd"));
     c.lr = dict_get<double>(d, "lr", c.lr);
@@ -315,21 +324,24 @@ fastmlp::Schedule schedule_config(const py::object& o) {
     if (o.is_none()) return s;
     const py::dict d = o.cast<py::dict>();
     s.kind = fastmlp::schedule_from_name(dict_get<std::string>(d, "kind", "constant"));
-    // Every key the kind reads must be there, and no other (a typo is an error).
-    std::vector<std::string> keys{"kind", "warmup_steps"};
-    if (s.kind == fastmlp::Schedule::Kind::step) keys.insert(keys.end(), {"step_size", "gamma"});
-    if (s.kind == fastmlp::Schedule::Kind::exponential) keys.push_back("gamma");
-    if (s.kind == fastmlp::Schedule::Kind::cosine) keys.insert(keys.end(), {"total_steps", "min_factor"});
-    for (auto item : d) {
-        const std::string key = py::str(item.first);
-        if (std::find(keys.begin(), keys.end(), key) == keys.end())
-            throw py::value_error("schedule: unknown key '" + key + "' for kind '" +
-                                  dict_get<std::string>(d, "kind", "constant") + "'");
+    // Every key the kind reads must be there (min_factor may be left out), and no other.
+    const std::string what = "schedule '" + dict_get<std::string>(d, "kind", "constant") + "'";
+    switch (s.kind) {
+        case fastmlp::Schedule::Kind::constant:
+            require_keys(d, what.c_str(), {"kind", "warmup_steps"});
+            break;
+        case fastmlp::Schedule::Kind::step:
+            require_keys(d, what.c_str(), {"kind", "warmup_steps", "step_size", "gamma"},
+                         {"step_size", "gamma"});
+            break;
+        case fastmlp::Schedule::Kind::exponential:
+            require_keys(d, what.c_str(), {"kind", "warmup_steps", "gamma"}, {"gamma"});
+            break;
+        case fastmlp::Schedule::Kind::cosine:
+            require_keys(d, what.c_str(), {"kind", "warmup_steps", "total_steps", "min_factor"},
+                         {"total_steps"});
+            break;
     }
-    for (std::size_t k = 2; k < keys.size(); ++k)
-        if (!d.contains(keys[k].c_str()) && keys[k] != "min_factor")
-            throw py::value_error("schedule: kind '" + dict_get<std::string>(d, "kind", "constant") +
-                                  "' needs '" + keys[k] + "'");
     s.warmup_steps = dict_get<Index>(d, "warmup_steps", s.warmup_steps);
     s.step_size = dict_get<Index>(d, "step_size", s.step_size);
     s.gamma = dict_get<double>(d, "gamma", s.gamma);
@@ -552,12 +564,6 @@ void bind_network(py::module_& m, const char* class_name) {
                  py::gil_scoped_release release;
                  std::lock_guard<std::mutex> lock(h.mutex());
                  h.net().zero_grad();
-             })
-        .def("sgd_step",
-             [](Handle& h, double lr) {
-                 py::gil_scoped_release release;
-                 std::lock_guard<std::mutex> lock(h.mutex());
-                 h.net().sgd_step(T(lr));
              })
         .def("predict",
              [](Handle& h, py::array x, py::array out) {

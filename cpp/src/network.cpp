@@ -166,11 +166,6 @@ void Network<T>::zero_grad() {
 }
 
 template <typename T>
-void Network<T>::sgd_step(T learning_rate) {
-    sgd_update(params_.data(), grads_.data(), parameter_count(), learning_rate);
-}
-
-template <typename T>
 void Network<T>::reserve_predict(index chunk) {
     if (index(predict_front_.size()) < chunk * max_width_) {
         predict_front_.assign(chunk * max_width_, T(0));
@@ -261,17 +256,18 @@ double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double h
     require(n >= 1, "evaluate: needs at least one sample");
     const index chunk = std::min(n, predict_chunk);
     reserve_predict(chunk);
-    std::vector<T> out(chunk * outputs());  // one allocation per call, not per chunk
+    if (index(evaluate_out_.size()) < chunk * outputs()) evaluate_out_.assign(chunk * outputs(), T(0));
+    T* out = evaluate_out_.data();  // kept: a validation set is evaluated every epoch
     double total = 0;
     index right = 0;
     for (index start = 0; start < n; start += chunk) {
         const index rows = std::min(chunk, n - start);
-        predict(x + start * inputs(), rows, out.data());
+        predict(x + start * inputs(), rows, out);
         const T* target = y + start * outputs();
-        total += loss_forward_backward(loss, out.data(), target, static_cast<T*>(nullptr), rows,
+        total += loss_forward_backward(loss, out, target, static_cast<T*>(nullptr), rows,
                                        outputs(), huber_delta) *
                  loss_normalizer(loss, rows, outputs());
-        if (correct != nullptr) right += count_correct(loss, out.data(), target, rows, outputs());
+        if (correct != nullptr) right += count_correct(loss, out, target, rows, outputs());
     }
     if (correct != nullptr) *correct = right;
     return total / loss_normalizer(loss, n, outputs());

@@ -132,8 +132,6 @@ class _Network(Generic[_Float]):
         """Copies of (Z_layer, A_layer), each (B, outputs of that layer), from the last
         forward. ValueError before any forward, IndexError for a bad layer."""
     def zero_grad(self) -> None: ...
-    def sgd_step(self, lr: float) -> None:
-        """params −= lr · grads."""
     def predict(self, x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
         """out (n, outputs) = the network applied to x (n, inputs); the training cache is untouched."""
     def fit(

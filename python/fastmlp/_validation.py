@@ -22,6 +22,11 @@ def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:
     return resolved
 
 
+def common_float_dtype(*arrays) -> np.dtype:
+    """The dtype a kernel computes in: float32 when every input is float32, else float64."""
+    return np.dtype(np.float32) if all(np.asarray(a).dtype == np.float32 for a in arrays) else np.dtype(np.float64)
+
+
 def check_int(value, name: str, minimum: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import as_numeric_array, check_choice
+from ._validation import as_numeric_array, check_choice, common_float_dtype
 from .network import ACTIVATIONS, INIT_SCHEMES, LOSSES
 
 __all__ = [
@@ -32,9 +32,9 @@ __all__ = [
     "sgd_update",
     "loss_forward",
     "loss_backward",
+    "count_correct",
     "softmax",
     "grad_norm",
-    "clip_scale",
     "sgd_step",
     "adam_step",
     "lamb_step",
@@ -43,13 +43,9 @@ __all__ = [
 ]
 
 
-def _common_dtype(*arrays) -> np.dtype:
-    return np.dtype(np.float32) if all(a.dtype == np.float32 for a in arrays) else np.dtype(np.float64)
-
-
 def _inputs(names_and_values):
     arrays = [as_numeric_array(value, name) for name, value in names_and_values]
-    dtype = _common_dtype(*arrays)
+    dtype = common_float_dtype(*arrays)
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
 
 
@@ -76,7 +72,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     """
     a_arr, b_arr = as_numeric_array(a, "a"), as_numeric_array(b, "b")
     arrays = [a_arr, b_arr] if c is None else [a_arr, b_arr, np.asarray(c)]
-    dtype = _common_dtype(*arrays)
+    dtype = common_float_dtype(*arrays)
     if a_arr.ndim != 2 or b_arr.ndim != 2:
         raise ValueError(f"gemm: a and b must be 2-D, got shapes {a_arr.shape} and {b_arr.shape}")
     m = a_arr.shape[1] if trans_a else a_arr.shape[0]
@@ -237,6 +233,15 @@ def loss_backward(name, pred, target, delta=1.0):
     return grad
 
 
+def count_correct(name, pred, target) -> int:
+    """How many predictions are right: rows whose argmax matches the target's
+    (cross_entropy), or elements with (pred > 0) == (target > 0.5)
+    (binary_cross_entropy); 0 for the regression losses."""
+    check_choice(name, "name", LOSSES)
+    pred, target = _pair_2d(pred, target)
+    return int(_core.count_correct(name, pred, target))
+
+
 def softmax(z):
     """Row-wise softmax of z (B, O), computed stably."""
     (z,), _ = _inputs([("z", z)])
@@ -261,13 +266,6 @@ def grad_norm(grads, clip_value=None) -> float:
     """Global L2 norm of the flat gradient, after clamping to ±clip_value when given."""
     (g,), _ = _inputs([("grads", grads)])
     return float(_core.grad_norm(g.reshape(-1), _clip_value(clip_value)))
-
-
-def clip_scale(norm, max_norm) -> float:
-    """The factor clipping by global norm applies: min(1, max_norm / (norm + 1e-6)), 1 when max_norm is None."""
-    if max_norm is None:
-        return 1.0
-    return min(1.0, float(max_norm) / (float(norm) + 1e-6))
 
 
 def _in_place(params, *others):

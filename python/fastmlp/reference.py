@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._article import NeuralNetwork  # the article's own class, verbatim: fastmlp.NeuralNetwork's twin
+from ._validation import common_float_dtype as _float_dtype
 
 __all__ = [
     "gemm",
@@ -34,6 +35,7 @@ __all__ = [
     "INIT_SCHEMES",
     "OPTIMIZERS",
     "SCHEDULE_KINDS",
+    "count_correct",
     "softmax",
     "loss_forward",
     "loss_backward",
@@ -51,10 +53,6 @@ __all__ = [
 
 LEAKY_RELU_SLOPE = 0.01
 _erfc = np.frompyfunc(math.erfc, 1, 1)
-
-
-def _float_dtype(*arrays) -> np.dtype:
-    return np.dtype(np.float32) if all(np.asarray(a).dtype == np.float32 for a in arrays) else np.dtype(np.float64)
 
 
 def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
@@ -347,6 +345,18 @@ def _loss_arrays(name, pred, target, delta):
     if target.shape != pred.shape:
         raise ValueError(f"loss: target has shape {target.shape}, pred {pred.shape}")
     return pred, target, dtype
+
+
+def count_correct(name, pred, target) -> int:
+    """How many predictions of raw outputs ``pred`` (B, O) are right against dense ``target``:
+    rows whose argmax (the first maximum) equals the target's for ``"cross_entropy"``;
+    elements with (p > 0) == (t > 0.5) for ``"binary_cross_entropy"``; 0 for the others."""
+    pred, target, _ = _loss_arrays(name, pred, target, 1.0)
+    if name == "cross_entropy":
+        return int(np.sum(np.argmax(pred, axis=1) == np.argmax(target, axis=1)))
+    if name == "binary_cross_entropy":
+        return int(np.sum((pred > 0) == (target > 0.5)))
+    return 0
 
 
 def softmax(z):

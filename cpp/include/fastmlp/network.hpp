@@ -109,7 +109,6 @@ public:
     // forward on the same X and batch size just before.
     void backward(const T* x, const T* d_out, index batch, bool accumulate = false);
     void zero_grad();
-    void sgd_step(T learning_rate);
 
     // The optimizer's state (velocity, or Adam's m and v, and the update count)
     // is part of the network: it carries over from one fit to the next, and is
@@ -170,7 +169,7 @@ private:
     index cached_batch_ = -1;  // batch of the last forward, -1 when none
     std::vector<std::vector<T>> z_, a_;
     std::vector<T> delta_, delta_next_;
-    std::vector<T> predict_front_, predict_back_;
+    std::vector<T> predict_front_, predict_back_, evaluate_out_;
 };
 
 }  // namespace fastmlp
