@@ -49,6 +49,26 @@ def test_same_seed_same_weights_with_one_and_two_threads(restore_num_threads, dt
     np.testing.assert_array_equal(predict1, predict2)
 
 
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_split_steps_same_bits_with_one_and_two_threads(restore_num_threads, dtype, loss):
+    # A small network with batches of 100: every step runs as two pieces of the
+    # batch, on two threads or one after the other (timed, the faster way is
+    # kept, the other tried now and then). 300 steps go through both ways.
+    X, y = data(n=300, inputs=6, outputs=3, dtype=np.dtype(dtype).type)
+    if loss == "cross_entropy":
+        y = np.argmax(y, axis=1)
+    runs = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        net = fm.Network([6, 32, 16, 3], loss=loss, seed=1, dtype=dtype)
+        history = net.fit(X, y, epochs=100, batch_size=100, optimizer=fm.SGD(lr=0.05, momentum=0.9))
+        runs.append((net.params.copy(), history.history))
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    assert runs[0][1] == runs[1][1]
+    assert runs[0][1]["loss"][-1] < runs[0][1]["loss"][0]
+
+
 def test_forward_backward_independent_of_threads(restore_num_threads):
     X, y = data(n=128)
     results = []

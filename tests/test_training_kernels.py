@@ -494,10 +494,10 @@ VARIANTS = {
 }
 
 
-def toy_problem(loss, outputs):
+def toy_problem(loss, outputs, n=N_SAMPLES):
     """(X, y for fm.Network.fit, dense y for the twin)."""
     rng = np.random.default_rng(42)
-    X = rng.standard_normal((N_SAMPLES, 2))
+    X = rng.standard_normal((n, 2))
     if loss == "cross_entropy":  # three classes, integer labels
         labels = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 0.3).astype(np.int64)
         assert set(labels) == {0, 1, 2}
@@ -521,16 +521,16 @@ def twin_optimizer(opt) -> reference.Optimizer:
     return reference.Optimizer(kind, opt.lr, **common, **extra)
 
 
-def train_both(loss_key, opt, dtype):
+def train_both(loss_key, opt, dtype, n=N_SAMPLES, batch_size=8):
     loss, delta, outputs = TRAIN_LOSSES[loss_key]
     net = fm.Network([2, 6, outputs], activation="tanh", loss=loss, huber_delta=delta, dtype=dtype, seed=0)
     # built explicitly: from_network does not carry huber_delta (see the discrepancy test below)
     twin = reference.Network(net.layer_sizes, net.activations, dtype, params=net.params, loss=net.loss,
                              delta=net.huber_delta)
     start = np.array(net.params)
-    X, y, y_dense = toy_problem(loss, outputs)
-    history = net.fit(X, y, epochs=EPOCHS, batch_size=8, shuffle=False, optimizer=opt)
-    expected = twin.fit(X, y_dense, epochs=EPOCHS, batch_size=8, optimizer=twin_optimizer(opt))
+    X, y, y_dense = toy_problem(loss, outputs, n)
+    history = net.fit(X, y, epochs=EPOCHS, batch_size=batch_size, shuffle=False, optimizer=opt)
+    expected = twin.fit(X, y_dense, epochs=EPOCHS, batch_size=batch_size, optimizer=twin_optimizer(opt))
     assert not np.array_equal(net.params, start)
     assert len(history) == EPOCHS
     return net, twin, history, expected
@@ -548,6 +548,20 @@ def test_fit_matches_reference_float64(loss_key, opt_key, variant):
         assert_close(history[key], expected[key], rtol=1e-10, what=f"history {key} {what}")
     if "schedule" in variant:  # the schedule is used: warm-up then cosine
         assert_close(expected["lr"][0], opt.lr * reference.schedule_factor(opt.schedule._spec(), 2), rtol=1e-14)
+
+
+@pytest.mark.parametrize("opt_key", ["sgd", "adam"])
+@pytest.mark.parametrize("loss_key", list(TRAIN_LOSSES))
+def test_split_step_fit_matches_reference_float64(loss_key, opt_key):
+    # Batches of 100 rows through a small network: each step runs as two pieces
+    # (48 + 52 rows, forward and backward apart, gradients summed); the last batch
+    # of 50 is one piece. The twin computes every batch whole.
+    net, twin, history, expected = train_both(loss_key, OPTIMIZERS[opt_key](), "float64", n=150,
+                                              batch_size=100)
+    what = f"split step {loss_key} {opt_key}"
+    assert_close(net.params, twin.params, rtol=1e-10, atol=1e-14, what=f"params {what}")
+    for key in ("loss", "grad_norm"):
+        assert_close(history[key], expected[key], rtol=1e-10, what=f"history {key} {what}")
 
 
 @pytest.mark.parametrize("opt_key,loss_key", [("sgd", "mse"), ("adam", "cross_entropy"),

@@ -70,11 +70,23 @@ double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad,
     require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
             "loss: huber's delta must be positive and finite");
     if (batch == 0 || outputs == 0) return 0.0;
+    return loss_rows(loss, pred, target, grad, batch, outputs, delta, batch) /
+           loss_normalizer(loss, batch, outputs);
+}
+
+template <typename T>
+double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows, index outputs,
+                 double delta, index batch) {
+    require(rows >= 0 && outputs >= 0, "loss: sizes must be non-negative");
+    require(rows <= batch, "loss: the rows are part of the batch (rows <= batch)");
+    require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
+            "loss: huber's delta must be positive and finite");
+    if (rows == 0 || outputs == 0) return 0.0;
     const double normalizer = loss_normalizer(loss, batch, outputs);
     const T scale = T((loss == Loss::mse ? 2.0 : 1.0) / normalizer);
     const T d = T(delta);
     double total = 0;
-    for (index i = 0; i < batch; ++i) {
+    for (index i = 0; i < rows; ++i) {
         const T* p = pred + i * outputs;
         const T* t = target + i * outputs;
         T* g = grad == nullptr ? nullptr : grad + i * outputs;
@@ -108,7 +120,7 @@ double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad,
         }
         total += row;
     }
-    return total / normalizer;
+    return total;
 }
 
 template <typename T>
@@ -169,6 +181,7 @@ void mse_backward(T* d_pred, const T* pred, const T* target, index n, T scale) {
 
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template double loss_forward_backward<T>(Loss, const T*, const T*, T*, index, index, double); \
+    template double loss_rows<T>(Loss, const T*, const T*, T*, index, index, double, index); \
     template index count_correct<T>(Loss, const T*, const T*, index, index);                   \
     template void softmax_rows<T>(T*, const T*, index, index);                                 \
     template T mse_forward<T>(const T*, const T*, index);                                      \

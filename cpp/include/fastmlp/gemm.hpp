@@ -38,6 +38,12 @@ struct GemmEpilogue {
     void* context = nullptr;
 };
 
+// Products of fewer FLOPs (2·M·N·K) than this run on the calling thread alone.
+// A fork/join costs ~1 µs on a quiet machine but can cost a whole time slice
+// when another process holds the other core, so only products that take tens of
+// microseconds go parallel.
+constexpr double gemm_parallel_flops = double(1 << 22);
+
 template <typename T>
 void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k,
           T alpha, const T* a, index lda, const T* b, index ldb,

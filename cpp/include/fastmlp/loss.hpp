@@ -33,6 +33,14 @@ template <typename T>
 double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad, index batch,
                              index outputs, double delta);
 
+// Rows [0, rows) of a batch of `batch` rows: returns their loss summed (not yet
+// divided by loss_normalizer(loss, batch, outputs)), and writes their part of
+// dL/dpred for the whole batch's mean into grad when it is not null. A batch cut
+// into pieces gets the same gradient, row for row, as in one call.
+template <typename T>
+double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows, index outputs,
+                 double delta, index batch);
+
 // How many predictions are right: cross_entropy counts rows whose argmax (the
 // first maximum) matches the target's; binary_cross_entropy counts elements
 // with (p > 0) == (t > 0.5). Other losses: 0.

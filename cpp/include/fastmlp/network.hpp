@@ -15,6 +15,7 @@
 // Not thread-safe by itself: one call at a time per network (the bindings lock).
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -153,6 +154,12 @@ private:
     void reserve_workspace(index batch);
     void reserve_predict(index chunk);
     void forward_layers(const T* x, index batch);
+    void forward_rows(const T* x, index first, index count);
+    index step_pieces(index batch) const;
+    double forward_backward(const T* x, const T* y, index batch, const FitOptions& options,
+                            index* correct);
+    bool two_threads_for_pieces();
+    void record_piece_time(bool two_threads, std::chrono::steady_clock::duration time);
 
     std::vector<Layer> layers_;
     index max_width_ = 0;
@@ -169,6 +176,12 @@ private:
     index cached_batch_ = -1;  // batch of the last forward, -1 when none
     std::vector<std::vector<T>> z_, a_;
     std::vector<T> delta_, delta_next_;
+    std::vector<T> piece_grads_;  // the second piece's gradient (step_pieces)
+    // A step's pieces timed on one thread [0] and on two [1], the last four of each.
+    double piece_seconds_[2][4] = {};
+    std::uint32_t piece_samples_[2] = {0, 0};
+    std::uint32_t piece_steps_ = 0;
+    bool piece_timed_ = false;
     std::vector<T> predict_front_, predict_back_, evaluate_out_;
 };
 

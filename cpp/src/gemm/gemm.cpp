@@ -32,10 +32,6 @@ using gemm_detail::Blocking;
 using gemm_detail::GemmArgs;
 using gemm_detail::Kernel;
 
-// Products below this many FLOPs run on one thread. A fork/join costs ~1 µs on a
-// quiet machine but can cost a whole time slice when another process holds the
-// other core, so only products that take tens of microseconds go parallel.
-constexpr double gemm_parallel_threshold = double(1 << 22);
 constexpr double gemv_parallel_threshold = double(1 << 16);
 // Below this many elements of C the epilogue runs once over C after the product
 // (measured: per tile it costs the seed demo ~0.4 µs of calls; from 64 × 256 on,
@@ -212,7 +208,7 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
         run(kernel, transposed(g));
         return finish(original);
     }
-    const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_threshold);
+    const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_flops);
     const Grid grid = nt == 1 ? Grid{g.m, g.n, 1, 1} : choose_grid(g.m, g.n, blocking, 2 * nt);
     const index pack_size = gemm_detail::tile_buffer_size(blocking, grid.cols);
     parallel_for(nt, grid.tasks_m * grid.tasks_n, [&](index task) {
