@@ -313,13 +313,13 @@ index Network<T>::step_pieces(index batch) const {
 // virtual machine's slow spells, and beside other busy processes, each piece
 // runs twice as slowly beside the other and one thread wins (26 µs against
 // 18). So both ways are timed and the faster (by the best of the last four
-// timings of each) is used: of every 64 steps, the
+// timings of each) is used: of every 256 steps, the
 // first 4 go the other way (the first two of them untimed, as they wake a
 // sleeping helper or refill a cache), to notice when the machine changes.
 template <typename T>
 bool Network<T>::two_threads_for_pieces() {
     if (get_num_threads() < 2) return false;
-    const std::uint32_t phase = piece_steps_++ % 64;
+    const std::uint32_t phase = piece_steps_++ % 256;
     auto best = [&](int mode) {  // the fastest of the last few: preemption only adds time
         const double* t = piece_seconds_[mode];
         const std::uint32_t n = std::min<std::uint32_t>(piece_samples_[mode], 4);

@@ -16,6 +16,7 @@ struct F32 {
     using R = __m256;
     static constexpr int width = 8;
     static constexpr bool has_pack_transposed = false;
+    static constexpr bool has_pack_sliver = false;
     static R zero() { return _mm256_setzero_ps(); }
     static R load(const T* p) { return _mm256_loadu_ps(p); }
     static void store(T* p, R r) { _mm256_storeu_ps(p, r); }
@@ -35,6 +36,7 @@ struct F64 {
     using R = __m256d;
     static constexpr int width = 4;
     static constexpr bool has_pack_transposed = false;
+    static constexpr bool has_pack_sliver = false;
     static R zero() { return _mm256_setzero_pd(); }
     static R load(const T* p) { return _mm256_loadu_pd(p); }
     static void store(T* p, R r) { _mm256_storeu_pd(p, r); }

@@ -60,6 +60,37 @@ struct F32 {
                 for (int j = 0; j < 16; ++j) dst[p * NR + half + j] = rows[j * ld + p];
         }
     }
+    // dst (kc × MR, zero-padded) = op(A)[0:rows, 0:kc] for rows ≤ MR ≤ 16, with
+    // op(A)(i, p) at src[i · rs + p · cs] and rs == 1 or cs == 1 (the sliver of
+    // A the micro-kernel broadcasts from; see pack_a). Each column of the sliver
+    // is written as 16 floats, the 16 − MR past it overwritten by the next; the
+    // last column's store is masked so nothing lands beyond dst's kc · MR.
+    static constexpr bool has_pack_sliver = true;
+    template <int MR>
+    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
+        static_assert(MR <= 16, "a sliver column is one vector");
+        const __mmask16 valid = __mmask16((1u << rows) - 1);
+        const __mmask16 column = __mmask16((1u << MR) - 1);
+        auto put = [&](index p, __m512 v) {
+            if (p + 1 < kc) _mm512_storeu_ps(dst + p * MR, v);
+            else _mm512_mask_storeu_ps(dst + p * MR, column, v);
+        };
+        if (rs == 1) {  // columns of the sliver contiguous: a masked load each
+            for (index p = 0; p < kc; ++p) put(p, _mm512_maskz_loadu_ps(valid, src + p * cs));
+            return;
+        }
+        // rows contiguous: 16 columns at a time through an in-register transpose
+        const index kc16 = kc & ~index(15);
+        for (index p = 0; p < kc16; p += 16) {
+            __m512 r[16];
+            for (int i = 0; i < 16; ++i)
+                r[i] = i < rows ? _mm512_loadu_ps(src + i * rs + p) : _mm512_setzero_ps();
+            transpose16(r);
+            for (int q = 0; q < 16; ++q) put(p + q, r[q]);
+        }
+        for (index p = kc16; p < kc; ++p)
+            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
+    }
     static R zero() { return _mm512_setzero_ps(); }
     static R load(const T* p) { return _mm512_loadu_ps(p); }
     static void store(T* p, R r) { _mm512_storeu_ps(p, r); }
@@ -80,6 +111,7 @@ struct F64 {
     using R = __m512d;
     static constexpr int width = 8;
     static constexpr bool has_pack_transposed = false;
+    static constexpr bool has_pack_sliver = false;
     static R zero() { return _mm512_setzero_pd(); }
     static R load(const T* p) { return _mm512_loadu_pd(p); }
     static void store(T* p, R r) { _mm512_storeu_pd(p, r); }

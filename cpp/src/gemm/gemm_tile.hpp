@@ -4,7 +4,8 @@
 //
 // V provides: T (scalar), R (register type), width, zero(), load(p), store(p, r),
 // broadcast(x), fma(a, b, c) = a·b + c, mul(a, b), reduce(r) = the sum of r's lanes,
-// and has_pack_transposed (with pack_transposed<NR>(dst, src, ld, kc) when true).
+// has_pack_transposed (with pack_transposed<NR>(dst, src, ld, kc) when true) and
+// has_pack_sliver (with pack_sliver<MR>(dst, src, rs, cs, kc, rows) when true).
 //
 // Loops over one rectangle of C (the micro-kernel never loops over M or N):
 //   for jc over N by NC
@@ -170,9 +171,17 @@ void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, inde
 // zero-padded): the micro-kernel then reads A sequentially. Read in place, the
 // MR rows of a row-major A lie lda apart, and with lda a multiple of 1 KiB they
 // all map to the same few L1 sets and evict each other.
-template <typename T, int MR>
-void pack_a(T* dst, const GemmArgs<T>& g, index ir, index rows, index pc, index kc) {
+template <class V, int MR>
+void pack_a(typename V::T* dst, const GemmArgs<typename V::T>& g, index ir, index rows, index pc,
+            index kc) {
+    using T = typename V::T;
     const T* src = g.a + ir * g.rs_a + pc * g.cs_a;
+    if constexpr (V::has_pack_sliver) {
+        if (g.rs_a == 1 || g.cs_a == 1) {
+            V::template pack_sliver<MR>(dst, src, g.rs_a, g.cs_a, kc, rows);
+            return;
+        }
+    }
     if (g.rs_a == 1) {  // columns of the sliver contiguous
         for (index p = 0; p < kc; ++p) {
             const T* column = src + p * g.cs_a;
@@ -230,7 +239,7 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                     }
                 };
                 if (pack_slivers) {
-                    pack_a<T, MR>(a_pack, g, ir, rows, pc, kc);
+                    pack_a<V, MR>(a_pack, g, ir, rows, pc, kc);
                     row_of_tiles(PackedA<T, MR>{a_pack});
                 } else {
                     row_of_tiles(StridedA<T>{g.a + ir * g.rs_a + pc * g.cs_a, g.rs_a, g.cs_a});
