@@ -22,6 +22,9 @@ constexpr index predict_chunk = 256;  // rows per inference chunk
 // (gemm_parallel_flops) is cut into two pieces of the batch, of at least this
 // many rows each, which run forward and backward side by side (see step_pieces).
 constexpr index piece_min_rows = 32;
+double seconds_since(std::chrono::steady_clock::time_point start) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+}
 // A shuffled batch is gathered by rows, this many per task, on two threads from
 // this many values on.
 constexpr index gather_rows = 16;
@@ -311,37 +314,6 @@ index Network<T>::step_pieces(index batch) const {
     return 2.0 * double(batch) * double(widest) < gemm_parallel_flops ? 2 : 1;
 }
 
-// Whether a step's two pieces run on two threads or one after the other: the
-// same bits either way, so the choice is only about time. Two threads win on a
-// quiet machine (the article's demo: 13 µs a step against 17–18); in this
-// virtual machine's slow spells, and beside other busy processes, each piece
-// runs twice as slowly beside the other and one thread wins (26 µs against
-// 18). So both ways are timed and the faster (by the best of the last four
-// timings of each) is used: of every 256 steps, the
-// first 4 go the other way (the first two of them untimed, as they wake a
-// sleeping helper or refill a cache), to notice when the machine changes.
-template <typename T>
-bool Network<T>::two_threads_for_pieces() {
-    if (get_num_threads() < 2) return false;
-    const std::uint32_t phase = piece_steps_++ % 256;
-    auto best = [&](int mode) {  // the fastest of the last few: preemption only adds time
-        const double* t = piece_seconds_[mode];
-        const std::uint32_t n = std::min<std::uint32_t>(piece_samples_[mode], 4);
-        return n == 0 ? 0.0 : *std::min_element(t, t + n);  // untimed: try it
-    };
-    const bool faster = best(1) <= best(0);
-    piece_timed_ = phase >= 2;
-    return phase < 4 ? !faster : faster;
-}
-
-template <typename T>
-void Network<T>::record_piece_time(bool two_threads, std::chrono::steady_clock::duration time) {
-    if (!piece_timed_) return;
-    const int mode = two_threads ? 1 : 0;
-    piece_seconds_[mode][piece_samples_[mode]++ % 4] =
-        std::chrono::duration<double>(time).count();
-}
-
 // One training step's forward, loss and backward over rows [0, batch) of x and
 // y: grads_ gets the batch's gradient; returns the batch's summed loss (divide by
 // loss_normalizer for the mean) and adds the right predictions to *correct.
@@ -371,16 +343,13 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
     };
     if (pieces == 1) {
         piece(0);
-    } else if (!two_threads_for_pieces()) {
-        const auto start = std::chrono::steady_clock::now();
+    } else if (get_num_threads() == 1) {
         piece(0);
         piece(1);
-        record_piece_time(false, std::chrono::steady_clock::now() - start);
     } else {
         // The caller runs the first piece and a helper the second, step after
         // step, so each piece's rows stay in one core's cache. Either thread runs
         // both when the other does not come.
-        const auto start = std::chrono::steady_clock::now();
         std::atomic<int> taken{0};
         const std::thread::id caller = std::this_thread::get_id();
         parallel_for(get_num_threads(), 2, [&](index) {
@@ -389,7 +358,6 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
                                                                               : preferred;
             piece(r);
         });
-        record_piece_time(true, std::chrono::steady_clock::now() - start);
     }
     cached_batch_ = batch;
     if (pieces > 1) {
@@ -447,6 +415,11 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             const index rows = std::min(batch_size, n - start);
             const T* xb = x + start * in;
             const T* yb = y + start * out;
+            // The step runs on all threads or on one, whichever ThreadChoice
+            // finds faster here: the same bits either way.
+            const int threads = step_threads_.next();
+            const auto step_start = std::chrono::steady_clock::now();
+            ThreadLimit limit(threads);
             if (gather) {
                 // Rows picked at random from a large X come from memory, one
                 // cache miss after another: two threads fetch them faster.
@@ -476,6 +449,7 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             // non-finite: its outputs are about to overflow.
             if (!std::isfinite(T(loss))) return fail("the loss");
             const StepResult step = optimizer_step(options.optimizer, options.schedule);
+            step_threads_.record(threads, seconds_since(step_start));
             if (!step.gradient_finite) return fail("the gradient");
             if (step.kept > 0) return fail("an update");
             loss_sum += loss * loss_normalizer(options.loss, rows, out);

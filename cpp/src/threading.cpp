@@ -252,6 +252,8 @@ const ForkHandlerRegistration fork_handler_registration;
 
 }  // namespace
 
+thread_local int t_limit = 0;  // 0: no ThreadLimit on this thread
+
 int get_num_threads() {
     int n = g_threads.load();
     if (n == 0) {
@@ -259,7 +261,37 @@ int get_num_threads() {
         g_threads.compare_exchange_strong(expected, default_threads());
         n = g_threads.load();
     }
-    return n;
+    return t_limit > 0 ? std::min(n, t_limit) : n;
+}
+
+ThreadLimit::ThreadLimit(int limit) : previous_(t_limit) {
+    require(limit >= 1, "ThreadLimit: the limit must be at least 1");
+    t_limit = previous_ > 0 ? std::min(previous_, limit) : limit;
+}
+
+ThreadLimit::~ThreadLimit() { t_limit = previous_; }
+
+int ThreadChoice::next() {
+    const int all = get_num_threads();
+    if (all < 2) {
+        timed_ = false;
+        return 1;
+    }
+    const std::uint32_t phase = runs_++ % 512;
+    auto best = [&](int mode) {  // the fastest of the last few: preemption only adds time
+        const double* t = seconds_[mode];
+        const std::uint32_t n = std::min<std::uint32_t>(samples_[mode], 4);
+        return n == 0 ? 0.0 : *std::min_element(t, t + n);  // untimed: try it
+    };
+    const bool all_faster = best(1) <= best(0);
+    timed_ = phase >= 2;
+    return (phase < 4 ? !all_faster : all_faster) ? all : 1;
+}
+
+void ThreadChoice::record(int threads, double seconds) {
+    if (!timed_) return;
+    const int mode = threads > 1 ? 1 : 0;
+    seconds_[mode][samples_[mode]++ % 4] = seconds;
 }
 
 void set_num_threads(int n) {

@@ -15,7 +15,6 @@
 // Not thread-safe by itself: one call at a time per network (the bindings lock).
 #pragma once
 
-#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <vector>
@@ -25,6 +24,7 @@
 #include "fastmlp/loss.hpp"
 #include "fastmlp/optimizer.hpp"
 #include "fastmlp/random.hpp"
+#include "fastmlp/threading.hpp"
 
 namespace fastmlp {
 
@@ -158,8 +158,6 @@ private:
     index step_pieces(index batch) const;
     double forward_backward(const T* x, const T* y, index batch, const FitOptions& options,
                             index* correct);
-    bool two_threads_for_pieces();
-    void record_piece_time(bool two_threads, std::chrono::steady_clock::duration time);
 
     std::vector<Layer> layers_;
     index max_width_ = 0;
@@ -177,11 +175,7 @@ private:
     std::vector<std::vector<T>> z_, a_;
     std::vector<T> delta_, delta_next_;
     std::vector<T> piece_grads_;  // the second piece's gradient (step_pieces)
-    // A step's pieces timed on one thread [0] and on two [1], the last four of each.
-    double piece_seconds_[2][4] = {};
-    std::uint32_t piece_samples_[2] = {0, 0};
-    std::uint32_t piece_steps_ = 0;
-    bool piece_timed_ = false;
+    ThreadChoice step_threads_;  // fit's steps: on one thread or all
     std::vector<T> predict_front_, predict_back_, evaluate_out_;
 };
 

@@ -20,6 +20,7 @@
 // with threads trains with threads too, and never hangs.
 #pragma once
 
+#include <cstdint>
 #include <type_traits>
 
 #include "fastmlp/common.hpp"
@@ -27,7 +28,8 @@
 namespace fastmlp {
 
 // Threads the kernels may use; at least 1. The default follows
-// OMP_NUM_THREADS, else the CPUs this process may run on.
+// OMP_NUM_THREADS, else the CPUs this process may run on. Inside a ThreadLimit,
+// no more than its limit.
 int get_num_threads();
 // Sets the thread count (n >= 1) for the whole process.
 void set_num_threads(int n);
@@ -35,6 +37,42 @@ void set_num_threads(int n);
 // The thread count for work of `work` units (FLOPs or elements): 1 below
 // `threshold`, so small kernels never pay for waking a thread.
 int threads_for(double work, double threshold);
+
+// While it lives, the kernels called on this thread use at most `limit` threads.
+class ThreadLimit {
+public:
+    explicit ThreadLimit(int limit);
+    ~ThreadLimit();
+    ThreadLimit(const ThreadLimit&) = delete;
+    ThreadLimit& operator=(const ThreadLimit&) = delete;
+
+private:
+    int previous_;
+};
+
+// Chooses, for work repeated many times (a training step), between running it
+// on one thread and on all of them, by timing both: the bits are the same
+// either way, so the choice is only about time. All threads win on a quiet
+// machine; on a virtual machine whose cores are far apart (seen here in spells,
+// where reading what the other core wrote costs several times more) one thread
+// can win: deep-narrow's step took 5.0–5.6 ms on two threads there and 4.5 ms
+// on one (2.6 ms on two in a quiet spell), the article's demo 26 µs against 18
+// (13 in a quiet spell). The faster way, by the best of the last four timings
+// of each, is used; of every 512 runs the first 4 go the other way (the first
+// two untimed: they wake a sleeping helper or refill a cache).
+class ThreadChoice {
+public:
+    // The thread count for the next run: 1 or get_num_threads().
+    int next();
+    // Reports how long that run took.
+    void record(int threads, double seconds);
+
+private:
+    double seconds_[2][4] = {};
+    std::uint32_t samples_[2] = {0, 0};
+    std::uint32_t runs_ = 0;
+    bool timed_ = false;
+};
 
 // Runs fn(context, i) for i in [0, count) on up to n_threads threads (see above).
 void run_parallel(int n_threads, index count, void (*fn)(void*, index), void* context);
