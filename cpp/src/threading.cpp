@@ -277,15 +277,28 @@ int ThreadChoice::next() {
         timed_ = false;
         return 1;
     }
-    const std::uint32_t phase = runs_++ % 512;
     auto best = [&](int mode) {  // the fastest of the last few: preemption only adds time
         const double* t = seconds_[mode];
         const std::uint32_t n = std::min<std::uint32_t>(samples_[mode], 4);
         return n == 0 ? 0.0 : *std::min_element(t, t + n);  // untimed: try it
     };
     const bool all_faster = best(1) <= best(0);
-    timed_ = phase >= 2;
-    return (phase < 4 ? !all_faster : all_faster) ? all : 1;
+    // The other way is tried (4 runs) every 4096 runs while all threads are
+    // faster, every 64 while one is. One thread's time hardly changes with the
+    // spells, so its old timings stay good to compare with; the spell that made
+    // one thread faster may be over at any time.
+    if (trying_ == 0 && ++since_tried_ >= (all_faster ? 4096u : 64u)) {
+        trying_ = 4;
+        since_tried_ = 0;
+    }
+    bool use_all = all_faster;
+    timed_ = true;
+    if (trying_ > 0) {
+        use_all = !use_all;
+        timed_ = trying_ <= 2;  // the first two wake a helper or refill a cache
+        --trying_;
+    }
+    return use_all ? all : 1;
 }
 
 void ThreadChoice::record(int threads, double seconds) {
