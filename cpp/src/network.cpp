@@ -324,8 +324,10 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
     const index pieces = step_pieces(batch);
     double loss[2] = {0, 0};
     index right[2] = {0, 0};
-    // The first piece's rows a multiple of 16 (whole register tiles of rows).
-    const index split = pieces > 1 ? batch / 2 / 16 * 16 : batch;
+    // The second piece's rows a multiple of 16 (whole register tiles of rows);
+    // the first, which the caller runs, gets the rest: a helper starts a little
+    // later.
+    const index split = pieces > 1 ? batch - batch / 2 / 16 * 16 : batch;
     auto piece = [&](index r) {
         const index first = r == 0 ? 0 : split, count = r == 0 ? split : batch - split;
         const T* xr = x + first * in;
