@@ -301,7 +301,7 @@ double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double h
 // How many pieces a training step of `batch` rows is cut into: 2 when the batch
 // has rows enough and no layer's product reaches gemm_parallel_flops, else 1.
 // Each piece runs its rows forward, through the loss and backward on one thread
-// (the caller or a helper, whoever claims it), writing its own gradient; the
+// (the caller the first, a helper the second), writing its own gradient; the
 // second piece's is then added to the first's. The threads thus meet once per
 // step instead of once per product. The rule looks only at the shapes, never at
 // the thread count: one thread runs the same two pieces one after the other and
