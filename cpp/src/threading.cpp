@@ -67,8 +67,6 @@ constexpr auto caller_spin = std::chrono::microseconds(100);
 // caller then works alone for a while.
 constexpr auto backoff_after = std::chrono::microseconds(2000);
 constexpr auto backoff = std::chrono::milliseconds(100);
-constexpr auto slow_wait = std::chrono::microseconds(2);
-constexpr int slow_jobs_before_backoff = 4;
 
 // True on a thread while it runs a piece of a job: a parallel_for inside a
 // piece runs on that thread alone (the pool runs one job at a time).
@@ -116,18 +114,9 @@ public:
         // rather than wait for it again. (A helper just started or woken from
         // sleep may simply be slow to get going, as an idle virtual CPU is;
         // that is no evidence.)
-        // Likewise when, job after job, the caller waits longer for the helpers'
-        // last pieces than it worked itself: the helpers run far slower than the
-        // caller (their CPU is shared with something else), and one thread alone
-        // would finish sooner.
         const auto waited = Clock::now() - worked;
-        const bool slow = !woke_helpers && waited > worked - start && waited > slow_wait;
-        slow_jobs_ = slow ? slow_jobs_ + 1 : 0;
-        if (!woke_helpers && ((waited > backoff_after && waited > 4 * (worked - start)) ||
-                              slow_jobs_ >= slow_jobs_before_backoff)) {
+        if (!woke_helpers && waited > backoff_after && waited > 4 * (worked - start))
             backoff_until_ = Clock::now() + backoff;
-            slow_jobs_ = 0;
-        }
     }
 
 private:
@@ -210,7 +199,6 @@ private:
     std::mutex submit_mutex_;
     int started_ = 0;                // helper threads created (guarded by submit_mutex_)
     Clock::time_point backoff_until_{};  // work alone until then (guarded by submit_mutex_)
-    int slow_jobs_ = 0;                  // consecutive slow jobs (guarded by submit_mutex_)
     std::atomic<void (*)(void*, index)> fn_{nullptr};
     std::atomic<void*> context_{nullptr};
     std::atomic<index> count_{0};

@@ -39,6 +39,29 @@ inline void transpose16(__m512 r[16]) {
     }
 }
 
+// In-register transpose of 8 rows of 8 doubles: r[i] becomes column i.
+inline void transpose8(__m512d r[8]) {
+    __m512d t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // pairs of rows, interleaved within 128-bit lanes
+        t[i] = _mm512_unpacklo_pd(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_pd(r[i], r[i + 1]);
+    }
+    for (int h = 0; h < 8; h += 4) {  // rows 0–3, then 4–7: lanes of two pairs gathered
+        u[h] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0x88);
+        u[h + 1] = _mm512_shuffle_f64x2(t[h], t[h + 2], 0xdd);
+        u[h + 2] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0x88);
+        u[h + 3] = _mm512_shuffle_f64x2(t[h + 1], t[h + 3], 0xdd);
+    }
+    r[0] = _mm512_shuffle_f64x2(u[0], u[4], 0x88);
+    r[4] = _mm512_shuffle_f64x2(u[0], u[4], 0xdd);
+    r[2] = _mm512_shuffle_f64x2(u[1], u[5], 0x88);
+    r[6] = _mm512_shuffle_f64x2(u[1], u[5], 0xdd);
+    r[1] = _mm512_shuffle_f64x2(u[2], u[6], 0x88);
+    r[5] = _mm512_shuffle_f64x2(u[2], u[6], 0xdd);
+    r[3] = _mm512_shuffle_f64x2(u[3], u[7], 0x88);
+    r[7] = _mm512_shuffle_f64x2(u[3], u[7], 0xdd);
+}
+
 struct F32 {
     using T = float;
     using R = __m512;
@@ -111,7 +134,45 @@ struct F64 {
     using R = __m512d;
     static constexpr int width = 8;
     static constexpr bool has_pack_transposed = false;
-    static constexpr bool has_pack_sliver = false;
+    // As F32::pack_sliver, for 8 < MR ≤ 16: a column of the sliver is two
+    // vectors (rows 0–7 and 8–15, the second padded with zeros).
+    static constexpr bool has_pack_sliver = true;
+    template <int MR>
+    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
+        static_assert(MR > 8 && MR <= 16, "a sliver column is two vectors");
+        const __mmask8 valid_lo = __mmask8(rows >= 8 ? 0xffu : (1u << rows) - 1);
+        const __mmask8 valid_hi = __mmask8(rows <= 8 ? 0u : (1u << (rows - 8)) - 1);
+        const __mmask8 column_hi = __mmask8((1u << (MR - 8)) - 1);
+        auto put = [&](index p, __m512d lo, __m512d hi) {
+            T* out = dst + p * MR;
+            _mm512_storeu_pd(out, lo);
+            if (p + 1 < kc) _mm512_storeu_pd(out + 8, hi);
+            else _mm512_mask_storeu_pd(out + 8, column_hi, hi);
+        };
+        if (rs == 1) {  // columns of the sliver contiguous: masked loads
+            for (index p = 0; p < kc; ++p) {
+                const T* column = src + p * cs;
+                put(p, _mm512_maskz_loadu_pd(valid_lo, column),
+                    _mm512_maskz_loadu_pd(valid_hi, column + 8));
+            }
+            return;
+        }
+        // rows contiguous: 8 columns at a time through two in-register transposes
+        const index kc8 = kc & ~index(7);
+        for (index p = 0; p < kc8; p += 8) {
+            __m512d lo[8], hi[8];
+            for (int i = 0; i < 8; ++i) {
+                lo[i] = i < rows ? _mm512_loadu_pd(src + i * rs + p) : _mm512_setzero_pd();
+                hi[i] = 8 + i < rows ? _mm512_loadu_pd(src + (8 + i) * rs + p)
+                                     : _mm512_setzero_pd();
+            }
+            transpose8(lo);
+            transpose8(hi);
+            for (int q = 0; q < 8; ++q) put(p + q, lo[q], hi[q]);
+        }
+        for (index p = kc8; p < kc; ++p)
+            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
+    }
     static R zero() { return _mm512_setzero_pd(); }
     static R load(const T* p) { return _mm512_loadu_pd(p); }
     static void store(T* p, R r) { _mm512_storeu_pd(p, r); }
