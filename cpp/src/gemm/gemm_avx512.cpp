@@ -133,7 +133,24 @@ struct F64 {
     using T = double;
     using R = __m512d;
     static constexpr int width = 8;
-    static constexpr bool has_pack_transposed = false;
+    static constexpr bool has_pack_transposed = true;
+    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
+    template <int NR>
+    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
+        static_assert(NR % 8 == 0, "whole vectors of rows");
+        const index kc8 = kc & ~index(7);
+        for (int eighth = 0; eighth < NR; eighth += 8) {
+            const T* rows = src + eighth * ld;
+            for (index p = 0; p < kc8; p += 8) {
+                __m512d r[8];
+                for (int j = 0; j < 8; ++j) r[j] = _mm512_loadu_pd(rows + j * ld + p);
+                transpose8(r);
+                for (int q = 0; q < 8; ++q) _mm512_storeu_pd(dst + (p + q) * NR + eighth, r[q]);
+            }
+            for (index p = kc8; p < kc; ++p)
+                for (int j = 0; j < 8; ++j) dst[p * NR + eighth + j] = rows[j * ld + p];
+        }
+    }
     // As F32::pack_sliver, for 8 < MR ≤ 16: a column of the sliver is two
     // vectors (rows 0–7 and 8–15, the second padded with zeros).
     static constexpr bool has_pack_sliver = true;
