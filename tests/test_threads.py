@@ -54,8 +54,8 @@ def test_same_seed_same_weights_with_one_and_two_threads(restore_num_threads, dt
 def test_split_steps_same_bits_with_one_and_two_threads(restore_num_threads, dtype, loss):
     # A small network with batches of 100: every step runs as two pieces of the
     # batch, on two threads or one after the other (the fit times both ways,
-    # keeps the faster and tries the other now and then: its first steps run on
-    # one thread). The bits must not depend on the way.
+    # keeps the faster and tries the other now and then: one thread after 16
+    # steps). The bits must not depend on the way.
     X, y = data(n=300, inputs=6, outputs=3, dtype=np.dtype(dtype).type)
     if loss == "cross_entropy":
         y = np.argmax(y, axis=1)

@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
@@ -265,17 +266,20 @@ int ThreadChoice::next() {
         timed_ = false;
         return 1;
     }
-    auto best = [&](int mode) {  // the fastest of the last few: preemption only adds time
+    auto best = [&](int mode) {  // the fastest of the last few (preemption only adds time)
         const double* t = seconds_[mode];
         const std::uint32_t n = std::min<std::uint32_t>(samples_[mode], 4);
-        return n == 0 ? 0.0 : *std::min_element(t, t + n);  // untimed: try it
+        return n == 0 ? HUGE_VAL : *std::min_element(t, t + n);
     };
-    const bool all_faster = best(1) <= best(0);
-    // The other way is tried (4 runs) every 4096 runs while all threads are
-    // faster, every 64 while one is. One thread's time hardly changes with the
-    // spells, so its old timings stay good to compare with; the spell that made
-    // one thread faster may be over at any time.
-    if (trying_ == 0 && ++since_tried_ >= (all_faster ? 4096u : 64u)) {
+    const bool all_faster = best(1) <= best(0);  // all, until one thread has been timed
+    // The other way is tried (4 runs): one thread first after 16 runs, then
+    // every 4096 while all threads are faster (one thread's time hardly changes
+    // with the spells, so its old timings stay good to compare with), all
+    // threads every 64 while one is faster (the spell may be over at any time).
+    // A run that takes over 20 ms on all threads (a few large products, which
+    // two threads share well even in the slow spells) is not tried on one.
+    const std::uint32_t period = !all_faster ? 64u : samples_[0] == 0 ? 16u : 4096u;
+    if (trying_ == 0 && ++since_tried_ >= period && !(all_faster && best(1) > 0.02)) {
         trying_ = 4;
         since_tried_ = 0;
     }

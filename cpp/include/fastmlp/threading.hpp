@@ -58,9 +58,8 @@ private:
 // can win: deep-narrow's step took 5.0–5.6 ms on two threads there and 4.5 ms
 // on one (2.6 ms on two in a quiet spell), the article's demo 26 µs against 18
 // (13 in a quiet spell). The faster way, by the best of the last four timings
-// of each, is used. The first 4 runs go on one thread, then every 4096 runs
-// (every 64 while one thread is faster) 4 go the other way, the first two
-// untimed (they wake a sleeping helper or refill a cache).
+// of each, is used; now and then 4 runs go the other way, the first two
+// untimed (they wake a sleeping helper or refill a cache): see next().
 class ThreadChoice {
 public:
     // The thread count for the next run: 1 or get_num_threads().
@@ -72,7 +71,7 @@ private:
     double seconds_[2][4] = {};
     std::uint32_t samples_[2] = {0, 0};
     std::uint32_t since_tried_ = 0;
-    int trying_ = 4;  // runs left to go the other way (the first ones try one thread)
+    int trying_ = 0;  // runs left to go the other way
     bool timed_ = false;
 };
 
