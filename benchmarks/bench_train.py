@@ -170,11 +170,16 @@ def main(argv=None) -> int:
                         help="epochs for the NumPy peers (reference, article class); default: --epochs")
     parser.add_argument("--threads", type=int, default=None,
                         help="threads for fastmlp and PyTorch (default: fastmlp.get_num_threads())")
+    parser.add_argument("--pause", type=float, default=0.1,
+                        help="sleep between runs, so idle threads of the previous row (PyTorch's OpenMP, "
+                             "OpenBLAS) stop spinning on the other core (default 0.1 s)")
     args = parser.parse_args(argv)
     if args.repeats < 1 or args.epochs < 1 or (args.peer_epochs is not None and args.peer_epochs < 1):
         parser.error("--repeats, --epochs and --peer-epochs must be positive")
     if args.threads is not None and args.threads < 1:
         parser.error("--threads must be positive")
+    if args.pause < 0:
+        parser.error("--pause must be >= 0")
     peer_epochs = args.epochs if args.peer_epochs is None else args.peer_epochs
     threads = fm.get_num_threads() if args.threads is None else args.threads
     fm.set_num_threads(threads)
@@ -203,7 +208,8 @@ def main(argv=None) -> int:
     if "OPENBLAS_CORETYPE" in env or "OPENBLAS_L2_SIZE" in env:
         print("note:     OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE are set and slow NumPy's BLAS down; for a fair "
               "comparison run: env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_train.py")
-    print(f"method:   median of {args.repeats} run{'s' if args.repeats != 1 else ''} each, round-robin over the rows, after one warm-up run")
+    print(f"method:   median of {args.repeats} run{'s' if args.repeats != 1 else ''} each, round-robin over the rows, after one warm-up run; "
+          f"{args.pause:g} s pause between runs")
     if peer_epochs != args.epochs:
         print(f"note:     the NumPy peers ran {peer_epochs} epochs, the others {args.epochs}; "
               "ratios compare time per epoch")
@@ -213,6 +219,7 @@ def main(argv=None) -> int:
         row.run()
     for _ in range(args.repeats):
         for row in rows:
+            time.sleep(args.pause)
             start = time.perf_counter()
             row.final_loss = row.run()
             row.times.append(time.perf_counter() - start)
