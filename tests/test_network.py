@@ -436,6 +436,22 @@ def test_update_that_overflows_leaves_finite_params(dtype, lr):
     assert np.isfinite(net.predict(X)).all()
 
 
+def test_update_that_overflows_after_checked_steps_changes_nothing():
+    # Zero inputs give the same outputs in fit as in predict, bit for bit, so the
+    # first four one-sample steps have a zero gradient: SGD learns bounds on the
+    # parameters from them and checks the next gradients alone. The fifth target
+    # is off by 100, and lr · gradient overflows float32: that update must still
+    # be refused whole, as a first step's would be.
+    net = fm.Network([3, 8, 1], seed=0, dtype="float32")
+    X = np.zeros((5, 3), dtype=np.float32)
+    y = net.predict(X).copy()
+    y[-1] += 100.0
+    start = net.params.copy()
+    with pytest.raises(FloatingPointError, match="update"):
+        net.fit(X, y, epochs=1, batch_size=1, shuffle=False, optimizer=fm.SGD(lr=1e37))
+    np.testing.assert_array_equal(net.params, start)
+
+
 def test_learning_rate_that_overflows_the_dtype_is_refused():
     # 1e300 is a finite float64 but inf in float32: refused before any C++ runs.
     net = fm.Network([3, 16, 1], seed=0, dtype="float32")

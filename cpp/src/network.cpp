@@ -243,7 +243,8 @@ void Network<T>::prepare_optimizer(const OptimizerConfig& config) {
 }
 
 template <typename T>
-StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Schedule& schedule) {
+StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Schedule& schedule,
+                                      SgdBounds* bounds) {
     prepare_optimizer(config);
     StepResult result;
     result.lr = config.lr * schedule.factor(index(opt_steps_));
@@ -262,7 +263,8 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
     double grad_sq = 0;
     result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),
                                    opt_s2_.data(), parameter_count(), segments_, opt_steps_ + 1,
-                                   result.lr, scale, measured_by_update ? &grad_sq : nullptr);
+                                   result.lr, scale, measured_by_update ? &grad_sq : nullptr,
+                                   bounds);
     if (measured_by_update) {
         result.grad_norm = std::sqrt(grad_sq);
         if (!std::isfinite(result.grad_norm)) {
@@ -398,6 +400,9 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     const double normalizer_n = loss_normalizer(options.loss, n, out);
     const double accuracy_units = options.loss == Loss::cross_entropy ? double(n) : double(n * out);
 
+    // What SGD's updates learn of the parameters' size (unknown at the start:
+    // the parameters may have changed since the last fit).
+    SgdBounds bounds;
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         if (gather) {
@@ -450,7 +455,7 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             // Summed in double, but a loss the network's dtype cannot hold counts as
             // non-finite: its outputs are about to overflow.
             if (!std::isfinite(T(loss))) return fail("the loss");
-            const StepResult step = optimizer_step(options.optimizer, options.schedule);
+            const StepResult step = optimizer_step(options.optimizer, options.schedule, &bounds);
             step_threads_.record(threads, seconds_since(step_start));
             if (!step.gradient_finite) return fail("the gradient");
             if (step.kept > 0) return fail("an update");

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstring>
 #include <cstdint>
+#include <limits>
 #include <type_traits>
 
 #include "fastmlp/threading.hpp"
@@ -158,20 +159,29 @@ FASTMLP_INLINE X sgd_direction(const Coefficients<T>& c, X raw, X weight, X old_
     return d;
 }
 
-// One pass of SGD over [begin, end). Check (Apply false): writes nothing, returns
-// how many parameters the step would make non-finite, and stores Σ g² of the
-// clamped, unscaled gradient in sum_sq (lanes of T within the piece, then
-// double). Apply (true): the step itself, once the check found every new value
-// finite. A value y is finite exactly when y − y == 0.
-template <bool Apply, typename T>
+// The passes of SGD over [begin, end). A value y is finite exactly when y − y == 0.
+//   check     writes nothing; returns how many parameters the step would make
+//             non-finite, and stores Σ g² of the clamped, unscaled gradient in
+//             sum_sq (lanes of T within the piece, then double).
+//   gradient  reads the gradient alone: the same Σ g², how many of its values
+//             are not finite, and their largest magnitude in maxima[0].
+//   apply     the step itself, once a check found every new value finite; the
+//             largest magnitudes of the new parameters and velocities go to
+//             maxima[0] and maxima[1].
+enum class SgdPass { check, gradient, apply };
+
+template <SgdPass Pass, typename T>
 FASTMLP_CLONES index sgd_pass(const Coefficients<T>& c, T* __restrict p, const T* __restrict g,
-                              T* __restrict v, index begin, index end, double& sum_sq) {
+                              T* __restrict v, index begin, index end, double& sum_sq,
+                              T* maxima) {
     using W = Wide<T>;
     using V = typename W::V;
     using IV = typename W::IV;
     const bool momentum = v != nullptr;
     const V lo = W::splat(-c.clip), hi = W::splat(c.clip);
-    V acc = {};
+    auto magnitude = [](V x) { return x < 0 ? -x : x; };
+    auto larger = [](V x, V y) { return x > y ? x : y; };
+    V acc = {}, top0 = {}, top1 = {};
     IV flags = {};
     index i = begin;
     for (; i + W::width <= end; i += W::width) {
@@ -180,14 +190,22 @@ FASTMLP_CLONES index sgd_pass(const Coefficients<T>& c, T* __restrict p, const T
             raw = raw < lo ? lo : raw;
             raw = raw > hi ? hi : raw;
         }
+        if constexpr (Pass == SgdPass::gradient) {
+            acc += raw * raw;
+            flags += raw - raw != 0;  // −1 in each non-finite lane
+            top0 = larger(top0, magnitude(raw));
+            continue;
+        }
         const V weight = W::load(p + i);
         V velocity = {};
         const V d =
             sgd_direction(c, raw, weight, momentum ? W::load(v + i) : V{}, momentum, velocity);
         const V updated = weight - c.lr * d;
-        if constexpr (Apply) {
+        if constexpr (Pass == SgdPass::apply) {
             if (momentum) W::store(v + i, velocity);
             W::store(p + i, updated);
+            top0 = larger(top0, magnitude(updated));
+            top1 = larger(top1, magnitude(velocity));
         } else {
             acc += raw * raw;
             flags += updated - updated != 0;  // −1 in each non-finite lane
@@ -195,25 +213,38 @@ FASTMLP_CLONES index sgd_pass(const Coefficients<T>& c, T* __restrict p, const T
     }
     index bad = 0;
     double total = 0;
+    T max0 = 0, max1 = 0;
     for (int l = 0; l < W::width; ++l) {
         bad -= index(flags[l]);
         total += double(acc[l]);
+        max0 = std::max(max0, top0[l]);
+        max1 = std::max(max1, top1[l]);
     }
     for (; i < end; ++i) {
         T raw = g[i];
         if (c.clip_on) raw = std::min(std::max(raw, -c.clip), c.clip);
+        if constexpr (Pass == SgdPass::gradient) {
+            total += double(raw) * double(raw);
+            bad += !std::isfinite(raw);
+            max0 = std::max(max0, std::abs(raw));
+            continue;
+        }
         T velocity = 0;
         const T d = sgd_direction(c, raw, p[i], momentum ? v[i] : T(0), momentum, velocity);
         const T updated = p[i] - c.lr * d;
-        if constexpr (Apply) {
+        if constexpr (Pass == SgdPass::apply) {
             if (momentum) v[i] = velocity;
             p[i] = updated;
+            max0 = std::max(max0, std::abs(updated));
+            max1 = std::max(max1, std::abs(velocity));
         } else {
             total += double(raw) * double(raw);
             bad += !std::isfinite(updated);
         }
     }
     sum_sq = total;
+    maxima[0] = max0;
+    maxima[1] = max1;
     return bad;
 }
 
@@ -332,6 +363,26 @@ index over_pieces(index offset, index n, Body&& body) {
     return total;
 }
 
+// Whether every value an SGD step computes stays well inside T's range (a
+// quarter of its largest value, room for the rounding of a few operations),
+// given the largest magnitudes of the clamped gradient, the parameters and the
+// velocity: sgd_direction's terms, bounded one by one.
+template <typename T>
+bool sgd_step_bounded(const Coefficients<T>& c, double gradient, double params, double velocity,
+                      bool momentum) {
+    const double limit = 0.25 * double(std::numeric_limits<T>::max());
+    double d = std::abs(double(c.scale)) * gradient + std::abs(double(c.wd)) * params;
+    double stored = 0;
+    if (momentum) {
+        stored = c.first ? d
+                         : std::abs(double(c.mu)) * velocity +
+                               std::abs(double(c.one_minus_dampening)) * d;
+        d = c.nesterov ? d + std::abs(double(c.mu)) * stored : stored;
+    }
+    const double step = params + std::abs(double(c.lr)) * d;
+    return std::isfinite(step) && step <= limit && stored <= limit && d <= limit;
+}
+
 }  // namespace
 
 template <typename T>
@@ -353,7 +404,7 @@ double grad_norm(const T* grads, index n, double clip_value) {
 template <typename T>
 index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
                        index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
-                       double grad_scale, double* grad_sq) {
+                       double grad_scale, double* grad_sq, SgdBounds* bounds) {
     require(n >= 0, "optimizer_update: n must be non-negative");
     require(t >= 1, "optimizer_update: the step count t starts at 1");
     // lr may reach 0 at the end of a schedule (cosine to min_factor 0).
@@ -384,32 +435,60 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
     switch (config.kind) {
         case OptimizerKind::sgd: {
             // SGD's step is not bounded (lr · g can overflow where Adam's cannot):
-            // when any parameter would turn non-finite, none is changed. The same
-            // pass measures the gradient for the caller that asks (grad_sq).
-            {
-                T* velocity = config.momentum != 0 ? s1 : nullptr;
-                const index piece = piece_size(n);
-                const index pieces = n > 0 ? (n + piece - 1) / piece : 0;
-                double sums[max_pieces] = {};
-                index counts[max_pieces] = {};
+            // when any parameter would turn non-finite, none is changed. A check
+            // pass before the update makes sure; it also measures the gradient for
+            // the caller that asks (grad_sq). Given bounds on the parameters and
+            // velocity, the check reads the gradient alone when they prove every
+            // new value finite.
+            T* velocity = config.momentum != 0 ? s1 : nullptr;
+            const index piece = piece_size(n);
+            const index pieces = n > 0 ? (n + piece - 1) / piece : 0;
+            double sums[max_pieces] = {};
+            index counts[max_pieces] = {};
+            T maxima[max_pieces][2] = {};
+            // One pass over the fixed pieces: how many values it found not finite
+            // (check: new parameters; gradient: gradient values), Σ g² into total.
+            double total = 0;
+            auto run = [&](auto pass) {
                 parallel_for(threads_for_elements(n), pieces, [&](index k) {
-                    counts[k] = sgd_pass<false>(c, params, grads, velocity, k * piece,
-                                                std::min(n, (k + 1) * piece), sums[k]);
+                    counts[k] = sgd_pass<decltype(pass)::value>(
+                        c, params, grads, velocity, k * piece, std::min(n, (k + 1) * piece),
+                        sums[k], maxima[k]);
                 });
                 index bad = 0;
-                double total = 0;
+                total = 0;
                 for (index k = 0; k < pieces; ++k) {
                     bad += counts[k];
                     total += sums[k];
                 }
+                return bad;
+            };
+            auto largest = [&](int which) {
+                T top = 0;
+                for (index k = 0; k < pieces; ++k) top = std::max(top, maxima[k][which]);
+                return double(top);
+            };
+            using Check = std::integral_constant<SgdPass, SgdPass::check>;
+            using Gradient = std::integral_constant<SgdPass, SgdPass::gradient>;
+            using Apply = std::integral_constant<SgdPass, SgdPass::apply>;
+            const bool bounded =
+                bounds != nullptr && bounds->params >= 0 && (!velocity || bounds->velocity >= 0);
+            const bool proven = bounded && run(Gradient{}) == 0 && std::isfinite(total) &&
+                                sgd_step_bounded(c, largest(0), bounds->params,
+                                                 velocity ? bounds->velocity : 0.0,
+                                                 velocity != nullptr);
+            if (!proven) {
+                const index bad = run(Check{});
                 if (grad_sq != nullptr) *grad_sq = total;
                 if (bad > 0 || !std::isfinite(total)) return bad;
+            } else if (grad_sq != nullptr) {
+                *grad_sq = total;
             }
-            T* velocity = config.momentum != 0 ? s1 : nullptr;
-            over_pieces(0, n, [&](index b, index e) {
-                double unused = 0;
-                return sgd_pass<true>(c, params, grads, velocity, b, e, unused);
-            });
+            run(Apply{});
+            if (bounds != nullptr) {
+                bounds->params = largest(0);
+                bounds->velocity = velocity ? largest(1) : 0.0;
+            }
             return 0;
         }
         case OptimizerKind::adam:
@@ -473,7 +552,7 @@ void sgd_update(T* params, const T* grads, index n, T lr) {
     template double grad_norm<T>(const T*, index, double);                                       \
     template index optimizer_update<T>(const OptimizerConfig&, T*, const T*, T*, T*, index,      \
                                        const std::vector<Segment>&, std::int64_t, double, double, \
-                                       double*);                                                   \
+                                       double*, SgdBounds*);                                       \
     template void sgd_update<T>(T*, const T*, index, T);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)

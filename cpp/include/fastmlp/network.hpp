@@ -126,7 +126,9 @@ public:
     void set_optimizer_steps(std::int64_t steps) { opt_steps_ = steps; }
     // One update from the current gradients: norm (after value clipping), clip
     // by norm, schedule, rule. Leaves params untouched if the gradient is not finite.
-    StepResult optimizer_step(const OptimizerConfig& config, const Schedule& schedule);
+    // bounds: see SgdBounds (fit keeps one across its steps).
+    StepResult optimizer_step(const OptimizerConfig& config, const Schedule& schedule,
+                              SgdBounds* bounds = nullptr);
 
     // Mean loss of the whole (X, Y) in chunks (no training cache touched); when
     // correct is not null, also how many predictions were right (count_correct).

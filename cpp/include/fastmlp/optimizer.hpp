@@ -20,7 +20,9 @@
 // A parameter whose new value would not be finite keeps its old value, and the
 // update reports how many did so (the engine then stops the fit). For sgd,
 // whose step lr · g is unbounded, a pass before the update checks every new
-// value, and when one is not finite nothing is changed (state included).
+// value, and when one is not finite nothing is changed (state included); that
+// pass reads the gradient alone when bounds on the parameters prove the step
+// safe (SgdBounds, kept by fit from one update to the next).
 #pragma once
 
 #include <cstdint>
@@ -79,6 +81,16 @@ struct Segment {
 template <typename T>
 double grad_norm(const T* grads, index n, double clip_value);
 
+// What an SGD update knows of the parameters and velocity it left: their
+// largest magnitudes (negative: unknown). optimizer_update fills it in; handed
+// the same object at the next update (the parameters and state unchanged in
+// between), SGD checks the gradient alone when these bounds prove every new
+// value finite: one pass over the gradient instead of over the gradient, the
+// parameters and the velocity.
+struct SgdBounds {
+    double params = -1, velocity = -1;
+};
+
 // One update of `config.kind` at step t (1-based) with learning rate lr and
 // gradient scale grad_scale. s1 / s2: the state buffers (velocity; m and v),
 // each (n) or null when the rule keeps none. Returns how many parameters kept
@@ -89,7 +101,8 @@ double grad_norm(const T* grads, index n, double clip_value);
 template <typename T>
 index optimizer_update(const OptimizerConfig& config, T* params, const T* grads, T* s1, T* s2,
                        index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
-                       double grad_scale, double* grad_sq = nullptr);
+                       double grad_scale, double* grad_sq = nullptr,
+                       SgdBounds* bounds = nullptr);
 
 // Plain gradient descent: params -= lr · grads. params, grads are (n).
 template <typename T>
