@@ -11,12 +11,80 @@
 namespace fastmlp::gemm_detail {
 namespace avx2 {
 
+// In-register transpose of 8 rows of 8 floats: r[i] becomes column i.
+inline void transpose8(__m256 r[8]) {
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {  // pairs of rows, interleaved within 128-bit lanes
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {  // columns i and i + 4 of four rows, one per lane
+        u[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        u[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        u[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        u[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; ++i) {  // the lanes of rows 0–3 beside those of rows 4–7
+        r[i] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x20);
+        r[i + 4] = _mm256_permute2f128_ps(u[i], u[i + 4], 0x31);
+    }
+}
+
+// Lanes [0, n) set, for maskload / maskstore.
+inline __m256i first_lanes(index n) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(int(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
 struct F32 {
     using T = float;
     using R = __m256;
     static constexpr int width = 8;
-    static constexpr bool has_pack_transposed = false;
-    static constexpr bool has_pack_sliver = false;
+    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
+    static constexpr bool has_pack_transposed = true;
+    template <int NR>
+    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
+        static_assert(NR % 8 == 0, "whole vectors of rows");
+        const index kc8 = kc & ~index(7);
+        for (int eighth = 0; eighth < NR; eighth += 8) {
+            const T* rows = src + eighth * ld;
+            for (index p = 0; p < kc8; p += 8) {
+                __m256 r[8];
+                for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(rows + j * ld + p);
+                transpose8(r);
+                for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * NR + eighth, r[q]);
+            }
+            for (index p = kc8; p < kc; ++p)
+                for (int j = 0; j < 8; ++j) dst[p * NR + eighth + j] = rows[j * ld + p];
+        }
+    }
+    // The A sliver, as the AVX-512 F32::pack_sliver, for MR ≤ 8: each column
+    // written as 8 floats, the 8 − MR past it overwritten by the next, the last
+    // column's store masked.
+    static constexpr bool has_pack_sliver = true;
+    template <int MR>
+    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
+        static_assert(MR <= 8, "a sliver column is one vector");
+        const __m256i valid = first_lanes(rows), column = first_lanes(MR);
+        auto put = [&](index p, __m256 v) {
+            if (p + 1 < kc) _mm256_storeu_ps(dst + p * MR, v);
+            else _mm256_maskstore_ps(dst + p * MR, column, v);
+        };
+        if (rs == 1) {  // columns of the sliver contiguous: a masked load each
+            for (index p = 0; p < kc; ++p) put(p, _mm256_maskload_ps(src + p * cs, valid));
+            return;
+        }
+        // rows contiguous: 8 columns at a time through an in-register transpose
+        const index kc8 = kc & ~index(7);
+        for (index p = 0; p < kc8; p += 8) {
+            __m256 r[8];
+            for (int i = 0; i < 8; ++i)
+                r[i] = i < rows ? _mm256_loadu_ps(src + i * rs + p) : _mm256_setzero_ps();
+            transpose8(r);
+            for (int q = 0; q < 8; ++q) put(p + q, r[q]);
+        }
+        for (index p = kc8; p < kc; ++p)
+            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
+    }
     static R zero() { return _mm256_setzero_ps(); }
     static R load(const T* p) { return _mm256_loadu_ps(p); }
     static void store(T* p, R r) { _mm256_storeu_ps(p, r); }
