@@ -241,7 +241,9 @@ const ForkHandlerRegistration fork_handler_registration;
 
 }  // namespace
 
+namespace {
 thread_local int t_limit = 0;  // 0: no ThreadLimit on this thread
+}
 
 int get_num_threads() {
     int n = g_threads.load();
