@@ -39,52 +39,10 @@ struct F32 {
     using T = float;
     using R = __m256;
     static constexpr int width = 8;
-    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
-    static constexpr bool has_pack_transposed = true;
-    template <int NR>
-    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
-        static_assert(NR % 8 == 0, "whole vectors of rows");
-        const index kc8 = kc & ~index(7);
-        for (int eighth = 0; eighth < NR; eighth += 8) {
-            const T* rows = src + eighth * ld;
-            for (index p = 0; p < kc8; p += 8) {
-                __m256 r[8];
-                for (int j = 0; j < 8; ++j) r[j] = _mm256_loadu_ps(rows + j * ld + p);
-                transpose8(r);
-                for (int q = 0; q < 8; ++q) _mm256_storeu_ps(dst + (p + q) * NR + eighth, r[q]);
-            }
-            for (index p = kc8; p < kc; ++p)
-                for (int j = 0; j < 8; ++j) dst[p * NR + eighth + j] = rows[j * ld + p];
-        }
-    }
-    // The A sliver, as the AVX-512 F32::pack_sliver, for MR ≤ 8: each column
-    // written as 8 floats, the 8 − MR past it overwritten by the next, the last
-    // column's store masked.
-    static constexpr bool has_pack_sliver = true;
-    template <int MR>
-    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
-        static_assert(MR <= 8, "a sliver column is one vector");
-        const __m256i valid = first_lanes(rows), column = first_lanes(MR);
-        auto put = [&](index p, __m256 v) {
-            if (p + 1 < kc) _mm256_storeu_ps(dst + p * MR, v);
-            else _mm256_maskstore_ps(dst + p * MR, column, v);
-        };
-        if (rs == 1) {  // columns of the sliver contiguous: a masked load each
-            for (index p = 0; p < kc; ++p) put(p, _mm256_maskload_ps(src + p * cs, valid));
-            return;
-        }
-        // rows contiguous: 8 columns at a time through an in-register transpose
-        const index kc8 = kc & ~index(7);
-        for (index p = 0; p < kc8; p += 8) {
-            __m256 r[8];
-            for (int i = 0; i < 8; ++i)
-                r[i] = i < rows ? _mm256_loadu_ps(src + i * rs + p) : _mm256_setzero_ps();
-            transpose8(r);
-            for (int q = 0; q < 8; ++q) put(p + q, r[q]);
-        }
-        for (index p = kc8; p < kc; ++p)
-            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
-    }
+    static constexpr bool has_transpose = true;
+    static void transpose(R r[8]) { transpose8(r); }
+    static R load_first(const T* p, index n) { return _mm256_maskload_ps(p, first_lanes(n)); }
+    static void store_first(T* p, R r, index n) { _mm256_maskstore_ps(p, first_lanes(n), r); }
     static R zero() { return _mm256_setzero_ps(); }
     static R load(const T* p) { return _mm256_loadu_ps(p); }
     static void store(T* p, R r) { _mm256_storeu_ps(p, r); }
@@ -103,8 +61,7 @@ struct F64 {
     using T = double;
     using R = __m256d;
     static constexpr int width = 4;
-    static constexpr bool has_pack_transposed = false;
-    static constexpr bool has_pack_sliver = false;
+    static constexpr bool has_transpose = false;
     static R zero() { return _mm256_setzero_pd(); }
     static R load(const T* p) { return _mm256_loadu_pd(p); }
     static void store(T* p, R r) { _mm256_storeu_pd(p, r); }

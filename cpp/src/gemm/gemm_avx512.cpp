@@ -66,54 +66,11 @@ struct F32 {
     using T = float;
     using R = __m512;
     static constexpr int width = 16;
-    static constexpr bool has_pack_transposed = true;
-    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
-    template <int NR>
-    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
-        const index kc16 = kc & ~index(15);
-        for (int half = 0; half < NR; half += 16) {
-            const T* rows = src + half * ld;
-            for (index p = 0; p < kc16; p += 16) {
-                __m512 r[16];
-                for (int j = 0; j < 16; ++j) r[j] = _mm512_loadu_ps(rows + j * ld + p);
-                transpose16(r);
-                for (int q = 0; q < 16; ++q) _mm512_storeu_ps(dst + (p + q) * NR + half, r[q]);
-            }
-            for (index p = kc16; p < kc; ++p)
-                for (int j = 0; j < 16; ++j) dst[p * NR + half + j] = rows[j * ld + p];
-        }
-    }
-    // dst (kc × MR, zero-padded) = op(A)[0:rows, 0:kc] for rows ≤ MR ≤ 16, with
-    // op(A)(i, p) at src[i · rs + p · cs] and rs == 1 or cs == 1 (the sliver of
-    // A the micro-kernel broadcasts from; see pack_a). Each column of the sliver
-    // is written as 16 floats, the 16 − MR past it overwritten by the next; the
-    // last column's store is masked so nothing lands beyond dst's kc · MR.
-    static constexpr bool has_pack_sliver = true;
-    template <int MR>
-    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
-        static_assert(MR <= 16, "a sliver column is one vector");
-        const __mmask16 valid = __mmask16((1u << rows) - 1);
-        const __mmask16 column = __mmask16((1u << MR) - 1);
-        auto put = [&](index p, __m512 v) {
-            if (p + 1 < kc) _mm512_storeu_ps(dst + p * MR, v);
-            else _mm512_mask_storeu_ps(dst + p * MR, column, v);
-        };
-        if (rs == 1) {  // columns of the sliver contiguous: a masked load each
-            for (index p = 0; p < kc; ++p) put(p, _mm512_maskz_loadu_ps(valid, src + p * cs));
-            return;
-        }
-        // rows contiguous: 16 columns at a time through an in-register transpose
-        const index kc16 = kc & ~index(15);
-        for (index p = 0; p < kc16; p += 16) {
-            __m512 r[16];
-            for (int i = 0; i < 16; ++i)
-                r[i] = i < rows ? _mm512_loadu_ps(src + i * rs + p) : _mm512_setzero_ps();
-            transpose16(r);
-            for (int q = 0; q < 16; ++q) put(p + q, r[q]);
-        }
-        for (index p = kc16; p < kc; ++p)
-            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
-    }
+    static constexpr bool has_transpose = true;
+    static void transpose(R r[16]) { transpose16(r); }
+    static R load_first(const T* p, index n) { return _mm512_maskz_loadu_ps(first(n), p); }
+    static void store_first(T* p, R r, index n) { _mm512_mask_storeu_ps(p, first(n), r); }
+    static __mmask16 first(index n) { return __mmask16((1u << n) - 1); }
     static R zero() { return _mm512_setzero_ps(); }
     static R load(const T* p) { return _mm512_loadu_ps(p); }
     static void store(T* p, R r) { _mm512_storeu_ps(p, r); }
@@ -133,63 +90,11 @@ struct F64 {
     using T = double;
     using R = __m512d;
     static constexpr int width = 8;
-    static constexpr bool has_pack_transposed = true;
-    // dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc long).
-    template <int NR>
-    static void pack_transposed(T* dst, const T* src, index ld, index kc) {
-        static_assert(NR % 8 == 0, "whole vectors of rows");
-        const index kc8 = kc & ~index(7);
-        for (int eighth = 0; eighth < NR; eighth += 8) {
-            const T* rows = src + eighth * ld;
-            for (index p = 0; p < kc8; p += 8) {
-                __m512d r[8];
-                for (int j = 0; j < 8; ++j) r[j] = _mm512_loadu_pd(rows + j * ld + p);
-                transpose8(r);
-                for (int q = 0; q < 8; ++q) _mm512_storeu_pd(dst + (p + q) * NR + eighth, r[q]);
-            }
-            for (index p = kc8; p < kc; ++p)
-                for (int j = 0; j < 8; ++j) dst[p * NR + eighth + j] = rows[j * ld + p];
-        }
-    }
-    // As F32::pack_sliver, for 8 < MR ≤ 16: a column of the sliver is two
-    // vectors (rows 0–7 and 8–15, the second padded with zeros).
-    static constexpr bool has_pack_sliver = true;
-    template <int MR>
-    static void pack_sliver(T* dst, const T* src, index rs, index cs, index kc, index rows) {
-        static_assert(MR > 8 && MR <= 16, "a sliver column is two vectors");
-        const __mmask8 valid_lo = __mmask8(rows >= 8 ? 0xffu : (1u << rows) - 1);
-        const __mmask8 valid_hi = __mmask8(rows <= 8 ? 0u : (1u << (rows - 8)) - 1);
-        const __mmask8 column_hi = __mmask8((1u << (MR - 8)) - 1);
-        auto put = [&](index p, __m512d lo, __m512d hi) {
-            T* out = dst + p * MR;
-            _mm512_storeu_pd(out, lo);
-            if (p + 1 < kc) _mm512_storeu_pd(out + 8, hi);
-            else _mm512_mask_storeu_pd(out + 8, column_hi, hi);
-        };
-        if (rs == 1) {  // columns of the sliver contiguous: masked loads
-            for (index p = 0; p < kc; ++p) {
-                const T* column = src + p * cs;
-                put(p, _mm512_maskz_loadu_pd(valid_lo, column),
-                    _mm512_maskz_loadu_pd(valid_hi, column + 8));
-            }
-            return;
-        }
-        // rows contiguous: 8 columns at a time through two in-register transposes
-        const index kc8 = kc & ~index(7);
-        for (index p = 0; p < kc8; p += 8) {
-            __m512d lo[8], hi[8];
-            for (int i = 0; i < 8; ++i) {
-                lo[i] = i < rows ? _mm512_loadu_pd(src + i * rs + p) : _mm512_setzero_pd();
-                hi[i] = 8 + i < rows ? _mm512_loadu_pd(src + (8 + i) * rs + p)
-                                     : _mm512_setzero_pd();
-            }
-            transpose8(lo);
-            transpose8(hi);
-            for (int q = 0; q < 8; ++q) put(p + q, lo[q], hi[q]);
-        }
-        for (index p = kc8; p < kc; ++p)
-            for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
-    }
+    static constexpr bool has_transpose = true;
+    static void transpose(R r[8]) { transpose8(r); }
+    static R load_first(const T* p, index n) { return _mm512_maskz_loadu_pd(first(n), p); }
+    static void store_first(T* p, R r, index n) { _mm512_mask_storeu_pd(p, first(n), r); }
+    static __mmask8 first(index n) { return __mmask8((1u << n) - 1); }
     static R zero() { return _mm512_setzero_pd(); }
     static R load(const T* p) { return _mm512_loadu_pd(p); }
     static void store(T* p, R r) { _mm512_storeu_pd(p, r); }

@@ -16,8 +16,7 @@ struct Vector16 {
     using T = Scalar;
     typedef Scalar R __attribute__((vector_size(16)));
     static constexpr int width = int(16 / sizeof(Scalar));
-    static constexpr bool has_pack_transposed = false;
-    static constexpr bool has_pack_sliver = false;
+    static constexpr bool has_transpose = false;
     static R zero() { return R{}; }
     static R load(const T* p) {
         R r;

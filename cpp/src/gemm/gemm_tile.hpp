@@ -4,8 +4,10 @@
 //
 // V provides: T (scalar), R (register type), width, zero(), load(p), store(p, r),
 // broadcast(x), fma(a, b, c) = a·b + c, mul(a, b), reduce(r) = the sum of r's lanes,
-// has_pack_transposed (with pack_transposed<NR>(dst, src, ld, kc) when true) and
-// has_pack_sliver (with pack_sliver<MR>(dst, src, rs, cs, kc, rows) when true).
+// and has_transpose; when true, also transpose(r) (r[width]: r[i] becomes column
+// i), load_first(p, n) (lanes [0, n) from p, the others 0; nothing read beyond)
+// and store_first(p, r, n) (lanes [0, n) to p; nothing written beyond), with
+// which the packing below transposes whole blocks in registers.
 //
 // Loops over one rectangle of C (the micro-kernel never loops over M or N):
 //   for jc over N by NC
@@ -115,9 +117,81 @@ inline void micro_kernel_rows(index rows, index kc, const A& a, const typename V
     }
 }
 
+// dst (kc × NR) = the transpose of NR rows of src (row j at src + j · ld, kc
+// long): width × width blocks through registers (V::has_transpose).
+template <class V, int NR>
+void pack_transposed(typename V::T* dst, const typename V::T* src, index ld, index kc) {
+    using T = typename V::T;
+    constexpr int w = V::width;
+    static_assert(NR % w == 0, "whole vectors of rows");
+    const index kc_blocks = kc / w * w;
+    for (int block = 0; block < NR; block += w) {
+        const T* rows = src + block * ld;
+        for (index p = 0; p < kc_blocks; p += w) {
+            typename V::R r[w];
+            for (int j = 0; j < w; ++j) r[j] = V::load(rows + j * ld + p);
+            V::transpose(r);
+            for (int q = 0; q < w; ++q) V::store(dst + (p + q) * NR + block, r[q]);
+        }
+        for (index p = kc_blocks; p < kc; ++p)
+            for (int j = 0; j < w; ++j) dst[p * NR + block + j] = rows[j * ld + p];
+    }
+}
+
+// dst (kc × MR, zero-padded) = op(A)[0:rows, 0:kc], op(A)(i, p) at
+// src[i · rs + p · cs] with rs == 1 or cs == 1 (V::has_transpose). A column of
+// the sliver is ceil(MR / width) vectors, each stored whole: what spills past
+// the column is overwritten by the next one, and the last column's stores stop
+// at its end. Columns contiguous (rs == 1): masked loads; rows contiguous:
+// width × width blocks through registers.
+template <class V, int MR>
+void pack_sliver(typename V::T* dst, const typename V::T* src, index rs, index cs, index kc,
+                 index rows) {
+    using T = typename V::T;
+    using R = typename V::R;
+    constexpr int w = V::width, parts = (MR + w - 1) / w;
+    auto lanes = [](int part, index count) {  // of `count` values, those in this part
+        return int(count <= part * w ? 0 : count - part * w >= w ? w : count - part * w);
+    };
+    auto put = [&](index p, const R* column) {
+        T* out = dst + p * MR;
+        for (int h = 0; h < parts; ++h) {
+            if (p + 1 < kc) V::store(out + h * w, column[h]);
+            else V::store_first(out + h * w, column[h], lanes(h, MR));
+        }
+    };
+    if (rs == 1) {
+        for (index p = 0; p < kc; ++p) {
+            R column[parts];
+            for (int h = 0; h < parts; ++h)
+                column[h] = V::load_first(src + p * cs + h * w, lanes(h, rows));
+            put(p, column);
+        }
+        return;
+    }
+    const index kc_blocks = kc / w * w;
+    for (index p = 0; p < kc_blocks; p += w) {
+        R r[parts][w];
+        for (int h = 0; h < parts; ++h) {
+            for (int i = 0; i < w; ++i) {
+                const index row = h * w + i;
+                r[h][i] = row < rows ? V::load(src + row * rs + p) : V::zero();
+            }
+            V::transpose(r[h]);
+        }
+        for (int q = 0; q < w; ++q) {
+            R column[parts];
+            for (int h = 0; h < parts; ++h) column[h] = r[h][q];
+            put(p + q, column);
+        }
+    }
+    for (index p = kc_blocks; p < kc; ++p)
+        for (int i = 0; i < MR; ++i) dst[p * MR + i] = i < rows ? src[i * rs + p] : T(0);
+}
+
 // Packs op(B)[pc:pc+kc, jc:jc+nc] as ceil(nc / NR) micro-panels of kc × NR, zero-padded.
-// A kernel whose traits have pack_transposed does full panels of a
-// column-stored op(B) (B = Wᵀ) with in-register transposes.
+// A kernel whose traits have transpose does full panels of a column-stored
+// op(B) (B = Wᵀ) with in-register transposes.
 template <class V, int NR>
 void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, index kc, index jc,
             index nc) {
@@ -141,9 +215,9 @@ void pack_b(typename V::T* dst, const GemmArgs<typename V::T>& g, index pc, inde
     for (index jr = 0; jr < nc; jr += NR) {
         const index cols = smaller(NR, nc - jr);
         const T* src = g.b + pc * g.rs_b + (jc + jr) * g.cs_b;
-        if constexpr (V::has_pack_transposed) {
+        if constexpr (V::has_transpose) {
             if (g.rs_b == 1 && g.cs_b != 1 && cols == NR) {
-                V::template pack_transposed<NR>(dst, src, g.cs_b, kc);
+                pack_transposed<V, NR>(dst, src, g.cs_b, kc);
                 dst += kc * NR;
                 continue;
             }
@@ -176,9 +250,9 @@ void pack_a(typename V::T* dst, const GemmArgs<typename V::T>& g, index ir, inde
             index kc) {
     using T = typename V::T;
     const T* src = g.a + ir * g.rs_a + pc * g.cs_a;
-    if constexpr (V::has_pack_sliver) {
+    if constexpr (V::has_transpose) {
         if (g.rs_a == 1 || g.cs_a == 1) {
-            V::template pack_sliver<MR>(dst, src, g.rs_a, g.cs_a, kc, rows);
+            pack_sliver<V, MR>(dst, src, g.rs_a, g.cs_a, kc, rows);
             return;
         }
     }
