@@ -431,8 +431,9 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
                 // Rows picked at random from a large X come from memory, one
                 // cache miss after another: two threads fetch them faster.
                 const index tasks = (rows + gather_rows - 1) / gather_rows;
-                const int threads = threads_for(double(rows) * double(in + out), gather_parallel);
-                parallel_for(threads, tasks, [&](index task) {
+                const int gather_threads =
+                    threads_for(double(rows) * double(in + out), gather_parallel);
+                parallel_for(gather_threads, tasks, [&](index task) {
                     const index end = std::min(rows, (task + 1) * gather_rows);
                     for (index r = task * gather_rows; r < end; ++r) {
                         const index src = order[start + r];
