@@ -759,16 +759,7 @@ void bind_network(py::module_& m, const char* class_name) {
                 std::lock_guard<std::mutex> lock(h.mutex());
                 h.net().rng().set_state(st);
             },
-            py::arg("words"), py::arg("has_spare"), py::arg("spare"))
-        .def(
-            "initialize",
-            [](Handle& h, const std::vector<std::string>& inits) {
-                const auto schemes = Handle::to_inits(inits);
-                py::gil_scoped_release release;
-                std::lock_guard<std::mutex> lock(h.mutex());
-                h.net().initialize(schemes);
-            },
-            py::arg("inits"));
+            py::arg("words"), py::arg("has_spare"), py::arg("spare"));
 }
 
 }  // namespace

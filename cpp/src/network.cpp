@@ -345,24 +345,17 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
         backward_layers(layers_, params_.data(), r == 0 ? grads_.data() : piece_grads_.data(),
                         z_, a_, xr, first, count, d, d_next, /*accumulate=*/false);
     };
-    if (pieces == 1) {
-        piece(0);
-    } else if (get_num_threads() == 1) {
-        piece(0);
-        piece(1);
-    } else {
-        // The caller runs the first piece and a helper the second, step after
-        // step, so each piece's rows stay in one core's cache. Either thread runs
-        // both when the other does not come.
-        std::atomic<int> taken{0};
-        const std::thread::id caller = std::this_thread::get_id();
-        parallel_for(get_num_threads(), 2, [&](index) {
-            const int preferred = std::this_thread::get_id() == caller ? 0 : 1;
-            const int r = taken.fetch_or(1 << preferred) & (1 << preferred) ? 1 - preferred
-                                                                              : preferred;
-            piece(r);
-        });
-    }
+    // The caller runs the first piece and a helper the second, step after step,
+    // so each piece's rows stay in one core's cache. Either thread runs both
+    // when the other does not come (one thread: the caller, in order).
+    std::atomic<int> taken{0};
+    const std::thread::id caller = std::this_thread::get_id();
+    parallel_for(get_num_threads(), pieces, [&](index) {
+        const int preferred = std::this_thread::get_id() == caller ? 0 : 1;
+        const int r =
+            taken.fetch_or(1 << preferred) & (1 << preferred) ? 1 - preferred : preferred;
+        piece(r);
+    });
     cached_batch_ = batch;
     if (pieces > 1) {
         T* __restrict g = grads_.data();

@@ -165,8 +165,9 @@ class _Network(Generic[_Float]):
         self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool
     ) -> tuple[float, int]:
         """(mean loss, predictions right) over (x, y), in chunks."""
-    def initialize(self, inits: list[str]) -> None:
-        """Draws every layer's weights again with its scheme; zero biases."""
+    def rng_state(self) -> tuple[tuple[int, int, int, int], bool, float]:
+        """The shuffling generator's state: (xoshiro256** words, has a spare normal, the spare)."""
+    def set_rng_state(self, words: list[int], has_spare: bool, spare: float) -> None: ...
 
 class Network32(_Network[np.float32]): ...
 class Network64(_Network[np.float64]): ...

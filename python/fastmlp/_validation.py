@@ -27,6 +27,14 @@ def common_float_dtype(*arrays) -> np.dtype:
     return np.dtype(np.float32) if all(np.asarray(a).dtype == np.float32 for a in arrays) else np.dtype(np.float64)
 
 
+def check_clip_value(clip_value) -> float:
+    """A given clip_value as a float > 0 (None, meaning no clamping, is the caller's to handle)."""
+    value = float(clip_value)
+    if not value > 0:  # also rejects NaN
+        raise ValueError(f"clip_value must be > 0 (or None for no clamping); got {clip_value!r}")
+    return value
+
+
 def check_int(value, name: str, minimum: int | None = None) -> int:
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")

@@ -64,9 +64,10 @@ class NeuralNetwork:
 
     def forward(self, X):
         """Perform forward pass through the network; returns (batch_size, outputs)."""
+        X = check_samples(X, "X", self._net.n_inputs, np.float64)  # once: forward takes it as is
         out = self._net.forward(X)
         n_layers = len(self._net.weights)
-        self.cache = {"A0": check_samples(X, "X", self._net.n_inputs, np.float64).T}
+        self.cache = {"A0": X.T}
         for layer in range(n_layers):
             z, a = self._net._core.cache(layer)
             self.cache[f"Z{layer + 1}"] = z.T

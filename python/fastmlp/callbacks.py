@@ -65,8 +65,11 @@ class EarlyStopping:
         better = (value > self._best + self.min_delta) if self._larger_is_better else (value < self._best - self.min_delta)
         if better or self._best_epoch is None:
             self._best, self._best_epoch, self._wait = value, epoch, 0
-            if self.restore_best_weights:
-                self._best_params = params.copy()
+            if self.restore_best_weights:  # one copy per fit, refilled at each improvement
+                if self._best_params is None:
+                    self._best_params = params.copy()
+                else:
+                    np.copyto(self._best_params, params)
             return False
         self._wait += 1
         return self._wait >= self.patience

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import as_numeric_array, check_choice, common_float_dtype
+from ._validation import as_numeric_array, check_choice, check_clip_value, common_float_dtype
 from .network import ACTIVATIONS, INIT_SCHEMES, LOSSES
 
 __all__ = [
@@ -191,15 +191,21 @@ def mse_backward(pred, target, scale=None):
     return out
 
 
+def _grads_like(params, grads) -> np.ndarray:
+    """grads as a C-contiguous array of params' dtype and shape."""
+    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
+    if grads.shape != params.shape:
+        raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
+    return grads
+
+
 def sgd_update(params, grads, lr):
     """params −= lr · grads, in place on ``params`` (a writable contiguous float array); returns it."""
     if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
         raise TypeError("params: expected a float32 or float64 ndarray to update in place")
     if not params.flags.c_contiguous:
         raise ValueError("params: expected a C-contiguous array (the update is in place)")
-    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
-    if grads.shape != params.shape:
-        raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
+    grads = _grads_like(params, grads)
     _core.sgd_update(params, grads, float(lr))
     return params
 
@@ -254,12 +260,7 @@ def softmax(z):
 
 def _clip_value(clip_value) -> float:
     """The engine's encoding: 0 for no clamping; a given clip_value must be > 0."""
-    if clip_value is None:
-        return 0.0
-    value = float(clip_value)
-    if not value > 0:
-        raise ValueError(f"clip_value must be > 0 (or None for no clamping); got {clip_value!r}")
-    return value
+    return 0.0 if clip_value is None else check_clip_value(clip_value)
 
 
 def grad_norm(grads, clip_value=None) -> float:
@@ -283,9 +284,7 @@ def _in_place(params, *others):
 
 
 def _update(config, params, grads, s1, s2, segments, step, lr, grad_scale, clip_value):
-    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
-    if grads.shape != params.shape:
-        raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
+    grads = _grads_like(params, grads)
     config = {**config, "lr": float(lr), "clip_value": _clip_value(clip_value)}
     segments = [] if segments is None else sorted((int(o), int(n)) for o, n in segments)
     _core.optimizer_update(config, params, grads, s1, s2, segments, int(step), float(lr), float(grad_scale))

@@ -19,6 +19,7 @@ from ._validation import (
     check_positive_float,
     check_real,
     check_samples,
+    check_targets,
 )
 from .callbacks import EarlyStopping, ProgressPrinter
 from .optimizers import SGD, Optimizer
@@ -191,7 +192,6 @@ class Network:
             inits = list(init)
         else:
             raise ValueError(f"init: expected one scheme or {n_layers} (one per layer), got {init!r}")
-        self._init = init if isinstance(init, str) else tuple(init)
         self._schemes = tuple(resolve_init(i, a) for i, a in zip(inits, self._activations))
         core_class = _core.Network32 if self._dtype == np.float32 else _core.Network64
         self._core = core_class(list(sizes), list(self._activations), self._seed, list(self._schemes))
@@ -314,7 +314,7 @@ class Network:
         article_scale (mse only) the article's (ŷ − y) / batch instead."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        y_pred = prepare_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, "mse", self._dtype)
+        y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
         if self._last_batch != X.shape[0]:
             raise ValueError(
                 "backward: call forward(X) on this batch first (the cache holds "
@@ -529,7 +529,7 @@ class Network:
         several (each output's probability > 0.5)."""
         out = self._outputs(X)
         if self._loss == "cross_entropy":
-            return np.argmax(out, axis=1).astype(np.int64)
+            return np.argmax(out, axis=1).astype(np.int64, copy=False)
         if self._loss == "binary_cross_entropy":
             labels = (out > 0).astype(np.int64)
             return labels[:, 0] if self.n_outputs == 1 else labels

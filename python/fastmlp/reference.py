@@ -15,6 +15,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from ._article import NeuralNetwork  # the article's own class, verbatim: fastmlp.NeuralNetwork's twin
+from ._validation import check_clip_value as _check_clip_value
 from ._validation import common_float_dtype as _float_dtype
 
 __all__ = [
@@ -318,11 +319,6 @@ class Network:
 LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
 
 
-def _dtype_of(x) -> np.dtype:
-    """float32 for float32 arrays, float64 for everything else."""
-    return np.dtype(np.float32) if np.asarray(x).dtype == np.float32 else np.dtype(np.float64)
-
-
 def _check_loss(name, delta):
     """The loss name, checked (ValueError naming the choices); Huber's δ must be > 0 and finite."""
     if not isinstance(name, str) or name not in LOSSES:
@@ -365,7 +361,7 @@ def softmax(z):
     Same dtype as ``z`` (float32 stays float32, anything else is float64).
     """
     z = np.asarray(z)
-    dtype = _dtype_of(z)
+    dtype = _float_dtype(z)
     z = z.astype(dtype, copy=False)
     if z.ndim == 0 or z.shape[-1] == 0:
         raise ValueError(f"softmax: needs at least one column; got shape {z.shape}")
@@ -436,13 +432,6 @@ def loss_backward(name, pred, target, delta=1.0):
 # ---- gradient preprocessing ----------------------------------------------------------------------
 
 
-def _check_clip_value(clip_value) -> float:
-    clip_value = float(clip_value)
-    if not clip_value > 0:  # also rejects NaN; None (not 0) means no clamping
-        raise ValueError(f"clip_value must be > 0 (or None for no clamping); got {clip_value!r}")
-    return clip_value
-
-
 def grad_norm(grads, clip_value=None) -> float:
     """‖g‖₂ = √(Σ g_i²) over all values of ``grads``, summed in float64.
 
@@ -450,7 +439,7 @@ def grad_norm(grads, clip_value=None) -> float:
     dtype, c cast to it), as torch.nn.utils.clip_grad_value_ would leave it.
     """
     g = np.asarray(grads)
-    dtype = _dtype_of(g)
+    dtype = _float_dtype(g)
     g = g.astype(dtype, copy=False).ravel()
     if clip_value is not None:
         c = dtype.type(_check_clip_value(clip_value))
