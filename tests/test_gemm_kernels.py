@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
-from fastmlp import kernels
+from fastmlp import kernels, reference
 
 KERNELS = kernels.available_gemm_kernels()
 SHAPES = [
@@ -50,11 +50,14 @@ def test_kernel_matches_numpy(use_kernel, dtype, trans_a, trans_b, m, n, k):
     a = rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype)
     b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype)
     c = rng.standard_normal((m, n)).astype(dtype)
+    twin = c.copy()
     expected = 1.25 * ((a.T if trans_a else a).astype(np.float64) @ (b.T if trans_b else b)) + 0.5 * c
     kernels.gemm(a, b, c, alpha=1.25, beta=0.5, trans_a=trans_a, trans_b=trans_b)
+    reference.gemm(a, b, twin, alpha=1.25, beta=0.5, trans_a=trans_a, trans_b=trans_b)
     scale = k * np.abs(a).max() * np.abs(b).max() + np.abs(expected).max()
-    error = np.abs(c - expected).max()
-    assert error <= RTOL[dtype] * scale, f"{use_kernel}: max |diff| = {error:.3e} (scale {scale:.3e})"
+    for what, want in (("exact", expected), ("reference.gemm", twin)):
+        error = np.abs(c - want).max()
+        assert error <= RTOL[dtype] * scale, f"{use_kernel} vs {what}: max |diff| = {error:.3e} (scale {scale:.3e})"
 
 
 @pytest.mark.parametrize("use_kernel", KERNELS, indirect=True)

@@ -39,9 +39,13 @@ def test_parameters_are_views_of_one_buffer(dtype):
         assert w.shape == shape and b.shape == (shape[0],)
         assert np.shares_memory(w, net.params)
         assert np.shares_memory(b, net.params)
-    # The property hands out the same buffer every time, not a copy.
-    assert np.shares_memory(net.params, net.params)
-    assert net.params.__array_interface__["data"][0] == net.params.__array_interface__["data"][0]
+    # The property hands out the same buffer every time, not a copy: one taken
+    # before a fit still is the network's parameters after it.
+    params = net.params
+    net.fit(np.zeros((4, sizes[0][1])), np.zeros((4, sizes[-1][0])), epochs=1)
+    assert params.__array_interface__["data"][0] == net.params.__array_interface__["data"][0]
+    net.weights[0][0, 0] = 5.0
+    assert params[0] == 5.0
     assert not np.shares_memory(net.params, net.grads)
     # Layout: W_0, b_0, W_1, b_1, ...
     offset = 0
@@ -472,7 +476,7 @@ def test_verbose_one_prints_a_line_per_epoch(capsys):
     net = fm.Network([3, 4, 1], seed=0)
     history = net.fit(X, y, epochs=5, verbose=1)
     lines = capsys.readouterr().out.splitlines()
-    assert len(lines) == 5
+    assert len(lines) == 5 and len(history.history["loss"]) == 5
     for epoch, (line, loss) in enumerate(zip(lines, history.history["loss"]), start=1):
         assert line.startswith(f"Epoch {epoch}/5")
         assert f"{loss:.6g}" in line

@@ -454,6 +454,10 @@ def test_cosine_schedule_runs_past_total_steps_at_lr_zero():
     net = small_net()
     history = net.fit(X, y, epochs=5, optimizer=fm.SGD(lr=0.1, schedule=schedule))
     assert history["lr"] == pytest.approx([0.1 * schedule.factor(t) for t in range(5)], abs=1e-15)
+    assert history["lr"][3:] == [0.0, 0.0]
+    three = small_net()
+    three.fit(X, y, epochs=3, optimizer=fm.SGD(lr=0.1, schedule=fm.Cosine(3)))
+    np.testing.assert_array_equal(net.params, three.params)  # the last two updates moved nothing
 
 
 def large_gradient_problem():

@@ -1,7 +1,8 @@
 """fastmlp's C++ kernels, for people who embed them.
 
-Each function has a NumPy twin of the same name and signature in
-:mod:`fastmlp.reference`. Inputs may be any real arrays: they are brought to
+Each arithmetic function has a NumPy twin of the same name and signature in
+:mod:`fastmlp.reference` (gemm_kernel, available_gemm_kernels and set_gemm_kernel
+choose the GEMM's kernel and have none). Inputs may be any real arrays: they are brought to
 float32 (when every floating input is float32) or float64, and made
 contiguous when they are not (a transposed matrix is passed to the GEMM as a
 transpose, without a copy). Results are new arrays unless ``out`` is given.
