@@ -634,3 +634,27 @@ def test_engine_clip_norm_at_the_threshold():
     reference.Optimizer("sgd", 0.1, clip_norm=clip_norm).step(twin, grads)
     net.step(fm.SGD(lr=0.1, clip_norm=clip_norm))
     assert_close(net.params, twin, rtol=1e-10, what="params after one clipped step")
+
+
+def test_sgd_step_with_gradients_whose_squares_overflow_float32():
+    # |g| = 1e20: g² overflows float32, yet lr · g is small and every new value
+    # finite. The update must happen (a sum it was not asked for must not stop it).
+    params = np.ones(40, dtype=np.float32)
+    grads = np.full(40, 1e20, dtype=np.float32)
+    expected = params.copy()
+    reference.sgd_step(expected, grads, None, lr=1e-21)
+    kernels.sgd_step(params, grads, None, lr=1e-21)
+    np.testing.assert_array_equal(params, expected)
+    assert not np.array_equal(params, np.ones(40, dtype=np.float32))
+
+
+def test_engine_fit_refuses_a_bad_huber_delta_before_any_thread_runs():
+    # Called directly (the Python layer checks it first), the engine must raise,
+    # not fail inside a worker: the split step computes the loss on the pool's threads.
+    net = fm.Network([2, 4, 1], loss="huber", dtype="float64", seed=0)
+    X = np.zeros((100, 2))
+    y = np.zeros((100, 1))
+    start = net.params.copy()
+    with pytest.raises(ValueError, match="huber's delta"):
+        net._core.fit(X, y, 1, 100, False, "huber", 0.0, {"kind": "sgd", "lr": 0.1}, None, False)
+    np.testing.assert_array_equal(net.params, start)

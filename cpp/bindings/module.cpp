@@ -50,12 +50,17 @@ std::string shape_text(const py::array& array) {
     return text + (array.ndim() == 1 ? ",)" : ")");
 }
 
-// A C-contiguous array of T with the given ndim (or any ndim when ndim < 0).
 template <typename T>
-T* contiguous_data(py::array& array, const char* name, int ndim, bool writable) {
+void require_dtype(const py::array& array, const char* name) {
     if (!has_dtype<T>(array))
         throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>() +
                              ", got " + std::string(py::str(array.dtype())));
+}
+
+// A C-contiguous array of T with the given ndim (or any ndim when ndim < 0).
+template <typename T>
+T* contiguous_data(py::array& array, const char* name, int ndim, bool writable) {
+    require_dtype<T>(array, name);
     if (ndim >= 0 && array.ndim() != ndim)
         throw py::value_error(std::string(name) + ": expected a " + std::to_string(ndim) +
                               "-D array, got shape " + shape_text(array));
@@ -69,9 +74,7 @@ T* contiguous_data(py::array& array, const char* name, int ndim, bool writable) 
 // A 2-D matrix whose rows are contiguous (unit column stride), with its leading dimension.
 template <typename T>
 T* matrix_data(py::array& array, const char* name, bool writable, Index& ld) {
-    if (!has_dtype<T>(array))
-        throw py::type_error(std::string(name) + ": expected dtype " + dtype_name<T>() +
-                             ", got " + std::string(py::str(array.dtype())));
+    require_dtype<T>(array, name);
     if (array.ndim() != 2)
         throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
                               shape_text(array));
@@ -92,8 +95,6 @@ T* matrix_data(py::array& array, const char* name, bool writable, Index& ld) {
     } else {
         ld = std::max<Index>(cols, 1);
     }
-    if (writable && !array.writeable())
-        throw py::value_error(std::string(name) + ": the array is read-only");
     return static_cast<T*>(array.mutable_data());
 }
 
@@ -466,7 +467,6 @@ private:
     std::mutex mutex_;
 };
 
-template <typename T>
 void check_rows(const py::array& array, const char* name, Index cols) {
     if (array.ndim() != 2 || array.shape(1) != cols)
         throw py::value_error(std::string(name) + ": expected shape (n, " + std::to_string(cols) +
@@ -510,7 +510,7 @@ void bind_network(py::module_& m, const char* class_name) {
              [](Handle& h, py::array x) {
                  auto& net = h.net();
                  const T* px = contiguous_data<T>(x, "X", 2, false);
-                 check_rows<T>(x, "X", net.inputs());
+                 check_rows(x, "X", net.inputs());
                  const Index batch = x.shape(0);
                  py::array_t<T> out({batch, net.outputs()});
                  T* po = out.mutable_data();
@@ -527,8 +527,8 @@ void bind_network(py::module_& m, const char* class_name) {
                  auto& net = h.net();
                  const T* px = contiguous_data<T>(x, "X", 2, false);
                  const T* pd = contiguous_data<T>(d_out, "d_out", 2, false);
-                 check_rows<T>(x, "X", net.inputs());
-                 check_rows<T>(d_out, "d_out", net.outputs());
+                 check_rows(x, "X", net.inputs());
+                 check_rows(d_out, "d_out", net.outputs());
                  if (d_out.shape(0) != x.shape(0))
                      throw py::value_error("backward: X and d_out have different sample counts");
                  py::gil_scoped_release release;
@@ -570,8 +570,8 @@ void bind_network(py::module_& m, const char* class_name) {
                  auto& net = h.net();
                  const T* px = contiguous_data<T>(x, "X", 2, false);
                  T* po = contiguous_data<T>(out, "out", 2, true);
-                 check_rows<T>(x, "X", net.inputs());
-                 check_rows<T>(out, "out", net.outputs());
+                 check_rows(x, "X", net.inputs());
+                 check_rows(out, "out", net.outputs());
                  if (out.shape(0) != x.shape(0))
                      throw py::value_error("predict: X and out have different sample counts");
                  py::gil_scoped_release release;
@@ -586,8 +586,8 @@ void bind_network(py::module_& m, const char* class_name) {
                 auto& net = h.net();
                 const T* px = contiguous_data<T>(x, "X", 2, false);
                 const T* py_ = contiguous_data<T>(y, "y", 2, false);
-                check_rows<T>(x, "X", net.inputs());
-                check_rows<T>(y, "y", net.outputs());
+                check_rows(x, "X", net.inputs());
+                check_rows(y, "y", net.outputs());
                 if (y.shape(0) != x.shape(0))
                     throw py::value_error("fit: X and y have different sample counts");
                 if (epochs < 1) throw py::value_error("fit: epochs must be >= 1");
@@ -721,8 +721,8 @@ void bind_network(py::module_& m, const char* class_name) {
                 auto& net = h.net();
                 const T* px = contiguous_data<T>(x, "X", 2, false);
                 const T* py_ = contiguous_data<T>(y, "y", 2, false);
-                check_rows<T>(x, "X", net.inputs());
-                check_rows<T>(y, "y", net.outputs());
+                check_rows(x, "X", net.inputs());
+                check_rows(y, "y", net.outputs());
                 if (y.shape(0) != x.shape(0))
                     throw py::value_error("evaluate: X and y have different sample counts");
                 const fastmlp::Loss kind = fastmlp::loss_from_name(loss);

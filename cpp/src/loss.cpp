@@ -66,12 +66,8 @@ T sigmoid_of(T x) {
 template <typename T>
 double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad, index batch,
                              index outputs, double delta) {
-    require(batch >= 0 && outputs >= 0, "loss: sizes must be non-negative");
-    require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
-            "loss: huber's delta must be positive and finite");
-    if (batch == 0 || outputs == 0) return 0.0;
-    return loss_rows(loss, pred, target, grad, batch, outputs, delta, batch) /
-           loss_normalizer(loss, batch, outputs);
+    const double sum = loss_rows(loss, pred, target, grad, batch, outputs, delta, batch);
+    return batch == 0 || outputs == 0 ? 0.0 : sum / loss_normalizer(loss, batch, outputs);
 }
 
 template <typename T>

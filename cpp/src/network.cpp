@@ -6,6 +6,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstring>
+#include <limits>
 #include <numeric>
 #include <thread>
 
@@ -373,6 +374,8 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     require(options.epochs >= 1, "fit: epochs must be >= 1");
     options.optimizer.validate();
     options.schedule.validate();
+    require(options.loss != Loss::huber || (options.huber_delta > 0 && std::isfinite(options.huber_delta)),
+            "fit: huber's delta must be positive and finite");
     const index in = inputs(), out = outputs();
     const index batch_size =
         options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
@@ -448,7 +451,7 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             };
             // Summed in double, but a loss the network's dtype cannot hold counts as
             // non-finite: its outputs are about to overflow.
-            if (!std::isfinite(T(loss))) return fail("the loss");
+            if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return fail("the loss");
             const StepResult step = optimizer_step(options.optimizer, options.schedule, &bounds);
             step_threads_.record(threads, seconds_since(step_start));
             if (!step.gradient_finite) return fail("the gradient");

@@ -480,7 +480,9 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
             if (!proven) {
                 const index bad = run(Check{});
                 if (grad_sq != nullptr) *grad_sq = total;
-                if (bad > 0 || !std::isfinite(total)) return bad;
+                // A sum that overflows matters only to the caller that asked for it
+                // (with norm clipping the norm was measured, in double, before).
+                if (bad > 0 || (grad_sq != nullptr && !std::isfinite(total))) return bad;
             } else if (grad_sq != nullptr) {
                 *grad_sq = total;
             }
@@ -524,10 +526,14 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                     return lamb_apply_range(c, step, params, s1, s2, b, e);
                 });
             };
-            for (const Segment& segment : segments) {
+            for (const Segment& segment : segments) {  // all checked before any update
                 require(segment.offset >= covered && segment.size >= 0 &&
                             segment.offset + segment.size <= n,
                         "optimizer_update: segments must be in order, disjoint and inside the buffer");
+                covered = segment.offset + segment.size;
+            }
+            covered = 0;
+            for (const Segment& segment : segments) {
                 lamb_range(covered, segment.offset - covered, false);
                 lamb_range(segment.offset, segment.size, true);
                 covered = segment.offset + segment.size;

@@ -1,9 +1,12 @@
 // threading.cpp — the work-claiming pool behind parallel_for (see threading.hpp).
 //
-// One job at a time. A job is published by writing its fields, then a ticket
-// (generation << 32 | next index), then the generation. Workers claim an index
-// by compare-and-swap on the ticket, which fails once the generation moved on,
-// so a worker that wakes late can never run a piece of a finished job.
+// One job at a time. A job is published by closing the last job's ticket, writing
+// its fields, then a ticket (generation << 32 | next index), then the generation.
+// Workers claim an index by compare-and-swap on the ticket, which fails once the
+// generation moved on, so a worker that wakes late can never run a piece of a
+// finished job, nor a piece of the new one with the old one's fields. An
+// exception thrown by a piece is kept and rethrown on the caller once every
+// piece has stopped.
 // Helpers spin briefly after a job (consecutive kernels of a training step
 // follow within microseconds), then sleep on a condition variable.
 #include "fastmlp/threading.hpp"
@@ -15,8 +18,10 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstdlib>
+#include <exception>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -93,12 +98,16 @@ public:
             return;
         }
         const bool new_helpers = start_helpers(n_threads - 1);
+        const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
+        // Close the last job before touching its fields: a helper that comes late
+        // to it may already have read some of the new ones, and its claim on the
+        // old ticket must fail (no index is below the closed ticket's).
+        ticket_.store(std::uint64_t(generation) << 32 | 0xffffffffu, std::memory_order_seq_cst);
         fn_.store(fn, std::memory_order_relaxed);
         context_.store(context, std::memory_order_relaxed);
         count_.store(count, std::memory_order_relaxed);
         active_helpers_.store(n_threads - 1, std::memory_order_relaxed);
         unfinished_.store(count, std::memory_order_relaxed);
-        const std::uint32_t generation = generation_.load(std::memory_order_relaxed) + 1;
         ticket_.store(std::uint64_t(generation) << 32, std::memory_order_release);
         generation_.store(generation, std::memory_order_seq_cst);
         const bool woke_helpers = sleepers_.load(std::memory_order_seq_cst) > 0 || new_helpers;
@@ -109,6 +118,10 @@ public:
         work(generation);
         const auto worked = Clock::now();
         wait_for_helpers();
+        if (error_) {  // a piece threw: every piece has stopped; rethrow on the caller
+            std::exception_ptr error = std::exchange(error_, nullptr);
+            std::rethrow_exception(error);
+        }
         // A helper that was awake when the job began, yet finished its last
         // piece long after the caller ran out of pieces, had no CPU (another
         // process holds the other core): run the next jobs alone for a while
@@ -159,9 +172,12 @@ private:
             if (i >= count) return;
             if (!ticket_.compare_exchange_weak(ticket, ticket + 1, std::memory_order_acq_rel))
                 continue;  // ticket now holds the current value
-            {
+            try {
                 InJob in_job;
                 fn(context, i);
+            } catch (...) {  // kept for the caller; the other pieces still run
+                std::lock_guard<std::mutex> lock(error_mutex_);
+                if (!error_) error_ = std::current_exception();
             }
             if (unfinished_.fetch_sub(1, std::memory_order_seq_cst) == 1 &&
                 caller_waiting_.load(std::memory_order_seq_cst)) {
@@ -213,6 +229,8 @@ private:
     std::mutex done_mutex_;  // the caller waiting for helpers' last pieces sleeps here
     std::condition_variable done_;
     std::atomic<bool> caller_waiting_{false};
+    std::mutex error_mutex_;
+    std::exception_ptr error_;  // the first exception a piece threw (guarded by error_mutex_)
 };
 
 // Never destroyed: detached helpers may still be asleep in it at exit.
@@ -239,11 +257,9 @@ struct ForkHandlerRegistration {
 const ForkHandlerRegistration fork_handler_registration;
 #endif
 
-}  // namespace
-
-namespace {
 thread_local int t_limit = 0;  // 0: no ThreadLimit on this thread
-}
+
+}  // namespace
 
 int get_num_threads() {
     int n = g_threads.load();

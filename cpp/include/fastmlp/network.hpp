@@ -96,9 +96,6 @@ public:
     T* params() { return params_.data(); }
     T* grads() { return grads_.data(); }
     Rng& rng() { return rng_; }
-    // One segment per parameter tensor: W_0, b_0, W_1, b_1, ...
-    const std::vector<Segment>& segments() const { return segments_; }
-
     // Draws every layer's weights again with its scheme; zero biases.
     void initialize(const std::vector<Init>& inits);
 
@@ -164,7 +161,7 @@ private:
     std::vector<Layer> layers_;
     index max_width_ = 0;
     std::vector<T> params_, grads_;
-    std::vector<Segment> segments_;
+    std::vector<Segment> segments_;  // one per parameter tensor: W_0, b_0, W_1, b_1, ...
     Rng rng_;
 
     OptimizerKind opt_kind_ = OptimizerKind::sgd;
