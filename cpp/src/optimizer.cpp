@@ -346,20 +346,31 @@ FASTMLP_CLONES double sum_squares(const T* __restrict g, index begin, index end,
     return total;
 }
 
-// Runs body(begin, end) -> index over fixed pieces of [offset, offset + n) in
-// parallel and returns the sum of what the pieces returned.
+// Runs body(k, begin, end) for the fixed pieces k of [offset, offset + n) (at
+// most max_pieces, their bounds independent of the threads) in parallel;
+// returns how many pieces there were, for the caller to combine what each
+// piece left in its slot k, in order.
 template <typename Body>
-index over_pieces(index offset, index n, Body&& body) {
+index for_pieces(index offset, index n, Body&& body) {
     if (n <= 0) return 0;
     const index piece = piece_size(n);
     const index pieces = (n + piece - 1) / piece;
-    index counts[max_pieces] = {};
-    parallel_for(threads_for_elements(n), pieces, [&](index c) {
-        const index begin = offset + c * piece;
-        counts[c] = body(begin, std::min(offset + n, begin + piece));
+    parallel_for(threads_for_elements(n), pieces, [&](index k) {
+        const index begin = offset + k * piece;
+        body(k, begin, std::min(offset + n, begin + piece));
     });
+    return pieces;
+}
+
+// Runs body(begin, end) -> index over the fixed pieces of [offset, offset + n)
+// in parallel and returns the sum of what the pieces returned.
+template <typename Body>
+index over_pieces(index offset, index n, Body&& body) {
+    index counts[max_pieces] = {};
+    const index pieces =
+        for_pieces(offset, n, [&](index k, index b, index e) { counts[k] = body(b, e); });
     index total = 0;
-    for (index c = 0; c < pieces; ++c) total += counts[c];
+    for (index k = 0; k < pieces; ++k) total += counts[k];
     return total;
 }
 
@@ -388,13 +399,10 @@ bool sgd_step_bounded(const Coefficients<T>& c, double gradient, double params, 
 template <typename T>
 double grad_norm(const T* grads, index n, double clip_value) {
     require(n >= 0, "grad_norm: n must be non-negative");
-    if (n == 0) return 0.0;
-    const index piece = piece_size(n);
-    const index pieces = (n + piece - 1) / piece;
     double sums[max_pieces] = {};
     const T clip = clip_value > 0 ? T(clip_value) : T(0);
-    parallel_for(threads_for_elements(n), pieces, [&](index c) {
-        sums[c] = sum_squares(grads, c * piece, std::min(n, (c + 1) * piece), clip);
+    const index pieces = for_pieces(0, n, [&](index k, index b, index e) {
+        sums[k] = sum_squares(grads, b, e, clip);
     });
     double total = 0;
     for (index c = 0; c < pieces; ++c) total += sums[c];
@@ -441,8 +449,7 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
             // velocity, the check reads the gradient alone when they prove every
             // new value finite.
             T* velocity = config.momentum != 0 ? s1 : nullptr;
-            const index piece = piece_size(n);
-            const index pieces = n > 0 ? (n + piece - 1) / piece : 0;
+            index pieces = 0;
             double sums[max_pieces] = {};
             index counts[max_pieces] = {};
             T maxima[max_pieces][2] = {};
@@ -450,10 +457,9 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
             // (check: new parameters; gradient: gradient values), Σ g² into total.
             double total = 0;
             auto run = [&](auto pass) {
-                parallel_for(threads_for_elements(n), pieces, [&](index k) {
-                    counts[k] = sgd_pass<decltype(pass)::value>(
-                        c, params, grads, velocity, k * piece, std::min(n, (k + 1) * piece),
-                        sums[k], maxima[k]);
+                pieces = for_pieces(0, n, [&](index k, index b, index e) {
+                    counts[k] = sgd_pass<decltype(pass)::value>(c, params, grads, velocity, b, e,
+                                                                sums[k], maxima[k]);
                 });
                 index bad = 0;
                 total = 0;
@@ -506,13 +512,9 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
             index bad = 0, covered = 0;
             auto lamb_range = [&](index offset, index size, bool own_trust) {
                 if (size <= 0) return;
-                const index piece = piece_size(size);
-                const index pieces = (size + piece - 1) / piece;
                 double p_sq[max_pieces] = {}, u_sq[max_pieces] = {};
-                parallel_for(threads_for_elements(size), pieces, [&](index k) {
-                    const index begin = offset + k * piece;
-                    lamb_norms_range(c, params, grads, s1, s2, begin,
-                                     std::min(offset + size, begin + piece), p_sq[k], u_sq[k]);
+                const index pieces = for_pieces(offset, size, [&](index k, index b, index e) {
+                    lamb_norms_range(c, params, grads, s1, s2, b, e, p_sq[k], u_sq[k]);
                 });
                 double p_total = 0, u_total = 0;
                 for (index k = 0; k < pieces; ++k) {
