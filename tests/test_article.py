@@ -189,7 +189,7 @@ def test_weights_assignment_writes_through():
     hidden = np.maximum(0, X @ new_w.T)
     expected = hidden @ np.asarray(nn.weights[1]).T + np.array([0.5, -0.5])
     np.testing.assert_allclose(nn.forward(X), expected, rtol=1e-12, atol=1e-12)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^parameter 0: expected shape"):
         nn.weights[0] = np.zeros((3, 4))
 
 

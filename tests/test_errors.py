@@ -216,14 +216,14 @@ def test_bad_fit_leaves_the_network_unchanged():
     before = net.params.copy()
     y_bad = y.copy()
     y_bad[-1, -1] = np.nan
-    for args, kwargs in [
-        ((X, y_bad), {}),
-        ((X, y), {"epochs": 0}),
-        ((X, y), {"batch_size": 0}),
-        ((X[:, :2], y), {}),
-        ((X, y), {"optimizer": "sgd"}),
+    for args, kwargs, error, match in [
+        ((X, y_bad), {}, ValueError, r"^y: expected finite values"),
+        ((X, y), {"epochs": 0}, ValueError, r"^epochs: expected an integer >= 1"),
+        ((X, y), {"batch_size": 0}, ValueError, r"^batch_size: expected an integer >= 1"),
+        ((X[:, :2], y), {}, ValueError, r"^X: expected \d+ features"),
+        ((X, y), {"optimizer": "sgd"}, TypeError, r"^optimizer: expected an optimizer"),
     ]:
-        with pytest.raises((ValueError, TypeError)):
+        with pytest.raises(error, match=match):
             net.fit(*args, **kwargs)
     np.testing.assert_array_equal(net.params, before)
     assert not np.any(net.grads)

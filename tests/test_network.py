@@ -434,7 +434,7 @@ def test_update_that_overflows_leaves_finite_params(dtype, lr):
     X = rng.normal(size=(32, 3)) * 1e3
     y = rng.normal(size=(32, 1)) * 1e3
     net = fm.Network([3, 16, 1], seed=0, dtype=dtype)
-    with pytest.raises(FloatingPointError):
+    with pytest.raises(FloatingPointError, match=r"^fit: an update became non-finite"):
         net.fit(X, y, epochs=3, optimizer=fm.SGD(lr=lr))
     assert np.isfinite(net.params).all(), "the fit left non-finite parameters"
     assert np.isfinite(net.predict(X)).all()

@@ -371,7 +371,7 @@ def test_optimizer_argument_errors():
         reference.lamb_step(p, np.ones(3), np.zeros(3), np.zeros(3), lr=0.1, step=1, segments=[(0, 2), (1, 2)])
     with pytest.raises(ValueError, match="outside"):
         reference.lamb_step(p, np.ones(3), np.zeros(3), np.zeros(3), lr=0.1, step=1, segments=[(2, 2)])
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match=r"^params: expected a float32 or float64 NumPy array"):
         reference.sgd_step([0.0, 1.0], [1.0, 1.0], None, lr=0.1)
 
 
@@ -705,7 +705,7 @@ def test_rng_below_rejection_loop_and_bounds():
     rng = reference.Rng(3)
     draws = [rng.below(6) for _ in range(600)]
     assert set(draws) == set(range(6))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^below: bound must be in \[1, 2\*\*64\)"):
         rng.below(0)
     assert reference.Rng(-1).next() == CPP_RNG[0xFFFFFFFFFFFFFFFF]["next"][0]  # the seed modulo 2⁶⁴
 
@@ -788,7 +788,7 @@ def test_resolve_init(init, activation, expected):
 def test_resolve_init_errors():
     with pytest.raises(ValueError, match="xavier_uniform"):
         reference.resolve_init("orthogonal", "relu")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"^init: expected one of .*; got 'He'"):
         reference.resolve_init("He", "relu")
     with pytest.raises(ValueError, match="activation"):
         reference.resolve_init("auto", "softplus")
