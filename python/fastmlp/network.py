@@ -26,11 +26,11 @@ from .optimizers import SGD, Optimizer
 
 __all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS", "INIT_SCHEMES"]
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
+ACTIVATIONS = _core.ACTIVATIONS
+LOSSES = _core.LOSSES
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 _HEADS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
-INIT_SCHEMES = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal", "lecun_uniform")
+INIT_SCHEMES = _core.INIT_SCHEMES
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
@@ -322,7 +322,7 @@ class Network:
             )
         d_out = np.empty_like(y_pred)
         if article_scale:
-            _core.mse_backward(d_out, y_pred, y, 1.0 / X.shape[0])
+            np.multiply(y_pred - y, 1.0 / X.shape[0], out=d_out)
         else:
             _core.loss(self._loss, y_pred, y, d_out, self._huber_delta)
         self._core.backward(X, d_out)
