@@ -343,6 +343,19 @@ BAD_INTEGERS = {
 }
 
 
+HUGE = 10**400  # past any float
+BAD_INTEGERS.update({
+    "gemm alpha 10**400": (lambda: kernels.gemm(np.ones((2, 2)), np.ones((2, 2)), alpha=HUGE), "alpha"),
+    "loss delta 10**400": (lambda: kernels.loss_forward("huber", np.ones((2, 2)), np.ones((2, 2)), delta=HUGE), "delta"),
+    "adam lr 10**400": (lambda: kernels.adam_step(np.ones(3), np.ones(3), np.zeros(3), np.zeros(3), lr=HUGE, step=1), "lr"),
+    "sgd momentum 10**400": (lambda: kernels.sgd_step(np.ones(3), np.ones(3), np.zeros(3), lr=0.1, momentum=HUGE),
+                             "momentum"),
+    "grad_norm clip_value 10**400": (lambda: kernels.grad_norm(np.ones(3), clip_value=HUGE), "clip_value"),
+    "lamb grad_scale string": (lambda: kernels.lamb_step(np.ones(4), np.ones(4), np.zeros(4), np.zeros(4), lr=0.1,
+                                                         step=1, segments=[], grad_scale="2"), "grad_scale"),
+})
+
+
 @pytest.mark.parametrize("call,name", BAD_INTEGERS.values(), ids=BAD_INTEGERS.keys())
 def test_a_bad_integer_is_named(call, name):
     with pytest.raises((ValueError, TypeError)) as info:

@@ -5,11 +5,16 @@ Each arithmetic function has a NumPy twin of the same name and signature in
 choose the GEMM's kernel and have none). Inputs may be any real arrays: they are brought to
 float32 (when every floating input is float32) or float64, and made
 contiguous when they are not (a transposed matrix is passed to the GEMM as a
-transpose, without a copy). Results are new arrays unless ``out`` is given.
-The GIL is released while a kernel runs.
+transpose, without a copy); read-only inputs (np.load(mmap_mode="r"),
+np.frombuffer) are read where they lie. Results are new arrays unless ``out``
+(or ``c``, or the buffers of an update) is given; such an output must be
+writable, and an input sharing memory with it is read as it was before the
+call. The GIL is released while a kernel runs.
 """
 
 from __future__ import annotations
+
+import numbers
 
 import numpy as np
 
@@ -52,6 +57,20 @@ def _inputs(names_and_values):
     arrays = [as_numeric_array(value, name) for name, value in names_and_values]
     dtype = common_float_dtype(*arrays)
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
+
+
+def _number(value, name: str) -> float:
+    """A real number as a float, or TypeError / ValueError naming it."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Real):
+        raise TypeError(f"{name}: expected a number, got {type(value).__name__} {value!r}")
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError(f"{name}: expected a number a float can hold, got {value!r}") from None
+
+
+def _numbers(**values) -> dict:
+    return {name: _number(value, name) for name, value in values.items()}
 
 
 def _writable(array: np.ndarray, name: str) -> None:
@@ -107,7 +126,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     else:
         _writable(c, "c")
         a_arr, b_arr = _apart(a_arr, c), _apart(b_arr, c)
-    _core.gemm(a_arr, b_arr, c, float(alpha), float(beta), trans_a, trans_b)
+    _core.gemm(a_arr, b_arr, c, _number(alpha, "alpha"), _number(beta, "beta"), trans_a, trans_b)
     return c
 
 
@@ -217,7 +236,7 @@ def mse_backward(pred, target, scale=None):
     pred, target = _same_shape(pred, target)
     grad = loss_backward("mse", pred.reshape(1, -1), target.reshape(1, -1)).reshape(pred.shape)
     if scale is not None:  # the loss kernel's gradient is (2 / size) · (pred − target)
-        grad *= grad.dtype.type(float(scale) * max(pred.size, 1) / 2.0)
+        grad *= grad.dtype.type(_number(scale, "scale") * max(pred.size, 1) / 2.0)
     return grad
 
 
@@ -257,7 +276,7 @@ def loss_forward(name, pred, target, delta=1.0) -> float:
     pred (B, O) against dense targets of the same shape; see fastmlp.Network."""
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
-    return float(_core.loss(name, pred, target, None, float(delta)))
+    return float(_core.loss(name, pred, target, None, _number(delta, "delta")))
 
 
 def loss_backward(name, pred, target, delta=1.0):
@@ -265,7 +284,7 @@ def loss_backward(name, pred, target, delta=1.0):
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
     grad = np.empty_like(pred)
-    _core.loss(name, pred, target, grad, float(delta))
+    _core.loss(name, pred, target, grad, _number(delta, "delta"))
     return grad
 
 
@@ -290,7 +309,7 @@ def softmax(z):
 
 def _clip_value(clip_value) -> float:
     """The engine's encoding: 0 for no clamping; a given clip_value must be > 0."""
-    return 0.0 if clip_value is None else check_clip_value(clip_value)
+    return 0.0 if clip_value is None else check_clip_value(_number(clip_value, "clip_value"))
 
 
 def grad_norm(grads, clip_value=None) -> float:
@@ -343,10 +362,11 @@ def _update(config, written, grads, s1, s2, segments, step, lr, grad_scale, clip
     grads = _grads_like(params, grads)
     if any(np.may_share_memory(grads, array) for array in written):
         grads = grads.copy()  # read as it was before the update
-    config = _core.OptimizerConfig(**config, lr=float(lr), clip_value=_clip_value(clip_value))
+    lr, grad_scale = _number(lr, "lr"), _number(grad_scale, "grad_scale")
+    config = _core.OptimizerConfig(**config, lr=lr, clip_value=_clip_value(clip_value))
     segments = [] if segments is None else _segments(segments, params.size)
     step = check_int(step, "step", minimum=1, maximum=INT64_MAX)
-    _core.optimizer_update(config, params, grads, s1, s2, segments, step, float(lr), float(grad_scale))
+    _core.optimizer_update(config, params, grads, s1, s2, segments, step, lr, grad_scale)
 
 
 def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
@@ -355,8 +375,8 @@ def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nester
     written = _in_place(params, ("velocity", velocity))
     if momentum != 0 and velocity is None:
         raise ValueError("sgd_step: momentum needs a velocity buffer")
-    config = {"kind": "sgd", "momentum": float(momentum), "dampening": float(dampening),
-              "nesterov": bool(nesterov), "weight_decay": float(weight_decay)}
+    config = {"kind": "sgd", "nesterov": bool(nesterov),
+              **_numbers(momentum=momentum, dampening=dampening, weight_decay=weight_decay)}
     _update(config, written, grads, velocity, None, None, step, lr, grad_scale, clip_value)
 
 
@@ -364,8 +384,8 @@ def adam_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weig
               decoupled=False, grad_scale=1.0, clip_value=None):
     """One update of Adam (decoupled=False) or AdamW (True), in place (see fastmlp.Adam)."""
     written = _in_place(params, ("m", m), ("v", v))
-    config = {"kind": "adamw" if decoupled else "adam", "beta1": float(beta1), "beta2": float(beta2),
-              "eps": float(eps), "weight_decay": float(weight_decay)}
+    config = {"kind": "adamw" if decoupled else "adam",
+              **_numbers(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)}
     _update(config, written, grads, m, v, None, step, lr, grad_scale, clip_value)
 
 
@@ -373,8 +393,7 @@ def lamb_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-6, weig
               grad_scale=1.0, clip_value=None):
     """One update of LAMB with a trust ratio per segment (offset, size), in place (see fastmlp.LAMB)."""
     written = _in_place(params, ("m", m), ("v", v))
-    config = {"kind": "lamb", "beta1": float(beta1), "beta2": float(beta2), "eps": float(eps),
-              "weight_decay": float(weight_decay)}
+    config = {"kind": "lamb", **_numbers(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)}
     _update(config, written, grads, m, v, segments, step, lr, grad_scale, clip_value)
 
 
