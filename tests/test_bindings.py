@@ -422,7 +422,7 @@ BAD_STATES = {
     "infinite buffer": (dict(buffers=[np.zeros(32), np.full(32, np.inf)]), r"buffers\[1\]: expected finite"),
     "steps without an optimizer": (dict(optimizer=None, buffers=[]), "steps: expected 0 without an optimizer"),
     "optimizer not a config": (dict(optimizer={"kind": "adam"}), "optimizer: expected an OptimizerConfig"),
-    "zero generator": (dict(rng_words=[0, 0, 0, 0]), "rng_words: all four are 0"),
+    "zero generator": (dict(rng_words=[0, 0, 0, 0]), "rng_words: all four are zero"),
     "three words": (dict(rng_words=[1, 2, 3]), "rng_words: expected 4 words"),
     "negative word": (dict(rng_words=[1, 2, 3, -4]), r"rng_words\[3\]"),
     "word 2**64": (dict(rng_words=[2**64, 2, 3, 4]), r"rng_words\[0\]"),
@@ -447,3 +447,40 @@ def test_restore_refuses_values_too_large_for_the_network_dtype():
     big = np.full(params.shape, 1e300)  # finite in float64, inf in float32
     with pytest.raises(ValueError, match="params: expected finite values"):
         core.restore(big, None, 0, [], words, has_spare, spare)
+
+
+# ---- what the fuzz driver found at the kernels' edges ------------------------------------------
+
+
+def test_a_zero_dimensional_input_keeps_its_shape():
+    z = np.array(0.5)
+    assert kernels.activation_forward(z, "tanh").shape == ()
+    assert kernels.mse_backward(z, np.array(0.25)).shape == ()
+
+
+@pytest.mark.parametrize("call,message", [
+    (lambda: kernels.bias_add_backward(np.ones(3)), "dz: expected a 2-D array"),
+    (lambda: kernels.adam_step(np.ones(3), np.ones(3), None, np.zeros(3), lr=0.1, step=1), "m: expected a state buffer"),
+    (lambda: kernels.lamb_step(np.ones(3), np.ones(3), np.zeros(3), None, lr=0.1, step=1, segments=[]),
+     "v: expected a state buffer"),
+    (lambda: kernels.gemm(np.ones((2, 0)), np.ones((0, 2)), alpha=float("inf")), "alpha: expected a finite number"),
+    (lambda: kernels.gemm(np.ones((2, 2)), np.ones((2, 2)), np.ones((2, 2)), beta=float("nan")),
+     "beta: expected a finite number"),
+    (lambda: kernels.mse_backward(np.ones(3), np.ones(3), scale=float("inf")), "scale: expected a finite number"),
+])
+def test_edge_arguments_are_refused_by_name(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+@pytest.mark.parametrize("step", [
+    lambda p, g: kernels.sgd_step(p, g, None, lr=0.1),
+    lambda p, g: kernels.sgd_update(p, g, 0.1),
+    lambda p, g: kernels.adam_step(p, g, np.zeros(3), np.zeros(3), lr=0.1, step=1),
+    lambda p, g: kernels.lamb_step(p, g, np.zeros(3), np.zeros(3), lr=0.1, step=1, segments=[(0, 3)]),
+])
+def test_an_update_that_would_not_be_finite_is_an_error_naming_grads(step):
+    params = np.array([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="grads: the update would make .* non-finite"):
+        step(params, np.array([1.0, np.inf, 1.0]))
+    assert np.isfinite(params).all(), "a parameter whose update is not finite keeps its value"

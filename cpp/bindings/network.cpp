@@ -544,7 +544,8 @@ Rng::State checked_rng(const py::handle& words, bool has_spare, double spare) {
     for (int i = 0; i < 4; ++i)
         st.words[i] = word_argument(items[i], ("rng_words[" + std::to_string(i) + "]").c_str());
     if (!(st.words[0] | st.words[1] | st.words[2] | st.words[3]))
-        throw py::value_error("rng_words: all four are 0, which the generator never reaches");
+        throw py::value_error(
+            "rng_words: all four are zero, a state the generator never reaches");
     if (!std::isfinite(spare))
         throw py::value_error("spare: expected a finite number, got " + std::to_string(spare));
     st.has_spare = has_spare;

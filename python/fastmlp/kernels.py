@@ -56,7 +56,7 @@ __all__ = [
 def _inputs(names_and_values):
     arrays = [as_numeric_array(value, name) for name, value in names_and_values]
     dtype = common_float_dtype(*arrays)
-    return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
+    return [np.ascontiguousarray(a, dtype=dtype).reshape(a.shape) for a in arrays], dtype
 
 
 def _number(value, name: str) -> float:
@@ -67,6 +67,13 @@ def _number(value, name: str) -> float:
         return float(value)
     except OverflowError:
         raise ValueError(f"{name}: expected a number a float can hold, got {value!r}") from None
+
+
+def _finite(value, name: str) -> float:
+    value = _number(value, name)
+    if not np.isfinite(value):
+        raise ValueError(f"{name}: expected a finite number, got {value!r}")
+    return value
 
 
 def _numbers(**values) -> dict:
@@ -126,7 +133,7 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     else:
         _writable(c, "c")
         a_arr, b_arr = _apart(a_arr, c), _apart(b_arr, c)
-    _core.gemm(a_arr, b_arr, c, _number(alpha, "alpha"), _number(beta, "beta"), trans_a, trans_b)
+    _core.gemm(a_arr, b_arr, c, _finite(alpha, "alpha"), _finite(beta, "beta"), trans_a, trans_b)
     return c
 
 
@@ -187,6 +194,9 @@ def bias_add_forward(z, bias):
 
 def bias_add_backward(dz):
     """Column sums of dz (B, O): the bias gradient (O,)."""
+    (dz,), _ = _inputs([("dz", dz)])
+    if dz.ndim != 2:
+        raise ValueError(f"dz: expected a 2-D array (batch, outputs), got shape {dz.shape}")
     return activation_bias_backward(dz, dz, dz, "linear")[1]
 
 
@@ -236,7 +246,7 @@ def mse_backward(pred, target, scale=None):
     pred, target = _same_shape(pred, target)
     grad = loss_backward("mse", pred.reshape(1, -1), target.reshape(1, -1)).reshape(pred.shape)
     if scale is not None:  # the loss kernel's gradient is (2 / size) · (pred − target)
-        grad *= grad.dtype.type(_number(scale, "scale") * max(pred.size, 1) / 2.0)
+        grad *= grad.dtype.type(_finite(scale, "scale") * max(pred.size, 1) / 2.0)
     return grad
 
 
@@ -318,8 +328,9 @@ def grad_norm(grads, clip_value=None) -> float:
     return float(_core.grad_norm(g.reshape(-1), _clip_value(clip_value)))
 
 
-def _in_place(params, *others):
-    """Checks the buffers an update writes: params and its state buffers (None: not kept)."""
+def _in_place(params, *others, required: bool = False):
+    """Checks the buffers an update writes: params and its state buffers (None: not
+    kept, unless required)."""
     if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
         raise TypeError("params: expected a float32 or float64 ndarray to update in place")
     if not params.flags.c_contiguous or params.ndim != 1:
@@ -327,6 +338,8 @@ def _in_place(params, *others):
     _writable(params, "params")
     written = [("params", params)]
     for name, state in others:
+        if state is None and required:
+            raise ValueError(f"{name}: expected a state buffer of the dtype and shape of params, got None")
         if state is None:
             continue
         if not isinstance(state, np.ndarray) or state.dtype != params.dtype or state.shape != params.shape:
@@ -366,7 +379,10 @@ def _update(config, written, grads, s1, s2, segments, step, lr, grad_scale, clip
     config = _core.OptimizerConfig(**config, lr=lr, clip_value=_clip_value(clip_value))
     segments = [] if segments is None else _segments(segments, params.size)
     step = check_int(step, "step", minimum=1, maximum=INT64_MAX)
-    _core.optimizer_update(config, params, grads, s1, s2, segments, step, lr, grad_scale)
+    kept = _core.optimizer_update(config, params, grads, s1, s2, segments, step, lr, grad_scale)
+    if kept:
+        raise ValueError(f"grads: the update would make {kept} of the {params.size} parameters non-finite "
+                         "(grads, lr or params too large, or not finite); those kept their old values")
 
 
 def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
@@ -383,7 +399,7 @@ def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nester
 def adam_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step,
               decoupled=False, grad_scale=1.0, clip_value=None):
     """One update of Adam (decoupled=False) or AdamW (True), in place (see fastmlp.Adam)."""
-    written = _in_place(params, ("m", m), ("v", v))
+    written = _in_place(params, ("m", m), ("v", v), required=True)
     config = {"kind": "adamw" if decoupled else "adam",
               **_numbers(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)}
     _update(config, written, grads, m, v, None, step, lr, grad_scale, clip_value)
@@ -392,7 +408,7 @@ def adam_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weig
 def lamb_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0, step, segments,
               grad_scale=1.0, clip_value=None):
     """One update of LAMB with a trust ratio per segment (offset, size), in place (see fastmlp.LAMB)."""
-    written = _in_place(params, ("m", m), ("v", v))
+    written = _in_place(params, ("m", m), ("v", v), required=True)
     config = {"kind": "lamb", **_numbers(beta1=beta1, beta2=beta2, eps=eps, weight_decay=weight_decay)}
     _update(config, written, grads, m, v, segments, step, lr, grad_scale, clip_value)
 
