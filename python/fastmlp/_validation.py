@@ -35,12 +35,16 @@ def check_clip_value(clip_value) -> float:
     return value
 
 
-def check_int(value, name: str, minimum: int | None = None) -> int:
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer in [minimum, maximum] (each bound when given) as a Python int."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, numbers.Integral):
         raise TypeError(f"{name}: expected an integer, got {type(value).__name__} {value!r}")
     value = int(value)
-    if minimum is not None and value < minimum:
-        raise ValueError(f"{name}: expected an integer >= {minimum}, got {value}")
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        bounds = [f">= {minimum}"] if minimum is not None else []
+        bounds += [f"<= {maximum}"] if maximum is not None else []
+        expected = " and ".join(bounds)
+        raise ValueError(f"{name}: expected an integer {expected}, got {value}")
     return value
 
 

@@ -306,26 +306,42 @@ class Network:
         """Backward pass after ``forward(X)``: fills ``grads`` with ∂L/∂params for
         this batch (replacing what was there) and returns ``(grads_w, grads_b)``,
         lists of views into it."""
-        self._backward(X, y, y_pred)
-        return list(self._grad_weights), list(self._grad_biases)
-
-    def _backward(self, X, y, y_pred, article_scale: bool = False) -> None:
-        """Backpropagates dL/dŷ into ``grads`` for the network's loss; with
-        article_scale (mse only) the article's (ŷ − y) / batch instead."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
-        if self._last_batch != X.shape[0]:
-            raise ValueError(
-                "backward: call forward(X) on this batch first (the cache holds "
-                f"{self._last_batch if self._last_batch is not None else 'no'} samples, X has {X.shape[0]})"
-            )
-        d_out = np.empty_like(y_pred)
-        if article_scale:
-            _core.mse_backward(d_out, y_pred, y, 1.0 / X.shape[0])
-        else:
-            _core.loss(self._loss, y_pred, y, d_out, self._huber_delta)
-        self._core.backward(X, d_out)
+        self._check_cached(X.shape[0], "backward")
+        d_output = np.empty_like(y_pred)
+        _core.loss(self._loss, y_pred, y, d_output, self._huber_delta)
+        return self._backpropagate(X, d_output)
+
+    def backward_output(self, X, d_output):
+        """Backward pass after ``forward(X)`` from a given ∂L/∂(output),
+        ``d_output`` of shape (n_samples, n_outputs), for a loss of your own:
+        fills ``grads`` (replacing what was there) and returns ``(grads_w,
+        grads_b)`` as :meth:`backward` does."""
+        X = check_samples(X, "X", self.n_inputs, self._dtype)
+        d_output = check_targets(d_output, "d_output", X.shape[0], self.n_outputs, self._dtype)
+        self._check_cached(X.shape[0], "backward_output")
+        return self._backpropagate(X, d_output)
+
+    def _check_cached(self, n_samples: int, caller: str) -> None:
+        if self._last_batch != n_samples:
+            cached = self._last_batch if self._last_batch is not None else "no"
+            raise ValueError(f"{caller}: call forward(X) on this batch first (the cache holds "
+                             f"{cached} samples, X has {n_samples})")
+
+    def _backpropagate(self, X: np.ndarray, d_output: np.ndarray):
+        self._core.backward(X, d_output)
+        return list(self._grad_weights), list(self._grad_biases)
+
+    def layer_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(Z, A)`` of ``layer`` (0 is the first hidden layer, the last is the
+        output layer) from the last ``forward``: copies of its pre-activations
+        and activations, each (n_samples, layer_sizes[layer + 1])."""
+        layer = check_int(layer, "layer", minimum=0, maximum=len(self._sizes) - 2)
+        if self._last_batch is None:
+            raise ValueError("layer_cache: no forward pass to read; call forward(X) first")
+        return self._core.cache(layer)
 
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
@@ -516,7 +532,10 @@ class Network:
         return self
 
     # ---- inference -------------------------------------------------------------------
-    def _outputs(self, X) -> np.ndarray:
+    def decision_function(self, X) -> np.ndarray:
+        """The raw outputs (n_samples, n_outputs): a regressor's predictions, a
+        classifier's logits. Unlike ``forward`` it leaves the cache that
+        ``backward`` reads alone."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self._dtype)
         self._core.predict(X, out)
@@ -527,7 +546,7 @@ class Network:
         int64 — shape (n_samples,) for cross_entropy (the most probable class) and
         for binary_cross_entropy with one output, (n_samples, n_outputs) for
         several (each output's probability > 0.5)."""
-        out = self._outputs(X)
+        out = self.decision_function(X)
         if self._loss == "cross_entropy":
             return np.argmax(out, axis=1).astype(np.int64, copy=False)
         if self._loss == "binary_cross_entropy":
@@ -541,7 +560,7 @@ class Network:
         if not self.is_classifier:
             raise TypeError(f"predict_proba: only for classifiers (loss cross_entropy or binary_cross_entropy); "
                             f"this network's loss is {self._loss!r}: use predict")
-        out = self._outputs(X)
+        out = self.decision_function(X)
         if self._loss == "cross_entropy":
             _core.softmax(out, out)
         else:
@@ -569,7 +588,7 @@ class Network:
         y = self._targets(y, X.shape[0])
         if self.is_classifier:
             return self._evaluate_prepared(X, y)["accuracy"]
-        pred = self._outputs(X).astype(np.float64)
+        pred = self.decision_function(X).astype(np.float64)
         target = y.astype(np.float64)
         residual = ((target - pred) ** 2).sum(axis=0)
         total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
