@@ -8,6 +8,9 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from . import _core
@@ -34,6 +37,8 @@ INIT_SCHEMES = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "l
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
+MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
+SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
 
 
 def resolve_init(init: str, activation: str) -> str:
@@ -100,6 +105,29 @@ def _parse_layer_sizes(layer_sizes) -> tuple[int, ...]:
             f"layer_sizes: expected at least two sizes (inputs and outputs), got {list(layer_sizes)!r}"
         )
     return tuple(check_int(size, f"layer_sizes[{i}]", minimum=1) for i, size in enumerate(layer_sizes))
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """A fit's arguments, checked and converted: what the epochs run on."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    epochs: int
+    batch: int  # 0: full batch
+    shuffle: bool
+    optimizer: Optimizer
+    verbose: int
+    early_stopping: EarlyStopping | None
+    on_epoch_end: Callable[[int, dict], object] | None
+
+    @property
+    def watched(self) -> bool:
+        """Whether Python runs after every epoch (printing, validation, early stopping, a callback)."""
+        return bool(self.verbose or self.X_val is not None or self.early_stopping is not None
+                    or self.on_epoch_end is not None)
 
 
 class Network:
@@ -414,16 +442,37 @@ class Network:
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
+        plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+                              validation_data, early_stopping, on_epoch_end)
+        return self._run_fit(plan)
+
+    def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+                  validation_data, early_stopping, on_epoch_end) -> _FitPlan:
+        """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        epochs = check_int(epochs, "epochs", minimum=1)
-        batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
+        batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         optimizer = self._resolve_optimizer(optimizer, remember=False)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
-        verbose = check_int(verbose, "verbose", minimum=0)
-        if verbose > 2:
+        verbose = check_int(verbose, "verbose")
+        if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
+        X, y, X_val, y_val = self._validation_set(X, y, validation_split, validation_data)
+        if early_stopping is True:
+            early_stopping = EarlyStopping()
+        elif early_stopping is False:
+            early_stopping = None
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
+        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, verbose,
+                        early_stopping, on_epoch_end)
+
+    def _validation_set(self, X, y, validation_split, validation_data):
+        """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
         validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         if validation_data is not None:
             if validation_split:
@@ -433,84 +482,77 @@ class Network:
             except (TypeError, ValueError):
                 raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
             X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
-            y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
-        elif validation_split:
-            n_val = int(round(X.shape[0] * validation_split))
-            if n_val < 1 or n_val >= X.shape[0]:
-                raise ValueError(
-                    f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
-                    f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
-                )
-            X, X_val = X[:-n_val], X[-n_val:]
-            y, y_val = y[:-n_val], y[-n_val:]
-        else:
-            X_val = y_val = None
-        if early_stopping is True:
-            early_stopping = EarlyStopping()
-        elif early_stopping is False:
-            early_stopping = None
-        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-            raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
-        if on_epoch_end is not None and not callable(on_epoch_end):
-            raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
-        keys = ["loss", "grad_norm", "lr"]
-        if self.is_classifier:
-            keys.append("accuracy")
-        if X_val is not None:
-            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
-        if early_stopping is not None:
-            early_stopping._start(X_val is not None, keys)
+            return X, y, X_val, self._targets(y_val, X_val.shape[0], "validation_data y")
+        if not validation_split:
+            return X, y, None, None
+        n_val = int(round(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(
+                f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
+                f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
+            )
+        return X[:-n_val], y[:-n_val], X[-n_val:], y[-n_val:]
 
-        self._optimizer = optimizer
+    def _run_fit(self, plan: _FitPlan) -> History:
+        """The epochs of a checked fit, a chunk per engine call (one epoch when Python watches)."""
+        if plan.early_stopping is not None:
+            plan.early_stopping._start(plan.X_val is not None, self._history_keys(plan))
+        self._optimizer = plan.optimizer
         history = History()
-        # Silent and unwatched: one call for the whole fit. Otherwise one call per epoch.
-        per_epoch = bool(verbose or X_val is not None or early_stopping is not None or on_epoch_end is not None)
-        chunk = 1 if per_epoch else epochs
-        printer = ProgressPrinter(verbose, epochs) if verbose else None
-        config, schedule = optimizer._config(), optimizer._schedule_spec()
+        printer = ProgressPrinter(plan.verbose, plan.epochs) if plan.verbose else None
+        chunk = 1 if plan.watched else min(plan.epochs, SILENT_CHUNK)
         try:
-            for start in range(0, epochs, chunk):
-                result = self._core.fit(X, y, chunk, batch, bool(shuffle), self._loss, self._huber_delta,
-                                        config, schedule, self.is_classifier)
-                done = result["epochs"]
-                for e in range(done):
-                    logs = {"loss": result["loss"][e], "grad_norm": result["grad_norm"][e], "lr": result["lr"][e]}
-                    if self.is_classifier:
-                        logs["accuracy"] = result["accuracy"][e]
-                    if X_val is not None:
-                        logs.update(self._evaluate_prepared(X_val, y_val, prefix="val_"))
-                    history._append(logs)
-                if result["status"] == "non_finite":
-                    error = FloatingPointError(
-                        f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
-                        f"(batch {result['failed_batch']}); the weights keep their last finite values. "
-                        f"Try a smaller learning rate (lr={optimizer.lr}), gradient clipping or scaled inputs."
-                    )
-                    error.history = history  # type: ignore[attr-defined]
-                    raise error
-                if not per_epoch:
-                    continue
-                epoch = start
-                logs = {key: history.history[key][-1] for key in history.history}
-                if printer is not None:
-                    printer.epoch_end(epoch, logs)
-                stop = False
-                if early_stopping is not None and early_stopping._update(epoch, logs, self._params):
-                    stop = True
-                if on_epoch_end is not None and on_epoch_end(epoch, dict(logs)):
-                    stop = True
-                if stop:
-                    history.stopped_epoch = epoch
+            for start in range(0, plan.epochs, chunk):
+                self._fit_epochs(plan, start, min(chunk, plan.epochs - start), history)
+                if plan.watched and self._epoch_end(plan, start, history, printer):
+                    history.stopped_epoch = start
                     break
         finally:
             if printer is not None:
                 printer.close()
             self._last_batch = None
-        if early_stopping is not None:
-            history.best_epoch = early_stopping._best_epoch
-            if early_stopping.restore_best_weights and early_stopping._best_params is not None:
-                self._params[...] = early_stopping._best_params
+        if plan.early_stopping is not None:
+            history.best_epoch = plan.early_stopping._best_epoch
+            if plan.early_stopping.restore_best_weights and plan.early_stopping._best_params is not None:
+                self._params[...] = plan.early_stopping._best_params
         return history
+
+    def _history_keys(self, plan: _FitPlan) -> list[str]:
+        keys = ["loss", "grad_norm", "lr"] + (["accuracy"] if self.is_classifier else [])
+        if plan.X_val is not None:
+            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
+        return keys
+
+    def _fit_epochs(self, plan: _FitPlan, start: int, epochs: int, history: History) -> None:
+        """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
+        or gradient raises FloatingPointError carrying the history so far."""
+        result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
+                                plan.optimizer._config(), plan.optimizer._schedule_spec(), self.is_classifier)
+        for e in range(result["epochs"]):
+            logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
+            if self.is_classifier:
+                logs["accuracy"] = result["accuracy"][e]
+            if plan.X_val is not None:
+                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, prefix="val_"))
+            history._append(logs)
+        if result["status"] == "non_finite":
+            error = FloatingPointError(
+                f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
+                f"(batch {result['failed_batch']}); the weights keep their last finite values. "
+                f"Try a smaller learning rate (lr={plan.optimizer.lr}), gradient clipping or scaled inputs."
+            )
+            error.history = history  # type: ignore[attr-defined]
+            raise error
+
+    def _epoch_end(self, plan: _FitPlan, epoch: int, history: History, printer) -> bool:
+        """Printing, early stopping and the callback after a watched epoch; True stops the fit."""
+        logs = {key: values[-1] for key, values in history.history.items()}
+        if printer is not None:
+            printer.epoch_end(epoch, logs)
+        stop = plan.early_stopping is not None and plan.early_stopping._update(epoch, logs, self._params)
+        if plan.on_epoch_end is not None and plan.on_epoch_end(epoch, dict(logs)):
+            stop = True
+        return stop
 
     def partial_fit(self, X, y, classes=None, optimizer: Optimizer | None = None,
                     batch_size: int | None = None, shuffle: bool = True) -> "Network":
