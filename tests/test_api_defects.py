@@ -9,6 +9,8 @@ code before the fix.
 
 from __future__ import annotations
 
+import pickle
+
 import numpy as np
 import pytest
 
@@ -132,3 +134,168 @@ def test_an_overflowing_binary_target_is_refused_by_name():
     net = fm.Network([3, 2], loss="binary_cross_entropy", seed=0)
     with pytest.raises(ValueError, match=r"^y: 2 values overflow float32"):
         net.fit(X, np.where(np.eye(6, 2) > 0, 1e300, 0.0))
+
+
+# ---- #7: a pickled network's state is validated field by field ------------------------------------
+
+
+class Crafted:
+    """Pickles as the given reduce tuple: a hand-made payload for pickle.loads."""
+
+    def __init__(self, reduced):
+        self.reduced = reduced
+
+    def __reduce__(self):
+        return self.reduced
+
+
+def trained(optimizer=None, dtype="float32"):
+    rng = np.random.default_rng(1)
+    net = fm.Network([3, 4, 2], seed=5, dtype=dtype)
+    net.fit(rng.standard_normal((12, 3)), rng.standard_normal((12, 2)), epochs=2, batch_size=4,
+            optimizer=optimizer or fm.Adam(lr=0.01))
+    return net
+
+
+def crafted_args(net, edit):
+    """net.__reduce__()'s arguments as a list (state tuples as lists), after ``edit(args)``."""
+    rebuild, args = net.__reduce__()
+    args = list(args)
+    args[4] = list(args[4])
+    args[5] = list(args[5])
+    edit(args)
+    return rebuild, tuple(args)
+
+
+def set_params(value):
+    def edit(args):
+        args[3] = value(args[3]) if callable(value) else value
+    return edit
+
+
+def set_optimizer_field(index, value):
+    def edit(args):
+        args[4][index] = value(args[4][index]) if callable(value) else value
+    return edit
+
+
+def set_rng_field(index, value):
+    def edit(args):
+        args[5][index] = value
+    return edit
+
+
+def with_nan(array, index=0):
+    array = np.array(array)
+    array.flat[index] = np.nan
+    return array
+
+
+BAD_STATES = {
+    "params-scalar": (set_params(np.float32(0.5)), ValueError, r"^params: expected shape \(26,\)"),
+    "params-0d-array": (set_params(np.array(0.5, dtype=np.float32)), ValueError, r"^params: expected shape \(26,\)"),
+    "params-short": (set_params(lambda p: p[:-1]), ValueError, r"^params: expected shape \(26,\).*got \(25,\)"),
+    "params-2d": (set_params(lambda p: p.reshape(2, 13)), ValueError, r"^params: expected shape \(26,\)"),
+    "params-nan": (set_params(with_nan), ValueError, r"^params: expected finite values, found 1 NaN"),
+    "params-inf": (set_params(lambda p: np.where(np.arange(26) == 3, np.inf, p)), ValueError,
+                   r"^params: expected finite values"),
+    "params-overflow": (set_params(lambda p: np.where(np.arange(26) == 3, 1e300, p.astype(np.float64))), ValueError,
+                        r"^params: 1 values overflow float32"),
+    "params-strings": (set_params(np.array(["a"] * 26)), TypeError, r"^params: expected real numbers"),
+    "steps-negative": (set_optimizer_field(2, -1), ValueError, r"^optimizer_state steps: expected an integer >= 0"),
+    "steps-2**63": (set_optimizer_field(2, 2**63), ValueError, r"^optimizer_state steps: .*<= 4611686018427387904, "
+                                                               r"got 9223372036854775808"),
+    "steps-2**62+1": (set_optimizer_field(2, 2**62 + 1), ValueError, r"^optimizer_state steps: .*<= 4611686018427387904"),
+    "steps-float": (set_optimizer_field(2, 3.0), TypeError, r"^optimizer_state steps: expected an integer"),
+    "kind-unknown": (set_optimizer_field(1, "rmsprop"), ValueError, r"^optimizer_state kind: expected one of"),
+    "kind-other-rule": (set_optimizer_field(1, "sgd"), ValueError, r"^optimizer_state kind: 'sgd' is not the rule"),
+    "optimizer-not-one": (set_optimizer_field(0, "adam"), TypeError, r"^optimizer_state optimizer: expected an "
+                                                                   r"optimizer"),
+    "no-optimizer-but-state": (set_optimizer_field(0, None), ValueError, r"^optimizer_state: holds update counts"),
+    "buffers-count": (set_optimizer_field(3, lambda b: b[:1]), ValueError,
+                      r"^optimizer_state buffers: Adam\(.*\) keeps 2 buffers, got 1"),
+    "buffers-not-list": (set_optimizer_field(3, np.zeros(26)), TypeError, r"^optimizer_state buffers: expected a list"),
+    "buffer-shape": (set_optimizer_field(3, lambda b: [b[0], b[1][:5]]), ValueError,
+                     r"^optimizer_state buffers\[1\]: expected shape \(26,\)"),
+    "buffer-scalar": (set_optimizer_field(3, lambda b: [np.float32(0), b[1]]), ValueError,
+                      r"^optimizer_state buffers\[0\]: expected shape \(26,\)"),
+    "buffer-nan": (set_optimizer_field(3, lambda b: [b[0], with_nan(b[1], 7)]), ValueError,
+                   r"^optimizer_state buffers\[1\]: expected finite values"),
+    "optimizer-state-shape": (lambda args: args.__setitem__(4, ("adam", 3)), ValueError,
+                              r"^optimizer_state: expected \(optimizer, kind, steps, buffers\)"),
+    "rng-three-words": (set_rng_field(0, (1, 2, 3)), ValueError, r"^rng_state words: expected 4 integers"),
+    "rng-word-2**64": (set_rng_field(0, (1, 2, 3, 2**64)), ValueError, r"^rng_state words\[3\]: .*<= 18446744073709551615"),
+    "rng-word-negative": (set_rng_field(0, (1, -2, 3, 4)), ValueError, r"^rng_state words\[1\]: expected an integer >= 0"),
+    "rng-word-float": (set_rng_field(0, (1, 2.0, 3, 4)), TypeError, r"^rng_state words\[1\]: expected an integer"),
+    "rng-all-zero": (set_rng_field(0, (0, 0, 0, 0)), ValueError, r"^rng_state words: all four are zero"),
+    "rng-has-spare": (set_rng_field(1, "yes"), TypeError, r"^rng_state has_spare: expected True or False"),
+    "rng-spare-nan": (set_rng_field(2, float("nan")), ValueError, r"^rng_state spare: expected a finite number"),
+    "rng-spare-inf": (set_rng_field(2, float("inf")), ValueError, r"^rng_state spare: expected a finite number"),
+    "rng-shape": (lambda args: args.__setitem__(5, (1, 2, 3, 4)), ValueError, r"^rng_state: expected \(\(w0"),
+    "dtype": (lambda args: args.__setitem__(2, "float16"), ValueError, r"^dtype: expected 'float32' or 'float64'"),
+    "sizes": (lambda args: args.__setitem__(0, (3, 0, 2)), ValueError, r"^layer_sizes\[1\]: expected an integer >= 1"),
+    "settings-key": (lambda args: args[1].__setitem__("dropout", 0.5), ValueError, r"^settings: expected a dict"),
+    "settings-value": (lambda args: args[1].__setitem__("loss", "hinge"), ValueError, r"^loss: expected one of"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_STATES))
+@pytest.mark.parametrize("how", ["rebuild", "pickle.loads"])
+def test_a_bad_pickled_state_is_refused_naming_the_field(case, how):
+    edit, error, message = BAD_STATES[case]
+    rebuild, args = crafted_args(trained(), edit)
+    with pytest.raises(error, match=message):
+        if how == "rebuild":
+            rebuild(*args)
+        else:
+            pickle.loads(pickle.dumps(Crafted((rebuild, args))))
+
+
+def test_an_untouched_crafted_state_round_trips():
+    """The control of the cases above: the same path with no edit restores everything."""
+    net = trained()
+    rebuild, args = crafted_args(net, lambda args: None)
+    for restored in (rebuild(*args), pickle.loads(pickle.dumps(Crafted((rebuild, args))))):
+        np.testing.assert_array_equal(restored.params, net.params)
+        assert pickle.dumps(restored.__reduce__()[1][4][1:]) == pickle.dumps(net.__reduce__()[1][4][1:])
+        assert restored.__reduce__()[1][5] == net.__reduce__()[1][5]
+
+
+def test_a_bad_state_leaves_the_network_it_was_copied_from_alone():
+    net = trained()
+    before = pickle.dumps(net)
+    rebuild, args = crafted_args(net, set_params(with_nan))
+    with pytest.raises(ValueError, match=r"^params"):
+        rebuild(*args)
+    assert pickle.dumps(net) == before
+
+
+ZERO_RNG_SCRIPT = """
+import pickle
+
+import numpy as np
+import fastmlp as fm
+net = fm.Network([2, 3, 1], seed=0)
+rebuild, args = net.__reduce__()
+args = list(args)
+args[5] = ((0, 0, 0, 0), False, 0.0)
+try:
+    restored = rebuild(*args)
+except ValueError as error:
+    print("refused:", error)
+    raise SystemExit(0)
+restored.fit(np.zeros((8, 2)), np.zeros(8), epochs=1, batch_size=2, shuffle=True)
+print("fitted")
+"""
+
+
+def test_an_all_zero_generator_state_is_refused_instead_of_hanging_a_shuffled_fit():
+    import subprocess
+    import sys
+
+    try:
+        done = subprocess.run([sys.executable, "-c", ZERO_RNG_SCRIPT], capture_output=True, text=True, timeout=60)
+    except subprocess.TimeoutExpired:
+        pytest.fail("a shuffled fit from an all-zero generator state hangs (the state was accepted)")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("refused: rng_state words: all four are zero"), done.stdout

@@ -8,6 +8,8 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+import math
+import numbers
 from dataclasses import dataclass
 from typing import Callable
 
@@ -16,7 +18,9 @@ import numpy as np
 from . import _core
 from ._targets import prepare_targets
 from ._validation import (
+    as_finite,
     as_float_dtype,
+    as_numeric_array,
     check_choice,
     check_int,
     check_positive_float,
@@ -37,6 +41,9 @@ INIT_SCHEMES = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "l
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
+MAX_STEPS = 2**62  # the largest update count a restored optimizer state may hold
+SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
+OPTIMIZER_KINDS = ("sgd", "adam", "adamw", "lamb")
 MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
 
@@ -644,40 +651,142 @@ class Network:
                 "loss": self._loss, "huber_delta": self._huber_delta, "init": list(self._schemes),
                 "seed": self._seed}
 
-    def _optimizer_state(self):
-        kind, steps, buffers = self._core.optimizer_state()
-        return self._optimizer, kind, steps, [np.asarray(b) for b in buffers]
+    def _snapshot(self) -> tuple:
+        """(params, optimizer_state, rng_state) as pickled: copies of the parameters,
+        ``(optimizer, kind, steps, buffers)`` and ``((w0, w1, w2, w3), has_spare,
+        spare)``, all read together (during a fit, between two batches)."""
+        params, kind, steps, buffers, rng = _core_snapshot(self._core)
+        optimizer = self._optimizer
+        if optimizer is None or kind != optimizer._kind or len(buffers) != _state_buffers(optimizer):
+            steps, buffers = 0, []  # no state of this optimizer (none made, reset, or a switch that failed)
+        return params, (optimizer, kind, steps, list(buffers)), rng
 
-    def _set_optimizer_state(self, state) -> None:
-        optimizer, kind, steps, buffers = state
-        self._optimizer = optimizer
-        if optimizer is not None and optimizer._kind == kind and (steps or buffers):
-            self._core.set_optimizer_state(optimizer._config(), steps,
-                                           [np.ascontiguousarray(b, dtype=self._dtype) for b in buffers])
+    def _restore(self, state: _State) -> None:
+        """Applies a checked state (see _check_state) in one call, all of it or nothing."""
+        config = state.optimizer._config() if state.optimizer is not None and (state.steps or state.buffers) else None
+        rng = state.rng if state.rng is not None else _core_snapshot(self._core)[4]
+        _core_restore(self._core, state.params, config, state.steps, state.buffers, *rng)
+        self._optimizer = state.optimizer
 
     def astype(self, dtype) -> "Network":
         """A new network with the same architecture, seed, parameters, optimizer
         state and generator state (so shuffling continues alike), in ``dtype``."""
-        dtype = as_float_dtype(dtype)
-        clone = Network(self._sizes, dtype=dtype, **self._settings())
-        clone.params[...] = self.params
-        clone._set_optimizer_state(self._optimizer_state())
-        clone._core.set_rng_state(*self._core.rng_state())
+        clone = Network(self._sizes, dtype=as_float_dtype(dtype), **self._settings())
+        clone._restore(_check_state(clone, *self._snapshot()))
         return clone
 
     def copy(self) -> "Network":
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, np.array(self.params),
-                           self._optimizer_state(), self._core.rng_state()))
+        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, *self._snapshot()))
+
+
+def _core_snapshot(core) -> tuple:
+    """(params, kind, steps, buffers, rng) of the engine, as handle.snapshot() gives it."""
+    if hasattr(core, "snapshot"):
+        return core.snapshot()
+    kind, steps, buffers = core.optimizer_state()  # bindings before snapshot(): three reads
+    return np.array(core.params), kind, steps, buffers, core.rng_state()
+
+
+def _core_restore(core, params, config, steps, buffers, words, has_spare, spare) -> None:
+    """Applies a checked state as handle.restore(...) does."""
+    if hasattr(core, "restore"):
+        core.restore(params, config, steps, buffers, words, has_spare, spare)
+        return
+    core.params[...] = params  # bindings before restore(): three writes
+    core.reset_optimizer()
+    if config is not None:
+        core.set_optimizer_state(config, steps, buffers)
+    core.set_rng_state(list(words), has_spare, spare)
+
+
+def _state_buffers(optimizer: Optimizer) -> int:
+    """How many state buffers the engine keeps for ``optimizer``'s rule."""
+    if optimizer._kind == "sgd":
+        return 1 if optimizer.momentum != 0 else 0  # type: ignore[attr-defined]
+    return 2
+
+
+@dataclass(frozen=True)
+class _State:
+    """A network's state, checked: what _restore applies."""
+
+    params: np.ndarray
+    optimizer: Optimizer | None
+    steps: int
+    buffers: list
+    rng: tuple | None  # (words, has_spare, spare)
+
+
+def _check_state(net: Network, params, optimizer_state=None, rng_state=None) -> _State:
+    """Every field of a pickled (or copied) state checked against ``net``, the
+    network it goes into; a ValueError or TypeError names the first bad field."""
+    params = _check_flat(params, "params", net)
+    optimizer, steps, buffers = _check_optimizer_state(optimizer_state, net)
+    return _State(params, optimizer, steps, buffers, _check_rng_state(rng_state))
+
+
+def _check_flat(array, name: str, net: Network) -> np.ndarray:
+    """A buffer of the parameters' layout: exactly (n_params,), finite in the network's dtype."""
+    array = as_numeric_array(array, name)
+    if array.shape != (net.n_params,):
+        raise ValueError(f"{name}: expected shape ({net.n_params},) (the network's parameter count), "
+                         f"got {array.shape}")
+    return as_finite(array, name, net.dtype)
+
+
+def _check_optimizer_state(state, net: Network) -> tuple:
+    """(optimizer, steps, buffers) from a pickled ``(optimizer, kind, steps, buffers)``."""
+    if state is None:
+        return None, 0, []
+    if not isinstance(state, (tuple, list)) or len(state) != 4:
+        raise ValueError(f"optimizer_state: expected (optimizer, kind, steps, buffers), got {state!r:.200}")
+    optimizer, kind, steps, buffers = state
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
+    check_choice(kind, "optimizer_state kind", OPTIMIZER_KINDS)
+    steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_STEPS)
+    if not isinstance(buffers, (tuple, list)):
+        raise TypeError(f"optimizer_state buffers: expected a list of arrays, got {type(buffers).__name__}")
+    if optimizer is None or not (steps or buffers):
+        if steps or buffers:
+            raise ValueError("optimizer_state: holds update counts or buffers but no optimizer")
+        return optimizer, 0, []
+    if kind != optimizer._kind:
+        raise ValueError(f"optimizer_state kind: {kind!r} is not the rule of the optimizer {optimizer!r}")
+    if len(buffers) != _state_buffers(optimizer):
+        raise ValueError(f"optimizer_state buffers: {optimizer!r} keeps {_state_buffers(optimizer)} buffers, "
+                         f"got {len(buffers)}")
+    buffers = [_check_flat(b, f"optimizer_state buffers[{i}]", net) for i, b in enumerate(buffers)]
+    return optimizer, steps, buffers
+
+
+def _check_rng_state(state) -> tuple | None:
+    """((w0, w1, w2, w3), has_spare, spare) of the network's generator, checked."""
+    if state is None:
+        return None
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise ValueError(f"rng_state: expected ((w0, w1, w2, w3), has_spare, spare), got {state!r:.200}")
+    words, has_spare, spare = state
+    if not isinstance(words, (tuple, list)) or len(words) != 4:
+        raise ValueError(f"rng_state words: expected 4 integers, got {words!r:.200}")
+    words = tuple(check_int(w, f"rng_state words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
+    if not any(words):
+        raise ValueError("rng_state words: all four are zero, a state the generator never leaves")
+    if not isinstance(has_spare, (bool, np.bool_)):
+        raise TypeError(f"rng_state has_spare: expected True or False, got {has_spare!r}")
+    if isinstance(spare, (bool, np.bool_)) or not isinstance(spare, numbers.Real) or not math.isfinite(spare):
+        raise ValueError(f"rng_state spare: expected a finite number, got {spare!r:.200}")
+    return words, bool(has_spare), float(spare)
 
 
 def _rebuild(sizes, settings, dtype, params, optimizer_state=None, rng_state=None) -> Network:
-    net = Network(sizes, dtype=dtype, **settings)
-    net.params[...] = params
-    if optimizer_state is not None:
-        net._set_optimizer_state(optimizer_state)
-    if rng_state is not None:
-        net._core.set_rng_state(*rng_state)
+    """Unpickles a Network: the constructor checks the architecture and settings,
+    _check_state every other field, before anything is applied."""
+    if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
+        raise ValueError(f"settings: expected a dict with keys among {', '.join(SETTINGS)}, got {settings!r:.200}")
+    net = Network(sizes, dtype=as_float_dtype(dtype), **settings)
+    net._restore(_check_state(net, params, optimizer_state, rng_state))
     return net
