@@ -299,3 +299,98 @@ def test_an_all_zero_generator_state_is_refused_instead_of_hanging_a_shuffled_fi
         pytest.fail("a shuffled fit from an all-zero generator state hangs (the state was accepted)")
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("refused: rng_state words: all four are zero"), done.stdout
+
+
+# ---- #9: big integers at every public entry ----------------------------------------------------------
+
+
+BIG = 2**62
+BAD_SIZES = [
+    ([2**62, 4], r"^layer_sizes: \[4611686018427387904, 4\] makes 18446744073709551620 parameters"),
+    ([4, 2**62], r"^layer_sizes: \[4, 4611686018427387904\] makes"),
+    ([2**40, 2**10], r"^layer_sizes: .* more than any memory holds"),
+    ([3, 2**31, 2**31, 1], r"^layer_sizes: .* more than any memory holds"),
+    ([2**63, 4], r"^layer_sizes\[0\]: expected an integer >= 1 and <= 4611686018427387904, got 9223372036854775808"),
+    ([4, np.uint64(2**64 - 1)], r"^layer_sizes\[1\]: expected an integer >= 1 and <= 4611686018427387904"),
+]
+
+
+@pytest.mark.parametrize("sizes,message", BAD_SIZES)
+def test_layer_sizes_whose_parameter_count_overflows_are_refused(sizes, message):
+    with pytest.raises(ValueError, match=message):
+        fm.Network(sizes)
+    with pytest.raises(ValueError, match=message):
+        fm.NeuralNetwork(sizes)
+
+
+def small_problem():
+    rng = np.random.default_rng(0)
+    return fm.Network([2, 3, 1], seed=0), rng.standard_normal((8, 2)), rng.standard_normal((8, 1))
+
+
+@pytest.mark.parametrize("value", [2**62 + 1, 2**63, 2**64, 10**30, np.uint64(2**63)])
+@pytest.mark.parametrize("argument", ["epochs", "batch_size"])
+def test_fit_refuses_big_counts_by_name(argument, value):
+    net, X, y = small_problem()
+    before = net.params.copy()
+    with pytest.raises(ValueError, match=rf"^{argument}: expected an integer >= 1 and <= {BIG}, got {int(value)}"):
+        net.fit(X, y, **{argument: value})
+    if argument == "batch_size":
+        with pytest.raises(ValueError, match=rf"^batch_size: expected an integer >= 1 and <= {BIG}"):
+            net.partial_fit(X, y, batch_size=value)
+    np.testing.assert_array_equal(net.params, before)
+
+
+def test_a_batch_size_over_the_sample_count_is_full_batch():
+    net, X, y = small_problem()
+    full = net.copy()
+    net.fit(X, y, batch_size=BIG, epochs=3)
+    full.fit(X, y, epochs=3)
+    np.testing.assert_array_equal(net.params, full.params)
+
+
+@pytest.mark.parametrize("value", [2**31, 2**32 + 1, 2**63, 2**64])
+def test_set_num_threads_refuses_big_counts_by_name(value, restore_num_threads):
+    with pytest.raises(ValueError, match=rf"^n: expected an integer >= 1 and <= 4096, got {value}"):
+        fm.set_num_threads(value)
+    assert fm.get_num_threads() == restore_num_threads
+
+
+@pytest.mark.parametrize("seed,message", [(-1, r"^seed: expected an integer >= 0"),
+                                          (2**64, r"^seed: expected an integer >= 0 and <= 18446744073709551615, got "
+                                                  r"18446744073709551616"),
+                                          (2**100, r"^seed: expected an integer >= 0 and <= 18446744073709551615")])
+def test_network_seed_out_of_range_is_refused(seed, message):
+    with pytest.raises(ValueError, match=message):
+        fm.Network([2, 1], seed=seed)
+
+
+def test_the_largest_seed_works():
+    net = fm.Network([2, 1], seed=2**64 - 1)
+    assert net.seed == 2**64 - 1
+    assert pickle.loads(pickle.dumps(net)).seed == 2**64 - 1
+
+
+@pytest.mark.parametrize("epochs", [2**62 + 1, 2**63, 2**64])
+@pytest.mark.parametrize("verbose", [False, True])
+def test_the_article_class_refuses_big_epoch_counts(epochs, verbose, capsys):
+    np.random.seed(0)
+    nn = fm.NeuralNetwork([1, 4, 1])
+    X = np.linspace(-1, 1, 8).reshape(-1, 1)
+    with pytest.raises(ValueError, match=rf"^epochs: expected an integer >= 1 and <= {BIG}, got {epochs}"):
+        nn.train(X, X**2, epochs=epochs, verbose=verbose)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("layer", [2, 2**63, -(2**63)])
+def test_layer_cache_refuses_layers_out_of_range(layer):
+    net, X, _ = small_problem()
+    net.forward(X)
+    with pytest.raises(ValueError, match=rf"^layer: expected an integer >= 0 and <= 1, got {layer}"):
+        net.layer_cache(layer)
+
+
+def test_gradient_check_refuses_a_negative_seed():
+    net, X, y = small_problem()
+    with pytest.raises(ValueError, match=r"^seed: expected an integer >= 0, got -1"):
+        fm.gradient_check(net, X, y, max_params=3, seed=-1)

@@ -18,7 +18,7 @@ import numpy as np
 
 from . import kernels
 from ._validation import check_int, check_positive_float, check_samples, check_targets
-from .network import ACTIVATIONS, Network, ParameterList
+from .network import ACTIVATIONS, MAX_COUNT, Network, ParameterList
 from .optimizers import SGD
 
 __all__ = ["NeuralNetwork"]
@@ -93,7 +93,7 @@ class NeuralNetwork:
         Full batch, as the article: each epoch's loss is measured before its
         update and printed ten times over the run when verbose.
         """
-        epochs = check_int(epochs, "epochs", minimum=1)
+        epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
         X = check_samples(X, "X", self._net.n_inputs, np.float64)
         y = check_targets(y, "y", X.shape[0], self._net.n_outputs, np.float64)
         # The article steps by lr · (ŷ − y)/m; Network's MSE gradient is 2(ŷ − y)/(m·outputs).

@@ -68,6 +68,7 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     eps = check_positive_float(eps, "eps")
     floor = check_positive_float(floor, "floor")
     max_params = check_int(max_params, "max_params", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     clone = net.astype("float64")
     X = check_samples(X, "X", clone.n_inputs, np.dtype(np.float64))
     y = prepare_targets(y, "y", X.shape[0], clone.n_outputs, clone.loss, clone.dtype)

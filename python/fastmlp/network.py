@@ -45,6 +45,7 @@ MAX_STEPS = 2**62  # the largest update count a restored optimizer state may hol
 SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
 OPTIMIZER_KINDS = ("sgd", "adam", "adamw", "lamb")
 MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
+MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
 
 
@@ -111,7 +112,13 @@ def _parse_layer_sizes(layer_sizes) -> tuple[int, ...]:
         raise ValueError(
             f"layer_sizes: expected at least two sizes (inputs and outputs), got {list(layer_sizes)!r}"
         )
-    return tuple(check_int(size, f"layer_sizes[{i}]", minimum=1) for i, size in enumerate(layer_sizes))
+    sizes = tuple(check_int(size, f"layer_sizes[{i}]", minimum=1, maximum=MAX_COUNT)
+                  for i, size in enumerate(layer_sizes))
+    n_params = sum(inputs * outputs + outputs for inputs, outputs in zip(sizes[:-1], sizes[1:]))
+    if n_params > MAX_PARAMS:
+        raise ValueError(f"layer_sizes: {list(sizes)} makes {n_params} parameters, more than any memory holds "
+                         f"(the limit is 2**48 = {MAX_PARAMS})")
+    return sizes
 
 
 @dataclass(frozen=True)
@@ -216,9 +223,7 @@ class Network:
         self._dtype = as_float_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
-        self._seed = check_int(seed, "seed", minimum=0)
-        if self._seed >= 1 << 64:
-            raise ValueError(f"seed: expected an integer below 2**64, got {self._seed}")
+        self._seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         self._sizes = sizes
         self._activations = tuple(hidden) + (output_activation,)
         if isinstance(init, str):
