@@ -179,6 +179,24 @@ class Network:
     seed : int or None
         Seeds the network's generator (initial weights, shuffling). None draws
         a fresh seed; ``net.seed`` tells which.
+
+    Notes
+    -----
+    Inputs are read where they lie when their layout allows: a C-contiguous
+    array of the network's dtype, read-only ones included (``np.load(...,
+    mmap_mode="r")``, ``np.frombuffer``, joblib's memmaps), is used without a
+    copy by ``predict``, ``forward``, ``evaluate``, ``score`` and ``fit``.
+
+    Threads: one network may be used from several threads; its engine holds a
+    lock for each call. During a ``fit`` running in another thread, a
+    ``predict`` (``evaluate``, ``decision_function``) gets in between two
+    batches rather than waiting for the whole fit, and sees the weights after
+    some update of that fit, not a half-written one. ``pickle``, ``copy`` and
+    ``astype`` during a fit take one consistent snapshot between two batches:
+    the weights, the optimizer state and the generator state of the same
+    moment. Training one network from two threads at once (``fit``,
+    ``step``, ``backward``) is safe but interleaves the updates; give each
+    thread its own ``copy()`` instead.
     """
 
     def __init__(
