@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
-from fastmlp import kernels, reference
+from fastmlp import _core, kernels, reference
 from kernel_helpers import ATOL_ULPS, LAYOUTS, assert_close, dtype_id, eps_of, max_abs, with_layout
 
 SIZES = (1, 3, 7, 33, 257)
@@ -656,5 +656,5 @@ def test_engine_fit_refuses_a_bad_huber_delta_before_any_thread_runs():
     y = np.zeros((100, 1))
     start = net.params.copy()
     with pytest.raises(ValueError, match="huber's delta"):
-        net._core.fit(X, y, 1, 100, False, "huber", 0.0, {"kind": "sgd", "lr": 0.1}, None, False)
+        net._core.fit(X, y, 1, 100, False, "huber", 0.0, _core.OptimizerConfig(kind="sgd", lr=0.1), None, False)
     np.testing.assert_array_equal(net.params, start)

@@ -103,32 +103,6 @@ void map_backward(T* dz, const T* da, const T* z, const T* a, index n, Op op) {
 
 }  // namespace
 
-Activation activation_from_name(const std::string& name) {
-    if (name == "linear") return Activation::linear;
-    if (name == "relu") return Activation::relu;
-    if (name == "leaky_relu") return Activation::leaky_relu;
-    if (name == "sigmoid") return Activation::sigmoid;
-    if (name == "tanh") return Activation::tanh;
-    if (name == "swish") return Activation::swish;
-    if (name == "gelu") return Activation::gelu;
-    throw std::invalid_argument(
-        "unknown activation '" + name +
-        "': expected one of linear, relu, leaky_relu, sigmoid, tanh, swish, gelu");
-}
-
-const char* activation_name(Activation activation) {
-    switch (activation) {
-        case Activation::linear: return "linear";
-        case Activation::relu: return "relu";
-        case Activation::leaky_relu: return "leaky_relu";
-        case Activation::sigmoid: return "sigmoid";
-        case Activation::tanh: return "tanh";
-        case Activation::swish: return "swish";
-        case Activation::gelu: return "gelu";
-    }
-    return "unknown";
-}
-
 // Calls visit(f, df) with the activation's two elementwise functions:
 // f(z) = a and df(da, z, a) = da ⊙ f'(z). Every kernel below is written once
 // over them, so the formulas live in one place.

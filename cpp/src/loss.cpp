@@ -6,25 +6,6 @@
 
 namespace fastmlp {
 
-Loss loss_from_name(const std::string& name) {
-    if (name == "mse") return Loss::mse;
-    if (name == "cross_entropy") return Loss::cross_entropy;
-    if (name == "binary_cross_entropy") return Loss::binary_cross_entropy;
-    if (name == "huber") return Loss::huber;
-    throw std::invalid_argument("loss: unknown name '" + name +
-                                "'; choose mse, cross_entropy, binary_cross_entropy or huber");
-}
-
-const char* loss_name(Loss loss) {
-    switch (loss) {
-        case Loss::mse: return "mse";
-        case Loss::cross_entropy: return "cross_entropy";
-        case Loss::binary_cross_entropy: return "binary_cross_entropy";
-        case Loss::huber: return "huber";
-    }
-    return "?";
-}
-
 double loss_normalizer(Loss loss, index batch, index outputs) {
     return loss == Loss::cross_entropy ? double(batch) : double(batch) * double(outputs);
 }
@@ -149,39 +130,11 @@ void softmax_rows(T* out, const T* z, index batch, index outputs) {
     }
 }
 
-// Sums in blocks of fixed size, then the block sums in order: the rounding is
-// the same whatever the thread count, and better than one long running sum.
-template <typename T>
-T mse_forward(const T* pred, const T* target, index n) {
-    require(n >= 0, "mse_forward: n must be non-negative");
-    if (n == 0) return T(0);
-    constexpr index block = 256;
-    double total = 0;
-    for (index start = 0; start < n; start += block) {
-        const index end = start + block < n ? start + block : n;
-        T partial = 0;
-        for (index i = start; i < end; ++i) {
-            const T d = pred[i] - target[i];
-            partial += d * d;
-        }
-        total += double(partial);
-    }
-    return T(total / double(n));
-}
-
-template <typename T>
-void mse_backward(T* d_pred, const T* pred, const T* target, index n, T scale) {
-    require(n >= 0, "mse_backward: n must be non-negative");
-    for (index i = 0; i < n; ++i) d_pred[i] = scale * (pred[i] - target[i]);
-}
-
 #define FASTMLP_INSTANTIATE(T)                                                                 \
     template double loss_forward_backward<T>(Loss, const T*, const T*, T*, index, index, double); \
     template double loss_rows<T>(Loss, const T*, const T*, T*, index, index, double, index); \
     template index count_correct<T>(Loss, const T*, const T*, index, index);                   \
-    template void softmax_rows<T>(T*, const T*, index, index);                                 \
-    template T mse_forward<T>(const T*, const T*, index);                                      \
-    template void mse_backward<T>(T*, const T*, const T*, index, T);
+    template void softmax_rows<T>(T*, const T*, index, index);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

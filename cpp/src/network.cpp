@@ -10,7 +10,6 @@
 #include <numeric>
 #include <thread>
 
-#include "fastmlp/dense.hpp"
 #include "fastmlp/gemm.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/optimizer.hpp"
@@ -30,18 +29,6 @@ double seconds_since(std::chrono::steady_clock::time_point start) {
 // this many values on.
 constexpr index gather_rows = 16;
 constexpr double gather_parallel = double(1 << 16);
-}
-
-Init init_from_name(const std::string& name) {
-    if (name == "he_normal") return Init::he_normal;
-    if (name == "he_uniform") return Init::he_uniform;
-    if (name == "xavier_normal") return Init::xavier_normal;
-    if (name == "xavier_uniform") return Init::xavier_uniform;
-    if (name == "lecun_normal") return Init::lecun_normal;
-    if (name == "lecun_uniform") return Init::lecun_uniform;
-    throw std::invalid_argument("init: unknown scheme '" + name +
-                                "'; choose he_normal, he_uniform, xavier_normal, xavier_uniform, "
-                                "lecun_normal or lecun_uniform");
 }
 
 template <typename T>

@@ -17,25 +17,6 @@
 
 namespace fastmlp {
 
-OptimizerKind optimizer_from_name(const std::string& name) {
-    if (name == "sgd") return OptimizerKind::sgd;
-    if (name == "adam") return OptimizerKind::adam;
-    if (name == "adamw") return OptimizerKind::adamw;
-    if (name == "lamb") return OptimizerKind::lamb;
-    throw std::invalid_argument("optimizer: unknown name '" + name +
-                                "'; choose sgd, adam, adamw or lamb");
-}
-
-const char* optimizer_name(OptimizerKind kind) {
-    switch (kind) {
-        case OptimizerKind::sgd: return "sgd";
-        case OptimizerKind::adam: return "adam";
-        case OptimizerKind::adamw: return "adamw";
-        case OptimizerKind::lamb: return "lamb";
-    }
-    return "?";
-}
-
 int OptimizerConfig::state_buffers() const {
     if (kind == OptimizerKind::sgd) return momentum != 0 ? 1 : 0;
     return 2;
@@ -58,15 +39,6 @@ void OptimizerConfig::validate() const {
     require(std::isfinite(eps) && eps > 0, "optimizer: eps must be positive");
     require(finite_at_least(clip_norm, 0), "optimizer: clip_norm must be positive");
     require(finite_at_least(clip_value, 0), "optimizer: clip_value must be positive");
-}
-
-Schedule::Kind schedule_from_name(const std::string& name) {
-    if (name == "constant") return Schedule::Kind::constant;
-    if (name == "step") return Schedule::Kind::step;
-    if (name == "exponential") return Schedule::Kind::exponential;
-    if (name == "cosine") return Schedule::Kind::cosine;
-    throw std::invalid_argument("schedule: unknown kind '" + name +
-                                "'; choose constant, step, exponential or cosine");
 }
 
 double Schedule::factor(index t) const {
@@ -547,21 +519,11 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
     return 0;
 }
 
-template <typename T>
-void sgd_update(T* params, const T* grads, index n, T lr) {
-    require(n >= 0, "sgd_update: n must be non-negative");
-    over_pieces(0, n, [&](index b, index e) {
-        for (index i = b; i < e; ++i) params[i] -= lr * grads[i];
-        return index(0);
-    });
-}
-
 #define FASTMLP_INSTANTIATE(T)                                                                   \
     template double grad_norm<T>(const T*, index, double);                                       \
     template index optimizer_update<T>(const OptimizerConfig&, T*, const T*, T*, T*, index,      \
                                        const std::vector<Segment>&, std::int64_t, double, double, \
-                                       double*, SgdBounds*);                                       \
-    template void sgd_update<T>(T*, const T*, index, T);
+                                       double*, SgdBounds*);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

@@ -1,14 +1,15 @@
-"""Type stubs for fastmlp._core, the private C++ extension (cpp/bindings/module.cpp).
+"""Type stubs for fastmlp._core, the private C++ extension (cpp/bindings/).
 
 Use the fastmlp package instead: it validates input and converts arrays first.
 These functions check dtype, shape, layout and writability again and raise
 TypeError / ValueError (IndexError for Network*.cache) on a mismatch. Arrays
 are float32 or float64, all of one dtype per call, C-contiguous unless said
-otherwise; ``out``-style arguments are written in place. The GIL is released
-while a kernel runs.
+otherwise; ``out``-style arguments are written in place (a read-only one is
+refused; inputs may be read-only) and may not share memory with an input
+unless said otherwise. The GIL is released while a kernel runs.
 """
 
-from typing import Generic, Literal, TypedDict, TypeVar
+from typing import Generic, Literal, Sequence, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -18,6 +19,54 @@ __version__: str
 _Float = TypeVar("_Float", np.float32, np.float64)
 _FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
 _ActivationName = Literal["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu"]
+
+# ---- names and configurations (cpp/bindings/configs.cpp) ---------------------------
+
+# The names of each C++ enum, in enum order, from its one table (fastmlp/names.hpp).
+ACTIVATIONS: tuple[str, ...]
+LOSSES: tuple[str, ...]
+OPTIMIZERS: tuple[str, ...]
+SCHEDULES: tuple[str, ...]
+INIT_SCHEMES: tuple[str, ...]
+FIT_STATUSES: tuple[str, ...]
+
+class OptimizerConfig:
+    """An update rule and its numbers, validated on construction (ValueError
+    naming the bad value); clip_norm / clip_value 0 mean no clipping."""
+    def __init__(
+        self, *, kind: str = "sgd", lr: float = 0.01, momentum: float = 0.0, dampening: float = 0.0,
+        weight_decay: float = 0.0, nesterov: bool = False, beta1: float = 0.9, beta2: float = 0.999,
+        eps: float = 1e-8, clip_norm: float = 0.0, clip_value: float = 0.0,
+    ) -> None: ...
+    @property
+    def kind(self) -> str: ...
+    lr: float  # the attributes are read-only
+    momentum: float
+    dampening: float
+    weight_decay: float
+    nesterov: bool
+    beta1: float
+    beta2: float
+    eps: float
+    clip_norm: float
+    clip_value: float
+    @property
+    def state_buffers(self) -> int:
+        """State buffers the rule keeps: 0 (plain sgd), 1 (sgd with momentum) or 2."""
+
+class ScheduleConfig:
+    """A learning-rate schedule (see fastmlp.schedules), validated on construction."""
+    def __init__(
+        self, *, kind: str = "constant", warmup_steps: int = 0, step_size: int = 1, gamma: float = 1.0,
+        total_steps: int = 1, min_factor: float = 0.0,
+    ) -> None: ...
+    @property
+    def kind(self) -> str: ...
+    warmup_steps: int  # the attributes are read-only
+    step_size: int
+    gamma: float
+    total_steps: int
+    min_factor: float
 
 # ---- kernels ----------------------------------------------------------------------
 
@@ -36,12 +85,12 @@ def gemm(
     naive runs the plain triple-loop reference kernel instead of the blocked one."""
 
 def activation_forward(name: _ActivationName, z: _FloatArray, out: _FloatArray) -> None:
-    """out = f(z), elementwise; z and out of equal size."""
+    """out = f(z), elementwise; z and out of equal size (out may be z itself)."""
 
 def activation_backward(
     name: _ActivationName, z: _FloatArray, a: _FloatArray, da: _FloatArray, out: _FloatArray
 ) -> None:
-    """out = da ⊙ f'(z), with a = f(z); all four of equal size."""
+    """out = da ⊙ f'(z), with a = f(z); all four of equal size (out may be da itself)."""
 
 def bias_activation_forward(name: _ActivationName, z: _FloatArray, bias: _FloatArray, out: _FloatArray) -> None:
     """z (B, O) += bias (O,) in place, and out = f(z): one pass."""
@@ -51,21 +100,6 @@ def activation_bias_backward(
     d_bias: _FloatArray, accumulate: bool,
 ) -> None:
     """out = da ⊙ f'(z); d_bias = (or +=, when accumulate) the column sums of out: one pass."""
-
-def bias_add_forward(z: _FloatArray, bias: _FloatArray) -> None:
-    """z (B, O) += bias (O,) on every row, in place."""
-
-def bias_add_backward(d_bias: _FloatArray, dz: _FloatArray) -> None:
-    """d_bias (O,) += the column sums of dz (B, O) (accumulates)."""
-
-def mse_forward(pred: _FloatArray, target: _FloatArray) -> float:
-    """mean((pred − target)²) over all elements."""
-
-def mse_backward(out: _FloatArray, pred: _FloatArray, target: _FloatArray, scale: float) -> None:
-    """out = scale · (pred − target)."""
-
-def sgd_update(params: _FloatArray, grads: _FloatArray, lr: float) -> None:
-    """params −= lr · grads, in place."""
 
 def loss(name: str, pred: _FloatArray, target: _FloatArray, grad: _FloatArray | None, delta: float = 1.0) -> float:
     """The mean loss (mse, cross_entropy, binary_cross_entropy, huber) of pred (B, O)
@@ -81,7 +115,7 @@ def grad_norm(grads: _FloatArray, clip_value: float = 0.0) -> float:
     """Global L2 norm of grads (1-D), after clamping to ±clip_value when it is > 0."""
 
 def optimizer_update(
-    config: dict[str, object],
+    config: OptimizerConfig,
     params: _FloatArray,
     grads: _FloatArray,
     state1: _FloatArray | None,
@@ -91,18 +125,22 @@ def optimizer_update(
     lr: float,
     grad_scale: float = 1.0,
 ) -> int:
-    """One update of config["kind"] (sgd, adam, adamw, lamb; the other keys as
-    fastmlp.optimizers' _config) at step t >= 1, in place on params and the state
-    buffers. Returns how many parameters kept their value (non-finite update)."""
+    """One update of config.kind at step t >= 1, in place on params and the state
+    buffers (none of them sharing memory with another or with grads). Returns
+    how many parameters kept their value (non-finite update)."""
 
-def schedule_factor(schedule: dict[str, object] | None, t: int) -> float:
-    """The lr multiplier of a schedule spec at update t (0-based)."""
+def schedule_factor(schedule: ScheduleConfig, t: int) -> float:
+    """The lr multiplier of a schedule at update t (0-based)."""
 
 # ---- the engine ---------------------------------------------------------------------
 
 class _Network(Generic[_Float]):
     """One network over a flat parameter buffer and a flat gradient buffer
-    (W_0, b_0, W_1, b_1, ...). Calls on one network run one at a time."""
+    (W_0, b_0, W_1, b_1, ...). Calls on one network run one at a time, except
+    that readers (predict, evaluate, cache, snapshot) called during a fit from
+    another thread or a signal handler run between two of its batches. A call
+    that changes the network made from a signal handler on the thread running a
+    fit raises RuntimeError."""
 
     def __init__(self, sizes: list[int], activations: list[str], seed: int, inits: list[str] = ...) -> None:
         """sizes: inputs, hidden widths, outputs (each >= 1); activations: one name
@@ -143,8 +181,8 @@ class _Network(Generic[_Float]):
         shuffle: bool,
         loss: str,
         huber_delta: float,
-        optimizer: dict[str, object],
-        schedule: dict[str, object] | None,
+        optimizer: OptimizerConfig,
+        schedule: ScheduleConfig | None,
         count_correct: bool,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
@@ -152,21 +190,42 @@ class _Network(Generic[_Float]):
         "loss", "grad_norm", "lr"[, "accuracy"]}: the arrays hold one value per
         epoch (the first "epochs" are valid). A pending signal (Ctrl-C) raises."""
     def optimizer_step(
-        self, optimizer: dict[str, object], schedule: dict[str, object] | None
+        self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:
         """One update from grads: (grad_norm, lr, gradient_finite, parameters_kept)."""
     def reset_optimizer(self) -> None: ...
+    def snapshot(
+        self,
+    ) -> tuple[npt.NDArray[_Float], str, int, list[npt.NDArray[_Float]], tuple[tuple[int, int, int, int], bool, float]]:
+        """(params, optimizer-state rule, update count, state buffers, ((w0, w1, w2, w3),
+        has_spare, spare)), copies taken under one lock: a fit running on another
+        thread is seen between two batches."""
+    def restore(
+        self,
+        params: npt.ArrayLike,
+        optimizer: OptimizerConfig | None,
+        steps: int,
+        buffers: Sequence[npt.ArrayLike],
+        rng_words: Sequence[int],
+        has_spare: bool,
+        spare: float,
+    ) -> None:
+        """Checks every field (params and each buffer (parameter_count,), finite in the
+        network's dtype; 0 <= steps <= 2**62, 0 without an optimizer; as many buffers as
+        the rule keeps; words in [0, 2**64), not all 0; spare finite), then applies
+        them all under one lock, or raises and changes nothing."""
+    # To be removed once fastmlp.network uses snapshot / restore:
     def optimizer_state(self) -> tuple[str, int, list[npt.NDArray[_Float]]]:
         """(rule, update count, copies of the state buffers)."""
     def set_optimizer_state(
-        self, optimizer: dict[str, object], steps: int, buffers: list[npt.NDArray[_Float]]
+        self, optimizer: OptimizerConfig | None, steps: int, buffers: list[npt.NDArray[_Float]]
     ) -> None: ...
     def evaluate(
         self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool
     ) -> tuple[float, int]:
         """(mean loss, predictions right) over (x, y), in chunks."""
     def rng_state(self) -> tuple[tuple[int, int, int, int], bool, float]:
-        """The shuffling generator's state: (xoshiro256** words, has a spare normal, the spare)."""
+        """(to be removed: see snapshot) The generator's state: (xoshiro256** words, has a spare normal, the spare)."""
     def set_rng_state(self, words: list[int], has_spare: bool, spare: float) -> None: ...
 
 class Network32(_Network[np.float32]): ...

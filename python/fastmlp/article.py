@@ -75,7 +75,7 @@ class NeuralNetwork:
         X = check_samples(X, "X", self._net.n_inputs, np.float64)
         y = check_targets(y, "y", X.shape[0], self._net.n_outputs, np.float64)
         y_pred = check_targets(y_pred, "y_pred", X.shape[0], self._net.n_outputs, np.float64)
-        dA = (y_pred - y) / X.shape[0]  # the article's: the gradient of (1/2m) Σ (ŷ − y)²
+        dA = (y_pred - y) * (1.0 / X.shape[0])  # the article's (ŷ − y) / m: the gradient of (1/2m) Σ (ŷ − y)²
         grads_w, grads_b = self._net.backward_output(X, dA)
         gradients_w = [g.copy() for g in grads_w]
         gradients_b = [g.reshape(-1, 1).copy() for g in grads_b]

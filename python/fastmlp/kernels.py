@@ -14,8 +14,12 @@ from __future__ import annotations
 import numpy as np
 
 from . import _core
-from ._validation import as_numeric_array, check_choice, check_clip_value, common_float_dtype
-from .network import ACTIVATIONS, INIT_SCHEMES, LOSSES
+from ._validation import as_float_dtype, as_numeric_array, check_choice, check_clip_value, check_int, common_float_dtype
+from .schedules import INT64_MAX, _schedule_config
+
+ACTIVATIONS = _core.ACTIVATIONS
+LOSSES = _core.LOSSES
+INIT_SCHEMES = _core.INIT_SCHEMES
 
 __all__ = [
     "gemm",
@@ -50,6 +54,20 @@ def _inputs(names_and_values):
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays], dtype
 
 
+def _writable(array: np.ndarray, name: str) -> None:
+    if not array.flags.writeable:
+        raise ValueError(f"{name}: the array is read-only, but it is written in place")
+
+
+def _apart(array: np.ndarray, out: np.ndarray, same_allowed: bool = False) -> np.ndarray:
+    """array, or a copy of it when its bytes overlap ``out``'s (which is written
+    while array is read); with same_allowed, array may be ``out`` itself (an
+    elementwise kernel reads each element before writing it)."""
+    if same_allowed and array.__array_interface__ == out.__array_interface__:
+        return array
+    return array.copy() if np.may_share_memory(array, out) else array
+
+
 def _matrix(a: np.ndarray, name: str, dtype: np.dtype, transposed: bool):
     """A matrix the GEMM binding can read (unit column stride), and whether op flips."""
     a = as_numeric_array(a, name)
@@ -69,7 +87,8 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
 
     With ``c`` None a new (M, N) array is returned (beta is then irrelevant);
     otherwise ``c`` must be a writable float array with unit column stride and
-    is updated in place and returned.
+    is updated in place and returned. An ``a`` or ``b`` that shares memory with
+    ``c`` is read as it was before the call (copied first).
     """
     a_arr, b_arr = as_numeric_array(a, "a"), as_numeric_array(b, "b")
     arrays = [a_arr, b_arr] if c is None else [a_arr, b_arr, np.asarray(c)]
@@ -85,6 +104,9 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
         beta = 0.0
     elif not isinstance(c, np.ndarray) or c.dtype != dtype:
         raise TypeError(f"c: expected a {dtype.name} ndarray to update in place, got {type(c).__name__}")
+    else:
+        _writable(c, "c")
+        a_arr, b_arr = _apart(a_arr, c), _apart(b_arr, c)
     _core.gemm(a_arr, b_arr, c, float(alpha), float(beta), trans_a, trans_b)
     return c
 
@@ -109,42 +131,44 @@ def set_gemm_kernel(name: str) -> None:
     _core.set_gemm_kernel(name)
 
 
+def _out(out, like: np.ndarray, name: str = "out") -> np.ndarray:
+    """A new array like ``like``, or the given ``out`` checked to be writable."""
+    if out is None:
+        return np.empty_like(like)
+    if not isinstance(out, np.ndarray):
+        raise TypeError(f"{name}: expected an ndarray to write into, got {type(out).__name__}")
+    _writable(out, name)
+    return out
+
+
 def activation_forward(z, activation="relu", out=None):
-    """a = f(z), elementwise."""
+    """a = f(z), elementwise. ``out`` may be z itself."""
     activation = check_choice(activation, "activation", ACTIVATIONS)
     (z,), dtype = _inputs([("z", z)])
-    out = np.empty_like(z) if out is None else out
-    _core.activation_forward(activation, z, out)
+    out = _out(out, z)
+    _core.activation_forward(activation, _apart(z, out, same_allowed=True), out)
     return out
 
 
 def activation_backward(da, z, a=None, activation="relu", out=None):
-    """dz = da ⊙ f'(z). ``a`` = f(z) is computed when not given."""
+    """dz = da ⊙ f'(z). ``a`` = f(z) is computed when not given; ``out`` may be da itself."""
     activation = check_choice(activation, "activation", ACTIVATIONS)
     if a is None:
         a = activation_forward(z, activation)
     (da, z, a), dtype = _inputs([("da", da), ("z", z), ("a", a)])
-    out = np.empty_like(z) if out is None else out
-    _core.activation_backward(activation, z, a, da, out)
+    out = _out(out, z)
+    _core.activation_backward(activation, _apart(z, out), _apart(a, out), _apart(da, out, same_allowed=True), out)
     return out
 
 
 def bias_add_forward(z, bias):
     """z + bias for z (B, O) and bias (O,), as a new array."""
-    (z, bias), dtype = _inputs([("z", z), ("bias", bias)])
-    out = z.copy()
-    _core.bias_add_forward(out, bias)
-    return out
+    return bias_activation_forward(z, bias, "linear")[0]
 
 
 def bias_add_backward(dz):
     """Column sums of dz (B, O): the bias gradient (O,)."""
-    (dz,), dtype = _inputs([("dz", dz)])
-    if dz.ndim != 2:
-        raise ValueError(f"dz: expected a 2-D array (batch, outputs), got shape {dz.shape}")
-    d_bias = np.zeros(dz.shape[1], dtype=dtype)
-    _core.bias_add_backward(d_bias, dz)
-    return d_bias
+    return activation_bias_backward(dz, dz, dz, "linear")[1]
 
 
 def bias_activation_forward(z, bias, activation="relu"):
@@ -173,23 +197,28 @@ def activation_bias_backward(da, z, a=None, activation="relu"):
     return dz, d_bias
 
 
-def mse_forward(pred, target):
-    """mean((pred − target)²) over all elements."""
+def _same_shape(pred, target):
     (pred, target), dtype = _inputs([("pred", pred), ("target", target)])
     if pred.shape != target.shape:
         raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}")
-    return _core.mse_forward(pred, target)
+    return pred, target
+
+
+def mse_forward(pred, target):
+    """mean((pred − target)²) over all elements (the loss kernel's "mse")."""
+    pred, target = _same_shape(pred, target)
+    if pred.size == 0:
+        return 0.0
+    return loss_forward("mse", pred.reshape(1, -1), target.reshape(1, -1))
 
 
 def mse_backward(pred, target, scale=None):
     """scale · (pred − target); scale defaults to 2 / pred.size, the gradient of mse_forward."""
-    (pred, target), dtype = _inputs([("pred", pred), ("target", target)])
-    if pred.shape != target.shape:
-        raise ValueError(f"pred has shape {pred.shape} but target has shape {target.shape}")
-    scale = 2.0 / max(pred.size, 1) if scale is None else float(scale)
-    out = np.empty_like(pred)
-    _core.mse_backward(out, pred, target, scale)
-    return out
+    pred, target = _same_shape(pred, target)
+    grad = loss_backward("mse", pred.reshape(1, -1), target.reshape(1, -1)).reshape(pred.shape)
+    if scale is not None:  # the loss kernel's gradient is (2 / size) · (pred − target)
+        grad *= grad.dtype.type(float(scale) * max(pred.size, 1) / 2.0)
+    return grad
 
 
 def _grads_like(params, grads) -> np.ndarray:
@@ -201,13 +230,13 @@ def _grads_like(params, grads) -> np.ndarray:
 
 
 def sgd_update(params, grads, lr):
-    """params −= lr · grads, in place on ``params`` (a writable contiguous float array); returns it."""
+    """params −= lr · grads, in place on ``params`` (a writable contiguous float array); returns it.
+    The optimizer update's plain SGD (so lr > 0)."""
     if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
         raise TypeError("params: expected a float32 or float64 ndarray to update in place")
     if not params.flags.c_contiguous:
         raise ValueError("params: expected a C-contiguous array (the update is in place)")
-    grads = _grads_like(params, grads)
-    _core.sgd_update(params, grads, float(lr))
+    sgd_step(params.reshape(-1), _grads_like(params, grads).reshape(-1), None, lr=lr)
     return params
 
 
@@ -271,10 +300,13 @@ def grad_norm(grads, clip_value=None) -> float:
 
 
 def _in_place(params, *others):
+    """Checks the buffers an update writes: params and its state buffers (None: not kept)."""
     if not isinstance(params, np.ndarray) or params.dtype not in (np.float32, np.float64):
         raise TypeError("params: expected a float32 or float64 ndarray to update in place")
     if not params.flags.c_contiguous or params.ndim != 1:
         raise ValueError("params: expected a 1-D C-contiguous array (the update is in place)")
+    _writable(params, "params")
+    written = [("params", params)]
     for name, state in others:
         if state is None:
             continue
@@ -282,57 +314,86 @@ def _in_place(params, *others):
             raise ValueError(f"{name}: expected an array of the dtype and shape of params, to update in place")
         if not state.flags.c_contiguous:
             raise ValueError(f"{name}: expected a C-contiguous array (it is updated in place)")
+        _writable(state, name)
+        for other_name, other in written:
+            if np.may_share_memory(state, other):
+                raise ValueError(f"{name}: shares memory with {other_name}; each buffer is updated on its own")
+        written.append((name, state))
+    return [array for _, array in written]
 
 
-def _update(config, params, grads, s1, s2, segments, step, lr, grad_scale, clip_value):
+def _segments(segments, n: int) -> list[tuple[int, int]]:
+    """LAMB's (offset, size) pairs, sorted, each inside a buffer of n values."""
+    pairs = []
+    for i, segment in enumerate(segments):
+        try:
+            offset, size = segment
+        except (TypeError, ValueError):
+            raise TypeError(f"segments[{i}]: expected a pair (offset, size), got {segment!r}") from None
+        offset = check_int(offset, f"segments[{i}] offset", minimum=0, maximum=INT64_MAX)
+        size = check_int(size, f"segments[{i}] size", minimum=0, maximum=INT64_MAX)
+        if offset + size > n:
+            raise ValueError(f"segments[{i}]: offset {offset} + size {size} runs past the end of params ({n} values)")
+        pairs.append((offset, size))
+    return sorted(pairs)
+
+
+def _update(config, written, grads, s1, s2, segments, step, lr, grad_scale, clip_value):
+    params = written[0]
     grads = _grads_like(params, grads)
-    config = {**config, "lr": float(lr), "clip_value": _clip_value(clip_value)}
-    segments = [] if segments is None else sorted((int(o), int(n)) for o, n in segments)
-    _core.optimizer_update(config, params, grads, s1, s2, segments, int(step), float(lr), float(grad_scale))
+    if any(np.may_share_memory(grads, array) for array in written):
+        grads = grads.copy()  # read as it was before the update
+    config = _core.OptimizerConfig(**config, lr=float(lr), clip_value=_clip_value(clip_value))
+    segments = [] if segments is None else _segments(segments, params.size)
+    step = check_int(step, "step", minimum=1, maximum=INT64_MAX)
+    _core.optimizer_update(config, params, grads, s1, s2, segments, step, float(lr), float(grad_scale))
 
 
 def sgd_step(params, grads, velocity, *, lr, momentum=0.0, dampening=0.0, nesterov=False, weight_decay=0.0,
              step=1, grad_scale=1.0, clip_value=None):
     """One update of torch.optim.SGD's rule, in place (see fastmlp.SGD)."""
-    _in_place(params, ("velocity", velocity))
+    written = _in_place(params, ("velocity", velocity))
     if momentum != 0 and velocity is None:
         raise ValueError("sgd_step: momentum needs a velocity buffer")
     config = {"kind": "sgd", "momentum": float(momentum), "dampening": float(dampening),
               "nesterov": bool(nesterov), "weight_decay": float(weight_decay)}
-    _update(config, params, grads, velocity, None, None, step, lr, grad_scale, clip_value)
+    _update(config, written, grads, velocity, None, None, step, lr, grad_scale, clip_value)
 
 
 def adam_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-8, weight_decay=0.0, step,
               decoupled=False, grad_scale=1.0, clip_value=None):
     """One update of Adam (decoupled=False) or AdamW (True), in place (see fastmlp.Adam)."""
-    _in_place(params, ("m", m), ("v", v))
+    written = _in_place(params, ("m", m), ("v", v))
     config = {"kind": "adamw" if decoupled else "adam", "beta1": float(beta1), "beta2": float(beta2),
               "eps": float(eps), "weight_decay": float(weight_decay)}
-    _update(config, params, grads, m, v, None, step, lr, grad_scale, clip_value)
+    _update(config, written, grads, m, v, None, step, lr, grad_scale, clip_value)
 
 
 def lamb_step(params, grads, m, v, *, lr, beta1=0.9, beta2=0.999, eps=1e-6, weight_decay=0.0, step, segments,
               grad_scale=1.0, clip_value=None):
     """One update of LAMB with a trust ratio per segment (offset, size), in place (see fastmlp.LAMB)."""
-    _in_place(params, ("m", m), ("v", v))
+    written = _in_place(params, ("m", m), ("v", v))
     config = {"kind": "lamb", "beta1": float(beta1), "beta2": float(beta2), "eps": float(eps),
               "weight_decay": float(weight_decay)}
-    _update(config, params, grads, m, v, segments, step, lr, grad_scale, clip_value)
+    _update(config, written, grads, m, v, segments, step, lr, grad_scale, clip_value)
 
 
 def schedule_factor(spec, step) -> float:
-    """The lr multiplier of a schedule spec (a dict, see fastmlp.schedules) at update ``step`` (0-based)."""
-    return float(_core.schedule_factor(spec, int(step)))
+    """The lr multiplier of a schedule spec (a dict, see fastmlp.schedules; None: constant)
+    at update ``step`` (0-based)."""
+    config = _schedule_config(spec) or _core.ScheduleConfig()
+    return float(_core.schedule_factor(config, check_int(step, "step", minimum=0, maximum=INT64_MAX)))
 
 
 def init_params(layer_sizes, schemes, seed, dtype="float32"):
     """The flat initial parameters the engine draws for these layers, schemes
-    (one name, or one per layer) and seed."""
-    sizes = [int(s) for s in layer_sizes]
+    (one name, or one per layer) and seed (0 <= seed < 2**64)."""
+    sizes = [check_int(s, f"layer_sizes[{i}]", minimum=1, maximum=INT64_MAX) for i, s in enumerate(layer_sizes)]
     n_layers = len(sizes) - 1
     schemes = [schemes] * n_layers if isinstance(schemes, str) else list(schemes)
     for i, scheme in enumerate(schemes):
         check_choice(scheme, f"schemes[{i}]", INIT_SCHEMES)
-    core = (_core.Network32 if np.dtype(dtype) == np.float32 else _core.Network64)(
-        sizes, ["linear"] * n_layers, int(seed), schemes)
+    seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+    core = (_core.Network32 if as_float_dtype(dtype) == np.float32 else _core.Network64)(
+        sizes, ["linear"] * n_layers, seed, schemes)
     return np.array(core.params)

@@ -33,17 +33,16 @@ from .optimizers import SGD, Optimizer
 
 __all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS", "INIT_SCHEMES"]
 
-ACTIVATIONS = ("linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu")
-LOSSES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
+ACTIVATIONS = _core.ACTIVATIONS
+LOSSES = _core.LOSSES
 CLASSIFICATION_LOSSES = ("cross_entropy", "binary_cross_entropy")
 _HEADS = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
-INIT_SCHEMES = ("he_normal", "he_uniform", "xavier_normal", "xavier_uniform", "lecun_normal", "lecun_uniform")
+INIT_SCHEMES = _core.INIT_SCHEMES
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
 MAX_STEPS = 2**62  # the largest update count a restored optimizer state may hold
 SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
-OPTIMIZER_KINDS = ("sgd", "adam", "adamw", "lamb")
 MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
@@ -678,17 +677,17 @@ class Network:
         """(params, optimizer_state, rng_state) as pickled: copies of the parameters,
         ``(optimizer, kind, steps, buffers)`` and ``((w0, w1, w2, w3), has_spare,
         spare)``, all read together (during a fit, between two batches)."""
-        params, kind, steps, buffers, rng = _core_snapshot(self._core)
+        params, kind, steps, buffers, rng = self._core.snapshot()
         optimizer = self._optimizer
-        if optimizer is None or kind != optimizer._kind or len(buffers) != _state_buffers(optimizer):
+        if optimizer is None or kind != optimizer._kind or len(buffers) != optimizer._config().state_buffers:
             steps, buffers = 0, []  # no state of this optimizer (none made, reset, or a switch that failed)
         return params, (optimizer, kind, steps, list(buffers)), rng
 
     def _restore(self, state: _State) -> None:
         """Applies a checked state (see _check_state) in one call, all of it or nothing."""
         config = state.optimizer._config() if state.optimizer is not None and (state.steps or state.buffers) else None
-        rng = state.rng if state.rng is not None else _core_snapshot(self._core)[4]
-        _core_restore(self._core, state.params, config, state.steps, state.buffers, *rng)
+        rng = state.rng if state.rng is not None else self._core.snapshot()[4]
+        self._core.restore(state.params, config, state.steps, state.buffers, *rng)
         self._optimizer = state.optimizer
 
     def astype(self, dtype) -> "Network":
@@ -703,33 +702,6 @@ class Network:
 
     def __reduce__(self):
         return (_rebuild, (self._sizes, self._settings(), self._dtype.name, *self._snapshot()))
-
-
-def _core_snapshot(core) -> tuple:
-    """(params, kind, steps, buffers, rng) of the engine, as handle.snapshot() gives it."""
-    if hasattr(core, "snapshot"):
-        return core.snapshot()
-    kind, steps, buffers = core.optimizer_state()  # bindings before snapshot(): three reads
-    return np.array(core.params), kind, steps, buffers, core.rng_state()
-
-
-def _core_restore(core, params, config, steps, buffers, words, has_spare, spare) -> None:
-    """Applies a checked state as handle.restore(...) does."""
-    if hasattr(core, "restore"):
-        core.restore(params, config, steps, buffers, words, has_spare, spare)
-        return
-    core.params[...] = params  # bindings before restore(): three writes
-    core.reset_optimizer()
-    if config is not None:
-        core.set_optimizer_state(config, steps, buffers)
-    core.set_rng_state(list(words), has_spare, spare)
-
-
-def _state_buffers(optimizer: Optimizer) -> int:
-    """How many state buffers the engine keeps for ``optimizer``'s rule."""
-    if optimizer._kind == "sgd":
-        return 1 if optimizer.momentum != 0 else 0  # type: ignore[attr-defined]
-    return 2
 
 
 @dataclass(frozen=True)
@@ -769,7 +741,7 @@ def _check_optimizer_state(state, net: Network) -> tuple:
     optimizer, kind, steps, buffers = state
     if optimizer is not None and not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
-    check_choice(kind, "optimizer_state kind", OPTIMIZER_KINDS)
+    check_choice(kind, "optimizer_state kind", _core.OPTIMIZERS)
     steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_STEPS)
     if not isinstance(buffers, (tuple, list)):
         raise TypeError(f"optimizer_state buffers: expected a list of arrays, got {type(buffers).__name__}")
@@ -779,9 +751,9 @@ def _check_optimizer_state(state, net: Network) -> tuple:
         return optimizer, 0, []
     if kind != optimizer._kind:
         raise ValueError(f"optimizer_state kind: {kind!r} is not the rule of the optimizer {optimizer!r}")
-    if len(buffers) != _state_buffers(optimizer):
-        raise ValueError(f"optimizer_state buffers: {optimizer!r} keeps {_state_buffers(optimizer)} buffers, "
-                         f"got {len(buffers)}")
+    expected = optimizer._config().state_buffers
+    if len(buffers) != expected:
+        raise ValueError(f"optimizer_state buffers: {optimizer!r} keeps {expected} buffers, got {len(buffers)}")
     buffers = [_check_flat(b, f"optimizer_state buffers[{i}]", net) for i, b in enumerate(buffers)]
     return optimizer, steps, buffers
 

@@ -15,6 +15,7 @@ starts afresh, and ``Network.reset_optimizer()`` clears it.
 
 from __future__ import annotations
 
+from . import _core
 from ._validation import check_positive_float, check_real
 from .schedules import Schedule
 
@@ -39,18 +40,14 @@ class Optimizer:
     def _hyper(self) -> dict:
         return {}
 
-    def _config(self) -> dict:
-        """What the engine reads: the rule and its numbers."""
-        return {
-            "kind": self._kind,
-            "lr": self.lr,
-            "clip_norm": self.clip_norm or 0.0,
-            "clip_value": self.clip_value or 0.0,
-            **self._hyper(),
-        }
+    def _config(self) -> _core.OptimizerConfig:
+        """What the engine reads: the rule and its numbers (0 clip: none)."""
+        return _core.OptimizerConfig(kind=self._kind, lr=self.lr, clip_norm=self.clip_norm or 0.0,
+                                     clip_value=self.clip_value or 0.0, **self._hyper())
 
-    def _schedule_spec(self):
-        return None if self.schedule is None else self.schedule._spec()
+    def _schedule_spec(self) -> _core.ScheduleConfig | None:
+        """What the engine reads of the schedule (None: constant)."""
+        return None if self.schedule is None else self.schedule._config()
 
     def _apply(self, core):
         return core.optimizer_step(self._config(), self._schedule_spec())

@@ -20,6 +20,7 @@
 #include <string>
 
 #include "fastmlp/common.hpp"
+#include "fastmlp/names.hpp"
 
 namespace fastmlp {
 
@@ -27,9 +28,22 @@ enum class Activation { linear, relu, leaky_relu, sigmoid, tanh, swish, gelu };
 
 inline constexpr double leaky_relu_slope = 0.01;
 
+inline constexpr NameTable<Activation, 7> activation_names{
+    "activation",
+    {{{Activation::linear, "linear"},
+      {Activation::relu, "relu"},
+      {Activation::leaky_relu, "leaky_relu"},
+      {Activation::sigmoid, "sigmoid"},
+      {Activation::tanh, "tanh"},
+      {Activation::swish, "swish"},
+      {Activation::gelu, "gelu"}}}};
+static_assert(activation_names.in_enum_order());
+
 // "relu" -> Activation::relu; throws std::invalid_argument naming the choices.
-Activation activation_from_name(const std::string& name);
-const char* activation_name(Activation activation);
+inline Activation activation_from_name(const std::string& name) {
+    return activation_names.from_name(name);
+}
+inline const char* activation_name(Activation activation) { return activation_names.name(activation); }
 
 // z, a are (n). a may alias z.
 template <typename T>

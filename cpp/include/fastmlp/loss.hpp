@@ -16,13 +16,23 @@
 #include <string>
 
 #include "fastmlp/common.hpp"
+#include "fastmlp/names.hpp"
 
 namespace fastmlp {
 
 enum class Loss { mse, cross_entropy, binary_cross_entropy, huber };
 
-Loss loss_from_name(const std::string& name);  // throws std::invalid_argument naming the choices
-const char* loss_name(Loss loss);
+inline constexpr NameTable<Loss, 4> loss_names{
+    "loss",
+    {{{Loss::mse, "mse"},
+      {Loss::cross_entropy, "cross_entropy"},
+      {Loss::binary_cross_entropy, "binary_cross_entropy"},
+      {Loss::huber, "huber"}}}};
+static_assert(loss_names.in_enum_order());
+
+// Throws std::invalid_argument naming the choices.
+inline Loss loss_from_name(const std::string& name) { return loss_names.from_name(name); }
+inline const char* loss_name(Loss loss) { return loss_names.name(loss); }
 
 // What the mean divides by: B for cross_entropy, B·O for the others.
 double loss_normalizer(Loss loss, index batch, index outputs);
@@ -50,13 +60,5 @@ index count_correct(Loss loss, const T* pred, const T* target, index batch, inde
 // Row-wise softmax (B, O); out may alias z.
 template <typename T>
 void softmax_rows(T* out, const T* z, index batch, index outputs);
-
-// pred, target are (n); returns the mean of squared differences (0 for n == 0).
-template <typename T>
-T mse_forward(const T* pred, const T* target, index n);
-
-// d_pred = scale · (pred - target); d_pred is (n) and may alias pred.
-template <typename T>
-void mse_backward(T* d_pred, const T* pred, const T* target, index n, T scale);
 
 }  // namespace fastmlp

@@ -22,6 +22,7 @@
 #include "fastmlp/activation.hpp"
 #include "fastmlp/common.hpp"
 #include "fastmlp/loss.hpp"
+#include "fastmlp/names.hpp"
 #include "fastmlp/optimizer.hpp"
 #include "fastmlp/random.hpp"
 #include "fastmlp/threading.hpp"
@@ -41,7 +42,18 @@ struct Layer {
 //   lecun_normal N(0, 1/fan_in)       lecun_uniform U(±√(3/fan_in))
 enum class Init { he_normal, he_uniform, xavier_normal, xavier_uniform, lecun_normal, lecun_uniform };
 
-Init init_from_name(const std::string& name);
+inline constexpr NameTable<Init, 6> init_names{
+    "init",
+    {{{Init::he_normal, "he_normal"},
+      {Init::he_uniform, "he_uniform"},
+      {Init::xavier_normal, "xavier_normal"},
+      {Init::xavier_uniform, "xavier_uniform"},
+      {Init::lecun_normal, "lecun_normal"},
+      {Init::lecun_uniform, "lecun_uniform"}}}};
+static_assert(init_names.in_enum_order());
+
+inline Init init_from_name(const std::string& name) { return init_names.from_name(name); }
+inline const char* init_name(Init init) { return init_names.name(init); }
 
 struct FitOptions {
     index epochs = 1;
@@ -63,6 +75,15 @@ struct FitRecord {
 };
 
 enum class FitStatus { completed, non_finite, interrupted };
+
+inline constexpr NameTable<FitStatus, 3> fit_status_names{
+    "fit status",
+    {{{FitStatus::completed, "completed"},
+      {FitStatus::non_finite, "non_finite"},
+      {FitStatus::interrupted, "interrupted"}}}};
+static_assert(fit_status_names.in_enum_order());
+
+inline const char* fit_status_name(FitStatus status) { return fit_status_names.name(status); }
 
 struct FitResult {
     FitStatus status = FitStatus::completed;

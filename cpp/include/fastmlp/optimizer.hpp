@@ -30,13 +30,24 @@
 #include <vector>
 
 #include "fastmlp/common.hpp"
+#include "fastmlp/names.hpp"
 
 namespace fastmlp {
 
 enum class OptimizerKind { sgd, adam, adamw, lamb };
 
-OptimizerKind optimizer_from_name(const std::string& name);  // sgd, adam, adamw, lamb
-const char* optimizer_name(OptimizerKind kind);
+inline constexpr NameTable<OptimizerKind, 4> optimizer_names{
+    "optimizer",
+    {{{OptimizerKind::sgd, "sgd"},
+      {OptimizerKind::adam, "adam"},
+      {OptimizerKind::adamw, "adamw"},
+      {OptimizerKind::lamb, "lamb"}}}};
+static_assert(optimizer_names.in_enum_order());
+
+inline OptimizerKind optimizer_from_name(const std::string& name) {
+    return optimizer_names.from_name(name);
+}
+inline const char* optimizer_name(OptimizerKind kind) { return optimizer_names.name(kind); }
 
 struct OptimizerConfig {
     OptimizerKind kind = OptimizerKind::sgd;
@@ -69,7 +80,18 @@ struct Schedule {
     void validate() const;
 };
 
-Schedule::Kind schedule_from_name(const std::string& name);
+inline constexpr NameTable<Schedule::Kind, 4> schedule_names{
+    "schedule",
+    {{{Schedule::Kind::constant, "constant"},
+      {Schedule::Kind::step, "step"},
+      {Schedule::Kind::exponential, "exponential"},
+      {Schedule::Kind::cosine, "cosine"}}}};
+static_assert(schedule_names.in_enum_order());
+
+inline Schedule::Kind schedule_from_name(const std::string& name) {
+    return schedule_names.from_name(name);
+}
+inline const char* schedule_name(Schedule::Kind kind) { return schedule_names.name(kind); }
 
 // A parameter tensor inside the flat buffer, for LAMB's per-tensor trust ratio.
 struct Segment {
@@ -103,9 +125,5 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                        index n, const std::vector<Segment>& segments, std::int64_t t, double lr,
                        double grad_scale, double* grad_sq = nullptr,
                        SgdBounds* bounds = nullptr);
-
-// Plain gradient descent: params -= lr · grads. params, grads are (n).
-template <typename T>
-void sgd_update(T* params, const T* grads, index n, T lr);
 
 }  // namespace fastmlp

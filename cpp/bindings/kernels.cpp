@@ -1,0 +1,279 @@
+// bindings/kernels.cpp — the kernels of fastmlp._core, one binding each, and
+// how they run (threads, GEMM kernel, build info).
+//
+// Each binding checks what C++ cannot (dtype, shape, layout, writability,
+// outputs overlapping inputs) and calls the kernel with the GIL released
+// (arrays.hpp: dispatch). The Python layer (fastmlp.kernels) validates user
+// input first; these checks are the second line.
+#include <pybind11/stl.h>
+
+#include <cstdint>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "fastmlp/activation.hpp"
+#include "fastmlp/build_info.hpp"
+#include "fastmlp/gemm.hpp"
+#include "fastmlp/loss.hpp"
+#include "fastmlp/optimizer.hpp"
+#include "fastmlp/threading.hpp"
+
+namespace fastmlp::bindings {
+namespace {
+
+// c (M, N) = alpha · op(a) (M, K) · op(b) (K, N) + beta · c; c shares no memory with a or b.
+void gemm_binding(const py::array& a, const py::array& b, py::array c, double alpha, double beta,
+                  bool trans_a, bool trans_b, bool naive) {
+    require_disjoint(c, "c", a, "a");
+    require_disjoint(c, "c", b, "b");
+    dispatch(c, "c", [&](auto tag) {
+        using T = decltype(tag);
+        Index lda, ldb, ldc;
+        const T* pa = input_matrix<T>(a, "a", lda);
+        const T* pb = input_matrix<T>(b, "b", ldb);
+        T* pc = output_matrix<T>(c, "c", ldc);
+        const Index m = c.shape(0), n = c.shape(1);
+        const Index k = trans_a ? a.shape(0) : a.shape(1);
+        const Index a_rows = trans_a ? a.shape(1) : a.shape(0);
+        const Index b_rows = trans_b ? b.shape(1) : b.shape(0);
+        const Index b_cols = trans_b ? b.shape(0) : b.shape(1);
+        if (a_rows != m || b_rows != k || b_cols != n)
+            throw py::value_error("gemm: op(a) " + shape_text(a) + (trans_a ? "ᵀ" : "") +
+                                  " times op(b) " + shape_text(b) + (trans_b ? "ᵀ" : "") +
+                                  " does not fit c " + shape_text(c));
+        const auto op_a = trans_a ? Transpose::transpose : Transpose::none;
+        const auto op_b = trans_b ? Transpose::transpose : Transpose::none;
+        return [=] {
+            if (naive)
+                gemm_naive<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+            else
+                gemm<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+        };
+    });
+}
+
+// out = f(z); out may be z itself.
+void activation_forward_binding(const std::string& name, const py::array& z, py::array out) {
+    const Activation act = activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    require_disjoint(out, "out", z, "z", true);
+    dispatch(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = input<T>(z, "z");
+        T* po = output<T>(out, "out");
+        return [=, n = Index(out.size())] { activation_forward<T>(act, po, pz, n); };
+    });
+}
+
+// out = da ⊙ f'(z) with a = f(z); out may be da itself.
+void activation_backward_binding(const std::string& name, const py::array& z, const py::array& a,
+                                 const py::array& da, py::array out) {
+    const Activation act = activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    require_same_shape(a, "a", out, "out");
+    require_same_shape(da, "da", out, "out");
+    require_disjoint(out, "out", z, "z");
+    require_disjoint(out, "out", a, "a");
+    require_disjoint(out, "out", da, "da", true);
+    dispatch(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = input<T>(z, "z");
+        const T* pa = input<T>(a, "a");
+        const T* pda = input<T>(da, "da");
+        T* po = output<T>(out, "out");
+        return [=, n = Index(out.size())] { activation_backward<T>(act, po, pda, pz, pa, n); };
+    });
+}
+
+// z (B, O) += bias (O) in place, out = f(z); out may be z itself.
+void bias_activation_forward_binding(const std::string& name, py::array z, const py::array& bias,
+                                     py::array out) {
+    const Activation act = activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    require_disjoint(out, "out", z, "z", true);
+    require_disjoint(z, "z", bias, "bias");
+    require_disjoint(out, "out", bias, "bias");
+    dispatch(z, "z", [&](auto tag) {
+        using T = decltype(tag);
+        T* pz = output<T>(z, "z", 2);
+        const T* pb = input<T>(bias, "bias", 1);
+        T* po = output<T>(out, "out", 2);
+        require_bias_width("bias_activation_forward", bias, "bias", z, "z");
+        return [=, b = Index(z.shape(0)), o = Index(z.shape(1))] {
+            bias_activation_forward<T>(act, po, pz, pb, b, o);
+        };
+    });
+}
+
+// out = da ⊙ f'(z) (out may be da itself); d_bias = (+= when accumulate) Σ_rows out.
+void activation_bias_backward_binding(const std::string& name, const py::array& z,
+                                      const py::array& a, const py::array& da, py::array out,
+                                      py::array d_bias, bool accumulate) {
+    const Activation act = activation_from_name(name);
+    require_same_shape(z, "z", out, "out");
+    require_same_shape(a, "a", out, "out");
+    require_same_shape(da, "da", out, "out");
+    require_disjoint(out, "out", z, "z");
+    require_disjoint(out, "out", a, "a");
+    require_disjoint(out, "out", da, "da", true);
+    require_disjoint(d_bias, "d_bias", z, "z");
+    require_disjoint(d_bias, "d_bias", a, "a");
+    require_disjoint(d_bias, "d_bias", da, "da");
+    require_disjoint(d_bias, "d_bias", out, "out");
+    dispatch(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = input<T>(z, "z", 2);
+        const T* pa = input<T>(a, "a", 2);
+        const T* pda = input<T>(da, "da", 2);
+        T* po = output<T>(out, "out", 2);
+        T* pdb = output<T>(d_bias, "d_bias", 1);
+        require_bias_width("activation_bias_backward", d_bias, "d_bias", out, "dz");
+        return [=, b = Index(out.shape(0)), o = Index(out.shape(1))] {
+            activation_bias_backward<T>(act, po, pdb, pda, pz, pa, b, o, accumulate);
+        };
+    });
+}
+
+// The mean loss of pred (B, O) against target (B, O); dL/dpred into grad (may be pred) when given.
+double loss_binding(const std::string& name, const py::array& pred, const py::array& target,
+                    const py::object& grad, double delta) {
+    const Loss loss = loss_from_name(name);
+    require_same_shape(pred, "pred", target, "target");
+    py::array g = grad.is_none() ? py::array() : grad.cast<py::array>();
+    if (!grad.is_none()) {
+        require_same_shape(pred, "pred", g, "grad");
+        require_disjoint(g, "grad", target, "target");
+        require_disjoint(g, "grad", pred, "pred", true);
+    }
+    return dispatch(pred, "pred", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pp = input<T>(pred, "pred", 2);
+        const T* pt = input<T>(target, "target", 2);
+        T* pg = grad.is_none() ? nullptr : output<T>(g, "grad", 2);
+        return [=, b = Index(pred.shape(0)), o = Index(pred.shape(1))] {
+            return loss_forward_backward<T>(loss, pp, pt, pg, b, o, delta);
+        };
+    });
+}
+
+Index count_correct_binding(const std::string& name, const py::array& pred,
+                            const py::array& target) {
+    const Loss loss = loss_from_name(name);
+    require_same_shape(pred, "pred", target, "target");
+    return dispatch(pred, "pred", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pp = input<T>(pred, "pred", 2);
+        const T* pt = input<T>(target, "target", 2);
+        return [=, b = Index(pred.shape(0)), o = Index(pred.shape(1))] {
+            return count_correct<T>(loss, pp, pt, b, o);
+        };
+    });
+}
+
+// Row-wise softmax of z (B, O) into out (may be z itself).
+void softmax_binding(const py::array& z, py::array out) {
+    require_same_shape(z, "z", out, "out");
+    require_disjoint(out, "out", z, "z", true);
+    dispatch(out, "out", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pz = input<T>(z, "z", 2);
+        T* po = output<T>(out, "out", 2);
+        if (z.shape(1) < 1) throw py::value_error("softmax: z needs at least one column");
+        return [=, b = Index(z.shape(0)), o = Index(z.shape(1))] { softmax_rows<T>(po, pz, b, o); };
+    });
+}
+
+double grad_norm_binding(const py::array& grads, double clip_value) {
+    return dispatch(grads, "grads", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pg = input<T>(grads, "grads", 1);
+        return [=, n = Index(grads.shape(0))] { return grad_norm<T>(pg, n, clip_value); };
+    });
+}
+
+// One update in place on params and the state buffers, which share no memory
+// with each other or with grads.
+Index optimizer_update_binding(const OptimizerConfig& config, py::array params,
+                               const py::array& grads, const py::object& s1,
+                               const py::object& s2,
+                               const std::vector<std::pair<Index, Index>>& segments,
+                               std::int64_t t, double lr, double grad_scale) {
+    require_same_shape(params, "params", grads, "grads");
+    std::vector<std::pair<py::array, const char*>> written{{params, "params"}};
+    if (!s1.is_none()) written.emplace_back(s1.cast<py::array>(), "state1");
+    if (!s2.is_none()) written.emplace_back(s2.cast<py::array>(), "state2");
+    for (std::size_t i = 0; i < written.size(); ++i) {
+        require_same_shape(params, "params", written[i].first, written[i].second);
+        require_disjoint(written[i].first, written[i].second, grads, "grads");
+        for (std::size_t j = 0; j < i; ++j)
+            require_disjoint(written[i].first, written[i].second, written[j].first,
+                             written[j].second);
+    }
+    std::vector<Segment> segs;
+    for (const auto& [offset, size] : segments) segs.push_back(Segment{offset, size});
+    return dispatch(params, "params", [&](auto tag) {
+        using T = decltype(tag);
+        T* pp = output<T>(params, "params", 1);
+        const T* pg = input<T>(grads, "grads", 1);
+        T* p1 = s1.is_none() ? nullptr : output<T>(written[1].first, "state1", 1);
+        T* p2 = s2.is_none() ? nullptr : output<T>(written.back().first, "state2", 1);
+        return [=, &config, &segs, n = Index(params.shape(0))] {
+            return optimizer_update<T>(config, pp, pg, p1, p2, n, segs, t, lr, grad_scale);
+        };
+    });
+}
+
+}  // namespace
+
+void bind_kernels(py::module_& m) {
+    m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
+          py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"), py::arg("naive") = false);
+    m.def("activation_forward", &activation_forward_binding, py::arg("name"), py::arg("z"),
+          py::arg("out"));
+    m.def("activation_backward", &activation_backward_binding, py::arg("name"), py::arg("z"),
+          py::arg("a"), py::arg("da"), py::arg("out"));
+    m.def("bias_activation_forward", &bias_activation_forward_binding, py::arg("name"),
+          py::arg("z"), py::arg("bias"), py::arg("out"));
+    m.def("activation_bias_backward", &activation_bias_backward_binding, py::arg("name"),
+          py::arg("z"), py::arg("a"), py::arg("da"), py::arg("out"), py::arg("d_bias"),
+          py::arg("accumulate"));
+    m.def("loss", &loss_binding, py::arg("name"), py::arg("pred"), py::arg("target"),
+          py::arg("grad"), py::arg("delta") = 1.0);
+    m.def("count_correct", &count_correct_binding, py::arg("name"), py::arg("pred"),
+          py::arg("target"));
+    m.def("softmax", &softmax_binding, py::arg("z"), py::arg("out"));
+    m.def("grad_norm", &grad_norm_binding, py::arg("grads"), py::arg("clip_value") = 0.0);
+    m.def("optimizer_update", &optimizer_update_binding, py::arg("config"), py::arg("params"),
+          py::arg("grads"), py::arg("state1"), py::arg("state2"), py::arg("segments"),
+          py::arg("t"), py::arg("lr"), py::arg("grad_scale") = 1.0);
+    m.def(
+        "schedule_factor",
+        [](const Schedule& schedule, Index t) {
+            if (t < 0) throw py::value_error("schedule_factor: t must be >= 0");
+            return schedule.factor(t);
+        },
+        py::arg("schedule"), py::arg("t"));
+}
+
+void bind_runtime(py::module_& m) {
+    m.def("gemm_kernel", []() { return std::string(gemm_kernel_name()); });
+    m.def("gemm_available_kernels", &gemm_available_kernels);
+    m.def("set_gemm_kernel", &set_gemm_kernel, py::arg("name"));
+    m.def("get_num_threads", &get_num_threads);
+    m.def("set_num_threads", &set_num_threads, py::arg("n"));
+    m.def("build_info", []() {
+        py::dict info;
+        info["compiler"] = compiler_name();
+        info["build_type"] = build_type();
+        info["build_flags"] = build_flags();
+        info["architecture"] = architecture();
+        info["cpu_features"] = cpu_features();
+        info["gemm_kernel"] = gemm_kernel_name();
+        return info;
+    });
+}
+
+}  // namespace fastmlp::bindings

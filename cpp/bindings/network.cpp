@@ -1,0 +1,601 @@
+// bindings/network.cpp — the engine as fastmlp._core.Network32 / Network64.
+//
+// Locking. Each network has one lock (NetworkLock). The GIL is always released
+// before the lock is taken, and no Python runs while a call holds it, so the two
+// never deadlock. Readers (predict, evaluate, cache, snapshot) take the lock
+// alone. Mutators (forward, backward, zero_grad, optimizer_step, reset_optimizer,
+// restore, fit) also wait until no fit is running. A fit holds the lock while it
+// steps; between two batches it lets in the readers waiting at that moment, and
+// every 100 ms it lets go of the lock to ask Python for signals (Ctrl-C). So a
+// reader on another thread, or in a signal handler, sees the network between
+// two batches (parameters and optimizer state of the same update), never in the
+// middle of one; a mutator called from a signal handler on the fitting thread
+// raises RuntimeError instead of waiting for a fit that waits for it.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <atomic>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "arrays.hpp"
+#include "bindings.hpp"
+#include "fastmlp/network.hpp"
+
+namespace fastmlp::bindings {
+namespace {
+
+class NetworkLock {
+public:
+    using Guard = std::unique_lock<std::mutex>;
+
+    // For a call that only reads the network; a running fit lets it in between two batches.
+    Guard read() {
+        ++arrivals_;
+        Guard lock(mutex_);
+        ++served_;
+        changed_.notify_all();
+        return lock;
+    }
+
+    // For a call that changes the network: once no fit is running. On the thread
+    // that runs a fit (a signal handler during it) it throws instead.
+    Guard write(const char* what) {
+        Guard lock(mutex_);
+        if (fitting_ && fit_thread_ == std::this_thread::get_id())
+            throw std::runtime_error(std::string(what) +
+                                     ": this network is running a fit on this thread (called "
+                                     "from a signal handler during fit?); call it after the fit");
+        changed_.wait(lock, [&] { return !fitting_; });
+        return lock;
+    }
+
+    // Marks a fit as running while it lives; made and destroyed under write()'s guard.
+    class Fitting {
+    public:
+        explicit Fitting(NetworkLock& lock) : lock_(lock) {
+            lock_.fitting_ = true;
+            lock_.fit_thread_ = std::this_thread::get_id();
+        }
+        ~Fitting() {
+            lock_.fitting_ = false;
+            lock_.changed_.notify_all();
+        }
+        Fitting(const Fitting&) = delete;
+        Fitting& operator=(const Fitting&) = delete;
+
+    private:
+        NetworkLock& lock_;
+    };
+
+    // Between two batches of a fit (guard held): lets in the readers waiting now.
+    void let_readers_in(Guard& guard) {
+        const std::uint64_t waiting = arrivals_.load();
+        changed_.wait(guard, [&] { return served_ >= waiting; });
+    }
+
+private:
+    std::mutex mutex_;
+    std::condition_variable changed_;
+    std::atomic<std::uint64_t> arrivals_{0};  // readers that asked for the lock
+    std::uint64_t served_ = 0;                 // readers that got it (guarded by mutex_)
+    bool fitting_ = false;                     // guarded by mutex_
+    std::thread::id fit_thread_;
+};
+
+// One network and its lock.
+template <typename T>
+class NetworkHandle {
+public:
+    NetworkHandle(const std::vector<index>& sizes, const std::vector<std::string>& activations,
+                  std::uint64_t seed, const std::vector<std::string>& inits)
+        : net_(sizes, from_names(activation_names, activations), seed,
+               from_names(init_names, inits)) {}
+
+    Network<T>& net() { return net_; }
+    NetworkLock& lock() { return lock_; }
+
+private:
+    template <typename Table>
+    static auto from_names(const Table& table, const std::vector<std::string>& names) {
+        std::vector<decltype(table.from_name(""))> out;
+        for (const auto& name : names) out.push_back(table.from_name(name));
+        return out;
+    }
+
+    Network<T> net_;
+    NetworkLock lock_;
+};
+
+template <typename T>
+using NetworkClass = py::class_<NetworkHandle<T>>;
+
+void check_rows(const py::array& array, const char* name, index cols) {
+    if (array.ndim() != 2 || array.shape(1) != cols)
+        throw py::value_error(std::string(name) + ": expected shape (n, " + std::to_string(cols) +
+                              "), got " + shape_text(array));
+}
+
+// X (n, inputs) and, when given, Y (n, width) of the same n.
+template <typename T>
+const T* samples(const py::array& x, const py::array* y, const char* y_name, index width,
+                 const char* what, Network<T>& net) {
+    const T* px = input<T>(x, "X", 2);
+    check_rows(x, "X", net.inputs());
+    if (y) {
+        check_rows(*y, y_name, width);
+        if (y->shape(0) != x.shape(0))
+            throw py::value_error(std::string(what) + ": X and " + y_name +
+                                  " have different sample counts");
+    }
+    return px;
+}
+
+template <typename T>
+py::array_t<T> to_array(const std::vector<T>& values) {
+    py::array_t<T> out(index(values.size()));
+    if (!values.empty()) std::memcpy(out.mutable_data(), values.data(), sizeof(T) * values.size());
+    return out;
+}
+
+// ---- structure: sizes, names, zero-copy views of the flat buffers --------------------
+
+template <typename T>
+void bind_structure(NetworkClass<T>& cls) {
+    using Handle = NetworkHandle<T>;
+    cls.def(py::init<const std::vector<index>&, const std::vector<std::string>&, std::uint64_t,
+                     const std::vector<std::string>&>(),
+            py::arg("sizes"), py::arg("activations"), py::arg("seed"),
+            py::arg("inits") = std::vector<std::string>{})
+        .def_property_readonly("dtype", [](Handle&) { return py::dtype::of<T>(); })
+        .def_property_readonly("parameter_count",
+                               [](Handle& h) { return h.net().parameter_count(); })
+        .def_property_readonly("layers", [](Handle& h) {
+            py::list out;
+            for (const auto& l : h.net().layers())
+                out.append(py::make_tuple(l.inputs, l.outputs, l.weight_offset, l.bias_offset,
+                                          activation_name(l.activation)));
+            return out;
+        });
+    // Each view keeps the network alive.
+    cls.def_property_readonly("params", [](py::object self) {
+        Network<T>& net = self.cast<Handle&>().net();
+        return py::array_t<T>({net.parameter_count()}, {index(sizeof(T))}, net.params(), self);
+    });
+    cls.def_property_readonly("grads", [](py::object self) {
+        Network<T>& net = self.cast<Handle&>().net();
+        return py::array_t<T>({net.parameter_count()}, {index(sizeof(T))}, net.grads(), self);
+    });
+}
+
+// ---- step by step: forward, backward, zero_grad, optimizer_step ----------------------
+
+template <typename T>
+py::array_t<T> forward(NetworkHandle<T>& h, const py::array& x) {
+    auto& net = h.net();
+    const T* px = samples<T>(x, nullptr, "", 0, "forward", net);
+    const index batch = x.shape(0);
+    py::array_t<T> out({batch, net.outputs()});
+    T* po = out.mutable_data();
+    py::gil_scoped_release release;
+    auto lock = h.lock().write("forward");
+    std::memcpy(po, net.forward(px, batch), sizeof(T) * batch * net.outputs());
+    return out;
+}
+
+template <typename T>
+void backward(NetworkHandle<T>& h, const py::array& x, const py::array& d_out) {
+    auto& net = h.net();
+    const T* px = samples<T>(x, &d_out, "d_out", net.outputs(), "backward", net);
+    const T* pd = input<T>(d_out, "d_out", 2);
+    py::gil_scoped_release release;
+    auto lock = h.lock().write("backward");
+    net.backward(px, pd, x.shape(0), /*accumulate=*/false);
+}
+
+template <typename T>
+py::tuple optimizer_step(NetworkHandle<T>& h, const OptimizerConfig& config,
+                         const py::object& schedule) {
+    const Schedule sched = schedule.is_none() ? Schedule{} : schedule.cast<Schedule>();
+    StepResult r;
+    {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("optimizer_step");
+        r = h.net().optimizer_step(config, sched);
+    }
+    return py::make_tuple(r.grad_norm, r.lr, r.gradient_finite, r.kept);
+}
+
+template <typename T>
+void bind_steps(NetworkClass<T>& cls) {
+    using Handle = NetworkHandle<T>;
+    cls.def("forward", &forward<T>, py::arg("x"));
+    cls.def("backward", &backward<T>, py::arg("x"), py::arg("d_out"));
+    cls.def("zero_grad", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("zero_grad");
+        h.net().zero_grad();
+    });
+    cls.def("optimizer_step", &optimizer_step<T>, py::arg("optimizer"), py::arg("schedule"));
+    cls.def("reset_optimizer", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("reset_optimizer");
+        h.net().reset_optimizer();
+    });
+}
+
+// ---- readers: predict, evaluate, the last forward's cache ------------------------------
+
+template <typename T>
+void predict(NetworkHandle<T>& h, const py::array& x, py::array out) {
+    auto& net = h.net();
+    const T* px = samples<T>(x, &out, "out", net.outputs(), "predict", net);
+    T* po = output<T>(out, "out", 2);
+    require_disjoint(out, "out", x, "X");
+    py::gil_scoped_release release;
+    auto lock = h.lock().read();
+    net.predict(px, x.shape(0), po);
+}
+
+template <typename T>
+py::tuple evaluate(NetworkHandle<T>& h, const py::array& x, const py::array& y,
+                   const std::string& loss, double huber_delta, bool count) {
+    auto& net = h.net();
+    const T* px = samples<T>(x, &y, "y", net.outputs(), "evaluate", net);
+    const T* py_ = input<T>(y, "y", 2);
+    const Loss kind = loss_from_name(loss);
+    index correct = 0;
+    double value = 0;
+    {
+        py::gil_scoped_release release;
+        auto lock = h.lock().read();
+        value = net.evaluate(px, py_, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
+    }
+    return py::make_tuple(value, correct);
+}
+
+// Copies of (Z_layer, A_layer) of the last forward, each (B, O_layer).
+template <typename T>
+py::tuple cache(NetworkHandle<T>& h, index layer) {
+    auto& net = h.net();
+    index rows = 0;
+    std::vector<T> z, a;
+    {
+        py::gil_scoped_release release;
+        auto lock = h.lock().read();
+        if (net.cached_batch() < 1) throw std::invalid_argument("cache: no forward pass yet");
+        if (layer < 0 || layer >= index(net.layers().size()))
+            throw std::out_of_range("cache: layer out of range");
+        rows = net.cached_batch();
+        const index size = rows * net.layers()[layer].outputs;
+        z.assign(net.cached_pre_activation(layer), net.cached_pre_activation(layer) + size);
+        a.assign(net.cached_activation(layer), net.cached_activation(layer) + size);
+    }
+    const index cols = net.layers()[layer].outputs;
+    return py::make_tuple(to_array(z).reshape({rows, cols}), to_array(a).reshape({rows, cols}));
+}
+
+template <typename T>
+void bind_readers(NetworkClass<T>& cls) {
+    cls.def("predict", &predict<T>, py::arg("x"), py::arg("out"));
+    cls.def("evaluate", &evaluate<T>, py::arg("x"), py::arg("y"), py::arg("loss"),
+            py::arg("huber_delta"), py::arg("count_correct"));
+    cls.def("cache", &cache<T>, py::arg("layer"));
+}
+
+// ---- fit -------------------------------------------------------------------------------
+
+// The per-epoch figures fit writes, and the dict it returns.
+struct FitArrays {
+    py::array_t<double> loss, grad_norm, lr, accuracy;
+    FitRecord record;
+
+    FitArrays(index epochs, bool count_correct)
+        : loss(epochs), grad_norm(epochs), lr(epochs), accuracy(count_correct ? epochs : 0) {
+        record.loss = loss.mutable_data();
+        record.grad_norm = grad_norm.mutable_data();
+        record.lr = lr.mutable_data();
+        record.accuracy = count_correct ? accuracy.mutable_data() : nullptr;
+    }
+
+    py::dict result(const FitResult& r) const {
+        py::dict out;
+        out["status"] = fit_status_name(r.status);
+        out["epochs"] = r.epochs_completed;
+        out["failed_epoch"] = r.failed_epoch;
+        out["failed_batch"] = r.failed_batch;
+        out["reason"] = r.reason;
+        out["loss"] = loss;
+        out["grad_norm"] = grad_norm;
+        out["lr"] = lr;
+        if (record.accuracy) out["accuracy"] = accuracy;
+        return out;
+    }
+};
+
+// Runs the engine's fit under the network's lock (GIL released). Between two
+// batches it lets waiting readers in; every 100 ms it lets go of the lock, takes
+// the GIL and asks Python for signals. Returns whether Python raised.
+template <typename T>
+bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, index n, const FitOptions& options,
+             const FitRecord& record, FitResult& result) {
+    using clock = std::chrono::steady_clock;
+    py::gil_scoped_release release;
+    auto guard = h.lock().write("fit");
+    NetworkLock::Fitting fitting(h.lock());
+    auto last_check = clock::now();
+    bool python_error = false;
+    auto should_stop = [&] {
+        h.lock().let_readers_in(guard);
+        if (clock::now() - last_check < std::chrono::milliseconds(100)) return false;
+        guard.unlock();
+        {
+            py::gil_scoped_acquire acquire;
+            python_error = PyErr_CheckSignals() != 0;
+        }
+        guard.lock();
+        last_check = clock::now();
+        return python_error;
+    };
+    result = h.net().fit(px, py_, n, options, record, should_stop);
+    return python_error;
+}
+
+template <typename T>
+py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index epochs,
+             index batch_size, bool shuffle, const std::string& loss, double huber_delta,
+             const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct) {
+    auto& net = h.net();
+    const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
+    const T* py_ = input<T>(y, "y", 2);
+    if (epochs < 1) throw py::value_error("fit: epochs must be >= 1");
+    FitOptions options;
+    options.epochs = epochs;
+    options.batch_size = batch_size;
+    options.shuffle = shuffle;
+    options.loss = loss_from_name(loss);
+    options.huber_delta = huber_delta;
+    options.optimizer = optimizer;
+    options.schedule = schedule.is_none() ? Schedule{} : schedule.cast<Schedule>();
+    options.count_correct = count_correct;
+    FitArrays arrays(epochs, count_correct);
+    FitResult result;
+    if (run_fit<T>(h, px, py_, x.shape(0), options, arrays.record, result))
+        throw py::error_already_set();
+    return arrays.result(result);
+}
+
+template <typename T>
+void bind_fit(NetworkClass<T>& cls) {
+    cls.def("fit", &fit<T>, py::arg("x"), py::arg("y"), py::arg("epochs"),
+            py::arg("batch_size"), py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"),
+            py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"));
+}
+
+// ---- consistent state: snapshot and restore ------------------------------------------
+
+// An integer argument in [low, high], or TypeError / ValueError naming it.
+std::int64_t int_argument(const py::handle& value, const char* name, std::int64_t low,
+                          std::int64_t high) {
+    if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
+        throw py::type_error(std::string(name) + ": expected an integer, got " +
+                             std::string(py::repr(value)));
+    int overflow = 0;
+    const auto number = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+    const long long x = PyLong_AsLongLongAndOverflow(number.ptr(), &overflow);
+    if (overflow || x < low || x > high)
+        throw py::value_error(std::string(name) + ": expected an integer in [" +
+                              std::to_string(low) + ", " + std::to_string(high) + "], got " +
+                              std::string(py::repr(value)));
+    return x;
+}
+
+// A generator word: an integer in [0, 2**64).
+std::uint64_t word_argument(const py::handle& value, const char* name) {
+    if (PyBool_Check(value.ptr()) || !PyIndex_Check(value.ptr()))
+        throw py::type_error(std::string(name) + ": expected an integer, got " +
+                             std::string(py::repr(value)));
+    const auto number = py::reinterpret_steal<py::object>(PyNumber_Index(value.ptr()));
+    const unsigned long long x = PyLong_AsUnsignedLongLong(number.ptr());
+    if (PyErr_Occurred()) {
+        PyErr_Clear();
+        throw py::value_error(std::string(name) + ": expected an integer in [0, 2**64), got " +
+                              std::string(py::repr(value)));
+    }
+    return x;
+}
+
+// A (n,) array of finite values, converted to T (so a value too large for T is refused).
+template <typename T>
+std::vector<T> finite_vector(const py::handle& value, const std::string& name, index n) {
+    const auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(value);
+    if (!a) throw py::type_error(name + ": expected a numeric array of shape (" +
+                                 std::to_string(n) + ",)");
+    if (a.ndim() != 1 || a.shape(0) != n)
+        throw py::value_error(name + ": expected shape (" + std::to_string(n) + ",), got " +
+                              shape_text(a));
+    const T* p = a.data();
+    for (index i = 0; i < n; ++i)
+        if (!std::isfinite(p[i]))
+            throw py::value_error(name + ": expected finite values (as " + dtype_name<T>() +
+                                  "), got " + std::to_string(double(p[i])) + " at index " +
+                                  std::to_string(i));
+    return std::vector<T>(p, p + n);
+}
+
+std::vector<py::handle> list_argument(const py::handle& value, const char* name) {
+    if (!py::isinstance<py::list>(value) && !py::isinstance<py::tuple>(value))
+        throw py::type_error(std::string(name) + ": expected a list, got " +
+                             std::string(py::repr(value)));
+    std::vector<py::handle> items;
+    for (auto item : value) items.push_back(item);
+    return items;
+}
+
+// The whole mutable state of a network, taken or applied under one lock.
+template <typename T>
+struct NetworkState {
+    std::vector<T> params;
+    bool has_optimizer = false;  // restore: apply `optimizer` (else: no optimizer state)
+    OptimizerConfig optimizer;
+    std::int64_t steps = 0;
+    std::vector<std::vector<T>> buffers;
+    Rng::State rng{};
+};
+
+template <typename T>
+NetworkState<T> capture(Network<T>& net, OptimizerKind& kind) {
+    NetworkState<T> s;
+    s.params.assign(net.params(), net.params() + net.parameter_count());
+    kind = net.optimizer_kind();
+    s.steps = net.optimizer_steps();
+    for (int b = 0; b < net.optimizer_buffers(); ++b)
+        s.buffers.emplace_back(net.optimizer_state(b), net.optimizer_state(b) + net.parameter_count());
+    s.rng = net.rng().state();
+    return s;
+}
+
+// Applies the chosen parts of s; only prepare_optimizer allocates, and it runs first.
+template <typename T>
+void apply(Network<T>& net, const NetworkState<T>& s, bool params, bool optimizer, bool rng) {
+    if (optimizer) {
+        net.reset_optimizer();
+        if (s.has_optimizer) net.prepare_optimizer(s.optimizer);
+        net.set_optimizer_steps(s.steps);
+        for (std::size_t b = 0; b < s.buffers.size(); ++b)
+            std::copy(s.buffers[b].begin(), s.buffers[b].end(), net.optimizer_state(int(b)));
+    }
+    if (params) std::copy(s.params.begin(), s.params.end(), net.params());
+    if (rng) net.rng().set_state(s.rng);
+}
+
+py::tuple rng_tuple(const Rng::State& st) {
+    return py::make_tuple(py::make_tuple(st.words[0], st.words[1], st.words[2], st.words[3]),
+                          st.has_spare, st.spare);
+}
+
+// (params, kind, steps, buffers, ((w0, w1, w2, w3), has_spare, spare)), all under one lock.
+template <typename T>
+py::tuple snapshot(NetworkHandle<T>& h) {
+    NetworkState<T> s;
+    OptimizerKind kind{};
+    {
+        py::gil_scoped_release release;
+        auto lock = h.lock().read();
+        s = capture(h.net(), kind);
+    }
+    py::list buffers;
+    for (const auto& b : s.buffers) buffers.append(to_array(b));
+    return py::make_tuple(to_array(s.params), optimizer_name(kind), s.steps, buffers,
+                          rng_tuple(s.rng));
+}
+
+// The optimizer part of a state: config (or None), steps, buffers, each checked.
+template <typename T>
+void check_optimizer_state(NetworkState<T>& s, const py::object& optimizer,
+                           const py::handle& steps, const py::handle& buffers, index n) {
+    s.has_optimizer = !optimizer.is_none();
+    if (s.has_optimizer) {
+        if (!py::isinstance<OptimizerConfig>(optimizer))
+            throw py::type_error("optimizer: expected an OptimizerConfig or None, got " +
+                                 std::string(py::repr(optimizer)));
+        s.optimizer = optimizer.cast<OptimizerConfig>();
+    }
+    s.steps = int_argument(steps, "steps", 0, std::int64_t(1) << 62);
+    const auto items = list_argument(buffers, "buffers");
+    const int expected = s.has_optimizer ? s.optimizer.state_buffers() : 0;
+    if (index(items.size()) != expected)
+        throw py::value_error("buffers: the optimizer " +
+                              std::string(s.has_optimizer ? optimizer_name(s.optimizer.kind)
+                                                          : "None") +
+                              " keeps " + std::to_string(expected) + " state buffers, got " +
+                              std::to_string(items.size()));
+    if (!s.has_optimizer && s.steps != 0)
+        throw py::value_error("steps: expected 0 without an optimizer (None), got " +
+                              std::to_string(s.steps));
+    for (std::size_t b = 0; b < items.size(); ++b)
+        s.buffers.push_back(finite_vector<T>(items[b], "buffers[" + std::to_string(b) + "]", n));
+}
+
+Rng::State checked_rng(const py::handle& words, bool has_spare, double spare) {
+    const auto items = list_argument(words, "rng_words");
+    if (items.size() != 4)
+        throw py::value_error("rng_words: expected 4 words, got " + std::to_string(items.size()));
+    Rng::State st{};
+    for (int i = 0; i < 4; ++i)
+        st.words[i] = word_argument(items[i], ("rng_words[" + std::to_string(i) + "]").c_str());
+    if (!(st.words[0] | st.words[1] | st.words[2] | st.words[3]))
+        throw py::value_error("rng_words: all four are 0, which the generator never reaches");
+    if (!std::isfinite(spare))
+        throw py::value_error("spare: expected a finite number, got " + std::to_string(spare));
+    st.has_spare = has_spare;
+    st.spare = spare;
+    return st;
+}
+
+// Checks every field, then applies all of them under one lock (or nothing).
+template <typename T>
+void restore(NetworkHandle<T>& h, const py::handle& params, const py::object& optimizer,
+             const py::handle& steps, const py::handle& buffers, const py::handle& rng_words,
+             bool has_spare, double spare) {
+    const index n = h.net().parameter_count();
+    NetworkState<T> s;
+    s.params = finite_vector<T>(params, "params", n);
+    check_optimizer_state(s, optimizer, steps, buffers, n);
+    s.rng = checked_rng(rng_words, has_spare, spare);
+    py::gil_scoped_release release;
+    auto lock = h.lock().write("restore");
+    apply(h.net(), s, true, true, true);
+}
+
+template <typename T>
+void bind_state(NetworkClass<T>& cls) {
+    using Handle = NetworkHandle<T>;
+    cls.def("snapshot", &snapshot<T>);
+    cls.def("restore", &restore<T>, py::arg("params"), py::arg("optimizer"), py::arg("steps"),
+            py::arg("buffers"), py::arg("rng_words"), py::arg("has_spare"), py::arg("spare"));
+    // TODO(remove once network.py uses snapshot / restore): the four calls below.
+    cls.def("optimizer_state", [](Handle& h) {
+        auto t = snapshot(h);
+        return py::make_tuple(t[1], t[2], t[3]);
+    });
+    cls.def("rng_state", [](Handle& h) {
+        const py::tuple t = snapshot(h);
+        return py::object(t[4]);
+    });
+    cls.def("set_optimizer_state", [](Handle& h, const py::object& optimizer,
+                                      const py::handle& steps, const py::handle& buffers) {
+        NetworkState<T> s;
+        check_optimizer_state(s, optimizer, steps, buffers, h.net().parameter_count());
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("set_optimizer_state");
+        apply(h.net(), s, false, true, false);
+    });
+    cls.def("set_rng_state", [](Handle& h, const py::handle& words, bool has_spare, double spare) {
+        NetworkState<T> s;
+        s.rng = checked_rng(words, has_spare, spare);
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("set_rng_state");
+        apply(h.net(), s, false, false, true);
+    });
+}
+
+}  // namespace
+
+void bind_network(py::module_& m) {
+    NetworkClass<float> n32(m, "Network32");
+    NetworkClass<double> n64(m, "Network64");
+    bind_structure(n32), bind_steps(n32), bind_readers(n32), bind_fit(n32), bind_state(n32);
+    bind_structure(n64), bind_steps(n64), bind_readers(n64), bind_fit(n64), bind_state(n64);
+}
+
+}  // namespace fastmlp::bindings
