@@ -455,7 +455,7 @@ class Network:
         Every epoch runs in C++ with the GIL released: batching, seeded
         shuffling, forward, loss, backward, clipping, schedule and update. Python
         runs between epochs only, and only when asked to (verbose, validation,
-        early stopping, a callback); otherwise the whole fit is one call.
+        early stopping, a callback); otherwise the engine runs 65536 epochs a call.
 
         batch_size None means full batch. Each epoch's loss (and accuracy) is
         measured on each batch before its update (the article's convention).
