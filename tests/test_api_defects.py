@@ -394,3 +394,49 @@ def test_gradient_check_refuses_a_negative_seed():
     net, X, y = small_problem()
     with pytest.raises(ValueError, match=r"^seed: expected an integer >= 0, got -1"):
         fm.gradient_check(net, X, y, max_params=3, seed=-1)
+
+
+# ---- #4 (the Python side): pickling or copying during a fit takes one consistent state --------------
+
+
+def state_of(net):
+    """(params, kind, steps, buffers, rng) of a network as its pickle holds them."""
+    _, _, _, params, (_, kind, steps, buffers), rng = net.__reduce__()[1]
+    return params, kind, steps, buffers, rng
+
+
+def test_pickle_and_copy_during_a_fit_in_another_thread_take_one_consistent_state():
+    """Full-batch Adam without shuffling: after k updates the state is one
+    deterministic thing, so every state taken during the fit must be exactly the
+    state of a network trained k updates from the same start (weights read while an
+    update is under way, or paired with another moment's Adam moments, are not)."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 16)), rng.standard_normal((256, 1))
+    net = fm.Network([16, 64, 64, 1], seed=0, dtype="float64")
+    reference = net.copy()
+    fit = threading.Thread(target=net.fit, args=(X, y),
+                           kwargs=dict(epochs=150, optimizer=fm.Adam(lr=1e-3), shuffle=False))
+    taken = []
+    fit.start()
+    while fit.is_alive() and len(taken) < 60:
+        taken.append(pickle.loads(pickle.dumps(net)) if len(taken) % 2 else net.copy())
+        time.sleep(0.002)  # spreads the states over the fit (the checks hold for any timing)
+    fit.join()
+    taken.append(net.copy())
+    states = sorted((state_of(t) for t in taken), key=lambda s: s[2])
+    done = 0
+    for params, kind, steps, buffers, generator in states:
+        if steps > done:
+            reference.fit(X, y, epochs=steps - done, optimizer=fm.Adam(lr=1e-3), shuffle=False)
+            done = steps
+        expected = state_of(reference)
+        np.testing.assert_array_equal(params, expected[0], err_msg=f"params after {steps} updates")
+        if steps:
+            assert kind == "adam" and len(buffers) == 2
+            for b, e in zip(buffers, expected[3]):
+                np.testing.assert_array_equal(b, e, err_msg=f"Adam's moments after {steps} updates")
+        assert generator == expected[4]
+    assert states[-1][2] == 150
