@@ -440,3 +440,29 @@ def test_pickle_and_copy_during_a_fit_in_another_thread_take_one_consistent_stat
                 np.testing.assert_array_equal(b, e, err_msg=f"Adam's moments after {steps} updates")
         assert generator == expected[4]
     assert states[-1][2] == 150
+
+
+def test_a_predict_from_another_thread_during_a_fit_sees_the_weights_after_some_update():
+    """As Network's docstring says: never a half-updated set of weights."""
+    import threading
+    import time
+
+    rng = np.random.default_rng(1)
+    X, y = rng.standard_normal((256, 16)), rng.standard_normal((256, 1))
+    probe = rng.standard_normal((4, 16))
+    net = fm.Network([16, 64, 64, 1], seed=0, dtype="float64")
+    reference = net.copy()
+    outputs = {reference.predict(probe).tobytes()}  # after each of the fit's updates, and before the first
+    for _ in range(100):
+        reference.fit(X, y, epochs=1, optimizer=fm.Adam(lr=1e-3), shuffle=False)
+        outputs.add(reference.predict(probe).tobytes())
+    fit = threading.Thread(target=net.fit, args=(X, y),
+                           kwargs=dict(epochs=100, optimizer=fm.Adam(lr=1e-3), shuffle=False))
+    seen = []
+    fit.start()
+    while fit.is_alive() and len(seen) < 60:
+        seen.append(net.predict(probe).tobytes())
+        time.sleep(0.002)
+    fit.join()
+    assert all(out in outputs for out in seen)
+    assert net.predict(probe).tobytes() == reference.predict(probe).tobytes()

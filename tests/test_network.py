@@ -426,22 +426,26 @@ def test_pickle_round_trip(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fit_does_not_copy_inputs_already_in_the_right_layout(dtype):
+@pytest.mark.parametrize("read_only", [False, True])
+def test_fit_does_not_copy_inputs_already_in_the_right_layout(dtype, read_only):
     # NumPy reports its allocations to tracemalloc: a copy of X (8 MB) would show in the peak.
     import tracemalloc
 
     rng = np.random.default_rng(0)
     X = np.ascontiguousarray(rng.normal(size=(100_000, 20)), dtype=dtype)
     y = np.ascontiguousarray(rng.normal(size=(100_000, 1)), dtype=dtype)
+    X.setflags(write=not read_only)  # as np.load(mmap_mode="r") or np.frombuffer give them
+    y.setflags(write=not read_only)
     net = fm.Network([20, 4, 1], seed=0, dtype=dtype)
     net.fit(X[:10], y[:10], epochs=1)  # first-call allocations out of the way
     tracemalloc.start()
     try:
         net.fit(X, y, epochs=1, batch_size=1000)
+        net.evaluate(X, y)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < X.nbytes // 4, f"fit allocated {peak} bytes for an X of {X.nbytes}"
+    assert peak < X.nbytes // 4, f"fit and evaluate allocated {peak} bytes for an X of {X.nbytes}"
     tracemalloc.start()
     try:
         net.fit(X.astype(np.float16), y, epochs=1, batch_size=1000)  # a conversion must copy: the probe works
