@@ -21,6 +21,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <cstring>
+#include <limits>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -414,20 +415,20 @@ std::uint64_t word_argument(const py::handle& value, const char* name) {
     return x;
 }
 
-// A (n,) array of finite values, converted to T (so a value too large for T is refused).
+// A (n,) array of values finite in T (read as float64, so a value too large for T is refused).
 template <typename T>
 std::vector<T> finite_vector(const py::handle& value, const std::string& name, index n) {
-    const auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(value);
+    const auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(value);
     if (!a) throw py::type_error(name + ": expected a numeric array of shape (" +
                                  std::to_string(n) + ",)");
     if (a.ndim() != 1 || a.shape(0) != n)
         throw py::value_error(name + ": expected shape (" + std::to_string(n) + ",), got " +
                               shape_text(a));
-    const T* p = a.data();
+    const double* p = a.data();
     for (index i = 0; i < n; ++i)
-        if (!std::isfinite(p[i]))
+        if (!std::isfinite(p[i]) || std::abs(p[i]) > double(std::numeric_limits<T>::max()))
             throw py::value_error(name + ": expected finite values (as " + dtype_name<T>() +
-                                  "), got " + std::to_string(double(p[i])) + " at index " +
+                                  "), got " + std::to_string(p[i]) + " at index " +
                                   std::to_string(i));
     return std::vector<T>(p, p + n);
 }
