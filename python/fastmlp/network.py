@@ -132,6 +132,8 @@ class _FitPlan:
     batch: int  # 0: full batch
     shuffle: bool
     optimizer: Optimizer
+    config: _core.OptimizerConfig  # the optimizer's and its schedule's, as the engine reads them
+    schedule: _core.ScheduleConfig | None
     verbose: int
     early_stopping: EarlyStopping | None
     on_epoch_end: Callable[[int, dict], object] | None
@@ -497,8 +499,8 @@ class Network:
             raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
         if on_epoch_end is not None and not callable(on_epoch_end):
             raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
-        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, verbose,
-                        early_stopping, on_epoch_end)
+        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
+                        optimizer._schedule_spec(), verbose, early_stopping, on_epoch_end)
 
     def _validation_set(self, X, y, validation_split, validation_data):
         """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
@@ -556,7 +558,7 @@ class Network:
         """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
         or gradient raises FloatingPointError carrying the history so far."""
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
-                                plan.optimizer._config(), plan.optimizer._schedule_spec(), self.is_classifier)
+                                plan.config, plan.schedule, self.is_classifier)
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
@@ -739,8 +741,7 @@ def _check_optimizer_state(state, net: Network) -> tuple:
     if not isinstance(state, (tuple, list)) or len(state) != 4:
         raise ValueError(f"optimizer_state: expected (optimizer, kind, steps, buffers), got {state!r:.200}")
     optimizer, kind, steps, buffers = state
-    if optimizer is not None and not isinstance(optimizer, Optimizer):
-        raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
+    config = None if optimizer is None else _checked_config(optimizer)
     check_choice(kind, "optimizer_state kind", _core.OPTIMIZERS)
     steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_STEPS)
     if not isinstance(buffers, (tuple, list)):
@@ -751,11 +752,22 @@ def _check_optimizer_state(state, net: Network) -> tuple:
         return optimizer, 0, []
     if kind != optimizer._kind:
         raise ValueError(f"optimizer_state kind: {kind!r} is not the rule of the optimizer {optimizer!r}")
-    expected = optimizer._config().state_buffers
+    expected = config.state_buffers
     if len(buffers) != expected:
         raise ValueError(f"optimizer_state buffers: {optimizer!r} keeps {expected} buffers, got {len(buffers)}")
     buffers = [_check_flat(b, f"optimizer_state buffers[{i}]", net) for i, b in enumerate(buffers)]
     return optimizer, steps, buffers
+
+
+def _checked_config(optimizer) -> _core.OptimizerConfig:
+    """The engine's config of a pickled optimizer, which its constructor checked once."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
+    try:
+        optimizer._schedule_spec()
+        return optimizer._config()
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"optimizer_state optimizer: not a valid {type(optimizer).__name__}: {error}") from None
 
 
 def _check_rng_state(state) -> tuple | None:
