@@ -7,7 +7,7 @@ from ._validation import check_int
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
-MAX_THREADS = 4096
+MAX_THREADS = 1024  # the engine's max_threads (threading.hpp)
 
 
 def get_num_threads() -> int:
@@ -16,7 +16,7 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the threads the kernels use (1 <= n <= 4096), for the whole process.
+    """Sets the threads the kernels use (1 <= n <= 1024), for the whole process.
 
     Results do not depend on it. fastmlp's pool never waits at a barrier for a
     thread that has no CPU, so asking for more threads than are free costs
