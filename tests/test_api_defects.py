@@ -33,6 +33,7 @@ def overflow_data(where, value=1e300):
 
 
 def call(net, method, X, y):
+    """Runs `method` of net with X and y (in the argument the method names)."""
     if method == "predict":
         return net.predict(X)
     if method == "predict_proba":
@@ -205,7 +206,8 @@ BAD_STATES = {
     "steps-negative": (set_optimizer_field(2, -1), ValueError, r"^optimizer_state steps: expected an integer >= 0"),
     "steps-2**63": (set_optimizer_field(2, 2**63), ValueError, r"^optimizer_state steps: .*<= 4611686018427387904, "
                                                                r"got 9223372036854775808"),
-    "steps-2**62+1": (set_optimizer_field(2, 2**62 + 1), ValueError, r"^optimizer_state steps: .*<= 4611686018427387904"),
+    "steps-2**62+1": (set_optimizer_field(2, 2**62 + 1), ValueError,
+                      r"^optimizer_state steps: .*<= 4611686018427387904"),
     "steps-float": (set_optimizer_field(2, 3.0), TypeError, r"^optimizer_state steps: expected an integer"),
     "kind-unknown": (set_optimizer_field(1, "rmsprop"), ValueError, r"^optimizer_state kind: expected one of"),
     "kind-other-rule": (set_optimizer_field(1, "sgd"), ValueError, r"^optimizer_state kind: 'sgd' is not the rule"),
@@ -230,8 +232,10 @@ BAD_STATES = {
     "optimizer-state-shape": (lambda args: args.__setitem__(4, ("adam", 3)), ValueError,
                               r"^optimizer_state: expected \(optimizer, kind, steps, buffers\)"),
     "rng-three-words": (set_rng_field(0, (1, 2, 3)), ValueError, r"^rng_state words: expected 4 integers"),
-    "rng-word-2**64": (set_rng_field(0, (1, 2, 3, 2**64)), ValueError, r"^rng_state words\[3\]: .*<= 18446744073709551615"),
-    "rng-word-negative": (set_rng_field(0, (1, -2, 3, 4)), ValueError, r"^rng_state words\[1\]: expected an integer >= 0"),
+    "rng-word-2**64": (set_rng_field(0, (1, 2, 3, 2**64)), ValueError,
+                       r"^rng_state words\[3\]: .*<= 18446744073709551615"),
+    "rng-word-negative": (set_rng_field(0, (1, -2, 3, 4)), ValueError,
+                          r"^rng_state words\[1\]: expected an integer >= 0"),
     "rng-word-float": (set_rng_field(0, (1, 2.0, 3, 4)), TypeError, r"^rng_state words\[1\]: expected an integer"),
     "rng-all-zero": (set_rng_field(0, (0, 0, 0, 0)), ValueError, r"^rng_state words: all four are zero"),
     "rng-has-spare": (set_rng_field(1, "yes"), TypeError, r"^rng_state has_spare: expected True or False"),
