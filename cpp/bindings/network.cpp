@@ -180,6 +180,15 @@ void bind_structure(NetworkClass<T>& cls) {
 
 // ---- step by step: forward, backward, zero_grad, optimizer_step ----------------------
 
+// A ScheduleConfig, or None for the constant schedule.
+Schedule schedule_argument(const py::object& schedule) {
+    if (schedule.is_none()) return Schedule{};
+    if (!py::isinstance<Schedule>(schedule))
+        throw py::type_error("schedule: expected a ScheduleConfig or None, got " +
+                             std::string(py::repr(schedule)));
+    return schedule.cast<Schedule>();
+}
+
 template <typename T>
 py::array_t<T> forward(NetworkHandle<T>& h, const py::array& x) {
     auto& net = h.net();
@@ -206,7 +215,7 @@ void backward(NetworkHandle<T>& h, const py::array& x, const py::array& d_out) {
 template <typename T>
 py::tuple optimizer_step(NetworkHandle<T>& h, const OptimizerConfig& config,
                          const py::object& schedule) {
-    const Schedule sched = schedule.is_none() ? Schedule{} : schedule.cast<Schedule>();
+    const Schedule sched = schedule_argument(schedule);
     StepResult r;
     {
         py::gil_scoped_release release;
@@ -366,7 +375,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.loss = loss_from_name(loss);
     options.huber_delta = huber_delta;
     options.optimizer = optimizer;
-    options.schedule = schedule.is_none() ? Schedule{} : schedule.cast<Schedule>();
+    options.schedule = schedule_argument(schedule);
     options.count_correct = count_correct;
     FitArrays arrays(epochs, count_correct);
     FitResult result;
