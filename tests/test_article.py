@@ -8,6 +8,8 @@ np.random draws) and its numbers to the article's own NumPy class, kept below as
 the reference.
 """
 
+import ast
+import pathlib
 import re
 
 import numpy as np
@@ -336,3 +338,36 @@ def test_forward_after_train_fills_the_cache():
 
 def test_is_exported():
     assert fm.NeuralNetwork is NeuralNetwork
+
+
+# ---- public hooks only ------------------------------------------------------------------------
+
+
+def private_accesses(path):
+    """Every ``obj._name`` in a module where obj is not ``self`` (a class's own
+    attributes are its business), and every import of fastmlp._core."""
+    tree = ast.parse(pathlib.Path(path).read_text(encoding="utf-8"))
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_") and not node.attr.startswith("__"):
+            if not (isinstance(node.value, ast.Name) and node.value.id == "self"):
+                found.append(f"line {node.lineno}: {ast.unparse(node)}")
+        if isinstance(node, ast.ImportFrom):
+            names = [alias.name for alias in node.names]
+            if node.module in ("_core", "fastmlp._core") or "_core" in names:
+                found.append(f"line {node.lineno}: imports _core")
+    return sorted(found)
+
+
+@pytest.mark.parametrize("module", ["article", "gradcheck"])
+def test_article_and_gradient_check_use_only_public_hooks(module):
+    path = pathlib.Path(fm.__file__).with_name(f"{module}.py")
+    assert private_accesses(path) == []
+
+
+def test_the_private_access_check_finds_what_it_looks_for(tmp_path):
+    sample = tmp_path / "sample.py"
+    sample.write_text("from . import _core\nclass A:\n    def f(self, net):\n"
+                      "        return self._net._core.cache(0), net._grads, self._ok, obj.__class__\n")
+    assert sorted(private_accesses(sample)) == ["line 1: imports _core", "line 4: net._grads",
+                                                "line 4: self._net._core"]

@@ -96,7 +96,8 @@ def test_demo_failed_write_keeps_the_old_file(tmp_path, monkeypatch, capsys):
 @pytest.mark.parametrize(
     "argv",
     [[], ["frobnicate"], ["demo", "--epochs", "0"], ["demo", "--epochs", "many"], ["demo", "--bogus"],
-     ["demo", "--out", "x.png", "--no-plot"], ["demo", "--seed", "-1"]],
+     ["demo", "--out", "x.png", "--no-plot"], ["demo", "--seed", "-1"], ["demo", "--epochs", str(2**63)],
+     ["demo", "--seed", str(2**64)]],
 )
 def test_bad_options_are_usage_errors(capsys, argv):
     code, lines, err = run_cli(capsys, *argv)

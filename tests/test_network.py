@@ -112,6 +112,85 @@ def test_backward_fills_grads_views():
     np.testing.assert_allclose(net.params, before - 0.1 * twin.grads, rtol=1e-12, atol=1e-15)
 
 
+# ---- public hooks: decision_function, backward_output, layer_cache -------------------------------
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_decision_function_is_the_raw_output_and_leaves_the_cache(loss):
+    X, _ = regression_data(n=8, inputs=3)
+    net = fm.Network([3, 5, 2], activation="tanh", loss=loss, seed=1, dtype="float64")
+    twin = reference.Network.from_network(net)
+    out = net.forward(X[:3])
+    z_before, a_before = net.layer_cache(0)
+    raw = net.decision_function(X)
+    assert raw.shape == (8, 2) and raw.dtype == np.float64
+    np.testing.assert_allclose(raw, twin.forward(X), rtol=1e-12, atol=1e-14)  # logits, not classes
+    z_after, a_after = net.layer_cache(0)  # still the 3-sample forward's cache
+    np.testing.assert_array_equal(z_after, z_before)
+    np.testing.assert_array_equal(a_after, a_before)
+    np.testing.assert_array_equal(net.layer_cache(1)[1], out)
+
+
+def test_backward_output_from_the_loss_gradient_is_backward():
+    X, y = regression_data(n=10, inputs=3, outputs=2)
+    net = fm.Network([3, 6, 2], activation="sigmoid", seed=3, dtype="float64")
+    y_pred = net.forward(X)
+    expected = [g.copy() for g in net.backward(X, y, y_pred)[0]]
+    d_output = 2 * (y_pred - y) / y.size  # dL/dŷ of the mean squared error
+    net.zero_grad()
+    grads_w, grads_b = net.backward_output(X, d_output)
+    for g, e in zip(grads_w, expected):
+        np.testing.assert_allclose(g, e, rtol=1e-12, atol=1e-15)
+    assert all(np.shares_memory(g, net.grads) for g in grads_w + grads_b)
+    # A different dL/dŷ gives the twin's gradient for that dL/dŷ (linear in it).
+    net.backward_output(X, 3 * d_output)
+    for g, e in zip(grads_w, expected):
+        np.testing.assert_allclose(g, 3 * e, rtol=1e-12, atol=1e-15)
+
+
+def test_layer_cache_holds_each_layers_z_and_a():
+    X, _ = regression_data(n=5, inputs=3)
+    net = fm.Network([3, 4, 6, 2], activation="relu", seed=0, dtype="float64")
+    out = net.forward(X)
+    A = X
+    for layer, (w, b) in enumerate(zip(net.weights, net.biases)):
+        z, a = net.layer_cache(layer)
+        assert z.shape == a.shape == (5, net.layer_sizes[layer + 1])
+        np.testing.assert_allclose(z, A @ w.T + b, rtol=1e-12, atol=1e-14)
+        np.testing.assert_allclose(a, np.maximum(z, 0) if layer < 2 else z, rtol=1e-12, atol=1e-14)
+        A = a
+    np.testing.assert_array_equal(A, out)
+    z, a = net.layer_cache(0)
+    z[...] = 99.0  # a copy: the cache is not changed
+    assert not np.any(net.layer_cache(0)[0] == 99.0)
+
+
+def test_hooks_refuse_bad_arguments_by_name():
+    X, y = regression_data(n=6, inputs=3, outputs=2)
+    net = fm.Network([3, 4, 2], seed=0)
+    with pytest.raises(ValueError, match=r"^layer_cache: no forward pass"):
+        net.layer_cache(0)
+    with pytest.raises(ValueError, match=r"^backward_output: call forward\(X\) on this batch first \(the cache holds no"):
+        net.backward_output(X, y)
+    net.forward(X)
+    with pytest.raises(ValueError, match=r"^backward_output: call forward\(X\) on this batch first \(the cache holds 6 "
+                                         r"samples, X has 4\)"):
+        net.backward_output(X[:4], y[:4])
+    with pytest.raises(ValueError, match=r"^d_output: expected 6 samples"):
+        net.backward_output(X, y[:5])
+    with pytest.raises(ValueError, match=r"^d_output: expected 2 outputs"):
+        net.backward_output(X, y[:, :1])
+    with pytest.raises(ValueError, match=r"^d_output: expected finite values"):
+        net.backward_output(X, np.full_like(y, np.nan))
+    for layer in (-1, 2, 2**70):
+        with pytest.raises(ValueError, match=r"^layer: expected an integer >= 0 and <= 1, got"):
+            net.layer_cache(layer)
+    with pytest.raises(TypeError, match=r"^layer: expected an integer"):
+        net.layer_cache(1.0)
+    with pytest.raises(ValueError, match=r"^X: expected 3 features"):
+        net.decision_function(X[:, :2])
+
+
 # ---- fit, predict, evaluate -----------------------------------------------------------------------
 
 
@@ -347,22 +426,26 @@ def test_pickle_round_trip(dtype):
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_fit_does_not_copy_inputs_already_in_the_right_layout(dtype):
+@pytest.mark.parametrize("read_only", [False, True])
+def test_fit_does_not_copy_inputs_already_in_the_right_layout(dtype, read_only):
     # NumPy reports its allocations to tracemalloc: a copy of X (8 MB) would show in the peak.
     import tracemalloc
 
     rng = np.random.default_rng(0)
     X = np.ascontiguousarray(rng.normal(size=(100_000, 20)), dtype=dtype)
     y = np.ascontiguousarray(rng.normal(size=(100_000, 1)), dtype=dtype)
+    X.setflags(write=not read_only)  # as np.load(mmap_mode="r") or np.frombuffer give them
+    y.setflags(write=not read_only)
     net = fm.Network([20, 4, 1], seed=0, dtype=dtype)
     net.fit(X[:10], y[:10], epochs=1)  # first-call allocations out of the way
     tracemalloc.start()
     try:
         net.fit(X, y, epochs=1, batch_size=1000)
+        net.evaluate(X, y)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
-    assert peak < X.nbytes // 4, f"fit allocated {peak} bytes for an X of {X.nbytes}"
+    assert peak < X.nbytes // 4, f"fit and evaluate allocated {peak} bytes for an X of {X.nbytes}"
     tracemalloc.start()
     try:
         net.fit(X.astype(np.float16), y, epochs=1, batch_size=1000)  # a conversion must copy: the probe works

@@ -927,3 +927,25 @@ def test_partial_fit_takes_scikit_learns_classes_argument():
     with pytest.raises(ValueError, match="classes"):
         fm.Network([4, 1], seed=0).partial_fit(X, labels[:, None], classes=[0, 1])
     np.testing.assert_array_equal(net.params, before)
+
+
+def test_a_long_silent_fit_runs_in_chunks_that_continue_each_other(monkeypatch):
+    """An unwatched fit calls the engine SILENT_CHUNK (65536) epochs at a time, so its
+    per-epoch records stay bounded: the same run, history and shuffling as fits back to back."""
+    import fastmlp.network
+
+    monkeypatch.setattr(fastmlp.network, "SILENT_CHUNK", 7)
+    X = np.array([[0.1], [0.2], [0.3]])
+    y = 2 * X
+    whole = fm.Network([1, 1], seed=0, dtype="float64")
+    parts = whole.copy()
+    history = whole.fit(X, y, epochs=20, batch_size=2, optimizer=fm.SGD(lr=0.1))
+    losses = []
+    for epochs in (7, 7, 6):
+        losses += parts.fit(X, y, epochs=epochs, batch_size=2, optimizer=fm.SGD(lr=0.1)).history["loss"]
+    assert len(history) == 20 and history.epoch == list(range(20))
+    np.testing.assert_array_equal(history.history["loss"], losses)
+    np.testing.assert_array_equal(whole.params, parts.params)
+    one_call = whole.copy()
+    one_call.fit(X, y, epochs=1, batch_size=2)
+    assert not np.array_equal(one_call.params, whole.params)  # the fits did train

@@ -7,6 +7,8 @@ from ._validation import check_int
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
+MAX_THREADS = 1024  # the engine's max_threads (threading.hpp)
+
 
 def get_num_threads() -> int:
     """Threads the kernels use: OMP_NUM_THREADS at import, else the usable CPUs, until set."""
@@ -14,11 +16,11 @@ def get_num_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Sets the threads the kernels use (n >= 1), for the whole process.
+    """Sets the threads the kernels use (1 <= n <= 1024), for the whole process.
 
     Results do not depend on it. fastmlp's pool never waits at a barrier for a
     thread that has no CPU, so asking for more threads than are free costs
     little; and a forked child (multiprocessing's default on Linux) starts its
     own threads afresh.
     """
-    _core.set_num_threads(check_int(n, "n", minimum=1))
+    _core.set_num_threads(check_int(n, "n", minimum=1, maximum=MAX_THREADS))

@@ -81,18 +81,39 @@ def as_numeric_array(value, name: str) -> np.ndarray:
 def check_finite(array: np.ndarray, name: str) -> None:
     if array.dtype.kind != "f":
         return
+    if not _all_finite(array):
+        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
+        raise ValueError(f"{name}: expected finite values, found {bad} NaN or inf")
+
+
+def _all_finite(array: np.ndarray) -> bool:
     if array.size <= 1 << 16:  # small (one sample to predict): the quickest test
         if np.isfinite(array).all():
-            return
+            return True
     else:
         # Large: no temporary the size of the data. A sum is finite when every
         # value is, unless finite values overflow it; then min and max decide.
         with np.errstate(all="ignore"):
             if math.isfinite(array.sum()):
-                return
-    if not (np.isfinite(array.min()) and np.isfinite(array.max())):
-        bad = int(array.size - np.count_nonzero(np.isfinite(array)))
-        raise ValueError(f"{name}: expected finite values, found {bad} NaN or inf")
+                return True
+    return bool(np.isfinite(array.min()) and np.isfinite(array.max()))
+
+
+def as_finite(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
+    """``array`` as a C-contiguous array of ``dtype`` (no copy when it is one),
+    refused when it holds NaN or inf, or finite values too large for ``dtype``
+    (1e300 in float64 input would become inf in float32)."""
+    check_finite(array, name)
+    with np.errstate(over="ignore"):
+        converted = np.ascontiguousarray(array, dtype=dtype)
+    if array.dtype.kind == "f" and array.dtype.itemsize > converted.dtype.itemsize and not _all_finite(converted):
+        overflowing = np.abs(array) > np.finfo(converted.dtype).max
+        raise ValueError(
+            f"{name}: {int(np.count_nonzero(overflowing))} values overflow {converted.dtype.name} (the network's "
+            f"dtype holds magnitudes up to {float(np.finfo(converted.dtype).max):.4g}), such as "
+            f"{float(array[overflowing].flat[0])!r}; scale the data or use a float64 network"
+        )
+    return converted
 
 
 def check_samples(value, name: str, n_features: int, dtype: np.dtype) -> np.ndarray:
@@ -115,8 +136,7 @@ def check_samples(value, name: str, n_features: int, dtype: np.dtype) -> np.ndar
             f"{name}: expected {n_features} features (the network's first layer size), "
             f"got shape {array.shape}"
         )
-    check_finite(array, name)
-    return np.ascontiguousarray(array, dtype=dtype)
+    return as_finite(array, name, dtype)
 
 
 def check_targets(value, name: str, n_samples: int, n_outputs: int, dtype: np.dtype) -> np.ndarray:
@@ -136,8 +156,7 @@ def check_targets(value, name: str, n_samples: int, n_outputs: int, dtype: np.dt
         raise ValueError(
             f"{name}: expected {n_outputs} outputs (the network's last layer size), got shape {array.shape}"
         )
-    check_finite(array, name)
-    return np.ascontiguousarray(array, dtype=dtype)
+    return as_finite(array, name, dtype)
 
 
 def check_real(value, name: str, low: float, high: float, *, low_open: bool = False,

@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import _core
+from . import kernels
 from ._validation import check_int, check_positive_float, check_samples, check_targets
-from .network import ACTIVATIONS, Network, ParameterList
+from .network import ACTIVATIONS, MAX_COUNT, Network, ParameterList
 from .optimizers import SGD
 
 __all__ = ["NeuralNetwork"]
@@ -53,32 +53,32 @@ class NeuralNetwork:
 
     def _activation(self, z, derivative=False):
         """Apply activation function and its derivative."""
-        z = np.ascontiguousarray(z, dtype=np.float64)
-        a = np.empty_like(z)
-        _core.activation_forward(self.activation_name, z, a)
+        z = np.asarray(z, dtype=np.float64)
+        a = kernels.activation_forward(z, self.activation_name)
         if not derivative:
             return a
-        dz = np.empty_like(z)
-        _core.activation_backward(self.activation_name, z, a, np.ones_like(z), dz)
-        return dz
+        return kernels.activation_backward(np.ones_like(a), z, a, self.activation_name)
 
     def forward(self, X):
         """Perform forward pass through the network; returns (batch_size, outputs)."""
         X = check_samples(X, "X", self._net.n_inputs, np.float64)  # once: forward takes it as is
         out = self._net.forward(X)
-        n_layers = len(self._net.weights)
         self.cache = {"A0": X.T}
-        for layer in range(n_layers):
-            z, a = self._net._core.cache(layer)
+        for layer in range(len(self._net.weights)):
+            z, a = self._net.layer_cache(layer)
             self.cache[f"Z{layer + 1}"] = z.T
             self.cache[f"A{layer + 1}"] = a.T
         return out
 
     def backward(self, X, y, y_pred):
         """Perform backward pass to compute gradients: (gradients_w, gradients_b)."""
-        self._net._backward(X, y, y_pred, article_scale=True)  # the article's dA = (ŷ − y) / m
-        gradients_w = [g.copy() for g in self._net._grad_weights]
-        gradients_b = [g.reshape(-1, 1).copy() for g in self._net._grad_biases]
+        X = check_samples(X, "X", self._net.n_inputs, np.float64)
+        y = check_targets(y, "y", X.shape[0], self._net.n_outputs, np.float64)
+        y_pred = check_targets(y_pred, "y_pred", X.shape[0], self._net.n_outputs, np.float64)
+        dA = (y_pred - y) * (1.0 / X.shape[0])  # the article's (ŷ − y) / m: the gradient of (1/2m) Σ (ŷ − y)²
+        grads_w, grads_b = self._net.backward_output(X, dA)
+        gradients_w = [g.copy() for g in grads_w]
+        gradients_b = [g.reshape(-1, 1).copy() for g in grads_b]
         return gradients_w, gradients_b
 
     def update_parameters(self, gradients_w, gradients_b):
@@ -93,7 +93,7 @@ class NeuralNetwork:
         Full batch, as the article: each epoch's loss is measured before its
         update and printed ten times over the run when verbose.
         """
-        epochs = check_int(epochs, "epochs", minimum=1)
+        epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
         X = check_samples(X, "X", self._net.n_inputs, np.float64)
         y = check_targets(y, "y", X.shape[0], self._net.n_outputs, np.float64)
         # The article steps by lr · (ŷ − y)/m; Network's MSE gradient is 2(ŷ − y)/(m·outputs).

@@ -42,8 +42,8 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    if not 1 <= value <= 2**62:
+        raise argparse.ArgumentTypeError(f"expected a positive integer up to 2**62, got {value}")
     return value
 
 

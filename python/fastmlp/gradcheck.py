@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import _core
+from . import kernels
+from ._targets import prepare_targets
 from ._validation import check_int, check_positive_float, check_samples
 
 __all__ = ["gradient_check", "GradientCheckResult"]
@@ -32,12 +33,16 @@ class GradientCheckResult:
 
 
 def _parameter_name(net, flat_index: int) -> str:
-    for layer, (inputs, outputs, w_off, b_off, _) in enumerate(net._core.layers):
-        if w_off <= flat_index < b_off:
-            row, col = divmod(flat_index - w_off, inputs)
+    """Where index ``flat_index`` of ``net.params`` lives (W_0, b_0, W_1, b_1, ...)."""
+    offset = 0
+    for layer, (inputs, outputs) in enumerate(zip(net.layer_sizes[:-1], net.layer_sizes[1:])):
+        if flat_index < offset + inputs * outputs:
+            row, col = divmod(flat_index - offset, inputs)
             return f"weights[{layer}][{row}, {col}]"
-        if b_off <= flat_index < b_off + outputs:
-            return f"biases[{layer}][{flat_index - b_off}]"
+        offset += inputs * outputs
+        if flat_index < offset + outputs:
+            return f"biases[{layer}][{flat_index - offset}]"
+        offset += outputs
     raise IndexError(flat_index)
 
 
@@ -63,9 +68,10 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     eps = check_positive_float(eps, "eps")
     floor = check_positive_float(floor, "floor")
     max_params = check_int(max_params, "max_params", minimum=1)
+    seed = check_int(seed, "seed", minimum=0)
     clone = net.astype("float64")
     X = check_samples(X, "X", clone.n_inputs, np.dtype(np.float64))
-    y = clone._targets(y, X.shape[0])
+    y = prepare_targets(y, "y", X.shape[0], clone.n_outputs, clone.loss, clone.dtype)
 
     prediction = clone.forward(X)
     clone.backward(X, y, prediction)
@@ -78,11 +84,9 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
         indices = np.sort(np.random.default_rng(seed).choice(n, size=max_params, replace=False))
 
     params = clone.params
-    out = np.empty((X.shape[0], clone.n_outputs))
 
     def loss() -> float:
-        clone._core.predict(X, out)
-        return _core.loss(clone.loss, out, y, None, clone.huber_delta)
+        return kernels.loss_forward(clone.loss, clone.decision_function(X), y, clone.huber_delta)
 
     def loss_at(i: int, shift: float) -> float:
         saved = params[i]

@@ -8,12 +8,19 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+import math
+import numbers
+from dataclasses import dataclass
+from typing import Callable
+
 import numpy as np
 
 from . import _core
 from ._targets import prepare_targets
 from ._validation import (
+    as_finite,
     as_float_dtype,
+    as_numeric_array,
     check_choice,
     check_int,
     check_positive_float,
@@ -34,6 +41,11 @@ INIT_SCHEMES = _core.INIT_SCHEMES
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
+MAX_STEPS = 2**62  # the largest update count a restored optimizer state may hold
+SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
+MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
+MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
+SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
 
 
 def resolve_init(init: str, activation: str) -> str:
@@ -99,7 +111,38 @@ def _parse_layer_sizes(layer_sizes) -> tuple[int, ...]:
         raise ValueError(
             f"layer_sizes: expected at least two sizes (inputs and outputs), got {list(layer_sizes)!r}"
         )
-    return tuple(check_int(size, f"layer_sizes[{i}]", minimum=1) for i, size in enumerate(layer_sizes))
+    sizes = tuple(check_int(size, f"layer_sizes[{i}]", minimum=1, maximum=MAX_COUNT)
+                  for i, size in enumerate(layer_sizes))
+    n_params = sum(inputs * outputs + outputs for inputs, outputs in zip(sizes[:-1], sizes[1:]))
+    if n_params > MAX_PARAMS:
+        raise ValueError(f"layer_sizes: {list(sizes)} makes {n_params} parameters, more than any memory holds "
+                         f"(the limit is 2**48 = {MAX_PARAMS})")
+    return sizes
+
+
+@dataclass(frozen=True)
+class _FitPlan:
+    """A fit's arguments, checked and converted: what the epochs run on."""
+
+    X: np.ndarray
+    y: np.ndarray
+    X_val: np.ndarray | None
+    y_val: np.ndarray | None
+    epochs: int
+    batch: int  # 0: full batch
+    shuffle: bool
+    optimizer: Optimizer
+    config: _core.OptimizerConfig  # the optimizer's and its schedule's, as the engine reads them
+    schedule: _core.ScheduleConfig | None
+    verbose: int
+    early_stopping: EarlyStopping | None
+    on_epoch_end: Callable[[int, dict], object] | None
+
+    @property
+    def watched(self) -> bool:
+        """Whether Python runs after every epoch (printing, validation, early stopping, a callback)."""
+        return bool(self.verbose or self.X_val is not None or self.early_stopping is not None
+                    or self.on_epoch_end is not None)
 
 
 class Network:
@@ -137,6 +180,24 @@ class Network:
     seed : int or None
         Seeds the network's generator (initial weights, shuffling). None draws
         a fresh seed; ``net.seed`` tells which.
+
+    Notes
+    -----
+    Inputs are read where they lie when their layout allows: a C-contiguous
+    array of the network's dtype, read-only ones included (``np.load(...,
+    mmap_mode="r")``, ``np.frombuffer``, joblib's memmaps), is used without a
+    copy by ``predict``, ``forward``, ``evaluate``, ``score`` and ``fit``.
+
+    Threads: one network may be used from several threads; its engine holds a
+    lock for each call. During a ``fit`` running in another thread, a
+    ``predict`` (``evaluate``, ``decision_function``) gets in between two
+    batches rather than waiting for the whole fit, and sees the weights after
+    some update of that fit, not a half-written one. ``pickle``, ``copy`` and
+    ``astype`` during a fit take one consistent snapshot between two batches:
+    the weights, the optimizer state and the generator state of the same
+    moment. Training one network from two threads at once (``fit``,
+    ``step``, ``backward``) is safe but interleaves the updates; give each
+    thread its own ``copy()`` instead.
     """
 
     def __init__(
@@ -181,9 +242,7 @@ class Network:
         self._dtype = as_float_dtype(dtype)
         if seed is None:
             seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
-        self._seed = check_int(seed, "seed", minimum=0)
-        if self._seed >= 1 << 64:
-            raise ValueError(f"seed: expected an integer below 2**64, got {self._seed}")
+        self._seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
         self._sizes = sizes
         self._activations = tuple(hidden) + (output_activation,)
         if isinstance(init, str):
@@ -306,26 +365,42 @@ class Network:
         """Backward pass after ``forward(X)``: fills ``grads`` with ∂L/∂params for
         this batch (replacing what was there) and returns ``(grads_w, grads_b)``,
         lists of views into it."""
-        self._backward(X, y, y_pred)
-        return list(self._grad_weights), list(self._grad_biases)
-
-    def _backward(self, X, y, y_pred, article_scale: bool = False) -> None:
-        """Backpropagates dL/dŷ into ``grads`` for the network's loss; with
-        article_scale (mse only) the article's (ŷ − y) / batch instead."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
-        if self._last_batch != X.shape[0]:
-            raise ValueError(
-                "backward: call forward(X) on this batch first (the cache holds "
-                f"{self._last_batch if self._last_batch is not None else 'no'} samples, X has {X.shape[0]})"
-            )
-        d_out = np.empty_like(y_pred)
-        if article_scale:
-            np.multiply(y_pred - y, 1.0 / X.shape[0], out=d_out)
-        else:
-            _core.loss(self._loss, y_pred, y, d_out, self._huber_delta)
-        self._core.backward(X, d_out)
+        self._check_cached(X.shape[0], "backward")
+        d_output = np.empty_like(y_pred)
+        _core.loss(self._loss, y_pred, y, d_output, self._huber_delta)
+        return self._backpropagate(X, d_output)
+
+    def backward_output(self, X, d_output):
+        """Backward pass after ``forward(X)`` from a given ∂L/∂(output),
+        ``d_output`` of shape (n_samples, n_outputs), for a loss of your own:
+        fills ``grads`` (replacing what was there) and returns ``(grads_w,
+        grads_b)`` as :meth:`backward` does."""
+        X = check_samples(X, "X", self.n_inputs, self._dtype)
+        d_output = check_targets(d_output, "d_output", X.shape[0], self.n_outputs, self._dtype)
+        self._check_cached(X.shape[0], "backward_output")
+        return self._backpropagate(X, d_output)
+
+    def _check_cached(self, n_samples: int, caller: str) -> None:
+        if self._last_batch != n_samples:
+            cached = self._last_batch if self._last_batch is not None else "no"
+            raise ValueError(f"{caller}: call forward(X) on this batch first (the cache holds "
+                             f"{cached} samples, X has {n_samples})")
+
+    def _backpropagate(self, X: np.ndarray, d_output: np.ndarray):
+        self._core.backward(X, d_output)
+        return list(self._grad_weights), list(self._grad_biases)
+
+    def layer_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(Z, A)`` of ``layer`` (0 is the first hidden layer, the last is the
+        output layer) from the last ``forward``: copies of its pre-activations
+        and activations, each (n_samples, layer_sizes[layer + 1])."""
+        layer = check_int(layer, "layer", minimum=0, maximum=len(self._sizes) - 2)
+        if self._last_batch is None:
+            raise ValueError("layer_cache: no forward pass to read; call forward(X) first")
+        return self._core.cache(layer)
 
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
@@ -382,7 +457,7 @@ class Network:
         Every epoch runs in C++ with the GIL released: batching, seeded
         shuffling, forward, loss, backward, clipping, schedule and update. Python
         runs between epochs only, and only when asked to (verbose, validation,
-        early stopping, a callback); otherwise the whole fit is one call.
+        early stopping, a callback); otherwise the engine runs 65536 epochs a call.
 
         batch_size None means full batch. Each epoch's loss (and accuracy) is
         measured on each batch before its update (the article's convention).
@@ -398,16 +473,37 @@ class Network:
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
+        plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+                              validation_data, early_stopping, on_epoch_end)
+        return self._run_fit(plan)
+
+    def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+                  validation_data, early_stopping, on_epoch_end) -> _FitPlan:
+        """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        epochs = check_int(epochs, "epochs", minimum=1)
-        batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1)
+        epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
+        batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         optimizer = self._resolve_optimizer(optimizer, remember=False)
         if not isinstance(shuffle, (bool, np.bool_)):
             raise TypeError(f"shuffle: expected True or False, got {shuffle!r}")
-        verbose = check_int(verbose, "verbose", minimum=0)
-        if verbose > 2:
+        verbose = check_int(verbose, "verbose")
+        if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
+        X, y, X_val, y_val = self._validation_set(X, y, validation_split, validation_data)
+        if early_stopping is True:
+            early_stopping = EarlyStopping()
+        elif early_stopping is False:
+            early_stopping = None
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
+        if on_epoch_end is not None and not callable(on_epoch_end):
+            raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
+        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
+                        optimizer._schedule_spec(), verbose, early_stopping, on_epoch_end)
+
+    def _validation_set(self, X, y, validation_split, validation_data):
+        """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
         validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         if validation_data is not None:
             if validation_split:
@@ -417,84 +513,77 @@ class Network:
             except (TypeError, ValueError):
                 raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
             X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
-            y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
-        elif validation_split:
-            n_val = int(round(X.shape[0] * validation_split))
-            if n_val < 1 or n_val >= X.shape[0]:
-                raise ValueError(
-                    f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
-                    f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
-                )
-            X, X_val = X[:-n_val], X[-n_val:]
-            y, y_val = y[:-n_val], y[-n_val:]
-        else:
-            X_val = y_val = None
-        if early_stopping is True:
-            early_stopping = EarlyStopping()
-        elif early_stopping is False:
-            early_stopping = None
-        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
-            raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
-        if on_epoch_end is not None and not callable(on_epoch_end):
-            raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
-        keys = ["loss", "grad_norm", "lr"]
-        if self.is_classifier:
-            keys.append("accuracy")
-        if X_val is not None:
-            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
-        if early_stopping is not None:
-            early_stopping._start(X_val is not None, keys)
+            return X, y, X_val, self._targets(y_val, X_val.shape[0], "validation_data y")
+        if not validation_split:
+            return X, y, None, None
+        n_val = int(round(X.shape[0] * validation_split))
+        if n_val < 1 or n_val >= X.shape[0]:
+            raise ValueError(
+                f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
+                f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
+            )
+        return X[:-n_val], y[:-n_val], X[-n_val:], y[-n_val:]
 
-        self._optimizer = optimizer
+    def _run_fit(self, plan: _FitPlan) -> History:
+        """The epochs of a checked fit, a chunk per engine call (one epoch when Python watches)."""
+        if plan.early_stopping is not None:
+            plan.early_stopping._start(plan.X_val is not None, self._history_keys(plan))
+        self._optimizer = plan.optimizer
         history = History()
-        # Silent and unwatched: one call for the whole fit. Otherwise one call per epoch.
-        per_epoch = bool(verbose or X_val is not None or early_stopping is not None or on_epoch_end is not None)
-        chunk = 1 if per_epoch else epochs
-        printer = ProgressPrinter(verbose, epochs) if verbose else None
-        config, schedule = optimizer._config(), optimizer._schedule_spec()
+        printer = ProgressPrinter(plan.verbose, plan.epochs) if plan.verbose else None
+        chunk = 1 if plan.watched else min(plan.epochs, SILENT_CHUNK)
         try:
-            for start in range(0, epochs, chunk):
-                result = self._core.fit(X, y, chunk, batch, bool(shuffle), self._loss, self._huber_delta,
-                                        config, schedule, self.is_classifier)
-                done = result["epochs"]
-                for e in range(done):
-                    logs = {"loss": result["loss"][e], "grad_norm": result["grad_norm"][e], "lr": result["lr"][e]}
-                    if self.is_classifier:
-                        logs["accuracy"] = result["accuracy"][e]
-                    if X_val is not None:
-                        logs.update(self._evaluate_prepared(X_val, y_val, prefix="val_"))
-                    history._append(logs)
-                if result["status"] == "non_finite":
-                    error = FloatingPointError(
-                        f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
-                        f"(batch {result['failed_batch']}); the weights keep their last finite values. "
-                        f"Try a smaller learning rate (lr={optimizer.lr}), gradient clipping or scaled inputs."
-                    )
-                    error.history = history  # type: ignore[attr-defined]
-                    raise error
-                if not per_epoch:
-                    continue
-                epoch = start
-                logs = {key: history.history[key][-1] for key in history.history}
-                if printer is not None:
-                    printer.epoch_end(epoch, logs)
-                stop = False
-                if early_stopping is not None and early_stopping._update(epoch, logs, self._params):
-                    stop = True
-                if on_epoch_end is not None and on_epoch_end(epoch, dict(logs)):
-                    stop = True
-                if stop:
-                    history.stopped_epoch = epoch
+            for start in range(0, plan.epochs, chunk):
+                self._fit_epochs(plan, start, min(chunk, plan.epochs - start), history)
+                if plan.watched and self._epoch_end(plan, start, history, printer):
+                    history.stopped_epoch = start
                     break
         finally:
             if printer is not None:
                 printer.close()
             self._last_batch = None
-        if early_stopping is not None:
-            history.best_epoch = early_stopping._best_epoch
-            if early_stopping.restore_best_weights and early_stopping._best_params is not None:
-                self._params[...] = early_stopping._best_params
+        if plan.early_stopping is not None:
+            history.best_epoch = plan.early_stopping._best_epoch
+            if plan.early_stopping.restore_best_weights and plan.early_stopping._best_params is not None:
+                self._params[...] = plan.early_stopping._best_params
         return history
+
+    def _history_keys(self, plan: _FitPlan) -> list[str]:
+        keys = ["loss", "grad_norm", "lr"] + (["accuracy"] if self.is_classifier else [])
+        if plan.X_val is not None:
+            keys += ["val_loss"] + (["val_accuracy"] if self.is_classifier else [])
+        return keys
+
+    def _fit_epochs(self, plan: _FitPlan, start: int, epochs: int, history: History) -> None:
+        """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
+        or gradient raises FloatingPointError carrying the history so far."""
+        result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
+                                plan.config, plan.schedule, self.is_classifier)
+        for e in range(result["epochs"]):
+            logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
+            if self.is_classifier:
+                logs["accuracy"] = result["accuracy"][e]
+            if plan.X_val is not None:
+                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, prefix="val_"))
+            history._append(logs)
+        if result["status"] == "non_finite":
+            error = FloatingPointError(
+                f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
+                f"(batch {result['failed_batch']}); the weights keep their last finite values. "
+                f"Try a smaller learning rate (lr={plan.optimizer.lr}), gradient clipping or scaled inputs."
+            )
+            error.history = history  # type: ignore[attr-defined]
+            raise error
+
+    def _epoch_end(self, plan: _FitPlan, epoch: int, history: History, printer) -> bool:
+        """Printing, early stopping and the callback after a watched epoch; True stops the fit."""
+        logs = {key: values[-1] for key, values in history.history.items()}
+        if printer is not None:
+            printer.epoch_end(epoch, logs)
+        stop = plan.early_stopping is not None and plan.early_stopping._update(epoch, logs, self._params)
+        if plan.on_epoch_end is not None and plan.on_epoch_end(epoch, dict(logs)):
+            stop = True
+        return stop
 
     def partial_fit(self, X, y, classes=None, optimizer: Optimizer | None = None,
                     batch_size: int | None = None, shuffle: bool = True) -> "Network":
@@ -516,7 +605,10 @@ class Network:
         return self
 
     # ---- inference -------------------------------------------------------------------
-    def _outputs(self, X) -> np.ndarray:
+    def decision_function(self, X) -> np.ndarray:
+        """The raw outputs (n_samples, n_outputs): a regressor's predictions, a
+        classifier's logits. Unlike ``forward`` it leaves the cache that
+        ``backward`` reads alone."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         out = np.empty((X.shape[0], self.n_outputs), dtype=self._dtype)
         self._core.predict(X, out)
@@ -527,7 +619,7 @@ class Network:
         int64 — shape (n_samples,) for cross_entropy (the most probable class) and
         for binary_cross_entropy with one output, (n_samples, n_outputs) for
         several (each output's probability > 0.5)."""
-        out = self._outputs(X)
+        out = self.decision_function(X)
         if self._loss == "cross_entropy":
             return np.argmax(out, axis=1).astype(np.int64, copy=False)
         if self._loss == "binary_cross_entropy":
@@ -541,7 +633,7 @@ class Network:
         if not self.is_classifier:
             raise TypeError(f"predict_proba: only for classifiers (loss cross_entropy or binary_cross_entropy); "
                             f"this network's loss is {self._loss!r}: use predict")
-        out = self._outputs(X)
+        out = self.decision_function(X)
         if self._loss == "cross_entropy":
             _core.softmax(out, out)
         else:
@@ -569,7 +661,7 @@ class Network:
         y = self._targets(y, X.shape[0])
         if self.is_classifier:
             return self._evaluate_prepared(X, y)["accuracy"]
-        pred = self._outputs(X).astype(np.float64)
+        pred = self.decision_function(X).astype(np.float64)
         target = y.astype(np.float64)
         residual = ((target - pred) ** 2).sum(axis=0)
         total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
@@ -583,40 +675,125 @@ class Network:
                 "loss": self._loss, "huber_delta": self._huber_delta, "init": list(self._schemes),
                 "seed": self._seed}
 
-    def _optimizer_state(self):
-        kind, steps, buffers = self._core.optimizer_state()
-        return self._optimizer, kind, steps, [np.asarray(b) for b in buffers]
+    def _snapshot(self) -> tuple:
+        """(params, optimizer_state, rng_state) as pickled: copies of the parameters,
+        ``(optimizer, kind, steps, buffers)`` and ``((w0, w1, w2, w3), has_spare,
+        spare)``, all read together (during a fit, between two batches)."""
+        params, kind, steps, buffers, rng = self._core.snapshot()
+        optimizer = self._optimizer
+        if optimizer is None or kind != optimizer._kind or len(buffers) != optimizer._config().state_buffers:
+            steps, buffers = 0, []  # no state of this optimizer (none made, reset, or a switch that failed)
+        return params, (optimizer, kind, steps, list(buffers)), rng
 
-    def _set_optimizer_state(self, state) -> None:
-        optimizer, kind, steps, buffers = state
-        self._optimizer = optimizer
-        if optimizer is not None and optimizer._kind == kind and (steps or buffers):
-            self._core.set_optimizer_state(optimizer._config(), steps,
-                                           [np.ascontiguousarray(b, dtype=self._dtype) for b in buffers])
+    def _restore(self, state: _State) -> None:
+        """Applies a checked state (see _check_state) in one call, all of it or nothing."""
+        config = state.optimizer._config() if state.optimizer is not None and (state.steps or state.buffers) else None
+        rng = state.rng if state.rng is not None else self._core.snapshot()[4]
+        self._core.restore(state.params, config, state.steps, state.buffers, *rng)
+        self._optimizer = state.optimizer
 
     def astype(self, dtype) -> "Network":
         """A new network with the same architecture, seed, parameters, optimizer
         state and generator state (so shuffling continues alike), in ``dtype``."""
-        dtype = as_float_dtype(dtype)
-        clone = Network(self._sizes, dtype=dtype, **self._settings())
-        clone.params[...] = self.params
-        clone._set_optimizer_state(self._optimizer_state())
-        clone._core.set_rng_state(*self._core.rng_state())
+        clone = Network(self._sizes, dtype=as_float_dtype(dtype), **self._settings())
+        clone._restore(_check_state(clone, *self._snapshot()))
         return clone
 
     def copy(self) -> "Network":
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, np.array(self.params),
-                           self._optimizer_state(), self._core.rng_state()))
+        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, *self._snapshot()))
+
+
+@dataclass(frozen=True)
+class _State:
+    """A network's state, checked: what _restore applies."""
+
+    params: np.ndarray
+    optimizer: Optimizer | None
+    steps: int
+    buffers: list
+    rng: tuple | None  # (words, has_spare, spare)
+
+
+def _check_state(net: Network, params, optimizer_state=None, rng_state=None) -> _State:
+    """Every field of a pickled (or copied) state checked against ``net``, the
+    network it goes into; a ValueError or TypeError names the first bad field."""
+    params = _check_flat(params, "params", net)
+    optimizer, steps, buffers = _check_optimizer_state(optimizer_state, net)
+    return _State(params, optimizer, steps, buffers, _check_rng_state(rng_state))
+
+
+def _check_flat(array, name: str, net: Network) -> np.ndarray:
+    """A buffer of the parameters' layout: exactly (n_params,), finite in the network's dtype."""
+    array = as_numeric_array(array, name)
+    if array.shape != (net.n_params,):
+        raise ValueError(f"{name}: expected shape ({net.n_params},) (the network's parameter count), "
+                         f"got {array.shape}")
+    return as_finite(array, name, net.dtype)
+
+
+def _check_optimizer_state(state, net: Network) -> tuple:
+    """(optimizer, steps, buffers) from a pickled ``(optimizer, kind, steps, buffers)``."""
+    if state is None:
+        return None, 0, []
+    if not isinstance(state, (tuple, list)) or len(state) != 4:
+        raise ValueError(f"optimizer_state: expected (optimizer, kind, steps, buffers), got {state!r:.200}")
+    optimizer, kind, steps, buffers = state
+    config = None if optimizer is None else _checked_config(optimizer)
+    check_choice(kind, "optimizer_state kind", _core.OPTIMIZERS)
+    steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_STEPS)
+    if not isinstance(buffers, (tuple, list)):
+        raise TypeError(f"optimizer_state buffers: expected a list of arrays, got {type(buffers).__name__}")
+    if optimizer is None or not (steps or buffers):
+        if steps or buffers:
+            raise ValueError("optimizer_state: holds update counts or buffers but no optimizer")
+        return optimizer, 0, []
+    if kind != optimizer._kind:
+        raise ValueError(f"optimizer_state kind: {kind!r} is not the rule of the optimizer {optimizer!r}")
+    expected = config.state_buffers
+    if len(buffers) != expected:
+        raise ValueError(f"optimizer_state buffers: {optimizer!r} keeps {expected} buffers, got {len(buffers)}")
+    buffers = [_check_flat(b, f"optimizer_state buffers[{i}]", net) for i, b in enumerate(buffers)]
+    return optimizer, steps, buffers
+
+
+def _checked_config(optimizer) -> _core.OptimizerConfig:
+    """The engine's config of a pickled optimizer, which its constructor checked once."""
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
+    try:
+        optimizer._schedule_spec()
+        return optimizer._config()
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ValueError(f"optimizer_state optimizer: not a valid {type(optimizer).__name__}: {error}") from None
+
+
+def _check_rng_state(state) -> tuple | None:
+    """((w0, w1, w2, w3), has_spare, spare) of the network's generator, checked."""
+    if state is None:
+        return None
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise ValueError(f"rng_state: expected ((w0, w1, w2, w3), has_spare, spare), got {state!r:.200}")
+    words, has_spare, spare = state
+    if not isinstance(words, (tuple, list)) or len(words) != 4:
+        raise ValueError(f"rng_state words: expected 4 integers, got {words!r:.200}")
+    words = tuple(check_int(w, f"rng_state words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
+    if not any(words):
+        raise ValueError("rng_state words: all four are zero, a state the generator never leaves")
+    if not isinstance(has_spare, (bool, np.bool_)):
+        raise TypeError(f"rng_state has_spare: expected True or False, got {has_spare!r}")
+    if isinstance(spare, (bool, np.bool_)) or not isinstance(spare, numbers.Real) or not math.isfinite(spare):
+        raise ValueError(f"rng_state spare: expected a finite number, got {spare!r:.200}")
+    return words, bool(has_spare), float(spare)
 
 
 def _rebuild(sizes, settings, dtype, params, optimizer_state=None, rng_state=None) -> Network:
-    net = Network(sizes, dtype=dtype, **settings)
-    net.params[...] = params
-    if optimizer_state is not None:
-        net._set_optimizer_state(optimizer_state)
-    if rng_state is not None:
-        net._core.set_rng_state(*rng_state)
+    """Unpickles a Network: the constructor checks the architecture and settings,
+    _check_state every other field, before anything is applied."""
+    if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
+        raise ValueError(f"settings: expected a dict with keys among {', '.join(SETTINGS)}, got {settings!r:.200}")
+    net = Network(sizes, dtype=as_float_dtype(dtype), **settings)
+    net._restore(_check_state(net, params, optimizer_state, rng_state))
     return net
