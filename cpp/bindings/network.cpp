@@ -474,18 +474,16 @@ NetworkState<T> capture(Network<T>& net, OptimizerKind& kind) {
     return s;
 }
 
-// Applies the chosen parts of s; only prepare_optimizer allocates, and it runs first.
+// Applies all of s; only prepare_optimizer allocates, and it runs first.
 template <typename T>
-void apply(Network<T>& net, const NetworkState<T>& s, bool params, bool optimizer, bool rng) {
-    if (optimizer) {
-        net.reset_optimizer();
-        if (s.has_optimizer) net.prepare_optimizer(s.optimizer);
-        net.set_optimizer_steps(s.steps);
-        for (std::size_t b = 0; b < s.buffers.size(); ++b)
-            std::copy(s.buffers[b].begin(), s.buffers[b].end(), net.optimizer_state(int(b)));
-    }
-    if (params) std::copy(s.params.begin(), s.params.end(), net.params());
-    if (rng) net.rng().set_state(s.rng);
+void apply(Network<T>& net, const NetworkState<T>& s) {
+    net.reset_optimizer();
+    if (s.has_optimizer) net.prepare_optimizer(s.optimizer);
+    net.set_optimizer_steps(s.steps);
+    for (std::size_t b = 0; b < s.buffers.size(); ++b)
+        std::copy(s.buffers[b].begin(), s.buffers[b].end(), net.optimizer_state(int(b)));
+    std::copy(s.params.begin(), s.params.end(), net.params());
+    net.rng().set_state(s.rng);
 }
 
 py::tuple rng_tuple(const Rng::State& st) {
@@ -565,39 +563,14 @@ void restore(NetworkHandle<T>& h, const py::handle& params, const py::object& op
     s.rng = checked_rng(rng_words, has_spare, spare);
     py::gil_scoped_release release;
     auto lock = h.lock().write("restore");
-    apply(h.net(), s, true, true, true);
+    apply(h.net(), s);
 }
 
 template <typename T>
 void bind_state(NetworkClass<T>& cls) {
-    using Handle = NetworkHandle<T>;
     cls.def("snapshot", &snapshot<T>);
     cls.def("restore", &restore<T>, py::arg("params"), py::arg("optimizer"), py::arg("steps"),
             py::arg("buffers"), py::arg("rng_words"), py::arg("has_spare"), py::arg("spare"));
-    // TODO(remove once network.py uses snapshot / restore): the four calls below.
-    cls.def("optimizer_state", [](Handle& h) {
-        auto t = snapshot(h);
-        return py::make_tuple(t[1], t[2], t[3]);
-    });
-    cls.def("rng_state", [](Handle& h) {
-        const py::tuple t = snapshot(h);
-        return py::object(t[4]);
-    });
-    cls.def("set_optimizer_state", [](Handle& h, const py::object& optimizer,
-                                      const py::handle& steps, const py::handle& buffers) {
-        NetworkState<T> s;
-        check_optimizer_state(s, optimizer, steps, buffers, h.net().parameter_count());
-        py::gil_scoped_release release;
-        auto lock = h.lock().write("set_optimizer_state");
-        apply(h.net(), s, false, true, false);
-    });
-    cls.def("set_rng_state", [](Handle& h, const py::handle& words, bool has_spare, double spare) {
-        NetworkState<T> s;
-        s.rng = checked_rng(words, has_spare, spare);
-        py::gil_scoped_release release;
-        auto lock = h.lock().write("set_rng_state");
-        apply(h.net(), s, false, false, true);
-    });
 }
 
 }  // namespace

@@ -214,19 +214,10 @@ class _Network(Generic[_Float]):
         network's dtype; 0 <= steps <= 2**62, 0 without an optimizer; as many buffers as
         the rule keeps; words in [0, 2**64), not all 0; spare finite), then applies
         them all under one lock, or raises and changes nothing."""
-    # To be removed once fastmlp.network uses snapshot / restore:
-    def optimizer_state(self) -> tuple[str, int, list[npt.NDArray[_Float]]]:
-        """(rule, update count, copies of the state buffers)."""
-    def set_optimizer_state(
-        self, optimizer: OptimizerConfig | None, steps: int, buffers: list[npt.NDArray[_Float]]
-    ) -> None: ...
     def evaluate(
         self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool
     ) -> tuple[float, int]:
         """(mean loss, predictions right) over (x, y), in chunks."""
-    def rng_state(self) -> tuple[tuple[int, int, int, int], bool, float]:
-        """(to be removed: see snapshot) The generator's state: (xoshiro256** words, has a spare normal, the spare)."""
-    def set_rng_state(self, words: list[int], has_spare: bool, spare: float) -> None: ...
 
 class Network32(_Network[np.float32]): ...
 class Network64(_Network[np.float64]): ...
