@@ -10,6 +10,7 @@ never about how long something took:
 - a handler that calls fit during a fit: RuntimeError out of the fit, no hang;
 - two KeyboardInterrupts, the first handled by a handler that predicts: the fit ends;
 - a predict from another thread returns while the fit is still running;
+- a mutator (forward) from another thread waits until the fit has ended;
 - a snapshot from another thread is one state: the parameters, optimizer
   buffers and step count of the same update (a fresh fit of that many steps
   gives exactly them, and a network restored from it continues alike).
@@ -187,3 +188,37 @@ def test_a_snapshot_taken_during_a_fit_is_one_consistent_state():
         print("RESULT", same, np.array_equal(restored.params, fresh.params))
     """)
     assert result == "True True", "snapshot equals a fresh fit of its step count; its restore continues alike"
+
+
+def test_a_mutator_from_another_thread_waits_for_the_whole_fit():
+    result = run_scenario("""
+        calling, returned = threading.Event(), threading.Event()
+        seen = {}
+        def mutator():
+            wait_until_fitting()
+            calling.set()
+            net.forward(X[:4])  # changes the training cache: not between two batches
+            seen["steps when forward returned"] = steps_done()
+            returned.set()
+
+        def watcher():
+            calling.wait()
+            start = steps_done()
+            while steps_done() < start + 20:  # the fit goes on while forward waits
+                time.sleep(0.001)
+            seen["forward returned while the fit stepped"] = returned.is_set()
+            os.kill(os.getpid(), signal.SIGINT)
+
+        threads = [threading.Thread(target=mutator), threading.Thread(target=watcher)]
+        for thread in threads:
+            thread.start()
+        try:
+            net.fit(X, y, epochs=FOREVER, batch_size=32)
+        except KeyboardInterrupt:
+            pass
+        for thread in threads:
+            thread.join()
+        print("RESULT", seen["forward returned while the fit stepped"],
+              seen["steps when forward returned"] == steps_done())
+    """)
+    assert result == "False True", "forward waited while the fit stepped, and returned only once it had ended"
