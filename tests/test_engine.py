@@ -5,6 +5,7 @@ Scenarios that crashed or could hang the old code run in a subprocess with a
 timeout, so a regression fails one test instead of the whole run."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -162,3 +163,61 @@ def test_set_num_threads_refuses_a_huge_count_in_cpp(restore_num_threads):
     with pytest.raises(ValueError, match=r"set_num_threads: n must be between 1 and \d+, got 0"):
         _core.set_num_threads(0)
     assert fm.get_num_threads() == restore_num_threads
+
+
+# ---- defect 3: segment bounds whose sum overflows ------------------------------------------------
+
+
+@pytest.mark.parametrize("segment", [(1, 2**63 - 1), (2**63 - 1, 2), (3, 2**63 - 2), (11, 0), (-1, 2), (2, -1)])
+def test_lamb_segments_out_of_range_or_overflowing_refused_by_cpp(segment):
+    # kernels.lamb_step hands the segments to _core.optimizer_update, whose C++
+    # check runs here. Old code: offset + size wrapped around, passed the check
+    # and the update wrote far outside the buffer (a segfault), hence the subprocess.
+    result = run_python(f"""
+        import numpy as np
+        from fastmlp import kernels
+        params = np.zeros(10)
+        try:
+            kernels.lamb_step(params, np.ones(10), np.zeros(10), np.zeros(10), lr=0.1, step=1,
+                              segments=[{segment!r}])
+        except ValueError as error:
+            print("ValueError:", error)
+        assert not params.any(), "params changed"
+    """)
+    assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-2000:]}"
+    assert "ValueError:" in result.stdout and "segments" in result.stdout, result.stdout
+
+
+def test_lamb_segments_that_end_at_the_buffer_end_accepted():
+    params = np.ones(10)
+    kernels.lamb_step(params, np.ones(10), np.zeros(10), np.zeros(10), lr=0.1, step=1, segments=[(0, 4), (4, 6)])
+    assert np.all(params < 1)
+
+
+# ---- defect 9 (engine): layer sizes whose parameter count overflows ------------------------------
+
+
+@pytest.mark.parametrize("sizes", [[2**62, 4], [4, 2**62], [2**31, 2**31, 2**31], [2**62, 1, 2**62, 1],
+                                   [2**63 - 1, 1, 1]])
+def test_network_with_overflowing_parameter_count_refused_by_cpp(sizes):
+    # Straight to the engine's constructor (the Python API checks too). The old
+    # engine wrapped the count around and built a tiny network, then wrote its
+    # initial weights far past it (a segfault), hence the subprocess.
+    result = run_python(f"""
+        from fastmlp import _core
+        sizes = {sizes!r}
+        try:
+            _core.Network64(sizes, ["linear"] * (len(sizes) - 1), 0)
+        except ValueError as error:
+            print("ValueError:", error)
+    """)
+    assert result.returncode == 0, f"exit status {result.returncode}: {result.stderr[-2000:]}"
+    assert re.search(r"ValueError: Network: layer_sizes \[.*\] hold more parameters than an index can count",
+                     result.stdout), result.stdout
+
+
+def test_network_with_a_zero_layer_size_names_layer_sizes():
+    from fastmlp import _core
+
+    with pytest.raises(ValueError, match=r"every entry of layer_sizes must be >= 1, got \[3, 0, 2\]"):
+        _core.Network64([3, 0, 2], ["linear", "linear"], 0)

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <string>
 #include <thread>
 
 #include "fastmlp/dense.hpp"
@@ -51,19 +52,27 @@ Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activatio
     require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
     require(activations.size() == sizes.size() - 1,
             "Network: expected one activation per layer");
+    std::string listed;
+    for (const index size : sizes) listed += (listed.empty() ? "[" : ", ") + std::to_string(size);
+    listed += "]";
+    require(*std::min_element(sizes.begin(), sizes.end()) >= 1,
+            "Network: every entry of layer_sizes must be >= 1, got " + listed);
+    // The offsets are summed with overflow checks: a product that wrapped around
+    // would build a network far smaller than asked for.
+    const std::string too_large = "Network: layer_sizes " + listed +
+                                  " hold more parameters than an index can count";
     index offset = 0;
     for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
-        require(sizes[l] >= 1 && sizes[l + 1] >= 1, "Network: every layer size must be >= 1");
         Layer layer;
         layer.inputs = sizes[l];
         layer.outputs = sizes[l + 1];
         layer.activation = activations[l];
+        const index weights = checked_product(layer.inputs, layer.outputs, too_large.c_str());
         layer.weight_offset = offset;
-        offset += layer.inputs * layer.outputs;
-        layer.bias_offset = offset;
-        offset += layer.outputs;
+        layer.bias_offset = checked_sum(offset, weights, too_large.c_str());
+        offset = checked_sum(layer.bias_offset, layer.outputs, too_large.c_str());
         layers_.push_back(layer);
-        segments_.push_back(Segment{layer.weight_offset, layer.inputs * layer.outputs});
+        segments_.push_back(Segment{layer.weight_offset, weights});
         segments_.push_back(Segment{layer.bias_offset, layer.outputs});
     }
     max_width_ = *std::max_element(sizes.begin(), sizes.end());
@@ -102,12 +111,15 @@ void Network<T>::initialize(const std::vector<Init>& inits) {
 template <typename T>
 void Network<T>::reserve_workspace(index batch) {
     if (batch <= capacity_) return;
+    // batch × width for the widest layer; every other buffer is smaller.
+    const index widest = checked_product(batch, max_width_,
+                                         "the batch size × the widest layer overflows an index");
     for (std::size_t l = 0; l < layers_.size(); ++l) {
         z_[l].assign(batch * layers_[l].outputs, T(0));
         a_[l].assign(batch * layers_[l].outputs, T(0));
     }
-    delta_.assign(batch * max_width_, T(0));
-    delta_next_.assign(batch * max_width_, T(0));
+    delta_.assign(widest, T(0));
+    delta_next_.assign(widest, T(0));
     capacity_ = batch;
     cached_batch_ = -1;
 }
@@ -193,7 +205,8 @@ void Network<T>::zero_grad() {
 
 template <typename T>
 void Network<T>::reserve_predict(index chunk) {
-    if (index(predict_front_.size()) < chunk * max_width_) {
+    if (index(predict_front_.size()) <
+        checked_product(chunk, max_width_, "predict: chunk × the widest layer overflows an index")) {
         predict_front_.assign(chunk * max_width_, T(0));
         predict_back_.assign(chunk * max_width_, T(0));
     }
@@ -284,7 +297,8 @@ double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double h
     require(n >= 1, "evaluate: needs at least one sample");
     const index chunk = std::min(n, predict_chunk);
     reserve_predict(chunk);
-    if (index(evaluate_out_.size()) < chunk * outputs()) evaluate_out_.assign(chunk * outputs(), T(0));
+    if (index(evaluate_out_.size()) < chunk * outputs())  // within predict's buffers' size
+        evaluate_out_.assign(chunk * outputs(), T(0));
     T* out = evaluate_out_.data();  // kept: a validation set is evaluated every epoch
     double total = 0;
     index right = 0;
@@ -390,11 +404,13 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     std::vector<T> x_batch, y_batch;
     if (gather) {
         order.resize(n);
-        x_batch.resize(batch_size * in);
-        y_batch.resize(batch_size * out);
+        const char* overflow = "fit: batch_size × the layer width overflows an index";
+        x_batch.resize(checked_product(batch_size, in, overflow));
+        y_batch.resize(checked_product(batch_size, out, overflow));
     }
     const double normalizer_n = loss_normalizer(options.loss, n, out);
-    const double accuracy_units = options.loss == Loss::cross_entropy ? double(n) : double(n * out);
+    const double accuracy_units =
+        options.loss == Loss::cross_entropy ? double(n) : double(n) * double(out);
 
     // What SGD's updates learn of the parameters' size (unknown at the start:
     // the parameters may have changed since the last fit).
@@ -426,7 +442,7 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
             if (gather) {
                 // Rows picked at random from a large X come from memory, one
                 // cache miss after another: two threads fetch them faster.
-                const index tasks = (rows + gather_rows - 1) / gather_rows;
+                const index tasks = ceil_div(rows, gather_rows);
                 const int gather_threads =
                     threads_for(double(rows) * double(in + out), gather_parallel);
                 parallel_for(gather_threads, tasks, [&](index task) {
