@@ -4,6 +4,7 @@ refuses, overflow-safe sizes and offsets, the generator's state, and the split f
 Scenarios that crashed or could hang the old code run in a subprocess with a
 timeout, so a regression fails one test instead of the whole run."""
 
+import inspect
 import os
 import re
 import subprocess
@@ -221,3 +222,58 @@ def test_network_with_a_zero_layer_size_names_layer_sizes():
 
     with pytest.raises(ValueError, match=r"every entry of layer_sizes must be >= 1, got \[3, 0, 2\]"):
         _core.Network64([3, 0, 2], ["linear", "linear"], 0)
+
+
+# ---- defect 7 (engine): the generator's state ----------------------------------------------------
+
+
+def set_generator(core, words, has_spare, spare):
+    """Sets a _core network's generator through the binding this build has."""
+    if hasattr(core, "restore"):
+        params, kind, steps, buffers, _ = core.snapshot()
+        core.restore(params, None, 0, [], words, has_spare, spare)
+    else:
+        core.set_rng_state(words, has_spare, spare)
+
+
+def test_all_zero_generator_state_refused_and_shuffled_fit_ends():
+    # Old code: the zero state was taken, and the shuffled fit's first draw
+    # (below()'s rejection loop on a generator stuck at 0) never returned.
+    helper = inspect.getsource(set_generator)
+    result = run_python(helper + """
+import numpy as np
+import fastmlp as fm
+net = fm.Network([3, 4, 2], seed=0, dtype="float64")
+core = net._core
+before = core.rng_state() if hasattr(core, "rng_state") else core.snapshot()[4]
+try:
+    set_generator(core, [0, 0, 0, 0], False, 0.0)
+except ValueError as error:
+    print("ValueError:", error)
+after = core.rng_state() if hasattr(core, "rng_state") else core.snapshot()[4]
+assert after == before, (before, after)
+X = np.arange(24.0).reshape(8, 3) / 24
+net.fit(X, X[:, :2], epochs=2, batch_size=2, shuffle=True)
+print("fitted")
+""", timeout=60)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "ValueError:" in result.stdout and "zero" in result.stdout, result.stdout
+    assert "fitted" in result.stdout
+
+
+@pytest.mark.parametrize("spare", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_spare_normal_refused(spare):
+    from fastmlp import _core
+
+    net = _core.Network64([3, 4, 2], ["relu", "linear"], 0)
+    with pytest.raises(ValueError, match="spare"):
+        set_generator(net, [1, 2, 3, 4], True, spare)
+
+
+def test_a_valid_generator_state_is_taken():
+    from fastmlp import _core
+
+    net = _core.Network64([3, 4, 2], ["relu", "linear"], 0)
+    set_generator(net, [1, 0, 0, 0], True, 0.25)
+    state = net.rng_state() if hasattr(net, "rng_state") else net.snapshot()[4]
+    assert tuple(state[0]) == (1, 0, 0, 0) and state[1] is True and state[2] == 0.25
