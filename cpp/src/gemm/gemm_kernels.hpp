@@ -2,7 +2,7 @@
 //
 // The driver (gemm.cpp, portable code) checks arguments, picks a kernel at run
 // time from the CPU's features, splits C into one rectangle per task and runs
-// the tasks on OpenMP threads. Each ISA file (gemm_avx512.cpp, gemm_avx2.cpp,
+// the tasks on the pool's threads (threading.hpp). Each ISA file (gemm_avx512.cpp, gemm_avx2.cpp,
 // gemm_portable.cpp, each compiled with its own flags) provides gemm_tile for
 // float and double: the BLIS loops over one rectangle of C.
 //
