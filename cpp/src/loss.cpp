@@ -122,6 +122,8 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
 
 template <typename T>
 index count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs) {
+    require(batch >= 0 && outputs >= 0, "count_correct: sizes must be non-negative");
+    checked_product(batch, outputs, "count_correct: batch × outputs overflows an index");
     index correct = 0;
     if (loss == Loss::cross_entropy) {
         for (index i = 0; i < batch; ++i) {
