@@ -156,6 +156,39 @@ def test_lowering_the_thread_count_ends_the_surplus_helpers(restore_num_threads)
     assert result.stdout.strip() == "OK"
 
 
+def test_changing_the_thread_count_while_other_threads_compute():
+    # set_num_threads ends helpers once the running job is over; jobs keep
+    # coming from two other threads meanwhile. In a subprocess: a deadlock
+    # between the two would hang.
+    result = run_python("""
+        import threading
+        import numpy as np
+        import fastmlp as fm
+        from fastmlp import kernels
+        rng = np.random.default_rng(0)
+        a, b = rng.normal(size=(128, 128)), rng.normal(size=(128, 128))
+        expected = a @ b
+        wrong = []
+        done = threading.Event()
+        def compute():
+            while not done.is_set():
+                if not np.allclose(kernels.gemm(a, b), expected, rtol=1e-12, atol=1e-12):
+                    wrong.append(1)
+        workers = [threading.Thread(target=compute) for _ in range(2)]
+        for w in workers:
+            w.start()
+        for i in range(60):
+            fm.set_num_threads(1 + i % 5)
+        done.set()
+        for w in workers:
+            w.join()
+        assert not wrong, len(wrong)
+        print("OK")
+    """, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "OK"
+
+
 def test_set_num_threads_refuses_a_huge_count_in_cpp(restore_num_threads):
     from fastmlp import _core
 

@@ -168,11 +168,12 @@ private:
 
 public:
     // Ends the helpers beyond the first `keep` (set_num_threads lowered the
-    // count) once no job runs, and lets the pool try again to start the threads
-    // that the system once refused.
+    // count) once no job runs, and starts afresh: the pool tries again to start
+    // the threads the system once refused, and ends a spell of working alone.
     void release_helpers(int keep) {
         std::lock_guard<std::mutex> submit(submit_mutex_);
         start_refused_ = false;
+        backoff_until_ = {};
         if (int(helpers_.size()) <= keep) return;
         {
             std::lock_guard<std::mutex> lock(sleep_mutex_);
