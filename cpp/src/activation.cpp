@@ -261,7 +261,8 @@ void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* 
                               const T* z, const T* a, index batch, index outputs,
                               bool accumulate) {
     require(batch >= 0 && outputs >= 0, "activation_bias_backward: sizes must be non-negative");
-    checked_product(batch, outputs, "activation_bias_backward: batch × outputs overflows an index");
+    checked_product(batch, outputs,
+                    "activation_bias_backward: batch × outputs overflows an index");
     constexpr index block = 64;
     const index blocks = ceil_div(outputs, block);
     const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);

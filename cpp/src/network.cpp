@@ -213,10 +213,11 @@ void Network<T>::zero_grad() {
 
 template <typename T>
 void Network<T>::reserve_predict(index chunk) {
-    if (index(predict_front_.size()) <
-        checked_product(chunk, max_width_, "predict: chunk × the widest layer overflows an index")) {
-        predict_front_.assign(chunk * max_width_, T(0));
-        predict_back_.assign(chunk * max_width_, T(0));
+    const index size =
+        checked_product(chunk, max_width_, "predict: chunk × the widest layer overflows an index");
+    if (index(predict_front_.size()) < size) {
+        predict_front_.assign(size, T(0));
+        predict_back_.assign(size, T(0));
     }
 }
 

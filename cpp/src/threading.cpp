@@ -25,8 +25,8 @@
 #include <exception>
 #include <limits>
 #include <mutex>
-#include <thread>
 #include <string>
+#include <thread>
 #include <utility>
 #include <vector>
 

@@ -25,14 +25,16 @@ inline void require(bool condition, const std::string& message) {
 // the product does not fit an index (never wraps around).
 inline index checked_product(index a, index b, const char* message) {
     index product = 0;
-    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &product)) throw std::invalid_argument(message);
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &product))
+        throw std::invalid_argument(message);
     return product;
 }
 
 // a + b for sizes a, b >= 0, with the same check.
 inline index checked_sum(index a, index b, const char* message) {
     index sum = 0;
-    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &sum)) throw std::invalid_argument(message);
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &sum))
+        throw std::invalid_argument(message);
     return sum;
 }
 

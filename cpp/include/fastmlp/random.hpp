@@ -87,7 +87,8 @@ public:
     // Refuses (std::invalid_argument) four zero words and a non-finite spare.
     void set_state(const State& s) {
         require((s.words[0] | s.words[1] | s.words[2] | s.words[3]) != 0,
-                "rng state: the four words must not all be zero (xoshiro256** would draw 0 forever)");
+                "rng state: the four words must not all be zero "
+                "(xoshiro256** would draw 0 forever)");
         require(std::isfinite(s.spare),
                 "rng state: the spare normal must be finite, got " + std::to_string(s.spare));
         for (int i = 0; i < 4; ++i) state_[i] = s.words[i];
