@@ -60,7 +60,7 @@ template <typename F>
 void for_each_chunk(index n, F f) {
     constexpr index chunk = 1 << 14;
     const int nt = threads_for(double(n), elementwise_threshold);
-    parallel_for(nt, (n + chunk - 1) / chunk,
+    parallel_for(nt, ceil_div(n, chunk),
                  [&](index c) { f(c * chunk, (c + 1) * chunk < n ? (c + 1) * chunk : n); });
 }
 
@@ -216,10 +216,11 @@ template <typename T>
 void bias_activation_forward(Activation activation, T* a, T* z, const T* bias, index batch,
                              index outputs) {
     require(batch >= 0 && outputs >= 0, "bias_activation_forward: sizes must be non-negative");
+    checked_product(batch, outputs, "bias_activation_forward: batch × outputs overflows an index");
     const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
     const index rows = std::max<index>(1, (1 << 14) / std::max<index>(outputs, 1));
     with_activation<T>(activation, [&](auto f, auto) {
-        parallel_for(nt, (batch + rows - 1) / rows, [&](index c) {
+        parallel_for(nt, ceil_div(batch, rows), [&](index c) {
             bias_activation_cells(f, a, z, bias, outputs, c * rows,
                                   std::min(batch, (c + 1) * rows), index(0), outputs);
         });
@@ -234,8 +235,10 @@ void activation_bias_backward(Activation activation, T* dz, T* d_bias, const T* 
                               const T* z, const T* a, index batch, index outputs,
                               bool accumulate) {
     require(batch >= 0 && outputs >= 0, "activation_bias_backward: sizes must be non-negative");
+    checked_product(batch, outputs,
+                    "activation_bias_backward: batch × outputs overflows an index");
     constexpr index block = 64;
-    const index blocks = (outputs + block - 1) / block;
+    const index blocks = ceil_div(outputs, block);
     const int nt = threads_for(double(batch) * double(outputs), elementwise_threshold);
     with_activation<T>(activation, [&](auto, auto df) {
         parallel_for(nt, blocks, [&](index blk) {

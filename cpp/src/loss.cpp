@@ -56,6 +56,7 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
                  double delta, index batch) {
     require(rows >= 0 && outputs >= 0, "loss: sizes must be non-negative");
     require(rows <= batch, "loss: the rows are part of the batch (rows <= batch)");
+    checked_product(batch, outputs, "loss: batch × outputs overflows an index");
     require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
             "loss: huber's delta must be positive and finite");
     if (rows == 0 || outputs == 0) return 0.0;
@@ -102,6 +103,8 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
 
 template <typename T>
 index count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs) {
+    require(batch >= 0 && outputs >= 0, "count_correct: sizes must be non-negative");
+    checked_product(batch, outputs, "count_correct: batch × outputs overflows an index");
     index correct = 0;
     if (loss == Loss::cross_entropy) {
         for (index i = 0; i < batch; ++i) {
@@ -119,6 +122,7 @@ index count_correct(Loss loss, const T* pred, const T* target, index batch, inde
 template <typename T>
 void softmax_rows(T* out, const T* z, index batch, index outputs) {
     require(batch >= 0 && outputs >= 1, "softmax: needs at least one column");
+    checked_product(batch, outputs, "softmax: batch × outputs overflows an index");
     for (index i = 0; i < batch; ++i) {
         const T* row = z + i * outputs;
         T* o = out + i * outputs;

@@ -8,6 +8,8 @@
 #include <cstring>
 #include <limits>
 #include <numeric>
+#include <utility>
+#include <string>
 #include <thread>
 
 #include "fastmlp/gemm.hpp"
@@ -38,19 +40,27 @@ Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activatio
     require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
     require(activations.size() == sizes.size() - 1,
             "Network: expected one activation per layer");
+    std::string listed;
+    for (const index size : sizes) listed += (listed.empty() ? "[" : ", ") + std::to_string(size);
+    listed += "]";
+    require(*std::min_element(sizes.begin(), sizes.end()) >= 1,
+            "Network: every entry of layer_sizes must be >= 1, got " + listed);
+    // The offsets are summed with overflow checks: a product that wrapped around
+    // would build a network far smaller than asked for.
+    const std::string too_large = "Network: layer_sizes " + listed +
+                                  " hold more parameters than an index can count";
     index offset = 0;
     for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
-        require(sizes[l] >= 1 && sizes[l + 1] >= 1, "Network: every layer size must be >= 1");
         Layer layer;
         layer.inputs = sizes[l];
         layer.outputs = sizes[l + 1];
         layer.activation = activations[l];
+        const index weights = checked_product(layer.inputs, layer.outputs, too_large.c_str());
         layer.weight_offset = offset;
-        offset += layer.inputs * layer.outputs;
-        layer.bias_offset = offset;
-        offset += layer.outputs;
+        layer.bias_offset = checked_sum(offset, weights, too_large.c_str());
+        offset = checked_sum(layer.bias_offset, layer.outputs, too_large.c_str());
         layers_.push_back(layer);
-        segments_.push_back(Segment{layer.weight_offset, layer.inputs * layer.outputs});
+        segments_.push_back(Segment{layer.weight_offset, weights});
         segments_.push_back(Segment{layer.bias_offset, layer.outputs});
     }
     max_width_ = *std::max_element(sizes.begin(), sizes.end());
@@ -89,46 +99,56 @@ void Network<T>::initialize(const std::vector<Init>& inits) {
 template <typename T>
 void Network<T>::reserve_workspace(index batch) {
     if (batch <= capacity_) return;
+    // batch × width for the widest layer; every other buffer is smaller.
+    const index widest = checked_product(batch, max_width_,
+                                         "the batch size × the widest layer overflows an index");
     for (std::size_t l = 0; l < layers_.size(); ++l) {
         z_[l].assign(batch * layers_[l].outputs, T(0));
         a_[l].assign(batch * layers_[l].outputs, T(0));
     }
-    delta_.assign(batch * max_width_, T(0));
-    delta_next_.assign(batch * max_width_, T(0));
+    delta_.assign(widest, T(0));
+    delta_next_.assign(widest, T(0));
     capacity_ = batch;
     cached_batch_ = -1;
 }
 
-// Rows [first, first + count) of the batch: x points at row `first` of the input;
-// Z and A are written at the same rows of the workspace.
+// The one layer walk of every forward pass (forward, fit's steps, predict and
+// evaluate): `rows` rows of x (rows, I) through each layer, Z_l = A_{l-1} · W_lᵀ
+// then, tile by tile while in cache, Z_l += b_l and A_l = f(Z_l). where(l)
+// gives the pair {Z_l, A_l} of row pointers (O_l apart); inference passes the
+// same buffer twice (A_l overwrites Z_l).
 template <typename T>
-void Network<T>::forward_rows(const T* x, index first, index count) {
+template <typename Where>
+void Network<T>::walk_layers(const T* x, index rows, Where where) {
     const T* input = x;
     for (std::size_t l = 0; l < layers_.size(); ++l) {
         const Layer& layer = layers_[l];
-        T* z = z_[l].data() + first * layer.outputs;
-        T* a = a_[l].data() + first * layer.outputs;
-        // Z = A_prev · Wᵀ, then (tile by tile, in cache) Z += b and A = f(Z).
+        const auto [z, a] = where(l);
         BiasActivation<T> epilogue{layer.activation, a, z, params_.data() + layer.bias_offset,
                                    layer.outputs};
-        gemm<T>(Transpose::none, Transpose::transpose, count, layer.outputs, layer.inputs, T(1),
+        gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs, T(1),
                 input, layer.inputs, params_.data() + layer.weight_offset, layer.inputs, T(0), z,
                 layer.outputs, GemmEpilogue{&bias_activation_block<T>, &epilogue});
         input = a;
     }
 }
 
+// Rows [first, first + count) of the batch, kept for backward: x points at row
+// `first` of the input; Z_l and A_l are written at the same rows of the workspace.
 template <typename T>
-void Network<T>::forward_layers(const T* x, index batch) {
-    forward_rows(x, 0, batch);
-    cached_batch_ = batch;
+void Network<T>::forward_rows(const T* x, index first, index count) {
+    walk_layers(x, count, [&](std::size_t l) {
+        const index at = first * layers_[l].outputs;
+        return std::pair<T*, T*>{z_[l].data() + at, a_[l].data() + at};
+    });
 }
 
 template <typename T>
 const T* Network<T>::forward(const T* x, index batch) {
     require(batch >= 1, "forward: the batch must hold at least one sample");
     reserve_workspace(batch);
-    forward_layers(x, batch);
+    forward_rows(x, 0, batch);
+    cached_batch_ = batch;
     return a_.back().data();
 }
 
@@ -180,9 +200,11 @@ void Network<T>::zero_grad() {
 
 template <typename T>
 void Network<T>::reserve_predict(index chunk) {
-    if (index(predict_front_.size()) < chunk * max_width_) {
-        predict_front_.assign(chunk * max_width_, T(0));
-        predict_back_.assign(chunk * max_width_, T(0));
+    const index size =
+        checked_product(chunk, max_width_, "predict: chunk × the widest layer overflows an index");
+    if (index(predict_front_.size()) < size) {
+        predict_front_.assign(size, T(0));
+        predict_back_.assign(size, T(0));
     }
 }
 
@@ -193,21 +215,11 @@ void Network<T>::predict(const T* x, index n, T* out) {
     reserve_predict(chunk);
     for (index start = 0; start < n; start += chunk) {
         const index rows = std::min(chunk, n - start);
-        const T* input = x + start * inputs();
-        T* front = predict_front_.data();
-        T* back = predict_back_.data();
-        for (std::size_t l = 0; l < layers_.size(); ++l) {
-            const Layer& layer = layers_[l];
-            T* z = l + 1 == layers_.size() ? out + start * outputs() : front;
-            BiasActivation<T> epilogue{layer.activation, z, z,
-                                       params_.data() + layer.bias_offset, layer.outputs};
-            gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs,
-                    T(1), input, layer.inputs, params_.data() + layer.weight_offset,
-                    layer.inputs, T(0), z, layer.outputs,
-                    GemmEpilogue{&bias_activation_block<T>, &epilogue});
-            input = z;
-            std::swap(front, back);
-        }
+        T* const buffers[2] = {predict_front_.data(), predict_back_.data()};
+        walk_layers(x + start * inputs(), rows, [&](std::size_t l) {
+            T* z = l + 1 == layers_.size() ? out + start * outputs() : buffers[l % 2];
+            return std::pair<T*, T*>{z, z};
+        });
     }
 }
 
@@ -271,7 +283,8 @@ double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double h
     require(n >= 1, "evaluate: needs at least one sample");
     const index chunk = std::min(n, predict_chunk);
     reserve_predict(chunk);
-    if (index(evaluate_out_.size()) < chunk * outputs()) evaluate_out_.assign(chunk * outputs(), T(0));
+    if (index(evaluate_out_.size()) < chunk * outputs())  // within predict's buffers' size
+        evaluate_out_.assign(chunk * outputs(), T(0));
     T* out = evaluate_out_.data();  // kept: a validation set is evaluated every epoch
     double total = 0;
     index right = 0;
@@ -354,103 +367,163 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
     return loss[0] + loss[1];
 }
 
+// What fit works out once, before the first epoch: the batches, the gather
+// buffers of shuffled mini-batches, and what SGD's updates learn of the
+// parameters' size (unknown at the start: they may have changed since the last fit).
 template <typename T>
-FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options,
-                          const FitRecord& record, const std::function<bool()>& should_stop) {
+struct Network<T>::FitPlan {
+    const T* x;
+    const T* y;
+    index n;
+    index batch_size;   // rows per step; the last batch of an epoch may hold fewer
+    bool gather;        // shuffled mini-batches: each batch's rows are copied together
+    std::vector<index> order;      // the epoch's order of the rows (n), when gathering
+    std::vector<T> x_batch, y_batch;  // (batch_size, I) and (batch_size, O), when gathering
+    double normalizer;      // loss_normalizer of all n rows
+    double accuracy_units;  // what FitRecord::accuracy divides by
+    SgdBounds bounds;
+};
+
+// One epoch's sums over its batches.
+template <typename T>
+struct Network<T>::EpochSums {
+    double loss = 0, grad_norm = 0, lr = 0;  // lr: the last update's
+    index batches = 0, correct = 0;
+};
+
+template <typename T>
+void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(n >= 1, "fit: needs at least one sample");
     require(options.epochs >= 1, "fit: epochs must be >= 1");
     options.optimizer.validate();
     options.schedule.validate();
-    require(options.loss != Loss::huber || (options.huber_delta > 0 && std::isfinite(options.huber_delta)),
+    require(options.loss != Loss::huber ||
+                (options.huber_delta > 0 && std::isfinite(options.huber_delta)),
             "fit: huber's delta must be positive and finite");
-    const index in = inputs(), out = outputs();
-    const index batch_size =
-        options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
-    const bool gather = options.shuffle && batch_size < n;
+}
 
-    // Everything the loop needs is allocated here, before the first epoch.
-    reserve_workspace(batch_size);
+// Everything the loop needs is allocated here, before the first epoch.
+template <typename T>
+typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, index n,
+                                                  const FitOptions& options) {
+    FitPlan plan{x, y, n};
+    plan.batch_size = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
+    plan.gather = options.shuffle && plan.batch_size < n;
+    reserve_workspace(plan.batch_size);
     prepare_optimizer(options.optimizer);
-    if (std::max(step_pieces(batch_size), step_pieces(n % batch_size)) > 1)
+    if (std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
         piece_grads_.resize(params_.size());
-    std::vector<index> order;
-    std::vector<T> x_batch, y_batch;
-    if (gather) {
-        order.resize(n);
-        x_batch.resize(batch_size * in);
-        y_batch.resize(batch_size * out);
+    if (plan.gather) {
+        const char* overflow = "fit: batch_size × the layer width overflows an index";
+        plan.order.resize(n);
+        plan.x_batch.resize(checked_product(plan.batch_size, inputs(), overflow));
+        plan.y_batch.resize(checked_product(plan.batch_size, outputs(), overflow));
     }
-    const double normalizer_n = loss_normalizer(options.loss, n, out);
-    const double accuracy_units = options.loss == Loss::cross_entropy ? double(n) : double(n * out);
+    plan.normalizer = loss_normalizer(options.loss, n, outputs());
+    plan.accuracy_units = options.loss == Loss::cross_entropy ? double(n)
+                                                              : double(n) * double(outputs());
+    return plan;
+}
 
-    // What SGD's updates learn of the parameters' size (unknown at the start:
-    // the parameters may have changed since the last fit).
-    SgdBounds bounds;
+// Fisher–Yates over 0..n-1 from the network's generator: i from n - 1 down to
+// 1 swaps order[i] with order[below(i + 1)], n - 1 draws. Each epoch's order
+// depends only on the generator, so fit(3) + fit(3) is fit(6);
+// reference.Network.fit makes the same draws in the same order.
+template <typename T>
+void Network<T>::shuffle(std::vector<index>& order) {
+    std::iota(order.begin(), order.end(), index(0));
+    for (index i = index(order.size()) - 1; i > 0; --i)
+        std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
+}
+
+// Copies rows order[start .. start + rows) of X and Y into the batch buffers.
+// Rows picked at random from a large X come from memory, one cache miss after
+// another: two threads fetch them faster.
+template <typename T>
+void Network<T>::gather_batch(FitPlan& plan, index start, index rows) {
+    const index in = inputs(), out = outputs();
+    const int threads = threads_for(double(rows) * double(in + out), gather_parallel);
+    parallel_for(threads, ceil_div(rows, gather_rows), [&](index task) {
+        const index end = std::min(rows, (task + 1) * gather_rows);
+        for (index r = task * gather_rows; r < end; ++r) {
+            const index src = plan.order[start + r];
+            std::memcpy(plan.x_batch.data() + r * in, plan.x + src * in, sizeof(T) * in);
+            std::memcpy(plan.y_batch.data() + r * out, plan.y + src * out, sizeof(T) * out);
+        }
+    });
+}
+
+// One step on the batch that starts at row `start` of the epoch: gather,
+// forward, loss, backward, update; adds its figures to `sums`. Returns what
+// turned non-finite (the step then changed nothing), or nullptr.
+template <typename T>
+const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, index start,
+                                    EpochSums& sums) {
+    const index rows = std::min(plan.batch_size, plan.n - start);
+    // The step runs on all threads or on one, whichever ThreadChoice finds
+    // faster here: the same bits either way.
+    const int threads = step_threads_.next();
+    const auto step_start = std::chrono::steady_clock::now();
+    ThreadLimit limit(threads);
+    const T* xb = plan.x + start * inputs();
+    const T* yb = plan.y + start * outputs();
+    if (plan.gather) {
+        gather_batch(plan, start, rows);
+        xb = plan.x_batch.data();
+        yb = plan.y_batch.data();
+    }
+    const double normalizer = loss_normalizer(options.loss, rows, outputs());
+    const double loss = forward_backward(xb, yb, rows, options, &sums.correct) / normalizer;
+    // Summed in double, but a loss the network's dtype cannot hold counts as
+    // non-finite: its outputs are about to overflow.
+    if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return "the loss";
+    const StepResult step = optimizer_step(options.optimizer, options.schedule, &plan.bounds);
+    step_threads_.record(threads, seconds_since(step_start));
+    if (!step.gradient_finite) return "the gradient";
+    if (step.kept > 0) return "an update";
+    sums.loss += loss * normalizer;
+    sums.grad_norm += step.grad_norm;
+    sums.lr = step.lr;
+    ++sums.batches;
+    return nullptr;
+}
+
+// One pass over the data, its order shuffled first when gathering. Returns
+// false, with result's status set, when should_stop asked or a step failed.
+template <typename T>
+bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch,
+                           EpochSums& sums, const std::function<bool()>& should_stop,
+                           FitResult& result) {
+    if (plan.gather) shuffle(plan.order);
+    for (index start = 0; start < plan.n; start += plan.batch_size) {
+        if (should_stop && should_stop()) {
+            result.status = FitStatus::interrupted;
+            return false;
+        }
+        if (const char* failed = train_batch(plan, options, start, sums)) {
+            result.status = FitStatus::non_finite;
+            result.failed_epoch = epoch;
+            result.failed_batch = sums.batches;
+            result.reason = failed;
+            return false;
+        }
+    }
+    return true;
+}
+
+template <typename T>
+FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options,
+                          const FitRecord& record, const std::function<bool()>& should_stop) {
+    check_fit_options(n, options);
+    FitPlan plan = plan_fit(x, y, n, options);
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
-        if (gather) {
-            // Fisher–Yates over 0..n-1 from the network's generator: each epoch's order
-            // depends only on the generator, so fit(3) + fit(3) is fit(6).
-            std::iota(order.begin(), order.end(), index(0));
-            for (index i = n - 1; i > 0; --i)
-                std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
-        }
-        double loss_sum = 0, norm_sum = 0, last_lr = 0;
-        index batch_index = 0, correct = 0;
-        for (index start = 0; start < n; start += batch_size, ++batch_index) {
-            if (should_stop && should_stop()) {
-                result.status = FitStatus::interrupted;
-                return result;
-            }
-            const index rows = std::min(batch_size, n - start);
-            const T* xb = x + start * in;
-            const T* yb = y + start * out;
-            // The step runs on all threads or on one, whichever ThreadChoice
-            // finds faster here: the same bits either way.
-            const int threads = step_threads_.next();
-            const auto step_start = std::chrono::steady_clock::now();
-            ThreadLimit limit(threads);
-            if (gather) {
-                // Rows picked at random from a large X come from memory, one
-                // cache miss after another: two threads fetch them faster.
-                const index tasks = (rows + gather_rows - 1) / gather_rows;
-                const int gather_threads =
-                    threads_for(double(rows) * double(in + out), gather_parallel);
-                parallel_for(gather_threads, tasks, [&](index task) {
-                    const index end = std::min(rows, (task + 1) * gather_rows);
-                    for (index r = task * gather_rows; r < end; ++r) {
-                        const index src = order[start + r];
-                        std::memcpy(x_batch.data() + r * in, x + src * in, sizeof(T) * in);
-                        std::memcpy(y_batch.data() + r * out, y + src * out, sizeof(T) * out);
-                    }
-                });
-                xb = x_batch.data();
-                yb = y_batch.data();
-            }
-            const double loss = forward_backward(xb, yb, rows, options, &correct) /
-                                loss_normalizer(options.loss, rows, out);
-            auto fail = [&](const char* reason) {
-                result.status = FitStatus::non_finite;
-                result.failed_epoch = epoch;
-                result.failed_batch = batch_index;
-                result.reason = reason;
-                return result;
-            };
-            // Summed in double, but a loss the network's dtype cannot hold counts as
-            // non-finite: its outputs are about to overflow.
-            if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return fail("the loss");
-            const StepResult step = optimizer_step(options.optimizer, options.schedule, &bounds);
-            step_threads_.record(threads, seconds_since(step_start));
-            if (!step.gradient_finite) return fail("the gradient");
-            if (step.kept > 0) return fail("an update");
-            loss_sum += loss * loss_normalizer(options.loss, rows, out);
-            norm_sum += step.grad_norm;
-            last_lr = step.lr;
-        }
-        if (record.loss) record.loss[epoch] = loss_sum / normalizer_n;
-        if (record.grad_norm) record.grad_norm[epoch] = norm_sum / double(batch_index);
-        if (record.lr) record.lr[epoch] = last_lr;
-        if (record.accuracy) record.accuracy[epoch] = double(correct) / accuracy_units;
+        EpochSums sums;
+        if (!run_epoch(plan, options, epoch, sums, should_stop, result)) return result;
+        if (record.loss) record.loss[epoch] = sums.loss / plan.normalizer;
+        if (record.grad_norm) record.grad_norm[epoch] = sums.grad_norm / double(sums.batches);
+        if (record.lr) record.lr[epoch] = sums.lr;
+        if (record.accuracy) record.accuracy[epoch] = double(sums.correct) / plan.accuracy_units;
         result.epochs_completed = epoch + 1;
     }
     return result;

@@ -70,7 +70,7 @@ namespace {
 constexpr index max_pieces = 256;
 
 // Fixed pieces of a range of n: at least 16 Ki elements each, at most 256 of them.
-index piece_size(index n) { return std::max<index>(1 << 14, (n + max_pieces - 1) / max_pieces); }
+index piece_size(index n) { return std::max<index>(1 << 14, ceil_div(n, max_pieces)); }
 
 int threads_for_elements(index n) { return threads_for(double(n), double(1 << 17)); }
 
@@ -318,6 +318,21 @@ FASTMLP_CLONES double sum_squares(const T* __restrict g, index begin, index end,
     return total;
 }
 
+// LAMB's segments: in order, disjoint, inside [0, n). offset + size is formed
+// only once it is known to fit (size <= n - offset), so no sum can wrap around.
+void check_segments(const std::vector<Segment>& segments, index n) {
+    index covered = 0;
+    for (const Segment& segment : segments) {
+        require(segment.offset >= covered && segment.size >= 0 && segment.offset <= n &&
+                    segment.size <= n - segment.offset,
+                "optimizer_update: segments must be in order, disjoint and inside the buffer of " +
+                    std::to_string(n) + " parameters, got (offset " +
+                    std::to_string(segment.offset) + ", size " + std::to_string(segment.size) +
+                    ")");
+        covered = segment.offset + segment.size;
+    }
+}
+
 // Runs body(k, begin, end) for the fixed pieces k of [offset, offset + n) (at
 // most max_pieces, their bounds independent of the threads) in parallel;
 // returns how many pieces there were, for the caller to combine what each
@@ -326,7 +341,7 @@ template <typename Body>
 index for_pieces(index offset, index n, Body&& body) {
     if (n <= 0) return 0;
     const index piece = piece_size(n);
-    const index pieces = (n + piece - 1) / piece;
+    const index pieces = ceil_div(n, piece);
     parallel_for(threads_for_elements(n), pieces, [&](index k) {
         const index begin = offset + k * piece;
         body(k, begin, std::min(offset + n, begin + piece));
@@ -500,13 +515,7 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
                     return lamb_apply_range(c, step, params, s1, s2, b, e);
                 });
             };
-            for (const Segment& segment : segments) {  // all checked before any update
-                require(segment.offset >= covered && segment.size >= 0 &&
-                            segment.offset + segment.size <= n,
-                        "optimizer_update: segments must be in order, disjoint and inside the buffer");
-                covered = segment.offset + segment.size;
-            }
-            covered = 0;
+            check_segments(segments, n);  // all checked before any update
             for (const Segment& segment : segments) {
                 lamb_range(covered, segment.offset - covered, false);
                 lamb_range(segment.offset, segment.size, true);

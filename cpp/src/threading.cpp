@@ -4,11 +4,15 @@
 // its fields, then a ticket (generation << 32 | next index), then the generation.
 // Workers claim an index by compare-and-swap on the ticket, which fails once the
 // generation moved on, so a worker that wakes late can never run a piece of a
-// finished job, nor a piece of the new one with the old one's fields. An
-// exception thrown by a piece is kept and rethrown on the caller once every
-// piece has stopped.
+// finished job, nor a piece of the new one with the old one's fields (the fences
+// in run() and work() make that hold on weakly-ordered CPUs too). An exception
+// thrown by a piece is kept and rethrown on the caller once every piece has
+// stopped.
 // Helpers spin briefly after a job (consecutive kernels of a training step
-// follow within microseconds), then sleep on a condition variable.
+// follow within microseconds), then sleep on a condition variable. They are
+// started when a job first asks for them; a thread the system refuses to start
+// (a process or memory limit) leaves the jobs to the helpers that did start.
+// Lowering the thread count ends the surplus helpers.
 #include "fastmlp/threading.hpp"
 
 #include <algorithm>
@@ -19,9 +23,12 @@
 #include <cstdint>
 #include <cstdlib>
 #include <exception>
+#include <limits>
 #include <mutex>
+#include <string>
 #include <thread>
 #include <utility>
+#include <vector>
 
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
@@ -54,10 +61,10 @@ int usable_cpus() {
 
 int default_threads() {
     if (const char* text = std::getenv("OMP_NUM_THREADS")) {
-        const int n = std::atoi(text);  // "4" or "4,2": the first level
-        if (n >= 1) return n;
+        const long n = std::atol(text);  // "4" or "4,2": the first level
+        if (n >= 1) return int(std::min<long>(n, max_threads));
     }
-    return usable_cpus();
+    return std::min(usable_cpus(), max_threads);
 }
 
 std::atomic<int> g_threads{0};  // 0: not read yet
@@ -103,10 +110,18 @@ public:
         // to it may already have read some of the new ones, and its claim on the
         // old ticket must fail (no index is below the closed ticket's).
         ticket_.store(std::uint64_t(generation) << 32 | 0xffffffffu, std::memory_order_seq_cst);
+        // The store above is a release: it keeps earlier writes before it, but not
+        // the relaxed field stores below, which a weakly-ordered CPU (aarch64) may
+        // make visible first; a late helper would then read a new field and still
+        // see the old ticket open. This fence pairs with the acquire fence in
+        // work(): a helper that reads any field written below sees the closed
+        // ticket (or a newer one) when it loads the ticket after its fence.
+        std::atomic_thread_fence(std::memory_order_release);
         fn_.store(fn, std::memory_order_relaxed);
         context_.store(context, std::memory_order_relaxed);
         count_.store(count, std::memory_order_relaxed);
-        active_helpers_.store(n_threads - 1, std::memory_order_relaxed);
+        active_helpers_.store(std::min(n_threads - 1, int(helpers_.size())),
+                              std::memory_order_relaxed);
         unfinished_.store(count, std::memory_order_relaxed);
         ticket_.store(std::uint64_t(generation) << 32, std::memory_order_release);
         generation_.store(generation, std::memory_order_seq_cst);
@@ -151,20 +166,51 @@ private:
         caller_waiting_.store(false, std::memory_order_relaxed);
     }
 
-    // Starts helpers up to `wanted`; true when it started any.
-    bool start_helpers(int wanted) {
-        const bool starting = started_ < wanted;
-        while (started_ < wanted) {
-            const int id = started_++;
-            std::thread([this, id] { helper_loop(id); }).detach();
+public:
+    // Ends the helpers beyond the first `keep` (set_num_threads lowered the
+    // count) once no job runs, and starts afresh: the pool tries again to start
+    // the threads the system once refused, and ends a spell of working alone.
+    void release_helpers(int keep) {
+        std::lock_guard<std::mutex> submit(submit_mutex_);
+        start_refused_ = false;
+        backoff_until_ = {};
+        if (int(helpers_.size()) <= keep) return;
+        {
+            std::lock_guard<std::mutex> lock(sleep_mutex_);
+            keep_.store(keep, std::memory_order_seq_cst);
+            wake_.notify_all();
         }
-        return starting;
+        for (std::size_t id = std::size_t(keep); id < helpers_.size(); ++id) helpers_[id].join();
+        helpers_.resize(std::size_t(keep));
+        keep_.store(std::numeric_limits<int>::max(), std::memory_order_seq_cst);
+    }
+
+private:
+    // Starts helpers up to `wanted`; true when it started any. A thread the
+    // system refuses to start (std::system_error: a limit on processes or
+    // memory) is not asked for again until the next set_num_threads: the jobs
+    // run on the helpers there are, with the same results.
+    bool start_helpers(int wanted) {
+        const std::size_t before = helpers_.size();
+        while (int(helpers_.size()) < wanted && !start_refused_) {
+            const int id = int(helpers_.size());
+            try {
+                helpers_.emplace_back([this, id] { helper_loop(id); });
+            } catch (const std::exception&) {
+                start_refused_ = true;
+            }
+        }
+        return helpers_.size() > before;
     }
 
     void work(std::uint32_t generation) {
         void (*fn)(void*, index) = fn_.load(std::memory_order_relaxed);
         void* context = context_.load(std::memory_order_relaxed);
         const index count = count_.load(std::memory_order_relaxed);
+        // Pairs with the release fence in run(): if a field read above came from
+        // a newer job, the ticket read below is that job's closed ticket or newer,
+        // so the claim fails rather than run the new fields under the old ticket.
+        std::atomic_thread_fence(std::memory_order_acquire);
         std::uint64_t ticket = ticket_.load(std::memory_order_acquire);
         for (;;) {
             if (std::uint32_t(ticket >> 32) != generation) return;
@@ -190,6 +236,7 @@ private:
 
     void helper_loop(int id) {
         std::uint32_t seen = generation_.load(std::memory_order_acquire);
+        auto released = [&] { return id >= keep_.load(std::memory_order_seq_cst); };
         for (;;) {
             std::uint32_t generation = seen;
             const auto spin_until = Clock::now() + helper_spin;
@@ -203,18 +250,21 @@ private:
                 std::unique_lock<std::mutex> lock(sleep_mutex_);
                 sleepers_.fetch_add(1, std::memory_order_seq_cst);
                 wake_.wait(lock, [&] {
-                    return generation_.load(std::memory_order_seq_cst) != seen;
+                    return generation_.load(std::memory_order_seq_cst) != seen || released();
                 });
                 sleepers_.fetch_sub(1, std::memory_order_seq_cst);
                 generation = generation_.load(std::memory_order_acquire);
             }
+            if (released()) return;
             seen = generation;
             if (id < active_helpers_.load(std::memory_order_relaxed)) work(generation);
         }
     }
 
     std::mutex submit_mutex_;
-    int started_ = 0;                // helper threads created (guarded by submit_mutex_)
+    std::vector<std::thread> helpers_;  // helper `id` is helpers_[id] (guarded by submit_mutex_)
+    bool start_refused_ = false;        // the system refused a thread (guarded by submit_mutex_)
+    std::atomic<int> keep_{std::numeric_limits<int>::max()};  // helpers from this id on end
     Clock::time_point backoff_until_{};  // work alone until then (guarded by submit_mutex_)
     std::atomic<void (*)(void*, index)> fn_{nullptr};
     std::atomic<void*> context_{nullptr};
@@ -318,8 +368,13 @@ void ThreadChoice::record(int threads, double seconds) {
 }
 
 void set_num_threads(int n) {
-    require(n >= 1, "set_num_threads: the thread count must be at least 1");
+    require(n >= 1 && n <= max_threads,
+            "set_num_threads: n must be between 1 and " + std::to_string(max_threads) + ", got " +
+                std::to_string(n));
     g_threads.store(n);
+    // Helpers beyond the new count end (a ThreadLimit only idles them).
+    if (Pool* current = g_pool.load(std::memory_order_acquire); current != nullptr && !t_in_job)
+        current->release_helpers(n - 1);
 }
 
 int threads_for(double work, double threshold) {

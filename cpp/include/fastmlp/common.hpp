@@ -21,6 +21,26 @@ inline void require(bool condition, const std::string& message) {
     if (!condition) throw std::invalid_argument(message);
 }
 
+// a · b for sizes a, b >= 0; throws std::invalid_argument with `message` when
+// the product does not fit an index (never wraps around).
+inline index checked_product(index a, index b, const char* message) {
+    index product = 0;
+    if (a < 0 || b < 0 || __builtin_mul_overflow(a, b, &product))
+        throw std::invalid_argument(message);
+    return product;
+}
+
+// a + b for sizes a, b >= 0, with the same check.
+inline index checked_sum(index a, index b, const char* message) {
+    index sum = 0;
+    if (a < 0 || b < 0 || __builtin_add_overflow(a, b, &sum))
+        throw std::invalid_argument(message);
+    return sum;
+}
+
+// ⌈a / b⌉ for a >= 0, b >= 1, without forming a + b - 1.
+constexpr index ceil_div(index a, index b) { return a / b + (a % b != 0); }
+
 }  // namespace fastmlp
 
 // Elementwise loops marked FASTMLP_CLONES are compiled three times (AVX-512,

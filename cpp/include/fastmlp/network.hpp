@@ -171,13 +171,26 @@ public:
     const T* cached_activation(index layer) const { return a_[layer].data(); }
 
 private:
+    struct FitPlan;
+    struct EpochSums;
+
     void reserve_workspace(index batch);
     void reserve_predict(index chunk);
-    void forward_layers(const T* x, index batch);
+    template <typename Where>
+    void walk_layers(const T* x, index rows, Where where);
     void forward_rows(const T* x, index first, index count);
     index step_pieces(index batch) const;
     double forward_backward(const T* x, const T* y, index batch, const FitOptions& options,
                             index* correct);
+    // fit, in steps: checks, then a plan made once, then epoch after epoch.
+    void check_fit_options(index n, const FitOptions& options) const;
+    FitPlan plan_fit(const T* x, const T* y, index n, const FitOptions& options);
+    bool run_epoch(FitPlan& plan, const FitOptions& options, index epoch, EpochSums& sums,
+                   const std::function<bool()>& should_stop, FitResult& result);
+    void shuffle(std::vector<index>& order);
+    void gather_batch(FitPlan& plan, index start, index rows);
+    const char* train_batch(FitPlan& plan, const FitOptions& options, index start,
+                            EpochSums& sums);
 
     std::vector<Layer> layers_;
     index max_width_ = 0;

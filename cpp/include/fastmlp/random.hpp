@@ -3,10 +3,18 @@
 // xoshiro256** (Blackman & Vigna), seeded through splitmix64. Written out here
 // rather than taken from <random>, whose distributions differ between standard
 // libraries: the same seed gives the same numbers with any compiler.
+//
+// The state is never all zero: splitmix64 gives four zero words for no seed,
+// xoshiro's step maps a non-zero state to a non-zero one, and set_state refuses
+// zeros. (From all zeros every draw would be 0, and below()'s rejection loop,
+// hence a shuffled fit, would never end.)
 #pragma once
 
 #include <cmath>
 #include <cstdint>
+#include <string>
+
+#include "fastmlp/common.hpp"
 
 namespace fastmlp {
 
@@ -36,6 +44,8 @@ public:
     double uniform() { return double(next() >> 11) * 0x1.0p-53; }
 
     // Uniform integer in [0, bound), bound >= 1, without modulo bias (Lemire 2019).
+    // The rejection loop draws again with probability below bound / 2^64 each
+    // time (never 1, as the state is never all zero).
     std::uint64_t below(std::uint64_t bound) {
         std::uint64_t x = next();
         __uint128_t m = __uint128_t(x) * bound;
@@ -74,7 +84,13 @@ public:
         double spare;
     };
     State state() const { return State{{state_[0], state_[1], state_[2], state_[3]}, has_spare_, spare_}; }
+    // Refuses (std::invalid_argument) four zero words and a non-finite spare.
     void set_state(const State& s) {
+        require((s.words[0] | s.words[1] | s.words[2] | s.words[3]) != 0,
+                "rng state: the four words must not all be zero "
+                "(xoshiro256** would draw 0 forever)");
+        require(std::isfinite(s.spare),
+                "rng state: the spare normal must be finite, got " + std::to_string(s.spare));
         for (int i = 0; i < 4; ++i) state_[i] = s.words[i];
         has_spare_ = s.has_spare;
         spare_ = s.spare;

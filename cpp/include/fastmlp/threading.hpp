@@ -7,9 +7,9 @@
 // that has not started: on a busy machine, where a helper may get no core for
 // milliseconds, the caller simply does the work itself. (A fork/join runtime
 // such as OpenMP waits at every join for all its threads, so one descheduled
-// thread stalls the whole team; PERFORMANCE.md and the speed issue measured
-// that collapse.) If a helper that was running still took milliseconds to
-// finish its piece (it had no CPU), the caller works alone for the next 100 ms.
+// thread stalls the whole team.) If a helper that was running still took
+// milliseconds to finish its piece (it had no CPU), the caller works alone for
+// the next 100 ms.
 //
 // Results never depend on the thread count: callers split work into fixed
 // pieces whose arithmetic does not depend on who runs them, and nothing sums
@@ -27,11 +27,16 @@
 
 namespace fastmlp {
 
+// The most threads set_num_threads accepts (the default is capped there too).
+constexpr int max_threads = 1024;
+
 // Threads the kernels may use; at least 1. The default follows
 // OMP_NUM_THREADS, else the CPUs this process may run on. Inside a ThreadLimit,
-// no more than its limit.
+// no more than its limit. A job runs on fewer when the system refuses to start
+// threads; results are the same.
 int get_num_threads();
-// Sets the thread count (n >= 1) for the whole process.
+// Sets the thread count (1 <= n <= max_threads) for the whole process; lowering
+// it ends the surplus helper threads (waiting for a running job to finish).
 void set_num_threads(int n);
 
 // The thread count for work of `work` units (FLOPs or elements): 1 below
@@ -53,13 +58,12 @@ private:
 // Chooses, for work repeated many times (a training step), between running it
 // on one thread and on all of them, by timing both: the bits are the same
 // either way, so the choice is only about time. All threads win on a quiet
-// machine; on a virtual machine whose cores are far apart (seen here in spells,
-// where reading what the other core wrote costs several times more) one thread
-// can win: deep-narrow's step took 5.0–5.6 ms on two threads there and 4.5 ms
-// on one (2.6 ms on two in a quiet spell), the article's demo 26 µs against 18
-// (13 in a quiet spell). The faster way, by the best of the last four timings
-// of each, is used; now and then 4 runs go the other way, the first two
-// untimed (they wake a sleeping helper or refill a cache): see next().
+// machine; on a virtual machine whose cores are far apart (reading what the
+// other core wrote costs several times more there, in spells) one thread can
+// win for small steps. The faster way, by the best of
+// the last four timings of each, is used; now and then 4 runs go the other
+// way, the first two untimed (they wake a sleeping helper or refill a cache):
+// see next().
 class ThreadChoice {
 public:
     // The thread count for the next run: 1 or get_num_threads().

@@ -235,6 +235,11 @@ void gemm_check(Transpose trans_a, Transpose trans_b, index m, index n, index k,
     require(lda >= std::max<index>(1, a_cols), "gemm: lda is smaller than a row of A");
     require(ldb >= std::max<index>(1, b_cols), "gemm: ldb is smaller than a row of B");
     require(ldc >= std::max<index>(1, n), "gemm: ldc is smaller than a row of C");
+    // Every element's offset (row · ld + column) must fit an index.
+    const char* overflow = "gemm: a matrix's extent (rows × leading dimension) overflows an index";
+    checked_product(trans_a == Transpose::none ? m : k, lda, overflow);
+    checked_product(trans_b == Transpose::none ? k : n, ldb, overflow);
+    checked_product(m, ldc, overflow);
 }
 
 template <typename T>

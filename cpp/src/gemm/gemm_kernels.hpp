@@ -2,9 +2,10 @@
 //
 // The driver (gemm.cpp, portable code) checks arguments, picks a kernel at run
 // time from the CPU's features, splits C into one rectangle per task and runs
-// the tasks on OpenMP threads. Each ISA file (gemm_avx512.cpp, gemm_avx2.cpp,
-// gemm_portable.cpp, each compiled with its own flags) provides gemm_tile for
-// float and double: the BLIS loops over one rectangle of C.
+// the tasks on the pool's threads (threading.hpp). Each ISA file
+// (gemm_avx512.cpp, gemm_avx2.cpp, gemm_portable.cpp, each compiled with its
+// own flags) provides gemm_tile for float and double: the BLIS loops over one
+// rectangle of C.
 //
 // Nothing in an ISA file may use the standard library's templates: an inline
 // function compiled there with AVX-512 enabled could be the copy the linker
