@@ -8,7 +8,7 @@ The loss *values* take the differences (p − t, and p − max p for the
 cross-entropy) in T, then the per-element terms and the mean in float64.
 
 :func:`mse_forward` and :func:`mse_backward` (the kernels' old MSE names) are the
-"mse" loss on the flattened arrays.
+"mse" loss over every element, for arrays of any shape.
 """
 
 from __future__ import annotations
