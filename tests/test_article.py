@@ -117,7 +117,7 @@ def test_article_demo_runs_and_learns(monkeypatch, capsys):
 # ---- the article's class, as the reference ------------------------------------------------
 
 
-# The article's class, verbatim, lives in fastmlp.reference (python/fastmlp/_article.py).
+# The article's class, verbatim, lives in fastmlp.reference (python/fastmlp/reference/article.py).
 ArticleNeuralNetwork = fm.reference.NeuralNetwork
 
 

@@ -174,6 +174,16 @@ def test_mse_loss_backward_is_mse_backward():
         assert reference.loss_forward("mse", pred, target) == reference.mse_forward(pred, target)
 
 
+def test_mse_of_any_shape_and_refused_mismatch():
+    pred, target = np.arange(6.0).reshape(1, 2, 3), np.ones((1, 2, 3))
+    assert reference.mse_forward(pred, target) == np.mean((pred - target) ** 2)
+    grad = reference.mse_backward(pred, target, scale=0.5)
+    assert grad.shape == pred.shape and np.array_equal(grad, 0.5 * (pred - target))
+    for call in (reference.mse_forward, reference.mse_backward):
+        with pytest.raises(ValueError, match=r"^target has shape \(3,\), pred \(2, 3\)"):
+            call(np.zeros((2, 3)), np.zeros(3))  # no silent broadcasting
+
+
 @pytest.mark.parametrize("name", reference.LOSSES)
 def test_loss_float32_keeps_its_dtype_and_accepts_views(name):
     pred, target, delta = loss_case(name, (8, 6), seed=5)
@@ -710,6 +720,31 @@ def test_rng_below_rejection_loop_and_bounds():
     assert reference.Rng(-1).next() == CPP_RNG[0xFFFFFFFFFFFFFFFF]["next"][0]  # the seed modulo 2⁶⁴
 
 
+def test_rng_state_round_trip():
+    rng = reference.Rng(9)
+    rng.normal()  # leaves a spare
+    words, has_spare, spare = state = rng.state()
+    assert len(words) == 4 and has_spare is True and spare != 0.0
+    copy = reference.Rng(0)
+    copy.set_state(*state)
+    assert [copy.normal() for _ in range(3)] == [rng.normal() for _ in range(3)]
+    assert copy.state() == rng.state()
+
+
+@pytest.mark.parametrize("words, message", [
+    ((0, 0, 0, 0), "all-zero"),
+    ((1, 2, 3), "four integers"),
+    ((1, 2, 3, 1 << 64), "four integers"),
+    ((1, 2, 3, -1), "four integers"),
+])
+def test_rng_set_state_errors(words, message):
+    rng = reference.Rng(1)
+    before = rng.state()
+    with pytest.raises(ValueError, match=rf"^words: .*{message}"):
+        rng.set_state(words, False, 0.0)
+    assert rng.state() == before
+
+
 # ---- init_params and resolve_init -------------------------------------------------------------------------
 
 
@@ -792,6 +827,23 @@ def test_resolve_init_errors():
         reference.resolve_init("He", "relu")
     with pytest.raises(ValueError, match="activation"):
         reference.resolve_init("auto", "softplus")
+
+
+def test_network_draws_its_init_from_its_generator():
+    net = reference.Network([3, 4, 2], ["tanh", "relu"], "float64", seed=8)
+    rng = reference.Rng(8)
+    expected = reference.init_params([3, 4, 2], ["xavier_normal", "he_normal"], 8, "float64")  # "auto"
+    np.testing.assert_array_equal(net.params, expected)
+    for _ in range(3 * 4 + 4 * 2):
+        rng.normal()
+    assert net.rng.state() == rng.state(), "the generator goes on from where the init left it"
+    uniform = reference.Network([3, 4, 2], ["tanh", "relu"], "float64", seed=8, init=["lecun_uniform", "he"])
+    np.testing.assert_array_equal(uniform.params,
+                                  reference.init_params([3, 4, 2], ["lecun_uniform", "he_normal"], 8, "float64"))
+    given = reference.Network([3, 4, 2], ["tanh", "relu"], "float64", params=expected, seed=8)
+    assert given.rng.state() == reference.Rng(8).state(), "given params: nothing drawn"
+    with pytest.raises(ValueError, match=r"^init: expected one scheme or 2"):
+        reference.Network([3, 4, 2], ["tanh", "relu"], init=["he"])
 
 
 # ---- reference.Network with each loss, and fit with an Optimizer ------------------------------------------

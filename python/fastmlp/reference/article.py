@@ -1,6 +1,6 @@
-"""The article's NumPy NeuralNetwork class, verbatim: the twin of fastmlp.NeuralNetwork,
-exported as fastmlp.reference.NeuralNetwork (tests hold fastmlp's class to it, and
-benchmarks/bench_train.py times it as a peer).
+"""The article's NumPy NeuralNetwork class, verbatim: the twin of fastmlp.NeuralNetwork
+(python/fastmlp/article.py), exported as fastmlp.reference.NeuralNetwork (tests hold
+fastmlp's class to it, and benchmarks/bench_train.py times it as a peer).
 
 Copied unchanged from "Master Backpropagation: The Hidden Engine of AI and Machine
 Learning" (Amir58, 2025; shared/seed/backpropagation-article.txt), Part 3. Only the
