@@ -37,7 +37,7 @@ import fastmlp as fm  # noqa: E402
 from fastmlp import kernels, reference  # noqa: E402
 from kernel_helpers import ATOL_ULPS, assert_close, eps_of, max_abs  # noqa: E402
 
-EXAMPLES = int(os.environ.get("FASTMLP_FUZZ_EXAMPLES", "60"))
+EXAMPLES = int(os.environ.get("FASTMLP_FUZZ_EXAMPLES", "100"))
 SETTINGS = settings(
     max_examples=EXAMPLES,
     deadline=None,
