@@ -35,7 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import fastmlp as fm  # noqa: E402
 from fastmlp import kernels, reference  # noqa: E402
-from kernel_helpers import ATOL_ULPS, assert_close, eps_of, max_abs  # noqa: E402
+from kernel_helpers import ATOL_ULPS, assert_close, eps_of  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FASTMLP_FUZZ_EXAMPLES", "100"))
 SETTINGS = settings(
@@ -378,11 +378,6 @@ def numbers():
     return mostly((1.0, 0.5, -1.0, 2.5, 0.0, -0.0), NUMBERS)
 
 
-def build_all(specs, normal, **extra):
-    """Builds every Arr in ``specs`` (a dict of name -> Arr or plain value)."""
-    return {k: (v.build(normal) if isinstance(v, Arr) else v) for k, v in specs.items()}
-
-
 def all_real(*specs) -> bool:
     return all(s.is_real for s in specs if isinstance(s, Arr))
 
@@ -397,30 +392,33 @@ def computed_dtype(*specs):
 
 
 @st.composite
-def out_spec(draw, like: Arr, source_name: str):
-    """An ``out`` argument: None, a fresh array (sometimes of a wrong dtype/shape/layout,
-    read-only), or the source array itself / a shifted view of it (overlap)."""
+def out_spec(draw, like: Arr):
+    """An ``out`` argument: ("none"), a fresh array ("fresh", sometimes of a wrong dtype, shape,
+    layout, or read-only), the source itself ("same": in place) or a view of the source's buffer
+    one element further on ("shifted": a partial overlap)."""
     kind = draw(st.sampled_from(("none", "none", "fresh", "fresh", "same", "shifted", "odd")))
-    dtype = computed_dtype(like).name
     if kind == "fresh":
-        return ("fresh", Arr(like.shape, dtype, "contiguous", False, 1, (), 1.0).written())
+        return ("fresh", Arr(like.shape, computed_dtype(like).name, "contiguous", False, 1, (), 1.0).written())
     if kind == "odd":
         return ("fresh", draw(arrays(maybe_wrong(like.shape, draw))).written())
+    if kind == "same":
+        like.written()  # the source is written too: its layout and flags are the call's to refuse
     return (kind, None)
 
 
-def make_out(kind_spec, source: np.ndarray, normal: bool):
-    kind, spec = kind_spec
+def source_and_out(source: Arr, out, normal: bool):
+    """The source array and the ``out`` that ``out_spec`` described."""
+    kind, spec = out
+    array = source.build(normal)
     if kind == "none":
-        return None
+        return array, None
     if kind == "fresh":
-        return spec.build(normal)
-    if kind == "same":
-        return source
-    # shifted: a view of a buffer that also holds the source, one element further on
-    base = np.zeros(source.size + 1, dtype=source.dtype)
-    base[: source.size] = source.reshape(-1)
-    return base[1:].reshape(source.shape)
+        return array, spec.build(normal)
+    if kind == "same" or array.dtype.kind != "f":
+        return array, array
+    base = np.zeros(array.size + 1, dtype=array.dtype)
+    base[: array.size] = array.reshape(-1)
+    return base[: array.size].reshape(array.shape), base[1:].reshape(array.shape)
 
 
 KERNEL_CASES = {}
@@ -433,25 +431,14 @@ def kernel_case(name):
     return register
 
 
-def _shifted_source(spec: Arr, kind_spec, normal):
-    """For out overlapping the source: the source is made a view of the buffer ``out`` shifts into."""
-    source = spec.build(normal)
-    if kind_spec[0] != "shifted" or not source.dtype.kind == "f":
-        return source, make_out(kind_spec, source, normal)
-    base = np.zeros(source.size + 1, dtype=source.dtype)
-    base[: source.size] = source.reshape(-1)
-    src = base[: source.size].reshape(source.shape)
-    return src, base[1:].reshape(source.shape)
-
-
 @kernel_case("activation_forward")
 def _(draw):
     z = draw(arrays(shapes()))
     activation = draw(names_or_bad(ACTIVATION_NAMES))
-    out = draw(out_spec(z, "z"))
+    out = draw(out_spec(z))
 
     def make(normal):
-        zz, oo = _shifted_source(z, out, normal) if out[0] in ("same", "shifted") else (z.build(normal), make_out(out, None, normal))
+        zz, oo = source_and_out(z, out, normal)
         return (zz,), {"activation": activation, "out": oo}
     return Case(make, describe(z=z, activation=activation, out=out), inplace=("out",), valid_types=all_real(z, out[1]))
 
@@ -463,13 +450,10 @@ def _(draw):
     da = draw(arrays(maybe_wrong(shape, draw)))
     a = draw(st.one_of(st.none(), arrays(maybe_wrong(shape, draw))))
     activation = draw(names_or_bad(ACTIVATION_NAMES))
-    out = draw(out_spec(da, "da"))
+    out = draw(out_spec(da))
 
     def make(normal):
-        if out[0] in ("same", "shifted"):
-            dda, oo = _shifted_source(da, out, normal)
-        else:
-            dda, oo = da.build(normal), make_out(out, None, normal)
+        dda, oo = source_and_out(da, out, normal)
         return (dda, z.build(normal)), {"a": None if a is None else a.build(normal), "activation": activation, "out": oo}
     return Case(make, describe(da=da, z=z, a=a, activation=activation, out=out), inplace=("out",),
                 valid_types=all_real(z, da, a, out[1]))
@@ -603,6 +587,8 @@ def _(draw):
     b = draw(arrays(maybe_wrong((n, k) if trans_b else (k, n), draw)))
     c_kind = draw(st.sampled_from(("none", "none", "fresh", "fresh", "overlap_a", "overlap_b", "is_a")))
     c = draw(arrays(maybe_wrong((m, n), draw))).written() if c_kind == "fresh" else None
+    if c_kind == "is_a":
+        a.written()  # a is c: its layout and flags are the call's to refuse
     alpha, beta = draw(numbers()), draw(numbers())
     dtype = computed_dtype(a, b)
     shift = draw(st.integers(0, 1))
