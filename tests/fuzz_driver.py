@@ -1071,11 +1071,15 @@ def fit_like(data, method: str) -> None:
     yv = dense_targets(build_y(y_spec, spec, True), spec) if Xv is not None else None
     if yv is not None and yv.shape[0] != Xv.shape[0]:
         yv = None
+    # The twin shuffles as the engine does once reference.Network.fit takes ``shuffle``;
+    # until then a shuffled fit is held to the contract only (no crash, a named error or a result).
+    twin_shuffles = "shuffle" in inspect.signature(reference.Network.fit).parameters
+    shuffle = data.draw(st.booleans(), label="shuffle")
     if method == "fit":
         # No valid huge epoch counts: 2**62 epochs are valid and would run for ever.
         epochs = data.draw(mostly((1, 2, 3), (0, -1, 1.5, True, None, 2**63, 2**64, 2**100, -(2**63) - 1)), label="epochs")
         batch_size = data.draw(mostly((None, 1, 3, 7, 33), (0, -1, 2.0, True) + HUGE_INTS), label="batch_size")
-        call = lambda: net.fit(X, y, epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=False)  # noqa: E731
+        call = lambda: net.fit(X, y, epochs=epochs, batch_size=batch_size, optimizer=opt, shuffle=shuffle)  # noqa: E731
         valid_args = (isinstance(epochs, int) and not isinstance(epochs, bool) and 1 <= epochs <= 3
                       and (batch_size is None or (isinstance(batch_size, int) and not isinstance(batch_size, bool)
                                                   and batch_size >= 1)))
@@ -1085,20 +1089,25 @@ def fit_like(data, method: str) -> None:
         classes = data.draw(st.sampled_from((None, None, "right", [0, 1], [2**63])), label="classes")
         if classes == "right":
             classes = list(range(spec["layer_sizes"][-1]))
-        call = lambda: net.partial_fit(X, y, classes=classes, optimizer=opt, shuffle=False)  # noqa: E731
+        call = lambda: net.partial_fit(X, y, classes=classes, optimizer=opt, shuffle=shuffle)  # noqa: E731
         valid_args = classes is None or (spec["loss"] == "cross_entropy" and list(classes) == list(range(spec["layer_sizes"][-1])))
         names = ["X", "y", "classes"]
-    what = f"Network({spec}).{method}(X={X_spec!r}, y={y_spec!r}, optimizer={opt!r}, epochs={epochs!r}, batch_size={batch_size!r})"
+    what = (f"Network({spec}).{method}(X={X_spec!r}, y={y_spec!r}, optimizer={opt!r}, epochs={epochs!r}, "
+            f"batch_size={batch_size!r}, shuffle={shuffle})")
     record(what)
     ok, out = attempt(call)
     if Xv is None or yv is None or not valid_args:
         return expect_refusal(ok, out, names, what)
     if not ok and batch_size is not None and batch_size >= 2**63:  # past int64: refusing it is fine too
         return check_error(out, names, what)
-    twin_out = None
+    if shuffle and not twin_shuffles:
+        if not ok and not isinstance(out, FloatingPointError):
+            raise Failure(f"{what}: refused valid input: {type(out).__name__}: {out}")
+        return None
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        twin_out = twin.fit(Xv, yv, epochs=epochs, batch_size=batch_size, optimizer=reference.Optimizer(**twin_opt))
+        twin_out = twin.fit(Xv, yv, epochs=epochs, batch_size=batch_size, optimizer=reference.Optimizer(**twin_opt),
+                            **({"shuffle": shuffle} if twin_shuffles else {}))
     with np.errstate(all="ignore"):  # finite in the network's dtype: a float32 fit may stop past float32's range
         twin_finite = np.isfinite(twin.params).all() and np.isfinite(np.array(twin_out["loss"], dtype=spec["dtype"])).all()
     if not ok:
