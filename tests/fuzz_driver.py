@@ -1331,8 +1331,34 @@ def constructor(data) -> None:
         raise Failure(f"{what}: initial parameters differ from reference.init_params")
 
 
+def set_num_threads(data) -> None:
+    """fm.set_num_threads: a named error, or at most that many threads (fewer when they cannot
+    start) and kernels whose results do not change."""
+    n = data.draw(mostly((1, 2, 3, 4), (0, -1, 1.5, True, None, "2", 2**31, 2**32, 2**63, 2**64, 2**100)), label="n")
+    what = f"fastmlp.set_num_threads({n!r})"
+    record(what)
+    saved = fm.get_num_threads()
+    try:
+        ok, error = attempt(fm.set_num_threads, n)
+        if not ok:
+            check_error(error, ["n"], what)
+            if n in (1, 2, 3, 4):
+                raise Failure(f"{what}: refused a valid count: {error}")
+            return
+        if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+            raise Failure(f"{what}: accepted an invalid count")
+        now = fm.get_num_threads()
+        if not 1 <= now <= n:
+            raise Failure(f"{what}: get_num_threads() is then {now}")
+        a = np.arange(12.0).reshape(3, 4)
+        compare(kernels.gemm(a, a.T), reference.gemm(a, a.T), scale=500.0, what=f"gemm after {what}")
+    finally:
+        fm.set_num_threads(saved)
+
+
 def network_target(name):
-    body = constructor if name == "network.constructor" else NETWORK_TARGETS[name]
+    body = {"network.constructor": constructor, "threads.set_num_threads": set_num_threads}.get(name) \
+        or NETWORK_TARGETS[name]
 
     @SETTINGS
     @given(st.data())
@@ -1350,7 +1376,7 @@ def crash_on_purpose() -> None:
 
 
 def targets() -> list[str]:
-    return [f"kernels.{n}" for n in kernels.__all__] + ["network.constructor", *NETWORK_TARGETS]
+    return [f"kernels.{n}" for n in kernels.__all__] + ["network.constructor", *NETWORK_TARGETS, "threads.set_num_threads"]
 
 
 def report_failure(target: str, error: BaseException) -> None:

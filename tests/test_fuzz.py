@@ -1,4 +1,4 @@
-"""Fuzzing: every public kernel and Network's methods driven by hypothesis with random
+"""Fuzzing: every public kernel, Network's methods and set_num_threads driven by hypothesis with random
 shapes, layouts, dtypes, overlaps, read-only flags and extreme values (tests/fuzz_driver.py).
 Each call must either raise a ValueError/TypeError naming an argument or equal its NumPy
 twin in fastmlp.reference; never crash, never hang.
@@ -23,12 +23,12 @@ from fastmlp import kernels
 
 DRIVER = Path(__file__).resolve().parent / "fuzz_driver.py"
 TIMEOUT_S = 120  # one target takes a few seconds; this is for hangs only
-NETWORK_TARGETS = (
+OTHER_TARGETS = (
     "network.constructor", "network.predict", "network.predict_proba", "network.forward", "network.evaluate",
     "network.score", "network.fit", "network.partial_fit", "network.backward", "network.step",
-    "network.copy", "network.pickle", "network.pickled_state",
+    "network.copy", "network.pickle", "network.pickled_state", "threads.set_num_threads",
 )
-TARGETS = [f"kernels.{name}" for name in kernels.__all__] + list(NETWORK_TARGETS)
+TARGETS = [f"kernels.{name}" for name in kernels.__all__] + list(OTHER_TARGETS)
 
 
 def run_driver(*args, timeout=TIMEOUT_S, last_case=None):
