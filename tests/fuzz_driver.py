@@ -23,6 +23,7 @@ import os
 import pickle
 import re
 import sys
+import threading
 import traceback
 import warnings
 from pathlib import Path
@@ -1402,6 +1403,9 @@ def main(argv) -> int:
         faulthandler.dump_traceback_later(float(os.environ["FASTMLP_FUZZ_DUMP_AFTER"]), exit=False)
     if target == "selftest.segfault":
         crash_on_purpose()
+    if target == "selftest.hang":  # test_fuzz.py checks that a hang is reported, with its case
+        record("selftest.hang: sleeping")
+        threading.Event().wait()
     test = kernel_target(target.split(".", 1)[1]) if target.startswith("kernels.") else network_target(target)
     try:
         test()

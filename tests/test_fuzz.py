@@ -35,7 +35,7 @@ def run_driver(*args, timeout=TIMEOUT_S, last_case=None):
     env = dict(os.environ)
     if last_case is not None:
         env["FASTMLP_FUZZ_LAST_CASE"] = str(last_case)
-    env["FASTMLP_FUZZ_DUMP_AFTER"] = str(timeout - 10)  # the stacks of a hang, before it is killed
+    env["FASTMLP_FUZZ_DUMP_AFTER"] = str(timeout * 0.9)  # the stacks of a hang, before it is killed
     return subprocess.run([sys.executable, str(DRIVER), *args], capture_output=True, text=True,
                           timeout=timeout, env=env)
 
@@ -46,15 +46,19 @@ def test_the_driver_covers_every_target():
     assert listed.stdout.split() == TARGETS, "fuzz_driver.py and test_fuzz.py disagree on the targets"
 
 
-def fuzz(target: str, last_case: Path) -> str | None:
+def text(output) -> str:
+    return output.decode(errors="replace") if isinstance(output, bytes) else (output or "")
+
+
+def fuzz(target: str, last_case: Path, timeout=TIMEOUT_S) -> str | None:
     """None when the target kept the contract, else what went wrong: the falsifying
     example, or the case that was running when the process crashed or hung."""
     try:
-        result = run_driver(target, last_case=last_case)
-    except subprocess.TimeoutExpired as timeout:
+        result = run_driver(target, last_case=last_case, timeout=timeout)
+    except subprocess.TimeoutExpired as expired:
         running = last_case.read_text() if last_case.exists() else "(none recorded)"
-        return (f"{target}: no answer within {TIMEOUT_S} s (a hang?) while running:\n{running}\n"
-                f"output so far:\n{timeout.stdout or ''}{timeout.stderr or ''}")
+        return (f"{target}: no answer within {timeout} s (a hang?) while running:\n{running}\n"
+                f"output so far:\n{text(expired.stdout)}{text(expired.stderr)}")
     output = (result.stdout + result.stderr)[-20000:]
     if result.returncode < 0:
         running = last_case.read_text() if last_case.exists() else "(none recorded)"
@@ -68,6 +72,12 @@ def fuzz(target: str, last_case: Path) -> str | None:
 def test_a_crash_fails_with_the_case_that_ran(tmp_path):
     failure = fuzz("selftest.segfault", tmp_path / "last_case.txt")
     assert failure is not None and "died of SIGSEGV" in failure and "reading address 0" in failure, failure
+
+
+def test_a_hang_fails_with_the_case_that_ran(tmp_path):
+    failure = fuzz("selftest.hang", tmp_path / "last_case.txt", timeout=10)
+    assert failure is not None and "(a hang?)" in failure and "selftest.hang: sleeping" in failure, failure
+    assert "Thread" in failure or "File" in failure, f"no stack dumped before the kill:\n{failure}"
 
 
 @pytest.mark.slow
