@@ -545,13 +545,6 @@ def _loss_scale(args, kwargs):
 
 
 @kernel_case("loss_forward")
-def _(draw):
-    name, pred, target, kwargs = _loss_case(draw, True)
-    return Case(lambda n: ((name, pred.build(n), target.build(n)), kwargs),
-                describe(name=name, pred=pred, target=target, **kwargs), scale=_loss_scale,
-                valid_types=all_real(pred, target))
-
-
 @kernel_case("loss_backward")
 def _(draw):
     name, pred, target, kwargs = _loss_case(draw, True)
@@ -723,24 +716,8 @@ def segment_lists(draw, n, bad):
     return draw(st.lists(st.tuples(values, values), max_size=3))
 
 
-@kernel_case("sgd_step")
-def _(draw):
-    return _optimizer_case(draw, "sgd_step")
-
-
-@kernel_case("adam_step")
-def _(draw):
-    return _optimizer_case(draw, "adam_step")
-
-
-@kernel_case("lamb_step")
-def _(draw):
-    return _optimizer_case(draw, "lamb_step")
-
-
-@kernel_case("sgd_update")
-def _(draw):
-    return _optimizer_case(draw, "sgd_update")
+for _name in STATE_NAMES:
+    kernel_case(_name)(lambda draw, name=_name: _optimizer_case(draw, name))
 
 
 SCHEDULE_KEYS = ("step_size", "gamma", "total_steps", "min_factor", "warmup_steps", "bogus")
@@ -765,16 +742,24 @@ def _(draw):
     return Case(lambda n: ((dict(spec), step), {}), describe(spec=spec, step=step), scale=lambda a, k: 1.0)
 
 
-@kernel_case("init_params")
-def _(draw):
-    n_layers = draw(st.integers(0, 3))
-    sizes = [draw(st.sampled_from((1, 3, 7, 1, 3, 0, -1, 2.0, True))) for _ in range(n_layers + 1)]
-    if sizes and draw(st.integers(0, 4)) == 0:  # a size whose product with its neighbour overflows
+@st.composite
+def layer_sizes(draw, count):
+    """``count`` layer sizes, small or bad; sometimes one so big that its product with its
+    neighbours (4 each) overflows int64 (never a size that fits and would take the memory)."""
+    sizes = [draw(st.sampled_from((1, 3, 7, 1, 3, 0, -1, 2.0, True))) for _ in range(count)]
+    if sizes and draw(st.integers(0, 3)) == 0:
         i = draw(st.integers(0, len(sizes) - 1))
         sizes[i] = draw(st.sampled_from((2**62, 2**63, 2**64, 2**100)))
         for j in (i - 1, i + 1):
             if 0 <= j < len(sizes):
                 sizes[j] = 4
+    return sizes
+
+
+@kernel_case("init_params")
+def _(draw):
+    n_layers = draw(st.integers(0, 3))
+    sizes = draw(layer_sizes(n_layers + 1))
     schemes = draw(st.one_of(names_or_bad(reference.INIT_SCHEMES),
                              st.lists(st.sampled_from(reference.INIT_SCHEMES), min_size=max(n_layers, 0), max_size=n_layers + 1)))
     seed = draw(st.one_of(st.integers(0, 1000), st.sampled_from(HUGE_INTS)))
@@ -993,7 +978,9 @@ def expect_refusal(ok, result, names, what, allowed=ACCEPTED):
     check_error(result, names, what, allowed)
 
 
-def network_call(data, method: str) -> None:
+def network_case(data):
+    """A network, its twin, and X, y as given to it (specs and arrays) and as the twin reads
+    them (Xv, yv: None where they are not valid input)."""
     spec = data.draw(networks(), label="network")
     net = make_network(spec)
     twin = reference.Network.from_network(net)
@@ -1003,6 +990,11 @@ def network_call(data, method: str) -> None:
     yv = dense_targets(build_y(y_spec, spec, True), spec) if Xv is not None else None
     if yv is not None and yv.shape[0] != Xv.shape[0]:
         yv = None
+    return spec, net, twin, X_spec, y_spec, X, y, Xv, yv
+
+
+def network_call(data, method: str) -> None:
+    spec, net, twin, X_spec, y_spec, X, y, Xv, yv = network_case(data)
     what = f"Network({spec}).{method}(X={X_spec!r}, y={y_spec!r})"
     record(what)
     if method in ("predict", "predict_proba", "forward"):
@@ -1063,16 +1055,8 @@ def network_call(data, method: str) -> None:
 
 
 def fit_like(data, method: str) -> None:
-    spec = data.draw(networks(), label="network")
-    net = make_network(spec)
-    twin = reference.Network.from_network(net)
-    X_spec, y_spec = data.draw(net_inputs(spec), label="X, y")
+    spec, net, twin, X_spec, y_spec, X, y, Xv, yv = network_case(data)
     opt, twin_opt = data.draw(optimizers(), label="optimizer")
-    X, y = X_spec.build(), build_y(y_spec, spec)
-    Xv = valid_X(X_spec.build(True), spec) if X_spec.is_real else None
-    yv = dense_targets(build_y(y_spec, spec, True), spec) if Xv is not None else None
-    if yv is not None and yv.shape[0] != Xv.shape[0]:
-        yv = None
     # The twin shuffles as the engine does once reference.Network.fit takes ``shuffle``;
     # until then a shuffled fit is held to the contract only (no crash, a named error or a result).
     twin_shuffles = "shuffle" in inspect.signature(reference.Network.fit).parameters
@@ -1126,15 +1110,7 @@ def fit_like(data, method: str) -> None:
 
 
 def backward_step(data, method: str) -> None:
-    spec = data.draw(networks(), label="network")
-    net = make_network(spec)
-    twin = reference.Network.from_network(net)
-    X_spec, y_spec = data.draw(net_inputs(spec), label="X, y")
-    X, y = X_spec.build(), build_y(y_spec, spec)
-    Xv = valid_X(X_spec.build(True), spec) if X_spec.is_real else None
-    yv = dense_targets(build_y(y_spec, spec, True), spec) if Xv is not None else None
-    if yv is not None and yv.shape[0] != Xv.shape[0]:
-        yv = None
+    spec, net, twin, X_spec, y_spec, X, y, Xv, yv = network_case(data)
     what = f"Network({spec}).{method}(X={X_spec!r}, y={y_spec!r})"
     record(what)
     ok, pred = attempt(net.forward, X)
@@ -1300,13 +1276,7 @@ NETWORK_TARGETS = {
 
 
 def constructor(data) -> None:
-    sizes = data.draw(st.lists(st.sampled_from((1, 3, 7, 1, 3, 0, -1, 2.0, True)), max_size=4), label="layer_sizes")
-    if sizes and data.draw(st.integers(0, 3), label="huge") == 0:
-        i = data.draw(st.integers(0, len(sizes) - 1))
-        sizes[i] = data.draw(st.sampled_from((2**62, 2**63, 2**64, 2**100)))
-        for j in (i - 1, i + 1):
-            if 0 <= j < len(sizes):
-                sizes[j] = 4
+    sizes = data.draw(st.integers(0, 4).flatmap(layer_sizes), label="layer_sizes")
     kwargs = {
         "activation": data.draw(names_or_bad(ACTIVATION_NAMES), label="activation"),
         "loss": data.draw(names_or_bad(LOSS_NAMES), label="loss"),
