@@ -1314,7 +1314,7 @@ def set_num_threads(data) -> None:
         ok, error = attempt(fm.set_num_threads, n)
         if not ok:
             check_error(error, ["n"], what)
-            if n in (1, 2, 3, 4):
+            if type(n) is int and n in (1, 2, 3, 4):
                 raise Failure(f"{what}: refused a valid count: {error}")
             return
         if not isinstance(n, int) or isinstance(n, bool) or n < 1:
