@@ -997,7 +997,7 @@ def network_call(data, method: str) -> None:
     spec, net, twin, X_spec, y_spec, X, y, Xv, yv = network_case(data)
     what = f"Network({spec}).{method}(X={X_spec!r}, y={y_spec!r})"
     record(what)
-    if method in ("predict", "predict_proba", "forward"):
+    if method in ("predict", "predict_proba", "forward", "decision_function"):
         ok, out = attempt(getattr(net, method), X)
         if method == "predict_proba" and not net.is_classifier:
             return expect_refusal(ok, out, ["predict_proba", "loss"], what)
@@ -1007,7 +1007,7 @@ def network_call(data, method: str) -> None:
             raise Failure(f"{what}: refused valid input: {type(out).__name__}: {out}")
         logits = twin.forward(Xv)
         scale = forward_scale(net, Xv)
-        if method == "forward" or (method == "predict" and not net.is_classifier):
+        if method in ("forward", "decision_function") or (method == "predict" and not net.is_classifier):
             return close_network(out, logits, spec, scale, what)
         if method == "predict_proba":
             expected = reference.softmax(logits) if spec["loss"] == "cross_entropy" else reference.activation_forward(logits, "sigmoid")
@@ -1118,6 +1118,25 @@ def backward_step(data, method: str) -> None:
         return expect_refusal(ok, pred, ["X"], what + " (forward)")
     if not ok:
         raise Failure(f"{what}: forward refused valid input: {pred}")
+    if method == "layer_cache":
+        return check_layer_cache(data, net, twin, Xv, spec, what)
+    if method == "backward_output":  # dL/d(output) of the network's own loss: the grads of backward
+        d_spec = data.draw(arrays(maybe_wrong(pred.shape, draw=data.draw)), label="d_output")
+        d_output = d_spec.build()
+        ok, out = attempt(net.backward_output, X, d_output)
+        with np.errstate(all="ignore"):
+            d_valid = d_output.astype(spec["dtype"]) if d_spec.is_real and d_output.shape == pred.shape else None
+        if d_valid is None or not np.isfinite(d_valid).all():
+            return expect_refusal(ok, out, ["X", "d_output"], what + f" d_output={d_spec!r}")
+        if not ok:
+            raise Failure(f"{what}: backward_output refused valid input (d_output={d_spec!r}): {out}")
+        with np.errstate(all="ignore"):
+            twin.forward(Xv)
+            twin_grads = twin_backward_output(twin, Xv, d_valid)
+        scale = square(forward_scale(net, Xv)) * (1 + finite_scale(d_valid))
+        if np.isfinite(twin_grads).all():
+            close_network(net.grads, twin_grads, spec, scale, what + f" grads from d_output={d_spec!r}")
+        return None
     ok, out = attempt(net.backward, X, y, pred)
     if yv is None:
         return expect_refusal(ok, out, ["X", "y", "y_pred"], what)
@@ -1146,6 +1165,41 @@ def backward_step(data, method: str) -> None:
         if not ok:
             raise Failure(f"{what}: step {i} with {opt!r} raised {type(out).__name__}: {out}")
         close_network(net.params, twin.params, spec, scale + finite_scale(twin.params), f"{what} params after step {i} with {opt!r}")
+
+
+def twin_backward_output(twin, X, d_output) -> np.ndarray:
+    """The twin's grads backpropagated from a given dL/d(output) after its forward, layer by
+    layer as reference.Network.backward walks them (the reference has no backward from a dY)."""
+    zs, activations = twin.cache
+    grads = np.zeros_like(twin.params)
+    d_a = np.asarray(d_output, dtype=twin.dtype)
+    for layer in range(len(twin.weights) - 1, -1, -1):
+        d_z = reference.activation_backward(d_a, zs[layer], activations[layer + 1], twin.activations[layer])
+        w_off, b_off = twin.offsets[layer]
+        grads[w_off:b_off] = (d_z.T @ activations[layer]).reshape(-1)
+        grads[b_off : b_off + d_z.shape[1]] = d_z.sum(axis=0)
+        if layer > 0:
+            d_a = d_z @ twin.weights[layer]
+    return grads
+
+
+def check_layer_cache(data, net, twin, Xv, spec, what) -> None:
+    """layer_cache(layer) after forward: (Z, A) of that layer as the twin caches them, or a
+    named error for a layer that is not one."""
+    n_layers = len(spec["layer_sizes"]) - 1
+    layer = data.draw(mostly(tuple(range(n_layers)), (-1, n_layers, 2**63, 2**64, 1.5, True, None)), label="layer")
+    ok, out = attempt(net.layer_cache, layer)
+    what = f"{what} layer_cache({layer!r})"
+    if not (type(layer) is int and 0 <= layer < n_layers):
+        return expect_refusal(ok, out, ["layer"], what)
+    if not ok:
+        raise Failure(f"{what}: refused a valid layer: {type(out).__name__}: {out}")
+    with np.errstate(all="ignore"):
+        twin.forward(Xv)
+    zs, activations = twin.cache
+    scale = forward_scale(net, Xv)
+    for got, expected, name in zip(out, (zs[layer], activations[layer + 1]), ("Z", "A")):
+        close_network(got, expected, spec, scale, f"{what} {name}")
 
 
 def trained(data):
@@ -1269,6 +1323,9 @@ NETWORK_TARGETS = {
     "network.partial_fit": lambda d: fit_like(d, "partial_fit"),
     "network.backward": lambda d: backward_step(d, "backward"),
     "network.step": lambda d: backward_step(d, "step"),
+    "network.decision_function": lambda d: network_call(d, "decision_function"),
+    "network.backward_output": lambda d: backward_step(d, "backward_output"),
+    "network.layer_cache": lambda d: backward_step(d, "layer_cache"),
     "network.copy": lambda d: copy_pickle(d, "copy"),
     "network.pickle": lambda d: copy_pickle(d, "pickle"),
     "network.pickled_state": pickled_state,
@@ -1328,9 +1385,17 @@ def set_num_threads(data) -> None:
         fm.set_num_threads(saved)
 
 
+ABSENT = 3  # the exit status of a target whose method this version of fastmlp does not have yet
+
+
 def network_target(name):
     body = {"network.constructor": constructor, "threads.set_num_threads": set_num_threads}.get(name) \
         or NETWORK_TARGETS[name]
+    if name.startswith("network.") and name != "network.constructor":
+        method = name.split(".", 1)[1]
+        if method in ("decision_function", "backward_output", "layer_cache") and not hasattr(fm.Network, method):
+            print(f"{name}: fastmlp.Network has no {method}", flush=True)
+            raise SystemExit(ABSENT)
 
     @SETTINGS
     @given(st.data())

@@ -26,8 +26,10 @@ TIMEOUT_S = 120  # one target takes a few seconds; this is for hangs only
 OTHER_TARGETS = (
     "network.constructor", "network.predict", "network.predict_proba", "network.forward", "network.evaluate",
     "network.score", "network.fit", "network.partial_fit", "network.backward", "network.step",
-    "network.copy", "network.pickle", "network.pickled_state", "threads.set_num_threads",
+    "network.copy", "network.pickle", "network.pickled_state", "network.decision_function",
+    "network.backward_output", "network.layer_cache", "threads.set_num_threads",
 )
+ABSENT = 3  # fuzz_driver.py's exit status for a method this fastmlp does not have yet
 TARGETS = [f"kernels.{name}" for name in kernels.__all__] + list(OTHER_TARGETS)
 
 
@@ -43,7 +45,7 @@ def run_driver(*args, timeout=TIMEOUT_S, last_case=None):
 def test_the_driver_covers_every_target():
     listed = run_driver("--list", timeout=60)
     assert listed.returncode == 0, listed.stdout + listed.stderr
-    assert listed.stdout.split() == TARGETS, "fuzz_driver.py and test_fuzz.py disagree on the targets"
+    assert sorted(listed.stdout.split()) == sorted(TARGETS), "fuzz_driver.py and test_fuzz.py disagree on the targets"
 
 
 def text(output) -> str:
@@ -64,6 +66,8 @@ def fuzz(target: str, last_case: Path, timeout=TIMEOUT_S) -> str | None:
         running = last_case.read_text() if last_case.exists() else "(none recorded)"
         name = signal.Signals(-result.returncode).name
         return f"{target}: the process died of {name} while running:\n{running}\n{output}"
+    if result.returncode == ABSENT:
+        pytest.skip(output.strip())
     if result.returncode != 0:
         return f"{target}: the contract failed\n{output}"
     return None
