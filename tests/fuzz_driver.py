@@ -1157,7 +1157,7 @@ def backward_step(data, method: str) -> None:
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             twin_optimizer.step(twin.params, twin.grads, twin.segments())
-        if not np.isfinite(twin.params).all() or not np.isfinite(twin.grads).all():
+        if not np.isfinite(twin.params).all():  # (non-finite grads clamped by clip_value make a finite step)
             if ok:
                 raise Failure(f"{what}: step {i} with {opt!r} returned {out}, but the twin's parameters turn non-finite")
             check_error(out, ["grads"], what, allowed=(FloatingPointError,))
