@@ -423,9 +423,18 @@ def schedule_factor(spec, step) -> float:
 def init_params(layer_sizes, schemes, seed, dtype="float32"):
     """The flat initial parameters the engine draws for these layers, schemes
     (one name, or one per layer) and seed (0 <= seed < 2**64)."""
+    if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
+        raise TypeError(f"layer_sizes: expected a sequence of sizes such as [1, 64, 1], got {layer_sizes!r}")
+    if len(layer_sizes) < 2:
+        raise ValueError(f"layer_sizes: expected at least two sizes (inputs and outputs), got {list(layer_sizes)!r}")
     sizes = [check_int(s, f"layer_sizes[{i}]", minimum=1, maximum=INT64_MAX) for i, s in enumerate(layer_sizes)]
     n_layers = len(sizes) - 1
-    schemes = [schemes] * n_layers if isinstance(schemes, str) else list(schemes)
+    if isinstance(schemes, str):
+        schemes = [schemes] * n_layers
+    elif not hasattr(schemes, "__len__") or isinstance(schemes, bytes):
+        raise TypeError(f"schemes: expected a scheme name or one per layer, got {schemes!r}")
+    elif len(schemes) != n_layers:
+        raise ValueError(f"schemes: expected one scheme name or {n_layers} (one per layer), got {len(schemes)}")
     for i, scheme in enumerate(schemes):
         check_choice(scheme, f"schemes[{i}]", INIT_SCHEMES)
     seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)

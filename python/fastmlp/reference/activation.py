@@ -27,7 +27,7 @@ def _sigmoid(z):
 
 
 def _gelu_cdf(z):  # Φ(z) = erfc(−z/√2) / 2
-    return (0.5 * _erfc(-z.astype(np.float64) / math.sqrt(2)).astype(np.float64)).astype(z.dtype)
+    return (0.5 * np.asarray(_erfc(-z.astype(np.float64) / math.sqrt(2)), dtype=np.float64)).astype(z.dtype)
 
 
 def _gelu_pdf(z):
