@@ -9,7 +9,7 @@ refused; inputs may be read-only) and may not share memory with an input
 unless said otherwise. The GIL is released while a kernel runs.
 """
 
-from typing import Generic, Literal, Sequence, TypedDict, TypeVar
+from typing import Generic, Sequence, TypedDict, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -18,7 +18,7 @@ __version__: str
 
 _Float = TypeVar("_Float", np.float32, np.float64)
 _FloatArray = npt.NDArray[np.float32] | npt.NDArray[np.float64]
-_ActivationName = Literal["linear", "relu", "leaky_relu", "sigmoid", "tanh", "swish", "gelu"]
+_ActivationName = str  # one of ACTIVATIONS (the names live in the C++ tables only)
 
 # ---- names and configurations (cpp/bindings/configs.cpp) ---------------------------
 
