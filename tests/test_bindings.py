@@ -484,3 +484,37 @@ def test_an_update_that_would_not_be_finite_is_an_error_naming_grads(step):
     with pytest.raises(ValueError, match="grads: the update would make .* non-finite"):
         step(params, np.array([1.0, np.inf, 1.0]))
     assert np.isfinite(params).all(), "a parameter whose update is not finite keeps its value"
+
+
+# ---- found by the fuzz test with more examples -------------------------------------------
+
+
+def test_activation_backward_computes_a_in_the_common_dtype():
+    z = np.linspace(-3, 3, 33, dtype=np.float32)
+    da = np.linspace(1, 2, 33)  # float64: the computation is float64, f(z) included
+    for name in ("gelu", "tanh", "swish"):
+        want = reference.activation_backward(da, z, activation=name)
+        np.testing.assert_allclose(kernels.activation_backward(da, z, activation=name), want, rtol=1e-12, atol=1e-15)
+        dz, _ = kernels.activation_bias_backward(da.reshape(3, 11), z.reshape(3, 11), activation=name)
+        np.testing.assert_allclose(dz.reshape(-1), want, rtol=1e-12, atol=1e-15)
+
+
+def test_count_correct_cross_entropy_needs_a_column():
+    empty = np.zeros((4, 0))
+    for module in (kernels, reference):
+        with pytest.raises(ValueError, match="pred: cross_entropy needs at least one column"):
+            module.count_correct("cross_entropy", empty, empty)
+    assert kernels.count_correct("cross_entropy", np.zeros((0, 0)), np.zeros((0, 0))) == 0
+
+
+def test_grad_norm_clips_to_a_value_that_rounds_to_zero_in_float32():
+    grads = np.array([3.0, -4.0], dtype=np.float32)
+    assert kernels.grad_norm(grads, clip_value=5e-324) == 0.0 == reference.grad_norm(grads, clip_value=5e-324)
+    assert kernels.grad_norm(grads) == 5.0
+
+
+def test_update_grads_must_have_the_shape_of_params():
+    params = np.ones(1)
+    with pytest.raises(ValueError, match=r"grads has shape \(\) but params has shape \(1,\)"):
+        kernels.sgd_update(params, np.float64(0.5), lr=0.1)
+    assert params[0] == 1.0

@@ -68,16 +68,22 @@ void activation_forward_binding(const std::string& name, const py::array& z, py:
     });
 }
 
-// out = da ⊙ f'(z) with a = f(z); out may be da itself.
-void activation_backward_binding(const std::string& name, const py::array& z, const py::array& a,
-                                 const py::array& da, py::array out) {
-    const Activation act = activation_from_name(name);
+// z, a, da and out of one shape; out may be da itself but overlaps neither z nor a.
+void check_backward_arrays(const py::array& z, const py::array& a, const py::array& da,
+                           const py::array& out) {
     require_same_shape(z, "z", out, "out");
     require_same_shape(a, "a", out, "out");
     require_same_shape(da, "da", out, "out");
     require_disjoint(out, "out", z, "z");
     require_disjoint(out, "out", a, "a");
     require_disjoint(out, "out", da, "da", true);
+}
+
+// out = da ⊙ f'(z) with a = f(z); out may be da itself.
+void activation_backward_binding(const std::string& name, const py::array& z, const py::array& a,
+                                 const py::array& da, py::array out) {
+    const Activation act = activation_from_name(name);
+    check_backward_arrays(z, a, da, out);
     dispatch(out, "out", [&](auto tag) {
         using T = decltype(tag);
         const T* pz = input<T>(z, "z");
@@ -113,12 +119,7 @@ void activation_bias_backward_binding(const std::string& name, const py::array& 
                                       const py::array& a, const py::array& da, py::array out,
                                       py::array d_bias, bool accumulate) {
     const Activation act = activation_from_name(name);
-    require_same_shape(z, "z", out, "out");
-    require_same_shape(a, "a", out, "out");
-    require_same_shape(da, "da", out, "out");
-    require_disjoint(out, "out", z, "z");
-    require_disjoint(out, "out", a, "a");
-    require_disjoint(out, "out", da, "da", true);
+    check_backward_arrays(z, a, da, out);
     require_disjoint(d_bias, "d_bias", z, "z");
     require_disjoint(d_bias, "d_bias", a, "a");
     require_disjoint(d_bias, "d_bias", da, "da");

@@ -107,6 +107,7 @@ index count_correct(Loss loss, const T* pred, const T* target, index batch, inde
     checked_product(batch, outputs, "count_correct: batch × outputs overflows an index");
     index correct = 0;
     if (loss == Loss::cross_entropy) {
+        require(outputs >= 1 || batch == 0, "count_correct: cross_entropy needs at least one column");
         for (index i = 0; i < batch; ++i) {
             const T* p = pred + i * outputs;
             const T* t = target + i * outputs;

@@ -283,14 +283,15 @@ FASTMLP_CLONES index lamb_apply_range(const Coefficients<T>& coefficients, T ste
     return bad;
 }
 
-// Σ x² of g[begin:end] clamped to ±clip (when clip > 0), in double: sixteen
+// Σ x² of g[begin:end] clamped to ±clip (when clip_on; clip may be 0, from a
+// clip_value below T's smallest value), in double: sixteen
 // values at a time, converted to two vectors of eight doubles; lanes summed in
 // a fixed order at the end.
 template <typename T>
-FASTMLP_CLONES double sum_squares(const T* __restrict g, index begin, index end, T clip) {
+FASTMLP_CLONES double sum_squares(const T* __restrict g, index begin, index end, bool clip_on,
+                                  T clip) {
     typedef double D __attribute__((vector_size(64)));
     typedef T H __attribute__((vector_size(8 * sizeof(T))));
-    const bool clip_on = clip > T(0);
     const H lo = H{} - clip, hi = H{} + clip;
     D acc0 = {}, acc1 = {};
     index i = begin;
@@ -387,9 +388,10 @@ template <typename T>
 double grad_norm(const T* grads, index n, double clip_value) {
     require(n >= 0, "grad_norm: n must be non-negative");
     double sums[max_pieces] = {};
-    const T clip = clip_value > 0 ? T(clip_value) : T(0);
+    const bool clip_on = clip_value > 0;  // decided in double: T(clip_value) may round to 0
+    const T clip = T(clip_value);
     const index pieces = for_pieces(0, n, [&](index k, index b, index e) {
-        sums[k] = sum_squares(grads, b, e, clip);
+        sums[k] = sum_squares(grads, b, e, clip_on, clip);
     });
     double total = 0;
     for (index c = 0; c < pieces; ++c) total += sums[c];

@@ -176,12 +176,20 @@ def activation_forward(z, activation="relu", out=None):
     return out
 
 
+def _backward_inputs(da, z, a, activation):
+    """da, z and a = f(z) in their common dtype; a, when not given, is computed from z
+    in that dtype (not in z's own, which may be narrower)."""
+    named = [("da", da), ("z", z)] + ([] if a is None else [("a", a)])
+    arrays, dtype = _inputs(named)
+    if a is None:
+        arrays.append(activation_forward(arrays[1], activation))
+    return arrays, dtype
+
+
 def activation_backward(da, z, a=None, activation="relu", out=None):
     """dz = da ⊙ f'(z). ``a`` = f(z) is computed when not given; ``out`` may be da itself."""
     activation = check_choice(activation, "activation", ACTIVATIONS)
-    if a is None:
-        a = activation_forward(z, activation)
-    (da, z, a), dtype = _inputs([("da", da), ("z", z), ("a", a)])
+    (da, z, a), dtype = _backward_inputs(da, z, a, activation)
     out = _out(out, z)
     _core.activation_backward(activation, _apart(z, out), _apart(a, out), _apart(da, out, same_allowed=True), out)
     return out
@@ -215,9 +223,7 @@ def activation_bias_backward(da, z, a=None, activation="relu"):
     """The fused backward, one pass: returns (dz, d_bias) with dz = da ⊙ f'(z)
     and d_bias the column sums of dz, for da, z, a of shape (B, O)."""
     activation = check_choice(activation, "activation", ACTIVATIONS)
-    if a is None:
-        a = activation_forward(z, activation)
-    (da, z, a), dtype = _inputs([("da", da), ("z", z), ("a", a)])
+    (da, z, a), dtype = _backward_inputs(da, z, a, activation)
     if da.ndim != 2:
         raise ValueError(f"da: expected a 2-D array (batch, outputs), got shape {da.shape}")
     dz = np.empty_like(da)
@@ -252,10 +258,10 @@ def mse_backward(pred, target, scale=None):
 
 def _grads_like(params, grads) -> np.ndarray:
     """grads as a C-contiguous array of params' dtype and shape."""
-    grads = np.ascontiguousarray(as_numeric_array(grads, "grads"), dtype=params.dtype)
-    if grads.shape != params.shape:
+    grads = as_numeric_array(grads, "grads")
+    if grads.shape != params.shape:  # before the conversion, which makes a 0-d array 1-D
         raise ValueError(f"grads has shape {grads.shape} but params has shape {params.shape}")
-    return grads
+    return np.ascontiguousarray(grads, dtype=params.dtype)
 
 
 def sgd_update(params, grads, lr):
@@ -304,6 +310,8 @@ def count_correct(name, pred, target) -> int:
     (binary_cross_entropy); 0 for the regression losses."""
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
+    if name == "cross_entropy" and pred.shape[1] == 0 and pred.shape[0] > 0:
+        raise ValueError(f"pred: cross_entropy needs at least one column (one per class), got shape {pred.shape}")
     return int(_core.count_correct(name, pred, target))
 
 

@@ -53,6 +53,8 @@ def count_correct(name, pred, target) -> int:
     rows whose argmax (the first maximum) equals the target's for ``"cross_entropy"``;
     elements with (p > 0) == (t > 0.5) for ``"binary_cross_entropy"``; 0 for the others."""
     pred, target, _ = _loss_arrays(name, pred, target, 1.0)
+    if name == "cross_entropy" and pred.shape[1] == 0 and pred.shape[0] > 0:
+        raise ValueError(f"pred: cross_entropy needs at least one column (one per class), got shape {pred.shape}")
     if name == "cross_entropy":
         return int(np.sum(np.argmax(pred, axis=1) == np.argmax(target, axis=1)))
     if name == "binary_cross_entropy":
