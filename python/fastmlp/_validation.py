@@ -104,9 +104,12 @@ def as_finite(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
     refused when it holds NaN or inf, or finite values too large for ``dtype``
     (1e300 in float64 input would become inf in float32)."""
     check_finite(array, name)
+    dtype = np.dtype(dtype)
+    if not (array.dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize):
+        return np.ascontiguousarray(array, dtype=dtype)  # a widening cast cannot overflow
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(array, dtype=dtype)
-    if array.dtype.kind == "f" and array.dtype.itemsize > converted.dtype.itemsize and not _all_finite(converted):
+    if not _all_finite(converted):
         overflowing = np.abs(array) > np.finfo(converted.dtype).max
         raise ValueError(
             f"{name}: {int(np.count_nonzero(overflowing))} values overflow {converted.dtype.name} (the network's "
