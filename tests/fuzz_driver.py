@@ -1385,17 +1385,9 @@ def set_num_threads(data) -> None:
         fm.set_num_threads(saved)
 
 
-ABSENT = 3  # the exit status of a target whose method this version of fastmlp does not have yet
-
-
 def network_target(name):
     body = {"network.constructor": constructor, "threads.set_num_threads": set_num_threads}.get(name) \
         or NETWORK_TARGETS[name]
-    if name.startswith("network.") and name != "network.constructor":
-        method = name.split(".", 1)[1]
-        if method in ("decision_function", "backward_output", "layer_cache") and not hasattr(fm.Network, method):
-            print(f"{name}: fastmlp.Network has no {method}", flush=True)
-            raise SystemExit(ABSENT)
 
     @SETTINGS
     @given(st.data())

@@ -97,11 +97,11 @@ def test_schedule_config_is_built_by_keyword_and_validated():
 
 def test_optimizers_and_schedules_hand_the_engine_typed_configs():
     opt = fm.Adam(lr=0.01, schedule=fm.Warmup(4, fm.Cosine(100, min_factor=0.1)), clip_norm=1.0)
-    config, schedule = opt._config(), opt._schedule_spec()
+    config, schedule = opt._config(), opt._schedule_config()
     assert isinstance(config, _core.OptimizerConfig) and isinstance(schedule, _core.ScheduleConfig)
     assert (config.kind, config.lr, config.clip_norm, config.clip_value) == ("adam", 0.01, 1.0, 0.0)
     assert (schedule.kind, schedule.warmup_steps, schedule.total_steps, schedule.min_factor) == ("cosine", 4, 100, 0.1)
-    assert fm.SGD()._schedule_spec() is None
+    assert fm.SGD()._schedule_config() is None
 
 
 @pytest.mark.parametrize("spec,message", [
@@ -518,3 +518,10 @@ def test_update_grads_must_have_the_shape_of_params():
     with pytest.raises(ValueError, match=r"grads has shape \(\) but params has shape \(1,\)"):
         kernels.sgd_update(params, np.float64(0.5), lr=0.1)
     assert params[0] == 1.0
+
+
+def test_mse_backward_with_a_scale_does_not_overflow_before_scaling():
+    pred, target = np.array([[2e38]], dtype=np.float32), np.zeros((1, 1), dtype=np.float32)
+    got = kernels.mse_backward(pred, target, scale=1e-10)
+    np.testing.assert_allclose(got, reference.mse_backward(pred, target, scale=1e-10), rtol=1e-6)
+    assert np.isfinite(got).all()

@@ -37,9 +37,8 @@ y = X[:, :1] * X[:, 1:2] + 0.5 * X[:, 2:3]
 net = fm.Network([8, 32, 1], dtype="float64", seed=0)
 FOREVER = 10**6  # epochs: a fit that runs until the scenario ends it
 
-def steps_done():  # a reader (optimizer_state on builds before snapshot existed)
-    core = net._core
-    return core.snapshot()[2] if hasattr(core, "snapshot") else core.optimizer_state()[1]
+def steps_done():  # a reader
+    return net._core.snapshot()[2]
 
 def wait_until_fitting():
     while steps_done() == 0:

@@ -131,7 +131,7 @@ void activation_bias_backward_binding(const std::string& name, const py::array& 
         const T* pda = input<T>(da, "da", 2);
         T* po = output<T>(out, "out", 2);
         T* pdb = output<T>(d_bias, "d_bias", 1);
-        require_bias_width("activation_bias_backward", d_bias, "d_bias", out, "dz");
+        require_bias_width("activation_bias_backward", d_bias, "d_bias", out, "out");
         return [=, b = Index(out.shape(0)), o = Index(out.shape(1))] {
             activation_bias_backward<T>(act, po, pdb, pda, pz, pa, b, o, accumulate);
         };
@@ -265,6 +265,7 @@ void bind_runtime(py::module_& m) {
     m.def("set_gemm_kernel", &set_gemm_kernel, py::arg("name"));
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));
+    m.attr("MAX_THREADS") = max_threads;
     m.def("build_info", []() {
         py::dict info;
         info["compiler"] = compiler_name();

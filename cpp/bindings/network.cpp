@@ -474,7 +474,8 @@ NetworkState<T> capture(Network<T>& net, OptimizerKind& kind) {
     return s;
 }
 
-// Applies all of s; only prepare_optimizer allocates, and it runs first.
+// Applies all of s (checked before). Only prepare_optimizer allocates: should it fail (out
+// of memory) the network keeps its parameters and generator, and no optimizer state.
 template <typename T>
 void apply(Network<T>& net, const NetworkState<T>& s) {
     net.reset_optimizer();

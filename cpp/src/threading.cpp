@@ -283,7 +283,8 @@ private:
     std::exception_ptr error_;  // the first exception a piece threw (guarded by error_mutex_)
 };
 
-// Never destroyed: detached helpers may still be asleep in it at exit.
+// Never destroyed: its helpers may still be asleep in it at exit, and destroying a
+// joinable std::thread would call std::terminate.
 std::atomic<Pool*> g_pool{nullptr};
 
 Pool& pool() {

@@ -29,6 +29,7 @@ OPTIMIZERS: tuple[str, ...]
 SCHEDULES: tuple[str, ...]
 INIT_SCHEMES: tuple[str, ...]
 FIT_STATUSES: tuple[str, ...]
+MAX_THREADS: int  # set_num_threads takes 1..MAX_THREADS
 
 class OptimizerConfig:
     """An update rule and its numbers, validated on construction (ValueError

@@ -7,7 +7,7 @@ from ._validation import check_int
 
 __all__ = ["set_num_threads", "get_num_threads"]
 
-MAX_THREADS = 1024  # the engine's max_threads (threading.hpp)
+MAX_THREADS: int = _core.MAX_THREADS  # the pool's max_threads (threading.hpp)
 
 
 def get_num_threads() -> int:

@@ -103,13 +103,14 @@ def as_finite(array: np.ndarray, name: str, dtype: np.dtype) -> np.ndarray:
     """``array`` as a C-contiguous array of ``dtype`` (no copy when it is one),
     refused when it holds NaN or inf, or finite values too large for ``dtype``
     (1e300 in float64 input would become inf in float32)."""
-    check_finite(array, name)
     dtype = np.dtype(dtype)
     if not (array.dtype.kind == "f" and array.dtype.itemsize > dtype.itemsize):
+        check_finite(array, name)
         return np.ascontiguousarray(array, dtype=dtype)  # a widening cast cannot overflow
     with np.errstate(over="ignore"):
         converted = np.ascontiguousarray(array, dtype=dtype)
-    if not _all_finite(converted):
+    if not _all_finite(converted):  # one scan: NaN and inf survive the cast
+        check_finite(array, name)   # they were there before it: their own message
         overflowing = np.abs(array) > np.finfo(converted.dtype).max
         raise ValueError(
             f"{name}: {int(np.count_nonzero(overflowing))} values overflow {converted.dtype.name} (the network's "

@@ -248,11 +248,14 @@ def mse_forward(pred, target):
 
 
 def mse_backward(pred, target, scale=None):
-    """scale · (pred − target); scale defaults to 2 / pred.size, the gradient of mse_forward."""
+    """scale · (pred − target); scale defaults to 2 / pred.size, the gradient of mse_forward
+    (then it is the loss kernel's "mse" gradient). A given scale is one NumPy product: the
+    loss kernel's (2 / size) · (pred − target) rescaled could overflow where this does not."""
     pred, target = _same_shape(pred, target)
-    grad = loss_backward("mse", pred.reshape(1, -1), target.reshape(1, -1)).reshape(pred.shape)
-    if scale is not None:  # the loss kernel's gradient is (2 / size) · (pred − target)
-        grad *= grad.dtype.type(_finite(scale, "scale") * max(pred.size, 1) / 2.0)
+    if scale is None:
+        return loss_backward("mse", pred.reshape(1, -1), target.reshape(1, -1)).reshape(pred.shape)
+    grad = np.subtract(pred, target, out=np.empty_like(pred))  # an array also for 0-d input
+    grad *= grad.dtype.type(_finite(scale, "scale"))
     return grad
 
 

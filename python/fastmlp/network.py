@@ -500,7 +500,7 @@ class Network:
         if on_epoch_end is not None and not callable(on_epoch_end):
             raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
-                        optimizer._schedule_spec(), verbose, early_stopping, on_epoch_end)
+                        optimizer._schedule_config(), verbose, early_stopping, on_epoch_end)
 
     def _validation_set(self, X, y, validation_split, validation_data):
         """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
@@ -764,7 +764,7 @@ def _checked_config(optimizer) -> _core.OptimizerConfig:
     if not isinstance(optimizer, Optimizer):
         raise TypeError(f"optimizer_state optimizer: expected an optimizer or None, got {optimizer!r:.200}")
     try:
-        optimizer._schedule_spec()
+        optimizer._schedule_config()
         return optimizer._config()
     except (AttributeError, TypeError, ValueError) as error:
         raise ValueError(f"optimizer_state optimizer: not a valid {type(optimizer).__name__}: {error}") from None

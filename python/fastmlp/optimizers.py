@@ -45,12 +45,12 @@ class Optimizer:
         return _core.OptimizerConfig(kind=self._kind, lr=self.lr, clip_norm=self.clip_norm or 0.0,
                                      clip_value=self.clip_value or 0.0, **self._hyper())
 
-    def _schedule_spec(self) -> _core.ScheduleConfig | None:
+    def _schedule_config(self) -> _core.ScheduleConfig | None:
         """What the engine reads of the schedule (None: constant)."""
         return None if self.schedule is None else self.schedule._config()
 
     def _apply(self, core):
-        return core.optimizer_step(self._config(), self._schedule_spec())
+        return core.optimizer_step(self._config(), self._schedule_config())
 
     def __repr__(self) -> str:
         parts = [f"lr={self.lr!r}"] + [f"{k}={v!r}" for k, v in self._hyper().items()]

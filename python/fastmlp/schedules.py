@@ -70,7 +70,7 @@ class Schedule:
 
     def _config(self) -> _core.ScheduleConfig:
         """What the engine reads."""
-        return _schedule_config(self._spec())
+        return _core.ScheduleConfig(**self._spec())  # the attributes were checked in __init__
 
     def factor(self, t: int) -> float:
         """The lr multiplier at update t (0-based), as the engine computes it."""

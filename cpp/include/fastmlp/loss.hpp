@@ -32,7 +32,6 @@ static_assert(loss_names.in_enum_order());
 
 // Throws std::invalid_argument naming the choices.
 inline Loss loss_from_name(const std::string& name) { return loss_names.from_name(name); }
-inline const char* loss_name(Loss loss) { return loss_names.name(loss); }
 
 // What the mean divides by: B for cross_entropy, B·O for the others.
 double loss_normalizer(Loss loss, index batch, index outputs);

@@ -53,7 +53,6 @@ inline constexpr NameTable<Init, 6> init_names{
 static_assert(init_names.in_enum_order());
 
 inline Init init_from_name(const std::string& name) { return init_names.from_name(name); }
-inline const char* init_name(Init init) { return init_names.name(init); }
 
 struct FitOptions {
     index epochs = 1;

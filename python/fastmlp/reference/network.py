@@ -184,15 +184,11 @@ def shuffled_order(rng, n):
 
 def _generator_state(net):
     """The state of ``net``'s generator as :meth:`Rng.state` gives it: a reference Network's,
-    or a fastmlp.Network's engine's (snapshot(), or the older rng_state()); None if it has none."""
+    or a fastmlp.Network's engine's (its snapshot()); None if it has none."""
     if isinstance(getattr(net, "rng", None), Rng):
         return net.rng.state()
     core = getattr(net, "_core", None)
-    if hasattr(core, "snapshot"):
-        return core.snapshot()[4]
-    if hasattr(core, "rng_state"):
-        return core.rng_state()
-    return None
+    return core.snapshot()[4] if hasattr(core, "snapshot") else None
 
 
 # The engine's init schemes in its enum's order; the reference's own copy (tests/test_names.py).
