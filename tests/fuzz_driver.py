@@ -1168,19 +1168,9 @@ def backward_step(data, method: str) -> None:
 
 
 def twin_backward_output(twin, X, d_output) -> np.ndarray:
-    """The twin's grads backpropagated from a given dL/d(output) after its forward, layer by
-    layer as reference.Network.backward walks them (the reference has no backward from a dY)."""
-    zs, activations = twin.cache
-    grads = np.zeros_like(twin.params)
-    d_a = np.asarray(d_output, dtype=twin.dtype)
-    for layer in range(len(twin.weights) - 1, -1, -1):
-        d_z = reference.activation_backward(d_a, zs[layer], activations[layer + 1], twin.activations[layer])
-        w_off, b_off = twin.offsets[layer]
-        grads[w_off:b_off] = (d_z.T @ activations[layer]).reshape(-1)
-        grads[b_off : b_off + d_z.shape[1]] = d_z.sum(axis=0)
-        if layer > 0:
-            d_a = d_z @ twin.weights[layer]
-    return grads
+    """The twin's grads backpropagated from a given dL/d(output) after its forward."""
+    twin.backward_output(X, d_output)
+    return twin.grads.copy()
 
 
 def check_layer_cache(data, net, twin, Xv, spec, what) -> None:

@@ -22,6 +22,7 @@ import math
 import numpy as np
 import pytest
 
+import fastmlp as fm
 from fastmlp import reference
 
 FD_STEP = 1e-6
@@ -933,3 +934,17 @@ def test_fit_with_an_optimizer_learns_and_reports(kind):
         norms.append(opt.step(replay.params, replay.grads, replay.segments())["grad_norm"])
     assert history["loss"][0] == pytest.approx(total / 32, rel=1e-14)
     assert history["grad_norm"][0] == pytest.approx(sum(norms) / 4, rel=1e-14)
+
+
+@pytest.mark.parametrize("activation", ["tanh", "relu", "gelu"])
+def test_backward_output_and_decision_function_match_the_twin(activation):
+    rng = np.random.default_rng(3)
+    net = fm.Network([5, 7, 3], activation, dtype="float64", seed=2)
+    twin = reference.Network.from_network(net)
+    X, d_output = rng.normal(size=(4, 5)), rng.normal(size=(4, 3))
+    np.testing.assert_allclose(net.decision_function(X), twin.decision_function(X), rtol=1e-12)
+    net.forward(X)
+    twin.forward(X)
+    net.backward_output(X, d_output)
+    twin.backward_output(X, d_output)
+    np.testing.assert_allclose(net.grads, twin.grads, rtol=1e-10, atol=1e-13)

@@ -93,12 +93,18 @@ class Network:
         return A
 
     predict = forward
+    decision_function = forward  # the engine's raw outputs; the twin keeps no separate cache
 
     def backward(self, X, y, y_pred):
         """Fills ``grads`` (replacing it) and returns (grads_w, grads_b)."""
-        zs, activations = self.cache
         y = np.asarray(y, dtype=self.dtype).reshape(y_pred.shape)
-        dA = loss_backward(self.loss_name, y_pred, y, self.delta)
+        return self.backward_output(X, loss_backward(self.loss_name, y_pred, y, self.delta))
+
+    def backward_output(self, X, d_output):
+        """Backpropagates dL/d(output) (B, O) from the last forward: fills ``grads``
+        (replacing it) and returns (grads_w, grads_b), as fastmlp.Network.backward_output."""
+        zs, activations = self.cache
+        dA = np.asarray(d_output, dtype=self.dtype)
         for layer in range(len(self.weights) - 1, -1, -1):
             dZ = activation_backward(dA, zs[layer], activations[layer + 1], self.activations[layer])
             self.grad_weights[layer][...] = dZ.T @ activations[layer]
