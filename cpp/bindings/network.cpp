@@ -542,13 +542,9 @@ Rng::State checked_rng(const py::handle& words, bool has_spare, double spare) {
     Rng::State st{};
     for (int i = 0; i < 4; ++i)
         st.words[i] = word_argument(items[i], ("rng_words[" + std::to_string(i) + "]").c_str());
-    if (!(st.words[0] | st.words[1] | st.words[2] | st.words[3]))
-        throw py::value_error(
-            "rng_words: all four are zero, a state the generator never reaches");
-    if (!std::isfinite(spare))
-        throw py::value_error("spare: expected a finite number, got " + std::to_string(spare));
     st.has_spare = has_spare;
     st.spare = spare;
+    Rng::check_state(st);  // before anything is applied
     return st;
 }
 

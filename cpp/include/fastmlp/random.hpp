@@ -85,12 +85,15 @@ public:
     };
     State state() const { return State{{state_[0], state_[1], state_[2], state_[3]}, has_spare_, spare_}; }
     // Refuses (std::invalid_argument) four zero words and a non-finite spare.
-    void set_state(const State& s) {
+    static void check_state(const State& s) {
         require((s.words[0] | s.words[1] | s.words[2] | s.words[3]) != 0,
-                "rng state: the four words must not all be zero "
+                "rng_words: all four are zero, a state the generator never reaches "
                 "(xoshiro256** would draw 0 forever)");
         require(std::isfinite(s.spare),
-                "rng state: the spare normal must be finite, got " + std::to_string(s.spare));
+                "spare: expected a finite number, got " + std::to_string(s.spare));
+    }
+    void set_state(const State& s) {
+        check_state(s);
         for (int i = 0; i < 4; ++i) state_[i] = s.words[i];
         has_spare_ = s.has_spare;
         spare_ = s.spare;
