@@ -27,6 +27,7 @@ import numpy as np
 from . import _core
 from ._threads import get_num_threads
 from .article import NeuralNetwork
+from .network import MAX_COUNT
 
 __all__ = ["main"]
 
@@ -42,7 +43,7 @@ def _positive_int(text: str) -> int:
         value = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= value <= 2**62:
+    if not 1 <= value <= MAX_COUNT:
         raise argparse.ArgumentTypeError(f"expected a positive integer up to 2**62, got {value}")
     return value
 

@@ -41,9 +41,8 @@ INIT_SCHEMES = _core.INIT_SCHEMES
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
-MAX_STEPS = 2**62  # the largest update count a restored optimizer state may hold
 SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
-MAX_COUNT = 2**62  # the largest epoch count, batch size or layer size accepted (int64 with room)
+MAX_COUNT = 2**62  # the largest epoch count, batch size, layer size or restored update count (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
 
@@ -743,7 +742,7 @@ def _check_optimizer_state(state, net: Network) -> tuple:
     optimizer, kind, steps, buffers = state
     config = None if optimizer is None else _checked_config(optimizer)
     check_choice(kind, "optimizer_state kind", _core.OPTIMIZERS)
-    steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_STEPS)
+    steps = check_int(steps, "optimizer_state steps", minimum=0, maximum=MAX_COUNT)
     if not isinstance(buffers, (tuple, list)):
         raise TypeError(f"optimizer_state buffers: expected a list of arrays, got {type(buffers).__name__}")
     if optimizer is None or not (steps or buffers):
