@@ -35,9 +35,13 @@ struct GemmArgs {
 };
 
 // Register and cache blocking of one kernel for one type: an MR × NR tile of C
-// lives in registers; B is packed in KC × NC blocks of NR-wide micro-panels.
+// lives in registers (fixed by the kernel); B is packed in KC × NC blocks of
+// NR-wide micro-panels (chosen per CPU at run time: gemm_config.cpp). With
+// prefetch, the micro-kernel asks for the B rows it will read a few iterations
+// ahead and for its C tile (gemm_tile.hpp).
 struct Blocking {
     index mr, nr, kc, nc;
+    bool prefetch;
 };
 
 inline index tile_buffer_size(const Blocking& b, index columns) {
@@ -45,21 +49,25 @@ inline index tile_buffer_size(const Blocking& b, index columns) {
     return b.kc * ((nc + b.nr - 1) / b.nr) * b.nr + b.mr * b.kc;
 }
 
-// Computes C[i0:i1, j0:j1] over all of K. b_pack holds at least
-// tile_buffer_size(blocking, j1 - j0) values (a block of B, then a sliver of A).
+// Computes C[i0:i1, j0:j1] over all of K with the given KC and NC (its MR and NR
+// are the kernel's). b_pack holds at least tile_buffer_size(blocking, j1 - j0)
+// values (a block of B, then a sliver of A).
 template <typename T>
-using TileFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, index j0, index j1,
-                              T* b_pack);
+using TileFunction = void (*)(const GemmArgs<T>& g, const Blocking& blocking, index i0, index i1,
+                              index j0, index j1, T* b_pack);
 
 // For N == 1 and cs_a == 1: C[i0:i1, 0] from dot products with x (K, contiguous).
 template <typename T>
 using GemvFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, const T* x);
 
+// One ISA's kernel: its register tiles and default cache blocking (f32, f64:
+// used where no configuration for the CPU says otherwise), its tile function
+// without and with prefetching ([0], [1]), and its dot products.
 struct Kernel {
     const char* name;
     Blocking f32, f64;
-    TileFunction<float> tile_f32;
-    TileFunction<double> tile_f64;
+    TileFunction<float> tile_f32[2];
+    TileFunction<double> tile_f64[2];
     GemvFunction<float> gemv_f32;
     GemvFunction<double> gemv_f64;
 };

@@ -48,13 +48,37 @@ struct StridedA {
 
 // C[0:ROWS, 0:cols] = alpha · Asliver (ROWS × kc) · Bpanel (kc × NR) + beta · C.
 // Row p of the B panel starts at b + p · rs_bp (NR when packed).
-template <class V, int ROWS, int NV, class A>
+// With PREFETCH, C's rows are requested first (their loads come at the end) and,
+// in the loop, the B row prefetch_rows ahead: the next micro-panel's first rows
+// when B is packed, so L2 latency hides behind the FMAs (B panels stream from
+// L2; the A sliver stays in L1). Prefetches never fault, so reading past the
+// end is harmless.
+constexpr index prefetch_rows = 8;
+constexpr index cache_line = 64;
+
+inline void prefetch(const void* p, bool for_write) {
+#if defined(__GNUC__) || defined(__clang__)
+    if (for_write) __builtin_prefetch(p, 1, 3);
+    else __builtin_prefetch(p, 0, 3);
+#else
+    (void)p, (void)for_write;
+#endif
+}
+
+template <class V, int ROWS, int NV, bool PREFETCH, class A>
 inline void micro_kernel(index kc, const A& a, const typename V::T* b, index rs_bp,
                          typename V::T* c, index rs_c, index cs_c, index cols,
                          typename V::T alpha, typename V::T beta) {
     using T = typename V::T;
     using R = typename V::R;
     constexpr int nr = NV * V::width;
+    constexpr int row_bytes = nr * int(sizeof(T));
+    if constexpr (PREFETCH) {
+        if (cs_c == 1)
+            for (int i = 0; i < ROWS; ++i)
+                for (int byte = 0; byte < row_bytes; byte += cache_line)
+                    prefetch(reinterpret_cast<const char*>(c + i * rs_c) + byte, true);
+    }
     R acc[ROWS][NV];
 #pragma GCC unroll 16
     for (int i = 0; i < ROWS; ++i)
@@ -62,6 +86,12 @@ inline void micro_kernel(index kc, const A& a, const typename V::T* b, index rs_
         for (int v = 0; v < NV; ++v) acc[i][v] = V::zero();
 
     for (index p = 0; p < kc; ++p) {
+        if constexpr (PREFETCH) {
+            const char* ahead = reinterpret_cast<const char*>(b + (p + prefetch_rows) * rs_bp);
+#pragma GCC unroll 4
+            for (int byte = 0; byte < row_bytes; byte += cache_line)
+                prefetch(ahead + byte, false);
+        }
         R bv[NV];
 #pragma GCC unroll 4
         for (int v = 0; v < NV; ++v) bv[v] = V::load(b + p * rs_bp + v * V::width);
@@ -104,16 +134,16 @@ inline void micro_kernel(index kc, const A& a, const typename V::T* b, index rs_
 }
 
 // The micro-kernel for `rows` (1 ≤ rows ≤ ROWS) rows: each count is its own instance.
-template <class V, int ROWS, int NV, class A>
+template <class V, int ROWS, int NV, bool PREFETCH, class A>
 inline void micro_kernel_rows(index rows, index kc, const A& a, const typename V::T* b,
                               index rs_bp, typename V::T* c, index rs_c, index cs_c, index cols,
                               typename V::T alpha, typename V::T beta) {
     if constexpr (ROWS > 0) {
         if (rows == ROWS)
-            micro_kernel<V, ROWS, NV>(kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha, beta);
+            micro_kernel<V, ROWS, NV, PREFETCH>(kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha, beta);
         else
-            micro_kernel_rows<V, ROWS - 1, NV>(rows, kc, a, b, rs_bp, c, rs_c, cs_c, cols, alpha,
-                                               beta);
+            micro_kernel_rows<V, ROWS - 1, NV, PREFETCH>(rows, kc, a, b, rs_bp, c, rs_c, cs_c,
+                                                         cols, alpha, beta);
     }
 }
 
@@ -273,11 +303,12 @@ void pack_a(typename V::T* dst, const GemmArgs<typename V::T>& g, index ir, inde
     }
 }
 
-template <class V, int MR, int NV, index KC, index NC>
-void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, index j1,
-               typename V::T* b_pack) {
+template <class V, int MR, int NV, bool PREFETCH>
+void gemm_tile(const GemmArgs<typename V::T>& g, const Blocking& blocking, index i0, index i1,
+               index j0, index j1, typename V::T* b_pack) {
     using T = typename V::T;
     constexpr int nr = NV * V::width;
+    const index KC = blocking.kc, NC = blocking.nc;
     // With few rows of A each B panel is used once or twice, and a B that spans
     // no more than L1 (32 KiB) stays there however it is laid out: packing would
     // cost more than it saves, so full panels of row-contiguous B are read in
@@ -304,7 +335,7 @@ void gemm_tile(const GemmArgs<typename V::T>& g, index i0, index i1, index j0, i
                         const T* b = in_place ? g.b + pc * g.rs_b + (jc + jr)
                                               : b_pack + ((jr - full) / nr) * kc * nr;
                         const index cols = smaller(nr, nc - jr);
-                        micro_kernel_rows<V, MR, NV>(rows, kc, a, b, in_place ? g.rs_b : index(nr),
+                        micro_kernel_rows<V, MR, NV, PREFETCH>(rows, kc, a, b, in_place ? g.rs_b : index(nr),
                                                      g.c + ir * g.rs_c + (jc + jr) * g.cs_c,
                                                      g.rs_c, g.cs_c, cols, g.alpha, beta);
                         if (last_k && g.epilogue.fn != nullptr)  // the tile is still in L1
@@ -366,15 +397,15 @@ void gemv_rows(const GemmArgs<typename V::T>& g, index i0, index i1, const typen
 }
 
 // The kernel of one ISA: register tiles of MR × (NV · width) for float and for
-// double, K blocks of KC and N blocks of NC.
+// double; by default K blocks of KC and N blocks of NC, without prefetching.
 template <class F32, int MR32, int NV32, index KC32, index NC32, class F64, int MR64, int NV64,
           index KC64, index NC64>
 Kernel make_kernel(const char* name) {
     return Kernel{name,
-                  Blocking{MR32, NV32 * F32::width, KC32, NC32},
-                  Blocking{MR64, NV64 * F64::width, KC64, NC64},
-                  &gemm_tile<F32, MR32, NV32, KC32, NC32>,
-                  &gemm_tile<F64, MR64, NV64, KC64, NC64>,
+                  Blocking{MR32, NV32 * F32::width, KC32, NC32, false},
+                  Blocking{MR64, NV64 * F64::width, KC64, NC64, false},
+                  {&gemm_tile<F32, MR32, NV32, false>, &gemm_tile<F32, MR32, NV32, true>},
+                  {&gemm_tile<F64, MR64, NV64, false>, &gemm_tile<F64, MR64, NV64, true>},
                   &gemv_rows<F32>,
                   &gemv_rows<F64>};
 }
