@@ -234,6 +234,50 @@ def gemm_available_kernels() -> list[str]:
 def set_gemm_kernel(name: str) -> None:
     """Forces a GEMM kernel ("auto": the best); ValueError for one this CPU or build cannot run."""
 
+class _GemmBlocking(TypedDict):
+    mr: int
+    nr: int
+    kc: int
+    nc: int
+    prefetch: bool
+
+_GemmConfig = TypedDict(
+    "_GemmConfig",
+    {"name": str, "kernel": str, "source": str, "reason": str,
+     "float32": _GemmBlocking, "float64": _GemmBlocking},
+)
+
+def gemm_config() -> _GemmConfig:
+    """The GEMM configuration in use (a new dict each call)."""
+
+def gemm_configs() -> list[str]:
+    """The configuration names set_gemm_config accepts on this CPU."""
+
+def set_gemm_config(spec: str) -> None:
+    """Forces a configuration: "auto", a name, and/or kc=N, nc=N, prefetch=0|1; ValueError names a bad spec."""
+
+class _CacheInfo(TypedDict):
+    level: int
+    unified: bool
+    size: int
+    ways: int
+    line: int
+    sets: int
+    shared_by: int
+
+class _CpuInfo(TypedDict):
+    vendor: str
+    family: int
+    model: int
+    stepping: int
+    brand: str
+    caches: list[_CacheInfo]
+    cache_source: str
+    features: list[str]
+
+def cpu_info() -> _CpuInfo:
+    """What CPUID (or sysfs) reports about this CPU (a new dict each call)."""
+
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None:
     """Sets the thread count of the kernels (n >= 1), for the whole process."""

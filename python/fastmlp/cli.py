@@ -215,6 +215,40 @@ def _save_png_atomically(figure, path: str) -> None:
 # ---- info -----------------------------------------------------------------------------
 
 
+def _size(n: int) -> str:
+    return f"{n // 2**20} MiB" if n >= 2**20 and n % 2**20 == 0 else f"{n / 1024:g} KiB"
+
+
+def _cpu_rows() -> list[tuple[str, str]]:
+    cpu = _core.cpu_info()
+    if cpu["vendor"]:
+        ident = f"{cpu['vendor']} family {cpu['family']} model {cpu['model']} stepping {cpu['stepping']}"
+        model = f"{cpu['brand'] or '(no brand string)'} ({ident})"
+    else:
+        model = "(no CPUID: not x86-64)"
+    caches = "; ".join(
+        f"L{c['level']}{'' if c['unified'] else 'd'} {_size(c['size'])} {c['ways']}-way, {c['line']} B lines"
+        + (f", shared by {c['shared_by']}" if c["shared_by"] > 1 else "")
+        for c in cpu["caches"]
+    )
+    return [("cpu", model), ("caches", f"{caches or '(unknown)'} (from {cpu['cache_source']})")]
+
+
+def _gemm_config_rows() -> list[tuple[str, str]]:
+    config = _core.gemm_config()
+
+    def blocking(b) -> str:
+        return f"{b['mr']}×{b['nr']} tiles, KC {b['kc']}, NC {b['nc']}, prefetch {'on' if b['prefetch'] else 'off'}"
+
+    return [
+        ("gemm config", f"{config['name']} ({config['source']}): {config['reason']}"),
+        ("  float32", blocking(config["float32"])),
+        ("  float64", blocking(config["float64"])),
+        ("  override", "FASTMLP_GEMM_CONFIG=NAME[,kc=N,nc=N,prefetch=0|1] "
+                       f"(names: {', '.join(_core.gemm_configs())})"),
+    ]
+
+
 def _run_info(args) -> int:
     build = _core.build_info()
     threads = get_num_threads()
@@ -233,6 +267,8 @@ def _run_info(args) -> int:
         ("architecture", build["architecture"]),
         ("cpu features", ", ".join(build["cpu_features"]) or "(none detected)"),
         ("gemm kernel", f"{build['gemm_kernel']} (available: {', '.join(_core.gemm_available_kernels())})"),
+        *_cpu_rows(),
+        *_gemm_config_rows(),
     ]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

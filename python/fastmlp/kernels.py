@@ -31,6 +31,10 @@ __all__ = [
     "gemm_kernel",
     "available_gemm_kernels",
     "set_gemm_kernel",
+    "gemm_config",
+    "gemm_configs",
+    "set_gemm_config",
+    "cpu_info",
     "activation_forward",
     "activation_backward",
     "bias_add_forward",
@@ -155,6 +159,42 @@ def set_gemm_kernel(name: str) -> None:
     """
     check_choice(name, "name", ["auto", *available_gemm_kernels()])
     _core.set_gemm_kernel(name)
+
+
+def gemm_config() -> dict:
+    """The GEMM configuration in use: kernel, blocking per dtype and why it was chosen.
+
+    A dict: ``name`` ("zen4", "skx", ... from the table of measured CPUs;
+    "model" when KC and NC come from the analytical model of Low et al. applied
+    to this CPU's caches; "default"), ``kernel``, ``source`` ("table", "model",
+    "default", or "environment" / "forced" when overridden), ``reason`` (one
+    line), and ``float32`` / ``float64``: {"mr", "nr", "kc", "nc", "prefetch"}.
+    """
+    return _core.gemm_config()
+
+
+def gemm_configs() -> list[str]:
+    """The configurations :func:`set_gemm_config` accepts by name on this CPU."""
+    return list(_core.gemm_configs())
+
+
+def set_gemm_config(spec: str) -> None:
+    """Forces the GEMM configuration for the whole process, for tuning and tests.
+
+    ``spec`` is "auto" (the automatic choice), a name from :func:`gemm_configs`,
+    and/or comma-separated overrides ``kc=N``, ``nc=N``, ``prefetch=0|1``
+    ("skx,kc=256"; overrides alone modify the current kernel's automatic
+    choice). The environment variable FASTMLP_GEMM_CONFIG sets the first choice
+    the same way. Results differ only in rounding (KC splits K's sums).
+    """
+    if not isinstance(spec, str):
+        raise TypeError(f"spec: expected a str, got {type(spec).__name__}")
+    _core.set_gemm_config(spec)
+
+
+def cpu_info() -> dict:
+    """What CPUID (or sysfs) says about this CPU: vendor, family, model, brand, caches, features."""
+    return _core.cpu_info()
 
 
 def _out(out, like: np.ndarray, name: str = "out") -> np.ndarray:

@@ -14,8 +14,9 @@
 //
 // gemm() is the one entry point the rest of the library calls. Behind it, a
 // packed, register-tiled kernel chosen at run time from the CPU's features
-// (avx512, avx2, or portable C++; src/gemm/). Each element of C is summed over
-// K in one fixed order whatever the thread count.
+// (avx512, avx2, or portable C++; src/gemm/) with cache blocking chosen for the
+// CPU's micro-architecture (src/gemm/gemm_config.cpp). Each element of C is
+// summed over K in one fixed order whatever the thread count.
 #pragma once
 
 #include <string>
@@ -55,13 +56,51 @@ void gemm_naive(Transpose trans_a, Transpose trans_b, index m, index n, index k,
                 T alpha, const T* a, index lda, const T* b, index ldb,
                 T beta, T* c, index ldc);
 
+// How gemm() blocks one scalar type: the register tile MR × NR (fixed by the
+// kernel), K blocks of KC and N blocks of NC (the packed KC × NC block of B is
+// meant to stay in L2, an MR × KC sliver of A in L1), and whether the
+// micro-kernel prefetches B and C.
+struct GemmBlocking {
+    index mr, nr, kc, nc;
+    bool prefetch;
+};
+
+// The configuration gemm() runs with: a kernel and its blocking per type, the
+// name of the table entry (or "model", "default") and why it was chosen.
+struct GemmConfig {
+    std::string name;    // "zen4", "skx", ..., "model" (Low et al. from the caches), "default"
+    std::string kernel;  // "avx512", "avx2", "portable"
+    GemmBlocking f32, f64;
+    std::string source;  // "table", "model", "default"; "environment" or "forced" when overridden
+    std::string reason;  // one line
+};
+
+GemmConfig gemm_config();
+// The configurations this build and CPU can be forced to: the table's entries
+// whose kernel runs here, then "model".
+std::vector<std::string> gemm_config_names();
+// Forces a configuration: "auto" (the automatic choice), a name from
+// gemm_config_names(), and/or overrides "kc=N", "nc=N", "prefetch=0|1", comma
+// separated ("skx,kc=256"; overrides alone apply to the automatic choice).
+// The FASTMLP_GEMM_CONFIG environment variable sets the first choice the same
+// way. Throws std::invalid_argument, naming the problem, for a bad spec.
+void set_gemm_config(const std::string& spec);
+
+// The analytical model's blocking (gemm_config.cpp) for an MR × NR tile of
+// values of `scalar_size` bytes, given L1 and L2: what a CPU without a table
+// entry gets. Exposed for tests.
+struct CacheInfo;
+GemmBlocking gemm_model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, index nr,
+                                 index scalar_size);
+
 // The kernel gemm() uses now: "avx512", "avx2" or "portable".
 const char* gemm_kernel_name();
 // The kernels this build has and this CPU can run, best first.
 std::vector<std::string> gemm_available_kernels();
-// Forces a kernel ("auto": the best available); throws std::invalid_argument
-// for one this CPU or build cannot run. The FASTMLP_GEMM_KERNEL environment
-// variable sets the first choice the same way.
+// Forces a kernel ("auto": the best available), with the blocking chosen for it
+// on this CPU; throws std::invalid_argument for one this CPU or build cannot
+// run. The FASTMLP_GEMM_KERNEL environment variable sets the first choice the
+// same way (FASTMLP_GEMM_CONFIG, when set too, then applies to that kernel).
 void set_gemm_kernel(const std::string& name);
 
 // Checks sizes and leading dimensions; throws std::invalid_argument.

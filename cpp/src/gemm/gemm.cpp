@@ -2,8 +2,8 @@
 //
 // The kernels (gemm_avx512.cpp, gemm_avx2.cpp, gemm_portable.cpp) compute one
 // rectangle of C each call; see gemm_tile.hpp for their loops. Here:
-//   - the kernel is the best one the CPU supports (FASTMLP_GEMM_KERNEL or
-//     set_gemm_kernel() can force another, for tests and comparisons);
+//   - the kernel and its blocking are the ones gemm_config.cpp chose for the
+//     CPU (the environment or set_gemm_config() can force others);
 //   - a product with one output column (or one output row read along
 //     contiguous columns of op(B): one sample through X · Wᵀ) is a set of dot
 //     products, not a tile that would be mostly padding;
@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
 #include <string>
 #include <vector>
@@ -38,63 +39,16 @@ constexpr double gemv_parallel_threshold = double(1 << 16);
 // per tile gains 2–7 % of a training step).
 constexpr index epilogue_per_tile_threshold = index(1) << 14;
 
-bool cpu_supports(const std::string& name) {
-#if defined(FASTMLP_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    if (name == "avx512") return __builtin_cpu_supports("avx512f");
-    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return name == "portable";
-}
-
-// All kernels of this build, best first.
-std::vector<const Kernel*> built_kernels() {
-    std::vector<const Kernel*> kernels;
-#if defined(FASTMLP_X86_KERNELS)
-    kernels.push_back(&gemm_detail::avx512_kernel());
-    kernels.push_back(&gemm_detail::avx2_kernel());
-#endif
-    kernels.push_back(&gemm_detail::portable_kernel());
-    return kernels;
-}
-
-const Kernel* find_kernel(const std::string& name) {
-    const std::string wanted = name == "auto" ? "" : name;
-    for (const Kernel* kernel : built_kernels()) {
-        if (!cpu_supports(kernel->name)) continue;
-        if (wanted.empty() || wanted == kernel->name) return kernel;
-    }
-    return nullptr;
-}
-
-const Kernel* initial_kernel() {
-    if (const char* forced = std::getenv("FASTMLP_GEMM_KERNEL")) {
-        if (const Kernel* kernel = find_kernel(forced)) return kernel;
-    }
-    return find_kernel("auto");
-}
-
-std::atomic<const Kernel*> g_kernel{nullptr};
-
-const Kernel& current_kernel() {
-    const Kernel* kernel = g_kernel.load(std::memory_order_acquire);
-    if (kernel == nullptr) {
-        kernel = initial_kernel();
-        g_kernel.store(kernel, std::memory_order_release);
-    }
-    return *kernel;
+template <typename T>
+const Blocking& blocking_of(const gemm_detail::Active& config) {
+    if constexpr (sizeof(T) == 4) return config.f32;
+    else return config.f64;
 }
 
 template <typename T>
-const Blocking& blocking_of(const Kernel& kernel) {
-    if constexpr (sizeof(T) == 4) return kernel.f32;
-    else return kernel.f64;
-}
-
-template <typename T>
-gemm_detail::TileFunction<T> tile_of(const Kernel& kernel) {
-    if constexpr (sizeof(T) == 4) return kernel.tile_f32;
-    else return kernel.tile_f64;
+gemm_detail::TileFunction<T> tile_of(const Kernel& kernel, bool prefetch) {
+    if constexpr (sizeof(T) == 4) return kernel.tile_f32[prefetch ? 1 : 0];
+    else return kernel.tile_f64[prefetch ? 1 : 0];
 }
 
 template <typename T>
@@ -108,12 +62,17 @@ void scale(T* c, index ldc, index m, index n, T beta) {
 }
 
 // Scratch of at least `size` values: one buffer per thread and purpose, grown
-// once and reused by every call.
+// once and reused by every call, starting on a 64-byte boundary. (A large
+// vector comes from mmap at 16 bytes past a page: every 64-byte load from the
+// packed panels would then straddle two cache lines, which costs a second load
+// on Intel cores.)
 template <typename T, int Purpose>
 T* scratch(index size) {
+    constexpr index align = 64 / index(sizeof(T));
     thread_local std::vector<T> buffer;
-    if (index(buffer.size()) < size) buffer.resize(size);
-    return buffer.data();
+    if (index(buffer.size()) < size + align) buffer.resize(size + align);
+    const auto address = reinterpret_cast<std::uintptr_t>(buffer.data());
+    return buffer.data() + ((64 - address % 64) % 64) / sizeof(T);
 }
 enum { packing = 0, vector_copy = 1 };
 
@@ -189,9 +148,10 @@ void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
 }
 
 template <typename T>
-void run(const Kernel& kernel, GemmArgs<T> g) {
-    const Blocking& blocking = blocking_of<T>(kernel);
-    const auto tile = tile_of<T>(kernel);
+void run(const gemm_detail::Active& config, GemmArgs<T> g) {
+    const Kernel& kernel = *config.kernel;
+    const Blocking& blocking = blocking_of<T>(config);
+    const auto tile = tile_of<T>(kernel, blocking.prefetch);
     // One output column, or one output row whose products read columns of op(B)
     // that are contiguous (a batch of one through X · Wᵀ): dot products.
     if (g.n == 1 && g.cs_a == 1) {
@@ -205,7 +165,7 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
     // Fewer columns than the tile is wide: compute Cᵀ, so the tile is not mostly padding.
     if (g.n < blocking.nr && g.m > g.n) {
         const GemmArgs<T> original = g;
-        run(kernel, transposed(g));
+        run(config, transposed(g));
         return finish(original);
     }
     const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_flops);
@@ -215,7 +175,8 @@ void run(const Kernel& kernel, GemmArgs<T> g) {
         const index i0 = (task / grid.tasks_n) * grid.rows, j0 = (task % grid.tasks_n) * grid.cols;
         if (i0 >= g.m || j0 >= g.n) return;
         T* pack = scratch<T, packing>(pack_size);
-        tile(g, i0, std::min(g.m, i0 + grid.rows), j0, std::min(g.n, j0 + grid.cols), pack);
+        tile(g, blocking, i0, std::min(g.m, i0 + grid.rows), j0, std::min(g.n, j0 + grid.cols),
+             pack);
     });
 }
 
@@ -259,10 +220,10 @@ void gemm(Transpose trans_a, Transpose trans_b, index m, index n, index k, T alp
         // C fits in L1 anyway: one pass at the end beats a call per tile.
         GemmArgs<T> plain = g;
         plain.epilogue = GemmEpilogue{};
-        run(current_kernel(), plain);
+        run(gemm_detail::active(), plain);
         return finish(g);
     }
-    run(current_kernel(), g);
+    run(gemm_detail::active(), g);
 }
 
 template <typename T>
@@ -278,27 +239,6 @@ void gemm_naive(Transpose trans_a, Transpose trans_b, index m, index n, index k,
             T& out = c[i * ldc + j];
             out = alpha * sum + (beta == T(0) ? T(0) : beta * out);
         }
-}
-
-const char* gemm_kernel_name() { return current_kernel().name; }
-
-std::vector<std::string> gemm_available_kernels() {
-    std::vector<std::string> names;
-    for (const Kernel* kernel : built_kernels())
-        if (cpu_supports(kernel->name)) names.push_back(kernel->name);
-    return names;
-}
-
-void set_gemm_kernel(const std::string& name) {
-    const Kernel* kernel = find_kernel(name);
-    if (kernel == nullptr) {
-        std::string choices = "auto";
-        for (const auto& available : gemm_available_kernels()) choices += ", " + available;
-        throw std::invalid_argument("set_gemm_kernel: '" + name +
-                                    "' is not a kernel this CPU and build can run; choose one of " +
-                                    choices);
-    }
-    g_kernel.store(kernel, std::memory_order_release);
 }
 
 #define FASTMLP_INSTANTIATE(T)                                                             \

@@ -34,15 +34,11 @@ struct GemmArgs {
     GemmEpilogue epilogue;  // applied to each finished register tile (fn may be null)
 };
 
-// Register and cache blocking of one kernel for one type: an MR × NR tile of C
-// lives in registers (fixed by the kernel); B is packed in KC × NC blocks of
-// NR-wide micro-panels (chosen per CPU at run time: gemm_config.cpp). With
+// Register and cache blocking of one kernel for one type (gemm.hpp): KC, NC
+// and prefetching are chosen per CPU at run time (gemm_config.cpp). With
 // prefetch, the micro-kernel asks for the B rows it will read a few iterations
 // ahead and for its C tile (gemm_tile.hpp).
-struct Blocking {
-    index mr, nr, kc, nc;
-    bool prefetch;
-};
+using Blocking = GemmBlocking;
 
 inline index tile_buffer_size(const Blocking& b, index columns) {
     const index nc = columns < b.nc ? columns : b.nc;
@@ -71,6 +67,14 @@ struct Kernel {
     GemvFunction<float> gemv_f32;
     GemvFunction<double> gemv_f64;
 };
+
+// What gemm() runs with now (gemm_config.cpp): a kernel and its blocking per
+// type. Published once and never freed, so a reader may keep the reference.
+struct Active {
+    const Kernel* kernel;
+    Blocking f32, f64;
+};
+const Active& active();
 
 // Each returns its kernel; the x86 ones exist only in x86-64 builds.
 const Kernel& portable_kernel();

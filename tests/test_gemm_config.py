@@ -1,0 +1,262 @@
+"""The GEMM configuration (kernel + KC, NC, prefetching per micro-architecture):
+every configuration this CPU can run, forced one at a time, held to
+reference.gemm on awkward shapes in all four transpose cases, both dtypes,
+contiguous and not; the choice, its overrides and their errors; the analytical
+model on recorded cache geometries; switching while other threads multiply."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import _core, kernels, reference
+
+from kernel_helpers import with_layout
+
+KERNELS = kernels.available_gemm_kernels()
+NAMES = kernels.gemm_configs()
+# Every table entry and the model on each kernel, plus overrides that make KC and
+# NC tiny (many K and N blocks: every block edge is crossed) with and without
+# prefetching.
+CONFIGS = [("auto", name) for name in NAMES if name != "model"]
+CONFIGS += [(kernel, "model") for kernel in KERNELS if "model" in NAMES]
+CONFIGS += [(KERNELS[0], "auto,kc=8,nc=1,prefetch=1"), (KERNELS[0], "auto,kc=24,nc=40,prefetch=0")]
+CONFIGS += [("portable", "auto,kc=16,nc=8,prefetch=1")]
+SHAPES = [(1, 1, 1), (3, 7, 33), (17, 33, 257), (257, 40, 100), (13, 257, 7), (64, 96, 129)]
+RTOL = {np.float32: 1e-5, np.float64: 1e-12}
+
+SKX_L1 = {"size": 32768, "ways": 8, "line": 64, "sets": 64}
+SKX_L2 = {"size": 1 << 20, "ways": 16, "line": 64, "sets": 1024}
+ZEN4_L2 = {"size": 1 << 20, "ways": 8, "line": 64, "sets": 2048}
+
+
+@pytest.fixture
+def use_config(request):
+    kernel, spec = request.param
+    kernels.set_gemm_kernel(kernel)
+    kernels.set_gemm_config(spec)
+    yield request.param
+    kernels.set_gemm_kernel("auto")
+    kernels.set_gemm_config("auto")
+
+
+def _config_id(param) -> str:
+    return f"{param[0]}:{param[1]}"
+
+
+@pytest.mark.parametrize("use_config", CONFIGS, indirect=True, ids=_config_id)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("trans_a,trans_b", list(itertools.product([False, True], repeat=2)))
+@pytest.mark.parametrize("layout", ["contiguous", "strided"])
+@pytest.mark.parametrize("m,n,k", SHAPES)
+def test_configuration_matches_the_reference(use_config, dtype, trans_a, trans_b, layout, m, n, k):
+    rng = np.random.default_rng(m * 7 + n * 3 + k)
+    a = with_layout(rng.standard_normal((k, m) if trans_a else (m, k)).astype(dtype), layout)
+    b = with_layout(rng.standard_normal((n, k) if trans_b else (k, n)).astype(dtype), layout)
+    c = rng.standard_normal((m, n)).astype(dtype)
+    twin = c.copy()
+    kernels.gemm(a, b, c, alpha=1.25, beta=0.5, trans_a=trans_a, trans_b=trans_b)
+    reference.gemm(a, b, twin, alpha=1.25, beta=0.5, trans_a=trans_a, trans_b=trans_b)
+    scale = k * np.abs(a).max() * np.abs(b).max() + np.abs(twin).max()
+    error = np.abs(c - twin).max()
+    assert error <= RTOL[dtype] * scale, f"{use_config}: max |diff| = {error:.3e} (scale {scale:.3e})"
+
+
+@pytest.mark.parametrize("use_config", CONFIGS, indirect=True, ids=_config_id)
+def test_configuration_is_bit_identical_with_one_and_two_threads(use_config, restore_num_threads):
+    rng = np.random.default_rng(11)
+    a = rng.standard_normal((300, 200)).astype(np.float32)
+    b = rng.standard_normal((257, 200)).astype(np.float32)
+    results = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        results.append(kernels.gemm(a, b, trans_b=True))
+    assert np.array_equal(results[0], results[1])
+
+
+def test_the_configuration_describes_itself():
+    kernels.set_gemm_config("auto")
+    config = kernels.gemm_config()
+    assert config["kernel"] == kernels.gemm_kernel() == KERNELS[0]
+    assert config["source"] in ("table", "model", "default")
+    assert config["name"] in [*NAMES, "default"]
+    assert config["reason"]
+    for dtype, width in (("float32", 4), ("float64", 8)):
+        b = config[dtype]
+        assert set(b) == {"mr", "nr", "kc", "nc", "prefetch"}
+        assert b["mr"] >= 1 and b["nr"] >= 1 and b["kc"] >= 8
+        assert b["nc"] % b["nr"] == 0, f"{dtype}: NC {b['nc']} is not whole panels of {b['nr']}"
+
+
+def test_a_cpu_in_the_table_gets_its_entry():
+    cpu = kernels.cpu_info()
+    kernels.set_gemm_config("auto")
+    config = kernels.gemm_config()
+    if cpu["vendor"] == "AuthenticAMD" and cpu["family"] == 25 and KERNELS[0] == "avx512":
+        assert (config["name"], config["source"]) == ("zen4", "table")
+    elif cpu["vendor"] == "GenuineIntel" and cpu["family"] == 6 and cpu["model"] == 85 and KERNELS[0] == "avx512":
+        assert (config["name"], config["source"]) == ("skx", "table")
+    else:
+        assert config["source"] in ("model", "default")
+
+
+def test_a_forced_kernel_brings_its_own_tile():
+    try:
+        kernels.set_gemm_kernel("portable")
+        config = kernels.gemm_config()
+        assert config["kernel"] == "portable" and config["source"] == "forced"
+        assert config["float32"]["nr"] < 32
+        kernels.set_gemm_kernel("auto")
+        assert kernels.gemm_config()["kernel"] == KERNELS[0]
+    finally:
+        kernels.set_gemm_kernel("auto")
+        kernels.set_gemm_config("auto")
+
+
+def test_overrides_apply_and_auto_restores():
+    try:
+        kernels.set_gemm_config("kc=96,nc=100,prefetch=1")
+        config = kernels.gemm_config()
+        assert config["source"] == "forced" and config["name"].endswith("kc=96,nc=100,prefetch=1")
+        for dtype in ("float32", "float64"):
+            b = config[dtype]
+            assert b["kc"] == 96 and b["prefetch"] is True
+            assert b["nc"] >= 100 and b["nc"] % b["nr"] == 0 and b["nc"] - 100 < b["nr"]
+    finally:
+        kernels.set_gemm_config("auto")
+    assert kernels.gemm_config()["source"] in ("table", "model", "default")
+
+
+@pytest.mark.parametrize(
+    "spec,match",
+    [
+        ("", "empty"),
+        ("nehalem", "not a configuration"),
+        ("kc=4", r"kc must be an integer in \[8, 8192\]"),
+        ("kc=abc", "kc must be an integer"),
+        ("nc=0", "nc must be an integer"),
+        ("prefetch=2", "prefetch must be an integer in \\[0, 1\\]"),
+        ("auto,mc=3", "unknown key 'mc'"),
+        ("auto,kc", "expected key=value"),
+        ("kc=99999999999", "kc must be an integer"),
+    ],
+)
+def test_a_bad_spec_is_refused_and_changes_nothing(spec, match):
+    before = kernels.gemm_config()
+    with pytest.raises(ValueError, match=match):
+        kernels.set_gemm_config(spec)
+    assert kernels.gemm_config() == before
+
+
+def test_a_spec_must_be_a_string():
+    with pytest.raises(TypeError, match="spec"):
+        kernels.set_gemm_config(256)
+
+
+def _config_in_subprocess(env: dict) -> dict:
+    code = "import json, fastmlp.kernels as k; print(json.dumps(k.gemm_config()))"
+    full_env = {**os.environ, **env}
+    for name in ("FASTMLP_GEMM_CONFIG", "FASTMLP_GEMM_KERNEL"):
+        if name not in env:
+            full_env.pop(name, None)
+    out = subprocess.run([sys.executable, "-c", code], env=full_env, capture_output=True, text=True, check=True)
+    assert out.stderr == ""
+    return json.loads(out.stdout)
+
+
+def test_the_environment_sets_the_first_choice():
+    name = NAMES[0]
+    config = _config_in_subprocess({"FASTMLP_GEMM_CONFIG": f"{name},kc=64"})
+    assert config["source"] == "environment" and config["name"] == f"{name},kc=64"
+    assert config["float32"]["kc"] == config["float64"]["kc"] == 64
+
+
+def test_a_bad_environment_value_is_ignored_and_said_so():
+    config = _config_in_subprocess({"FASTMLP_GEMM_CONFIG": "kc=zero"})
+    assert config["source"] in ("table", "model", "default")
+    assert "FASTMLP_GEMM_CONFIG ignored" in config["reason"] and "kc must be" in config["reason"]
+    config = _config_in_subprocess({"FASTMLP_GEMM_KERNEL": "sse9"})
+    assert "FASTMLP_GEMM_KERNEL='sse9' ignored" in config["reason"]
+
+
+def test_the_environment_kernel_and_config_combine():
+    config = _config_in_subprocess({"FASTMLP_GEMM_KERNEL": "portable", "FASTMLP_GEMM_CONFIG": "nc=64"})
+    assert config["kernel"] == "portable" and config["float32"]["nc"] == 64
+
+
+# ---- the analytical model ----------------------------------------------------------------
+
+
+def test_the_model_on_skylake_sp_caches():
+    # 32 KiB 8-way L1 (one way: 64 sets × 64 B = 4 KiB), 1 MiB 16-way L2 (64 KiB a way).
+    f32 = _core._gemm_model_blocking(SKX_L1, SKX_L2, 12, 32, 4)
+    assert (f32["kc"], f32["nc"], f32["prefetch"]) == (336, 672, True)  # 4 ways for the sliver; 14 for B
+    f64 = _core._gemm_model_blocking(SKX_L1, SKX_L2, 12, 16, 8)
+    assert (f64["kc"], f64["nc"]) == (168, 672)
+
+
+def test_the_model_on_zen4_caches():
+    f32 = _core._gemm_model_blocking(SKX_L1, ZEN4_L2, 12, 32, 4)
+    assert (f32["kc"], f32["nc"]) == (336, 576)  # an 8-way L2 leaves 6 ways (768 KiB) for B
+
+
+@pytest.mark.parametrize("l1_kib,l1_ways,l2_kib,l2_ways", [(32, 8, 256, 4), (48, 12, 2048, 16), (64, 4, 512, 8), (16, 2, 128, 2)])
+@pytest.mark.parametrize("mr,nr,size", [(12, 32, 4), (12, 16, 8), (6, 16, 4), (4, 8, 8)])
+def test_the_model_keeps_its_blocks_in_their_caches(l1_kib, l1_ways, l2_kib, l2_ways, mr, nr, size):
+    l1 = {"size": l1_kib * 1024, "ways": l1_ways, "line": 64, "sets": l1_kib * 1024 // (64 * l1_ways)}
+    l2 = {"size": l2_kib * 1024, "ways": l2_ways, "line": 64, "sets": l2_kib * 1024 // (64 * l2_ways)}
+    b = _core._gemm_model_blocking(l1, l2, mr, nr, size)
+    assert b["kc"] % 8 == 0 and 64 <= b["kc"] <= 1024
+    if b["kc"] > 64:  # unless clamped up: the A sliver fits half of L1
+        assert mr * b["kc"] * size <= l1["size"] // 2
+    assert b["nc"] % nr == 0 and b["nc"] >= nr
+    if b["nc"] > nr:  # unless clamped up: the B block leaves L2 room for the sliver and C
+        assert b["kc"] * b["nc"] * size <= l2["size"] * (l2_ways - 1) // l2_ways
+
+
+@pytest.mark.parametrize("bad", [{"ways": 0}, {"sets": 0}, {"line": 8}, {"size": 1024}])
+def test_the_model_refuses_impossible_caches(bad):
+    with pytest.raises(ValueError, match="gemm_model_blocking"):
+        _core._gemm_model_blocking({**SKX_L1, **bad}, SKX_L2, 12, 32, 4)
+
+
+# ---- switching while others multiply -----------------------------------------------------
+
+
+def test_switching_configurations_while_other_threads_multiply():
+    rng = np.random.default_rng(2)
+    a = rng.standard_normal((150, 90)).astype(np.float32)
+    b = rng.standard_normal((90, 130)).astype(np.float32)
+    want = reference.gemm(a, b)
+    specs = [*NAMES, "auto,kc=16,nc=32", "auto,prefetch=1", "auto"]
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def multiply():
+        while not stop.is_set():
+            got = kernels.gemm(a, b)
+            if not np.allclose(got, want, rtol=1e-4, atol=1e-4):
+                failures.append(f"max |diff| {np.abs(got - want).max():.3e}")
+                return
+
+    workers = [threading.Thread(target=multiply) for _ in range(2)]
+    for w in workers:
+        w.start()
+    try:
+        for _ in range(30):
+            for spec in specs:
+                kernels.set_gemm_config(spec)
+    finally:
+        stop.set()
+        for w in workers:
+            w.join()
+        kernels.set_gemm_config("auto")
+    assert not failures, failures
