@@ -239,11 +239,12 @@ def torch_call(torch, case: Case, a, b, c):
 def numpy_blas_name(threadpoolctl) -> str:
     """The library under NumPy's matmul, for the column names: "OpenBLAS" in NumPy's wheels."""
     names = {"openblas": "OpenBLAS", "mkl": "MKL", "blis": "BLIS"}
-    if threadpoolctl is not None:
-        for pool in threadpoolctl.threadpool_info():
-            if pool.get("user_api") == "blas" and "numpy" in (pool.get("filepath") or ""):
-                return names.get(pool.get("internal_api"), pool.get("internal_api") or "NumPy")
-    return "NumPy"
+    if threadpoolctl is None:
+        return "NumPy"
+    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    # NumPy's own copy first (numpy.libs in the wheels); else a system BLAS NumPy was built against.
+    pools.sort(key=lambda p: "numpy" not in (p.get("filepath") or ""))
+    return names.get(pools[0].get("internal_api"), pools[0].get("internal_api")) if pools else "NumPy"
 
 
 def load_torch(skip: bool):
@@ -467,7 +468,7 @@ def issue10_lines(rows: list[Row], numpy_name: str, torch_name: str, quick: bool
         lines.append(f"  {verdict(mean >= ISSUE10_TARGET_GEOMEAN)} geometric mean ≥ {ISSUE10_TARGET_GEOMEAN:g}× "
                      f"{numpy_name}: {mean:.2f}×")
         if mine[0].torch is None:
-            lines.append(f"  n/a    ≥ {ISSUE10_TARGET_MKL:g}× {torch_name} on every shape: not measured (no torch)")
+            lines.append(f"  n/a    ≥ {ISSUE10_TARGET_MKL:g}× {torch_name} on every shape: not measured (PyTorch skipped or not installed)")
         else:
             low = min(mine, key=lambda r: r.to_torch)
             missed = [r for r in mine if r.to_torch < ISSUE10_TARGET_MKL]
@@ -516,6 +517,7 @@ def main(argv=None) -> int:
     if (args.repeats < 1 or any(t < 1 for t in threads_list or ())
             or not set(dtypes) <= {"float32", "float64"}):
         parser.error("--repeats and --threads must be positive; --dtypes from float32, float64")
+    chosen_config = gemm_config_description(_core)  # before --config's checks switch configurations
     configs: list[str | None] = [None]
     if args.config is not None:
         configs = [name.strip() for name in args.config.split(",") if name.strip()]
@@ -549,7 +551,7 @@ def main(argv=None) -> int:
     print(f"fastmlp:  GEMM kernel {fm.kernels.gemm_kernel()} (available: {', '.join(fm.kernels.available_gemm_kernels())})"
           f"{', forced by --kernel' if args.kernel else ''}; timed through "
           f"{'fm.kernels.gemm' if args.public_api else 'fastmlp._core.gemm'}")
-    print(f"config:   {gemm_config_description(_core)}")
+    print(f"config:   {chosen_config}")
     if hasattr(_core, "gemm_configs"):
         print(f"          runnable here: {', '.join(_core.gemm_configs())} (--config NAME forces one)")
     for config in configs:
@@ -620,7 +622,8 @@ def main(argv=None) -> int:
             if fast.dtype != "float32":
                 mark = "—"
             else:
-                mark = f"≥ {ISSUE10_TARGET_OPENBLAS:g}× {met_word(row.to_numpy >= ISSUE10_TARGET_OPENBLAS)}"
+                mark = (f"≥ {ISSUE10_TARGET_OPENBLAS:g}× {numpy_name} "
+                        f"{met_word(row.to_numpy >= ISSUE10_TARGET_OPENBLAS)}")
                 if row.torch is not None:
                     met_mkl = met_word(row.to_torch >= ISSUE10_TARGET_MKL)
                     mark += f"; ≥ {ISSUE10_TARGET_MKL:g}× {torch_name} {met_mkl}"
