@@ -468,7 +468,8 @@ def issue10_lines(rows: list[Row], numpy_name: str, torch_name: str, quick: bool
         lines.append(f"  {verdict(mean >= ISSUE10_TARGET_GEOMEAN)} geometric mean ≥ {ISSUE10_TARGET_GEOMEAN:g}× "
                      f"{numpy_name}: {mean:.2f}×")
         if mine[0].torch is None:
-            lines.append(f"  n/a    ≥ {ISSUE10_TARGET_MKL:g}× {torch_name} on every shape: not measured (PyTorch skipped or not installed)")
+            lines.append(f"  n/a    ≥ {ISSUE10_TARGET_MKL:g}× {torch_name} on every shape: not measured "
+                         "(PyTorch skipped or not installed)")
         else:
             low = min(mine, key=lambda r: r.to_torch)
             missed = [r for r in mine if r.to_torch < ISSUE10_TARGET_MKL]
