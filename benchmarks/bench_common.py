@@ -9,14 +9,54 @@ import time
 
 
 def cpu_model() -> str:
+    """The CPU's model name with its vendor, family, model and stepping, from /proc/cpuinfo.
+
+    The name alone can be as vague as "AMD EPYC" (virtual machines often trim it); family and
+    model tell the micro-architecture (Intel family 6 model 85 is Skylake-SP / Cascade Lake,
+    AMD family 25 model 17 is Zen 4), and a GEMM figure means little without it."""
+    fields = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                if not line.strip():
+                    break  # the first processor's block is enough
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    name = fields.get("model name") or platform.processor() or platform.machine()
+    if "cpu family" not in fields:
+        return name
+    return (f"{name} ({fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
+            f"stepping {fields.get('stepping', '?')})")
+
+
+def gemm_config_description(core) -> str:
+    """fastmlp's current GEMM configuration (`core.gemm_config()`, core being fastmlp._core) in one
+    line: name, source, reason, then per dtype MR×NR, KC, MC (when given), NC and prefetch.
+    "unknown" for a build older than the call."""
+    if not hasattr(core, "gemm_config"):
+        return "unknown (this build has no fastmlp._core.gemm_config)"
+    config = core.gemm_config()
+    head = f"{config.get('name', '?')} (source {config.get('source', '?')}"
+    if config.get("kernel"):
+        head += f", kernel {config['kernel']}"
+    head += f": {config['reason']})" if config.get("reason") else ")"
+    parts = [head]
+    for dtype in ("float32", "float64"):
+        blocking = config.get(dtype)
+        if not isinstance(blocking, dict):
+            continue
+        text = f"{dtype} {blocking.get('mr', '?')}×{blocking.get('nr', '?')}"
+        for key in ("kc", "mc", "nc"):
+            if key in blocking:
+                text += f", {key} {blocking[key]}"
+        if "prefetch" in blocking:
+            prefetch = blocking["prefetch"]
+            text += f", prefetch {('on' if prefetch else 'off') if isinstance(prefetch, bool) else prefetch}"
+        extra = [f"{k} {v}" for k, v in blocking.items() if k not in ("mr", "nr", "kc", "mc", "nc", "prefetch")]
+        parts.append(", ".join([text, *extra]))
+    return "; ".join(parts)
 
 
 def blas_description(threadpoolctl) -> str:

@@ -53,10 +53,10 @@ from typing import Callable
 import numpy as np
 
 import fastmlp as fm
-from fastmlp import reference
+from fastmlp import _core, reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import OtherLoad, blas_description, cpu_model, print_table  # noqa: E402
+from bench_common import OtherLoad, blas_description, cpu_model, gemm_config_description, print_table  # noqa: E402
 
 SEED = 0
 
@@ -375,11 +375,13 @@ def main(argv=None) -> int:
           f"load average before: {os.getloadavg()[0]:.2f}")
     print(f"versions: fastmlp {fm.__version__} (GEMM kernel {fm.kernels.gemm_kernel()}), Python "
           f"{platform.python_version()}, NumPy {np.__version__}, BLAS {blas_description(threadpoolctl)}")
+    print(f"GEMM:     {gemm_config_description(_core)}")
     for note in notes:
         print(f"          {note}")
     print(f"threads:  {args.threads} for fastmlp, NumPy's BLAS (the reference, scikit-learn) and PyTorch")
     env = {k: os.environ[k] for k in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "OPENBLAS_CORETYPE",
-                                      "OPENBLAS_L2_SIZE", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY")
+                                      "OPENBLAS_L2_SIZE", "OMP_PROC_BIND", "OMP_PLACES", "OMP_WAIT_POLICY",
+                                      "FASTMLP_GEMM_KERNEL", "FASTMLP_GEMM_CONFIG")
            if k in os.environ}
     if env:
         print("env:      " + " ".join(f"{k}={v}" for k, v in env.items()))
