@@ -2,6 +2,7 @@
 //
 //   arrays.hpp    checked views of NumPy arrays; the dtype dispatch and GIL release
 //   configs.cpp   the name tuples (ACTIVATIONS, ...), OptimizerConfig, ScheduleConfig
+//   cpu.cpp       cpu_info: vendor, model, caches, features; CPUID / sysfs test hooks
 //   kernels.cpp   the kernels; threads, GEMM kernel choice, build info
 //   network.cpp   the engine: Network32, Network64 and their lock
 //
@@ -17,6 +18,7 @@ PYBIND11_MODULE(_core, m) {
     m.attr("__version__") = FASTMLP_VERSION;
 #endif
     fastmlp::bindings::bind_configs(m);
+    fastmlp::bindings::bind_cpu(m);
     fastmlp::bindings::bind_kernels(m);
     fastmlp::bindings::bind_network(m);
     fastmlp::bindings::bind_runtime(m);
