@@ -278,6 +278,23 @@ class _CpuInfo(TypedDict):
 def cpu_info() -> _CpuInfo:
     """What CPUID (or sysfs) reports about this CPU (a new dict each call)."""
 
+def _decode_cpuid(
+    table: dict[tuple[int, int], tuple[int, int, int, int]], xcr0: int | None = None
+) -> _CpuInfo:
+    """cpu_info's decoding of a recorded CPUID dump (missing leaves read as zeros); for tests."""
+
+def _read_sysfs_caches(directory: str) -> list[_CacheInfo]:
+    """The caches listed under a sysfs-like directory (index0, index1, ...); for tests."""
+
+class _CacheGeometry(TypedDict):
+    size: int
+    ways: int
+    line: int
+    sets: int
+
+def _gemm_model_blocking(l1: _CacheGeometry, l2: _CacheGeometry, mr: int, nr: int, scalar_size: int) -> _GemmBlocking:
+    """The analytical model's blocking for a tile and two caches; ValueError for impossible caches."""
+
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None:
     """Sets the thread count of the kernels (n >= 1), for the whole process."""
