@@ -98,6 +98,11 @@ bool as_flag(py::handle h, bool& flag) {
 template <typename T>
 bool operand(const py::array& x, bool& trans, const T*& data, Index& ld) {
     const Index rows = x.shape(0), cols = x.shape(1), item = sizeof(T);
+    data = static_cast<const T*>(x.data());
+    if (x.size() == 0) {  // any strides (NumPy 2 gives zeros): nothing is read, as in input_matrix
+        ld = std::max<Index>(cols, 1);
+        return true;
+    }
     const Index row_stride = x.strides(0), col_stride = x.strides(1);
     Index view_rows, view_cols, view_row_stride;
     if ((cols <= 1 || col_stride == item) &&
@@ -109,9 +114,7 @@ bool operand(const py::array& x, bool& trans, const T*& data, Index& ld) {
     } else {
         return false;
     }
-    ld = std::max<Index>(view_cols, 1);
-    if (x.size() != 0 && view_rows > 1) ld = view_row_stride / item;
-    data = static_cast<const T*>(x.data());
+    ld = view_rows > 1 ? view_row_stride / item : std::max<Index>(view_cols, 1);
     return true;
 }
 
