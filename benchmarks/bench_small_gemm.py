@@ -16,7 +16,7 @@ over at least --block-seconds; its time per call is one sample. Blocks run
 round-robin over --rounds rounds with --pause between blocks (idle BLAS threads
 spin after a call; see README.md); the figures are medians over the rounds, and the
 ratio is fastmlp's time ÷ NumPy's (below 1: fastmlp is quicker). Defaults run in
-about 15 s.
+about 25 s.
 """
 
 from __future__ import annotations

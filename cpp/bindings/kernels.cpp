@@ -91,10 +91,10 @@ bool as_flag(py::handle h, bool& flag) {
     return flag || h.ptr() == Py_False;
 }
 
-// A 2-D operand as kernels._matrix takes it without a copy: rows contiguous (as
-// it is), or columns contiguous (read as a transpose of its transpose, `trans`
-// flipped). Gives the pointer and leading dimension input_matrix would give for
-// that view; false when _matrix would copy.
+// A 2-D operand as kernels._matrix takes it without a copy: rows contiguous (read
+// as it is), else columns contiguous (column-major: its transpose is row-major, so
+// that is read with `trans` flipped). Gives the pointer and leading dimension
+// input_matrix would give for that view; false when _matrix would copy.
 template <typename T>
 bool operand(const py::array& x, bool& trans, const T*& data, Index& ld) {
     const Index rows = x.shape(0), cols = x.shape(1), item = sizeof(T);
