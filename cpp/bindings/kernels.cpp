@@ -7,6 +7,7 @@
 // input first; these checks are the second line.
 #include <pybind11/stl.h>
 
+#include <cmath>
 #include <cstdint>
 #include <string>
 #include <utility>
@@ -54,6 +55,143 @@ void gemm_binding(const py::array& a, const py::array& b, py::array c, double al
                 gemm<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
         };
     });
+}
+
+// The arguments of fastmlp.kernels.gemm in its common case, read without the
+// Python-side conversions: a, b (and c) plain ndarrays of one float dtype, a and
+// b read where they lie (rows or columns contiguous, as kernels._matrix accepts
+// them without a copy), c absent or a writable matrix sharing no bytes with a or
+// b, alpha (and beta, when c is given) a finite float or int, trans_* True or
+// False. Any other call returns None from gemm_fast_path, and kernels.gemm takes
+// its checked path, which converts, copies or raises; so this path needs no error
+// of its own, and a call it takes gives the bits the checked path would.
+namespace gemm_fast {
+
+bool is_plain_array(py::handle h) {
+    return Py_TYPE(h.ptr()) == py::detail::npy_api::get().PyArray_Type_;
+}
+
+// A Python float or int (not bool) as a finite double; false otherwise.
+bool finite_number(py::handle h, double& value) {
+    if (PyFloat_CheckExact(h.ptr())) {
+        value = PyFloat_AS_DOUBLE(h.ptr());
+    } else if (PyLong_CheckExact(h.ptr())) {
+        value = PyLong_AsDouble(h.ptr());
+        if (value == -1.0 && PyErr_Occurred()) {  // too large for a double
+            PyErr_Clear();
+            return false;
+        }
+    } else {
+        return false;
+    }
+    return std::isfinite(value);
+}
+
+bool as_flag(py::handle h, bool& flag) {
+    flag = h.ptr() == Py_True;
+    return flag || h.ptr() == Py_False;
+}
+
+// A 2-D operand as kernels._matrix takes it without a copy: rows contiguous (read
+// as it is), else columns contiguous (column-major: its transpose is row-major, so
+// that is read with `trans` flipped). Gives the pointer and leading dimension
+// input_matrix would give for that view; false when _matrix would copy.
+template <typename T>
+bool operand(const py::array& x, bool& trans, const T*& data, Index& ld) {
+    const Index rows = x.shape(0), cols = x.shape(1), item = sizeof(T);
+    data = static_cast<const T*>(x.data());
+    if (x.size() == 0) {  // any strides (NumPy 2 gives zeros): nothing is read, as in input_matrix
+        ld = std::max<Index>(cols, 1);
+        return true;
+    }
+    const Index row_stride = x.strides(0), col_stride = x.strides(1);
+    Index view_rows, view_cols, view_row_stride;
+    if ((cols <= 1 || col_stride == item) &&
+        (rows <= 1 || (row_stride % item == 0 && row_stride >= cols * item))) {
+        view_rows = rows, view_cols = cols, view_row_stride = row_stride;
+    } else if (row_stride == item && col_stride % item == 0 && col_stride >= rows * item) {
+        view_rows = cols, view_cols = rows, view_row_stride = col_stride;
+        trans = !trans;
+    } else {
+        return false;
+    }
+    ld = view_rows > 1 ? view_row_stride / item : std::max<Index>(view_cols, 1);
+    return true;
+}
+
+// c as the binding's output_matrix takes it (writable, unit column stride); false otherwise.
+template <typename T>
+bool output(const py::array& c, Index& ld) {
+    const Index rows = c.shape(0), cols = c.shape(1), item = sizeof(T);
+    if (!c.writeable()) return false;
+    ld = std::max<Index>(cols, 1);
+    if (c.size() == 0) return true;
+    if (cols > 1 && c.strides(1) != item) return false;
+    if (rows > 1) {
+        if (c.strides(0) % item != 0 || c.strides(0) / item < ld) return false;
+        ld = c.strides(0) / item;
+    }
+    return true;
+}
+
+bool overlap(const py::array& x, const py::array& y) {
+    const auto p = byte_range(x), q = byte_range(y);
+    return p.first < p.second && q.first < q.second && p.first < q.second && q.first < p.second;
+}
+
+template <typename T>
+py::object run(const py::array& a, const py::array& b, py::handle c_handle, double alpha,
+               py::handle beta_handle, bool trans_a, bool trans_b) {
+    const T *pa, *pb;
+    Index lda, ldb, ldc;
+    const Index m = trans_a ? a.shape(1) : a.shape(0), k = trans_a ? a.shape(0) : a.shape(1);
+    const Index n = trans_b ? b.shape(0) : b.shape(1);
+    if ((trans_b ? b.shape(1) : b.shape(0)) != k) return py::none();
+    if (!operand<T>(a, trans_a, pa, lda) || !operand<T>(b, trans_b, pb, ldb)) return py::none();
+    double beta = 0.0;  // c absent: a new C, and beta (not even checked) has no part
+    py::array c;
+    if (c_handle.is_none()) {
+        c = py::array_t<T>({m, n});  // uninitialised: beta == 0 overwrites C (gemm.hpp)
+        ldc = std::max<Index>(n, 1);
+    } else {
+        c = py::reinterpret_borrow<py::array>(c_handle);
+        if (!has_dtype<T>(c) || c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n ||
+            !output<T>(c, ldc) || !finite_number(beta_handle, beta) || overlap(c, a) ||
+            overlap(c, b))
+            return py::none();
+    }
+    T* pc = static_cast<T*>(c.mutable_data());
+    const auto op_a = trans_a ? Transpose::transpose : Transpose::none;
+    const auto op_b = trans_b ? Transpose::transpose : Transpose::none;
+    {
+        py::gil_scoped_release release;
+        gemm<T>(op_a, op_b, m, n, k, T(alpha), pa, lda, pb, ldb, T(beta), pc, ldc);
+    }
+    return std::move(c);
+}
+
+}  // namespace gemm_fast
+
+// fastmlp.kernels.gemm's common case in one call (see gemm_fast above): the
+// result (c, or a new C), or None when the call is not that case.
+py::object gemm_fast_path(py::handle a_handle, py::handle b_handle, py::handle c,
+                          py::handle alpha_handle, py::handle beta, py::handle trans_a_handle,
+                          py::handle trans_b_handle) {
+    using namespace gemm_fast;
+    bool trans_a, trans_b;
+    double alpha;
+    if (!is_plain_array(a_handle) || !is_plain_array(b_handle) ||
+        !(c.is_none() || is_plain_array(c)) || !as_flag(trans_a_handle, trans_a) ||
+        !as_flag(trans_b_handle, trans_b) || !finite_number(alpha_handle, alpha))
+        return py::none();
+    const auto a = py::reinterpret_borrow<py::array>(a_handle);
+    const auto b = py::reinterpret_borrow<py::array>(b_handle);
+    if (a.ndim() != 2 || b.ndim() != 2) return py::none();
+    if (has_dtype<float>(a) && has_dtype<float>(b))
+        return run<float>(a, b, c, alpha, beta, trans_a, trans_b);
+    if (has_dtype<double>(a) && has_dtype<double>(b))
+        return run<double>(a, b, c, alpha, beta, trans_a, trans_b);
+    return py::none();
 }
 
 // out = f(z); out may be z itself.
@@ -233,6 +371,8 @@ Index optimizer_update_binding(const OptimizerConfig& config, py::array params,
 void bind_kernels(py::module_& m) {
     m.def("gemm", &gemm_binding, py::arg("a"), py::arg("b"), py::arg("c"), py::arg("alpha"),
           py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"), py::arg("naive") = false);
+    m.def("gemm_fast_path", &gemm_fast_path, py::arg("a"), py::arg("b"), py::arg("c"),
+          py::arg("alpha"), py::arg("beta"), py::arg("trans_a"), py::arg("trans_b"));
     m.def("activation_forward", &activation_forward_binding, py::arg("name"), py::arg("z"),
           py::arg("out"));
     m.def("activation_backward", &activation_backward_binding, py::arg("name"), py::arg("z"),

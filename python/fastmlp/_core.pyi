@@ -85,6 +85,15 @@ def gemm(
     column stride (any row stride >= the row length); op transposes when trans_* is set.
     naive runs the plain triple-loop reference kernel instead of the blocked one."""
 
+def gemm_fast_path(
+    a: object, b: object, c: object, alpha: object, beta: object, trans_a: object, trans_b: object
+) -> _FloatArray | None:
+    """fastmlp.kernels.gemm's common case in one call: ndarrays a, b (and c) of one
+    float dtype with rows or columns contiguous, c None or a writable matrix sharing
+    no memory with a or b, finite float or int alpha (and beta when c is given),
+    trans_* True or False. Returns c (or a new C), or None, without raising, for any
+    other arguments (kernels.gemm then converts, copies or raises)."""
+
 def activation_forward(name: _ActivationName, z: _FloatArray, out: _FloatArray) -> None:
     """out = f(z), elementwise; z and out of equal size (out may be z itself)."""
 

@@ -120,6 +120,17 @@ def gemm(a, b, c=None, *, alpha=1.0, beta=0.0, trans_a=False, trans_b=False):
     is updated in place and returned. An ``a`` or ``b`` that shares memory with
     ``c`` is read as it was before the call (copied first).
     """
+    # The common case (ndarrays of one float dtype, read where they lie, nothing
+    # to convert, copy or refuse) is checked and run in one C++ call: the checks
+    # below cost several times a small product. Anything else returns None there.
+    result = _core.gemm_fast_path(a, b, c, alpha, beta, trans_a, trans_b)
+    if result is None:
+        result = _gemm_checked(a, b, c, alpha, beta, trans_a, trans_b)
+    return result
+
+
+def _gemm_checked(a, b, c, alpha, beta, trans_a, trans_b):
+    """gemm for any arguments: converts, copies or raises as its docstring says."""
     a_arr, b_arr = as_numeric_array(a, "a"), as_numeric_array(b, "b")
     arrays = [a_arr, b_arr] if c is None else [a_arr, b_arr, np.asarray(c)]
     dtype = common_float_dtype(*arrays)
