@@ -6,7 +6,9 @@
 //     CPU (the environment or set_gemm_config() can force others);
 //   - a product with one output column (or one output row read along
 //     contiguous columns of op(B): one sample through X · Wᵀ) is a set of dot
-//     products, not a tile that would be mostly padding;
+//     products, not a tile that would be mostly padding; one output row read
+//     along contiguous rows of op(B) (one sample through dY · W) is that row
+//     of A times B's rows, unpacked;
 //   - a product with fewer columns than the kernel's tile width is computed
 //     transposed (Cᵀ = op(B)ᵀ · op(A)ᵀ);
 //   - C is cut into a few rectangles per thread, as square as the tiles allow
@@ -148,6 +150,25 @@ void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
 }
 
 template <typename T>
+gemm_detail::RowFunction<T> row_of(const Kernel& kernel) {
+    if constexpr (sizeof(T) == 4) return kernel.row_f32;
+    else return kernel.row_f64;
+}
+
+// M == 1 with rows of op(B) contiguous: the row of A times B's rows, split by
+// columns (at multiples of row_columns) among threads; nothing packed.
+template <typename T>
+void run_row(const Kernel& kernel, const GemmArgs<T>& g) {
+    const auto row = row_of<T>(kernel);
+    constexpr index columns = gemm_detail::row_columns;
+    const index tasks = (g.n + columns - 1) / columns;
+    const int nt = threads_for(double(g.n) * double(g.k), gemv_parallel_threshold);
+    parallel_for(nt, tasks, [&](index task) {
+        row(g, task * columns, std::min(g.n, (task + 1) * columns));
+    });
+}
+
+template <typename T>
 void run(const gemm_detail::Active& config, GemmArgs<T> g) {
     const Kernel& kernel = *config.kernel;
     const Blocking& blocking = blocking_of<T>(config);
@@ -160,6 +181,10 @@ void run(const gemm_detail::Active& config, GemmArgs<T> g) {
     }
     if (g.m == 1 && g.n > 1 && g.rs_b == 1) {
         run_gemv(kernel, transposed(g));
+        return finish(g);
+    }
+    if (g.m == 1 && g.cs_b == 1) {  // one sample through dY · W: no tile would be full
+        run_row(kernel, g);
         return finish(g);
     }
     // Fewer columns than the tile is wide: compute Cᵀ, so the tile is not mostly padding.

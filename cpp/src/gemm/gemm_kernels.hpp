@@ -56,9 +56,16 @@ using TileFunction = void (*)(const GemmArgs<T>& g, const Blocking& blocking, in
 template <typename T>
 using GemvFunction = void (*)(const GemmArgs<T>& g, index i0, index i1, const T* x);
 
+// For M == 1 with rows of op(B) contiguous (cs_b == 1): C[0, j0:j1] from the
+// row of op(A) times rows of op(B), without packing (one sample through dY · W).
+// The driver splits the columns among threads at multiples of row_columns.
+template <typename T>
+using RowFunction = void (*)(const GemmArgs<T>& g, index j0, index j1);
+constexpr index row_columns = 256;
+
 // One ISA's kernel: its register tiles and default cache blocking (f32, f64:
 // used where no configuration for the CPU says otherwise), its tile function
-// without and with prefetching ([0], [1]), and its dot products.
+// without and with prefetching ([0], [1]), its dot products and its row times matrix.
 struct Kernel {
     const char* name;
     Blocking f32, f64;
@@ -66,6 +73,8 @@ struct Kernel {
     TileFunction<double> tile_f64[2];
     GemvFunction<float> gemv_f32;
     GemvFunction<double> gemv_f64;
+    RowFunction<float> row_f32;
+    RowFunction<double> row_f64;
 };
 
 // What gemm() runs with now (gemm_config.cpp): a kernel and its blocking per

@@ -396,6 +396,55 @@ void gemv_rows(const GemmArgs<typename V::T>& g, index i0, index i1, const typen
     }
 }
 
+// One row of C, for M == 1 with rows of op(B) contiguous (cs_b == 1):
+// c[j] = alpha · Σ_p a[p] · b[p, j] + beta · c[j], summed over p in order, four
+// vectors of columns at a time, then one, then one column at a time. The
+// driver splits columns only at multiples of row_columns (gemm_kernels.hpp),
+// so which of these paths a column takes does not depend on the thread count.
+
+template <class V>
+void row_times_matrix(const GemmArgs<typename V::T>& g, index j0, index j1) {
+    using T = typename V::T;
+    using R = typename V::R;
+    constexpr int w = V::width;
+    const T* a = g.a;
+    auto put = [&](index j, R sum) {
+        const R scaled = V::mul(V::broadcast(g.alpha), sum);
+        T* c = g.c + j * g.cs_c;
+        V::store(c, g.beta == T(0) ? scaled : V::fma(V::broadcast(g.beta), V::load(c), scaled));
+    };
+    index j = j0;
+    if (g.cs_c == 1) {
+        for (; j + 4 * w <= j1; j += 4 * w) {
+            R s0 = V::zero(), s1 = V::zero(), s2 = V::zero(), s3 = V::zero();
+            for (index p = 0; p < g.k; ++p) {
+                const R ap = V::broadcast(a[p * g.cs_a]);
+                const T* row = g.b + p * g.rs_b + j;
+                s0 = V::fma(ap, V::load(row), s0);
+                s1 = V::fma(ap, V::load(row + w), s1);
+                s2 = V::fma(ap, V::load(row + 2 * w), s2);
+                s3 = V::fma(ap, V::load(row + 3 * w), s3);
+            }
+            put(j, s0);
+            put(j + w, s1);
+            put(j + 2 * w, s2);
+            put(j + 3 * w, s3);
+        }
+        for (; j + w <= j1; j += w) {
+            R s0 = V::zero();
+            for (index p = 0; p < g.k; ++p)
+                s0 = V::fma(V::broadcast(a[p * g.cs_a]), V::load(g.b + p * g.rs_b + j), s0);
+            put(j, s0);
+        }
+    }
+    for (; j < j1; ++j) {
+        T sum = 0;
+        for (index p = 0; p < g.k; ++p) sum += a[p * g.cs_a] * g.b[p * g.rs_b + j];
+        T& out = g.c[j * g.cs_c];
+        out = g.beta == T(0) ? g.alpha * sum : g.beta * out + g.alpha * sum;
+    }
+}
+
 // The kernel of one ISA: register tiles of MR × (NV · width) for float and for
 // double; by default K blocks of KC and N blocks of NC, without prefetching.
 template <class F32, int MR32, int NV32, index KC32, index NC32, class F64, int MR64, int NV64,
@@ -407,7 +456,9 @@ Kernel make_kernel(const char* name) {
                   {&gemm_tile<F32, MR32, NV32, false>, &gemm_tile<F32, MR32, NV32, true>},
                   {&gemm_tile<F64, MR64, NV64, false>, &gemm_tile<F64, MR64, NV64, true>},
                   &gemv_rows<F32>,
-                  &gemv_rows<F64>};
+                  &gemv_rows<F64>,
+                  &row_times_matrix<F32>,
+                  &row_times_matrix<F64>};
 }
 
 }  // namespace fastmlp::gemm_detail::FASTMLP_GEMM_ISA
