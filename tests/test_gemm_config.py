@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import platform
 import subprocess
 import sys
 import threading
@@ -260,3 +261,64 @@ def test_switching_configurations_while_other_threads_multiply():
             w.join()
         kernels.set_gemm_config("auto")
     assert not failures, failures
+
+
+# ---- the choice for CPUs we may not have (recorded CPUID dumps) ---------------------------
+
+from test_cpu import CASCADE_LAKE, ZEN4, brand_leaves, with_entries  # noqa: E402
+
+X86 = platform.machine().lower() in ("x86_64", "amd64")  # x86-64 builds have the avx512 and avx2 kernels
+needs_x86 = pytest.mark.skipif(not X86, reason="the x86 kernels are not in this build")
+
+# Ice Lake-SP (family 6 model 106): L1d 48 KiB 12-way, L2 1.25 MiB 20-way; no table entry.
+ICE_LAKE = with_entries(
+    {**CASCADE_LAKE, **brand_leaves("Intel(R) Xeon(R) Platinum 8375C CPU @ 2.90GHz")},
+    l_00000001_0=(0x000606A6, 0x00400800, 0x7FFEFBFF, 0xBFEBFBFF),
+    l_00000004_0=(0x7C004121, 0x02C0003F, 0x0000003F, 0x00000000),
+    l_00000004_2=(0x7C004143, 0x04C0003F, 0x000003FF, 0x00000000),
+)
+
+
+@needs_x86
+def test_zen4_gets_its_table_entry():
+    config = _core._gemm_config_for(ZEN4)
+    assert (config["name"], config["kernel"], config["source"]) == ("zen4", "avx512", "table")
+
+
+@needs_x86
+@pytest.mark.parametrize("brand", ["Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", "Intel(R) Xeon(R) Platinum 8280 CPU @ 2.70GHz",
+                                   "Intel(R) Xeon(R) Gold 5122 CPU @ 3.60GHz", "Intel(R) Xeon(R) CPU @ 2.00GHz"])
+def test_skylake_sp_with_two_fma_units_gets_the_skx_entry(brand):
+    config = _core._gemm_config_for({**CASCADE_LAKE, **brand_leaves(brand)})
+    assert (config["name"], config["kernel"], config["source"]) == ("skx", "avx512", "table")
+    assert config["float32"]["prefetch"] and (config["float32"]["kc"], config["float32"]["nc"]) == (384, 480)
+
+
+@needs_x86
+@pytest.mark.parametrize("brand", ["Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz", "Intel(R) Xeon(R) Bronze 3104 CPU @ 1.70GHz",
+                                   "Intel(R) Xeon(R) Gold 5118 CPU @ 2.30GHz", "Intel(R) Xeon(R) Gold 5218 CPU @ 2.30GHz"])
+def test_skylake_sp_with_one_fma_unit_runs_avx2(brand):
+    config = _core._gemm_config_for({**CASCADE_LAKE, **brand_leaves(brand)})
+    assert config["kernel"] == "avx2" and config["source"] == "model"
+    assert "one 512-bit FMA unit" in config["reason"]
+    assert (config["float32"]["mr"], config["float32"]["nr"]) == (6, 16)
+
+
+@needs_x86
+def test_an_unseen_cpu_gets_the_model_from_its_caches():
+    config = _core._gemm_config_for(ICE_LAKE)
+    assert (config["name"], config["kernel"], config["source"]) == ("model", "avx512", "model")
+    assert "L1 48 KiB 12-way" in config["reason"] and "L2 1280 KiB 20-way" in config["reason"]
+    # 6 of 12 L1 ways for the 12-row sliver: 6 · 4 KiB / 48 B = 512; 18 of 20 L2 ways for B.
+    assert (config["float32"]["kc"], config["float32"]["nc"]) == (512, 576)
+
+
+@needs_x86
+def test_without_the_os_saving_zmm_registers_avx2_is_chosen():
+    config = _core._gemm_config_for(ZEN4, xcr0=0x7)
+    assert config["kernel"] == "avx2" and config["source"] == "model"
+
+
+def test_without_cache_information_the_kernel_defaults_are_used():
+    config = _core._gemm_config_for({(0, 0): (0x1, 0x756E6547, 0x6C65746E, 0x49656E69)})
+    assert config["source"] == "default" and config["kernel"] == "portable"

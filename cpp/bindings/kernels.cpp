@@ -17,7 +17,6 @@
 #include "bindings.hpp"
 #include "fastmlp/activation.hpp"
 #include "fastmlp/build_info.hpp"
-#include "fastmlp/cpu.hpp"
 #include "fastmlp/gemm.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/optimizer.hpp"
@@ -404,45 +403,6 @@ void bind_runtime(py::module_& m) {
     m.def("gemm_kernel", []() { return std::string(gemm_kernel_name()); });
     m.def("gemm_available_kernels", &gemm_available_kernels);
     m.def("set_gemm_kernel", &set_gemm_kernel, py::arg("name"));
-    m.def("gemm_config", []() {
-        const GemmConfig config = gemm_config();
-        auto blocking = [](const GemmBlocking& b) {
-            py::dict d;
-            d["mr"] = b.mr;
-            d["nr"] = b.nr;
-            d["kc"] = b.kc;
-            d["nc"] = b.nc;
-            d["prefetch"] = b.prefetch;
-            return d;
-        };
-        py::dict d;
-        d["name"] = config.name;
-        d["kernel"] = config.kernel;
-        d["source"] = config.source;
-        d["reason"] = config.reason;
-        d["float32"] = blocking(config.f32);
-        d["float64"] = blocking(config.f64);
-        return d;
-    });
-    m.def("gemm_configs", &gemm_config_names);
-    m.def(
-        "_gemm_model_blocking",
-        [](const py::dict& l1, const py::dict& l2, Index mr, Index nr, Index scalar_size) {
-            auto cache = [](const py::dict& d, int level) {
-                return CacheInfo{level, level > 1, d["size"].cast<Index>(), d["ways"].cast<int>(),
-                                 d["line"].cast<int>(), d["sets"].cast<Index>(), 1};
-            };
-            const GemmBlocking b =
-                gemm_model_blocking(cache(l1, 1), cache(l2, 2), mr, nr, scalar_size);
-            py::dict out;
-            out["mr"] = b.mr;
-            out["nr"] = b.nr;
-            out["kc"] = b.kc;
-            out["nc"] = b.nc;
-            out["prefetch"] = b.prefetch;
-            return out;
-        },
-        py::arg("l1"), py::arg("l2"), py::arg("mr"), py::arg("nr"), py::arg("scalar_size"));
     m.def("set_gemm_config", &set_gemm_config, py::arg("spec"));
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));

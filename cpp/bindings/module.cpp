@@ -2,7 +2,8 @@
 //
 //   arrays.hpp    checked views of NumPy arrays; the dtype dispatch and GIL release
 //   configs.cpp   the name tuples (ACTIVATIONS, ...), OptimizerConfig, ScheduleConfig
-//   cpu.cpp       cpu_info: vendor, model, caches, features; CPUID / sysfs test hooks
+//   cpu.cpp       cpu_info (vendor, model, caches, features) and the GEMM configuration
+//                 chosen for it; CPUID / sysfs / choice test hooks
 //   kernels.cpp   the kernels; threads, GEMM kernel choice, build info
 //   network.cpp   the engine: Network32, Network64 and their lock
 //

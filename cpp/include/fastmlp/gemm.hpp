@@ -93,6 +93,11 @@ struct CacheInfo;
 GemmBlocking gemm_model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, index nr,
                                  index scalar_size);
 
+// The automatic choice for another CPU (a recorded CPUID dump), from this
+// build's kernels that CPU's flags allow. Exposed for tests.
+struct CpuInfo;
+GemmConfig gemm_config_for(const CpuInfo& cpu);
+
 // The kernel gemm() uses now: "avx512", "avx2" or "portable".
 const char* gemm_kernel_name();
 // The kernels this build has and this CPU can run, best first.

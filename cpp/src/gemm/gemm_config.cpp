@@ -42,8 +42,37 @@ bool cpu_supports(const std::string& name) {
     return name == "portable";
 }
 
-// The kernels of this build that this CPU runs, best first.
-std::vector<const Kernel*> runnable_kernels() {
+// Intel's family 6 model 85 (Skylake-SP, Cascade Lake) comes with one or two
+// 512-bit FMA units, by SKU, and CPUID does not say which: Intel's product
+// pages list two for Platinum, Gold 6000/6200 (and Gold 5122, 5222), W and
+// the i9-79xx/109xx; one for Gold 5000/5200, Silver and Bronze. With one, a
+// 512-bit FMA does no more a cycle than two 256-bit ones while the AVX-512
+// frequency licence lowers the clock: AVX2 is then the faster kernel. The
+// brand string tells (BLIS decides the same way); a brand that names no SKU
+// (some cloud VMs) is taken as two units, as on the Platinum parts clouds use.
+bool one_avx512_fma_unit(const CpuInfo& cpu) {
+    if (cpu.vendor != "GenuineIntel" || cpu.family != 6 || cpu.model != 0x55) return false;
+    const std::string& brand = cpu.brand;
+    if (brand.find("Silver") != std::string::npos || brand.find("Bronze") != std::string::npos)
+        return true;
+    const std::size_t gold = brand.find("Gold 5");
+    if (gold == std::string::npos) return false;
+    const std::string sku = brand.substr(gold + 5, 4);
+    return sku != "5122" && sku != "5222";
+}
+
+// Whether `cpu` runs the kernel: asked of the CPU itself when it is this one
+// (live), read from the CPUID flags otherwise (a recorded CPU, in tests).
+bool runs(const Kernel* kernel, const CpuInfo& cpu, bool live) {
+    const std::string name = kernel->name;
+    if (live) return cpu_supports(name);
+    if (name == "avx512") return cpu.avx512f;
+    if (name == "avx2") return cpu.avx2 && cpu.fma;
+    return name == "portable";
+}
+
+// The kernels of this build that `cpu` runs, best first.
+std::vector<const Kernel*> kernels_for(const CpuInfo& cpu, bool live) {
     std::vector<const Kernel*> kernels;
 #if defined(FASTMLP_X86_KERNELS)
     kernels.push_back(&avx512_kernel());
@@ -51,10 +80,15 @@ std::vector<const Kernel*> runnable_kernels() {
 #endif
     kernels.push_back(&portable_kernel());
     kernels.erase(std::remove_if(kernels.begin(), kernels.end(),
-                                 [](const Kernel* k) { return !cpu_supports(k->name); }),
+                                 [&](const Kernel* k) { return !runs(k, cpu, live); }),
                   kernels.end());
+    if (kernels.size() > 1 && std::string(kernels[0]->name) == "avx512" &&
+        std::string(kernels[1]->name) == "avx2" && one_avx512_fma_unit(cpu))
+        std::swap(kernels[0], kernels[1]);
     return kernels;
 }
+
+std::vector<const Kernel*> runnable_kernels() { return kernels_for(cpu_info(), true); }
 
 // "auto" or "": the best; otherwise that kernel if it runs here, else nullptr.
 const Kernel* find_kernel(const std::string& name) {
@@ -179,15 +213,23 @@ Choice from_defaults(const CpuInfo& cpu, const Kernel* kernel) {
 
 bool model_possible(const CpuInfo& cpu) { return plausible(cpu.cache(1)) && plausible(cpu.cache(2)); }
 
-// The automatic choice for this CPU and kernel.
-Choice automatic(const Kernel* kernel) {
-    const CpuInfo& cpu = cpu_info();
+// The automatic choice for a CPU and kernel.
+Choice automatic(const CpuInfo& cpu, const Kernel* kernel) {
+    Choice choice = from_defaults(cpu, kernel);
+    bool found = false;
     for (const TableEntry& entry : table)
-        if (matches(entry, cpu) && std::string(entry.kernel) == kernel->name)
-            return from_table(entry, kernel);
-    if (model_possible(cpu)) return from_model(cpu, kernel);
-    return from_defaults(cpu, kernel);
+        if (!found && matches(entry, cpu) && std::string(entry.kernel) == kernel->name) {
+            choice = from_table(entry, kernel);
+            found = true;
+        }
+    if (!found && model_possible(cpu)) choice = from_model(cpu, kernel);
+    if (std::string(kernel->name) == "avx2" && one_avx512_fma_unit(cpu))
+        choice.description.reason += "; avx2 rather than avx512: '" + cpu.brand +
+                                     "' has one 512-bit FMA unit";
+    return choice;
 }
+
+Choice automatic(const Kernel* kernel) { return automatic(cpu_info(), kernel); }
 
 // A configuration by name (any CPU whose kernels include the entry's), or nullptr-like.
 bool named(const std::string& name, const Kernel* kernel_hint, Choice* out) {
@@ -354,6 +396,11 @@ const Active& active() { return current().active; }
 using gemm_detail::Choice;
 
 GemmConfig gemm_config() { return gemm_detail::current().description; }
+
+GemmConfig gemm_config_for(const CpuInfo& cpu) {
+    const auto kernels = gemm_detail::kernels_for(cpu, false);
+    return gemm_detail::automatic(cpu, kernels.front()).description;
+}
 
 GemmBlocking gemm_model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, index nr,
                                  index scalar_size) {
