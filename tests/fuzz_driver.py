@@ -797,7 +797,61 @@ def run_gemm_choice(draw) -> None:
 NO_TWIN = {"gemm_kernel", "available_gemm_kernels", "set_gemm_kernel"}
 
 
+@st.composite
+def config_specs(draw):
+    """A GEMM configuration spec: names, overrides (good, out of range, garbage), or not a str."""
+    names = ["auto", *kernels.gemm_configs(), "nehalem", "", "AUTO"]
+    parts = []
+    if draw(st.booleans()):
+        parts.append(draw(st.sampled_from(names)))
+    for _ in range(draw(st.integers(0, 3))):
+        key = draw(st.sampled_from(("kc", "nc", "prefetch", "mc", "", "kc ")))
+        value = draw(st.one_of(st.integers(-2, 10000).map(str), st.sampled_from(("", "x", "1e3", "256 ", "0x10", "99999999999"))))
+        parts.append(draw(st.sampled_from((f"{key}={value}", key))))
+    spec = ",".join(parts)
+    return draw(st.sampled_from((spec, spec, spec, None, 256, b"auto")))
+
+
+def run_gemm_config_choice(draw) -> None:
+    """gemm_config, gemm_configs, set_gemm_config, cpu_info: no twin; the contract is the
+    description, the refusal of a bad spec (nothing changed), and a right product after."""
+    info = kernels.cpu_info()
+    if not (isinstance(info, dict) and isinstance(info.get("caches"), list)):
+        raise Failure(f"cpu_info() returned {info!r}")
+    spec = draw(config_specs(), label="spec")
+    what = f"kernels.set_gemm_config({spec!r})"
+    record(what)
+    before = kernels.gemm_config()
+    ok, error = attempt(kernels.set_gemm_config, spec)
+    try:
+        if not ok:
+            check_error(error, ["spec", "gemm config", "kc", "nc", "prefetch"], what)
+            if kernels.gemm_config() != before:
+                raise Failure(f"{what}: refused ({error}) but the configuration changed")
+            return
+        config = kernels.gemm_config()
+        for dtype in ("float32", "float64"):
+            b = config[dtype]
+            if not (b["kc"] >= 8 and b["nc"] >= b["nr"] and b["nc"] % b["nr"] == 0):
+                raise Failure(f"{what}: accepted, giving {config}")
+        rng = np.random.default_rng(0)
+        a = rng.standard_normal((37, 300))
+        compare(kernels.gemm(a, a.T), reference.gemm(a, a.T), scale=500.0, what=f"gemm after {what}")
+    finally:
+        kernels.set_gemm_kernel("auto")
+        kernels.set_gemm_config("auto")
+
+
+CONFIG_CHOICE = {"gemm_config", "gemm_configs", "set_gemm_config", "cpu_info"}
+
+
 def kernel_target(name):
+    if name in CONFIG_CHOICE:
+        @SETTINGS
+        @given(st.data())
+        def test(data):
+            run_gemm_config_choice(data.draw)
+        return test
     if name in NO_TWIN:
         @SETTINGS
         @given(st.data())
