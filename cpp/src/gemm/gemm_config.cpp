@@ -116,12 +116,15 @@ struct TableEntry {
 const TableEntry table[] = {
     {"zen4", "AuthenticAMD", 0x19, {}, "avx512", 256, 1024, false, 256, 512, false,
      "Zen 4 (AMD family 25 with AVX-512): measured on EPYC (benchmarks/RESULTS.md)"},
-    // BLIS's skx entry (measured there; its sgemm tile 32 × 12 is ours transposed):
-    // KC 384 / MC 480 float, 256 / 240 double — MC is our NC. Inside the model's
-    // bounds (kc 336, nc 672 for float on 32 KiB 8-way L1, 1 MiB 16-way L2).
-    {"skx", "GenuineIntel", 6, {0x55}, "avx512", 384, 480, true, 256, 240, true,
-     "Skylake-SP / Cascade Lake (Intel family 6 model 85, two 512-bit FMA ports): "
-     "BLIS's skx blocking with prefetching; not yet measured by fastmlp on this CPU"},
+    // TBLIS's skx2 entry (two FMA units), tuned there with BLIS kernels of our
+    // very tiles transposed (its column-major 32 × 12 float and 16 × 12 double
+    // are our row-major 12 × 32 and 12 × 16; its MC is our NC): KC 384, NC 480
+    // float, 240 double, with kernels that prefetch both panels from L2 (its
+    // "_l2" kernels): ours prefetch too. The model gives 336 / 672 float.
+    {"skx", "GenuineIntel", 6, {0x55}, "avx512", 384, 480, true, 384, 240, true,
+     "Skylake-SP / Cascade Lake (Intel family 6 model 85, two 512-bit FMA units): "
+     "TBLIS's skx2 blocking for these tiles, with prefetching; not yet measured by "
+     "fastmlp on this CPU"},
 };
 
 bool matches(const TableEntry& entry, const CpuInfo& cpu) {
