@@ -29,9 +29,10 @@ NAMES = kernels.gemm_configs()
 # prefetching.
 CONFIGS = [("auto", name) for name in NAMES if name != "model"]
 CONFIGS += [(kernel, "model") for kernel in KERNELS if "model" in NAMES]
-CONFIGS += [(KERNELS[0], "auto,kc=8,nc=1,prefetch=1"), (KERNELS[0], "auto,kc=24,nc=40,prefetch=0")]
-CONFIGS += [("portable", "auto,kc=16,nc=8,prefetch=1")]
-SHAPES = [(1, 1, 1), (3, 7, 33), (17, 33, 257), (257, 40, 100), (13, 257, 7), (64, 96, 129)]
+CONFIGS += [(KERNELS[0], "kc=8,nc=1,prefetch=1"), (KERNELS[0], "kc=24,nc=40,prefetch=0")]
+CONFIGS += [("portable", "kc=16,nc=8,prefetch=1")]
+# (1, 700, 257): one row of C, the row-times-matrix path when B is not transposed.
+SHAPES = [(1, 1, 1), (3, 7, 33), (17, 33, 257), (257, 40, 100), (13, 257, 7), (64, 96, 129), (1, 700, 257)]
 RTOL = {np.float32: 1e-5, np.float64: 1e-12}
 
 SKX_L1 = {"size": 32768, "ways": 8, "line": 64, "sets": 64}
@@ -72,15 +73,18 @@ def test_configuration_matches_the_reference(use_config, dtype, trans_a, trans_b
 
 
 @pytest.mark.parametrize("use_config", CONFIGS, indirect=True, ids=_config_id)
-def test_configuration_is_bit_identical_with_one_and_two_threads(use_config, restore_num_threads):
+@pytest.mark.parametrize("m,n,k,trans_b", [(300, 257, 200, True), (1, 1000, 300, False), (1, 257, 700, False)])
+def test_configuration_is_bit_identical_with_one_and_two_threads(use_config, m, n, k, trans_b, restore_num_threads):
+    # (1, n, k) with B not transposed: one row of C, split by columns among threads.
     rng = np.random.default_rng(11)
-    a = rng.standard_normal((300, 200)).astype(np.float32)
-    b = rng.standard_normal((257, 200)).astype(np.float32)
+    a = rng.standard_normal((m, k)).astype(np.float32)
+    b = rng.standard_normal((n, k) if trans_b else (k, n)).astype(np.float32)
     results = []
     for threads in (1, 2):
         fm.set_num_threads(threads)
-        results.append(kernels.gemm(a, b, trans_b=True))
+        results.append(kernels.gemm(a, b, trans_b=trans_b))
     assert np.array_equal(results[0], results[1])
+    assert np.allclose(results[0], reference.gemm(a, b, trans_b=trans_b), rtol=1e-4, atol=1e-3)
 
 
 def test_the_configuration_describes_itself():
@@ -136,10 +140,56 @@ def test_overrides_apply_and_auto_restores():
     assert kernels.gemm_config()["source"] in ("table", "model", "default")
 
 
+def test_a_table_name_brings_its_kernel_and_overrides_keep_the_current_one():
+    if "avx2" not in KERNELS or KERNELS[0] == "avx2":
+        pytest.skip("needs a CPU with a kernel better than avx2")
+    table_names = [name for name in NAMES if name != "model"]
+    try:
+        for spec, kernel in (("kc=64", "avx2"), ("model", "avx2"), (table_names[0], KERNELS[0]), ("auto", KERNELS[0])):
+            kernels.set_gemm_kernel("avx2")
+            kernels.set_gemm_config(spec)
+            assert kernels.gemm_config()["kernel"] == kernel, spec
+    finally:
+        kernels.set_gemm_kernel("auto")
+        kernels.set_gemm_config("auto")
+
+
+def test_overrides_are_named_by_their_values():
+    try:
+        kernels.set_gemm_config(" kc = 0008 ,nc=1")
+        config = kernels.gemm_config()
+        assert config["name"].endswith(",kc=8,nc=1")
+        assert config["float32"]["nc"] == config["float32"]["nr"]  # rounded up to one panel
+    finally:
+        kernels.set_gemm_config("auto")
+
+
+def test_a_large_kc_does_not_grow_the_buffers_of_a_short_k():
+    # The packing buffer holds a KC × NC block of B: sized from min(KC, K), a K of 8
+    # with KC 8192 and NC 65536 needs 8 · 16384 values, not 8192 · 16384 (512 MiB).
+    code = (
+        "import resource, numpy as np, fastmlp as fm\n"
+        "fm.set_num_threads(1)\n"
+        "a = np.ones((64, 8), np.float32); b = np.ones((8, 16384), np.float32)\n"
+        "fm.kernels.gemm(a, b)\n"
+        "before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "fm.kernels.set_gemm_config('kc=8192,nc=65536')\n"
+        "c = fm.kernels.gemm(a, b)\n"
+        "assert (c == 8).all()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    grown_kib = int(out.stdout)
+    assert grown_kib < 64 * 1024, f"max RSS grew by {grown_kib} KiB"
+
+
 @pytest.mark.parametrize(
     "spec,match",
     [
         ("", "empty"),
+        ("auto,", "an empty field"),
+        ("kc=64,,nc=64", "an empty field"),
+        ("kc=64,kc=128", "'kc' given twice"),
         ("nehalem", "not a configuration"),
         ("kc=4", r"kc must be an integer in \[8, 8192\]"),
         ("kc=abc", "kc must be an integer"),
@@ -223,7 +273,8 @@ def test_the_model_keeps_its_blocks_in_their_caches(l1_kib, l1_ways, l2_kib, l2_
         assert b["kc"] * b["nc"] * size <= l2["size"] * (l2_ways - 1) // l2_ways
 
 
-@pytest.mark.parametrize("bad", [{"ways": 0}, {"sets": 0}, {"line": 8}, {"size": 1024}])
+@pytest.mark.parametrize("bad", [{"ways": 0}, {"sets": 0}, {"line": 8}, {"size": 1024}, {"sets": 2**58},
+                                 {"ways": 2**31}, {"line": 2**40}, {"ways": 4096}])
 def test_the_model_refuses_impossible_caches(bad):
     with pytest.raises(ValueError, match="gemm_model_blocking"):
         _core._gemm_model_blocking({**SKX_L1, **bad}, SKX_L2, 12, 32, 4)
@@ -287,7 +338,8 @@ def test_zen4_gets_its_table_entry():
 
 @needs_x86
 @pytest.mark.parametrize("brand", ["Intel(R) Xeon(R) Gold 6248 CPU @ 2.50GHz", "Intel(R) Xeon(R) Platinum 8280 CPU @ 2.70GHz",
-                                   "Intel(R) Xeon(R) Gold 5122 CPU @ 3.60GHz", "Intel(R) Xeon(R) CPU @ 2.00GHz"])
+                                   "Intel(R) Xeon(R) Gold 5122 CPU @ 3.60GHz", "Intel(R) Xeon(R) CPU @ 2.00GHz",
+                                   "Intel(R) Xeon(R) Gold 5318H CPU @ 2.50GHz"])
 def test_skylake_sp_with_two_fma_units_gets_the_skx_entry(brand):
     config = _core._gemm_config_for({**CASCADE_LAKE, **brand_leaves(brand)})
     assert (config["name"], config["kernel"], config["source"]) == ("skx", "avx512", "table")
@@ -296,7 +348,8 @@ def test_skylake_sp_with_two_fma_units_gets_the_skx_entry(brand):
 
 @needs_x86
 @pytest.mark.parametrize("brand", ["Intel(R) Xeon(R) Silver 4110 CPU @ 2.10GHz", "Intel(R) Xeon(R) Bronze 3104 CPU @ 1.70GHz",
-                                   "Intel(R) Xeon(R) Gold 5118 CPU @ 2.30GHz", "Intel(R) Xeon(R) Gold 5218 CPU @ 2.30GHz"])
+                                   "Intel(R) Xeon(R) Gold 5118 CPU @ 2.30GHz", "Intel(R) Xeon(R) Gold 5218 CPU @ 2.30GHz",
+                                   "Intel(R) Core(TM) i7-7800X CPU @ 3.50GHz"])
 def test_skylake_sp_with_one_fma_unit_runs_avx2(brand):
     config = _core._gemm_config_for({**CASCADE_LAKE, **brand_leaves(brand)})
     assert config["kernel"] == "avx2" and config["source"] == "model"

@@ -72,6 +72,32 @@ T* output(py::array& array, const char* name, int ndim = -1) {
     return static_cast<T*>(array.mutable_data());
 }
 
+// Why a non-empty rows × cols matrix with these byte strides cannot be read in
+// place with contiguous rows (nullptr: it can; ld is then its leading dimension
+// in elements of `item` bytes).
+inline const char* row_major_problem(Index rows, Index cols, Index row_stride, Index col_stride,
+                                     Index item, Index& ld) {
+    ld = std::max<Index>(cols, 1);
+    if (cols > 1 && col_stride != item) return "rows must be contiguous (unit column stride)";
+    if (rows > 1) {
+        if (row_stride % item != 0 || row_stride / item < ld) return "unsupported row stride";
+        ld = row_stride / item;
+    }
+    return nullptr;
+}
+
+// Whether a 2-D array of T can be read in place with contiguous rows (any empty
+// one can: NumPy gives empty arrays any strides, and nothing is read); sets ld.
+template <typename T>
+const char* matrix_problem(const py::array& array, Index& ld) {
+    if (array.size() == 0) {
+        ld = std::max<Index>(array.shape(1), 1);
+        return nullptr;
+    }
+    return row_major_problem(array.shape(0), array.shape(1), array.strides(0), array.strides(1),
+                             Index(sizeof(T)), ld);
+}
+
 // A 2-D matrix whose rows are contiguous (unit column stride), with its leading dimension.
 template <typename T>
 const T* input_matrix(const py::array& array, const char* name, Index& ld) {
@@ -79,17 +105,8 @@ const T* input_matrix(const py::array& array, const char* name, Index& ld) {
     if (array.ndim() != 2)
         throw py::value_error(std::string(name) + ": expected a 2-D array, got shape " +
                               shape_text(array));
-    const Index rows = array.shape(0), cols = array.shape(1), item = sizeof(T);
-    ld = std::max<Index>(cols, 1);
-    if (array.size() == 0)  // NumPy gives empty arrays any strides; nothing is read
-        return static_cast<const T*>(array.data());
-    if (cols > 1 && array.strides(1) != item)
-        throw py::value_error(std::string(name) + ": rows must be contiguous (unit column stride)");
-    if (rows > 1) {
-        if (array.strides(0) % item != 0 || array.strides(0) / item < ld)
-            throw py::value_error(std::string(name) + ": unsupported row stride");
-        ld = array.strides(0) / item;
-    }
+    if (const char* problem = matrix_problem<T>(array, ld))
+        throw py::value_error(std::string(name) + ": " + problem);
     return static_cast<const T*>(array.data());
 }
 
@@ -131,6 +148,12 @@ inline std::pair<const char*, const char*> byte_range(const py::array& array) {
     return {first, last + array.itemsize()};
 }
 
+// Whether two arrays' elements share any byte.
+inline bool bytes_overlap(const py::array& x, const py::array& y) {
+    const auto a = byte_range(x), b = byte_range(y);
+    return a.first < a.second && b.first < b.second && a.first < b.second && b.first < a.second;
+}
+
 inline bool same_view(const py::array& a, const py::array& b) {
     if (a.data() != b.data() || a.ndim() != b.ndim()) return false;
     for (py::ssize_t d = 0; d < a.ndim(); ++d)
@@ -144,8 +167,7 @@ inline bool same_view(const py::array& a, const py::array& b) {
 inline void require_disjoint(const py::array& out, const char* out_name, const py::array& in,
                              const char* in_name, bool same_allowed = false) {
     if (same_allowed && same_view(out, in)) return;
-    const auto a = byte_range(out), b = byte_range(in);
-    if (a.first < a.second && b.first < b.second && a.first < b.second && b.first < a.second)
+    if (bytes_overlap(out, in))
         throw py::value_error(std::string(out_name) + " overlaps " + in_name +
                               " in memory: pass an output that shares no memory with the inputs" +
                               (same_allowed ? std::string(" (or ") + in_name + " itself)" : ""));

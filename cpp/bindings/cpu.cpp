@@ -93,8 +93,11 @@ CacheInfo cache_from(const py::dict& d, int level) {
     cache.level = level;
     cache.unified = level > 1;
     cache.size = d["size"].cast<index>();
-    cache.ways = d["ways"].cast<int>();
-    cache.line = d["line"].cast<int>();
+    const index ways = d["ways"].cast<index>(), line = d["line"].cast<index>();
+    if (ways < 0 || ways > (index(1) << 20) || line < 0 || line > (index(1) << 20))
+        throw py::value_error("gemm_model_blocking: ways and line must be in [0, 2**20]");
+    cache.ways = int(ways);
+    cache.line = int(line);
     cache.sets = d["sets"].cast<index>();
     return cache;
 }

@@ -97,45 +97,16 @@ bool as_flag(py::handle h, bool& flag) {
 // input_matrix would give for that view; false when _matrix would copy.
 template <typename T>
 bool operand(const py::array& x, bool& trans, const T*& data, Index& ld) {
-    const Index rows = x.shape(0), cols = x.shape(1), item = sizeof(T);
     data = static_cast<const T*>(x.data());
-    if (x.size() == 0) {  // any strides (NumPy 2 gives zeros): nothing is read, as in input_matrix
-        ld = std::max<Index>(cols, 1);
-        return true;
-    }
-    const Index row_stride = x.strides(0), col_stride = x.strides(1);
-    Index view_rows, view_cols, view_row_stride;
-    if ((cols <= 1 || col_stride == item) &&
-        (rows <= 1 || (row_stride % item == 0 && row_stride >= cols * item))) {
-        view_rows = rows, view_cols = cols, view_row_stride = row_stride;
-    } else if (row_stride == item && col_stride % item == 0 && col_stride >= rows * item) {
-        view_rows = cols, view_cols = rows, view_row_stride = col_stride;
-        trans = !trans;
-    } else {
+    if (matrix_problem<T>(x, ld) == nullptr) return true;
+    // Column-major storage, as kernels._matrix reads it: its transpose (cols × rows,
+    // strides swapped) has contiguous rows.
+    if (x.strides(0) != Index(sizeof(T)) ||
+        row_major_problem(x.shape(1), x.shape(0), x.strides(1), x.strides(0), Index(sizeof(T)),
+                          ld) != nullptr)
         return false;
-    }
-    ld = view_rows > 1 ? view_row_stride / item : std::max<Index>(view_cols, 1);
+    trans = !trans;
     return true;
-}
-
-// c as the binding's output_matrix takes it (writable, unit column stride); false otherwise.
-template <typename T>
-bool output(const py::array& c, Index& ld) {
-    const Index rows = c.shape(0), cols = c.shape(1), item = sizeof(T);
-    if (!c.writeable()) return false;
-    ld = std::max<Index>(cols, 1);
-    if (c.size() == 0) return true;
-    if (cols > 1 && c.strides(1) != item) return false;
-    if (rows > 1) {
-        if (c.strides(0) % item != 0 || c.strides(0) / item < ld) return false;
-        ld = c.strides(0) / item;
-    }
-    return true;
-}
-
-bool overlap(const py::array& x, const py::array& y) {
-    const auto p = byte_range(x), q = byte_range(y);
-    return p.first < p.second && q.first < q.second && p.first < q.second && q.first < p.second;
 }
 
 template <typename T>
@@ -155,8 +126,8 @@ py::object run(const py::array& a, const py::array& b, py::handle c_handle, doub
     } else {
         c = py::reinterpret_borrow<py::array>(c_handle);
         if (!has_dtype<T>(c) || c.ndim() != 2 || c.shape(0) != m || c.shape(1) != n ||
-            !output<T>(c, ldc) || !finite_number(beta_handle, beta) || overlap(c, a) ||
-            overlap(c, b))
+            !c.writeable() || matrix_problem<T>(c, ldc) != nullptr ||
+            !finite_number(beta_handle, beta) || bytes_overlap(c, a) || bytes_overlap(c, b))
             return py::none();
     }
     T* pc = static_cast<T*>(c.mutable_data());
@@ -403,7 +374,6 @@ void bind_runtime(py::module_& m) {
     m.def("gemm_kernel", []() { return std::string(gemm_kernel_name()); });
     m.def("gemm_available_kernels", &gemm_available_kernels);
     m.def("set_gemm_kernel", &set_gemm_kernel, py::arg("name"));
-    m.def("set_gemm_config", &set_gemm_config, py::arg("spec"));
     m.def("get_num_threads", &get_num_threads);
     m.def("set_num_threads", &set_num_threads, py::arg("n"));
     m.attr("MAX_THREADS") = max_threads;

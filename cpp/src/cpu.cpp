@@ -264,7 +264,9 @@ index parse_size(const std::string& text) {
     else if (*end == 'M') scale = index{1} << 20, ++end;
     else if (*end == 'G') scale = index{1} << 30, ++end;
     if (*end != '\0') return -1;
-    return static_cast<index>(value) * scale;
+    index bytes = 0;
+    if (__builtin_mul_overflow(static_cast<index>(value), scale, &bytes)) return -1;
+    return bytes;
 }
 
 // Processors in a cpulist ("0-1,4,6-7" -> 5); 0 when empty or malformed.

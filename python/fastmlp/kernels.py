@@ -192,11 +192,15 @@ def gemm_configs() -> list[str]:
 def set_gemm_config(spec: str) -> None:
     """Forces the GEMM configuration for the whole process, for tuning and tests.
 
-    ``spec`` is "auto" (the automatic choice), a name from :func:`gemm_configs`,
-    and/or comma-separated overrides ``kc=N``, ``nc=N``, ``prefetch=0|1``
-    ("skx,kc=256"; overrides alone modify the current kernel's automatic
-    choice). The environment variable FASTMLP_GEMM_CONFIG sets the first choice
-    the same way. Results differ only in rounding (KC splits K's sums).
+    ``spec`` is "auto" (the automatic choice, kernel included), a name from
+    :func:`gemm_configs` (a table entry such as "skx" brings its own kernel;
+    "model" keeps the current one), and/or comma-separated overrides ``kc=N``,
+    ``nc=N`` (rounded up to whole panels), ``prefetch=0|1`` ("skx,kc=256";
+    overrides alone modify the current kernel's automatic choice). A bad spec
+    (unknown name or key, value out of range, empty field, key given twice)
+    raises ValueError and changes nothing. The environment variable
+    FASTMLP_GEMM_CONFIG sets the first choice the same way. Configurations
+    differ only in rounding (KC splits K's sums).
     """
     if not isinstance(spec, str):
         raise TypeError(f"spec: expected a str, got {type(spec).__name__}")

@@ -1,6 +1,6 @@
 // fastmlp/cpu.hpp — what CPU this is, read at run time: vendor, family/model, brand,
 // the SIMD features the GEMM kernels need, and the data cache hierarchy that the GEMM
-// blocking (KC, MC, NC) is chosen from.
+// blocking (KC, NC) is chosen from.
 //
 // Sources, in order: CPUID (leaf 4 on Intel and others, 0x8000001D on AMD/Hygon with
 // topology extensions, the legacy 0x80000005/6 otherwise), then Linux's sysfs

@@ -79,11 +79,14 @@ GemmConfig gemm_config();
 // The configurations this build and CPU can be forced to: the table's entries
 // whose kernel runs here, then "model".
 std::vector<std::string> gemm_config_names();
-// Forces a configuration: "auto" (the automatic choice), a name from
-// gemm_config_names(), and/or overrides "kc=N", "nc=N", "prefetch=0|1", comma
-// separated ("skx,kc=256"; overrides alone apply to the automatic choice).
-// The FASTMLP_GEMM_CONFIG environment variable sets the first choice the same
-// way. Throws std::invalid_argument, naming the problem, for a bad spec.
+// Forces a configuration: "auto" (the automatic choice, kernel included), a
+// name from gemm_config_names() (a table entry brings its own kernel; "model"
+// keeps the current one), and/or overrides "kc=N", "nc=N" (rounded up to whole
+// panels), "prefetch=0|1", comma separated ("skx,kc=256"; overrides alone
+// apply to the current kernel's automatic choice). The FASTMLP_GEMM_CONFIG
+// environment variable sets the first choice the same way. Throws
+// std::invalid_argument, naming the problem, for a bad spec (an unknown name
+// or key, a value out of range, an empty field, a key given twice).
 void set_gemm_config(const std::string& spec);
 
 // The analytical model's blocking (gemm_config.cpp) for an MR × NR tile of
@@ -105,7 +108,8 @@ std::vector<std::string> gemm_available_kernels();
 // Forces a kernel ("auto": the best available), with the blocking chosen for it
 // on this CPU; throws std::invalid_argument for one this CPU or build cannot
 // run. The FASTMLP_GEMM_KERNEL environment variable sets the first choice the
-// same way (FASTMLP_GEMM_CONFIG, when set too, then applies to that kernel).
+// same way; FASTMLP_GEMM_CONFIG, when set too, then applies as set_gemm_config
+// would (overrides and "model" keep that kernel; a table name or "auto" do not).
 void set_gemm_kernel(const std::string& name);
 
 // Checks sizes and leading dimensions; throws std::invalid_argument.

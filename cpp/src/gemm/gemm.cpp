@@ -195,7 +195,7 @@ void run(const gemm_detail::Active& config, GemmArgs<T> g) {
     }
     const int nt = threads_for(2.0 * double(g.m) * double(g.n) * double(g.k), gemm_parallel_flops);
     const Grid grid = nt == 1 ? Grid{g.m, g.n, 1, 1} : choose_grid(g.m, g.n, blocking, 2 * nt);
-    const index pack_size = gemm_detail::tile_buffer_size(blocking, grid.cols);
+    const index pack_size = gemm_detail::tile_buffer_size(blocking, grid.cols, g.k);
     parallel_for(nt, grid.tasks_m * grid.tasks_n, [&](index task) {
         const index i0 = (task / grid.tasks_n) * grid.rows, j0 = (task % grid.tasks_n) * grid.cols;
         if (i0 >= g.m || j0 >= g.n) return;

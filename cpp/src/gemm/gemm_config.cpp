@@ -33,46 +33,37 @@ namespace fastmlp {
 namespace gemm_detail {
 namespace {
 
-bool cpu_supports(const std::string& name) {
-#if defined(FASTMLP_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
-    __builtin_cpu_init();
-    if (name == "avx512") return __builtin_cpu_supports("avx512f");
-    if (name == "avx2") return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-#endif
-    return name == "portable";
-}
-
-// Intel's family 6 model 85 (Skylake-SP, Cascade Lake) comes with one or two
-// 512-bit FMA units, by SKU, and CPUID does not say which: Intel's product
-// pages list two for Platinum, Gold 6000/6200 (and Gold 5122, 5222), W and
-// the i9-79xx/109xx; one for Gold 5000/5200, Silver and Bronze. With one, a
-// 512-bit FMA does no more a cycle than two 256-bit ones while the AVX-512
-// frequency licence lowers the clock: AVX2 is then the faster kernel. The
-// brand string tells (BLIS decides the same way); a brand that names no SKU
-// (some cloud VMs) is taken as two units, as on the Platinum parts clouds use.
+// Intel's family 6 model 85 (Skylake-SP, Cascade Lake, Cooper Lake) comes with
+// one or two 512-bit FMA units by SKU, and CPUID does not say which. Intel's
+// product pages list one for Silver, Bronze, Gold 51xx/52xx (but 5122 and 5222)
+// and the Core i7-7800X/7820X; two for Platinum, Gold 6xxx, Gold 53xxH (Cooper
+// Lake), W and the Core i9. With one, a 512-bit FMA does no more a cycle than
+// two 256-bit ones while the AVX-512 frequency licence lowers the clock: AVX2 is
+// then the faster kernel (TBLIS's "skx1" configuration runs its AVX2 kernels
+// there too). A brand that names no SKU (some cloud VMs) is taken as two units,
+// as on the Platinum parts clouds use.
 bool one_avx512_fma_unit(const CpuInfo& cpu) {
     if (cpu.vendor != "GenuineIntel" || cpu.family != 6 || cpu.model != 0x55) return false;
     const std::string& brand = cpu.brand;
-    if (brand.find("Silver") != std::string::npos || brand.find("Bronze") != std::string::npos)
-        return true;
+    auto has = [&](const char* text) { return brand.find(text) != std::string::npos; };
+    if (has("Silver") || has("Bronze") || has("i7-7800X") || has("i7-7820X")) return true;
     const std::size_t gold = brand.find("Gold 5");
     if (gold == std::string::npos) return false;
     const std::string sku = brand.substr(gold + 5, 4);
-    return sku != "5122" && sku != "5222";
+    return (sku.rfind("51", 0) == 0 || sku.rfind("52", 0) == 0) && sku != "5122" && sku != "5222";
 }
 
-// Whether `cpu` runs the kernel: asked of the CPU itself when it is this one
-// (live), read from the CPUID flags otherwise (a recorded CPU, in tests).
-bool runs(const Kernel* kernel, const CpuInfo& cpu, bool live) {
+// Whether `cpu` runs the kernel: its CPUID flags, which count a feature only
+// when the OS also saves its registers (cpu.hpp).
+bool runs(const Kernel* kernel, const CpuInfo& cpu) {
     const std::string name = kernel->name;
-    if (live) return cpu_supports(name);
-    if (name == "avx512") return cpu.avx512f;
+    if (name == "avx512") return cpu.avx512f && cpu.avx2 && cpu.fma;
     if (name == "avx2") return cpu.avx2 && cpu.fma;
     return name == "portable";
 }
 
 // The kernels of this build that `cpu` runs, best first.
-std::vector<const Kernel*> kernels_for(const CpuInfo& cpu, bool live) {
+std::vector<const Kernel*> kernels_for(const CpuInfo& cpu) {
     std::vector<const Kernel*> kernels;
 #if defined(FASTMLP_X86_KERNELS)
     kernels.push_back(&avx512_kernel());
@@ -80,7 +71,7 @@ std::vector<const Kernel*> kernels_for(const CpuInfo& cpu, bool live) {
 #endif
     kernels.push_back(&portable_kernel());
     kernels.erase(std::remove_if(kernels.begin(), kernels.end(),
-                                 [&](const Kernel* k) { return !runs(k, cpu, live); }),
+                                 [&](const Kernel* k) { return !runs(k, cpu); }),
                   kernels.end());
     if (kernels.size() > 1 && std::string(kernels[0]->name) == "avx512" &&
         std::string(kernels[1]->name) == "avx2" && one_avx512_fma_unit(cpu))
@@ -88,7 +79,7 @@ std::vector<const Kernel*> kernels_for(const CpuInfo& cpu, bool live) {
     return kernels;
 }
 
-std::vector<const Kernel*> runnable_kernels() { return kernels_for(cpu_info(), true); }
+std::vector<const Kernel*> runnable_kernels() { return kernels_for(cpu_info()); }
 
 // "auto" or "": the best; otherwise that kernel if it runs here, else nullptr.
 const Kernel* find_kernel(const std::string& name) {
@@ -176,8 +167,11 @@ Blocking model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, inde
     return Blocking{mr, nr, kc, nc, true};
 }
 
+// A cache the model can use: its geometry in the ranges real caches have, so
+// the model's products (ways · sets · line < 2^50) cannot overflow.
 bool plausible(const CacheInfo* cache) {
-    return cache != nullptr && cache->ways >= 2 && cache->sets >= 1 && cache->line >= 16 &&
+    return cache != nullptr && cache->ways >= 2 && cache->ways <= 1024 && cache->sets >= 1 &&
+           cache->sets <= (index(1) << 24) && cache->line >= 16 && cache->line <= 4096 &&
            cache->size >= 4096;
 }
 
@@ -275,19 +269,28 @@ index parse_count(const std::string& key, const std::string& value, index low, i
 // Applies "name,key=value,..." to the automatic choice for `kernel`.
 Choice parse_spec(const std::string& spec, const Kernel* kernel, const std::string& source) {
     std::vector<std::string> parts;
-    std::stringstream stream(spec);
-    for (std::string part; std::getline(stream, part, ',');) {
+    for (std::size_t start = 0;;) {  // every field, empty ones included
+        const std::size_t comma = spec.find(',', start);
+        std::string part = spec.substr(start, comma == std::string::npos ? std::string::npos
+                                                                          : comma - start);
         part.erase(0, part.find_first_not_of(" \t"));
         part.erase(part.find_last_not_of(" \t") + 1);
         parts.push_back(part);
+        if (comma == std::string::npos) break;
+        start = comma + 1;
     }
-    if (parts.empty() || (parts.size() == 1 && parts[0].empty()))
+    if (parts.size() == 1 && parts[0].empty())
         throw std::invalid_argument("gemm config: empty; choose one of " + names_text() +
                                     ", optionally followed by ,kc=N ,nc=N ,prefetch=0|1");
+    for (const std::string& part : parts)
+        if (part.empty())
+            throw std::invalid_argument("gemm config: an empty field in '" + spec + "'");
     Choice choice;
     std::size_t first = 0;
     if (parts[0].find('=') == std::string::npos) {
-        if (parts[0] == "auto") choice = automatic(kernel);
+        // "auto": the automatic choice, kernel included; a name brings its own kernel
+        // (a table entry's) or keeps the current one ("model").
+        if (parts[0] == "auto") choice = automatic(find_kernel("auto"));
         else if (!named(parts[0], kernel, &choice))
             throw std::invalid_argument("gemm config: '" + parts[0] +
                                         "' is not a configuration this CPU and build can run; "
@@ -296,27 +299,36 @@ Choice parse_spec(const std::string& spec, const Kernel* kernel, const std::stri
     } else {
         choice = automatic(kernel);
     }
-    std::string overrides;
+    if (parts.size() == 1 && parts[0] == "auto") return choice;  // as chosen: not "forced"
+    std::string overrides, seen;
     for (std::size_t i = first; i < parts.size(); ++i) {
         const std::size_t eq = parts[i].find('=');
         if (eq == std::string::npos)
             throw std::invalid_argument("gemm config: expected key=value after the name, got '" +
                                         parts[i] + "'");
-        const std::string key = parts[i].substr(0, eq), value = parts[i].substr(eq + 1);
+        std::string key = parts[i].substr(0, eq), value = parts[i].substr(eq + 1);
+        key.erase(key.find_last_not_of(" \t") + 1);
+        value.erase(0, value.find_first_not_of(" \t"));
+        if (seen.find("," + key + ",") != std::string::npos)
+            throw std::invalid_argument("gemm config: '" + key + "' given twice in '" + spec + "'");
+        seen += "," + key + ",";
         Active& a = choice.active;
+        index parsed = 0;
         if (key == "kc") {
-            a.f32.kc = a.f64.kc = parse_count(key, value, 8, 8192);
-        } else if (key == "nc") {
-            const index nc = parse_count(key, value, 1, 65536);
-            a.f32.nc = (nc + a.f32.nr - 1) / a.f32.nr * a.f32.nr;
-            a.f64.nc = (nc + a.f64.nr - 1) / a.f64.nr * a.f64.nr;
+            parsed = parse_count(key, value, 8, 8192);
+            a.f32.kc = a.f64.kc = parsed;
+        } else if (key == "nc") {  // rounded up to whole panels of each type's NR
+            parsed = parse_count(key, value, 1, 65536);
+            a.f32.nc = (parsed + a.f32.nr - 1) / a.f32.nr * a.f32.nr;
+            a.f64.nc = (parsed + a.f64.nr - 1) / a.f64.nr * a.f64.nr;
         } else if (key == "prefetch") {
-            a.f32.prefetch = a.f64.prefetch = parse_count(key, value, 0, 1) == 1;
+            parsed = parse_count(key, value, 0, 1);
+            a.f32.prefetch = a.f64.prefetch = parsed == 1;
         } else {
             throw std::invalid_argument("gemm config: unknown key '" + key +
                                         "' (expected kc, nc or prefetch)");
         }
-        overrides += (overrides.empty() ? "" : ",") + parts[i];
+        overrides += (overrides.empty() ? "" : ",") + key + "=" + std::to_string(parsed);
     }
     GemmConfig& d = choice.description;
     if (!overrides.empty()) {
@@ -380,13 +392,13 @@ Choice initial_choice() {
     return choice;
 }
 
+// The first call makes the initial choice; set_gemm_config and set_gemm_kernel
+// call this before they publish, so theirs always comes after it.
 const Choice& current() {
     const Choice* choice = g_current.load(std::memory_order_acquire);
     if (choice != nullptr) return *choice;
     static std::once_flag once;
-    std::call_once(once, [] {
-        if (g_current.load(std::memory_order_acquire) == nullptr) publish(initial_choice());
-    });
+    std::call_once(once, [] { publish(initial_choice()); });
     return *g_current.load(std::memory_order_acquire);
 }
 
@@ -401,7 +413,7 @@ using gemm_detail::Choice;
 GemmConfig gemm_config() { return gemm_detail::current().description; }
 
 GemmConfig gemm_config_for(const CpuInfo& cpu) {
-    const auto kernels = gemm_detail::kernels_for(cpu, false);
+    const auto kernels = gemm_detail::kernels_for(cpu);
     return gemm_detail::automatic(cpu, kernels.front()).description;
 }
 
@@ -425,9 +437,6 @@ std::vector<std::string> gemm_config_names() {
 void set_gemm_config(const std::string& spec) {
     const gemm_detail::Kernel* kernel = gemm_detail::current().active.kernel;
     Choice choice = gemm_detail::parse_spec(spec, kernel, "forced");
-    if (spec == "auto") {  // back to the automatic choice, kernel included
-        choice = gemm_detail::automatic(gemm_detail::find_kernel("auto"));
-    }
     gemm_detail::publish(choice);
 }
 
@@ -448,6 +457,7 @@ void set_gemm_kernel(const std::string& name) {
                                     "' is not a kernel this CPU and build can run; choose one of " +
                                     choices);
     }
+    gemm_detail::current();  // the initial choice first, so this one is not overwritten
     Choice choice = gemm_detail::automatic(kernel);
     if (name != "auto") choice.description.source = "forced";
     gemm_detail::publish(choice);

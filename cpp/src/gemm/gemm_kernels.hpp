@@ -40,13 +40,17 @@ struct GemmArgs {
 // ahead and for its C tile (gemm_tile.hpp).
 using Blocking = GemmBlocking;
 
-inline index tile_buffer_size(const Blocking& b, index columns) {
-    const index nc = columns < b.nc ? columns : b.nc;
-    return b.kc * ((nc + b.nr - 1) / b.nr) * b.nr + b.mr * b.kc;
+// K's block for a product with k steps: KC, or all of K when it is shorter (the
+// packing buffer is sized from it, so a large KC costs nothing on a short K).
+inline index k_block(const Blocking& b, index k) { return k < b.kc ? k : b.kc; }
+
+inline index tile_buffer_size(const Blocking& b, index columns, index k) {
+    const index nc = columns < b.nc ? columns : b.nc, kc = k_block(b, k);
+    return kc * ((nc + b.nr - 1) / b.nr) * b.nr + b.mr * kc;
 }
 
 // Computes C[i0:i1, j0:j1] over all of K with the given KC and NC (its MR and NR
-// are the kernel's). b_pack holds at least tile_buffer_size(blocking, j1 - j0)
+// are the kernel's). b_pack holds at least tile_buffer_size(blocking, j1 - j0, g.k)
 // values (a block of B, then a sliver of A).
 template <typename T>
 using TileFunction = void (*)(const GemmArgs<T>& g, const Blocking& blocking, index i0, index i1,

@@ -328,7 +328,7 @@ void gemm_tile(const GemmArgs<typename V::T>& g, const Blocking& blocking, index
                index j0, index j1, typename V::T* b_pack) {
     using T = typename V::T;
     constexpr int nr = NV * V::width;
-    const index KC = blocking.kc, NC = blocking.nc;
+    const index KC = k_block(blocking, g.k), NC = blocking.nc;
     // With few rows of A each B panel is used once or twice, and a B that spans
     // no more than L1 (32 KiB) stays there however it is laid out: packing would
     // cost more than it saves, so full panels of row-contiguous B are read in
