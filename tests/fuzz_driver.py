@@ -836,7 +836,10 @@ def run_gemm_config_choice(draw) -> None:
                 raise Failure(f"{what}: accepted, giving {config}")
         rng = np.random.default_rng(0)
         a = rng.standard_normal((37, 300))
-        compare(kernels.gemm(a, a.T), reference.gemm(a, a.T), scale=500.0, what=f"gemm after {what}")
+        b = rng.standard_normal((300, 257)).astype(np.float32)
+        for x, y in ((a, a.T), (a[:1].astype(np.float32), b), (b.T, a[:1].T.astype(np.float32))):
+            # tiles; one row of C (row times matrix); one column (dot products)
+            compare(kernels.gemm(x, y), reference.gemm(x, y), scale=500.0, what=f"gemm after {what}")
     finally:
         kernels.set_gemm_kernel("auto")
         kernels.set_gemm_config("auto")
