@@ -849,17 +849,13 @@ CONFIG_CHOICE = {"gemm_config", "gemm_configs", "set_gemm_config", "cpu_info"}
 
 
 def kernel_target(name):
-    if name in CONFIG_CHOICE:
+    if name in CONFIG_CHOICE or name in NO_TWIN:
+        run = run_gemm_config_choice if name in CONFIG_CHOICE else run_gemm_choice
+
         @SETTINGS
         @given(st.data())
         def test(data):
-            run_gemm_config_choice(data.draw)
-        return test
-    if name in NO_TWIN:
-        @SETTINGS
-        @given(st.data())
-        def test(data):
-            run_gemm_choice(data.draw)
+            run(data.draw)
         return test
     if name not in KERNEL_CASES:
         raise SystemExit(f"fuzz_driver: kernels.{name} is public but has no fuzz case; add one")

@@ -50,6 +50,13 @@ def use_config(request):
     kernels.set_gemm_config("auto")
 
 
+@pytest.fixture
+def restore_config():
+    yield
+    kernels.set_gemm_kernel("auto")
+    kernels.set_gemm_config("auto")
+
+
 def _config_id(param) -> str:
     return f"{param[0]}:{param[1]}"
 
@@ -113,55 +120,42 @@ def test_a_cpu_in_the_table_gets_its_entry():
         assert config["source"] in ("model", "default")
 
 
-def test_a_forced_kernel_brings_its_own_tile():
-    try:
-        kernels.set_gemm_kernel("portable")
-        config = kernels.gemm_config()
-        assert config["kernel"] == "portable" and config["source"] == "forced"
-        assert config["float32"]["nr"] < 32
-        kernels.set_gemm_kernel("auto")
-        assert kernels.gemm_config()["kernel"] == KERNELS[0]
-    finally:
-        kernels.set_gemm_kernel("auto")
-        kernels.set_gemm_config("auto")
+def test_a_forced_kernel_brings_its_own_tile(restore_config):
+    kernels.set_gemm_kernel("portable")
+    config = kernels.gemm_config()
+    assert config["kernel"] == "portable" and config["source"] == "forced"
+    assert config["float32"]["nr"] < 32
+    kernels.set_gemm_kernel("auto")
+    assert kernels.gemm_config()["kernel"] == KERNELS[0]
 
 
-def test_overrides_apply_and_auto_restores():
-    try:
-        kernels.set_gemm_config("kc=96,nc=100,prefetch=1")
-        config = kernels.gemm_config()
-        assert config["source"] == "forced" and config["name"].endswith("kc=96,nc=100,prefetch=1")
-        for dtype in ("float32", "float64"):
-            b = config[dtype]
-            assert b["kc"] == 96 and b["prefetch"] is True
-            assert b["nc"] >= 100 and b["nc"] % b["nr"] == 0 and b["nc"] - 100 < b["nr"]
-    finally:
-        kernels.set_gemm_config("auto")
+def test_overrides_apply_and_auto_restores(restore_config):
+    kernels.set_gemm_config("kc=96,nc=100,prefetch=1")
+    config = kernels.gemm_config()
+    assert config["source"] == "forced" and config["name"].endswith("kc=96,nc=100,prefetch=1")
+    for dtype in ("float32", "float64"):
+        b = config[dtype]
+        assert b["kc"] == 96 and b["prefetch"] is True
+        assert b["nc"] >= 100 and b["nc"] % b["nr"] == 0 and b["nc"] - 100 < b["nr"]
+    kernels.set_gemm_config("auto")
     assert kernels.gemm_config()["source"] in ("table", "model", "default")
 
 
-def test_a_table_name_brings_its_kernel_and_overrides_keep_the_current_one():
+def test_a_table_name_brings_its_kernel_and_overrides_keep_the_current_one(restore_config):
     if "avx2" not in KERNELS or KERNELS[0] == "avx2":
         pytest.skip("needs a CPU with a kernel better than avx2")
     table_names = [name for name in NAMES if name != "model"]
-    try:
-        for spec, kernel in (("kc=64", "avx2"), ("model", "avx2"), (table_names[0], KERNELS[0]), ("auto", KERNELS[0])):
-            kernels.set_gemm_kernel("avx2")
-            kernels.set_gemm_config(spec)
-            assert kernels.gemm_config()["kernel"] == kernel, spec
-    finally:
-        kernels.set_gemm_kernel("auto")
-        kernels.set_gemm_config("auto")
+    for spec, kernel in (("kc=64", "avx2"), ("model", "avx2"), (table_names[0], KERNELS[0]), ("auto", KERNELS[0])):
+        kernels.set_gemm_kernel("avx2")
+        kernels.set_gemm_config(spec)
+        assert kernels.gemm_config()["kernel"] == kernel, spec
 
 
-def test_overrides_are_named_by_their_values():
-    try:
-        kernels.set_gemm_config(" kc = 0008 ,nc=1")
-        config = kernels.gemm_config()
-        assert config["name"].endswith(",kc=8,nc=1")
-        assert config["float32"]["nc"] == config["float32"]["nr"]  # rounded up to one panel
-    finally:
-        kernels.set_gemm_config("auto")
+def test_overrides_are_named_by_their_values(restore_config):
+    kernels.set_gemm_config(" kc = 0008 ,nc=1")
+    config = kernels.gemm_config()
+    assert config["name"].endswith(",kc=8,nc=1")
+    assert config["float32"]["nc"] == config["float32"]["nr"]  # rounded up to one panel
 
 
 def test_a_large_kc_does_not_grow_the_buffers_of_a_short_k():
