@@ -1,6 +1,7 @@
 // gemm_config.cpp — which kernel and which cache blocking gemm() runs with.
 //
-// The kernel (ISA) is the best one the CPU runs. Its register tile is fixed;
+// The kernel (ISA) is the best one the CPU runs (AVX2 rather than AVX-512 on the
+// Skylake-SP parts with one 512-bit FMA unit: one_avx512_fma_unit). Its register tile is fixed;
 // KC, NC and prefetching depend on the caches and on how fast the core eats
 // data, so they are chosen per micro-architecture, in this order:
 //   1. a table entry for the CPU (vendor, family, model) and kernel: blocking
