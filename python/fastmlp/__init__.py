@@ -13,6 +13,8 @@ from .article import NeuralNetwork
 from .gradcheck import GradientCheckResult, gradient_check
 from . import schedules
 from .callbacks import EarlyStopping
+from . import diagnosis
+from .diagnosis import Diagnosis
 from .network import ACTIVATIONS, INITS, LOSSES, History, Network
 from .optimizers import LAMB, SGD, Adam, AdamW, Optimizer
 from .schedules import Constant, Cosine, Exponential, StepDecay, Warmup
@@ -39,6 +41,8 @@ __all__ = [
     "LOSSES",
     "gradient_check",
     "GradientCheckResult",
+    "Diagnosis",
+    "diagnosis",
     "set_num_threads",
     "get_num_threads",
     "kernels",

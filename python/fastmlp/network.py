@@ -401,6 +401,20 @@ class Network:
             raise ValueError("layer_cache: no forward pass to read; call forward(X) first")
         return self._core.cache(layer)
 
+    def diagnose(self, X, y):
+        """Why the network does (not) learn: one forward/backward pass on (X, y) in
+        training mode, and a per-layer report (a :class:`fastmlp.diagnosis.Diagnosis`):
+        weight and gradient norms and their ratio, activation mean and std, the
+        fraction of dead (relu family) or saturated (sigmoid, tanh) units, and a
+        verdict per layer: "exploding", "vanishing", "dead", "saturated" or "ok"
+        (thresholds in ``fastmlp.diagnosis.THRESHOLDS``). It prints as a table,
+        ``to_dict()`` gives plain data and ``plot()`` draws the gradient norm by
+        layer. The weights are not changed; like :meth:`backward`, it leaves this
+        batch's gradients in ``grads``."""
+        from .diagnosis import diagnose
+
+        return diagnose(self, X, y)
+
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
         self._core.zero_grad()

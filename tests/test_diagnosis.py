@@ -1,0 +1,122 @@
+"""Network.diagnose: the per-layer report names the article's failures (vanishing and
+exploding gradients, dead ReLUs, saturated sigmoids) where they are, and "ok" where
+they are not; its figures are the norms and statistics it says they are."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import diagnosis
+
+
+def _data(n_inputs=16, n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_inputs))
+    y = np.sin(X[:, :1]) + 0.1 * rng.standard_normal((n, 1))
+    return X, y
+
+
+def _deep(activation, depth=20, width=64, dtype="float64", seed=0):
+    return fm.Network([16] + [width] * depth + [1], activation=activation, dtype=dtype, seed=seed)
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_a_deep_sigmoid_network_vanishes_from_its_first_layers(dtype):
+    X, y = _data()
+    report = _deep("sigmoid", dtype=dtype).diagnose(X, y)
+    assert report.verdicts[:10] == ["vanishing"] * 10, report
+    assert report.verdicts[-1] == "ok"
+    norms = [r.grad_norm for r in report.layers]
+    assert norms[0] < 1e-6 * norms[-2]  # shrinks by ~4× a layer toward the input
+
+
+@pytest.mark.parametrize("activation", ["relu", "tanh"])
+def test_a_deep_network_with_a_fitting_init_is_ok(activation):
+    X, y = _data()
+    report = _deep(activation).diagnose(X, y)
+    assert report.verdicts == ["ok"] * 21, report
+
+
+def test_weights_three_times_too_large_explode():
+    X, y = _data()
+    net = _deep("relu")
+    for w in net.weights:
+        w *= 3.0
+    report = net.diagnose(X, y)
+    assert set(report.verdicts[:-1]) == {"exploding"}, report
+
+
+def test_a_non_finite_gradient_is_exploding():
+    X, y = _data()
+    net = _deep("relu", depth=3)
+    net.weights[1][0, 0] = 1e300
+    report = net.diagnose(X, y)
+    assert "exploding" in report.verdicts
+    assert any(not math.isfinite(r.grad_norm) for r in report.layers)
+
+
+def test_relus_that_never_fire_are_dead():
+    X, y = _data()
+    net = _deep("relu", depth=3)
+    net.biases[0][:] = -100.0  # every unit of the first hidden layer below zero for every sample
+    report = net.diagnose(X, y)
+    assert report.layers[0].dead == 1.0 and report.verdicts[0] == "dead"
+    assert report.layers[0].grad_norm == 0.0
+
+
+def test_sigmoids_driven_far_from_zero_are_saturated():
+    X, y = _data()
+    net = fm.Network([16, 32, 1], activation="sigmoid", dtype="float64", seed=0)
+    net.weights[0][:] *= 50.0
+    report = net.diagnose(X, y)
+    assert report.layers[0].saturated > 0.5 and report.verdicts[0] == "saturated"
+
+
+def test_the_figures_are_what_they_say():
+    X, y = _data()
+    net = fm.Network([16, 8, 4, 1], activation="relu", dtype="float64", seed=3)
+    params = net.params.copy()
+    report = net.diagnose(X, y)
+    np.testing.assert_array_equal(net.params, params)  # no update
+    twin = fm.Network([16, 8, 4, 1], activation="relu", dtype="float64", seed=3)
+    grads_w, _ = twin.backward(X, y, twin.forward(X))
+    for layer, r in enumerate(report.layers):
+        z, a = twin.layer_cache(layer)
+        assert r.shape == (net.layer_sizes[layer], net.layer_sizes[layer + 1])
+        assert r.weight_norm == pytest.approx(np.linalg.norm(net.weights[layer]))
+        assert r.grad_norm == pytest.approx(np.linalg.norm(grads_w[layer]))
+        assert r.grad_ratio == pytest.approx(r.grad_norm / r.weight_norm)
+        assert r.activation_mean == pytest.approx(a.mean())
+        assert r.activation_std == pytest.approx(a.std())
+        if r.activation == "relu":
+            assert r.dead == pytest.approx(np.mean(np.all(z <= 0, axis=0)))
+        else:
+            assert r.dead is None and r.saturated is None
+    assert report.n_samples == 256 and report.loss == net.loss
+
+
+def test_the_report_prints_converts_and_plots():
+    X, y = _data()
+    report = _deep("sigmoid", depth=4).diagnose(X, y)
+    text = str(report)
+    assert text.splitlines()[0].split()[:3] == ["layer", "shape", "activation"]
+    assert len(text.splitlines()) == 1 + 5 and "16→64" in text
+    assert repr(report).startswith("Diagnosis(5 layers:")
+    data = report.to_dict()
+    assert [row["verdict"] for row in data["layers"]] == report.verdicts
+    assert data["thresholds"] == diagnosis.THRESHOLDS
+    pytest.importorskip("matplotlib")
+    ax = report.plot(label="sigmoid")
+    assert ax.get_yscale() == "log" and len(ax.lines) == 1
+
+
+def test_bad_input_is_refused_as_forward_refuses_it():
+    net = fm.Network([4, 3, 1], seed=0)
+    with pytest.raises(ValueError, match="X"):
+        net.diagnose(np.ones((5, 3)), np.ones((5, 1)))
+    with pytest.raises(ValueError, match="y"):
+        net.diagnose(np.ones((5, 4)), np.ones((4, 1)))
