@@ -120,3 +120,28 @@ def test_bad_input_is_refused_as_forward_refuses_it():
         net.diagnose(np.ones((5, 3)), np.ones((5, 1)))
     with pytest.raises(ValueError, match="y"):
         net.diagnose(np.ones((5, 4)), np.ones((4, 1)))
+
+
+def test_a_fit_whose_gradient_overflows_names_the_layer_where_it_did():
+    # Linear [1, 1, 1, 1] in float32 with weights 1e-30, 1e20, 1e20: the forward pass and the
+    # loss stay finite (output 1e10), and backpropagation multiplies by 1e20 twice: the
+    # gradient reaching layer 0 is 2e50, beyond float32, while layers 1 and 2 are finite.
+    net = fm.Network([1, 1, 1, 1], activation="linear", dtype="float32", seed=0)
+    for w, value in zip(net.weights, (1e-30, 1e20, 1e20)):
+        w[:] = value
+    for b in net.biases:
+        b[:] = 0.0
+    params = net.params.copy()
+    with pytest.raises(FloatingPointError, match=r"the gradient became non-finite .*first at layer 0 \(1→1\)") as caught:
+        net.fit(np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), epochs=1, optimizer=fm.SGD(lr=0.1))
+    assert caught.value.layer == 0
+    np.testing.assert_array_equal(net.params, params)
+
+
+def test_a_fit_whose_loss_overflows_names_no_layer():
+    net = fm.Network([1, 1, 1], activation="linear", dtype="float32", seed=0)
+    for w in net.weights:
+        w[:] = 1e20
+    with pytest.raises(FloatingPointError, match="the loss became non-finite") as caught:
+        net.fit(np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), epochs=1)
+    assert caught.value.layer is None and "first at layer" not in str(caught.value)

@@ -580,13 +580,29 @@ class Network:
                 logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, prefix="val_"))
             history._append(logs)
         if result["status"] == "non_finite":
+            where, layer = "", None
+            if result["reason"] == "the gradient":  # grads still hold the failed batch's gradient
+                layer = self._first_non_finite_layer()
+                if layer is not None:
+                    where = (f", first at layer {layer} ({self._sizes[layer]}→{self._sizes[layer + 1]}) "
+                             f"going backward from the output")
             error = FloatingPointError(
                 f"fit: {result['reason']} became non-finite in epoch {start + result['failed_epoch']} "
-                f"(batch {result['failed_batch']}); the weights keep their last finite values. "
+                f"(batch {result['failed_batch']}){where}; the weights keep their last finite values. "
                 f"Try a smaller learning rate (lr={plan.optimizer.lr}), gradient clipping or scaled inputs."
             )
             error.history = history  # type: ignore[attr-defined]
+            error.layer = layer  # type: ignore[attr-defined]
             raise error
+
+    def _first_non_finite_layer(self) -> int | None:
+        """The layer where the gradient in ``grads`` first went non-finite as
+        backpropagation runs (from the output toward the input): the highest
+        layer whose W or b gradient holds a non-finite value; None if none does."""
+        for layer in reversed(range(len(self._grad_weights))):
+            if not (np.isfinite(self._grad_weights[layer]).all() and np.isfinite(self._grad_biases[layer]).all()):
+                return layer
+        return None
 
     def _epoch_end(self, plan: _FitPlan, epoch: int, history: History, printer) -> bool:
         """Printing, early stopping and the callback after a watched epoch; True stops the fit."""
