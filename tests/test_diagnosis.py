@@ -145,3 +145,39 @@ def test_a_fit_whose_loss_overflows_names_no_layer():
     with pytest.raises(FloatingPointError, match="the loss became non-finite") as caught:
         net.fit(np.ones((1, 1), np.float32), np.zeros((1, 1), np.float32), epochs=1)
     assert caught.value.layer is None and "first at layer" not in str(caught.value)
+
+
+# ---- per-layer gradient norms recorded by fit -------------------------------------------------
+
+
+def test_recorded_layer_norms_are_the_gradient_of_each_layer():
+    X, y = _data(n=64)
+    net = fm.Network([16, 32, 8, 1], activation="tanh", dtype="float64", seed=1)
+    twin = net.copy()
+    history = net.fit(X, y, epochs=1, optimizer=fm.SGD(lr=0.01), record_layer_norms=True)  # one full-batch step
+    grads_w, grads_b = twin.backward(X, y, twin.forward(X))
+    expected = [math.hypot(np.linalg.norm(w), np.linalg.norm(b)) for w, b in zip(grads_w, grads_b)]
+    (recorded,) = history["layer_grad_norms"]
+    assert recorded == pytest.approx(expected, rel=1e-12)
+    assert math.sqrt(sum(r * r for r in recorded)) == pytest.approx(history["grad_norm"][0], rel=1e-12)
+
+
+def test_recorded_layer_norms_average_the_epochs_updates_and_ignore_threads(restore_num_threads):
+    X, y = _data(n=200)
+    runs = []
+    for threads in (1, 2):
+        fm.set_num_threads(threads)
+        net = fm.Network([16, 64, 64, 1], activation="relu", dtype="float32", seed=2)
+        runs.append(net.fit(X, y, epochs=3, batch_size=32, record_layer_norms=True)["layer_grad_norms"])
+    assert runs[0] == runs[1]
+    assert len(runs[0]) == 3 and all(len(epoch) == 3 and all(v > 0 for v in epoch) for epoch in runs[0])
+
+
+def test_layer_norms_are_recorded_only_when_asked_and_never_printed(capsys):
+    X, y = _data(n=32)
+    net = fm.Network([16, 8, 1], seed=0)
+    assert "layer_grad_norms" not in net.fit(X, y, epochs=2).history
+    net.fit(X, y, epochs=1, verbose=1, record_layer_norms=True)
+    assert "layer_grad_norms" not in capsys.readouterr().out
+    with pytest.raises(TypeError, match="record_layer_norms"):
+        net.fit(X, y, record_layer_norms="yes")

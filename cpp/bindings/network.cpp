@@ -306,15 +306,17 @@ void bind_readers(NetworkClass<T>& cls) {
 
 // The per-epoch figures fit writes, and the dict it returns.
 struct FitArrays {
-    py::array_t<double> loss, grad_norm, lr, accuracy;
+    py::array_t<double> loss, grad_norm, lr, accuracy, layer_grad_norm;
     FitRecord record;
 
-    FitArrays(index epochs, bool count_correct)
-        : loss(epochs), grad_norm(epochs), lr(epochs), accuracy(count_correct ? epochs : 0) {
+    FitArrays(index epochs, bool count_correct, index layers, bool layer_norms)
+        : loss(epochs), grad_norm(epochs), lr(epochs), accuracy(count_correct ? epochs : 0),
+          layer_grad_norm(std::vector<py::ssize_t>{layer_norms ? epochs : 0, layers}) {
         record.loss = loss.mutable_data();
         record.grad_norm = grad_norm.mutable_data();
         record.lr = lr.mutable_data();
         record.accuracy = count_correct ? accuracy.mutable_data() : nullptr;
+        record.layer_grad_norm = layer_norms ? layer_grad_norm.mutable_data() : nullptr;
     }
 
     py::dict result(const FitResult& r) const {
@@ -328,6 +330,7 @@ struct FitArrays {
         out["grad_norm"] = grad_norm;
         out["lr"] = lr;
         if (record.accuracy) out["accuracy"] = accuracy;
+        if (record.layer_grad_norm) out["layer_grad_norm"] = layer_grad_norm;
         return out;
     }
 };
@@ -363,7 +366,8 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, index n, const FitO
 template <typename T>
 py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index epochs,
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
-             const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct) {
+             const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
+             bool record_layer_norms) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -377,7 +381,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.optimizer = optimizer;
     options.schedule = schedule_argument(schedule);
     options.count_correct = count_correct;
-    FitArrays arrays(epochs, count_correct);
+    FitArrays arrays(epochs, count_correct, index(net.layers().size()), record_layer_norms);
     FitResult result;
     if (run_fit<T>(h, px, py_, x.shape(0), options, arrays.record, result))
         throw py::error_already_set();
@@ -388,7 +392,8 @@ template <typename T>
 void bind_fit(NetworkClass<T>& cls) {
     cls.def("fit", &fit<T>, py::arg("x"), py::arg("y"), py::arg("epochs"),
             py::arg("batch_size"), py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"),
-            py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"));
+            py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
+            py::arg("record_layer_norms") = false);
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------

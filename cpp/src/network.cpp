@@ -389,6 +389,7 @@ template <typename T>
 struct Network<T>::EpochSums {
     double loss = 0, grad_norm = 0, lr = 0;  // lr: the last update's
     index batches = 0, correct = 0;
+    std::vector<double> layer_grad_norm;  // one per layer when recorded, else empty
 };
 
 template <typename T>
@@ -481,6 +482,12 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     step_threads_.record(threads, seconds_since(step_start));
     if (!step.gradient_finite) return "the gradient";
     if (step.kept > 0) return "an update";
+    for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves grads_ as they were
+        const Layer& layer = layers_[l];
+        sums.layer_grad_norm[l] += grad_norm(grads_.data() + layer.weight_offset,
+                                             layer.bias_offset + layer.outputs - layer.weight_offset,
+                                             options.optimizer.clip_value);
+    }
     sums.loss += loss * normalizer;
     sums.grad_norm += step.grad_norm;
     sums.lr = step.lr;
@@ -519,11 +526,15 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;
+        if (record.layer_grad_norm) sums.layer_grad_norm.assign(layers_.size(), 0.0);
         if (!run_epoch(plan, options, epoch, sums, should_stop, result)) return result;
         if (record.loss) record.loss[epoch] = sums.loss / plan.normalizer;
         if (record.grad_norm) record.grad_norm[epoch] = sums.grad_norm / double(sums.batches);
         if (record.lr) record.lr[epoch] = sums.lr;
         if (record.accuracy) record.accuracy[epoch] = double(sums.correct) / plan.accuracy_units;
+        for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l)
+            record.layer_grad_norm[epoch * index(layers_.size()) + index(l)] =
+                sums.layer_grad_norm[l] / double(sums.batches);
         result.epochs_completed = epoch + 1;
     }
     return result;

@@ -194,11 +194,13 @@ class _Network(Generic[_Float]):
         optimizer: OptimizerConfig,
         schedule: ScheduleConfig | None,
         count_correct: bool,
+        record_layer_norms: bool = False,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
         Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
-        "loss", "grad_norm", "lr"[, "accuracy"]}: the arrays hold one value per
-        epoch (the first "epochs" are valid). A pending signal (Ctrl-C) raises."""
+        "loss", "grad_norm", "lr"[, "accuracy"][, "layer_grad_norm"]}: the arrays
+        hold one value (a row of one per layer for "layer_grad_norm") per epoch
+        (the first "epochs" are valid). A pending signal (Ctrl-C) raises."""
     def optimizer_step(
         self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:

@@ -96,14 +96,14 @@ class ProgressPrinter:
 
     @staticmethod
     def _format(logs: dict) -> str:
-        return " - ".join(f"{key}: {value:.6g}" for key, value in logs.items())
+        return " - ".join(f"{key}: {value:.6g}" for key, value in logs.items() if not isinstance(value, list))
 
     def epoch_end(self, epoch: int, logs: dict) -> None:
         if self.verbose == 1:
             print(f"Epoch {epoch + 1}/{self.epochs} - {self._format(logs)}", file=sys.stdout, flush=True)
         elif self._bar is not None:
             self._bar.update(1)
-            self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items()})
+            self._bar.set_postfix({k: f"{v:.4g}" for k, v in logs.items() if not isinstance(v, list)})
         elif self.verbose >= 2:
             width = 30
             done = int(width * (epoch + 1) / self.epochs)

@@ -60,7 +60,9 @@ class History:
     """What a fit recorded, one value per epoch under each key of ``history``:
     "loss", "grad_norm" (mean global gradient norm of the epoch's updates, before
     norm clipping) and "lr" (of the epoch's last update); "accuracy" for
-    classifiers; "val_loss" (and "val_accuracy") with validation data. ``epoch``
+    classifiers; "val_loss" (and "val_accuracy") with validation data;
+    "layer_grad_norms" (a list per epoch, one norm per layer) when the fit was
+    asked to record them. ``epoch``
     numbers the epochs of this fit from 0; ``stopped_epoch`` is the epoch after
     which early stopping or a callback ended it (None when it ran to the end), and
     ``best_epoch`` the epoch whose weights early stopping kept."""
@@ -74,7 +76,7 @@ class History:
     def _append(self, logs: dict) -> None:
         self.epoch.append(len(self.epoch))
         for key, value in logs.items():
-            self.history.setdefault(key, []).append(float(value))
+            self.history.setdefault(key, []).append(value if isinstance(value, list) else float(value))
 
     def __getitem__(self, key: str) -> list[float]:
         return self.history[key]
@@ -136,6 +138,7 @@ class _FitPlan:
     verbose: int
     early_stopping: EarlyStopping | None
     on_epoch_end: Callable[[int, dict], object] | None
+    record_layer_norms: bool = False
 
     @property
     def watched(self) -> bool:
@@ -464,6 +467,7 @@ class Network:
         validation_data=None,
         early_stopping: EarlyStopping | bool | None = None,
         on_epoch_end=None,
+        record_layer_norms: bool = False,
     ) -> History:
         """Trains from the current weights (and the optimizer's current state).
 
@@ -480,18 +484,21 @@ class Network:
         :class:`~fastmlp.EarlyStopping` (True for the defaults).
         ``on_epoch_end(epoch, logs)`` is called after every epoch with that
         epoch's figures; returning True stops the fit. ``verbose``: 0 silent,
-        1 one line per epoch, 2 a progress bar.
+        1 one line per epoch, 2 a progress bar. ``record_layer_norms=True`` adds
+        ``history["layer_grad_norms"]``: per epoch, a list with each layer's
+        gradient norm (its W and b together, the mean over the epoch's updates),
+        at the cost of one more pass over the gradient a step.
 
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
         plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                              validation_data, early_stopping, on_epoch_end)
+                              validation_data, early_stopping, on_epoch_end, record_layer_norms)
         return self._run_fit(plan)
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                  validation_data, early_stopping, on_epoch_end) -> _FitPlan:
+                  validation_data, early_stopping, on_epoch_end, record_layer_norms=False) -> _FitPlan:
         """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
@@ -512,8 +519,11 @@ class Network:
             raise TypeError(f"early_stopping: expected fm.EarlyStopping(...), True or None, got {early_stopping!r}")
         if on_epoch_end is not None and not callable(on_epoch_end):
             raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
+        if not isinstance(record_layer_norms, (bool, np.bool_)):
+            raise TypeError(f"record_layer_norms: expected True or False, got {record_layer_norms!r}")
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
-                        optimizer._schedule_config(), verbose, early_stopping, on_epoch_end)
+                        optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
+                        bool(record_layer_norms))
 
     def _validation_set(self, X, y, validation_split, validation_data):
         """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
@@ -571,11 +581,13 @@ class Network:
         """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
         or gradient raises FloatingPointError carrying the history so far."""
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
-                                plan.config, plan.schedule, self.is_classifier)
+                                plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms)
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
                 logs["accuracy"] = result["accuracy"][e]
+            if plan.record_layer_norms:
+                logs["layer_grad_norms"] = result["layer_grad_norm"][e].tolist()
             if plan.X_val is not None:
                 logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, prefix="val_"))
             history._append(logs)

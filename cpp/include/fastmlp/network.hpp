@@ -71,6 +71,10 @@ struct FitRecord {
     double* grad_norm = nullptr;  // mean over the epoch's updates of the global gradient norm
     double* lr = nullptr;         // learning rate of the epoch's last update
     double* accuracy = nullptr;   // fraction right, each batch measured before its update
+    // epochs × layers, row-major: mean over the epoch's updates of each layer's gradient
+    // norm (its W and b together, after clip_value as grad_norm is). Costs one more pass
+    // over the gradient a step, so it is null unless asked for.
+    double* layer_grad_norm = nullptr;
 };
 
 enum class FitStatus { completed, non_finite, interrupted };
