@@ -21,7 +21,7 @@ import fastmlp as fm
 from fastmlp import kernels, reference
 
 # The bounds in activation.hpp, in ulp: (forward, backward).
-BOUNDS = {"sigmoid": (3, 2), "tanh": (6, 2), "swish": (3, 5), "gelu": (7, 6)}
+BOUNDS = {"sigmoid": (3, 2), "tanh": (7, 2), "swish": (4, 6), "gelu": (8, 7)}
 SMOOTH = tuple(BOUNDS)
 
 
@@ -106,7 +106,8 @@ def test_backward_within_bound(activation, path):
 def test_float64_reference_is_the_numpy_formula(activation):
     z = np.random.default_rng(0).standard_normal(4000) * 6
     a = kernels.activation_forward(z, activation)
-    np.testing.assert_allclose(a, reference.activation_forward(z, activation), rtol=1e-12, atol=1e-300)  # Python's math.erfc: ~1e-13 in the tail
+    # rtol 1e-12: the twin's GELU uses Python's math.erfc, ~1e-13 off libm's in the tail.
+    np.testing.assert_allclose(a, reference.activation_forward(z, activation), rtol=1e-12, atol=1e-300)
     np.testing.assert_allclose(kernels.activation_backward(np.ones_like(z), z, a, activation),
                                reference.activation_backward(np.ones_like(z), z, a, activation),
                                rtol=1e-12, atol=1e-14)
