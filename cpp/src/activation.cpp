@@ -86,6 +86,8 @@ inline float float_of(std::uint32_t u) {
 // once (by the last multiplication). Callers multiply other factors into m·s1 before the
 // last ·s2 for the same reason. hi is clamped to [−120, 89]: e^x overflows to inf above
 // 88.72 and rounds to 0 below −103.97; NaN goes through the clamp and the polynomial.
+// (m·s1)·s2 is within 0.95 ulp of e^x (every 64th float on [−130, 100], against
+// double exp); ±inf, NaN, overflow and the subnormal range come out as they should.
 // Sigmoid and swish only need hi ≤ 0 (nonpositive = true), which saves the upper clamp
 // (GCC turns each clamp into compares and selects, a tenth of the time of an exp).
 // GELU keeps both: with the lower one alone, GCC 12 made its loop twice as slow.
