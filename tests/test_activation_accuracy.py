@@ -9,7 +9,9 @@ evenly spaced points on [-20, 20] and [-130, 130]. Backward takes da = 1; sigmoi
 tanh's derivatives are formulas in a = f(z), so they are compared on the same float32 a.
 swish' and GELU' pass through zero (at z ≈ −1.278 and z ≈ −0.752), where no float
 formula keeps relative accuracy: their bound is in ulp of the larger of |f'(z)| and
-σ(z) (swish) or Φ(z) (GELU), the size of the terms that cancel there.
+σ(z) (swish) or Φ(z) (GELU), the size of the terms that cancel there. The bounds are
+the worst errors seen over this sweep and 24 million random floats, rounded up; both
+the elementwise kernels and the fused bias + activation passes are held to them.
 """
 
 from __future__ import annotations
