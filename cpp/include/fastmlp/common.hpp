@@ -45,8 +45,10 @@ constexpr index ceil_div(index a, index b) { return a / b + (a % b != 0); }
 
 // Elementwise loops marked FASTMLP_CLONES are compiled three times (AVX-512,
 // AVX2, baseline) and the dynamic loader picks one for this CPU (GCC function
-// multiversioning, x86-64 Linux). The clones compute the same IEEE operations
-// element by element, so results do not depend on which one runs.
+// multiversioning, x86-64 Linux). GCC contracts a·b + c into one FMA in the
+// AVX2 and AVX-512 clones (C++ defaults to -ffp-contract=fast), so their results
+// can differ from the baseline clone's by a rounding (about an ulp); on one CPU
+// they do not depend on the thread count.
 #if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
 #define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
