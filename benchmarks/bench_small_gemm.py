@@ -32,6 +32,9 @@ import numpy as np
 
 import fastmlp as fm
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_common import cpu_model  # noqa: E402
+
 SHAPES = ((1, 1, 1), (1, 128, 128), (8, 64, 64), (16, 128, 128))  # (M, N, K)
 DTYPES = (np.float32, np.float64)
 
@@ -83,7 +86,7 @@ def main(argv=None) -> int:
     parser.add_argument("--pause", type=float, default=0.02, help="seconds between blocks")
     args = parser.parse_args(argv)
 
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; "
+    print(f"CPU: {cpu_model()}, {os.cpu_count()} cores; "
           f"fastmlp {fm.__version__} (GEMM kernel {fm.kernels.gemm_kernel()}, "
           f"{fm.get_num_threads()} threads), NumPy {np.__version__}, Python {platform.python_version()}")
     print(f"{args.rounds} rounds, blocks of ≥ {args.block_seconds} s; µs per call, medians")

@@ -32,6 +32,8 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from . import reference
+
 __all__ = ["Diagnosis", "LayerReport", "THRESHOLDS", "diagnose"]
 
 THRESHOLDS = {
@@ -126,12 +128,16 @@ class Diagnosis:
         return ax
 
 
-def _saturated_fraction(activation: str, a: np.ndarray) -> float | None:
+_LARGEST_DERIVATIVE = {"sigmoid": 0.25, "tanh": 1.0}
+
+
+def _saturated_fraction(activation: str, z: np.ndarray, a: np.ndarray) -> float | None:
     if activation not in SATURATING or a.size == 0:
         return None
-    a = a.astype(np.float64)
-    derivative, largest = (a * (1 - a), 0.25) if activation == "sigmoid" else (1 - a * a, 1.0)
-    return float(np.mean(derivative < THRESHOLDS["saturated_derivative"] * largest))
+    # f'(z), from the activation's NumPy twin (da = 1), in float64
+    derivative = reference.activation_backward(np.ones(a.shape), z.astype(np.float64), a.astype(np.float64),
+                                               activation)
+    return float(np.mean(derivative < THRESHOLDS["saturated_derivative"] * _LARGEST_DERIVATIVE[activation]))
 
 
 def _dead_fraction(activation: str, z: np.ndarray) -> float | None:
@@ -178,7 +184,7 @@ def diagnose(net, X, y) -> Diagnosis:
 
 def _layer_report(net, layer, z, a, activation, weight_norms, grad_norms, ratios) -> LayerReport:
     n_layers = len(ratios)
-    dead, saturated = _dead_fraction(activation, z), _saturated_fraction(activation, a)
+    dead, saturated = _dead_fraction(activation, z), _saturated_fraction(activation, z, a)
     a64 = a.astype(np.float64)
     return LayerReport(
         layer=layer,

@@ -41,16 +41,11 @@ constexpr double gemv_parallel_threshold = double(1 << 16);
 // per tile gains 2–7 % of a training step).
 constexpr index epilogue_per_tile_threshold = index(1) << 14;
 
-template <typename T>
-const Blocking& blocking_of(const gemm_detail::Active& config) {
-    if constexpr (sizeof(T) == 4) return config.f32;
-    else return config.f64;
-}
-
-template <typename T>
-gemm_detail::TileFunction<T> tile_of(const Kernel& kernel, bool prefetch) {
-    if constexpr (sizeof(T) == 4) return kernel.tile_f32[prefetch ? 1 : 0];
-    else return kernel.tile_f64[prefetch ? 1 : 0];
+// The float or the double member of a pair (blocking, tile, gemv, row functions).
+template <typename T, typename F32, typename F64>
+const auto& for_type(const F32& f32, const F64& f64) {
+    if constexpr (sizeof(T) == 4) return f32;
+    else return f64;
 }
 
 template <typename T>
@@ -109,12 +104,6 @@ Grid choose_grid(index m, index n, const Blocking& blocking, index tasks) {
     return best;
 }
 
-template <typename T>
-gemm_detail::GemvFunction<T> gemv_of(const Kernel& kernel) {
-    if constexpr (sizeof(T) == 4) return kernel.gemv_f32;
-    else return kernel.gemv_f64;
-}
-
 // Cᵀ = op(B)ᵀ · op(A)ᵀ: the same product with the roles of A and B swapped.
 // (The epilogue is not carried over: its blocks are in C's frame, not Cᵀ's.)
 template <typename T>
@@ -129,6 +118,17 @@ void finish(const GemmArgs<T>& g) {
     if (g.epilogue.fn != nullptr) g.epilogue.fn(g.epilogue.context, 0, g.m, 0, g.n);
 }
 
+// fn(begin, end) over [0, count) in pieces of `piece`, for the paths that stream
+// their operand once (dot products, a row times a matrix): bound by memory, not
+// arithmetic, so two threads pay off much earlier (from `work` = 64 Ki elements)
+// than for a tiled product. Piece boundaries do not depend on the thread count.
+template <typename F>
+void in_pieces(index count, index piece, double work, F&& fn) {
+    const int nt = threads_for(work, gemv_parallel_threshold);
+    parallel_for(nt, ceil_div(count, piece),
+                 [&](index p) { fn(p * piece, std::min(count, (p + 1) * piece)); });
+}
+
 // N == 1 with rows of A contiguous: dot products, split by rows among threads.
 template <typename T>
 void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
@@ -138,41 +138,25 @@ void run_gemv(const Kernel& kernel, const GemmArgs<T>& g) {
         for (index p = 0; p < g.k; ++p) copy[p] = g.b[p * g.rs_b];
         x = copy;
     }
-    const auto gemv = gemv_of<T>(kernel);
-    constexpr index rows_per_task = 64;
-    const index tasks = (g.m + rows_per_task - 1) / rows_per_task;
-    // Dot products stream A once: bound by memory, not arithmetic, so two threads
-    // pay off much earlier (from 64 Ki elements of A) than for a tiled product.
-    const int nt = threads_for(double(g.m) * double(g.k), gemv_parallel_threshold);
-    parallel_for(nt, tasks, [&](index task) {
-        gemv(g, task * rows_per_task, std::min(g.m, (task + 1) * rows_per_task), x);
-    });
-}
-
-template <typename T>
-gemm_detail::RowFunction<T> row_of(const Kernel& kernel) {
-    if constexpr (sizeof(T) == 4) return kernel.row_f32;
-    else return kernel.row_f64;
+    const auto gemv = for_type<T>(kernel.gemv_f32, kernel.gemv_f64);
+    in_pieces(g.m, 64, double(g.m) * double(g.k),
+              [&](index i0, index i1) { gemv(g, i0, i1, x); });
 }
 
 // M == 1 with rows of op(B) contiguous: the row of A times B's rows, split by
 // columns (at multiples of row_columns) among threads; nothing packed.
 template <typename T>
 void run_row(const Kernel& kernel, const GemmArgs<T>& g) {
-    const auto row = row_of<T>(kernel);
-    constexpr index columns = gemm_detail::row_columns;
-    const index tasks = (g.n + columns - 1) / columns;
-    const int nt = threads_for(double(g.n) * double(g.k), gemv_parallel_threshold);
-    parallel_for(nt, tasks, [&](index task) {
-        row(g, task * columns, std::min(g.n, (task + 1) * columns));
-    });
+    const auto row = for_type<T>(kernel.row_f32, kernel.row_f64);
+    in_pieces(g.n, gemm_detail::row_columns, double(g.n) * double(g.k),
+              [&](index j0, index j1) { row(g, j0, j1); });
 }
 
 template <typename T>
 void run(const gemm_detail::Active& config, GemmArgs<T> g) {
     const Kernel& kernel = *config.kernel;
-    const Blocking& blocking = blocking_of<T>(config);
-    const auto tile = tile_of<T>(kernel, blocking.prefetch);
+    const Blocking& blocking = for_type<T>(config.f32, config.f64);
+    const auto tile = for_type<T>(kernel.tile_f32, kernel.tile_f64)[blocking.prefetch ? 1 : 0];
     // One output column, or one output row whose products read columns of op(B)
     // that are contiguous (a batch of one through X · Wᵀ): dot products.
     if (g.n == 1 && g.cs_a == 1) {

@@ -168,9 +168,10 @@ Blocking model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, inde
     return Blocking{mr, nr, kc, nc, true};
 }
 
-// A cache the model can use: its geometry in the ranges real caches have, so
+// A cache the model can use (cpu.cpp keeps any plausible cache; the model needs
+// more): its geometry in the ranges real caches have, so
 // the model's products (ways · sets · line < 2^50) cannot overflow.
-bool plausible(const CacheInfo* cache) {
+bool model_can_use(const CacheInfo* cache) {
     return cache != nullptr && cache->ways >= 2 && cache->ways <= 1024 && cache->sets >= 1 &&
            cache->sets <= (index(1) << 24) && cache->line >= 16 && cache->line <= 4096 &&
            cache->size >= 4096;
@@ -209,7 +210,7 @@ Choice from_defaults(const CpuInfo& cpu, const Kernel* kernel) {
                   Active{kernel, kernel->f32, kernel->f64}};
 }
 
-bool model_possible(const CpuInfo& cpu) { return plausible(cpu.cache(1)) && plausible(cpu.cache(2)); }
+bool model_possible(const CpuInfo& cpu) { return model_can_use(cpu.cache(1)) && model_can_use(cpu.cache(2)); }
 
 // The automatic choice for a CPU and kernel.
 Choice automatic(const CpuInfo& cpu, const Kernel* kernel) {
@@ -420,7 +421,7 @@ GemmConfig gemm_config_for(const CpuInfo& cpu) {
 
 GemmBlocking gemm_model_blocking(const CacheInfo& l1, const CacheInfo& l2, index mr, index nr,
                                  index scalar_size) {
-    require(gemm_detail::plausible(&l1) && gemm_detail::plausible(&l2),
+    require(gemm_detail::model_can_use(&l1) && gemm_detail::model_can_use(&l2),
             "gemm_model_blocking: caches need >= 2 ways, >= 1 set, lines >= 16 B, size >= 4 KiB");
     require(mr >= 1 && nr >= 1 && mr <= 64 && nr <= 256, "gemm_model_blocking: tile out of range");
     require(scalar_size == 4 || scalar_size == 8, "gemm_model_blocking: scalar_size must be 4 or 8");
