@@ -15,6 +15,7 @@
 #include <algorithm>
 #include <cmath>
 #include <string>
+#include <vector>
 
 #include "fastmlp/threading.hpp"
 
@@ -42,27 +43,41 @@ void require_eps(const char* kernel, double eps) {
             std::string(kernel) + ": eps must be finite and >= 0, got " + std::to_string(eps));
 }
 
-// Σ x[j] for j in [0, n), in double: 16 partial sums (a vector register or two,
-// several in flight), combined pairwise at the end. A fixed order for every n.
-template <typename T>
-FASTMLP_CLONES double sum_of(const T* __restrict x, index n) {
-    double acc[16] = {};
-    index j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; ++k) acc[k] += double(x[j + k]);
-    for (int k = 0; j < n; ++j, ++k) acc[k] += double(x[j]);
-    for (int width = 8; width >= 1; width /= 2)
-        for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
-    return acc[0];
+// Row sums in double: `lanes` partial sums, element j into lane j % lanes (enough
+// independent chains to hide the add latency: 4 AVX-512 or 8 AVX2 registers), folded
+// pairwise at the end. A fixed order for every n, whatever the thread or the clone
+// (up to FMA contraction, see common.hpp).
+constexpr int lanes = 32;
+
+// Written out (not a loop over the halving width) so that it unrolls into a few
+// vector adds instead of a loop through memory: it runs once per row.
+inline double fold(double* acc) {
+    static_assert(lanes == 32, "fold halves 32 partial sums");
+    for (int k = 0; k < 16; ++k) acc[k] += acc[k + 16];
+    for (int k = 0; k < 8; ++k) acc[k] += acc[k + 8];
+    for (int k = 0; k < 4; ++k) acc[k] += acc[k + 4];
+    for (int k = 0; k < 2; ++k) acc[k] += acc[k + 2];
+    return acc[0] + acc[1];
 }
 
-// Σ (x[j] − mean)², in double, in the same order as sum_of.
+// Σ x[j] for j in [0, n).
+template <typename T>
+FASTMLP_CLONES double sum_of(const T* __restrict x, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) acc[k] += double(x[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += double(x[j]);
+    return fold(acc);
+}
+
+// Σ (x[j] − mean)².
 template <typename T>
 FASTMLP_CLONES double centred_squares_of(const T* __restrict x, double mean, index n) {
-    double acc[16] = {};
+    double acc[lanes] = {};
     index j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; ++k) {
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) {
             const double d = double(x[j + k]) - mean;
             acc[k] += d * d;
         }
@@ -70,62 +85,71 @@ FASTMLP_CLONES double centred_squares_of(const T* __restrict x, double mean, ind
         const double d = double(x[j]) - mean;
         acc[k] += d * d;
     }
-    for (int width = 8; width >= 1; width /= 2)
-        for (int k = 0; k < width; ++k) acc[k] += acc[k + width];
-    return acc[0];
+    return fold(acc);
 }
 
-// Σ g[j] and Σ g[j]·xhat[j] with g = dy ⊙ gain, in double, in sum_of's order.
+// Σ a[j] · b[j], and Σ a[j] · b[j] · c[j] (two passes over a row in L1 are faster
+// than one with both sums: GCC vectorizes each cleanly).
 template <typename T>
-FASTMLP_CLONES void gain_sums_of(const T* __restrict dy, const T* __restrict gain,
-                                 const T* __restrict xhat, index n, double& sum_g,
-                                 double& sum_gx) {
-    double acc_g[16] = {}, acc_gx[16] = {};
+FASTMLP_CLONES double dot_of(const T* __restrict a, const T* __restrict b, index n) {
+    double acc[lanes] = {};
     index j = 0;
-    for (; j + 16 <= n; j += 16)
-        for (int k = 0; k < 16; ++k) {
-            const double g = double(dy[j + k] * gain[j + k]);
-            acc_g[k] += g;
-            acc_gx[k] += g * double(xhat[j + k]);
-        }
-    for (int k = 0; j < n; ++j, ++k) {
-        const double g = double(dy[j] * gain[j]);
-        acc_g[k] += g;
-        acc_gx[k] += g * double(xhat[j]);
-    }
-    for (int width = 8; width >= 1; width /= 2)
-        for (int k = 0; k < width; ++k) {
-            acc_g[k] += acc_g[k + width];
-            acc_gx[k] += acc_gx[k + width];
-        }
-    sum_g = acc_g[0];
-    sum_gx = acc_gx[0];
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) acc[k] += double(a[j + k]) * double(b[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += double(a[j]) * double(b[j]);
+    return fold(acc);
+}
+template <typename T>
+FASTMLP_CLONES double triple_dot_of(const T* __restrict a, const T* __restrict b,
+                                    const T* __restrict c, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k)
+            acc[k] += (double(a[j + k]) * double(b[j + k])) * double(c[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += (double(a[j]) * double(b[j])) * double(c[j]);
+    return fold(acc);
 }
 
-// out[j] = (x[j] − mean) · scale over a row; out may be x itself.
-template <typename T>
-FASTMLP_CLONES void normalize_row(const T* x, T* out, T mean, T scale, index n) {
-    if (out == x) {
-        T* __restrict inout = out;
-        for (index j = 0; j < n; ++j) inout[j] = (inout[j] - mean) * scale;
+// One row of the normalisation: xhat[j] = (x[j] − mean) · scale, y[j] = gain[j] ·
+// xhat[j] + bias[j], in one pass; mean and scale are one value (layer norm: mean[0],
+// scale[0]) or one per column (batch norm). xhat may be x; y may be xhat or x: each
+// case its own loop, told that its pointers are distinct (restrict) so that it
+// vectorizes.
+template <bool per_column, typename T>
+FASTMLP_CLONES void normalize_row(const T* x, const T* __restrict gain, const T* __restrict bias,
+                                  T* xhat, T* y, const T* __restrict mean,
+                                  const T* __restrict scale, index n) {
+    auto m = [&](index j) { return per_column ? mean[j] : mean[0]; };
+    auto s = [&](index j) { return per_column ? scale[j] : scale[0]; };
+    if (y == xhat) {  // xhat is not kept: y alone, in place when x is y too
+        if (y == x) {
+            T* __restrict inout = y;
+            for (index j = 0; j < n; ++j) inout[j] = gain[j] * ((inout[j] - m(j)) * s(j)) + bias[j];
+        } else {
+            const T* __restrict in = x;
+            T* __restrict out = y;
+            for (index j = 0; j < n; ++j) out[j] = gain[j] * ((in[j] - m(j)) * s(j)) + bias[j];
+        }
+    } else if (xhat == x || y == x) {  // one of the two in place
+        T* __restrict inout = xhat == x ? xhat : y;
+        T* __restrict other = xhat == x ? y : xhat;
+        const bool in_xhat = xhat == x;
+        for (index j = 0; j < n; ++j) {
+            const T v = (inout[j] - m(j)) * s(j);
+            const T out = gain[j] * v + bias[j];
+            inout[j] = in_xhat ? v : out;
+            other[j] = in_xhat ? out : v;
+        }
     } else {
         const T* __restrict in = x;
-        T* __restrict o = out;
-        for (index j = 0; j < n; ++j) o[j] = (in[j] - mean) * scale;
-    }
-}
-
-// y[j] = gain[j] · xhat[j] + bias[j] over a row; y may be xhat itself.
-template <typename T>
-FASTMLP_CLONES void scale_shift_row(const T* xhat, const T* __restrict gain,
-                                    const T* __restrict bias, T* y, index n) {
-    if (y == xhat) {
-        T* __restrict inout = y;
-        for (index j = 0; j < n; ++j) inout[j] = gain[j] * inout[j] + bias[j];
-    } else {
-        const T* __restrict in = xhat;
+        T* __restrict xh = xhat;
         T* __restrict out = y;
-        for (index j = 0; j < n; ++j) out[j] = gain[j] * in[j] + bias[j];
+        for (index j = 0; j < n; ++j) {
+            const T v = (in[j] - m(j)) * s(j);
+            xh[j] = v;
+            out[j] = gain[j] * v + bias[j];
+        }
     }
 }
 
@@ -155,18 +179,29 @@ void layer_norm_rows(const T* x, const T* gain, const T* bias, T* xhat, T* rstd,
         const double mean = sum_of(xr, width) / double(width);
         const double variance = centred_squares_of(xr, mean, width) / double(width);
         const double rs = 1.0 / std::sqrt(variance + eps);
-        rstd[r] = T(rs);
-        normalize_row(xr, xhr, T(mean), T(rs), width);
-        scale_shift_row(xhr, gain, bias, y + r * width, width);
+        const T mean_t = T(mean), rstd_t = T(rs);
+        rstd[r] = rstd_t;
+        normalize_row<false>(xr, gain, bias, xhr, y + r * width, &mean_t, &rstd_t, width);
     }
 }
 
-// Columns [j0, j1) of d_gain (+)= Σ_rows dy ⊙ xhat and d_bias (+)= Σ_rows dy, each
-// column summed over the rows in order, in double.
+// A buffer of n values of this thread's, kept between calls (the per-column
+// statistics of batch norm, the column sums of the backward passes): no
+// allocation per call once it has grown. A kernel that needs two takes them from
+// two slots.
+template <typename T, int slot = 0>
+T* scratch(index n) {
+    thread_local std::vector<T> buffer;
+    if (index(buffer.size()) < n) buffer.resize(std::size_t(n));
+    return buffer.data();
+}
+
+// Columns [j0, j1) of Σ_rows dy ⊙ xhat and Σ_rows dy into sum_gain and sum_bias, each
+// column summed over the rows in order, in double. Reads only (dx may alias dy later).
 template <typename T>
-FASTMLP_CLONES void gain_bias_columns(const T* dy, const T* xhat, T* d_gain, T* d_bias,
-                                      index rows, index width, index j0, index j1,
-                                      bool accumulate) {
+FASTMLP_CLONES void gain_bias_columns(const T* dy, const T* xhat, double* sum_gain,
+                                      double* sum_bias, index rows, index width, index j0,
+                                      index j1) {
     double acc_gain[column_block] = {}, acc_bias[column_block] = {};
     const index n = j1 - j0;
     for (index r = 0; r < rows; ++r) {
@@ -178,19 +213,24 @@ FASTMLP_CLONES void gain_bias_columns(const T* dy, const T* xhat, T* d_gain, T* 
         }
     }
     for (index j = 0; j < n; ++j) {
-        d_gain[j0 + j] = accumulate ? T(double(d_gain[j0 + j]) + acc_gain[j]) : T(acc_gain[j]);
-        d_bias[j0 + j] = accumulate ? T(double(d_bias[j0 + j]) + acc_bias[j]) : T(acc_bias[j]);
+        sum_gain[j0 + j] = acc_gain[j];
+        sum_bias[j0 + j] = acc_bias[j];
     }
 }
 
-// d_gain and d_bias over every column, in parallel over column blocks.
+// Σ_rows dy ⊙ xhat and Σ_rows dy for every column (doubles, in parallel over column
+// blocks), and d_gain, d_bias = (or += when accumulate) them.
 template <typename T>
-void gain_bias_sums(const T* dy, const T* xhat, T* d_gain, T* d_bias, index rows, index width,
-                    bool accumulate) {
+void gain_bias_sums(const T* dy, const T* xhat, double* sum_gain, double* sum_bias, T* d_gain,
+                    T* d_bias, index rows, index width, bool accumulate) {
     const int nt = threads_for(double(rows) * double(width), layers_threshold);
     parallel_for(nt, ceil_div(width, column_block), [&](index b) {
-        gain_bias_columns(dy, xhat, d_gain, d_bias, rows, width, b * column_block,
-                          std::min(width, (b + 1) * column_block), accumulate);
+        const index j0 = b * column_block, j1 = std::min(width, (b + 1) * column_block);
+        gain_bias_columns(dy, xhat, sum_gain, sum_bias, rows, width, j0, j1);
+        for (index j = j0; j < j1; ++j) {
+            d_gain[j] = accumulate ? T(double(d_gain[j]) + sum_gain[j]) : T(sum_gain[j]);
+            d_bias[j] = accumulate ? T(double(d_bias[j]) + sum_bias[j]) : T(sum_bias[j]);
+        }
     });
 }
 
@@ -206,13 +246,13 @@ void for_each_chunk(index n, F f) {
     });
 }
 
-// Batch norm's training statistics and output for columns [j0, j1): column sums
-// over the rows in order (the mean, then the centred squares), then xhat and y.
+// Batch norm's training statistics for columns [j0, j1): each column's sum over the
+// rows in order (the mean), then its centred squares (the variance), in double; mean
+// and rstd per column, and the running statistics moved.
 template <typename T>
-FASTMLP_CLONES void batch_norm_train_columns(const T* x, const T* gain, const T* bias, T* xhat,
-                                             T* rstd, T* y, T* running_mean, T* running_var,
-                                             index rows, index width, index j0, index j1,
-                                             double eps, double momentum) {
+FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_out, T* rstd, T* running_mean,
+                                             T* running_var, index rows, index width, index j0,
+                                             index j1, double eps, double momentum) {
     const index n = j1 - j0;
     double mean[column_block] = {}, squares[column_block] = {};
     for (index r = 0; r < rows; ++r) {
@@ -227,13 +267,10 @@ FASTMLP_CLONES void batch_norm_train_columns(const T* x, const T* gain, const T*
             squares[j] += d * d;
         }
     }
-    T mean_t[column_block], rstd_t[column_block];
     for (index j = 0; j < n; ++j) {
         const double variance = squares[j] / double(rows);  // biased: the normalisation's
-        const double rs = 1.0 / std::sqrt(variance + eps);
-        mean_t[j] = T(mean[j]);
-        rstd_t[j] = T(rs);
-        rstd[j0 + j] = T(rs);
+        mean_out[j0 + j] = T(mean[j]);
+        rstd[j0 + j] = T(1.0 / std::sqrt(variance + eps));
         if (running_mean != nullptr)
             running_mean[j0 + j] =
                 T((1.0 - momentum) * double(running_mean[j0 + j]) + momentum * mean[j]);
@@ -241,87 +278,29 @@ FASTMLP_CLONES void batch_norm_train_columns(const T* x, const T* gain, const T*
             running_var[j0 + j] = T((1.0 - momentum) * double(running_var[j0 + j]) +
                                     momentum * (squares[j] / double(rows - 1)));
     }
-    const T* __restrict g = gain + j0;
-    const T* __restrict b = bias + j0;
-    for (index r = 0; r < rows; ++r) {
-        const index row = r * width + j0;
-        if (xhat + row == x + row && y + row == x + row) {  // all in place
-            T* __restrict inout = xhat + row;
-            for (index j = 0; j < n; ++j) inout[j] = g[j] * ((inout[j] - mean_t[j]) * rstd_t[j]) + b[j];
-        } else {
-            for (index j = 0; j < n; ++j) xhat[row + j] = (x[row + j] - mean_t[j]) * rstd_t[j];
-            for (index j = 0; j < n; ++j) y[row + j] = g[j] * xhat[row + j] + b[j];
-        }
-    }
 }
 
-// Batch norm in eval mode for columns [j0, j1): y = (x − running_mean) · scale + bias,
-// scale = gain / √(running_var + eps).
+// Batch norm's backward for rows [r0, r1), from the column sums Σ_r dy and
+// Σ_r dy ⊙ xhat: mean_r g = gain · Σ dy / rows and mean_r (g ⊙ xhat) = gain ·
+// Σ (dy ⊙ xhat) / rows, so dx = rstd · gain · ((dy − mean_dy) − xhat · mean_dyx),
+// with scale = rstd · gain, mean_dy and mean_dyx per column. dx may be dy itself.
 template <typename T>
-FASTMLP_CLONES void batch_norm_eval_columns(const T* x, const T* gain, const T* bias,
-                                            const T* running_mean, const T* running_var, T* y,
-                                            index rows, index width, index j0, index j1,
-                                            double eps) {
-    const index n = j1 - j0;
-    T mean_t[column_block], scale_t[column_block], bias_t[column_block];
-    for (index j = 0; j < n; ++j) {
-        mean_t[j] = running_mean[j0 + j];
-        scale_t[j] = T(double(gain[j0 + j]) / std::sqrt(double(running_var[j0 + j]) + eps));
-        bias_t[j] = bias[j0 + j];
-    }
-    for (index r = 0; r < rows; ++r) {
-        const index row = r * width + j0;
-        if (y == x) {
-            T* __restrict inout = y + row;
-            for (index j = 0; j < n; ++j) inout[j] = (inout[j] - mean_t[j]) * scale_t[j] + bias_t[j];
-        } else {
-            const T* __restrict in = x + row;
-            T* __restrict out = y + row;
-            for (index j = 0; j < n; ++j) out[j] = (in[j] - mean_t[j]) * scale_t[j] + bias_t[j];
-        }
-    }
-}
-
-// Batch norm's backward for columns [j0, j1): with Σ_r dy and Σ_r dy ⊙ xhat per
-// column (in double, rows in order), mean_r g = gain · Σ dy / rows and
-// mean_r (g ⊙ xhat) = gain · Σ dy ⊙ xhat / rows, so
-//   dx = rstd · gain · (dy − Σ dy / rows − xhat · Σ (dy ⊙ xhat) / rows).
-// The sums are read before dx is written (dx may alias dy).
-template <typename T>
-FASTMLP_CLONES void batch_norm_backward_columns(const T* dy, const T* xhat, const T* rstd,
-                                                const T* gain, T* dx, T* d_gain, T* d_bias,
-                                                index rows, index width, index j0, index j1,
-                                                bool accumulate) {
-    const index n = j1 - j0;
-    double acc_gain[column_block] = {}, acc_bias[column_block] = {};
-    for (index r = 0; r < rows; ++r) {
-        const T* __restrict d = dy + r * width + j0;
-        const T* __restrict xh = xhat + r * width + j0;
-        for (index j = 0; j < n; ++j) {
-            acc_gain[j] += double(d[j]) * double(xh[j]);
-            acc_bias[j] += double(d[j]);
-        }
-    }
-    T scale_t[column_block], mean_dy[column_block], mean_dyx[column_block];
-    for (index j = 0; j < n; ++j) {
-        scale_t[j] = T(double(rstd[j0 + j]) * double(gain[j0 + j]));
-        mean_dy[j] = T(acc_bias[j] / double(rows));
-        mean_dyx[j] = T(acc_gain[j] / double(rows));
-        d_gain[j0 + j] = accumulate ? T(double(d_gain[j0 + j]) + acc_gain[j]) : T(acc_gain[j]);
-        d_bias[j0 + j] = accumulate ? T(double(d_bias[j0 + j]) + acc_bias[j]) : T(acc_bias[j]);
-    }
-    for (index r = 0; r < rows; ++r) {
-        const index row = r * width + j0;
+FASTMLP_CLONES void batch_norm_backward_rows(const T* dy, const T* xhat, const T* scale,
+                                             const T* mean_dy, const T* mean_dyx, T* dx,
+                                             index width, index r0, index r1) {
+    const T* __restrict s = scale;
+    const T* __restrict m = mean_dy;
+    const T* __restrict mx = mean_dyx;
+    for (index r = r0; r < r1; ++r) {
+        const index row = r * width;
         const T* __restrict xh = xhat + row;
         if (dx == dy) {
             T* __restrict inout = dx + row;
-            for (index j = 0; j < n; ++j)
-                inout[j] = scale_t[j] * ((inout[j] - mean_dy[j]) - xh[j] * mean_dyx[j]);
+            for (index j = 0; j < width; ++j) inout[j] = s[j] * ((inout[j] - m[j]) - xh[j] * mx[j]);
         } else {
             const T* __restrict d = dy + row;
             T* __restrict out = dx + row;
-            for (index j = 0; j < n; ++j)
-                out[j] = scale_t[j] * ((d[j] - mean_dy[j]) - xh[j] * mean_dyx[j]);
+            for (index j = 0; j < width; ++j) out[j] = s[j] * ((d[j] - m[j]) - xh[j] * mx[j]);
         }
     }
 }
@@ -332,6 +311,16 @@ void for_each_column_block(index rows, index width, F f) {
     const int nt = threads_for(double(rows) * double(width), layers_threshold);
     parallel_for(nt, ceil_div(width, column_block), [&](index b) {
         f(b * column_block, std::min(width, (b + 1) * column_block));
+    });
+}
+
+// Runs f(r0, r1) over fixed pieces of whole rows, in parallel for big arrays.
+template <typename F>
+void for_each_row_piece(index rows, index width, F f) {
+    const index piece = rows_per_piece(width);
+    const int nt = threads_for(double(rows) * double(width), layers_threshold);
+    parallel_for(nt, ceil_div(rows, piece), [&](index p) {
+        f(p * piece, std::min(rows, (p + 1) * piece));
     });
 }
 
@@ -362,11 +351,8 @@ void layer_norm_forward(const T* x, const T* gain, const T* bias, T* xhat, T* rs
     require_eps("layer_norm_forward", eps);
     if (rows == 0) return;
     require(width >= 1, "layer_norm_forward: a row needs at least one column (width 0)");
-    const index piece = rows_per_piece(width);
-    const int nt = threads_for(double(rows) * double(width), layers_threshold);
-    parallel_for(nt, ceil_div(rows, piece), [&](index p) {
-        layer_norm_rows(x, gain, bias, xhat, rstd, y, p * piece, std::min(rows, (p + 1) * piece),
-                        width, eps);
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        layer_norm_rows(x, gain, bias, xhat, rstd, y, r0, r1, width, eps);
     });
 }
 
@@ -375,21 +361,23 @@ void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gai
                          T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
     require_sizes("layer_norm_backward", rows, width);
     // Column sums first: dx may overwrite dy.
-    gain_bias_sums(dy, xhat, d_gain, d_bias, rows, width, accumulate);
+    double* sums = scratch<double, 1>(2 * width);
+    gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
     if (rows == 0 || width == 0) return;
-    const index piece = rows_per_piece(width);
-    const int nt = threads_for(double(rows) * double(width), layers_threshold);
-    parallel_for(nt, ceil_div(rows, piece), [&](index p) {
-        for (index r = p * piece; r < std::min(rows, (p + 1) * piece); ++r) {
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r) {
             const index row = r * width;
-            double sum_g, sum_gx;
-            gain_sums_of(dy + row, gain, xhat + row, width, sum_g, sum_gx);
+            // g = dy ⊙ gain: Σ_j g and Σ_j g ⊙ xhat, the products in double
+            const double sum_g = dot_of(dy + row, gain, width);
+            const double sum_gx = triple_dot_of(dy + row, gain, xhat + row, width);
             norm_backward_row(dy + row, xhat + row, gain, dx + row, rstd[r],
                               T(sum_g / double(width)), T(sum_gx / double(width)), width);
         }
     });
 }
 
+// Two passes: the statistics by column blocks (each column's rows in order), then xhat
+// and y by pieces of whole rows (contiguous stores).
 template <typename T>
 void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                               T* running_mean, T* running_var, index rows, index width,
@@ -402,9 +390,15 @@ void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat,
                            std::to_string(rows) +
                            " (one sample's variance is 0 and its unbiased variance undefined): "
                            "use a larger batch, or eval mode");
+    T* mean = scratch<T>(width);
     for_each_column_block(rows, width, [&](index j0, index j1) {
-        batch_norm_train_columns(x, gain, bias, xhat, rstd, y, running_mean, running_var, rows,
-                                 width, j0, j1, eps, momentum);
+        batch_statistics_columns(x, mean, rstd, running_mean, running_var, rows, width, j0, j1,
+                                 eps, momentum);
+    });
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r)
+            normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width, mean,
+                                rstd, width);
     });
 }
 
@@ -413,20 +407,36 @@ void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* 
                              const T* running_var, T* y, index rows, index width, double eps) {
     require_sizes("batch_norm_forward_eval", rows, width);
     require_eps("batch_norm_forward_eval", eps);
-    for_each_column_block(rows, width, [&](index j0, index j1) {
-        batch_norm_eval_columns(x, gain, bias, running_mean, running_var, y, rows, width, j0, j1,
-                                eps);
+    T* inverse_std = scratch<T>(width);
+    for (index j = 0; j < width; ++j)
+        inverse_std[j] = T(1.0 / std::sqrt(double(running_var[j]) + eps));
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r)  // y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias
+            normalize_row<true>(x + r * width, gain, bias, y + r * width, y + r * width,
+                                running_mean, inverse_std, width);
     });
 }
 
+// Two passes: the column sums by column blocks, then dx by pieces of whole rows.
 template <typename T>
 void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
                          T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
     require_sizes("batch_norm_backward", rows, width);
     require(rows >= 1 || width == 0, "batch_norm_backward: needs at least one row");
-    for_each_column_block(rows, width, [&](index j0, index j1) {
-        batch_norm_backward_columns(dy, xhat, rstd, gain, dx, d_gain, d_bias, rows, width, j0, j1,
-                                    accumulate);
+    double* sums = scratch<double, 1>(2 * width);
+    gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
+    if (rows == 0 || width == 0) return;
+    T* per_column = scratch<T>(3 * width);
+    T* scale = per_column;
+    T* mean_dy = per_column + width;
+    T* mean_dyx = per_column + 2 * width;
+    for (index j = 0; j < width; ++j) {
+        scale[j] = T(double(rstd[j]) * double(gain[j]));
+        mean_dyx[j] = T(sums[j] / double(rows));
+        mean_dy[j] = T(sums[width + j] / double(rows));
+    }
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        batch_norm_backward_rows(dy, xhat, scale, mean_dy, mean_dyx, dx, width, r0, r1);
     });
 }
 
@@ -444,13 +454,17 @@ void dropout_mask(Rng& rng, std::uint8_t* mask, index n, double p) {
         std::fill(mask, mask + n, std::uint8_t(1));
         return;
     }
+    // A local copy of the generator: its state stays in registers (the byte stores
+    // into mask could alias rng's state otherwise, forcing a reload every draw).
+    Rng local = rng;
     index i = 0;
     for (; i + 2 <= n; i += 2) {
-        const std::uint64_t draw = rng.next();
+        const std::uint64_t draw = local.next();
         mask[i] = (draw & 0xffffffffu) < threshold;
         mask[i + 1] = (draw >> 32) < threshold;
     }
-    if (i < n) mask[i] = (rng.next() & 0xffffffffu) < threshold;
+    if (i < n) mask[i] = (local.next() & 0xffffffffu) < threshold;
+    rng = local;
 }
 
 template <typename T>
