@@ -13,6 +13,8 @@ module                 twin of
 ``gemm``               cpp/src/gemm/ (gemm.cpp): :func:`gemm`
 ``activation``         cpp/src/activation.cpp: activations, their derivatives, the fused
                        bias passes (a bias add alone is the linear one)
+``layers``             cpp/src/layers.cpp: layer norm, batch norm, dropout (its mask drawn
+                       as the engine draws it), the residual add
 ``loss``               cpp/src/loss.cpp: losses, their gradients, softmax, count_correct
 ``optimizer``          cpp/src/optimizer.cpp: grad_norm, clip_scale, the update rules,
                        :class:`Optimizer`
@@ -43,6 +45,17 @@ from .activation import (
 )
 from .article import NeuralNetwork
 from .gemm import gemm
+from .layers import (
+    batch_norm,
+    batch_norm_backward,
+    dropout,
+    dropout_backward,
+    dropout_keep_threshold,
+    dropout_mask,
+    layer_norm,
+    layer_norm_backward,
+    residual_add,
+)
 from .loss import LOSSES, count_correct, loss_backward, loss_forward, mse_backward, mse_forward, softmax
 from .network import INIT_SCHEMES, Network, init_params, resolve_init
 from .optimizer import OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update
@@ -82,4 +95,13 @@ __all__ = [
     "init_params",
     "resolve_init",
     "Optimizer",
+    "layer_norm",
+    "layer_norm_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "dropout_keep_threshold",
+    "dropout_mask",
+    "dropout",
+    "dropout_backward",
+    "residual_add",
 ]
