@@ -170,8 +170,7 @@ def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> i
                                  f"but the layer before gives {width}")
         elif kind == "residual":
             if width is None:
-                raise ValueError(f"{where}[{i}]: a residual block cannot come first "
-                                 "(its input width is not known); start with a dense layer")
+                width = _input_width(layer["block"], f"{where}[{i}] block")
             block_out = _chain_widths(layer["block"], f"{where}[{i}] block", width)
             if block_out != width:
                 raise ValueError(f"{where}[{i}]: the residual block maps width {width} to {block_out}; "
@@ -181,6 +180,18 @@ def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> i
     if where == "architecture" and not any(_walk_dense(layers)):
         raise ValueError("architecture: the layer list has no dense layer")
     return width
+
+
+def _input_width(layers: list[dict], where: str) -> int:
+    """The input width of a list that comes first: its first dense or norm layer's."""
+    for i, layer in enumerate(layers):
+        if layer["type"] == "dense":
+            return layer["inputs"]
+        if layer["type"] in ("layer_norm", "batch_norm"):
+            if "width" not in layer:
+                raise ValueError(f"{where}[{i}]: a first {layer['type']} layer needs its 'width'")
+            return layer["width"]
+    raise ValueError(f"{where}: a first block needs a dense or norm layer to give its width")
 
 
 def _walk_dense(layers):

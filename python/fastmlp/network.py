@@ -248,7 +248,7 @@ class Network:
         if not isinstance(residual, (bool, np.bool_)):
             raise TypeError(f"residual: expected True or False, got {residual!r}")
         if norm is not None:
-            norm = check_choice(norm, "norm", _arch.NORMS + (None,))
+            norm = check_choice(norm, "norm", _arch.NORMS)
         dropout = check_real(dropout, "dropout", 0.0, 1.0, high_open=True)
         loss = check_choice(loss, "loss", LOSSES)
         output_activation = _output_activation(loss, output_activation)

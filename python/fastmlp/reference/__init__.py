@@ -21,7 +21,8 @@ module                 twin of
 ``schedule``           the schedules that cpp/src/optimizer.cpp also holds: schedule_factor
 ``random``             cpp/include/fastmlp/random.hpp: :class:`Rng`
 ``network``            cpp/src/network.cpp: :class:`Network` (its fit shuffles as the
-                       engine's), init_params, resolve_init
+                       engine's), :class:`LayerNetwork` (the layer list: norms,
+                       dropout, residual blocks), init_params, resolve_init
 ``article``            no C++: the article's own class, verbatim, the twin of
                        fastmlp.NeuralNetwork (python/fastmlp/article.py)
 =====================  ==============================================================
@@ -57,7 +58,7 @@ from .layers import (
     residual_add,
 )
 from .loss import LOSSES, count_correct, loss_backward, loss_forward, mse_backward, mse_forward, softmax
-from .network import INIT_SCHEMES, Network, init_params, resolve_init
+from .network import INIT_SCHEMES, LayerNetwork, Network, init_params, resolve_init
 from .optimizer import OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update
 from .random import Rng
 from .schedule import SCHEDULE_KINDS, schedule_factor
@@ -73,6 +74,7 @@ __all__ = [
     "mse_forward",
     "mse_backward",
     "sgd_update",
+    "LayerNetwork",
     "Network",
     "NeuralNetwork",
     "ACTIVATIONS",
