@@ -186,8 +186,8 @@ def test_gradients_pass_finite_differences_in_float64(name):
     net = make(name, "float64")
     X, y = data(net, 6)
     # floor: a bias right before batch norm has a zero gradient (the norm removes it),
-    # whose finite difference is rounding, ~1e-12
-    result = fm.gradient_check(net, X, y, floor=1e-6)
+    # whose finite difference is rounding, up to ~1e-11
+    result = fm.gradient_check(net, X, y, floor=1e-5)
     assert result.max_rel_error < 1e-6, result
 
 
