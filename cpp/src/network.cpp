@@ -203,13 +203,12 @@ typename Network<T>::Workspace Network<T>::layout(index batch, index checkpoint)
     ws.checkpoint = checkpoint;
     ws.segments.push_back(0);
     if (checkpoint > 0) {
-        index blocks = 0, open_until = -1;
-        for (index s = 1; s < index(stages_.size()); ++s) {
-            const Stage& stage = stages_[s];
-            if (stage.kind == LayerKind::dense && s > open_until && ++blocks % checkpoint == 0)
-                ws.segments.push_back(s);
-            if (stage.closes >= 0) open_until = stage.closes;
-        }
+        // Counted from the end, so that the last segment, whose forward values
+        // backward finds still there, is a whole one: k blocks are not recomputed.
+        const std::vector<index> starts = block_starts();
+        const index blocks = index(starts.size());
+        for (index i = 1; i < blocks; ++i)
+            if ((blocks - i) % checkpoint == 0) ws.segments.push_back(starts[i]);
     }
     ws.segments.push_back(index(stages_.size()));
     const char* overflow = "fit: the batch × the layer widths overflow an index";
@@ -283,14 +282,24 @@ std::int64_t Network<T>::activation_memory(index batch, index checkpoint) const 
     return std::int64_t((double(ws.values) + deltas) * sizeof(T) + double(ws.mask_bytes));
 }
 
+// The stages where a block starts: dense stages outside any residual block (a
+// residual block's own dense stage starts it).
 template <typename T>
-index Network<T>::sqrt_checkpoint() const {
-    index blocks = 0, open_until = -1;
+std::vector<index> Network<T>::block_starts() const {
+    std::vector<index> starts;
+    index open_until = -1;
     for (index s = 0; s < index(stages_.size()); ++s) {
-        if (stages_[s].kind == LayerKind::dense && s > open_until) ++blocks;
+        if (stages_[s].kind == LayerKind::dense && s > open_until) starts.push_back(s);
         if (stages_[s].closes >= 0) open_until = stages_[s].closes;
     }
-    return std::max<index>(1, index(std::ceil(std::sqrt(double(blocks)))));
+    if (starts.empty() || starts.front() != 0) starts.insert(starts.begin(), 0);
+    return starts;
+}
+
+template <typename T>
+index Network<T>::sqrt_checkpoint() const {
+    const double blocks = double(block_starts().size());
+    return std::max<index>(1, index(std::ceil(std::sqrt(blocks))));
 }
 
 // One piece's view of the workspace: rows [first, first + count) of the batch,

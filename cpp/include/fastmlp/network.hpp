@@ -22,8 +22,9 @@
 //
 // Gradient checkpointing (fit's checkpoint = k): the forward pass keeps the
 // activations only at the start of every k-th block (a block: a dense layer and
-// the layers up to the next dense one, a residual block whole); backward recomputes
-// each segment's forward from its checkpoint, then runs its backward. The
+// the layers up to the next dense one, a residual block whole; counted from the
+// last, whose segment is not recomputed); backward recomputes each segment's
+// forward from its checkpoint, then runs its backward. The
 // recomputation does the same arithmetic on the same inputs (dropout masks are kept,
 // batch statistics are recomputed without moving the running ones), so gradients and
 // fits are bit-identical to the run without it.
@@ -266,6 +267,7 @@ private:
     struct Buffers;  // one piece's pointers into a workspace
 
     void build_stages();
+    std::vector<index> block_starts() const;
     Workspace layout(index batch, index checkpoint) const;
     void reserve_workspace(index batch, index checkpoint);
     void reserve_predict(index chunk);
