@@ -129,7 +129,7 @@ BAD_ARCHITECTURES = [
      r"^architecture\[1\] name: expected one of"),
     ([{"type": "activation", "name": "relu"}], ValueError, r"a first activation layer has no width"),
     ([{"type": "layer_norm", "width": 3}], ValueError, r"no dense layer"),
-    ([{"type": "dense", "inputs": 2, "outputs": 3, "init": "zeros"}], ValueError, r"^init: expected one of"),
+    ([{"type": "dense", "inputs": 2, "outputs": 3, "init": "zeros"}], ValueError, r"^architecture\[0\] init: expected one of"),
 ]
 
 

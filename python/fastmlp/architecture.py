@@ -131,7 +131,7 @@ def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool
                 if key not in layer:
                     raise ValueError(f"{where}: a dense layer needs '{key}'")
                 entry[key] = check_int(layer[key], f"{where} {key}", minimum=1, maximum=MAX_WIDTH)
-            entry["init"] = layer.get("init", "auto")
+            entry["init"] = check_choice(layer.get("init", "auto"), f"{where} init", _inits())
         elif kind in ("layer_norm", "batch_norm"):
             if "width" in layer:
                 entry["width"] = check_int(layer["width"], f"{where} width", minimum=1, maximum=MAX_WIDTH)
@@ -160,6 +160,12 @@ def _activations():
     from .network import ACTIVATIONS
 
     return ACTIVATIONS
+
+
+def _inits():
+    from .network import INITS
+
+    return INITS
 
 
 def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> int | None:
