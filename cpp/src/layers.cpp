@@ -6,10 +6,13 @@
 // float32 stays accurate over 10^5 rows; variances are two-pass (the mean first,
 // then the centred squares), never E[x²] − E[x]². Elementwise arithmetic runs in T.
 //
-// Threads: layer norm splits the rows, batch norm and the column sums of the
-// backward passes split the columns into fixed blocks, the elementwise kernels
-// split the elements into fixed chunks; each row or column is summed by one
-// thread in a fixed order, so no result depends on the thread count.
+// Threads: work on rows (layer norm, every normalising or dx pass) is split into
+// fixed pieces of whole rows, so the stores stream along contiguous rows; column
+// sums (batch statistics, d_gain, d_bias) into fixed blocks of columns, each column
+// summing its rows in order; the elementwise kernels into fixed chunks. Each sum is
+// made by one thread in a fixed order, so no result depends on the thread count.
+// Batch norm therefore makes two passes (statistics by columns, then rows), and so
+// do the backward passes (column sums first: dx may overwrite dy).
 #include "fastmlp/layers.hpp"
 
 #include <algorithm>
@@ -35,7 +38,8 @@ void require_sizes(const char* kernel, index rows, index width) {
     require(rows >= 0 && width >= 0,
             std::string(kernel) + ": rows and width must be non-negative, got " +
                 std::to_string(rows) + " and " + std::to_string(width));
-    checked_product(rows, width, (std::string(kernel) + ": rows × width overflows an index").c_str());
+    checked_product(rows, width,
+                    (std::string(kernel) + ": rows × width overflows an index").c_str());
 }
 
 void require_eps(const char* kernel, double eps) {
@@ -125,7 +129,8 @@ FASTMLP_CLONES void normalize_row(const T* x, const T* __restrict gain, const T*
     if (y == xhat) {  // xhat is not kept: y alone, in place when x is y too
         if (y == x) {
             T* __restrict inout = y;
-            for (index j = 0; j < n; ++j) inout[j] = gain[j] * ((inout[j] - m(j)) * s(j)) + bias[j];
+            for (index j = 0; j < n; ++j)
+                inout[j] = gain[j] * ((inout[j] - m(j)) * s(j)) + bias[j];
         } else {
             const T* __restrict in = x;
             T* __restrict out = y;
@@ -165,7 +170,8 @@ FASTMLP_CLONES void norm_backward_row(const T* dy, const T* __restrict xhat,
     } else {
         const T* __restrict d = dy;
         T* __restrict out = dx;
-        for (index j = 0; j < n; ++j) out[j] = rstd * ((d[j] * gain[j] - mean_g) - xhat[j] * mean_gx);
+        for (index j = 0; j < n; ++j)
+            out[j] = rstd * ((d[j] * gain[j] - mean_g) - xhat[j] * mean_gx);
     }
 }
 
@@ -235,7 +241,9 @@ void gain_bias_sums(const T* dy, const T* xhat, double* sum_gain, double* sum_bi
 }
 
 // Rows per piece of the row-wise kernels: about elementwise_chunk elements.
-index rows_per_piece(index width) { return std::max<index>(1, elementwise_chunk / std::max<index>(width, 1)); }
+index rows_per_piece(index width) {
+    return std::max<index>(1, elementwise_chunk / std::max<index>(width, 1));
+}
 
 // f(begin, end) over [0, n) in fixed chunks: parallel only for long arrays.
 template <typename F>
@@ -296,7 +304,8 @@ FASTMLP_CLONES void batch_norm_backward_rows(const T* dy, const T* xhat, const T
         const T* __restrict xh = xhat + row;
         if (dx == dy) {
             T* __restrict inout = dx + row;
-            for (index j = 0; j < width; ++j) inout[j] = s[j] * ((inout[j] - m[j]) - xh[j] * mx[j]);
+            for (index j = 0; j < width; ++j)
+                inout[j] = s[j] * ((inout[j] - m[j]) - xh[j] * mx[j]);
         } else {
             const T* __restrict d = dy + row;
             T* __restrict out = dx + row;
@@ -339,7 +348,8 @@ FASTMLP_CLONES void masked_scale(const T* x, const std::uint8_t* __restrict mask
 }
 
 void require_dropout_p(const char* kernel, double p) {
-    require(p >= 0 && p < 1, std::string(kernel) + ": p must be in [0, 1), got " + std::to_string(p));
+    require(p >= 0 && p < 1,
+            std::string(kernel) + ": p must be in [0, 1), got " + std::to_string(p));
 }
 
 }  // namespace
@@ -385,7 +395,8 @@ void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat,
     require_sizes("batch_norm_forward_train", rows, width);
     require_eps("batch_norm_forward_train", eps);
     require(momentum >= 0 && momentum <= 1,
-            "batch_norm_forward_train: momentum must be in [0, 1], got " + std::to_string(momentum));
+            "batch_norm_forward_train: momentum must be in [0, 1], got " +
+                std::to_string(momentum));
     require(rows >= 2, "batch norm in training needs at least 2 samples per batch, got " +
                            std::to_string(rows) +
                            " (one sample's variance is 0 and its unbiased variance undefined): "
@@ -410,8 +421,9 @@ void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* 
     T* inverse_std = scratch<T>(width);
     for (index j = 0; j < width; ++j)
         inverse_std[j] = T(1.0 / std::sqrt(double(running_var[j]) + eps));
+    // y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias
     for_each_row_piece(rows, width, [&](index r0, index r1) {
-        for (index r = r0; r < r1; ++r)  // y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias
+        for (index r = r0; r < r1; ++r)
             normalize_row<true>(x + r * width, gain, bias, y + r * width, y + r * width,
                                 running_mean, inverse_std, width);
     });
@@ -422,7 +434,6 @@ template <typename T>
 void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
                          T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
     require_sizes("batch_norm_backward", rows, width);
-    require(rows >= 1 || width == 0, "batch_norm_backward: needs at least one row");
     double* sums = scratch<double, 1>(2 * width);
     gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
     if (rows == 0 || width == 0) return;
@@ -480,7 +491,8 @@ void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx, index n, dou
     require(n >= 0, "dropout_backward: n must be non-negative, got " + std::to_string(n));
     require_dropout_p("dropout_backward", p);
     const T scale = T(1.0 / (1.0 - p));
-    for_each_chunk(n, [=](index begin, index end) { masked_scale(dy, mask, dx, scale, begin, end); });
+    for_each_chunk(n,
+                   [=](index begin, index end) { masked_scale(dy, mask, dx, scale, begin, end); });
 }
 
 namespace {
