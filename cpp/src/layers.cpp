@@ -115,33 +115,39 @@ FASTMLP_CLONES double triple_dot_of(const T* __restrict a, const T* __restrict b
     return fold(acc);
 }
 
-// One row of the normalisation: xhat[j] = (x[j] − mean) · scale, y[j] = gain[j] ·
-// xhat[j] + bias[j], in one pass; mean and scale are one value (layer norm: mean[0],
-// scale[0]) or one per column (batch norm). xhat may be x; y may be xhat or x: each
+// One row of the normalisation: xhat[j] = ((x[j] − mean_hi) − mean_lo) · scale,
+// y[j] = gain[j] · xhat[j] + bias[j], in one pass. The mean comes in two parts,
+// mean_hi = T(mean) and mean_lo = T(mean − mean_hi): x − mean_hi is exact near the
+// mean (Sterbenz), so a float32 xhat stays accurate even when the mean is large
+// against the spread (a mean of 10⁴ rounded to float alone would shift xhat by up to
+// 5e-4 σ⁻¹); for double, mean_lo is 0. The mean and scale are one value each (layer
+// norm: [0]) or one per column (batch norm). xhat may be x; y may be xhat or x: each
 // case its own loop, told that its pointers are distinct (restrict) so that it
 // vectorizes.
 template <bool per_column, typename T>
 FASTMLP_CLONES void normalize_row(const T* x, const T* __restrict gain, const T* __restrict bias,
-                                  T* xhat, T* y, const T* __restrict mean,
-                                  const T* __restrict scale, index n) {
-    auto m = [&](index j) { return per_column ? mean[j] : mean[0]; };
-    auto s = [&](index j) { return per_column ? scale[j] : scale[0]; };
+                                  T* xhat, T* y, const T* __restrict mean_hi,
+                                  const T* __restrict mean_lo, const T* __restrict scale,
+                                  index n) {
+    auto at = [](const T* __restrict v, index j) { return per_column ? v[j] : v[0]; };
+    auto normal = [&](T value, index j) {
+        return ((value - at(mean_hi, j)) - at(mean_lo, j)) * at(scale, j);
+    };
     if (y == xhat) {  // xhat is not kept: y alone, in place when x is y too
         if (y == x) {
             T* __restrict inout = y;
-            for (index j = 0; j < n; ++j)
-                inout[j] = gain[j] * ((inout[j] - m(j)) * s(j)) + bias[j];
+            for (index j = 0; j < n; ++j) inout[j] = gain[j] * normal(inout[j], j) + bias[j];
         } else {
             const T* __restrict in = x;
             T* __restrict out = y;
-            for (index j = 0; j < n; ++j) out[j] = gain[j] * ((in[j] - m(j)) * s(j)) + bias[j];
+            for (index j = 0; j < n; ++j) out[j] = gain[j] * normal(in[j], j) + bias[j];
         }
     } else if (xhat == x || y == x) {  // one of the two in place
         T* __restrict inout = xhat == x ? xhat : y;
         T* __restrict other = xhat == x ? y : xhat;
         const bool in_xhat = xhat == x;
         for (index j = 0; j < n; ++j) {
-            const T v = (inout[j] - m(j)) * s(j);
+            const T v = normal(inout[j], j);
             const T out = gain[j] * v + bias[j];
             inout[j] = in_xhat ? v : out;
             other[j] = in_xhat ? out : v;
@@ -151,7 +157,7 @@ FASTMLP_CLONES void normalize_row(const T* x, const T* __restrict gain, const T*
         T* __restrict xh = xhat;
         T* __restrict out = y;
         for (index j = 0; j < n; ++j) {
-            const T v = (in[j] - m(j)) * s(j);
+            const T v = normal(in[j], j);
             xh[j] = v;
             out[j] = gain[j] * v + bias[j];
         }
@@ -185,9 +191,10 @@ void layer_norm_rows(const T* x, const T* gain, const T* bias, T* xhat, T* rstd,
         const double mean = sum_of(xr, width) / double(width);
         const double variance = centred_squares_of(xr, mean, width) / double(width);
         const double rs = 1.0 / std::sqrt(variance + eps);
-        const T mean_t = T(mean), rstd_t = T(rs);
+        const T mean_hi = T(mean), mean_lo = T(mean - double(mean_hi)), rstd_t = T(rs);
         rstd[r] = rstd_t;
-        normalize_row<false>(xr, gain, bias, xhr, y + r * width, &mean_t, &rstd_t, width);
+        normalize_row<false>(xr, gain, bias, xhr, y + r * width, &mean_hi, &mean_lo, &rstd_t,
+                             width);
     }
 }
 
@@ -255,12 +262,14 @@ void for_each_chunk(index n, F f) {
 }
 
 // Batch norm's training statistics for columns [j0, j1): each column's sum over the
-// rows in order (the mean), then its centred squares (the variance), in double; mean
-// and rstd per column, and the running statistics moved.
+// rows in order (the mean), then its centred squares (the variance), in double; the
+// mean (in two parts, see normalize_row) and rstd per column, the running statistics
+// moved.
 template <typename T>
-FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_out, T* rstd, T* running_mean,
-                                             T* running_var, index rows, index width, index j0,
-                                             index j1, double eps, double momentum) {
+FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_hi, T* mean_lo, T* rstd,
+                                             T* running_mean, T* running_var, index rows,
+                                             index width, index j0, index j1, double eps,
+                                             double momentum) {
     const index n = j1 - j0;
     double mean[column_block] = {}, squares[column_block] = {};
     for (index r = 0; r < rows; ++r) {
@@ -277,7 +286,8 @@ FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_out, T* rstd, T
     }
     for (index j = 0; j < n; ++j) {
         const double variance = squares[j] / double(rows);  // biased: the normalisation's
-        mean_out[j0 + j] = T(mean[j]);
+        mean_hi[j0 + j] = T(mean[j]);
+        mean_lo[j0 + j] = T(mean[j] - double(mean_hi[j0 + j]));
         rstd[j0 + j] = T(1.0 / std::sqrt(variance + eps));
         if (running_mean != nullptr)
             running_mean[j0 + j] =
@@ -401,15 +411,16 @@ void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat,
                            std::to_string(rows) +
                            " (one sample's variance is 0 and its unbiased variance undefined): "
                            "use a larger batch, or eval mode");
-    T* mean = scratch<T>(width);
+    T* mean_hi = scratch<T>(2 * width);
+    T* mean_lo = mean_hi + width;
     for_each_column_block(rows, width, [&](index j0, index j1) {
-        batch_statistics_columns(x, mean, rstd, running_mean, running_var, rows, width, j0, j1,
-                                 eps, momentum);
+        batch_statistics_columns(x, mean_hi, mean_lo, rstd, running_mean, running_var, rows,
+                                 width, j0, j1, eps, momentum);
     });
     for_each_row_piece(rows, width, [&](index r0, index r1) {
         for (index r = r0; r < r1; ++r)
-            normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width, mean,
-                                rstd, width);
+            normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width,
+                                mean_hi, mean_lo, rstd, width);
     });
 }
 
@@ -418,14 +429,17 @@ void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* 
                              const T* running_var, T* y, index rows, index width, double eps) {
     require_sizes("batch_norm_forward_eval", rows, width);
     require_eps("batch_norm_forward_eval", eps);
-    T* inverse_std = scratch<T>(width);
-    for (index j = 0; j < width; ++j)
+    T* inverse_std = scratch<T>(2 * width);
+    T* zeros = inverse_std + width;  // running_mean is exact in T: no low part
+    for (index j = 0; j < width; ++j) {
         inverse_std[j] = T(1.0 / std::sqrt(double(running_var[j]) + eps));
+        zeros[j] = T(0);
+    }
     // y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias
     for_each_row_piece(rows, width, [&](index r0, index r1) {
         for (index r = r0; r < r1; ++r)
             normalize_row<true>(x + r * width, gain, bias, y + r * width, y + r * width,
-                                running_mean, inverse_std, width);
+                                running_mean, zeros, inverse_std, width);
     });
 }
 
