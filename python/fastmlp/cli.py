@@ -81,8 +81,8 @@ def _build_parser() -> argparse.ArgumentParser:
             "article (the default): a [1, 64, 32, 1] ReLU network learns y = x² + N(0, 0.1²) "
             "on 100 points of [-2, 2] by full-batch SGD (lr 0.01), then plots the fit and the loss. "
             f"deep: a {deep_demo.DEPTH}-hidden-layer sigmoid network and the same depth with relu, "
-            "residual blocks and layer norm learn y = x₀² + noise (4 inputs) with Adam; prints why the "
-            "first stalls (its diagnosis) and plots both gradient norms by layer and loss curves."
+            f"residual blocks and layer norm learn y = x₀² + noise ({deep_demo.N_INPUTS} inputs) with Adam; prints "
+            "why the first stalls (its diagnosis) and plots both gradient norms by layer and loss curves."
         ),
     )
     demo.add_argument("which", nargs="?", choices=DEMOS, default="article",
@@ -182,7 +182,7 @@ def _run_demo_article(args) -> int:
 def _run_demo_deep(args) -> int:
     threads = get_num_threads()
     print(f"Two networks of {deep_demo.DEPTH} hidden layers × {deep_demo.WIDTH} learn y = x₀² + N(0, 0.1²) "
-          f"from {deep_demo.N_SAMPLES} samples of x ~ N(0, I₄): Adam (lr {deep_demo.LEARNING_RATE:g}), "
+          f"from {deep_demo.N_SAMPLES} samples of {deep_demo.N_INPUTS} normal inputs: Adam (lr {deep_demo.LEARNING_RATE:g}), "
           f"batch {deep_demo.BATCH_SIZE}, {args.epochs} epochs, seed {args.seed}, "
           f"{threads} thread{'s' if threads != 1 else ''}.")
     demo = deep_demo.run(epochs=args.epochs, seed=args.seed)
