@@ -182,9 +182,9 @@ def _run_demo_article(args) -> int:
 def _run_demo_deep(args) -> int:
     threads = get_num_threads()
     print(f"Two networks of {deep_demo.DEPTH} hidden layers × {deep_demo.WIDTH} learn y = x₀² + N(0, 0.1²) "
-          f"from {deep_demo.N_SAMPLES} samples of {deep_demo.N_INPUTS} normal inputs: Adam (lr {deep_demo.LEARNING_RATE:g}), "
-          f"batch {deep_demo.BATCH_SIZE}, {args.epochs} epochs, seed {args.seed}, "
-          f"{threads} thread{'s' if threads != 1 else ''}.")
+          f"from {deep_demo.N_SAMPLES} samples of {deep_demo.N_INPUTS} normal inputs: "
+          f"Adam (lr {deep_demo.LEARNING_RATE:g}), batch {deep_demo.BATCH_SIZE}, {args.epochs} epochs, "
+          f"seed {args.seed}, {threads} thread{'s' if threads != 1 else ''}.")
     demo = deep_demo.run(epochs=args.epochs, seed=args.seed)
     for deep_run in demo.runs:
         counts = {v: deep_run.diagnosis.verdicts.count(v) for v in dict.fromkeys(deep_run.diagnosis.verdicts)}
