@@ -1342,7 +1342,7 @@ def pickled_state(data) -> None:
     record(what)
     ok, out = attempt(fn, *replace(args, path, new))
     if not ok:
-        check_error(out, ["params", "state", "optimizer", "rng", "steps", "buffers", "seed", "layer_sizes",
+        check_error(out, ["params", "state", "optimizer", "rng", "steps", "buffers", "seed", "layer_sizes", "architecture",
                           "activation", "output_activation", "loss", "init", "dtype", "huber_delta",
                           "settings", "spare", "words", "rng_state", "optimizer_state"], what)
         return

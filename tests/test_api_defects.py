@@ -243,7 +243,8 @@ BAD_STATES = {
     "rng-spare-inf": (set_rng_field(2, float("inf")), ValueError, r"^rng_state spare: expected a finite number"),
     "rng-shape": (lambda args: args.__setitem__(5, (1, 2, 3, 4)), ValueError, r"^rng_state: expected \(\(w0"),
     "dtype": (lambda args: args.__setitem__(2, "float16"), ValueError, r"^dtype: expected 'float32' or 'float64'"),
-    "sizes": (lambda args: args.__setitem__(0, (3, 0, 2)), ValueError, r"^layer_sizes\[1\]: expected an integer >= 1"),
+    "architecture": (lambda args: args[0][0].__setitem__("outputs", 0), ValueError,
+                     r"^architecture\[0\] outputs: expected an integer >= 1"),
     "settings-key": (lambda args: args[1].__setitem__("dropout", 0.5), ValueError, r"^settings: expected a dict"),
     "settings-value": (lambda args: args[1].__setitem__("loss", "hinge"), ValueError, r"^loss: expected one of"),
 }
@@ -411,7 +412,7 @@ def test_gradient_check_refuses_a_negative_seed():
 
 def state_of(net):
     """(params, kind, steps, buffers, rng) of a network as its pickle holds them."""
-    _, _, _, params, (_, kind, steps, buffers), rng = net.__reduce__()[1]
+    _, _, _, params, (_, kind, steps, buffers), rng, _ = net.__reduce__()[1]
     return params, kind, steps, buffers, rng
 
 

@@ -38,7 +38,7 @@ def test_the_name_tuples_come_from_core():
 
 def test_every_activation_name_goes_through_the_engine_and_back():
     core = _core.Network64([2] * (len(_core.ACTIVATIONS) + 1), list(_core.ACTIVATIONS), 0)
-    assert tuple(layer[4] for layer in core.layers) == _core.ACTIVATIONS
+    assert tuple(layer["activation"] for layer in core.layers if layer["type"] == "activation") == _core.ACTIVATIONS
 
 
 def test_the_kernels_module_does_not_import_the_network_module():
@@ -377,7 +377,7 @@ def trained_core():
 
 def test_snapshot_is_a_consistent_copy_of_the_whole_state():
     net = trained_core()
-    params, kind, steps, buffers, rng = net._core.snapshot()
+    params, kind, steps, buffers, rng, _ = net._core.snapshot()
     assert (kind, steps, len(buffers)) == ("adam", 15, 2)
     np.testing.assert_array_equal(params, net.params)
     params[0] += 1.0  # a copy
@@ -388,7 +388,7 @@ def test_snapshot_is_a_consistent_copy_of_the_whole_state():
 
 def test_restore_applies_every_field():
     source = trained_core()
-    params, kind, steps, buffers, (words, has_spare, spare) = source._core.snapshot()
+    params, kind, steps, buffers, (words, has_spare, spare), _ = source._core.snapshot()
     target = fm.Network([3, 5, 2], dtype="float64", seed=0)
     target._core.restore(params, _core.OptimizerConfig(kind="adam", lr=0.01), steps, buffers, words, has_spare, spare)
     after = target._core.snapshot()
@@ -402,7 +402,7 @@ def test_restore_applies_every_field():
 
 
 def restore_with(core, **changes):
-    params, _, steps, buffers, (words, has_spare, spare) = core.snapshot()
+    params, _, steps, buffers, (words, has_spare, spare), _ = core.snapshot()
     fields = dict(params=params, optimizer=_core.OptimizerConfig(kind="adam", lr=0.01), steps=steps,
                   buffers=buffers, rng_words=list(words), has_spare=has_spare, spare=spare)
     fields.update(changes)
@@ -443,7 +443,7 @@ def test_restore_checks_every_field_and_applies_nothing_on_error(changes, messag
 
 def test_restore_refuses_values_too_large_for_the_network_dtype():
     core = _core.Network32([2, 2], ["linear"], 0)
-    params, _, _, _, (words, has_spare, spare) = core.snapshot()
+    params, _, _, _, (words, has_spare, spare), _ = core.snapshot()
     big = np.full(params.shape, 1e300)  # finite in float64, inf in float32
     with pytest.raises(ValueError, match="params: expected finite values"):
         core.restore(big, None, 0, [], words, has_spare, spare)

@@ -172,11 +172,11 @@ def test_a_snapshot_taken_during_a_fit_is_one_consistent_state():
         except KeyboardInterrupt:
             pass
         thread.join()
-        params, kind, steps, buffers, (words, has_spare, spare) = taken[0]
+        params, kind, steps, buffers, (words, has_spare, spare), _ = taken[0]
 
         fresh = fm.Network([8, 32, 1], dtype="float64", seed=0)
         fresh.fit(X, y, epochs=steps, batch_size=256, shuffle=False, optimizer=sgd())
-        f_params, f_kind, f_steps, f_buffers, _ = fresh._core.snapshot()
+        f_params, f_kind, f_steps, f_buffers, *_ = fresh._core.snapshot()
         same = (np.array_equal(params, f_params) and (kind, steps) == (f_kind, f_steps)
                 and len(buffers) == len(f_buffers) == 1 and np.array_equal(buffers[0], f_buffers[0]))
 

@@ -263,7 +263,7 @@ def test_network_with_a_zero_layer_size_names_layer_sizes():
 def set_generator(core, words, has_spare, spare):
     """Sets a _core network's generator through the binding this build has."""
     if hasattr(core, "restore"):
-        params, kind, steps, buffers, _ = core.snapshot()
+        params, kind, steps, buffers, *_ = core.snapshot()
         core.restore(params, None, 0, [], words, has_spare, spare)
     else:
         core.set_rng_state(words, has_spare, spare)

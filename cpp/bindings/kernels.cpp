@@ -7,6 +7,7 @@
 // input first; these checks are the second line.
 #include <pybind11/stl.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
 #include <string>
@@ -18,6 +19,7 @@
 #include "fastmlp/activation.hpp"
 #include "fastmlp/build_info.hpp"
 #include "fastmlp/gemm.hpp"
+#include "fastmlp/layers.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/optimizer.hpp"
 #include "fastmlp/threading.hpp"
@@ -336,6 +338,245 @@ Index optimizer_update_binding(const OptimizerConfig& config, py::array params,
     });
 }
 
+
+// ---- the layers between dense ones (layers.hpp) ----------------------------------------
+
+// A 1-D array of `width` values (gain, bias, running statistics, rstd, d_gain, ...).
+void require_length(const char* kernel, const py::array& vector, const char* name, Index width,
+                    const char* what) {
+    if (vector.ndim() != 1 || vector.shape(0) != width)
+        throw py::value_error(std::string(kernel) + ": " + name + " has shape " +
+                              shape_text(vector) + " but expected (" + std::to_string(width) +
+                              ",), one value per " + what);
+}
+
+// Every pair of (array, name) in `written` shares no memory with another, except
+// the pairs listed as allowed, which may also be exactly the same view.
+using Named = std::pair<py::array, const char*>;
+void require_apart(const std::vector<Named>& written, const std::vector<Named>& read,
+                   const std::vector<std::pair<const char*, const char*>>& same_allowed = {}) {
+    auto allowed = [&](const char* a, const char* b) {
+        for (const auto& [x, y] : same_allowed)
+            if ((std::string(x) == a && std::string(y) == b) || (std::string(x) == b && std::string(y) == a))
+                return true;
+        return false;
+    };
+    for (std::size_t i = 0; i < written.size(); ++i) {
+        for (std::size_t j = 0; j < i; ++j)
+            require_disjoint(written[i].first, written[i].second, written[j].first,
+                             written[j].second, allowed(written[i].second, written[j].second));
+        for (const auto& [array, name] : read)
+            require_disjoint(written[i].first, written[i].second, array, name,
+                             allowed(written[i].second, name));
+    }
+}
+
+// A C-contiguous uint8 mask of n elements (values 0 or 1; fastmlp.kernels checks them).
+const std::uint8_t* mask_input(const py::array& mask, Index n) {
+    if (!mask.dtype().is(py::dtype::of<std::uint8_t>()))
+        throw py::type_error("mask: expected dtype uint8, got " + std::string(py::str(mask.dtype())));
+    if (!(mask.flags() & py::array::c_style))
+        throw py::value_error("mask: expected a C-contiguous array");
+    if (Index(mask.size()) != n)
+        throw py::value_error("mask: expected " + std::to_string(n) + " elements, got " +
+                              std::to_string(mask.size()));
+    return static_cast<const std::uint8_t*>(mask.data());
+}
+
+// Layer norm over the rows of x (B, W): xhat, y (B, W) and rstd (B) written; xhat
+// may be x itself and y may be xhat or x itself (each row's statistics are taken
+// before it is written).
+void layer_norm_forward_binding(const py::array& x, const py::array& gain, const py::array& bias,
+                                py::array xhat, py::array rstd, py::array y, double eps) {
+    require_same_shape(x, "x", xhat, "xhat");
+    require_same_shape(x, "x", y, "y");
+    require_apart({{xhat, "xhat"}, {rstd, "rstd"}, {y, "y"}},
+                  {{x, "x"}, {gain, "gain"}, {bias, "bias"}},
+                  {{"xhat", "x"}, {"y", "xhat"}, {"y", "x"}});
+    dispatch(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = input<T>(x, "x", 2);
+        const Index rows = x.shape(0), width = x.shape(1);
+        require_length("layer_norm_forward", gain, "gain", width, "column of x");
+        require_length("layer_norm_forward", bias, "bias", width, "column of x");
+        require_length("layer_norm_forward", rstd, "rstd", rows, "row of x");
+        const T* pg = input<T>(gain, "gain", 1);
+        const T* pb = input<T>(bias, "bias", 1);
+        T* pxh = output<T>(xhat, "xhat", 2);
+        T* pr = output<T>(rstd, "rstd", 1);
+        T* py_ = output<T>(y, "y", 2);
+        return [=] { layer_norm_forward<T>(px, pg, pb, pxh, pr, py_, rows, width, eps); };
+    });
+}
+
+// Layer norm's or batch norm's backward: dx (B, W) (may be dy itself); d_gain and
+// d_bias (W) = (or += when accumulate) their column sums. rstd is (B) for layer
+// norm, (W) for batch norm.
+template <bool batch>
+void norm_backward_binding(const py::array& dy, const py::array& xhat, const py::array& rstd,
+                           const py::array& gain, py::array dx, py::array d_gain,
+                           py::array d_bias, bool accumulate) {
+    const char* kernel = batch ? "batch_norm_backward" : "layer_norm_backward";
+    require_same_shape(dy, "dy", xhat, "xhat");
+    require_same_shape(dy, "dy", dx, "dx");
+    require_apart({{dx, "dx"}, {d_gain, "d_gain"}, {d_bias, "d_bias"}},
+                  {{dy, "dy"}, {xhat, "xhat"}, {rstd, "rstd"}, {gain, "gain"}}, {{"dx", "dy"}});
+    dispatch(dy, "dy", [&](auto tag) {
+        using T = decltype(tag);
+        const T* pdy = input<T>(dy, "dy", 2);
+        const Index rows = dy.shape(0), width = dy.shape(1);
+        require_length(kernel, gain, "gain", width, "column of dy");
+        require_length(kernel, d_gain, "d_gain", width, "column of dy");
+        require_length(kernel, d_bias, "d_bias", width, "column of dy");
+        require_length(kernel, rstd, "rstd", batch ? width : rows, batch ? "column of dy" : "row of dy");
+        const T* pxh = input<T>(xhat, "xhat", 2);
+        const T* pr = input<T>(rstd, "rstd", 1);
+        const T* pg = input<T>(gain, "gain", 1);
+        T* pdx = output<T>(dx, "dx", 2);
+        T* pdg = output<T>(d_gain, "d_gain", 1);
+        T* pdb = output<T>(d_bias, "d_bias", 1);
+        return [=] {
+            if constexpr (batch)
+                batch_norm_backward<T>(pdy, pxh, pr, pg, pdx, pdg, pdb, rows, width, accumulate);
+            else
+                layer_norm_backward<T>(pdy, pxh, pr, pg, pdx, pdg, pdb, rows, width, accumulate);
+        };
+    });
+}
+
+// Batch norm in training over the columns of x (B, W), B >= 2: xhat, y (B, W) and
+// rstd (W) written; running_mean and running_var (W) updated in place when given.
+void batch_norm_forward_train_binding(const py::array& x, const py::array& gain,
+                                      const py::array& bias, py::array xhat, py::array rstd,
+                                      py::array y, const py::object& running_mean,
+                                      const py::object& running_var, double eps,
+                                      double momentum) {
+    require_same_shape(x, "x", xhat, "xhat");
+    require_same_shape(x, "x", y, "y");
+    std::vector<Named> written{{xhat, "xhat"}, {rstd, "rstd"}, {y, "y"}};
+    py::array rm, rv;
+    if (!running_mean.is_none()) written.emplace_back(rm = running_mean.cast<py::array>(), "running_mean");
+    if (!running_var.is_none()) written.emplace_back(rv = running_var.cast<py::array>(), "running_var");
+    require_apart(written, {{x, "x"}, {gain, "gain"}, {bias, "bias"}},
+                  {{"xhat", "x"}, {"y", "xhat"}, {"y", "x"}});
+    dispatch(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = input<T>(x, "x", 2);
+        const Index rows = x.shape(0), width = x.shape(1);
+        const char* kernel = "batch_norm_forward_train";
+        require_length(kernel, gain, "gain", width, "column of x");
+        require_length(kernel, bias, "bias", width, "column of x");
+        require_length(kernel, rstd, "rstd", width, "column of x");
+        T* prm = nullptr;
+        T* prv = nullptr;
+        if (!running_mean.is_none()) {
+            require_length(kernel, rm, "running_mean", width, "column of x");
+            prm = output<T>(rm, "running_mean", 1);
+        }
+        if (!running_var.is_none()) {
+            require_length(kernel, rv, "running_var", width, "column of x");
+            prv = output<T>(rv, "running_var", 1);
+        }
+        const T* pg = input<T>(gain, "gain", 1);
+        const T* pb = input<T>(bias, "bias", 1);
+        T* pxh = output<T>(xhat, "xhat", 2);
+        T* pr = output<T>(rstd, "rstd", 1);
+        T* py_ = output<T>(y, "y", 2);
+        return [=] {
+            batch_norm_forward_train<T>(px, pg, pb, pxh, pr, py_, prm, prv, rows, width, eps,
+                                        momentum);
+        };
+    });
+}
+
+// Batch norm in eval mode: y (B, W) from the running statistics; y may be x itself.
+void batch_norm_forward_eval_binding(const py::array& x, const py::array& gain,
+                                     const py::array& bias, const py::array& running_mean,
+                                     const py::array& running_var, py::array y, double eps) {
+    require_same_shape(x, "x", y, "y");
+    require_apart({{y, "y"}},
+                  {{x, "x"}, {gain, "gain"}, {bias, "bias"}, {running_mean, "running_mean"},
+                   {running_var, "running_var"}},
+                  {{"y", "x"}});
+    dispatch(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = input<T>(x, "x", 2);
+        const Index rows = x.shape(0), width = x.shape(1);
+        const char* kernel = "batch_norm_forward_eval";
+        require_length(kernel, gain, "gain", width, "column of x");
+        require_length(kernel, bias, "bias", width, "column of x");
+        require_length(kernel, running_mean, "running_mean", width, "column of x");
+        require_length(kernel, running_var, "running_var", width, "column of x");
+        const T* pg = input<T>(gain, "gain", 1);
+        const T* pb = input<T>(bias, "bias", 1);
+        const T* prm = input<T>(running_mean, "running_mean", 1);
+        const T* prv = input<T>(running_var, "running_var", 1);
+        T* py_ = output<T>(y, "y", 2);
+        return [=] { batch_norm_forward_eval<T>(px, pg, pb, prm, prv, py_, rows, width, eps); };
+    });
+}
+
+// A dropout mask into out (uint8, C-contiguous) drawn from the generator state
+// (words, has_spare, spare); returns the state after the draws in the same form.
+py::tuple dropout_mask_binding(const std::array<std::uint64_t, 4>& words, bool has_spare,
+                               double spare, double p, py::array out) {
+    Rng::State state{{words[0], words[1], words[2], words[3]}, has_spare, spare};
+    Rng::check_state(state);
+    if (!out.dtype().is(py::dtype::of<std::uint8_t>()))
+        throw py::type_error("out: expected dtype uint8, got " + std::string(py::str(out.dtype())));
+    if (!(out.flags() & py::array::c_style))
+        throw py::value_error("out: expected a C-contiguous array");
+    require_writable(out, "out");
+    auto* mask = static_cast<std::uint8_t*>(out.mutable_data());
+    const Index n = out.size();
+    Rng rng;
+    rng.set_state(state);
+    {
+        py::gil_scoped_release release;
+        dropout_mask(rng, mask, n, p);
+    }
+    state = rng.state();
+    return py::make_tuple(py::make_tuple(state.words[0], state.words[1], state.words[2], state.words[3]),
+                          state.has_spare, state.spare);
+}
+
+// out = x ⊙ mask / (1 − p) (backward: dx = dy ⊙ mask / (1 − p)); out may be x itself.
+template <bool backward>
+void dropout_binding(const py::array& x, const py::array& mask, double p, py::array out) {
+    const char* x_name = backward ? "dy" : "x";
+    const char* out_name = backward ? "dx" : "y";
+    require_same_shape(x, x_name, out, out_name);
+    require_disjoint(out, out_name, x, x_name, true);
+    require_disjoint(out, out_name, mask, "mask");
+    dispatch(x, x_name, [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = input<T>(x, x_name);
+        const std::uint8_t* pm = mask_input(mask, Index(x.size()));
+        T* po = output<T>(out, out_name);
+        return [=, n = Index(x.size())] {
+            if constexpr (backward)
+                dropout_backward<T>(px, pm, po, n, p);
+            else
+                dropout_forward<T>(px, pm, po, n, p);
+        };
+    });
+}
+
+// out = x + skip; out may be x or skip itself.
+void residual_add_binding(const py::array& x, const py::array& skip, py::array out) {
+    require_same_shape(x, "x", skip, "skip");
+    require_same_shape(x, "x", out, "out");
+    require_disjoint(out, "out", x, "x", true);
+    require_disjoint(out, "out", skip, "skip", true);
+    dispatch(x, "x", [&](auto tag) {
+        using T = decltype(tag);
+        const T* px = input<T>(x, "x");
+        const T* ps = input<T>(skip, "skip");
+        T* po = output<T>(out, "out");
+        return [=, n = Index(x.size())] { residual_add<T>(px, ps, po, n); };
+    });
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -361,6 +602,27 @@ void bind_kernels(py::module_& m) {
     m.def("optimizer_update", &optimizer_update_binding, py::arg("config"), py::arg("params"),
           py::arg("grads"), py::arg("state1"), py::arg("state2"), py::arg("segments"),
           py::arg("t"), py::arg("lr"), py::arg("grad_scale") = 1.0);
+    m.def("layer_norm_forward", &layer_norm_forward_binding, py::arg("x"), py::arg("gain"),
+          py::arg("bias"), py::arg("xhat"), py::arg("rstd"), py::arg("y"), py::arg("eps"));
+    m.def("layer_norm_backward", &norm_backward_binding<false>, py::arg("dy"), py::arg("xhat"),
+          py::arg("rstd"), py::arg("gain"), py::arg("dx"), py::arg("d_gain"), py::arg("d_bias"),
+          py::arg("accumulate"));
+    m.def("batch_norm_forward_train", &batch_norm_forward_train_binding, py::arg("x"),
+          py::arg("gain"), py::arg("bias"), py::arg("xhat"), py::arg("rstd"), py::arg("y"),
+          py::arg("running_mean"), py::arg("running_var"), py::arg("eps"), py::arg("momentum"));
+    m.def("batch_norm_forward_eval", &batch_norm_forward_eval_binding, py::arg("x"),
+          py::arg("gain"), py::arg("bias"), py::arg("running_mean"), py::arg("running_var"),
+          py::arg("y"), py::arg("eps"));
+    m.def("batch_norm_backward", &norm_backward_binding<true>, py::arg("dy"), py::arg("xhat"),
+          py::arg("rstd"), py::arg("gain"), py::arg("dx"), py::arg("d_gain"), py::arg("d_bias"),
+          py::arg("accumulate"));
+    m.def("dropout_mask", &dropout_mask_binding, py::arg("words"), py::arg("has_spare"),
+          py::arg("spare"), py::arg("p"), py::arg("out"));
+    m.def("dropout_forward", &dropout_binding<false>, py::arg("x"), py::arg("mask"), py::arg("p"),
+          py::arg("y"));
+    m.def("dropout_backward", &dropout_binding<true>, py::arg("dy"), py::arg("mask"), py::arg("p"),
+          py::arg("dx"));
+    m.def("residual_add", &residual_add_binding, py::arg("x"), py::arg("skip"), py::arg("out"));
     m.def(
         "schedule_factor",
         [](const Schedule& schedule, Index t) {

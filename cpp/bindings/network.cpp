@@ -15,6 +15,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -93,26 +94,84 @@ private:
     std::thread::id fit_thread_;
 };
 
+// A layer of the list the Python layer passes: a dict with "type" and the keys
+// that type reads ("inputs", "outputs", "init", "activation", "eps", "momentum",
+// "p", "skip_from"); fastmlp.network checks them first, with better messages.
+LayerSpec layer_spec(const py::handle& item, std::size_t l) {
+    const std::string where = "layers[" + std::to_string(l) + "]";
+    if (!py::isinstance<py::dict>(item))
+        throw py::type_error(where + ": expected a dict, got " + std::string(py::repr(item)));
+    const auto d = py::reinterpret_borrow<py::dict>(item);
+    if (!d.contains("type")) throw py::value_error(where + ": has no \"type\"");
+    LayerSpec spec;
+    spec.kind = layer_kind_names.from_name(d["type"].cast<std::string>());
+    auto get = [&](const char* key, auto& field) {
+        if (d.contains(key)) field = d[key].cast<std::remove_reference_t<decltype(field)>>();
+    };
+    get("inputs", spec.inputs);
+    get("outputs", spec.outputs);
+    if (spec.kind != LayerKind::dense) spec.outputs = spec.inputs;
+    if (d.contains("init")) spec.init = init_from_name(d["init"].cast<std::string>());
+    if (d.contains("activation"))
+        spec.activation = activation_from_name(d["activation"].cast<std::string>());
+    get("eps", spec.eps);
+    get("momentum", spec.momentum);
+    get("p", spec.p);
+    get("skip_from", spec.skip_from);
+    return spec;
+}
+
+std::vector<LayerSpec> layer_specs(const py::list& layers) {
+    std::vector<LayerSpec> specs;
+    for (std::size_t l = 0; l < layers.size(); ++l) specs.push_back(layer_spec(layers[l], l));
+    return specs;
+}
+
+// The layer list of a plain stack of dense layers, each with its activation.
+std::vector<LayerSpec> dense_stack(const std::vector<index>& sizes,
+                                   const std::vector<std::string>& activations,
+                                   const std::vector<std::string>& inits) {
+    require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
+    require(activations.size() == sizes.size() - 1, "Network: expected one activation per layer");
+    require(inits.empty() || inits.size() == sizes.size() - 1,
+            "initialize: expected one scheme per layer");
+    std::string listed;
+    for (const index size : sizes) listed += (listed.empty() ? "[" : ", ") + std::to_string(size);
+    listed += "]";
+    require(*std::min_element(sizes.begin(), sizes.end()) >= 1,
+            "Network: every entry of layer_sizes must be >= 1, got " + listed);
+    const std::string too_large = "Network: layer_sizes " + listed +
+                                  " hold more parameters than an index can count";
+    index count = 0;
+    for (std::size_t l = 0; l + 1 < sizes.size(); ++l)
+        count = checked_sum(count, checked_product(sizes[l] + 1, sizes[l + 1], too_large.c_str()),
+                            too_large.c_str());
+    std::vector<LayerSpec> layers;
+    for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+        LayerSpec dense;
+        dense.inputs = sizes[l];
+        dense.outputs = sizes[l + 1];
+        if (!inits.empty()) dense.init = init_from_name(inits[l]);
+        layers.push_back(dense);
+        LayerSpec activation;
+        activation.kind = LayerKind::activation;
+        activation.inputs = activation.outputs = sizes[l + 1];
+        activation.activation = activation_from_name(activations[l]);
+        layers.push_back(activation);
+    }
+    return layers;
+}
+
 // One network and its lock.
 template <typename T>
 class NetworkHandle {
 public:
-    NetworkHandle(const std::vector<index>& sizes, const std::vector<std::string>& activations,
-                  std::uint64_t seed, const std::vector<std::string>& inits)
-        : net_(sizes, from_names(activation_names, activations), seed,
-               from_names(init_names, inits)) {}
+    NetworkHandle(const std::vector<LayerSpec>& layers, std::uint64_t seed) : net_(layers, seed) {}
 
     Network<T>& net() { return net_; }
     NetworkLock& lock() { return lock_; }
 
 private:
-    template <typename Table>
-    static auto from_names(const Table& table, const std::vector<std::string>& names) {
-        std::vector<decltype(table.from_name(""))> out;
-        for (const auto& name : names) out.push_back(table.from_name(name));
-        return out;
-    }
-
     Network<T> net_;
     NetworkLock lock_;
 };
@@ -153,20 +212,48 @@ py::array_t<T> to_array(const std::vector<T>& values) {
 template <typename T>
 void bind_structure(NetworkClass<T>& cls) {
     using Handle = NetworkHandle<T>;
-    cls.def(py::init<const std::vector<index>&, const std::vector<std::string>&, std::uint64_t,
-                     const std::vector<std::string>&>(),
-            py::arg("sizes"), py::arg("activations"), py::arg("seed"),
-            py::arg("inits") = std::vector<std::string>{})
+    cls.def(py::init([](const py::list& layers, std::uint64_t seed) {
+                return std::make_unique<Handle>(layer_specs(layers), seed);
+            }),
+            py::arg("layers"), py::arg("seed"))
+        // A plain stack of dense layers: sizes I, H_1, ..., O, one activation and
+        // (optionally) one init per dense layer.
+        .def(py::init([](const std::vector<index>& sizes, const std::vector<std::string>& activations,
+                         std::uint64_t seed, const std::vector<std::string>& inits) {
+                 return std::make_unique<Handle>(dense_stack(sizes, activations, inits), seed);
+             }),
+             py::arg("sizes"), py::arg("activations"), py::arg("seed"),
+             py::arg("inits") = std::vector<std::string>{})
         .def_property_readonly("dtype", [](Handle&) { return py::dtype::of<T>(); })
         .def_property_readonly("parameter_count",
                                [](Handle& h) { return h.net().parameter_count(); })
         .def_property_readonly("layers", [](Handle& h) {
             py::list out;
-            for (const auto& l : h.net().layers())
-                out.append(py::make_tuple(l.inputs, l.outputs, l.weight_offset, l.bias_offset,
-                                          activation_name(l.activation)));
+            for (const Layer& l : h.net().layers()) {
+                py::dict d;
+                d["type"] = layer_kind_names.name(l.kind);
+                d["inputs"] = l.inputs;
+                d["outputs"] = l.outputs;
+                d["init"] = init_names.name(l.init);
+                d["activation"] = activation_name(l.activation);
+                d["eps"] = l.eps;
+                d["momentum"] = l.momentum;
+                d["p"] = l.p;
+                d["skip_from"] = l.skip_from;
+                d["weight_offset"] = l.weight_offset;
+                d["bias_offset"] = l.bias_offset;
+                d["state_offset"] = l.state_offset;
+                d["stage"] = l.stage;
+                out.append(d);
+            }
             return out;
-        });
+        })
+        .def("activation_memory", [](Handle& h, index batch, index checkpoint) {
+            if (batch < 1) throw py::value_error("activation_memory: batch_size must be >= 1");
+            if (checkpoint < 0) throw py::value_error("activation_memory: checkpoint must be >= 0");
+            return h.net().activation_memory(batch, checkpoint);
+        }, py::arg("batch"), py::arg("checkpoint"))
+        .def_property_readonly("sqrt_checkpoint", [](Handle& h) { return h.net().sqrt_checkpoint(); });
     // Each view keeps the network alive.
     cls.def_property_readonly("params", [](py::object self) {
         Network<T>& net = self.cast<Handle&>().net();
@@ -175,6 +262,10 @@ void bind_structure(NetworkClass<T>& cls) {
     cls.def_property_readonly("grads", [](py::object self) {
         Network<T>& net = self.cast<Handle&>().net();
         return py::array_t<T>({net.parameter_count()}, {index(sizeof(T))}, net.grads(), self);
+    });
+    cls.def_property_readonly("state", [](py::object self) {
+        Network<T>& net = self.cast<Handle&>().net();
+        return py::array_t<T>({net.state_count()}, {index(sizeof(T))}, net.state(), self);
     });
 }
 
@@ -273,24 +364,24 @@ py::tuple evaluate(NetworkHandle<T>& h, const py::array& x, const py::array& y,
     return py::make_tuple(value, correct);
 }
 
-// Copies of (Z_layer, A_layer) of the last forward, each (B, O_layer).
+// Copies of the last forward's (Z, A) of the stage that runs `layer` (Network::cached),
+// each (B, width).
 template <typename T>
 py::tuple cache(NetworkHandle<T>& h, index layer) {
     auto& net = h.net();
-    index rows = 0;
+    index rows = 0, cols = 0;
     std::vector<T> z, a;
     {
         py::gil_scoped_release release;
         auto lock = h.lock().read();
-        if (net.cached_batch() < 1) throw std::invalid_argument("cache: no forward pass yet");
         if (layer < 0 || layer >= index(net.layers().size()))
             throw std::out_of_range("cache: layer out of range");
+        const auto [pre, post] = net.cached(layer);
         rows = net.cached_batch();
-        const index size = rows * net.layers()[layer].outputs;
-        z.assign(net.cached_pre_activation(layer), net.cached_pre_activation(layer) + size);
-        a.assign(net.cached_activation(layer), net.cached_activation(layer) + size);
+        cols = net.layers()[layer].outputs;
+        z.assign(pre, pre + rows * cols);
+        a.assign(post, post + rows * cols);
     }
-    const index cols = net.layers()[layer].outputs;
     return py::make_tuple(to_array(z).reshape({rows, cols}), to_array(a).reshape({rows, cols}));
 }
 
@@ -367,7 +458,7 @@ template <typename T>
 py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index epochs,
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
-             bool record_layer_norms) {
+             bool record_layer_norms, index checkpoint) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -381,7 +472,9 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.optimizer = optimizer;
     options.schedule = schedule_argument(schedule);
     options.count_correct = count_correct;
-    FitArrays arrays(epochs, count_correct, index(net.layers().size()), record_layer_norms);
+    if (checkpoint < 0) throw py::value_error("fit: checkpoint must be >= 0");
+    options.checkpoint = checkpoint;
+    FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
     if (run_fit<T>(h, px, py_, x.shape(0), options, arrays.record, result))
         throw py::error_already_set();
@@ -393,7 +486,7 @@ void bind_fit(NetworkClass<T>& cls) {
     cls.def("fit", &fit<T>, py::arg("x"), py::arg("y"), py::arg("epochs"),
             py::arg("batch_size"), py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"),
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
-            py::arg("record_layer_norms") = false);
+            py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0);
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------
@@ -459,7 +552,7 @@ std::vector<py::handle> list_argument(const py::handle& value, const char* name)
 // The whole mutable state of a network, taken or applied under one lock.
 template <typename T>
 struct NetworkState {
-    std::vector<T> params;
+    std::vector<T> params, state;  // state: batch norm's running statistics
     bool has_optimizer = false;  // restore: apply `optimizer` (else: no optimizer state)
     OptimizerConfig optimizer;
     std::int64_t steps = 0;
@@ -471,6 +564,7 @@ template <typename T>
 NetworkState<T> capture(Network<T>& net, OptimizerKind& kind) {
     NetworkState<T> s;
     s.params.assign(net.params(), net.params() + net.parameter_count());
+    s.state.assign(net.state(), net.state() + net.state_count());
     kind = net.optimizer_kind();
     s.steps = net.optimizer_steps();
     for (int b = 0; b < net.optimizer_buffers(); ++b)
@@ -489,6 +583,7 @@ void apply(Network<T>& net, const NetworkState<T>& s) {
     for (std::size_t b = 0; b < s.buffers.size(); ++b)
         std::copy(s.buffers[b].begin(), s.buffers[b].end(), net.optimizer_state(int(b)));
     std::copy(s.params.begin(), s.params.end(), net.params());
+    std::copy(s.state.begin(), s.state.end(), net.state());
     net.rng().set_state(s.rng);
 }
 
@@ -497,7 +592,8 @@ py::tuple rng_tuple(const Rng::State& st) {
                           st.has_spare, st.spare);
 }
 
-// (params, kind, steps, buffers, ((w0, w1, w2, w3), has_spare, spare)), all under one lock.
+// (params, kind, steps, buffers, ((w0, w1, w2, w3), has_spare, spare), state), all
+// under one lock; state: batch norm's running statistics.
 template <typename T>
 py::tuple snapshot(NetworkHandle<T>& h) {
     NetworkState<T> s;
@@ -510,7 +606,7 @@ py::tuple snapshot(NetworkHandle<T>& h) {
     py::list buffers;
     for (const auto& b : s.buffers) buffers.append(to_array(b));
     return py::make_tuple(to_array(s.params), optimizer_name(kind), s.steps, buffers,
-                          rng_tuple(s.rng));
+                          rng_tuple(s.rng), to_array(s.state));
 }
 
 // The optimizer part of a state: config (or None), steps, buffers, each checked.
@@ -557,10 +653,15 @@ Rng::State checked_rng(const py::handle& words, bool has_spare, double spare) {
 template <typename T>
 void restore(NetworkHandle<T>& h, const py::handle& params, const py::object& optimizer,
              const py::handle& steps, const py::handle& buffers, const py::handle& rng_words,
-             bool has_spare, double spare) {
+             bool has_spare, double spare, const py::object& state) {
     const index n = h.net().parameter_count();
     NetworkState<T> s;
     s.params = finite_vector<T>(params, "params", n);
+    if (state.is_none()) {  // keep the running statistics
+        s.state.assign(h.net().state(), h.net().state() + h.net().state_count());
+    } else {
+        s.state = finite_vector<T>(state, "state", h.net().state_count());
+    }
     check_optimizer_state(s, optimizer, steps, buffers, n);
     s.rng = checked_rng(rng_words, has_spare, spare);
     py::gil_scoped_release release;
@@ -572,7 +673,8 @@ template <typename T>
 void bind_state(NetworkClass<T>& cls) {
     cls.def("snapshot", &snapshot<T>);
     cls.def("restore", &restore<T>, py::arg("params"), py::arg("optimizer"), py::arg("steps"),
-            py::arg("buffers"), py::arg("rng_words"), py::arg("has_spare"), py::arg("spare"));
+            py::arg("buffers"), py::arg("rng_words"), py::arg("has_spare"), py::arg("spare"),
+            py::arg("state") = py::none());
 }
 
 }  // namespace

@@ -13,6 +13,7 @@
 #include <thread>
 
 #include "fastmlp/gemm.hpp"
+#include "fastmlp/layers.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/optimizer.hpp"
 #include "fastmlp/threading.hpp"
@@ -33,51 +34,143 @@ constexpr index gather_rows = 16;
 constexpr double gather_parallel = double(1 << 16);
 }
 
+// ---- building: the layer list checked, the flat buffers laid out, the stages ----------
+
+namespace {
+std::string layer_name(const LayerSpec& spec, std::size_t l) {
+    return "layer " + std::to_string(l) + " (" + layer_kind_names.name(spec.kind) + ")";
+}
+}  // namespace
+
 template <typename T>
-Network<T>::Network(const std::vector<index>& sizes, const std::vector<Activation>& activations,
-                    std::uint64_t seed, const std::vector<Init>& inits)
-    : rng_(seed) {
-    require(sizes.size() >= 2, "Network: layer_sizes needs at least an input and an output size");
-    require(activations.size() == sizes.size() - 1,
-            "Network: expected one activation per layer");
-    std::string listed;
-    for (const index size : sizes) listed += (listed.empty() ? "[" : ", ") + std::to_string(size);
-    listed += "]";
-    require(*std::min_element(sizes.begin(), sizes.end()) >= 1,
-            "Network: every entry of layer_sizes must be >= 1, got " + listed);
-    // The offsets are summed with overflow checks: a product that wrapped around
-    // would build a network far smaller than asked for.
-    const std::string too_large = "Network: layer_sizes " + listed +
-                                  " hold more parameters than an index can count";
-    index offset = 0;
-    for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
+Network<T>::Network(const std::vector<LayerSpec>& layers, std::uint64_t seed) : rng_(seed) {
+    require(!layers.empty(), "Network: the layer list is empty");
+    index offset = 0, state = 0, open_block = -1;
+    for (std::size_t l = 0; l < layers.size(); ++l) {
         Layer layer;
-        layer.inputs = sizes[l];
-        layer.outputs = sizes[l + 1];
-        layer.activation = activations[l];
-        const index weights = checked_product(layer.inputs, layer.outputs, too_large.c_str());
-        layer.weight_offset = offset;
-        layer.bias_offset = checked_sum(offset, weights, too_large.c_str());
-        offset = checked_sum(layer.bias_offset, layer.outputs, too_large.c_str());
+        static_cast<LayerSpec&>(layer) = layers[l];
+        const std::string name = layer_name(layer, l);
+        const std::string too_large = "Network: " + name + " (" + std::to_string(layer.inputs) +
+                                      " → " + std::to_string(layer.outputs) +
+                                      ") brings the layers to more parameters than an index can count";
+        if (layer.kind != LayerKind::dense) layer.outputs = layer.inputs;
+        require(layer.inputs >= 1 && layer.outputs >= 1, "Network: " + name + " has a width below 1");
+        if (l > 0)
+            require(layer.inputs == layers_.back().outputs,
+                    "Network: " + name + " takes " + std::to_string(layer.inputs) +
+                        " inputs but the layer before gives " +
+                        std::to_string(layers_.back().outputs));
+        switch (layer.kind) {
+            case LayerKind::dense: {
+                const index weights = checked_product(layer.inputs, layer.outputs, too_large.c_str());
+                layer.weight_offset = offset;
+                layer.bias_offset = checked_sum(offset, weights, too_large.c_str());
+                offset = checked_sum(layer.bias_offset, layer.outputs, too_large.c_str());
+                segments_.push_back(Segment{layer.weight_offset, weights});
+                segments_.push_back(Segment{layer.bias_offset, layer.outputs});
+                dense_.push_back(index(l));
+                break;
+            }
+            case LayerKind::batch_norm:
+                require(layer.momentum > 0 && layer.momentum <= 1,
+                        "Network: " + name + "'s momentum must be in (0, 1]");
+                layer.state_offset = state;
+                state = checked_sum(state, checked_product(2, layer.inputs, too_large.c_str()),
+                                    too_large.c_str());
+                has_batch_norm_ = true;
+                [[fallthrough]];
+            case LayerKind::layer_norm:
+                require(layer.eps > 0 && std::isfinite(layer.eps),
+                        "Network: " + name + "'s eps must be positive and finite");
+                layer.weight_offset = offset;
+                layer.bias_offset = checked_sum(offset, layer.inputs, too_large.c_str());
+                offset = checked_sum(layer.bias_offset, layer.inputs, too_large.c_str());
+                segments_.push_back(Segment{layer.weight_offset, layer.inputs});
+                segments_.push_back(Segment{layer.bias_offset, layer.inputs});
+                break;
+            case LayerKind::dropout:
+                require(layer.p >= 0 && layer.p < 1, "Network: " + name + "'s p must be in [0, 1)");
+                break;
+            case LayerKind::residual: {
+                const index from = layer.skip_from;
+                require(from >= 0 && from < index(l),
+                        "Network: " + name + " adds the input of layer " + std::to_string(from) +
+                            ", which is not a layer before it");
+                require(from > open_block,
+                        "Network: " + name + "'s block overlaps the residual block before it; "
+                                             "residual blocks do not nest");
+                require(layers_[from].inputs == layer.inputs,
+                        "Network: " + name + " adds a block input of width " +
+                            std::to_string(layers_[from].inputs) + " to an output of width " +
+                            std::to_string(layer.inputs));
+                open_block = index(l);
+                break;
+            }
+            case LayerKind::activation:
+                break;
+        }
+        max_width_ = std::max({max_width_, layer.inputs, layer.outputs});
         layers_.push_back(layer);
-        segments_.push_back(Segment{layer.weight_offset, weights});
-        segments_.push_back(Segment{layer.bias_offset, layer.outputs});
     }
-    max_width_ = *std::max_element(sizes.begin(), sizes.end());
+    require(!dense_.empty(), "Network: the layer list has no dense layer");
     params_.assign(offset, T(0));
     grads_.assign(offset, T(0));
-    z_.resize(layers_.size());
-    a_.resize(layers_.size());
-    initialize(inits.empty() ? std::vector<Init>(layers_.size(), Init::he_normal) : inits);
+    state_.assign(state, T(0));
+    build_stages();
+    initialize();
+}
+
+// An activation layer right after a dense or norm layer runs in that layer's pass,
+// unless a residual block starts at it (the block's input, the activation's input,
+// must then stay apart).
+template <typename T>
+void Network<T>::build_stages() {
+    std::vector<bool> block_start(layers_.size(), false);
+    for (const Layer& layer : layers_)
+        if (layer.kind == LayerKind::residual) block_start[layer.skip_from] = true;
+    for (std::size_t l = 0; l < layers_.size(); ++l) {
+        Layer& layer = layers_[l];
+        const bool fuse = layer.kind == LayerKind::activation && !stages_.empty() &&
+                          !block_start[l] && stages_.back().activation == Activation::linear &&
+                          (stages_.back().kind == LayerKind::dense ||
+                           stages_.back().kind == LayerKind::layer_norm ||
+                           stages_.back().kind == LayerKind::batch_norm);
+        if (fuse) {
+            stages_.back().activation = layer.activation;
+            stages_.back().keeps_z = layer.activation != Activation::linear;
+            layer.stage = index(stages_.size()) - 1;
+            continue;
+        }
+        Stage stage;
+        stage.kind = layer.kind;
+        stage.layer = index(l);
+        stage.inputs = layer.inputs;
+        stage.width = layer.outputs;
+        if (layer.kind == LayerKind::activation) stage.activation = layer.activation;
+        if (layer.kind == LayerKind::residual) {
+            stage.skip = layers_[layer.skip_from].stage;
+            stages_[stage.skip].closes = index(stages_.size());
+        }
+        layer.stage = index(stages_.size());
+        stages_.push_back(stage);
+    }
 }
 
 template <typename T>
-void Network<T>::initialize(const std::vector<Init>& inits) {
-    require(inits.size() == layers_.size(), "initialize: expected one scheme per layer");
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-        const Layer& layer = layers_[l];
+void Network<T>::initialize() {
+    for (const Layer& layer : layers_) {
+        T* first = params_.data() + layer.weight_offset;
+        if (layer.kind == LayerKind::layer_norm || layer.kind == LayerKind::batch_norm) {
+            std::fill_n(first, layer.inputs, T(1));
+            std::fill_n(params_.data() + layer.bias_offset, layer.inputs, T(0));
+            if (layer.kind == LayerKind::batch_norm) {
+                std::fill_n(state_.data() + layer.state_offset, layer.inputs, T(0));
+                std::fill_n(state_.data() + layer.state_offset + layer.inputs, layer.inputs, T(1));
+            }
+        }
+        if (layer.kind != LayerKind::dense) continue;
         const double fan_in = double(layer.inputs), fan_out = double(layer.outputs);
-        const Init init = inits[l];
+        const Init init = layer.init;
         const bool uniform = init == Init::he_uniform || init == Init::xavier_uniform ||
                              init == Init::lecun_uniform;
         double scale = 0;  // the standard deviation, or the uniform bound
@@ -89,98 +182,335 @@ void Network<T>::initialize(const std::vector<Init>& inits) {
             case Init::lecun_normal: scale = std::sqrt(1.0 / fan_in); break;
             case Init::lecun_uniform: scale = std::sqrt(3.0 / fan_in); break;
         }
-        T* w = params_.data() + layer.weight_offset;
         for (index i = 0; i < layer.inputs * layer.outputs; ++i)
-            w[i] = T(uniform ? (2.0 * rng_.uniform() - 1.0) * scale : rng_.normal() * scale);
+            first[i] = T(uniform ? (2.0 * rng_.uniform() - 1.0) * scale : rng_.normal() * scale);
         std::fill_n(params_.data() + layer.bias_offset, layer.outputs, T(0));
     }
 }
 
+// ---- the workspace ----------------------------------------------------------------------
+
+// Offsets of every stage's values for `batch` rows. Without checkpointing each stage
+// has its own. With checkpoint = k the stages are cut into segments at the start of
+// every k-th block (a dense stage outside any residual block); a segment's last
+// stage keeps its output (the next segment's checkpoint), and every other value
+// lives in scratch shared by all segments, slot by position within the segment.
+// Masks and row statistics (small) stay per stage.
 template <typename T>
-void Network<T>::reserve_workspace(index batch) {
-    if (batch <= capacity_) return;
-    // batch × width for the widest layer; every other buffer is smaller.
-    const index widest = checked_product(batch, max_width_,
-                                         "the batch size × the widest layer overflows an index");
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-        z_[l].assign(batch * layers_[l].outputs, T(0));
-        a_[l].assign(batch * layers_[l].outputs, T(0));
+typename Network<T>::Workspace Network<T>::layout(index batch, index checkpoint) const {
+    Workspace ws;
+    ws.capacity = batch;
+    ws.checkpoint = checkpoint;
+    ws.segments.push_back(0);
+    if (checkpoint > 0) {
+        // Counted from the end, so that the last segment, whose forward values
+        // backward finds still there, is a whole one: k blocks are not recomputed.
+        const std::vector<index> starts = block_starts();
+        const index blocks = index(starts.size());
+        for (index i = 1; i < blocks; ++i)
+            if ((blocks - i) % checkpoint == 0) ws.segments.push_back(starts[i]);
     }
-    delta_.assign(widest, T(0));
-    delta_next_.assign(widest, T(0));
-    capacity_ = batch;
+    ws.segments.push_back(index(stages_.size()));
+    const char* overflow = "fit: the batch × the layer widths overflow an index";
+    auto take = [&](index& total, index size) {
+        const index at = total;
+        total = checked_sum(total, checked_product(batch, size, overflow), overflow);
+        return at;
+    };
+    ws.slots.resize(stages_.size());
+    std::vector<Slot> scratch;  // by position within a segment
+    for (std::size_t g = 0; g + 1 < ws.segments.size(); ++g) {
+        const index first = ws.segments[g], end = ws.segments[g + 1];
+        for (index s = first; s < end; ++s) {
+            const Stage& stage = stages_[s];
+            Slot& slot = ws.slots[s];
+            const bool norm = stage.kind == LayerKind::layer_norm || stage.kind == LayerKind::batch_norm;
+            // Row statistics and masks: per stage.
+            if (stage.kind == LayerKind::layer_norm) slot.rstd = take(ws.values, 1);  // per row
+            if (stage.kind == LayerKind::batch_norm) {  // per column
+                slot.rstd = ws.values;
+                ws.values = checked_sum(ws.values, stage.width, overflow);
+            }
+            if (stage.kind == LayerKind::dropout) slot.mask = take(ws.mask_bytes, stage.width);
+            const bool own = checkpoint <= 0 || s + 1 == end;
+            if (own) {
+                slot.out = take(ws.values, stage.width);
+            } else {
+                const std::size_t position = std::size_t(s - first);
+                if (scratch.size() <= position) scratch.resize(position + 1);
+                if (scratch[position].out < 0) scratch[position].out = take(ws.values, max_width_);
+                slot.out = scratch[position].out;
+            }
+            auto value = [&](index Slot::*field, bool needed) {
+                if (!needed) return;
+                if (checkpoint <= 0) {
+                    slot.*field = take(ws.values, stage.width);
+                    return;
+                }
+                const std::size_t position = std::size_t(s - first);
+                if (scratch.size() <= position) scratch.resize(position + 1);
+                if (scratch[position].*field < 0) scratch[position].*field = take(ws.values, max_width_);
+                slot.*field = scratch[position].*field;
+            };
+            value(&Slot::z, stage.keeps_z);
+            value(&Slot::xhat, norm);
+        }
+    }
+    return ws;
+}
+
+template <typename T>
+void Network<T>::reserve_workspace(index batch, index checkpoint) {
+    if (ws_.checkpoint == checkpoint && batch <= ws_.capacity) return;
+    Workspace ws = layout(std::max(batch, ws_.checkpoint == checkpoint ? ws_.capacity : 0), checkpoint);
+    const index deltas = checked_product(ws.capacity, max_width_,
+                                         "fit: the batch × the widest layer overflows an index");
+    ws.storage.assign(ws.values, T(0));
+    ws.masks.assign(ws.mask_bytes, 0);
+    ws.delta.assign(deltas, T(0));
+    ws.delta_next.assign(deltas, T(0));
+    ws.skip_delta.assign(deltas, T(0));
+    ws_ = std::move(ws);
     cached_batch_ = -1;
 }
 
-// The one layer walk of every forward pass (forward, fit's steps, predict and
-// evaluate): `rows` rows of x (rows, I) through each layer, Z_l = A_{l-1} · W_lᵀ
-// then, tile by tile while in cache, Z_l += b_l and A_l = f(Z_l). where(l)
-// gives the pair {Z_l, A_l} of row pointers (O_l apart); inference passes the
-// same buffer twice (A_l overwrites Z_l).
 template <typename T>
-template <typename Where>
-void Network<T>::walk_layers(const T* x, index rows, Where where) {
-    const T* input = x;
-    for (std::size_t l = 0; l < layers_.size(); ++l) {
-        const Layer& layer = layers_[l];
-        const auto [z, a] = where(l);
-        BiasActivation<T> epilogue{layer.activation, a, z, params_.data() + layer.bias_offset,
-                                   layer.outputs};
-        gemm<T>(Transpose::none, Transpose::transpose, rows, layer.outputs, layer.inputs, T(1),
-                input, layer.inputs, params_.data() + layer.weight_offset, layer.inputs, T(0), z,
-                layer.outputs, GemmEpilogue{&bias_activation_block<T>, &epilogue});
-        input = a;
+std::int64_t Network<T>::activation_memory(index batch, index checkpoint) const {
+    require(batch >= 1, "activation_memory: the batch must hold at least one sample");
+    const Workspace ws = layout(batch, checkpoint);
+    const double deltas = 3.0 * double(batch) * double(max_width_);
+    return std::int64_t((double(ws.values) + deltas) * sizeof(T) + double(ws.mask_bytes));
+}
+
+// The stages where a block starts: dense stages outside any residual block (a
+// residual block's own dense stage starts it).
+template <typename T>
+std::vector<index> Network<T>::block_starts() const {
+    std::vector<index> starts;
+    index open_until = -1;
+    for (index s = 0; s < index(stages_.size()); ++s) {
+        if (stages_[s].kind == LayerKind::dense && s > open_until) starts.push_back(s);
+        if (stages_[s].closes >= 0) open_until = stages_[s].closes;
+    }
+    if (starts.empty() || starts.front() != 0) starts.insert(starts.begin(), 0);
+    return starts;
+}
+
+template <typename T>
+index Network<T>::sqrt_checkpoint() const {
+    const double blocks = double(block_starts().size());
+    return std::max<index>(1, index(std::ceil(std::sqrt(blocks))));
+}
+
+// One piece's view of the workspace: rows [first, first + count) of the batch,
+// x pointing at row `first` of the input.
+template <typename T>
+struct Network<T>::Buffers {
+    const Workspace& ws;
+    const T* x;
+    index first, count;
+    T* grads;
+    T* d;
+    T* d_next;
+    T* skip_d;
+
+    T* at(index offset, index width) const {
+        return const_cast<T*>(ws.storage.data()) + offset + first * width;
+    }
+    T* out(const Stage& s, index i) const { return at(ws.slots[i].out, s.width); }
+    T* z(const Stage& s, index i) const {
+        return ws.slots[i].z < 0 ? out(s, i) : at(ws.slots[i].z, s.width);
+    }
+    T* xhat(const Stage& s, index i) const { return at(ws.slots[i].xhat, s.width); }
+    T* rstd(const Stage& s, index i) const {
+        // layer norm: one per row; batch norm: one per column (the whole batch)
+        return const_cast<T*>(ws.storage.data()) + ws.slots[i].rstd +
+               (s.kind == LayerKind::layer_norm ? first : 0);
+    }
+    std::uint8_t* mask(const Stage& s, index i) const {
+        return const_cast<std::uint8_t*>(ws.masks.data()) + ws.slots[i].mask + first * s.width;
+    }
+};
+
+template <typename T>
+const T* Network<T>::stage_input(const Buffers& b, index stage) const {
+    return stage == 0 ? b.x : b.out(stages_[stage - 1], stage - 1);
+}
+
+template <typename T>
+void Network<T>::draw_masks(index batch) {
+    for (index s = 0; s < index(stages_.size()); ++s) {
+        const Stage& stage = stages_[s];
+        if (stage.kind != LayerKind::dropout) continue;
+        dropout_mask(rng_, ws_.masks.data() + ws_.slots[s].mask, batch * stage.width,
+                     layers_[stage.layer].p);
     }
 }
 
-// Rows [first, first + count) of the batch, kept for backward: x points at row
-// `first` of the input; Z_l and A_l are written at the same rows of the workspace.
+// ---- forward and backward, stage by stage ------------------------------------------------
+
+// Training forward of stages [first_stage, end_stage) on the piece's rows.
+// move_stats: batch norm's running statistics move (not when recomputing).
 template <typename T>
-void Network<T>::forward_rows(const T* x, index first, index count) {
-    walk_layers(x, count, [&](std::size_t l) {
-        const index at = first * layers_[l].outputs;
-        return std::pair<T*, T*>{z_[l].data() + at, a_[l].data() + at};
-    });
+void Network<T>::forward_stages(const Buffers& b, index first_stage, index end_stage,
+                                bool move_stats) {
+    const index rows = b.count;
+    for (index s = first_stage; s < end_stage; ++s) {
+        const Stage& stage = stages_[s];
+        const Layer& layer = layers_[stage.layer];
+        const T* in = stage_input(b, s);
+        T* out = b.out(stage, s);
+        T* z = b.z(stage, s);
+        const index n = rows * stage.width;
+        switch (stage.kind) {
+            case LayerKind::dense: {
+                // Z = A · Wᵀ, then, tile by tile while in cache, Z += b and A = f(Z).
+                BiasActivation<T> epilogue{stage.activation, out, z,
+                                           params_.data() + layer.bias_offset, stage.width};
+                gemm<T>(Transpose::none, Transpose::transpose, rows, stage.width, stage.inputs,
+                        T(1), in, stage.inputs, params_.data() + layer.weight_offset,
+                        stage.inputs, T(0), z, stage.width,
+                        GemmEpilogue{&bias_activation_block<T>, &epilogue});
+                break;
+            }
+            case LayerKind::layer_norm:
+                layer_norm_forward(in, params_.data() + layer.weight_offset,
+                                   params_.data() + layer.bias_offset, b.xhat(stage, s),
+                                   b.rstd(stage, s), z, rows, stage.width, layer.eps);
+                if (stage.keeps_z) activation_forward(stage.activation, out, z, n);
+                break;
+            case LayerKind::batch_norm: {
+                T* state = state_.data() + layer.state_offset;
+                batch_norm_forward_train(in, params_.data() + layer.weight_offset,
+                                         params_.data() + layer.bias_offset, b.xhat(stage, s),
+                                         b.rstd(stage, s), z, move_stats ? state : nullptr,
+                                         move_stats ? state + stage.width : nullptr, rows,
+                                         stage.width, layer.eps, layer.momentum);
+                if (stage.keeps_z) activation_forward(stage.activation, out, z, n);
+                break;
+            }
+            case LayerKind::activation:
+                activation_forward(stage.activation, out, in, n);
+                break;
+            case LayerKind::dropout:
+                dropout_forward(in, b.mask(stage, s), out, n, layer.p);
+                break;
+            case LayerKind::residual:
+                residual_add(in, stage_input(b, stage.skip), out, n);
+                break;
+        }
+    }
+}
+
+// Backward of stages [first_stage, end_stage), last first: on entry b.d holds
+// dL/d(output of end_stage - 1) for the piece's rows, on exit dL/d(input of
+// first_stage) (not computed for the first dense stage: nothing needs dL/dX).
+// The deltas rotate between b.d, b.d_next and b.skip_d.
+template <typename T>
+void Network<T>::backward_stages(Buffers& b, index first_stage, index end_stage,
+                                 bool accumulate) {
+    const index rows = b.count;
+    T* grads = b.grads;
+    for (index s = end_stage - 1; s >= first_stage; --s) {
+        const Stage& stage = stages_[s];
+        const Layer& layer = layers_[stage.layer];
+        const T* in = stage_input(b, s);
+        const index n = rows * stage.width;
+        const bool closes_block = stage.closes >= 0 && s > 0;  // its input also took the skip
+        switch (stage.kind) {
+            case LayerKind::dense: {
+                // dZ = dA ⊙ f'(Z), in place, and db = Σ_batch dZ.
+                activation_bias_backward(stage.activation, b.d, grads + layer.bias_offset, b.d,
+                                         b.z(stage, s), b.out(stage, s), rows, stage.width,
+                                         accumulate);
+                // dW (O, I) (+)= dZᵀ (O, B) · A (B, I)
+                gemm<T>(Transpose::transpose, Transpose::none, stage.width, stage.inputs, rows,
+                        T(1), b.d, stage.width, in, stage.inputs, accumulate ? T(1) : T(0),
+                        grads + layer.weight_offset, stage.inputs);
+                if (s > 0) {
+                    // dA (B, I) = dZ (B, O) · W (O, I); at a block's start added to
+                    // the skip path's gradient, already in skip_d (β = 1).
+                    T* target = closes_block ? b.skip_d : b.d_next;
+                    gemm<T>(Transpose::none, Transpose::none, rows, stage.inputs, stage.width,
+                            T(1), b.d, stage.width, params_.data() + layer.weight_offset,
+                            stage.inputs, closes_block ? T(1) : T(0), target, stage.inputs);
+                    if (closes_block) {
+                        std::swap(b.skip_d, b.d);  // d: the sum; skip_d: free again
+                    } else {
+                        std::swap(b.d, b.d_next);
+                    }
+                }
+                continue;  // the skip was added by the GEMM
+            }
+            case LayerKind::layer_norm:
+            case LayerKind::batch_norm: {
+                if (stage.keeps_z)
+                    activation_backward(stage.activation, b.d, b.d, b.z(stage, s),
+                                        b.out(stage, s), n);
+                const T* gain = params_.data() + layer.weight_offset;
+                if (stage.kind == LayerKind::layer_norm)
+                    layer_norm_backward(b.d, b.xhat(stage, s), b.rstd(stage, s), gain, b.d,
+                                        grads + layer.weight_offset, grads + layer.bias_offset,
+                                        rows, stage.width, accumulate);
+                else
+                    batch_norm_backward(b.d, b.xhat(stage, s), b.rstd(stage, s), gain, b.d,
+                                        grads + layer.weight_offset, grads + layer.bias_offset,
+                                        rows, stage.width, accumulate);
+                break;
+            }
+            case LayerKind::activation:
+                activation_backward(stage.activation, b.d, b.d, in, b.out(stage, s), n);
+                break;
+            case LayerKind::dropout:
+                dropout_backward(b.d, b.mask(stage, s), b.d, n, layer.p);
+                break;
+            case LayerKind::residual:
+                // d goes on into the block and, unchanged, along the skip.
+                std::memcpy(b.skip_d, b.d, sizeof(T) * n);
+                break;
+        }
+        if (closes_block) residual_add(b.d, b.skip_d, b.d, rows * stage.inputs);
+    }
+}
+
+template <typename T>
+const T* Network<T>::output_rows(index first) const {
+    const index last = index(stages_.size()) - 1;
+    return ws_.storage.data() + ws_.slots[last].out + first * stages_[last].width;
+}
+
+// A piece's whole step: forward of every segment (kept: each segment's last
+// output), the loss's delta, then segment by segment from the last: recompute
+// its forward (the last segment's values are still there), backward.
+template <typename T>
+void Network<T>::train_rows(const T* x, index first, index count, T* grads,
+                            const std::function<void(const T*, T*)>& loss_and_delta,
+                            bool accumulate) {
+    Buffers b{ws_, x, first, count, grads,
+              ws_.delta.data() + first * max_width_, ws_.delta_next.data() + first * max_width_,
+              ws_.skip_delta.data() + first * max_width_};
+    const std::vector<index>& seg = ws_.segments;
+    const index segments = index(seg.size()) - 1;
+    for (index g = 0; g < segments; ++g) forward_stages(b, seg[g], seg[g + 1], true);
+    loss_and_delta(output_rows(first), b.d);
+    for (index g = segments - 1; g >= 0; --g) {
+        if (g + 1 < segments) forward_stages(b, seg[g], seg[g + 1], false);
+        backward_stages(b, seg[g], seg[g + 1], accumulate);
+    }
 }
 
 template <typename T>
 const T* Network<T>::forward(const T* x, index batch) {
     require(batch >= 1, "forward: the batch must hold at least one sample");
-    reserve_workspace(batch);
-    forward_rows(x, 0, batch);
+    require(!has_batch_norm_ || batch >= 2,
+            "forward: batch norm in training needs at least 2 samples per batch, got 1");
+    reserve_workspace(batch, 0);
+    draw_masks(batch);
+    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+              ws_.skip_delta.data()};
+    forward_stages(b, 0, index(stages_.size()), true);
     cached_batch_ = batch;
-    return a_.back().data();
-}
-
-// Rows [first, first + batch) of the cached batch; x points at row `first` of the
-// input. d (dL/dA_last of these rows on entry) and d_next are scratch of batch ×
-// max width each; the deltas ping-pong between them. accumulate: add to grads
-// (+=); otherwise overwrite them (no zero_grad pass needed).
-template <typename T>
-static void backward_layers(const std::vector<Layer>& layers, const T* params, T* grads,
-                            const std::vector<std::vector<T>>& z,
-                            const std::vector<std::vector<T>>& a, const T* x, index first,
-                            index batch, T* d, T* d_next, bool accumulate) {
-    for (index l = index(layers.size()) - 1; l >= 0; --l) {
-        const Layer& layer = layers[l];
-        const T* input = l == 0 ? x : a[l - 1].data() + first * layer.inputs;
-        const index at = first * layer.outputs;
-        // dZ_l = dA_l ⊙ f'(Z_l), in place (d is (B, O_l)), and db_l = Σ_batch dZ_l.
-        activation_bias_backward(layer.activation, d, grads + layer.bias_offset, d,
-                                 z[l].data() + at, a[l].data() + at, batch, layer.outputs,
-                                 accumulate);
-        // dW_l (O, I) (+)= dZ_lᵀ (O, B) · A_{l-1} (B, I)
-        gemm<T>(Transpose::transpose, Transpose::none, layer.outputs, layer.inputs, batch, T(1),
-                d, layer.outputs, input, layer.inputs, accumulate ? T(1) : T(0),
-                grads + layer.weight_offset, layer.inputs);
-        if (l > 0) {
-            // dA_{l-1} (B, I) = dZ_l (B, O) · W_l (O, I)
-            gemm<T>(Transpose::none, Transpose::none, batch, layer.inputs, layer.outputs, T(1), d,
-                    layer.outputs, params + layer.weight_offset, layer.inputs, T(0), d_next,
-                    layer.inputs);
-            std::swap(d, d_next);
-        }
-    }
+    return output_rows(0);
 }
 
 template <typename T>
@@ -188,9 +518,22 @@ void Network<T>::backward(const T* x, const T* d_out, index batch, bool accumula
     require(cached_batch_ >= 1, "backward: call forward on this batch first");
     require(batch == cached_batch_,
             "backward: the batch size differs from the last forward's; call forward first");
-    std::memcpy(delta_.data(), d_out, sizeof(T) * batch * outputs());
-    backward_layers(layers_, params_.data(), grads_.data(), z_, a_, x, 0, batch, delta_.data(),
-                    delta_next_.data(), accumulate);
+    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+              ws_.skip_delta.data()};
+    std::memcpy(b.d, d_out, sizeof(T) * batch * outputs());
+    backward_stages(b, 0, index(stages_.size()), accumulate);
+}
+
+template <typename T>
+std::pair<const T*, const T*> Network<T>::cached(index layer) const {
+    require(cached_batch_ >= 1 && ws_.checkpoint == 0, "cache: no forward pass yet");
+    require(layer >= 0 && layer < index(layers_.size()), "cache: layer out of range");
+    const index s = layers_[layer].stage;
+    const Stage& stage = stages_[s];
+    Buffers b{ws_, nullptr, 0, cached_batch_, nullptr, nullptr, nullptr, nullptr};
+    if (stage.kind != LayerKind::activation) return {b.z(stage, s), b.out(stage, s)};
+    require(s > 0, "cache: the first layer's input is X itself");
+    return {b.out(stages_[s - 1], s - 1), b.out(stage, s)};
 }
 
 template <typename T>
@@ -198,14 +541,79 @@ void Network<T>::zero_grad() {
     std::fill(grads_.begin(), grads_.end(), T(0));
 }
 
+// ---- eval mode: predict ---------------------------------------------------------------
+
 template <typename T>
 void Network<T>::reserve_predict(index chunk) {
     const index size =
         checked_product(chunk, max_width_, "predict: chunk × the widest layer overflows an index");
-    if (index(predict_front_.size()) < size) {
-        predict_front_.assign(size, T(0));
-        predict_back_.assign(size, T(0));
+    if (index(predict_buffers_.size()) < 3 * size) {
+        predict_buffers_.assign(checked_product(3, size, "predict: workspace overflow"), T(0));
+        predict_rstd_.assign(chunk, T(0));
     }
+}
+
+// Eval mode on `rows` rows (within predict's chunk): three buffers rotate, none
+// overwriting the stage's input or an open block's input; dropout passes through.
+template <typename T>
+void Network<T>::forward_eval(const T* x, index rows, T* out) {
+    const index size = index(predict_buffers_.size()) / 3;
+    T* buffers[3] = {predict_buffers_.data(), predict_buffers_.data() + size,
+                     predict_buffers_.data() + 2 * size};
+    const T* in = x;
+    const T* skip = nullptr;
+    const index last = index(stages_.size()) - 1;
+    for (index s = 0; s <= last; ++s) {
+        const Stage& stage = stages_[s];
+        const Layer& layer = layers_[stage.layer];
+        if (stage.closes >= 0) skip = in;
+        if (stage.kind == LayerKind::dropout) continue;
+        T* o = out;
+        if (s < last)
+            for (T* buffer : buffers)
+                if (buffer != in && buffer != skip) {
+                    o = buffer;
+                    break;
+                }
+        const index n = rows * stage.width;
+        const T* gain = params_.data() + layer.weight_offset;
+        const T* bias = params_.data() + layer.bias_offset;
+        switch (stage.kind) {
+            case LayerKind::dense: {
+                BiasActivation<T> epilogue{stage.activation, o, o, bias, stage.width};
+                gemm<T>(Transpose::none, Transpose::transpose, rows, stage.width, stage.inputs,
+                        T(1), in, stage.inputs, params_.data() + layer.weight_offset,
+                        stage.inputs, T(0), o, stage.width,
+                        GemmEpilogue{&bias_activation_block<T>, &epilogue});
+                break;
+            }
+            case LayerKind::layer_norm:
+                layer_norm_forward(in, gain, bias, o, predict_rstd_.data(), o, rows, stage.width,
+                                   layer.eps);
+                if (stage.activation != Activation::linear)
+                    activation_forward(stage.activation, o, o, n);
+                break;
+            case LayerKind::batch_norm: {
+                const T* state = state_.data() + layer.state_offset;
+                batch_norm_forward_eval(in, gain, bias, state, state + stage.width, o, rows,
+                                        stage.width, layer.eps);
+                if (stage.activation != Activation::linear)
+                    activation_forward(stage.activation, o, o, n);
+                break;
+            }
+            case LayerKind::activation:
+                activation_forward(stage.activation, o, in, n);
+                break;
+            case LayerKind::residual:
+                residual_add(in, skip, o, n);
+                skip = nullptr;
+                break;
+            case LayerKind::dropout:
+                break;
+        }
+        in = o;
+    }
+    if (in != out) std::memcpy(out, in, sizeof(T) * rows * outputs());
 }
 
 template <typename T>
@@ -215,11 +623,7 @@ void Network<T>::predict(const T* x, index n, T* out) {
     reserve_predict(chunk);
     for (index start = 0; start < n; start += chunk) {
         const index rows = std::min(chunk, n - start);
-        T* const buffers[2] = {predict_front_.data(), predict_back_.data()};
-        walk_layers(x + start * inputs(), rows, [&](std::size_t l) {
-            T* z = l + 1 == layers_.size() ? out + start * outputs() : buffers[l % 2];
-            return std::pair<T*, T*>{z, z};
-        });
+        forward_eval(x + start * inputs(), rows, out + start * outputs());
     }
 }
 
@@ -311,9 +715,9 @@ double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double h
 // gets the same bits.
 template <typename T>
 index Network<T>::step_pieces(index batch) const {
-    if (batch < 2 * piece_min_rows) return 1;
+    if (batch < 2 * piece_min_rows || has_batch_norm_) return 1;  // batch norm: whole-batch statistics
     index widest = 0;
-    for (const Layer& layer : layers_) widest = std::max(widest, layer.inputs * layer.outputs);
+    for (const index l : dense_) widest = std::max(widest, layers_[l].inputs * layers_[l].outputs);
     return 2.0 * double(batch) * double(widest) < gemm_parallel_flops ? 2 : 1;
 }
 
@@ -325,6 +729,7 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
                                     const FitOptions& options, index* correct) {
     const index in = inputs(), out = outputs();
     const index pieces = step_pieces(batch);
+    draw_masks(batch);  // before the pieces, in layer order: the same masks at any thread count
     double loss[2] = {0, 0};
     index right[2] = {0, 0};
     // The second piece's rows a multiple of 16 (whole register tiles of rows);
@@ -333,18 +738,15 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
     const index split = pieces > 1 ? batch - batch / 2 / 16 * 16 : batch;
     auto piece = [&](index r) {
         const index first = r == 0 ? 0 : split, count = r == 0 ? split : batch - split;
-        const T* xr = x + first * in;
-        forward_rows(xr, first, count);
-        const T* prediction = a_.back().data() + first * out;
         const T* target = y + first * out;
-        if (options.count_correct)
-            right[r] = count_correct(options.loss, prediction, target, count, out);
-        T* d = delta_.data() + first * max_width_;
-        T* d_next = delta_next_.data() + first * max_width_;
-        loss[r] = loss_rows(options.loss, prediction, target, d, count, out, options.huber_delta,
-                            batch);
-        backward_layers(layers_, params_.data(), r == 0 ? grads_.data() : piece_grads_.data(),
-                        z_, a_, xr, first, count, d, d_next, /*accumulate=*/false);
+        train_rows(x + first * in, first, count, r == 0 ? grads_.data() : piece_grads_.data(),
+                   [&](const T* prediction, T* d) {
+                       if (options.count_correct)
+                           right[r] = count_correct(options.loss, prediction, target, count, out);
+                       loss[r] = loss_rows(options.loss, prediction, target, d, count, out,
+                                           options.huber_delta, batch);
+                   },
+                   /*accumulate=*/false);
     };
     // The caller runs the first piece and a helper the second, step after step,
     // so each piece's rows stay in one core's cache. Either thread runs both
@@ -357,7 +759,7 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
             taken.fetch_or(1 << preferred) & (1 << preferred) ? 1 - preferred : preferred;
         piece(r);
     });
-    cached_batch_ = batch;
+    cached_batch_ = options.checkpoint > 0 ? -1 : batch;  // recomputed segments hold the first segment's
     if (pieces > 1) {
         T* __restrict g = grads_.data();
         const T* __restrict second = piece_grads_.data();
@@ -396,6 +798,14 @@ template <typename T>
 void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(n >= 1, "fit: needs at least one sample");
     require(options.epochs >= 1, "fit: epochs must be >= 1");
+    require(options.checkpoint >= 0, "fit: checkpoint must be >= 0");
+    if (has_batch_norm_) {
+        const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
+        require(batch >= 2 && (n % batch != 1),
+                "fit: batch norm in training needs at least 2 samples per batch; with " +
+                    std::to_string(n) + " samples and batch_size " + std::to_string(batch) +
+                    " a batch of 1 occurs (drop or add a sample, or change batch_size)");
+    }
     options.optimizer.validate();
     options.schedule.validate();
     require(options.loss != Loss::huber ||
@@ -410,7 +820,7 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, index 
     FitPlan plan{x, y, n};
     plan.batch_size = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
     plan.gather = options.shuffle && plan.batch_size < n;
-    reserve_workspace(plan.batch_size);
+    reserve_workspace(plan.batch_size, options.checkpoint);
     prepare_optimizer(options.optimizer);
     if (std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
         piece_grads_.resize(params_.size());
@@ -483,7 +893,7 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     if (!step.gradient_finite) return "the gradient";
     if (step.kept > 0) return "an update";
     for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves grads_ as they were
-        const Layer& layer = layers_[l];
+        const Layer& layer = layers_[dense_[l]];
         sums.layer_grad_norm[l] += grad_norm(grads_.data() + layer.weight_offset,
                                              layer.bias_offset + layer.outputs - layer.weight_offset,
                                              options.optimizer.clip_value);
@@ -526,14 +936,14 @@ FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& opt
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;
-        if (record.layer_grad_norm) sums.layer_grad_norm.assign(layers_.size(), 0.0);
+        if (record.layer_grad_norm) sums.layer_grad_norm.assign(dense_.size(), 0.0);
         if (!run_epoch(plan, options, epoch, sums, should_stop, result)) return result;
         if (record.loss) record.loss[epoch] = sums.loss / plan.normalizer;
         if (record.grad_norm) record.grad_norm[epoch] = sums.grad_norm / double(sums.batches);
         if (record.lr) record.lr[epoch] = sums.lr;
         if (record.accuracy) record.accuracy[epoch] = double(sums.correct) / plan.accuracy_units;
         for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l)
-            record.layer_grad_norm[epoch * index(layers_.size()) + index(l)] =
+            record.layer_grad_norm[epoch * index(dense_.size()) + index(l)] =
                 sums.layer_grad_norm[l] / double(sums.batches);
         result.epochs_completed = epoch + 1;
     }

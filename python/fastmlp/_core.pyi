@@ -139,6 +139,58 @@ def optimizer_update(
     buffers (none of them sharing memory with another or with grads). Returns
     how many parameters kept their value (non-finite update)."""
 
+# The layers between dense ones (cpp/include/fastmlp/layers.hpp): x, xhat, y, dy, dx are
+# (B, W); gain, bias, d_gain, d_bias and the running statistics (W,); rstd (B,) for layer
+# norm, (W,) for batch norm. d_gain and d_bias are written, or added to when accumulate.
+
+def layer_norm_forward(
+    x: _FloatArray, gain: _FloatArray, bias: _FloatArray, xhat: _FloatArray, rstd: _FloatArray,
+    y: _FloatArray, eps: float,
+) -> None:
+    """Layer norm over each row: xhat, rstd, y written (xhat may be x; y may be xhat or x)."""
+
+def layer_norm_backward(
+    dy: _FloatArray, xhat: _FloatArray, rstd: _FloatArray, gain: _FloatArray, dx: _FloatArray,
+    d_gain: _FloatArray, d_bias: _FloatArray, accumulate: bool,
+) -> None:
+    """Layer norm's gradients: dx (may be dy), d_gain, d_bias."""
+
+def batch_norm_forward_train(
+    x: _FloatArray, gain: _FloatArray, bias: _FloatArray, xhat: _FloatArray, rstd: _FloatArray,
+    y: _FloatArray, running_mean: _FloatArray | None, running_var: _FloatArray | None, eps: float,
+    momentum: float,
+) -> None:
+    """Batch norm with the batch's statistics (B >= 2, else ValueError): xhat, rstd, y written
+    (xhat may be x; y may be xhat or x); the running statistics, when given, moved in place
+    (momentum in [0, 1]; running_var unbiased, as torch keeps it)."""
+
+def batch_norm_forward_eval(
+    x: _FloatArray, gain: _FloatArray, bias: _FloatArray, running_mean: _FloatArray,
+    running_var: _FloatArray, y: _FloatArray, eps: float,
+) -> None:
+    """Batch norm with the running statistics: y (may be x)."""
+
+def batch_norm_backward(
+    dy: _FloatArray, xhat: _FloatArray, rstd: _FloatArray, gain: _FloatArray, dx: _FloatArray,
+    d_gain: _FloatArray, d_bias: _FloatArray, accumulate: bool,
+) -> None:
+    """Batch norm's gradients in training: dx (may be dy), d_gain, d_bias."""
+
+def dropout_mask(
+    words: Sequence[int], has_spare: bool, spare: float, p: float, out: npt.NDArray[np.uint8]
+) -> tuple[tuple[int, int, int, int], bool, float]:
+    """A dropout mask (0 <= p < 1) into out (uint8, any shape, C-contiguous), drawn from the
+    generator state (words, has_spare, spare) as the engine draws it; returns the state after."""
+
+def dropout_forward(x: _FloatArray, mask: npt.NDArray[np.uint8], p: float, y: _FloatArray) -> None:
+    """y = x ⊙ mask / (1 − p), any shape (y may be x); mask uint8 of x's size."""
+
+def dropout_backward(dy: _FloatArray, mask: npt.NDArray[np.uint8], p: float, dx: _FloatArray) -> None:
+    """dx = dy ⊙ mask / (1 − p) (dx may be dy)."""
+
+def residual_add(x: _FloatArray, skip: _FloatArray, out: _FloatArray) -> None:
+    """out = x + skip, all of one shape (out may be x or skip)."""
+
 def schedule_factor(schedule: ScheduleConfig, t: int) -> float:
     """The lr multiplier of a schedule at update t (0-based)."""
 

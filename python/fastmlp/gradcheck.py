@@ -33,16 +33,25 @@ class GradientCheckResult:
 
 
 def _parameter_name(net, flat_index: int) -> str:
-    """Where index ``flat_index`` of ``net.params`` lives (W_0, b_0, W_1, b_1, ...)."""
-    offset = 0
-    for layer, (inputs, outputs) in enumerate(zip(net.layer_sizes[:-1], net.layer_sizes[1:])):
-        if flat_index < offset + inputs * outputs:
-            row, col = divmod(flat_index - offset, inputs)
-            return f"weights[{layer}][{row}, {col}]"
-        offset += inputs * outputs
-        if flat_index < offset + outputs:
-            return f"biases[{layer}][{flat_index - offset}]"
-        offset += outputs
+    """Where index ``flat_index`` of ``net.params`` lives: "weights[l][i, j]",
+    "biases[l][i]", "norm_gains[k][i]" or "norm_biases[k][i]"."""
+    dense = norm = 0
+    for layer in net._layers:
+        kind, inputs, outputs = layer["type"], layer["inputs"], layer["outputs"]
+        w, b = layer["weight_offset"], layer["bias_offset"]
+        if kind == "dense":
+            if w <= flat_index < b:
+                row, col = divmod(flat_index - w, inputs)
+                return f"weights[{dense}][{row}, {col}]"
+            if b <= flat_index < b + outputs:
+                return f"biases[{dense}][{flat_index - b}]"
+            dense += 1
+        elif kind in ("layer_norm", "batch_norm"):
+            if w <= flat_index < w + inputs:
+                return f"norm_gains[{norm}][{flat_index - w}]"
+            if b <= flat_index < b + inputs:
+                return f"norm_biases[{norm}][{flat_index - b}]"
+            norm += 1
     raise IndexError(flat_index)
 
 
@@ -60,6 +69,10 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     rounding in the loss stays near 1e-12. Networks with more than
     ``max_params`` parameters are checked on a seeded random sample of them.
 
+    The loss is the training-mode loss that ``backward`` differentiates: batch
+    norm with the batch's statistics, and dropout with the same masks at every
+    point (the generator is set back before each forward pass).
+
     ReLU-family networks have kinks: a pre-activation within 2·ε of zero
     (for instance z = 0 exactly, from zero biases and a dead layer below) makes
     the numeric derivative meaningless there. Check such networks with
@@ -73,7 +86,15 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     X = check_samples(X, "X", clone.n_inputs, np.dtype(np.float64))
     y = prepare_targets(y, "y", X.shape[0], clone.n_outputs, clone.loss, clone.dtype)
 
-    prediction = clone.forward(X)
+    rng = clone._core.snapshot()[4]  # dropout's masks come from the generator: the same ones each pass
+    has_dropout = any(layer["type"] == "dropout" for layer in clone._layers)
+
+    def train_forward() -> np.ndarray:
+        if has_dropout:
+            clone._core.restore(clone.params.copy(), None, 0, [], *rng)
+        return clone.forward(X)
+
+    prediction = train_forward()
     clone.backward(X, y, prediction)
     analytic = clone.grads.copy()
 
@@ -86,7 +107,7 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     params = clone.params
 
     def loss() -> float:
-        return kernels.loss_forward(clone.loss, clone.decision_function(X), y, clone.huber_delta)
+        return kernels.loss_forward(clone.loss, train_forward(), y, clone.huber_delta)
 
     def loss_at(i: int, shift: float) -> float:
         saved = params[i]

@@ -54,6 +54,14 @@ __all__ = [
     "lamb_step",
     "schedule_factor",
     "init_params",
+    "layer_norm",
+    "layer_norm_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "dropout_mask",
+    "dropout",
+    "dropout_backward",
+    "residual_add",
 ]
 
 
@@ -507,3 +515,219 @@ def init_params(layer_sizes, schemes, seed, dtype="float32"):
     core = (_core.Network32 if as_float_dtype(dtype) == np.float32 else _core.Network64)(
         sizes, ["linear"] * n_layers, seed, schemes)
     return np.array(core.params)
+
+
+# ---- the layers between dense ones: layer norm, batch norm, dropout, residual add ---------
+
+
+def _rows_and_vectors(kernel: str, matrix_name: str, named):
+    """The inputs in their common dtype, contiguous; the first (``matrix_name``) must be 2-D
+    (batch, width) and the others 1-D of its width."""
+    arrays, dtype = _inputs(named)
+    matrix = arrays[0]
+    if matrix.ndim != 2:
+        raise ValueError(f"{kernel}: {matrix_name} must be 2-D (batch, width), got shape {matrix.shape}")
+    for (name, _), array in zip(named[1:], arrays[1:]):
+        if array.shape != (matrix.shape[1],):
+            raise ValueError(f"{kernel}: {name} has shape {array.shape} but {matrix_name} has "
+                             f"{matrix.shape[1]} columns: expected shape ({matrix.shape[1]},)")
+    return arrays, dtype
+
+
+def _eps(eps) -> float:
+    eps = _finite(eps, "eps")
+    if eps < 0:
+        raise ValueError(f"eps: expected a number >= 0, got {eps!r}")
+    return eps
+
+
+def layer_norm(x, gain, bias, eps=1e-5):
+    """Layer norm over each row of x (B, W) (torch.nn.LayerNorm over the last dimension):
+    returns (y, xhat, rstd) with xhat = (x − mean) · rstd, rstd = 1/√(var + eps) per row
+    (biased variance, shape (B,)) and y = gain ⊙ xhat + bias; gain and bias are (W,)."""
+    (x, gain, bias), dtype = _rows_and_vectors("layer_norm", "x", [("x", x), ("gain", gain), ("bias", bias)])
+    if x.shape[1] == 0 and x.shape[0] > 0:
+        raise ValueError(f"layer_norm: x needs at least one column (a row's mean), got shape {x.shape}")
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty(x.shape[0], dtype=dtype)
+    _core.layer_norm_forward(x, gain, bias, xhat, rstd, y, _eps(eps))
+    return y, xhat, rstd
+
+
+def _norm_backward(kernel: str, dy, xhat, rstd, gain, rstd_axis: int):
+    (dy, xhat, rstd, gain), dtype = _inputs([("dy", dy), ("xhat", xhat), ("rstd", rstd), ("gain", gain)])
+    if dy.ndim != 2:
+        raise ValueError(f"{kernel}: dy must be 2-D (batch, width), got shape {dy.shape}")
+    if xhat.shape != dy.shape:
+        raise ValueError(f"{kernel}: xhat has shape {xhat.shape} but dy has shape {dy.shape}: expected the same shape")
+    for name, array, length in (("gain", gain, dy.shape[1]), ("rstd", rstd, dy.shape[rstd_axis])):
+        if array.shape != (length,):
+            raise ValueError(f"{kernel}: {name} has shape {array.shape} but expected ({length},) "
+                             f"for dy of shape {dy.shape}")
+    dx, d_gain, d_bias = np.empty_like(dy), np.empty(dy.shape[1], dtype=dtype), np.empty(dy.shape[1], dtype=dtype)
+    getattr(_core, kernel)(dy, xhat, rstd, gain, dx, d_gain, d_bias, False)
+    return dx, d_gain, d_bias
+
+
+def layer_norm_backward(dy, xhat, rstd, gain):
+    """The gradients of :func:`layer_norm` from dy = dL/dy (B, W) and its saved xhat and
+    rstd: returns (dx, d_gain, d_bias) with g = dy ⊙ gain,
+    dx = rstd · (g − mean_j g − xhat · mean_j (g ⊙ xhat)) per row,
+    d_gain = Σ_rows dy ⊙ xhat and d_bias = Σ_rows dy."""
+    return _norm_backward("layer_norm_backward", dy, xhat, rstd, gain, 0)
+
+
+def batch_norm(x, gain, bias, running_mean=None, running_var=None, *, training=True, eps=1e-5, momentum=0.1):
+    """Batch norm over the columns of x (B, W) (torch.nn.BatchNorm1d).
+
+    training=True: the batch's statistics (B >= 2; biased variance), returns
+    (y, xhat, rstd) with rstd (W,), and moves running_mean and running_var (both or
+    neither; float ndarrays of shape (W,), updated in place) by ``momentum`` as torch does:
+    new = (1 − momentum) · old + momentum · batch value, the variance unbiased.
+    training=False: returns y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias.
+    The running statistics take part in choosing the dtype, as every input does.
+    """
+    if not isinstance(training, (bool, np.bool_)):
+        raise TypeError(f"training: expected True or False, got {training!r}")
+    stats = [("running_mean", running_mean), ("running_var", running_var)]
+    if not training and (running_mean is None or running_var is None):
+        raise ValueError("batch_norm: eval mode (training=False) needs running_mean and running_var")
+    if (running_mean is None) != (running_var is None):
+        raise ValueError("batch_norm: pass both running_mean and running_var, or neither")
+    stats = [] if running_mean is None else stats
+    if training:
+        for name, value in stats:
+            if not isinstance(value, np.ndarray) or value.dtype.kind != "f":
+                got = f"an ndarray of dtype {value.dtype}" if isinstance(value, np.ndarray) else type(value).__name__
+                raise TypeError(f"{name}: expected a float ndarray to update in place in training, got {got}")
+            _writable(value, name)
+    arrays, dtype = _rows_and_vectors("batch_norm", "x", [("x", x), ("gain", gain), ("bias", bias), *stats])
+    (x, gain, bias), kept = arrays[:3], arrays[3:]
+    eps = _eps(eps)
+    rows, width = x.shape
+    if not training:
+        y = np.empty_like(x)
+        _core.batch_norm_forward_eval(x, gain, bias, *kept, y, eps)
+        return y
+    momentum = _finite(momentum, "momentum")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"momentum: expected a number in [0, 1], got {momentum!r}")
+    if rows < 2:
+        raise ValueError(f"batch norm in training needs at least 2 samples per batch, got {rows} "
+                         "(one sample's unbiased variance is undefined): use a larger batch, or training=False")
+    written = []
+    for array in kept:  # the kernel writes these: copies of any that share memory with what it reads
+        if any(np.may_share_memory(array, other) for other in (x, gain, bias, *written)):
+            array = array.copy()
+        written.append(array)
+    y, xhat, rstd = np.empty_like(x), np.empty_like(x), np.empty(width, dtype=dtype)
+    _core.batch_norm_forward_train(x, gain, bias, xhat, rstd, y, *(written or [None, None]), eps, momentum)
+    for (_, value), array in zip(stats, written):
+        if array.__array_interface__ != value.__array_interface__:  # a copy (dtype, layout, overlap)
+            value[...] = array
+    return y, xhat, rstd
+
+
+def batch_norm_backward(dy, xhat, rstd, gain):
+    """The gradients of :func:`batch_norm` in training from dy = dL/dy (B, W) and its saved
+    xhat and rstd (W,): returns (dx, d_gain, d_bias) with g = dy ⊙ gain,
+    dx = rstd · (g − mean_rows g − xhat · mean_rows (g ⊙ xhat)) per column,
+    d_gain = Σ_rows dy ⊙ xhat and d_bias = Σ_rows dy."""
+    dx, d_gain, d_bias = _norm_backward("batch_norm_backward", dy, xhat, rstd, gain, 1)
+    return dx, d_gain, d_bias
+
+
+def _dropout_p(p) -> float:
+    p = _number(p, "p")
+    if not 0 <= p < 1:
+        raise ValueError(f"p: the dropout probability must be in [0, 1), got {p!r}")
+    return p
+
+
+def _mask_shape(n_or_shape) -> tuple:
+    if isinstance(n_or_shape, (numbers.Integral, np.integer)) and not isinstance(n_or_shape, (bool, np.bool_)):
+        return (check_int(n_or_shape, "n", minimum=0, maximum=INT64_MAX),)
+    if isinstance(n_or_shape, (str, bytes)) or not hasattr(n_or_shape, "__iter__"):
+        raise TypeError(f"n_or_shape: expected a size or a shape tuple, got {n_or_shape!r:.200}")
+    return tuple(check_int(s, f"n_or_shape[{i}]", minimum=0, maximum=INT64_MAX) for i, s in enumerate(n_or_shape))
+
+
+def _rng_state(rng):
+    """(words, has_spare, spare) from a seed, a fastmlp.reference.Rng, or a state tuple."""
+    from .reference.random import Rng  # the twin's generator, value for value the engine's
+
+    if isinstance(rng, Rng):
+        return rng.state()
+    if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
+        return Rng(check_int(rng, "rng", minimum=0, maximum=2**64 - 1)).state()
+    try:
+        words, has_spare, spare = rng
+        words = tuple(words)
+    except (TypeError, ValueError):
+        raise TypeError(f"rng: expected a seed, a fastmlp.reference.Rng or a state ((w0, w1, w2, w3), "
+                        f"has_spare, spare), got {rng!r:.200}") from None
+    if len(words) != 4:
+        raise ValueError(f"rng: expected 4 state words, got {len(words)}")
+    words = tuple(check_int(w, f"rng words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
+    if not any(words):
+        raise ValueError("rng: all four state words are zero, a state the generator never reaches")
+    if not isinstance(has_spare, (bool, np.bool_)):
+        raise TypeError(f"rng has_spare: expected True or False, got {has_spare!r}")
+    return words, bool(has_spare), _finite(spare, "rng spare")
+
+
+def dropout_mask(n_or_shape, p, rng):
+    """A dropout mask (uint8, 1 = kept, of shape ``n_or_shape``) drawn as the engine draws
+    it (layers.hpp): ⌈n/2⌉ draws of the generator, each giving two elements (low 32 bits,
+    then high), kept when below ⌊(1 − p) · 2³²⌋; p = 0 keeps all and draws nothing.
+
+    ``rng`` is a seed (a fresh generator), a state ((w0, w1, w2, w3), has_spare, spare)
+    as the engine's and :meth:`fastmlp.reference.Rng.state` give it, or a
+    :class:`fastmlp.reference.Rng`, which is advanced past the draws (so successive
+    calls give fresh masks, as fastmlp.reference.dropout_mask does with the same Rng).
+    """
+    from .reference.random import Rng
+
+    shape = _mask_shape(n_or_shape)
+    p = _dropout_p(p)
+    words, has_spare, spare = _rng_state(rng)
+    mask = np.empty(shape, dtype=np.uint8)
+    new_words, new_has_spare, new_spare = _core.dropout_mask(list(words), has_spare, spare, p, mask)
+    if isinstance(rng, Rng):
+        rng.set_state(new_words, new_has_spare, new_spare)
+    return mask
+
+
+def _mask_like(mask, like: np.ndarray) -> np.ndarray:
+    mask = as_numeric_array(mask, "mask")
+    if mask.shape != like.shape:
+        raise ValueError(f"mask has shape {mask.shape} but the input has shape {like.shape}: expected the same shape")
+    if mask.dtype != np.bool_ and not ((mask == 0) | (mask == 1)).all():
+        raise ValueError("mask: expected values 0 and 1 only (1 = kept)")
+    return np.ascontiguousarray(mask, dtype=np.uint8)
+
+
+def dropout(x, mask, p):
+    """Inverted dropout: y = x ⊙ mask / (1 − p), mask of x's shape holding 0 and 1."""
+    (x,), _ = _inputs([("x", x)])
+    y = np.empty_like(x)
+    _core.dropout_forward(x, _mask_like(mask, x), _dropout_p(p), y)
+    return y
+
+
+def dropout_backward(dy, mask, p):
+    """The gradient of :func:`dropout`: dx = dy ⊙ mask / (1 − p)."""
+    (dy,), _ = _inputs([("dy", dy)])
+    dx = np.empty_like(dy)
+    _core.dropout_backward(dy, _mask_like(mask, dy), _dropout_p(p), dx)
+    return dx
+
+
+def residual_add(x, skip):
+    """The residual connection's sum y = x + skip, of equal shapes (its backward passes dy
+    to both)."""
+    (x, skip), _ = _inputs([("x", x), ("skip", skip)])
+    if x.shape != skip.shape:
+        raise ValueError(f"residual_add: x has shape {x.shape} but skip has shape {skip.shape}: expected the same shape")
+    y = np.empty_like(x)
+    _core.residual_add(x, skip, y)
+    return y

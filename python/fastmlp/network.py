@@ -16,6 +16,7 @@ from typing import Callable
 import numpy as np
 
 from . import _core
+from . import architecture as _arch
 from ._targets import prepare_targets
 from ._validation import (
     as_finite,
@@ -41,7 +42,7 @@ INIT_SCHEMES = _core.INIT_SCHEMES
 _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier_normal",
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
-SETTINGS = ("activation", "output_activation", "loss", "huber_delta", "init", "seed")
+SETTINGS = ("loss", "huber_delta", "seed")
 MAX_COUNT = 2**62  # the largest epoch count, batch size, layer size or restored update count (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
@@ -103,6 +104,19 @@ class ParameterList(list):
         view[...] = value
 
 
+def _output_activation(loss: str, output_activation: str) -> str:
+    """The output layer's activation: a classifier's is linear (the loss applies the head)."""
+    head = _HEADS.get(loss)
+    if head is not None:
+        if output_activation not in ("linear", head):
+            raise ValueError(
+                f"output_activation: with loss={loss!r} the output layer is linear and the loss "
+                f"applies the {head}; use 'linear' or {head!r}, got {output_activation!r}"
+            )
+        return "linear"
+    return check_choice(output_activation, "output_activation", ACTIVATIONS)
+
+
 def _parse_layer_sizes(layer_sizes) -> tuple[int, ...]:
     if isinstance(layer_sizes, (str, bytes)) or not hasattr(layer_sizes, "__len__"):
         raise TypeError(
@@ -139,6 +153,7 @@ class _FitPlan:
     early_stopping: EarlyStopping | None
     on_epoch_end: Callable[[int, dict], object] | None
     record_layer_norms: bool = False
+    checkpoint: int = 0  # keep every k-th block's input (0: everything)
 
     @property
     def watched(self) -> bool:
@@ -207,6 +222,9 @@ class Network:
         layer_sizes,
         activation="relu",
         *,
+        residual: bool = False,
+        norm: str | None = None,
+        dropout: float = 0.0,
         output_activation: str = "linear",
         loss: str = "mse",
         huber_delta: float = 1.0,
@@ -227,50 +245,97 @@ class Network:
             hidden = [check_choice(a, f"activation[{i}]", ACTIVATIONS) for i, a in enumerate(activation)]
         else:
             raise TypeError(f"activation: expected a name such as 'relu', got {activation!r}")
-        self._loss = check_choice(loss, "loss", LOSSES)
-        head = _HEADS.get(self._loss)
-        if head is not None:
-            if output_activation not in ("linear", head):
-                raise ValueError(
-                    f"output_activation: with loss={self._loss!r} the output layer is linear and the loss "
-                    f"applies the {head}; use 'linear' or {head!r}, got {output_activation!r}"
-                )
-            output_activation = "linear"
-        output_activation = check_choice(output_activation, "output_activation", ACTIVATIONS)
-        if self._loss == "cross_entropy" and sizes[-1] < 2:
-            raise ValueError("loss: cross_entropy needs at least 2 outputs (one per class); "
-                             "for a single output use binary_cross_entropy")
-        self._huber_delta = check_positive_float(huber_delta, "huber_delta")
-        self._dtype = as_float_dtype(dtype)
-        if seed is None:
-            seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
-        self._seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
-        self._sizes = sizes
-        self._activations = tuple(hidden) + (output_activation,)
+        if not isinstance(residual, (bool, np.bool_)):
+            raise TypeError(f"residual: expected True or False, got {residual!r}")
+        if norm is not None:
+            norm = check_choice(norm, "norm", _arch.NORMS)
+        dropout = check_real(dropout, "dropout", 0.0, 1.0, high_open=True)
+        loss = check_choice(loss, "loss", LOSSES)
+        output_activation = _output_activation(loss, output_activation)
         if isinstance(init, str):
             inits = [init] * n_layers
         elif hasattr(init, "__len__") and len(init) == n_layers:
             inits = list(init)
         else:
             raise ValueError(f"init: expected one scheme or {n_layers} (one per layer), got {init!r}")
-        self._schemes = tuple(resolve_init(i, a) for i, a in zip(inits, self._activations))
+        activations = tuple(hidden) + (output_activation,)
+        schemes = [resolve_init(i, a) for i, a in zip(inits, activations)]
+        layers = _arch.expand(sizes, hidden, output_activation, schemes, residual=bool(residual), norm=norm,
+                              dropout=dropout)
+        self._build(layers, loss, huber_delta, dtype, seed)
+
+    @classmethod
+    def from_architecture(cls, architecture, *, loss: str = "mse", huber_delta: float = 1.0, dtype="float32",
+                          seed: int | None = None) -> "Network":
+        """A network from a layer list (see :mod:`fastmlp.architecture`), such as
+        another network's :attr:`architecture`; with the same ``seed`` it starts
+        with the same parameters. A dense layer's ``init`` may be "auto" (or
+        left out): its block's activation chooses, as in the constructor."""
+        loss = check_choice(loss, "loss", LOSSES)
+        layers = _arch.normalize(architecture, resolve_init)
+        net = cls.__new__(cls)
+        net._build(layers, loss, huber_delta, dtype, seed)
+        return net
+
+    def _build(self, layers: list[dict], loss: str, huber_delta, dtype, seed) -> None:
+        """Builds the engine's network from a normalized layer list."""
+        self._loss = loss
+        self._huber_delta = check_positive_float(huber_delta, "huber_delta")
+        self._dtype = as_float_dtype(dtype)
+        if seed is None:
+            seed = int(np.random.SeedSequence().entropy) % (1 << 63)  # type: ignore[arg-type]
+        self._seed = check_int(seed, "seed", minimum=0, maximum=2**64 - 1)
+        flat = _arch.flatten(layers)
+        blocks = _arch.dense_blocks(flat)
+        self._sizes = (flat[blocks[0][0]]["inputs"],) + tuple(flat[i]["outputs"] for i, _, _ in blocks)
+        self._activations = tuple(name for _, name, _ in blocks)
+        self._schemes = tuple(flat[i]["init"] for i, _, _ in blocks)
+        self._blocks = blocks
+        n_params = sum(layer["inputs"] * layer["outputs"] + layer["outputs"] for layer in flat
+                       if layer["type"] == "dense")
+        n_params += sum(2 * layer["inputs"] for layer in flat if layer["type"] in ("layer_norm", "batch_norm"))
+        if n_params > MAX_PARAMS:
+            raise ValueError(f"layers: {n_params} parameters, more than any memory holds "
+                             f"(the limit is 2**48 = {MAX_PARAMS})")
+        if self.is_classifier:
+            head = _HEADS[loss]
+            if self._activations[-1] != "linear" or flat[-1]["type"] not in ("dense",):
+                raise ValueError(f"architecture: with loss={loss!r} the network must end with a linear dense "
+                                 f"layer (its outputs are logits; the loss applies the {head}), "
+                                 f"but it ends with {flat[-1]['type']} {self._activations[-1]!r}")
+        if loss == "cross_entropy" and self._sizes[-1] < 2:
+            raise ValueError("loss: cross_entropy needs at least 2 outputs (one per class); "
+                             "for a single output use binary_cross_entropy")
         core_class = _core.Network32 if self._dtype == np.float32 else _core.Network64
-        self._core = core_class(list(sizes), list(self._activations), self._seed, list(self._schemes))
+        self._core = core_class(flat, self._seed)
+        self._layers = self._core.layers
         self._make_views()
         self._last_batch: int | None = None
         self._optimizer: Optimizer | None = None
 
     def _make_views(self) -> None:
-        params, grads = self._core.params, self._core.grads
-        self._params, self._grads = params, grads
-        w, b, gw, gb = [], [], [], []
-        for inputs, outputs, w_off, b_off, _ in self._core.layers:
-            w.append(params[w_off : w_off + inputs * outputs].reshape(outputs, inputs))
-            b.append(params[b_off : b_off + outputs])
-            gw.append(grads[w_off : w_off + inputs * outputs].reshape(outputs, inputs))
-            gb.append(grads[b_off : b_off + outputs])
+        params, grads, state = self._core.params, self._core.grads, self._core.state
+        self._params, self._grads, self._state = params, grads, state
+        w, b, gw, gb, gains, norm_biases, means, variances = [], [], [], [], [], [], [], []
+        for layer in self._layers:
+            kind, inputs, outputs = layer["type"], layer["inputs"], layer["outputs"]
+            w_off, b_off = layer["weight_offset"], layer["bias_offset"]
+            if kind == "dense":
+                w.append(params[w_off : w_off + inputs * outputs].reshape(outputs, inputs))
+                b.append(params[b_off : b_off + outputs])
+                gw.append(grads[w_off : w_off + inputs * outputs].reshape(outputs, inputs))
+                gb.append(grads[b_off : b_off + outputs])
+            elif kind in ("layer_norm", "batch_norm"):
+                gains.append(params[w_off : w_off + inputs])
+                norm_biases.append(params[b_off : b_off + inputs])
+                if kind == "batch_norm":
+                    s_off = layer["state_offset"]
+                    means.append(state[s_off : s_off + inputs])
+                    variances.append(state[s_off + inputs : s_off + 2 * inputs])
         self._weights, self._biases = ParameterList(w), ParameterList(b)
         self._grad_weights, self._grad_biases = gw, gb
+        self._norm_gains, self._norm_biases = ParameterList(gains), ParameterList(norm_biases)
+        self._running_means, self._running_vars = ParameterList(means), ParameterList(variances)
 
     # ---- description ---------------------------------------------------------
     @property
@@ -279,8 +344,14 @@ class Network:
 
     @property
     def activations(self) -> tuple[str, ...]:
-        """Activation of every layer, the output layer's last (a classifier's is linear)."""
+        """Activation of every dense layer's block, the output layer's last (a classifier's is linear)."""
         return self._activations
+
+    @property
+    def architecture(self) -> list[dict]:
+        """The layer list, as plain JSON-able dicts (see :mod:`fastmlp.architecture`);
+        ``Network.from_architecture(net.architecture, seed=net.seed)`` builds the same network."""
+        return _arch.nest(self._layers)
 
     @property
     def loss(self) -> str:
@@ -345,9 +416,37 @@ class Network:
         """Per-layer bias views, b_l of shape (outputs,)."""
         return self._biases
 
+    @property
+    def norm_gains(self) -> list[np.ndarray]:
+        """The gain (γ, initially 1) of every layer norm and batch norm layer, in order: views (width,)."""
+        return self._norm_gains
+
+    @property
+    def norm_biases(self) -> list[np.ndarray]:
+        """The bias (β, initially 0) of every layer norm and batch norm layer, in order: views (width,)."""
+        return self._norm_biases
+
+    @property
+    def running_means(self) -> list[np.ndarray]:
+        """Every batch norm layer's running mean (initially 0), views into ``state``."""
+        return self._running_means
+
+    @property
+    def running_vars(self) -> list[np.ndarray]:
+        """Every batch norm layer's running variance (unbiased, initially 1), views into ``state``."""
+        return self._running_vars
+
+    @property
+    def state(self) -> np.ndarray:
+        """The state that is not trained by gradients, one flat view: every batch
+        norm layer's running mean then running variance."""
+        return self._state
+
     def __repr__(self) -> str:
+        kinds = sorted({layer["type"] for layer in self._layers} - {"dense", "activation"})
+        extra = f", layers with {'/'.join(kinds)}" if kinds else ""
         return (
-            f"Network({list(self._sizes)}, activations={list(self._activations)}, loss={self._loss!r}, "
+            f"Network({list(self._sizes)}, activations={list(self._activations)}{extra}, loss={self._loss!r}, "
             f"dtype={self._dtype.name!r}, seed={self._seed})"
         )
 
@@ -357,7 +456,9 @@ class Network:
     # ---- the article's steps ----------------------------------------------------------
     def forward(self, X) -> np.ndarray:
         """Forward pass (n_samples, n_outputs), raw outputs (a classifier's logits);
-        keeps the cache that backward uses."""
+        keeps the cache that backward uses. Training mode, as ``fit``: batch
+        norm uses (and moves its running statistics by) the batch's statistics,
+        and dropout draws fresh masks; ``predict`` is the eval-mode pass."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         out = self._core.forward(X)
         self._last_batch = X.shape[0]
@@ -396,13 +497,15 @@ class Network:
         return list(self._grad_weights), list(self._grad_biases)
 
     def layer_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
-        """``(Z, A)`` of ``layer`` (0 is the first hidden layer, the last is the
-        output layer) from the last ``forward``: copies of its pre-activations
-        and activations, each (n_samples, layer_sizes[layer + 1])."""
+        """``(Z, A)`` of dense layer ``layer``'s block (0 is the first hidden
+        layer, the last is the output layer) from the last ``forward``: copies of
+        the input and output of the block's activation (with a norm, Z is the
+        normalised value), each (n_samples, layer_sizes[layer + 1]); for a
+        block without activation both are the dense layer's output."""
         layer = check_int(layer, "layer", minimum=0, maximum=len(self._sizes) - 2)
         if self._last_batch is None:
             raise ValueError("layer_cache: no forward pass to read; call forward(X) first")
-        return self._core.cache(layer)
+        return self._core.cache(self._blocks[layer][2])
 
     def diagnose(self, X, y):
         """Why the network does (not) learn: one forward/backward pass on (X, y) in
@@ -468,6 +571,7 @@ class Network:
         early_stopping: EarlyStopping | bool | None = None,
         on_epoch_end=None,
         record_layer_norms: bool = False,
+        checkpoint: int | str | None = None,
     ) -> History:
         """Trains from the current weights (and the optimizer's current state).
 
@@ -489,16 +593,26 @@ class Network:
         gradient norm (its W and b together, the mean over the epoch's updates),
         at the cost of one more pass over the gradient a step.
 
+        ``checkpoint`` (gradient checkpointing) trades time for memory: with an
+        integer k the forward pass keeps the activations only at the start of
+        every k-th block (a dense layer and what follows it up to the next one; a
+        residual block whole) and backward recomputes the rest, segment by
+        segment; "sqrt" picks k = ⌈√blocks⌉. Gradients, and so the whole fit, are
+        bit-identical to the fit without it (dropout masks are kept, batch
+        statistics recomputed without moving the running ones).
+        :meth:`activation_memory` tells what it saves.
+
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
         plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                              validation_data, early_stopping, on_epoch_end, record_layer_norms)
+                              validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint)
         return self._run_fit(plan)
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                  validation_data, early_stopping, on_epoch_end, record_layer_norms=False) -> _FitPlan:
+                  validation_data, early_stopping, on_epoch_end, record_layer_norms=False,
+                  checkpoint=None) -> _FitPlan:
         """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
@@ -521,9 +635,37 @@ class Network:
             raise TypeError(f"on_epoch_end: expected a function (epoch, logs) -> bool, got {on_epoch_end!r}")
         if not isinstance(record_layer_norms, (bool, np.bool_)):
             raise TypeError(f"record_layer_norms: expected True or False, got {record_layer_norms!r}")
+        checkpoint = self._checkpoint(checkpoint)
+        self._check_batch_norm_batches(X.shape[0], batch)
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
-                        bool(record_layer_norms))
+                        bool(record_layer_norms), checkpoint)
+
+    def _checkpoint(self, checkpoint) -> int:
+        """fit's ``checkpoint`` as the engine's k (0: no checkpointing)."""
+        if checkpoint is None or checkpoint is False:
+            return 0
+        if isinstance(checkpoint, str):
+            if checkpoint != "sqrt":
+                raise ValueError(f"checkpoint: expected None, a positive integer or 'sqrt', got {checkpoint!r}")
+            return int(self._core.sqrt_checkpoint)
+        return check_int(checkpoint, "checkpoint", minimum=1, maximum=MAX_COUNT)
+
+    def activation_memory(self, batch_size: int, checkpoint: int | str | None = None) -> int:
+        """Bytes of the workspace a training step of ``batch_size`` samples keeps
+        (activations, pre-activations, normalised values, dropout masks and
+        backward's gradient buffers), with ``checkpoint`` as in :meth:`fit`."""
+        batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
+        return int(self._core.activation_memory(batch_size, self._checkpoint(checkpoint)))
+
+    def _check_batch_norm_batches(self, n_samples: int, batch: int) -> None:
+        """Batch norm's statistics need 2 samples or more in every training batch."""
+        if not self._running_means:
+            return
+        size = n_samples if batch == 0 or batch >= n_samples else batch
+        if size < 2 or n_samples % size == 1:
+            raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
+                             f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
 
     def _validation_set(self, X, y, validation_split, validation_data):
         """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
@@ -581,7 +723,8 @@ class Network:
         """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
         or gradient raises FloatingPointError carrying the history so far."""
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
-                                plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms)
+                                plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
+                                plan.checkpoint)
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
@@ -712,31 +855,31 @@ class Network:
 
     # ---- copies -------------------------------------------------------------------------
     def _settings(self) -> dict:
-        return {"activation": list(self._activations[:-1]), "output_activation": self._activations[-1],
-                "loss": self._loss, "huber_delta": self._huber_delta, "init": list(self._schemes),
-                "seed": self._seed}
+        return {"loss": self._loss, "huber_delta": self._huber_delta, "seed": self._seed}
 
     def _snapshot(self) -> tuple:
-        """(params, optimizer_state, rng_state) as pickled: copies of the parameters,
-        ``(optimizer, kind, steps, buffers)`` and ``((w0, w1, w2, w3), has_spare,
-        spare)``, all read together (during a fit, between two batches)."""
-        params, kind, steps, buffers, rng = self._core.snapshot()
+        """(params, optimizer_state, rng_state, state) as pickled: copies of the
+        parameters, ``(optimizer, kind, steps, buffers)``, ``((w0, w1, w2, w3),
+        has_spare, spare)`` and batch norm's running statistics, all read together
+        (during a fit, between two batches)."""
+        params, kind, steps, buffers, rng, state = self._core.snapshot()
         optimizer = self._optimizer
         if optimizer is None or kind != optimizer._kind or len(buffers) != optimizer._config().state_buffers:
             steps, buffers = 0, []  # no state of this optimizer (none made, reset, or a switch that failed)
-        return params, (optimizer, kind, steps, list(buffers)), rng
+        return params, (optimizer, kind, steps, list(buffers)), rng, state
 
     def _restore(self, state: _State) -> None:
         """Applies a checked state (see _check_state) in one call, all of it or nothing."""
         config = state.optimizer._config() if state.optimizer is not None and (state.steps or state.buffers) else None
         rng = state.rng if state.rng is not None else self._core.snapshot()[4]
-        self._core.restore(state.params, config, state.steps, state.buffers, *rng)
+        self._core.restore(state.params, config, state.steps, state.buffers, *rng, state.state)
         self._optimizer = state.optimizer
 
     def astype(self, dtype) -> "Network":
-        """A new network with the same architecture, seed, parameters, optimizer
-        state and generator state (so shuffling continues alike), in ``dtype``."""
-        clone = Network(self._sizes, dtype=as_float_dtype(dtype), **self._settings())
+        """A new network with the same architecture, seed, parameters, running
+        statistics, optimizer state and generator state (so shuffling continues
+        alike), in ``dtype``."""
+        clone = Network.from_architecture(self.architecture, dtype=as_float_dtype(dtype), **self._settings())
         clone._restore(_check_state(clone, *self._snapshot()))
         return clone
 
@@ -744,7 +887,7 @@ class Network:
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self._sizes, self._settings(), self._dtype.name, *self._snapshot()))
+        return (_rebuild, (self.architecture, self._settings(), self._dtype.name, *self._snapshot()))
 
 
 @dataclass(frozen=True)
@@ -756,14 +899,26 @@ class _State:
     steps: int
     buffers: list
     rng: tuple | None  # (words, has_spare, spare)
+    state: np.ndarray | None = None  # batch norm's running statistics (None: keep the network's)
 
 
-def _check_state(net: Network, params, optimizer_state=None, rng_state=None) -> _State:
+def _check_state(net: Network, params, optimizer_state=None, rng_state=None, state=None) -> _State:
     """Every field of a pickled (or copied) state checked against ``net``, the
     network it goes into; a ValueError or TypeError names the first bad field."""
     params = _check_flat(params, "params", net)
     optimizer, steps, buffers = _check_optimizer_state(optimizer_state, net)
-    return _State(params, optimizer, steps, buffers, _check_rng_state(rng_state))
+    if state is not None:
+        state = as_numeric_array(state, "state")
+        if state.shape != net.state.shape:
+            raise ValueError(f"state: expected shape {net.state.shape} (batch norm's running statistics), "
+                             f"got {state.shape}")
+        state = as_finite(state, "state", net.dtype)
+        for layer in net._layers:
+            if layer["type"] == "batch_norm":
+                at, width = layer["state_offset"] + layer["inputs"], layer["inputs"]
+                if (state[at : at + width] < 0).any():
+                    raise ValueError("state: a batch norm layer's running variance is negative")
+    return _State(params, optimizer, steps, buffers, _check_rng_state(rng_state), state)
 
 
 def _check_flat(array, name: str, net: Network) -> np.ndarray:
@@ -830,11 +985,11 @@ def _check_rng_state(state) -> tuple | None:
     return words, bool(has_spare), float(spare)
 
 
-def _rebuild(sizes, settings, dtype, params, optimizer_state=None, rng_state=None) -> Network:
-    """Unpickles a Network: the constructor checks the architecture and settings,
+def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None) -> Network:
+    """Unpickles a Network: from_architecture checks the architecture and settings,
     _check_state every other field, before anything is applied."""
     if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
         raise ValueError(f"settings: expected a dict with keys among {', '.join(SETTINGS)}, got {settings!r:.200}")
-    net = Network(sizes, dtype=as_float_dtype(dtype), **settings)
-    net._restore(_check_state(net, params, optimizer_state, rng_state))
+    net = Network.from_architecture(architecture, dtype=as_float_dtype(dtype), **settings)
+    net._restore(_check_state(net, params, optimizer_state, rng_state, state))
     return net

@@ -1,14 +1,34 @@
-// fastmlp/network.hpp — the engine: a dense network over flat buffers.
+// fastmlp/network.hpp — the engine: a network as an ordered list of layers over flat buffers.
 //
-// Parameters live in ONE buffer, layer by layer: W_0 (O_0, I_0), b_0 (O_0),
-// W_1, b_1, ...; gradients in a second buffer with the same layout. The
-// workspace (pre-activations Z_l, activations A_l, two delta buffers) is sized
-// for a batch once and reused, so a training step allocates nothing.
+// The architecture is data: a list of LayerSpec (dense, layer norm, batch norm,
+// activation, dropout, residual), each layer's forward and backward side by side in
+// network.cpp. Parameters live in ONE buffer, layer by layer in list order (a dense
+// layer's W (O, I) then b (O); a norm layer's gain then bias (W each)); gradients in
+// a second buffer with the same layout; batch norm's running mean and variance in a
+// third, the state buffer. The workspace is sized for a batch once and reused, so a
+// training step allocates nothing.
 //
-// Per layer l, with A_{-1} = X (B batch, I in, O out):
-//   forward   Z_l = A_{l-1} · W_lᵀ + b_l,   A_l = f_l(Z_l)
-//   backward  dZ_l = dA_l ⊙ f_l'(Z_l)
-//             dW_l += dZ_lᵀ · A_{l-1},  db_l += Σ_batch dZ_l,  dA_{l-1} = dZ_l · W_l
+// Per dense layer, with input A (B batch, I in, O out):
+//   forward   Z = A · Wᵀ + b
+//   backward  dW += dZᵀ · A,  db += Σ_batch dZ,  dA = dZ · W
+// An activation layer that directly follows a dense or norm layer runs in that
+// layer's pass (the GEMM's epilogue, or the norm's loop), so a plain MLP runs as one
+// GEMM per layer and direction. A residual layer closes a block: it adds the block's
+// input (the input of layer skip_from) to the block's output; its backward sends the
+// gradient down both paths. Blocks do not nest.
+//
+// Modes: forward/backward and fit train (batch statistics, fresh dropout masks);
+// predict and evaluate run in eval mode (running statistics, no dropout).
+//
+// Gradient checkpointing (fit's checkpoint = k): the forward pass keeps the
+// activations only at the start of every k-th block (a block: a dense layer and
+// the layers up to the next dense one, a residual block whole; counted from the
+// last, whose segment is not recomputed); backward recomputes each segment's
+// forward from its checkpoint, then runs its backward. The
+// recomputation does the same arithmetic on the same inputs (dropout masks are kept,
+// batch statistics are recomputed without moving the running ones), so gradients and
+// fits are bit-identical to the run without it.
+//
 // Backward overwrites the gradient buffer, or accumulates into it (+=) when
 // asked; zero_grad clears it.
 //
@@ -17,10 +37,12 @@
 
 #include <cstdint>
 #include <functional>
+#include <utility>
 #include <vector>
 
 #include "fastmlp/activation.hpp"
 #include "fastmlp/common.hpp"
+#include "fastmlp/layers.hpp"
 #include "fastmlp/loss.hpp"
 #include "fastmlp/names.hpp"
 #include "fastmlp/optimizer.hpp"
@@ -28,12 +50,6 @@
 #include "fastmlp/threading.hpp"
 
 namespace fastmlp {
-
-struct Layer {
-    index inputs = 0, outputs = 0;
-    index weight_offset = 0, bias_offset = 0;  // into the flat buffers
-    Activation activation = Activation::linear;
-};
 
 // Initial weights of a layer (fan_in = inputs, fan_out = outputs), drawn in
 // row-major order from the network's generator; biases start at zero.
@@ -54,6 +70,37 @@ static_assert(init_names.in_enum_order());
 
 inline Init init_from_name(const std::string& name) { return init_names.from_name(name); }
 
+enum class LayerKind { dense, layer_norm, batch_norm, activation, dropout, residual };
+
+inline constexpr NameTable<LayerKind, 6> layer_kind_names{
+    "layer type",
+    {{{LayerKind::dense, "dense"},
+      {LayerKind::layer_norm, "layer_norm"},
+      {LayerKind::batch_norm, "batch_norm"},
+      {LayerKind::activation, "activation"},
+      {LayerKind::dropout, "dropout"},
+      {LayerKind::residual, "residual"}}}};
+static_assert(layer_kind_names.in_enum_order());
+
+// One layer of the list. inputs == outputs for every kind but dense.
+struct LayerSpec {
+    LayerKind kind = LayerKind::dense;
+    index inputs = 0, outputs = 0;
+    Init init = Init::he_normal;                  // dense
+    Activation activation = Activation::linear;   // activation
+    double eps = norm_default_eps;                // layer_norm, batch_norm
+    double momentum = batch_norm_default_momentum;  // batch_norm
+    double p = 0;                                 // dropout
+    index skip_from = -1;                         // residual: adds the input of this layer
+};
+
+// A layer of a built network: its spec and where its numbers live.
+struct Layer : LayerSpec {
+    index weight_offset = -1, bias_offset = -1;  // dense: W, b; norms: gain, bias
+    index state_offset = -1;                     // batch norm: running mean, running var
+    index stage = -1;                            // the stage that runs it (see network.cpp)
+};
+
 struct FitOptions {
     index epochs = 1;
     index batch_size = 0;  // 0 or >= n: full batch
@@ -63,6 +110,7 @@ struct FitOptions {
     OptimizerConfig optimizer;
     Schedule schedule;
     bool count_correct = false;  // classification: fill FitRecord::accuracy
+    index checkpoint = 0;        // keep every k-th block's input (0: everything)
 };
 
 // Per-epoch figures, each an array of `epochs` values (any pointer may be null).
@@ -107,30 +155,42 @@ struct StepResult {
 template <typename T>
 class Network {
 public:
-    // sizes: I, H_1, ..., O (at least two entries, each >= 1); activations: one
-    // per layer (sizes.size() - 1); inits: one per layer, or empty for He-normal
-    // everywhere. The initial weights come from the network's generator.
-    Network(const std::vector<index>& sizes, const std::vector<Activation>& activations,
-            std::uint64_t seed, const std::vector<Init>& inits = {});
+    // The layers in order (checked: widths chain, at least one dense layer, residual
+    // blocks whose input and output widths agree and that do not nest). The initial
+    // weights come from the network's generator, dense layer after dense layer.
+    Network(const std::vector<LayerSpec>& layers, std::uint64_t seed);
 
     const std::vector<Layer>& layers() const { return layers_; }
+    // The dense layers' indices into layers(), in order.
+    const std::vector<index>& dense_layers() const { return dense_; }
     index inputs() const { return layers_.front().inputs; }
     index outputs() const { return layers_.back().outputs; }
     index parameter_count() const { return index(params_.size()); }
+    index state_count() const { return index(state_.size()); }
     T* params() { return params_.data(); }
     T* grads() { return grads_.data(); }
+    T* state() { return state_.data(); }
     Rng& rng() { return rng_; }
-    // Draws every layer's weights again with its scheme; zero biases.
-    void initialize(const std::vector<Init>& inits);
+    // Draws every dense layer's weights again with its scheme, in order; zero
+    // biases; norm gains 1 and biases 0; running means 0 and variances 1.
+    void initialize();
 
-    // X is (B, I), rows contiguous. Keeps Z_l and A_l for backward; returns A_last (B, O),
-    // valid until the next call that uses the workspace.
+    // X is (B, I), rows contiguous. Training mode (batch statistics, which also move
+    // batch norm's running ones; fresh dropout masks). Keeps what backward needs;
+    // returns the output (B, O), valid until the next call that uses the workspace.
     const T* forward(const T* x, index batch);
     // From dY = dL/dA_last (B, O): all parameter gradients, written into the
     // gradient buffer (added to it when accumulate). Needs the cache of a
     // forward on the same X and batch size just before.
     void backward(const T* x, const T* d_out, index batch, bool accumulate = false);
     void zero_grad();
+
+    // Bytes of the workspace a training step of `batch` rows keeps (activations,
+    // pre-activations, normalised values, dropout masks, backward's gradient
+    // buffers), with checkpoint = k (every k-th block kept; 0: no checkpointing).
+    std::int64_t activation_memory(index batch, index checkpoint) const;
+    // The k that checkpoint="sqrt" means: ⌈√blocks⌉, at least 1.
+    index sqrt_checkpoint() const;
 
     // The optimizer's state (velocity, or Adam's m and v, and the update count)
     // is part of the network: it carries over from one fit to the next, and is
@@ -168,20 +228,57 @@ public:
     FitResult fit(const T* x, const T* y, index n, const FitOptions& options,
                   const FitRecord& record, const std::function<bool()>& should_stop);
 
-    // The cached forward values of the last forward(): Z_l and A_l, each (B, O_l).
+    // The cached values of the last forward() of the stage that runs layer `layer`:
+    // its pre-activation and its output (a dense or norm layer with the activation
+    // fused into it: Z and f(Z); an activation layer: its input and output; any
+    // other: its output twice). Each (B, outputs of the layer).
     index cached_batch() const { return cached_batch_; }
-    const T* cached_pre_activation(index layer) const { return z_[layer].data(); }
-    const T* cached_activation(index layer) const { return a_[layer].data(); }
+    std::pair<const T*, const T*> cached(index layer) const;
 
 private:
     struct FitPlan;
     struct EpochSums;
 
-    void reserve_workspace(index batch);
+    // What the forward and backward passes run: one layer, or a dense or norm layer
+    // together with the activation layer right after it.
+    struct Stage {
+        LayerKind kind = LayerKind::dense;
+        index layer = 0;       // the (first) layer it runs
+        index inputs = 0, width = 0;
+        Activation activation = Activation::linear;  // fused, or the activation stage's own
+        index skip = -1;       // residual: the stage whose input it adds
+        index closes = -1;     // a block's first stage: the residual stage that ends the block
+        bool keeps_z = false;  // its pre-activation is kept apart from its output
+    };
+    // Where a stage's values live in a workspace (offsets; -1: none; z -1 means z is out).
+    struct Slot {
+        index out = -1, z = -1, xhat = -1, rstd = -1, mask = -1;
+    };
+    // The workspace of training steps of up to `capacity` rows, with `checkpoint`.
+    struct Workspace {
+        index capacity = 0, checkpoint = -1;
+        std::vector<index> segments;  // first stage of each segment, then stages_.size()
+        std::vector<Slot> slots;      // per stage
+        index values = 0, mask_bytes = 0;  // sizes of storage and masks
+        std::vector<T> storage;
+        std::vector<std::uint8_t> masks;
+        std::vector<T> delta, delta_next, skip_delta;  // capacity × max width each
+    };
+    struct Buffers;  // one piece's pointers into a workspace
+
+    void build_stages();
+    std::vector<index> block_starts() const;
+    Workspace layout(index batch, index checkpoint) const;
+    void reserve_workspace(index batch, index checkpoint);
     void reserve_predict(index chunk);
-    template <typename Where>
-    void walk_layers(const T* x, index rows, Where where);
-    void forward_rows(const T* x, index first, index count);
+    void draw_masks(index batch);
+    const T* stage_input(const Buffers& b, index stage) const;
+    void forward_stages(const Buffers& b, index first_stage, index end_stage, bool move_stats);
+    void backward_stages(Buffers& b, index first_stage, index end_stage, bool accumulate);
+    void train_rows(const T* x, index first, index count, T* grads,
+                    const std::function<void(const T*, T*)>& loss_and_delta, bool accumulate);
+    const T* output_rows(index first) const;
+    void forward_eval(const T* x, index rows, T* out);
     index step_pieces(index batch) const;
     double forward_backward(const T* x, const T* y, index batch, const FitOptions& options,
                             index* correct);
@@ -196,9 +293,12 @@ private:
                             EpochSums& sums);
 
     std::vector<Layer> layers_;
+    std::vector<index> dense_;
+    std::vector<Stage> stages_;
+    bool has_batch_norm_ = false;
     index max_width_ = 0;
-    std::vector<T> params_, grads_;
-    std::vector<Segment> segments_;  // one per parameter tensor: W_0, b_0, W_1, b_1, ...
+    std::vector<T> params_, grads_, state_;
+    std::vector<Segment> segments_;  // one per parameter tensor, in layer order
     Rng rng_;
 
     OptimizerKind opt_kind_ = OptimizerKind::sgd;
@@ -206,13 +306,11 @@ private:
     std::int64_t opt_steps_ = 0;
     std::vector<T> opt_s1_, opt_s2_;
 
-    index capacity_ = 0;     // batch size the workspace holds
-    index cached_batch_ = -1;  // batch of the last forward, -1 when none
-    std::vector<std::vector<T>> z_, a_;
-    std::vector<T> delta_, delta_next_;
+    Workspace ws_;
+    index cached_batch_ = -1;  // batch of the last forward(), -1 when none
     std::vector<T> piece_grads_;  // the second piece's gradient (step_pieces)
     ThreadChoice step_threads_;  // fit's steps: on one thread or all
-    std::vector<T> predict_front_, predict_back_, evaluate_out_;
+    std::vector<T> predict_buffers_, predict_rstd_, evaluate_out_;
 };
 
 }  // namespace fastmlp

@@ -13,13 +13,16 @@ module                 twin of
 ``gemm``               cpp/src/gemm/ (gemm.cpp): :func:`gemm`
 ``activation``         cpp/src/activation.cpp: activations, their derivatives, the fused
                        bias passes (a bias add alone is the linear one)
+``layers``             cpp/src/layers.cpp: layer norm, batch norm, dropout (its mask drawn
+                       as the engine draws it), the residual add
 ``loss``               cpp/src/loss.cpp: losses, their gradients, softmax, count_correct
 ``optimizer``          cpp/src/optimizer.cpp: grad_norm, clip_scale, the update rules,
                        :class:`Optimizer`
 ``schedule``           the schedules that cpp/src/optimizer.cpp also holds: schedule_factor
 ``random``             cpp/include/fastmlp/random.hpp: :class:`Rng`
 ``network``            cpp/src/network.cpp: :class:`Network` (its fit shuffles as the
-                       engine's), init_params, resolve_init
+                       engine's), :class:`LayerNetwork` (the layer list: norms,
+                       dropout, residual blocks), init_params, resolve_init
 ``article``            no C++: the article's own class, verbatim, the twin of
                        fastmlp.NeuralNetwork (python/fastmlp/article.py)
 =====================  ==============================================================
@@ -43,8 +46,19 @@ from .activation import (
 )
 from .article import NeuralNetwork
 from .gemm import gemm
+from .layers import (
+    batch_norm,
+    batch_norm_backward,
+    dropout,
+    dropout_backward,
+    dropout_keep_threshold,
+    dropout_mask,
+    layer_norm,
+    layer_norm_backward,
+    residual_add,
+)
 from .loss import LOSSES, count_correct, loss_backward, loss_forward, mse_backward, mse_forward, softmax
-from .network import INIT_SCHEMES, Network, init_params, resolve_init
+from .network import INIT_SCHEMES, LayerNetwork, Network, init_params, resolve_init
 from .optimizer import OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update
 from .random import Rng
 from .schedule import SCHEDULE_KINDS, schedule_factor
@@ -60,6 +74,7 @@ __all__ = [
     "mse_forward",
     "mse_backward",
     "sgd_update",
+    "LayerNetwork",
     "Network",
     "NeuralNetwork",
     "ACTIVATIONS",
@@ -82,4 +97,13 @@ __all__ = [
     "init_params",
     "resolve_init",
     "Optimizer",
+    "layer_norm",
+    "layer_norm_backward",
+    "batch_norm",
+    "batch_norm_backward",
+    "dropout_keep_threshold",
+    "dropout_mask",
+    "dropout",
+    "dropout_backward",
+    "residual_add",
 ]

@@ -293,3 +293,116 @@ def _draw_params(sizes, schemes, rng):
         values[offset : offset + count] = weights
         offset += count + fan_out  # the biases stay zero
     return values
+
+
+class LayerNetwork:
+    """The twin of the engine's layer list (cpp/src/network.cpp): dense, layer norm,
+    batch norm, activation, dropout and residual layers, one after the other, on the
+    engine's flat parameter and state buffers, each layer by its NumPy twin
+    (:mod:`fastmlp.reference.layers`, :mod:`fastmlp.reference.activation`).
+
+    ``layers`` is the engine's flat list (``fastmlp.Network._layers``: dicts with
+    "type", "inputs", "outputs", "activation", "eps", "momentum", "p",
+    "skip_from", "weight_offset", "bias_offset", "state_offset"). Dropout masks are
+    drawn from :attr:`rng` as the engine draws them: layer after layer, each
+    (batch × width) mask at once. :meth:`from_network` copies a fastmlp.Network's
+    layers, parameters, running statistics and generator state."""
+
+    def __init__(self, layers, params, state, dtype, seed=0):
+        self.layers = [dict(layer) for layer in layers]
+        self.dtype = np.dtype(dtype)
+        self.params = np.array(params, dtype=self.dtype)
+        self.state = np.array(state, dtype=self.dtype)
+        self.grads = np.zeros_like(self.params)
+        self.rng = Rng(seed)
+        self.cache = None
+
+    @classmethod
+    def from_network(cls, net, dtype=None):
+        twin = cls(net._layers, net.params, net.state, dtype or net.dtype)
+        state = _generator_state(net)
+        if state is not None:
+            twin.rng.set_state(*state)
+        return twin
+
+    def _tensors(self, layer):
+        w, b = layer["weight_offset"], layer["bias_offset"]
+        if layer["type"] == "dense":
+            return self.params[w : b].reshape(layer["outputs"], layer["inputs"]), self.params[b : b + layer["outputs"]]
+        return self.params[w : w + layer["inputs"]], self.params[b : b + layer["inputs"]]
+
+    def forward(self, X, training=True):
+        """The output; training mode keeps what :meth:`backward` reads (and moves
+        batch norm's running statistics, and draws dropout masks)."""
+        from . import layers as twins
+
+        A = np.asarray(X, dtype=self.dtype)
+        inputs, saved = [], []
+        for layer in self.layers:
+            inputs.append(A)
+            kind, keep = layer["type"], None
+            if kind == "dense":
+                W, b = self._tensors(layer)
+                A = A @ W.T + b
+            elif kind == "layer_norm":
+                gain, bias = self._tensors(layer)
+                A, xhat, rstd = twins.layer_norm(A, gain, bias, layer["eps"])
+                keep = (xhat, rstd)
+            elif kind == "batch_norm":
+                gain, bias = self._tensors(layer)
+                at, width = layer["state_offset"], layer["inputs"]
+                mean, var = self.state[at : at + width], self.state[at + width : at + 2 * width]
+                if training:
+                    A, xhat, rstd = twins.batch_norm(A, gain, bias, mean, var, training=True, eps=layer["eps"],
+                                                     momentum=layer["momentum"])
+                    keep = (xhat, rstd)
+                else:
+                    A = twins.batch_norm(A, gain, bias, mean, var, training=False, eps=layer["eps"])
+            elif kind == "activation":
+                A = activation_forward(A, layer["activation"])
+            elif kind == "dropout":
+                if training:
+                    keep = twins.dropout_mask(A.shape, layer["p"], self.rng)
+                    A = twins.dropout(A, keep, layer["p"])
+            else:  # residual
+                A = twins.residual_add(A, inputs[layer["skip_from"]])
+            saved.append((keep, A))
+        if training:
+            self.cache = (inputs, saved)
+        return A
+
+    def predict(self, X):
+        return self.forward(X, training=False)
+
+    def backward_output(self, d_output):
+        """Fills ``grads`` (replacing it) from dL/d(output) of the last training forward."""
+        from . import layers as twins
+
+        inputs, saved = self.cache
+        d = np.asarray(d_output, dtype=self.dtype)
+        skip = {}
+        self.grads[...] = 0
+        for i in range(len(self.layers) - 1, -1, -1):
+            layer, (keep, out) = self.layers[i], saved[i]
+            kind = layer["type"]
+            w, b = layer["weight_offset"], layer["bias_offset"]
+            if kind == "dense":
+                W, _ = self._tensors(layer)
+                self.grads[w:b] = (d.T @ inputs[i]).ravel()
+                self.grads[b : b + layer["outputs"]] = d.sum(axis=0)
+                d = d @ W
+            elif kind in ("layer_norm", "batch_norm"):
+                gain, _ = self._tensors(layer)
+                backward = twins.layer_norm_backward if kind == "layer_norm" else twins.batch_norm_backward
+                d, d_gain, d_bias = backward(d, keep[0], keep[1], gain)
+                self.grads[w : w + layer["inputs"]] = d_gain
+                self.grads[b : b + layer["inputs"]] = d_bias
+            elif kind == "activation":
+                d = activation_backward(d, inputs[i], out, layer["activation"])
+            elif kind == "dropout":
+                d = twins.dropout_backward(d, keep, layer["p"])
+            else:
+                skip[layer["skip_from"]] = d
+            if i in skip:
+                d = d + skip.pop(i)
+        return self.grads

@@ -1,0 +1,530 @@
+// layers.cpp — layer norm, batch norm, dropout and the residual add; see layers.hpp
+// for the formulas.
+//
+// Statistics (row means and variances, column means and variances, the row sums of
+// the backward passes, d_gain and d_bias) are summed in double whatever T is, so
+// float32 stays accurate over 10^5 rows; variances are two-pass (the mean first,
+// then the centred squares), never E[x²] − E[x]². Elementwise arithmetic runs in T.
+//
+// Threads: layer norm splits the rows, batch norm and the column sums of the
+// backward passes split the columns into fixed blocks, the elementwise kernels
+// split the elements into fixed chunks; each row or column is summed by one
+// thread in a fixed order, so no result depends on the thread count.
+#include "fastmlp/layers.hpp"
+
+#include <algorithm>
+#include <cmath>
+#include <string>
+#include <vector>
+
+#include "fastmlp/threading.hpp"
+
+namespace fastmlp {
+namespace {
+
+// Work (elements) below which a kernel stays on one thread: as the activations'.
+constexpr double layers_threshold = 1 << 16;
+// Elements per piece of the elementwise kernels.
+constexpr index elementwise_chunk = 1 << 14;
+// Columns per block in the column-wise kernels: the block's double accumulators
+// (a few times 64 · 8 bytes) stay in registers or L1, and a row of the block is
+// whole cache lines.
+constexpr index column_block = 64;
+
+void require_sizes(const char* kernel, index rows, index width) {
+    require(rows >= 0 && width >= 0,
+            std::string(kernel) + ": rows and width must be non-negative, got " +
+                std::to_string(rows) + " and " + std::to_string(width));
+    checked_product(rows, width, (std::string(kernel) + ": rows × width overflows an index").c_str());
+}
+
+void require_eps(const char* kernel, double eps) {
+    require(eps >= 0 && std::isfinite(eps),
+            std::string(kernel) + ": eps must be finite and >= 0, got " + std::to_string(eps));
+}
+
+// Row sums in double: `lanes` partial sums, element j into lane j % lanes (enough
+// independent chains to hide the add latency: 4 AVX-512 or 8 AVX2 registers), folded
+// pairwise at the end. A fixed order for every n, whatever the thread or the clone
+// (up to FMA contraction, see common.hpp).
+constexpr int lanes = 32;
+
+// Written out (not a loop over the halving width) so that it unrolls into a few
+// vector adds instead of a loop through memory: it runs once per row.
+inline double fold(double* acc) {
+    static_assert(lanes == 32, "fold halves 32 partial sums");
+    for (int k = 0; k < 16; ++k) acc[k] += acc[k + 16];
+    for (int k = 0; k < 8; ++k) acc[k] += acc[k + 8];
+    for (int k = 0; k < 4; ++k) acc[k] += acc[k + 4];
+    for (int k = 0; k < 2; ++k) acc[k] += acc[k + 2];
+    return acc[0] + acc[1];
+}
+
+// Σ x[j] for j in [0, n).
+template <typename T>
+FASTMLP_CLONES double sum_of(const T* __restrict x, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) acc[k] += double(x[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += double(x[j]);
+    return fold(acc);
+}
+
+// Σ (x[j] − mean)².
+template <typename T>
+FASTMLP_CLONES double centred_squares_of(const T* __restrict x, double mean, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) {
+            const double d = double(x[j + k]) - mean;
+            acc[k] += d * d;
+        }
+    for (int k = 0; j < n; ++j, ++k) {
+        const double d = double(x[j]) - mean;
+        acc[k] += d * d;
+    }
+    return fold(acc);
+}
+
+// Σ a[j] · b[j], and Σ a[j] · b[j] · c[j] (two passes over a row in L1 are faster
+// than one with both sums: GCC vectorizes each cleanly).
+template <typename T>
+FASTMLP_CLONES double dot_of(const T* __restrict a, const T* __restrict b, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k) acc[k] += double(a[j + k]) * double(b[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += double(a[j]) * double(b[j]);
+    return fold(acc);
+}
+template <typename T>
+FASTMLP_CLONES double triple_dot_of(const T* __restrict a, const T* __restrict b,
+                                    const T* __restrict c, index n) {
+    double acc[lanes] = {};
+    index j = 0;
+    for (; j + lanes <= n; j += lanes)
+        for (int k = 0; k < lanes; ++k)
+            acc[k] += (double(a[j + k]) * double(b[j + k])) * double(c[j + k]);
+    for (int k = 0; j < n; ++j, ++k) acc[k] += (double(a[j]) * double(b[j])) * double(c[j]);
+    return fold(acc);
+}
+
+// One row of the normalisation: xhat[j] = (x[j] − mean) · scale, y[j] = gain[j] ·
+// xhat[j] + bias[j], in one pass; mean and scale are one value (layer norm: mean[0],
+// scale[0]) or one per column (batch norm). xhat may be x; y may be xhat or x: each
+// case its own loop, told that its pointers are distinct (restrict) so that it
+// vectorizes.
+template <bool per_column, typename T>
+FASTMLP_CLONES void normalize_row(const T* x, const T* __restrict gain, const T* __restrict bias,
+                                  T* xhat, T* y, const T* __restrict mean,
+                                  const T* __restrict scale, index n) {
+    auto m = [&](index j) { return per_column ? mean[j] : mean[0]; };
+    auto s = [&](index j) { return per_column ? scale[j] : scale[0]; };
+    if (y == xhat) {  // xhat is not kept: y alone, in place when x is y too
+        if (y == x) {
+            T* __restrict inout = y;
+            for (index j = 0; j < n; ++j) inout[j] = gain[j] * ((inout[j] - m(j)) * s(j)) + bias[j];
+        } else {
+            const T* __restrict in = x;
+            T* __restrict out = y;
+            for (index j = 0; j < n; ++j) out[j] = gain[j] * ((in[j] - m(j)) * s(j)) + bias[j];
+        }
+    } else if (xhat == x || y == x) {  // one of the two in place
+        T* __restrict inout = xhat == x ? xhat : y;
+        T* __restrict other = xhat == x ? y : xhat;
+        const bool in_xhat = xhat == x;
+        for (index j = 0; j < n; ++j) {
+            const T v = (inout[j] - m(j)) * s(j);
+            const T out = gain[j] * v + bias[j];
+            inout[j] = in_xhat ? v : out;
+            other[j] = in_xhat ? out : v;
+        }
+    } else {
+        const T* __restrict in = x;
+        T* __restrict xh = xhat;
+        T* __restrict out = y;
+        for (index j = 0; j < n; ++j) {
+            const T v = (in[j] - m(j)) * s(j);
+            xh[j] = v;
+            out[j] = gain[j] * v + bias[j];
+        }
+    }
+}
+
+// dx[j] = rstd · ((dy[j] · gain[j] − mean_g) − xhat[j] · mean_gx); dx may be dy itself.
+template <typename T>
+FASTMLP_CLONES void norm_backward_row(const T* dy, const T* __restrict xhat,
+                                      const T* __restrict gain, T* dx, T rstd, T mean_g,
+                                      T mean_gx, index n) {
+    if (dx == dy) {
+        T* __restrict inout = dx;
+        for (index j = 0; j < n; ++j)
+            inout[j] = rstd * ((inout[j] * gain[j] - mean_g) - xhat[j] * mean_gx);
+    } else {
+        const T* __restrict d = dy;
+        T* __restrict out = dx;
+        for (index j = 0; j < n; ++j) out[j] = rstd * ((d[j] * gain[j] - mean_g) - xhat[j] * mean_gx);
+    }
+}
+
+// Rows [r0, r1) of layer norm's forward.
+template <typename T>
+void layer_norm_rows(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
+                     index r0, index r1, index width, double eps) {
+    for (index r = r0; r < r1; ++r) {
+        const T* xr = x + r * width;
+        T* xhr = xhat + r * width;
+        const double mean = sum_of(xr, width) / double(width);
+        const double variance = centred_squares_of(xr, mean, width) / double(width);
+        const double rs = 1.0 / std::sqrt(variance + eps);
+        const T mean_t = T(mean), rstd_t = T(rs);
+        rstd[r] = rstd_t;
+        normalize_row<false>(xr, gain, bias, xhr, y + r * width, &mean_t, &rstd_t, width);
+    }
+}
+
+// A buffer of n values of this thread's, kept between calls (the per-column
+// statistics of batch norm, the column sums of the backward passes): no
+// allocation per call once it has grown. A kernel that needs two takes them from
+// two slots.
+template <typename T, int slot = 0>
+T* scratch(index n) {
+    thread_local std::vector<T> buffer;
+    if (index(buffer.size()) < n) buffer.resize(std::size_t(n));
+    return buffer.data();
+}
+
+// Columns [j0, j1) of Σ_rows dy ⊙ xhat and Σ_rows dy into sum_gain and sum_bias, each
+// column summed over the rows in order, in double. Reads only (dx may alias dy later).
+template <typename T>
+FASTMLP_CLONES void gain_bias_columns(const T* dy, const T* xhat, double* sum_gain,
+                                      double* sum_bias, index rows, index width, index j0,
+                                      index j1) {
+    double acc_gain[column_block] = {}, acc_bias[column_block] = {};
+    const index n = j1 - j0;
+    for (index r = 0; r < rows; ++r) {
+        const T* __restrict d = dy + r * width + j0;
+        const T* __restrict xh = xhat + r * width + j0;
+        for (index j = 0; j < n; ++j) {
+            acc_gain[j] += double(d[j]) * double(xh[j]);
+            acc_bias[j] += double(d[j]);
+        }
+    }
+    for (index j = 0; j < n; ++j) {
+        sum_gain[j0 + j] = acc_gain[j];
+        sum_bias[j0 + j] = acc_bias[j];
+    }
+}
+
+// Σ_rows dy ⊙ xhat and Σ_rows dy for every column (doubles, in parallel over column
+// blocks), and d_gain, d_bias = (or += when accumulate) them.
+template <typename T>
+void gain_bias_sums(const T* dy, const T* xhat, double* sum_gain, double* sum_bias, T* d_gain,
+                    T* d_bias, index rows, index width, bool accumulate) {
+    const int nt = threads_for(double(rows) * double(width), layers_threshold);
+    parallel_for(nt, ceil_div(width, column_block), [&](index b) {
+        const index j0 = b * column_block, j1 = std::min(width, (b + 1) * column_block);
+        gain_bias_columns(dy, xhat, sum_gain, sum_bias, rows, width, j0, j1);
+        for (index j = j0; j < j1; ++j) {
+            d_gain[j] = accumulate ? T(double(d_gain[j]) + sum_gain[j]) : T(sum_gain[j]);
+            d_bias[j] = accumulate ? T(double(d_bias[j]) + sum_bias[j]) : T(sum_bias[j]);
+        }
+    });
+}
+
+// Rows per piece of the row-wise kernels: about elementwise_chunk elements.
+index rows_per_piece(index width) { return std::max<index>(1, elementwise_chunk / std::max<index>(width, 1)); }
+
+// f(begin, end) over [0, n) in fixed chunks: parallel only for long arrays.
+template <typename F>
+void for_each_chunk(index n, F f) {
+    const int nt = threads_for(double(n), layers_threshold);
+    parallel_for(nt, ceil_div(n, elementwise_chunk), [&](index c) {
+        f(c * elementwise_chunk, std::min(n, (c + 1) * elementwise_chunk));
+    });
+}
+
+// Batch norm's training statistics for columns [j0, j1): each column's sum over the
+// rows in order (the mean), then its centred squares (the variance), in double; mean
+// and rstd per column, and the running statistics moved.
+template <typename T>
+FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_out, T* rstd, T* running_mean,
+                                             T* running_var, index rows, index width, index j0,
+                                             index j1, double eps, double momentum) {
+    const index n = j1 - j0;
+    double mean[column_block] = {}, squares[column_block] = {};
+    for (index r = 0; r < rows; ++r) {
+        const T* __restrict xr = x + r * width + j0;
+        for (index j = 0; j < n; ++j) mean[j] += double(xr[j]);
+    }
+    for (index j = 0; j < n; ++j) mean[j] /= double(rows);
+    for (index r = 0; r < rows; ++r) {
+        const T* __restrict xr = x + r * width + j0;
+        for (index j = 0; j < n; ++j) {
+            const double d = double(xr[j]) - mean[j];
+            squares[j] += d * d;
+        }
+    }
+    for (index j = 0; j < n; ++j) {
+        const double variance = squares[j] / double(rows);  // biased: the normalisation's
+        mean_out[j0 + j] = T(mean[j]);
+        rstd[j0 + j] = T(1.0 / std::sqrt(variance + eps));
+        if (running_mean != nullptr)
+            running_mean[j0 + j] =
+                T((1.0 - momentum) * double(running_mean[j0 + j]) + momentum * mean[j]);
+        if (running_var != nullptr)  // unbiased, as torch keeps it
+            running_var[j0 + j] = T((1.0 - momentum) * double(running_var[j0 + j]) +
+                                    momentum * (squares[j] / double(rows - 1)));
+    }
+}
+
+// Batch norm's backward for rows [r0, r1), from the column sums Σ_r dy and
+// Σ_r dy ⊙ xhat: mean_r g = gain · Σ dy / rows and mean_r (g ⊙ xhat) = gain ·
+// Σ (dy ⊙ xhat) / rows, so dx = rstd · gain · ((dy − mean_dy) − xhat · mean_dyx),
+// with scale = rstd · gain, mean_dy and mean_dyx per column. dx may be dy itself.
+template <typename T>
+FASTMLP_CLONES void batch_norm_backward_rows(const T* dy, const T* xhat, const T* scale,
+                                             const T* mean_dy, const T* mean_dyx, T* dx,
+                                             index width, index r0, index r1) {
+    const T* __restrict s = scale;
+    const T* __restrict m = mean_dy;
+    const T* __restrict mx = mean_dyx;
+    for (index r = r0; r < r1; ++r) {
+        const index row = r * width;
+        const T* __restrict xh = xhat + row;
+        if (dx == dy) {
+            T* __restrict inout = dx + row;
+            for (index j = 0; j < width; ++j) inout[j] = s[j] * ((inout[j] - m[j]) - xh[j] * mx[j]);
+        } else {
+            const T* __restrict d = dy + row;
+            T* __restrict out = dx + row;
+            for (index j = 0; j < width; ++j) out[j] = s[j] * ((d[j] - m[j]) - xh[j] * mx[j]);
+        }
+    }
+}
+
+// Runs f(j0, j1) over fixed column blocks of [0, width), in parallel for big arrays.
+template <typename F>
+void for_each_column_block(index rows, index width, F f) {
+    const int nt = threads_for(double(rows) * double(width), layers_threshold);
+    parallel_for(nt, ceil_div(width, column_block), [&](index b) {
+        f(b * column_block, std::min(width, (b + 1) * column_block));
+    });
+}
+
+// Runs f(r0, r1) over fixed pieces of whole rows, in parallel for big arrays.
+template <typename F>
+void for_each_row_piece(index rows, index width, F f) {
+    const index piece = rows_per_piece(width);
+    const int nt = threads_for(double(rows) * double(width), layers_threshold);
+    parallel_for(nt, ceil_div(rows, piece), [&](index p) {
+        f(p * piece, std::min(rows, (p + 1) * piece));
+    });
+}
+
+// y = x ⊙ mask · scale over [begin, end); y may be x itself.
+template <typename T>
+FASTMLP_CLONES void masked_scale(const T* x, const std::uint8_t* __restrict mask, T* y, T scale,
+                                 index begin, index end) {
+    if (y == x) {
+        T* __restrict inout = y;
+        for (index i = begin; i < end; ++i) inout[i] = mask[i] ? inout[i] * scale : T(0);
+    } else {
+        const T* __restrict in = x;
+        T* __restrict out = y;
+        for (index i = begin; i < end; ++i) out[i] = mask[i] ? in[i] * scale : T(0);
+    }
+}
+
+void require_dropout_p(const char* kernel, double p) {
+    require(p >= 0 && p < 1, std::string(kernel) + ": p must be in [0, 1), got " + std::to_string(p));
+}
+
+}  // namespace
+
+template <typename T>
+void layer_norm_forward(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
+                        index rows, index width, double eps) {
+    require_sizes("layer_norm_forward", rows, width);
+    require_eps("layer_norm_forward", eps);
+    if (rows == 0) return;
+    require(width >= 1, "layer_norm_forward: a row needs at least one column (width 0)");
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        layer_norm_rows(x, gain, bias, xhat, rstd, y, r0, r1, width, eps);
+    });
+}
+
+template <typename T>
+void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
+                         T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
+    require_sizes("layer_norm_backward", rows, width);
+    // Column sums first: dx may overwrite dy.
+    double* sums = scratch<double, 1>(2 * width);
+    gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
+    if (rows == 0 || width == 0) return;
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r) {
+            const index row = r * width;
+            // g = dy ⊙ gain: Σ_j g and Σ_j g ⊙ xhat, the products in double
+            const double sum_g = dot_of(dy + row, gain, width);
+            const double sum_gx = triple_dot_of(dy + row, gain, xhat + row, width);
+            norm_backward_row(dy + row, xhat + row, gain, dx + row, rstd[r],
+                              T(sum_g / double(width)), T(sum_gx / double(width)), width);
+        }
+    });
+}
+
+// Two passes: the statistics by column blocks (each column's rows in order), then xhat
+// and y by pieces of whole rows (contiguous stores).
+template <typename T>
+void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
+                              T* running_mean, T* running_var, index rows, index width,
+                              double eps, double momentum) {
+    require_sizes("batch_norm_forward_train", rows, width);
+    require_eps("batch_norm_forward_train", eps);
+    require(momentum >= 0 && momentum <= 1,
+            "batch_norm_forward_train: momentum must be in [0, 1], got " + std::to_string(momentum));
+    require(rows >= 2, "batch norm in training needs at least 2 samples per batch, got " +
+                           std::to_string(rows) +
+                           " (one sample's variance is 0 and its unbiased variance undefined): "
+                           "use a larger batch, or eval mode");
+    T* mean = scratch<T>(width);
+    for_each_column_block(rows, width, [&](index j0, index j1) {
+        batch_statistics_columns(x, mean, rstd, running_mean, running_var, rows, width, j0, j1,
+                                 eps, momentum);
+    });
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r)
+            normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width, mean,
+                                rstd, width);
+    });
+}
+
+template <typename T>
+void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* running_mean,
+                             const T* running_var, T* y, index rows, index width, double eps) {
+    require_sizes("batch_norm_forward_eval", rows, width);
+    require_eps("batch_norm_forward_eval", eps);
+    T* inverse_std = scratch<T>(width);
+    for (index j = 0; j < width; ++j)
+        inverse_std[j] = T(1.0 / std::sqrt(double(running_var[j]) + eps));
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        for (index r = r0; r < r1; ++r)  // y = gain ⊙ (x − running_mean) / √(running_var + eps) + bias
+            normalize_row<true>(x + r * width, gain, bias, y + r * width, y + r * width,
+                                running_mean, inverse_std, width);
+    });
+}
+
+// Two passes: the column sums by column blocks, then dx by pieces of whole rows.
+template <typename T>
+void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
+                         T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
+    require_sizes("batch_norm_backward", rows, width);
+    require(rows >= 1 || width == 0, "batch_norm_backward: needs at least one row");
+    double* sums = scratch<double, 1>(2 * width);
+    gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
+    if (rows == 0 || width == 0) return;
+    T* per_column = scratch<T>(3 * width);
+    T* scale = per_column;
+    T* mean_dy = per_column + width;
+    T* mean_dyx = per_column + 2 * width;
+    for (index j = 0; j < width; ++j) {
+        scale[j] = T(double(rstd[j]) * double(gain[j]));
+        mean_dyx[j] = T(sums[j] / double(rows));
+        mean_dy[j] = T(sums[width + j] / double(rows));
+    }
+    for_each_row_piece(rows, width, [&](index r0, index r1) {
+        batch_norm_backward_rows(dy, xhat, scale, mean_dy, mean_dyx, dx, width, r0, r1);
+    });
+}
+
+std::uint64_t dropout_keep_threshold(double p) {
+    require_dropout_p("dropout_keep_threshold", p);
+    return std::uint64_t(std::floor((1.0 - p) * 4294967296.0));
+}
+
+// The generator is sequential, so the mask is drawn on one thread (about a
+// nanosecond a pair of elements).
+void dropout_mask(Rng& rng, std::uint8_t* mask, index n, double p) {
+    require(n >= 0, "dropout_mask: n must be non-negative, got " + std::to_string(n));
+    const std::uint64_t threshold = dropout_keep_threshold(p);
+    if (p == 0) {
+        std::fill(mask, mask + n, std::uint8_t(1));
+        return;
+    }
+    // A local copy of the generator: its state stays in registers (the byte stores
+    // into mask could alias rng's state otherwise, forcing a reload every draw).
+    Rng local = rng;
+    index i = 0;
+    for (; i + 2 <= n; i += 2) {
+        const std::uint64_t draw = local.next();
+        mask[i] = (draw & 0xffffffffu) < threshold;
+        mask[i + 1] = (draw >> 32) < threshold;
+    }
+    if (i < n) mask[i] = (local.next() & 0xffffffffu) < threshold;
+    rng = local;
+}
+
+template <typename T>
+void dropout_forward(const T* x, const std::uint8_t* mask, T* y, index n, double p) {
+    require(n >= 0, "dropout_forward: n must be non-negative, got " + std::to_string(n));
+    require_dropout_p("dropout_forward", p);
+    const T scale = T(1.0 / (1.0 - p));
+    for_each_chunk(n, [=](index begin, index end) { masked_scale(x, mask, y, scale, begin, end); });
+}
+
+template <typename T>
+void dropout_backward(const T* dy, const std::uint8_t* mask, T* dx, index n, double p) {
+    require(n >= 0, "dropout_backward: n must be non-negative, got " + std::to_string(n));
+    require_dropout_p("dropout_backward", p);
+    const T scale = T(1.0 / (1.0 - p));
+    for_each_chunk(n, [=](index begin, index end) { masked_scale(dy, mask, dx, scale, begin, end); });
+}
+
+namespace {
+template <typename T>
+FASTMLP_CLONES void add_range(const T* x, const T* skip, T* y, index begin, index end) {
+    if (y == x || y == skip) {  // in place: y += the other
+        T* __restrict inout = y;
+        const T* __restrict other = y == x ? skip : x;
+        if (other == y) {
+            for (index i = begin; i < end; ++i) inout[i] = inout[i] + inout[i];
+        } else {
+            for (index i = begin; i < end; ++i) inout[i] = inout[i] + other[i];
+        }
+    } else {
+        const T* __restrict a = x;
+        const T* __restrict b = skip;
+        T* __restrict out = y;
+        for (index i = begin; i < end; ++i) out[i] = a[i] + b[i];
+    }
+}
+}  // namespace
+
+template <typename T>
+void residual_add(const T* x, const T* skip, T* y, index n) {
+    require(n >= 0, "residual_add: n must be non-negative, got " + std::to_string(n));
+    for_each_chunk(n, [=](index begin, index end) { add_range(x, skip, y, begin, end); });
+}
+
+#define FASTMLP_INSTANTIATE(T)                                                                   \
+    template void layer_norm_forward<T>(const T*, const T*, const T*, T*, T*, T*, index, index,  \
+                                        double);                                                 \
+    template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,     \
+                                         index, index, bool);                                    \
+    template void batch_norm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
+                                              index, index, double, double);                     \
+    template void batch_norm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*,   \
+                                             T*, index, index, double);                          \
+    template void batch_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,     \
+                                         index, index, bool);                                    \
+    template void dropout_forward<T>(const T*, const std::uint8_t*, T*, index, double);          \
+    template void dropout_backward<T>(const T*, const std::uint8_t*, T*, index, double);         \
+    template void residual_add<T>(const T*, const T*, T*, index);
+FASTMLP_INSTANTIATE(float)
+FASTMLP_INSTANTIATE(double)
+#undef FASTMLP_INSTANTIATE
+
+}  // namespace fastmlp
