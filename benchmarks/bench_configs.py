@@ -12,13 +12,15 @@ Configurations (float32 everywhere, MSE loss, plain SGD):
   deep-residual 256 → 16 residual blocks of 256 (dense → layer norm → relu, plus the skip) → 10,
                 batch 64, lr 0.001 (one-hot targets; at 0.01 its first steps diverge in every
                 implementation: the residual stream adds 16 non-negative relu outputs, so the
-                outputs start large); fastmlp and PyTorch only
+                outputs start large); no scikit-learn row, and the summary's only target is PyTorch's
   tiny-batch    [64, 128, 128, 1] relu, batch 1 (online learning), lr 0.001
   predict       latency of predict on one sample of mnist-mlp (µs, median over all calls)
 
 Implementations:
   fastmlp                    fm.Network(dtype="float32").fit(X, y, epochs, batch_size, fm.SGD(lr), shuffle=True)
-  fastmlp.reference          the NumPy twin, reference.Network.fit(X, y, epochs, batch_size, lr) (no shuffling)
+  fastmlp.reference          the NumPy twin, reference.Network.fit(X, y, epochs, batch_size, lr) (no shuffling);
+                             deep-residual: reference.LayerNetwork's forward and backward_output, the MSE twin
+                             and params -= lr · grads, batches in order
   PyTorch                    nn.Sequential(Linear, act, ...), nn.MSELoss, optim.SGD; per-epoch randperm and
                              gathered batches; loss.item() once per block (skipped if torch does not import).
                              deep-residual: nn.Sequential(Residual(nn.Sequential(Linear, LayerNorm, ReLU)) × 16,
@@ -243,6 +245,23 @@ def torch_runner(torch, config, net, X, y) -> Runner:
     return Runner(run, predict)
 
 
+def layer_reference_runner(config, net, X, y) -> Runner:
+    """The NumPy twin of a network with residual blocks or norms: reference.LayerNetwork's forward
+    and backward, MSE's twin and a plain SGD step on the flat buffer, batches in order."""
+    model = reference.LayerNetwork.from_network(net, dtype="float32")
+
+    def run(steps):
+        for i in range(steps):
+            xb, yb = X[i * config.batch:(i + 1) * config.batch], y[i * config.batch:(i + 1) * config.batch]
+            out = model.forward(xb)
+            loss = reference.mse_forward(out, yb)
+            model.backward_output(reference.mse_backward(out, yb))
+            model.params -= np.float32(config.lr) * model.grads
+        return loss
+
+    return Runner(run, model.predict)
+
+
 def sklearn_runner(MLPRegressor, config, net, X, y) -> Runner:
     batch = X.shape[0] if config.batch is None else config.batch
     model = MLPRegressor(hidden_layer_sizes=config.sizes[1:-1], activation=config.activation, solver="sgd",
@@ -394,7 +413,8 @@ def build_rows(config: Config, nominal: int, torch, MLPRegressor, skip, notes: l
     rows = [Row(config, "fastmlp", fastmlp_runner(config, net.copy(), X, y))]
     if "fastmlp.reference" not in skip:
         try:
-            rows.append(Row(config, "fastmlp.reference", reference_runner(config, net, X, y)))
+            runner = layer_reference_runner if config.network_options else reference_runner
+            rows.append(Row(config, "fastmlp.reference", runner(config, net, X, y)))
         except (TypeError, ValueError, NotImplementedError) as error:
             notes.append(f"{config.name}: fastmlp.reference left out ({error})")
     if torch is not None:
