@@ -1403,6 +1403,94 @@ def constructor(data) -> None:
         raise Failure(f"{what}: initial parameters differ from reference.init_params")
 
 
+LAYER_VALUES = {
+    "inputs": (1, 2, 3, 0, -1, 2.0, True, None, "3", 2**63),
+    "outputs": (1, 2, 3, 0, -1, 2.5, None, 2**64),
+    "width": (1, 2, 3, 0, -1, None, "2"),
+    "init": ("auto", "he_normal", "xavier_uniform", "zeros", None, 3),
+    "name": ("relu", "tanh", "gelu", "linear", "softplus", None, 1),
+    "eps": (1e-5, 1e-3, 0.0, -1.0, math.nan, math.inf, "1e-5", True),
+    "momentum": (0.1, 0.5, 1.0, 0.0, 1.5, math.nan, None),
+    "p": (0.0, 0.25, 0.5, 1.0, -0.1, math.nan, None),
+}
+LAYER_KEYS = {"dense": ("inputs", "outputs", "init"), "layer_norm": ("width", "eps"),
+              "batch_norm": ("width", "eps", "momentum"), "activation": ("name",), "dropout": ("p",)}
+
+
+@st.composite
+def layer_specs(draw):
+    """A list of layer dicts whose widths chain (residual blocks keep theirs), then now and
+    then one entry spoiled: a bad value, an unknown key or type, a width that breaks the chain."""
+    width = draw(st.integers(1, 4))
+    layers = []
+
+    def block(width, allow_residual):
+        kind = draw(st.sampled_from(("dense", "dense", "layer_norm", "batch_norm", "activation", "dropout")
+                                    + (("residual",) if allow_residual else ())))
+        if kind == "dense":
+            outputs = draw(st.integers(1, 4))
+            spec = {"type": "dense", "inputs": width, "outputs": outputs}
+            if draw(st.booleans()):
+                spec["init"] = draw(st.sampled_from(LAYER_VALUES["init"][:3]))
+            return spec, outputs
+        if kind == "residual":
+            inner = []
+            for _ in range(draw(st.integers(1, 3))):
+                spec, w = block(width, False)
+                if w != width:  # a block keeps its width
+                    spec = {"type": "dense", "inputs": width, "outputs": width}
+                inner.append(spec)
+            return {"type": "residual", "block": inner}, width
+        spec = {"type": kind}
+        for key in LAYER_KEYS[kind]:
+            if key != "width" and (key == "name" or draw(st.booleans())):
+                spec[key] = draw(st.sampled_from(LAYER_VALUES[key][:3]))
+        return spec, width
+
+    layers.append({"type": "dense", "inputs": width, "outputs": draw(st.integers(1, 4))})
+    width = layers[0]["outputs"]
+    for _ in range(draw(st.integers(0, 5))):
+        spec, width = block(width, True)
+        layers.append(spec)
+    if draw(st.integers(0, 2)) == 0:  # spoil one entry
+        target = draw(st.sampled_from(layers))
+        if target["type"] == "residual" and target["block"]:
+            target = draw(st.sampled_from(target["block"]))
+        keys = LAYER_KEYS.get(target["type"], ())
+        how = draw(st.sampled_from(("value", "key", "type")))
+        if how == "value" and keys:
+            key = draw(st.sampled_from(keys))
+            target[key] = draw(st.sampled_from(LAYER_VALUES[key][3:]))
+        elif how == "key":
+            target["bias"] = False
+        else:
+            target["type"] = draw(st.sampled_from(("conv", 7, None)))
+    return layers
+
+
+def from_architecture(data) -> None:
+    """from_architecture: a network whose architecture round-trips and whose eval pass is
+    its twin's, or a ValueError/TypeError that names the entry."""
+    spec = data.draw(layer_specs(), label="architecture")
+    dtype = data.draw(st.sampled_from(("float32", "float64")), label="dtype")
+    what = f"Network.from_architecture({spec!r}, dtype={dtype!r})"
+    record(what)
+    ok, net = attempt(fm.Network.from_architecture, spec, dtype=dtype, seed=1)
+    if not ok:
+        return check_error(net, ["architecture", "init", "layers"], what)
+    again = fm.Network.from_architecture(net.architecture, dtype=dtype, seed=1)
+    if again.architecture != net.architecture or not np.array_equal(again.params, net.params):
+        raise Failure(f"{what}: from_architecture(net.architecture) builds another network")
+    X = np.random.default_rng(0).standard_normal((5, net.n_inputs)).astype(dtype)
+    twin = reference.LayerNetwork.from_network(net)
+    close_network(net.predict(X), twin.predict(X), {"dtype": dtype}, forward_scale(net, X) * 10, what + " predict")
+    out = net.forward(X)
+    close_network(out, twin.forward(X), {"dtype": dtype}, forward_scale(net, X) * 10, what + " forward")
+
+
+NETWORK_TARGETS["network.from_architecture"] = from_architecture
+
+
 def set_num_threads(data) -> None:
     """fm.set_num_threads: a named error, or at most that many threads (fewer when they cannot
     start) and kernels whose results do not change."""

@@ -56,11 +56,13 @@ def test_the_shorthand_expands_to_blocks_with_skips_where_widths_agree():
     net = fm.Network([4, 8, 8, 3], "relu", residual=True, norm="layer", dropout=0.1, seed=0)
     arch = net.architecture
     assert [layer["type"] for layer in arch] == ["dense", "layer_norm", "activation", "dropout", "residual",
-                                                 "dense"]
+                                                 "layer_norm", "dense"]  # a final norm after residual blocks
     assert [layer["type"] for layer in arch[4]["block"]] == ["dense", "layer_norm", "activation", "dropout"]
     assert arch[0] == {"type": "dense", "inputs": 4, "outputs": 8, "init": "he_normal"}
     assert arch[1] == {"type": "layer_norm", "width": 8, "eps": 1e-5}
     assert net.layer_sizes == (4, 8, 8, 3) and net.activations == ("relu", "relu", "linear")
+    assert [layer["type"] for layer in fm.Network([4, 8, 8, 3], "relu", norm="layer").architecture] == [
+        "dense", "layer_norm", "activation", "dense", "layer_norm", "activation", "dense"]  # no residual: no final norm
     batch = fm.Network([2, 5, 1], "tanh", norm="batch", seed=0).architecture
     assert batch[1] == {"type": "batch_norm", "width": 5, "eps": 1e-5, "momentum": 0.1}
     assert batch[0]["init"] == "xavier_normal"  # "auto" for a tanh block
@@ -127,7 +129,7 @@ BAD_ARCHITECTURES = [
      r"^architecture\[1\] name: expected one of"),
     ([{"type": "activation", "name": "relu"}], ValueError, r"a first activation layer has no width"),
     ([{"type": "layer_norm", "width": 3}], ValueError, r"no dense layer"),
-    ([{"type": "dense", "inputs": 2, "outputs": 3, "init": "zeros"}], ValueError, r"^init: expected one of"),
+    ([{"type": "dense", "inputs": 2, "outputs": 3, "init": "zeros"}], ValueError, r"^architecture\[0\] init: expected one of"),
 ]
 
 
@@ -295,6 +297,18 @@ def test_pickle_and_copy_keep_the_layers_and_the_running_statistics():
     net.fit(X, y, epochs=2, batch_size=16)
     clone.fit(X, y, epochs=2, batch_size=16)
     np.testing.assert_array_equal(clone.params, net.params)
+
+
+def test_the_final_norm_gives_the_output_layer_unit_scale_features():
+    # 20 relu blocks add ~0.4 each to the stream's mean; the final norm takes it back to 0
+    net = fm.Network([8] + [64] * 20 + [1], "relu", residual=True, norm="layer", seed=0, dtype="float64")
+    X = np.random.default_rng(0).uniform(-1, 1, (256, 8))
+    net.forward(X)
+    stream = net._core.cache(len(net._layers) - 3)[1]  # the last residual block's output
+    final = net._core.cache(len(net._layers) - 2)[1]  # after the final layer norm
+    assert 6 < stream.mean() < 10
+    assert abs(final.mean()) < 1e-6 and abs(final.std() - 1) < 1e-3
+    assert net.diagnose(X, (X**2).sum(axis=1)).verdicts == ["ok"] * 21
 
 
 def test_layer_norms_are_recorded_per_dense_layer():

@@ -27,7 +27,7 @@ OTHER_TARGETS = (
     "network.constructor", "network.predict", "network.predict_proba", "network.forward", "network.evaluate",
     "network.score", "network.fit", "network.partial_fit", "network.backward", "network.step",
     "network.copy", "network.pickle", "network.pickled_state", "network.decision_function",
-    "network.backward_output", "network.layer_cache", "threads.set_num_threads",
+    "network.backward_output", "network.layer_cache", "network.from_architecture", "threads.set_num_threads",
 )
 # Under the CI's sanitizer build a crash is ASan's report and exit status 1, not a signal.
 SANITIZER_REPORTS = ("ERROR: AddressSanitizer", "SUMMARY: AddressSanitizer", "SUMMARY: UndefinedBehaviorSanitizer")

@@ -225,18 +225,39 @@ void for_each_chunk(index n, F f) {
                  [&](index c) { f(c * chunk, (c + 1) * chunk < n ? (c + 1) * chunk : n); });
 }
 
-// a[i] = op(z[i]). In place (a == z) or on distinct arrays, the loop is told
-// so (restrict), which lets the compiler vectorize it without alias checks.
+// The loops themselves, compiled for AVX-512, AVX2 and baseline (FASTMLP_CLONES): the
+// vectorized exp and rational functions above run 16 floats a step with AVX-512 where
+// the baseline's SSE2 runs 4. __restrict tells the compiler the arrays do not overlap
+// (callers pass in == out through the in-place variants instead).
+template <typename T, typename Op>
+FASTMLP_CLONES void forward_cells(Op op, T* __restrict out, const T* __restrict in, index begin,
+                                  index end) {
+    for (index i = begin; i < end; ++i) out[i] = op(in[i]);
+}
+template <typename T, typename Op>
+FASTMLP_CLONES void forward_cells_in_place(Op op, T* __restrict inout, index begin, index end) {
+    for (index i = begin; i < end; ++i) inout[i] = op(inout[i]);
+}
+template <typename T, typename Op>
+FASTMLP_CLONES void backward_cells(Op op, T* __restrict out, const T* __restrict da,
+                                   const T* __restrict z, const T* __restrict a, index begin,
+                                   index end) {
+    for (index i = begin; i < end; ++i) out[i] = op(da[i], z[i], a[i]);
+}
+template <typename T, typename Op>
+FASTMLP_CLONES void backward_cells_in_place(Op op, T* __restrict inout, const T* __restrict z,
+                                            const T* __restrict a, index begin, index end) {
+    for (index i = begin; i < end; ++i) inout[i] = op(inout[i], z[i], a[i]);
+}
+
+// a[i] = op(z[i]), in place (a == z) or on distinct arrays.
 template <typename T, typename Op>
 void map_forward(T* a, const T* z, index n, Op op) {
     for_each_chunk(n, [=](index begin, index end) {
         if (a == z) {
-            T* __restrict inout = a;
-            for (index i = begin; i < end; ++i) inout[i] = op(inout[i]);
+            forward_cells_in_place(op, a, begin, end);
         } else {
-            T* __restrict out = a;
-            const T* __restrict in = z;
-            for (index i = begin; i < end; ++i) out[i] = op(in[i]);
+            forward_cells(op, a, z, begin, end);
         }
     });
 }
@@ -248,16 +269,9 @@ void map_backward(T* dz, const T* da, const T* z, const T* a, index n, Op op) {
         if (dz == z || dz == a) {  // unusual aliasing: the plain loop
             for (index i = begin; i < end; ++i) dz[i] = op(da[i], z[i], a[i]);
         } else if (dz == da) {
-            T* __restrict inout = dz;
-            const T* __restrict zr = z;
-            const T* __restrict ar = a;
-            for (index i = begin; i < end; ++i) inout[i] = op(inout[i], zr[i], ar[i]);
+            backward_cells_in_place(op, dz, z, a, begin, end);
         } else {
-            T* __restrict out = dz;
-            const T* __restrict dar = da;
-            const T* __restrict zr = z;
-            const T* __restrict ar = a;
-            for (index i = begin; i < end; ++i) out[i] = op(dar[i], zr[i], ar[i]);
+            backward_cells(op, dz, da, z, a, begin, end);
         }
     });
 }

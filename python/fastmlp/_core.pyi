@@ -9,7 +9,7 @@ refused; inputs may be read-only) and may not share memory with an input
 unless said otherwise. The GIL is released while a kernel runs.
 """
 
-from typing import Generic, Sequence, TypedDict, TypeVar
+from typing import Generic, Sequence, TypedDict, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -197,26 +197,49 @@ def schedule_factor(schedule: ScheduleConfig, t: int) -> float:
 # ---- the engine ---------------------------------------------------------------------
 
 class _Network(Generic[_Float]):
-    """One network over a flat parameter buffer and a flat gradient buffer
-    (W_0, b_0, W_1, b_1, ...). Calls on one network run one at a time, except
+    """One network, a list of layers (dense, layer_norm, batch_norm, activation,
+    dropout, residual), over a flat parameter buffer (layer by layer: a dense
+    layer's W then b, a norm layer's gain then bias), a flat gradient buffer of
+    the same layout and a flat state buffer (batch norm's running mean and
+    variance). Calls on one network run one at a time, except
     that readers (predict, evaluate, cache, snapshot) called during a fit from
     another thread or a signal handler run between two of its batches. A call
     that changes the network made from a signal handler on the thread running a
     fit raises RuntimeError."""
 
+    @overload
+    def __init__(self, layers: list[dict[str, object]], seed: int) -> None:
+        """layers: the flat list, one dict per layer with "type" and what that type
+        reads: "inputs", "outputs" (dense), "init", "activation", "eps", "momentum",
+        "p", "skip_from" (residual: adds the input of that layer). Checked: widths
+        chain, a dense layer, blocks that do not nest and keep their width."""
+    @overload
     def __init__(self, sizes: list[int], activations: list[str], seed: int, inits: list[str] = ...) -> None:
-        """sizes: inputs, hidden widths, outputs (each >= 1); activations: one name
-        per layer, the output layer's last; seed: 0 <= seed < 2**64; inits: one
-        scheme per layer (he_normal, he_uniform, xavier_normal, xavier_uniform,
-        lecun_normal, lecun_uniform), empty for He-normal. Biases start at zero."""
+        """A plain stack: sizes: inputs, hidden widths, outputs (each >= 1);
+        activations: one name per dense layer, the output layer's last; seed: 0 <=
+        seed < 2**64; inits: one scheme per layer (he_normal, he_uniform,
+        xavier_normal, xavier_uniform, lecun_normal, lecun_uniform), empty for
+        He-normal. Biases start at zero."""
     @property
     def dtype(self) -> np.dtype[_Float]: ...
     @property
     def parameter_count(self) -> int: ...
     @property
-    def layers(self) -> list[tuple[int, int, int, int, str]]:
-        """One (inputs, outputs, weight_offset, bias_offset, activation) per layer;
-        offsets index the flat buffers."""
+    def layers(self) -> list[dict[str, object]]:
+        """One dict per layer: "type", "inputs", "outputs", "init", "activation",
+        "eps", "momentum", "p", "skip_from", "weight_offset", "bias_offset" (a dense
+        layer's W and b, a norm layer's gain and bias; -1 for none), "state_offset"
+        (batch norm), "stage" (the pass that runs it: an activation right after a
+        dense or norm layer runs in that layer's)."""
+    @property
+    def state(self) -> npt.NDArray[_Float]:
+        """A writable 1-D view of the state buffer: each batch norm layer's running
+        mean then running variance."""
+    @property
+    def sqrt_checkpoint(self) -> int:
+        """The k of fit's checkpoint="sqrt": ⌈√blocks⌉."""
+    def activation_memory(self, batch: int, checkpoint: int) -> int:
+        """Bytes of the workspace a training step of `batch` rows keeps, with checkpoint k (0: none)."""
     @property
     def params(self) -> npt.NDArray[_Float]:
         """A writable 1-D view of the parameter buffer (no copy; keeps the network alive)."""
@@ -229,8 +252,10 @@ class _Network(Generic[_Float]):
         """Zeroes grads, then fills them from d_out = dL/dŷ (B, outputs); needs the
         cache of forward(x) just before."""
     def cache(self, layer: int) -> tuple[npt.NDArray[_Float], npt.NDArray[_Float]]:
-        """Copies of (Z_layer, A_layer), each (B, outputs of that layer), from the last
-        forward. ValueError before any forward, IndexError for a bad layer."""
+        """Copies of (Z, A) of the pass that runs layer `layer` (its pre-activation
+        and output; for an activation layer of its own, its input and output), each
+        (B, outputs of that layer), from the last forward. ValueError before any
+        forward, IndexError for a bad layer."""
     def zero_grad(self) -> None: ...
     def predict(self, x: npt.NDArray[_Float], out: npt.NDArray[_Float]) -> None:
         """out (n, outputs) = the network applied to x (n, inputs); the training cache is untouched."""
@@ -247,12 +272,15 @@ class _Network(Generic[_Float]):
         schedule: ScheduleConfig | None,
         count_correct: bool,
         record_layer_norms: bool = False,
+        checkpoint: int = 0,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
         Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
         "loss", "grad_norm", "lr"[, "accuracy"][, "layer_grad_norm"]}: the arrays
-        hold one value (a row of one per layer for "layer_grad_norm") per epoch
-        (the first "epochs" are valid). A pending signal (Ctrl-C) raises."""
+        hold one value (a row of one per dense layer for "layer_grad_norm") per
+        epoch (the first "epochs" are valid). checkpoint: keep every k-th block's
+        input and recompute the rest (0: keep everything); the same bits either
+        way. A pending signal (Ctrl-C) raises."""
     def optimizer_step(
         self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:
@@ -260,10 +288,11 @@ class _Network(Generic[_Float]):
     def reset_optimizer(self) -> None: ...
     def snapshot(
         self,
-    ) -> tuple[npt.NDArray[_Float], str, int, list[npt.NDArray[_Float]], tuple[tuple[int, int, int, int], bool, float]]:
+    ) -> tuple[npt.NDArray[_Float], str, int, list[npt.NDArray[_Float]], tuple[tuple[int, int, int, int], bool, float],
+               npt.NDArray[_Float]]:
         """(params, optimizer-state rule, update count, state buffers, ((w0, w1, w2, w3),
-        has_spare, spare)), copies taken under one lock: a fit running on another
-        thread is seen between two batches."""
+        has_spare, spare), state), copies taken under one lock: a fit running on
+        another thread is seen between two batches."""
     def restore(
         self,
         params: npt.ArrayLike,
@@ -273,8 +302,9 @@ class _Network(Generic[_Float]):
         rng_words: Sequence[int],
         has_spare: bool,
         spare: float,
+        state: npt.ArrayLike | None = None,
     ) -> None:
-        """Checks every field (params and each buffer (parameter_count,), finite in the
+        """Checks every field (state: None keeps the running statistics) (params and each buffer (parameter_count,), finite in the
         network's dtype; 0 <= steps <= 2**62, 0 without an optimizer; as many buffers as
         the rule keeps; words in [0, 2**64), not all 0; spare finite), then applies
         them all under one lock, or raises and changes nothing."""

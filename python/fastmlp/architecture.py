@@ -25,7 +25,16 @@ shortcut of He et al., "Deep Residual Learning for Image Recognition" (CVPR
 widths differ gets no shortcut rather than the paper's projection shortcut, so
 that the shorthand adds no parameters to the plain network's (§3.3 finds the
 projection's gain "marginal"). The output layer is a plain dense layer and its
-activation.
+activation. With both ``residual`` and ``norm``, a last norm layer comes before
+it, as the final normalisation of pre-activation ResNets (He et al., "Identity
+Mappings in Deep Residual Networks", ECCV 2016) and pre-norm transformers: each
+block adds its activation's output to the stream, and a relu block's output is
+non-negative, so the stream's mean grows with every block (that paper's §4.1
+(c), "ReLU before addition": the signal is "monotonically increasing"). Twenty
+such blocks hand the output layer features near 8 instead of near 0, and its
+gradient at initialisation is then hundreds of times its weights
+(``Network.diagnose`` says "exploding"); the final norm gives it unit-scale
+features again.
 
 The engine's own list is flat: a residual block's layers, then a layer
 ``{"type": "residual", "skip_from": k}`` that adds the input of layer k
@@ -80,6 +89,8 @@ def expand(sizes, hidden_activations, output_activation, schemes, *, residual=Fa
         if i + 1 < n_layers and residual and inputs == outputs:
             layers.append({"type": "residual", "block": block})
         else:
+            if i + 1 == n_layers and norm is not None and any(layer["type"] == "residual" for layer in layers):
+                layers.append(_norm_spec(norm, inputs))  # the final norm: see the module's docstring
             layers.extend(block)
     return layers
 
@@ -120,7 +131,7 @@ def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool
                 if key not in layer:
                     raise ValueError(f"{where}: a dense layer needs '{key}'")
                 entry[key] = check_int(layer[key], f"{where} {key}", minimum=1, maximum=MAX_WIDTH)
-            entry["init"] = layer.get("init", "auto")
+            entry["init"] = check_choice(layer.get("init", "auto"), f"{where} init", _inits())
         elif kind in ("layer_norm", "batch_norm"):
             if "width" in layer:
                 entry["width"] = check_int(layer["width"], f"{where} width", minimum=1, maximum=MAX_WIDTH)
@@ -149,6 +160,12 @@ def _activations():
     from .network import ACTIVATIONS
 
     return ACTIVATIONS
+
+
+def _inits():
+    from .network import INITS
+
+    return INITS
 
 
 def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> int | None:

@@ -34,25 +34,21 @@ class GradientCheckResult:
 
 def _parameter_name(net, flat_index: int) -> str:
     """Where index ``flat_index`` of ``net.params`` lives: "weights[l][i, j]",
-    "biases[l][i]", "norm_gains[k][i]" or "norm_biases[k][i]"."""
-    dense = norm = 0
-    for layer in net._layers:
-        kind, inputs, outputs = layer["type"], layer["inputs"], layer["outputs"]
-        w, b = layer["weight_offset"], layer["bias_offset"]
-        if kind == "dense":
-            if w <= flat_index < b:
-                row, col = divmod(flat_index - w, inputs)
-                return f"weights[{dense}][{row}, {col}]"
-            if b <= flat_index < b + outputs:
-                return f"biases[{dense}][{flat_index - b}]"
-            dense += 1
-        elif kind in ("layer_norm", "batch_norm"):
-            if w <= flat_index < w + inputs:
-                return f"norm_gains[{norm}][{flat_index - w}]"
-            if b <= flat_index < b + inputs:
-                return f"norm_biases[{norm}][{flat_index - b}]"
-            norm += 1
+    "biases[l][i]", "norm_gains[k][i]" or "norm_biases[k][i]" (each a view into
+    ``params``; its offset is where its memory starts)."""
+    base, size = net.params.ctypes.data, net.params.itemsize
+    for name in ("weights", "biases", "norm_gains", "norm_biases"):
+        for k, view in enumerate(getattr(net, name)):
+            start = (view.ctypes.data - base) // size
+            if start <= flat_index < start + view.size:
+                where = np.unravel_index(flat_index - start, view.shape)
+                return f"{name}[{k}][{', '.join(str(int(i)) for i in where)}]"
     raise IndexError(flat_index)
+
+
+def _has_dropout(layers) -> bool:
+    return any(layer["type"] == "dropout" or (layer["type"] == "residual" and _has_dropout(layer["block"]))
+               for layer in layers)
 
 
 def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floor: float = 1e-8,
@@ -86,17 +82,21 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     X = check_samples(X, "X", clone.n_inputs, np.dtype(np.float64))
     y = prepare_targets(y, "y", X.shape[0], clone.n_outputs, clone.loss, clone.dtype)
 
-    rng = clone._core.snapshot()[4]  # dropout's masks come from the generator: the same ones each pass
-    has_dropout = any(layer["type"] == "dropout" for layer in clone._layers)
+    # Dropout's masks come from the network's generator; a copy carries its state, so
+    # every pass from a fresh copy of `start` draws the same masks.
+    start = clone.copy() if _has_dropout(clone.architecture) else None
 
-    def train_forward() -> np.ndarray:
-        if has_dropout:
-            clone._core.restore(clone.params.copy(), None, 0, [], *rng)
-        return clone.forward(X)
+    def fresh():
+        """The network to run a pass on: clone itself, or a fresh copy of `start` with clone's parameters."""
+        if start is None:
+            return clone
+        probe = start.copy()
+        probe.params[...] = clone.params
+        return probe
 
-    prediction = train_forward()
-    clone.backward(X, y, prediction)
-    analytic = clone.grads.copy()
+    first = fresh()
+    first.backward(X, y, first.forward(X))
+    analytic = first.grads.copy()
 
     n = clone.n_params
     if n <= max_params:
@@ -107,7 +107,7 @@ def gradient_check(net, X, y, *, eps: float = 1e-4, max_params: int = 2000, floo
     params = clone.params
 
     def loss() -> float:
-        return kernels.loss_forward(clone.loss, train_forward(), y, clone.huber_delta)
+        return kernels.loss_forward(clone.loss, fresh().forward(X), y, clone.huber_delta)
 
     def loss_at(i: int, shift: float) -> float:
         saved = params[i]

@@ -295,7 +295,7 @@ class Network:
                        if layer["type"] == "dense")
         n_params += sum(2 * layer["inputs"] for layer in flat if layer["type"] in ("layer_norm", "batch_norm"))
         if n_params > MAX_PARAMS:
-            raise ValueError(f"layers: {n_params} parameters, more than any memory holds "
+            raise ValueError(f"architecture: {n_params} parameters, more than any memory holds "
                              f"(the limit is 2**48 = {MAX_PARAMS})")
         if self.is_classifier:
             head = _HEADS[loss]
