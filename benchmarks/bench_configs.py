@@ -9,10 +9,9 @@ Configurations (float32 everywhere, MSE loss, plain SGD):
                 implementation, since fastmlp has no cross-entropy yet)
   wide          [1024, 4096, 4096, 1024] relu, batch 256, lr 0.001 (synthetic normal data)
   deep-narrow   256 → 16 hidden layers of 256 tanh → 10, batch 64, lr 0.01 (one-hot targets)
-  deep-residual 256 → 16 residual blocks of 256 (dense → layer norm → relu, plus the skip) → 10,
-                batch 64, lr 0.001 (one-hot targets; at 0.01 its first steps diverge in every
-                implementation: the residual stream adds 16 non-negative relu outputs, so the
-                outputs start large); no scikit-learn row, and the summary's only target is PyTorch's
+  deep-residual 256 → 16 residual blocks of 256 (dense → layer norm → relu, plus the skip) → the final
+                layer norm → 10 (fm.Network(..., residual=True, norm="layer")), batch 64, lr 0.01
+                (one-hot targets); no scikit-learn row, and the summary's only target is PyTorch's
   tiny-batch    [64, 128, 128, 1] relu, batch 1 (online learning), lr 0.001
   predict       latency of predict on one sample of mnist-mlp (µs, median over all calls)
 
@@ -24,7 +23,8 @@ Implementations:
   PyTorch                    nn.Sequential(Linear, act, ...), nn.MSELoss, optim.SGD; per-epoch randperm and
                              gathered batches; loss.item() once per block (skipped if torch does not import).
                              deep-residual: nn.Sequential(Residual(nn.Sequential(Linear, LayerNorm, ReLU)) × 16,
-                             Linear), Residual(block)(x) = x + block(x), the LayerNorm's gain 1 and bias 0
+                             LayerNorm, Linear), Residual(block)(x) = x + block(x): built from fastmlp's layer
+                             list (net.architecture), so it is the same network whatever the shorthand expands to
   scikit-learn               MLPRegressor(solver="sgd", momentum=0, alpha=0, learning_rate_init=lr,
                              batch_size, warm_start=True, no early stop); each block is one fit() of
                              max_iter epochs (skipped if sklearn is not installed). Its squared-error
@@ -111,7 +111,7 @@ CONFIGS = (
            targets=(("PyTorch", 1.3), *COMMON_TARGETS)),
     Config("deep-narrow", (256, *([256] * 16), 10), "tanh", 64, 0.01, 300, 40,
            targets=(("PyTorch", 2.0), *COMMON_TARGETS)),
-    Config("deep-residual", (256, *([256] * 16), 10), "relu", 64, 0.001, 300, 40,
+    Config("deep-residual", (256, *([256] * 16), 10), "relu", 64, 0.01, 300, 40,
            targets=(("PyTorch", 1.5),), residual=True, norm="layer"),
     Config("tiny-batch", (64, 128, 128, 1), "relu", 1, 0.001, 20000, 2000,
            targets=(("PyTorch", 20.0), *COMMON_TARGETS)),
@@ -177,14 +177,12 @@ def reference_runner(config, net, X, y) -> Runner:
     return Runner(run, model.predict)
 
 
-def torch_model(torch, config):
-    """nn.Sequential of the configuration: Linear, activation, ... , Linear; with norm="layer" each
-    hidden block is Linear, LayerNorm, activation, and with residual=True a block of equal widths is
-    wrapped in Residual (x + block(x)), as fastmlp's hidden blocks are."""
-    activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[config.activation]
-    norms = {None: None, "layer": torch.nn.LayerNorm}
-    if config.norm not in norms:
-        raise ValueError(f"{config.name}: no PyTorch equivalent of norm={config.norm!r}")
+def torch_model(torch, config, net):
+    """The nn.Sequential equivalent of fastmlp's network, layer for layer: from its layer list
+    (``net.architecture``; a plain stack's is spelled out from the sizes on builds before issue 11).
+    Linear for dense, LayerNorm (same eps; gain 1 and bias 0 as fastmlp's start) for layer norm,
+    the activation, and Residual(nn.Sequential(...)) computing x + block(x) for a residual block."""
+    activations = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "linear": torch.nn.Identity}
 
     class Residual(torch.nn.Module):
         def __init__(self, block):
@@ -194,23 +192,35 @@ def torch_model(torch, config):
         def forward(self, x):
             return x + self.block(x)
 
-    layers = []
-    hidden = list(zip(config.sizes[:-2], config.sizes[1:-1]))
-    for fan_in, fan_out in hidden:
-        block = [torch.nn.Linear(fan_in, fan_out)]
-        if config.norm is not None:
-            block.append(norms[config.norm](fan_out))  # eps 1e-5, gain 1, bias 0: fastmlp's too
-        block.append(activation())
-        if config.residual and fan_in == fan_out:
-            layers.append(Residual(torch.nn.Sequential(*block)))
-        else:
-            layers.extend(block)
-    layers.append(torch.nn.Linear(config.sizes[-2], config.sizes[-1]))
-    return torch.nn.Sequential(*layers)
+    def build(specs):
+        modules = []
+        for spec in specs:
+            kind = spec["type"]
+            if kind == "dense":
+                modules.append(torch.nn.Linear(spec["inputs"], spec["outputs"]))
+            elif kind == "layer_norm":
+                modules.append(torch.nn.LayerNorm(spec["width"], eps=spec["eps"]))
+            elif kind == "activation":
+                modules.append(activations[spec["name"]]())
+            elif kind == "residual":
+                modules.append(Residual(torch.nn.Sequential(*build(spec["block"]))))
+            else:
+                raise ValueError(f"{config.name}: this benchmark has no PyTorch equivalent of a {kind} layer")
+        return modules
+
+    if hasattr(net, "architecture"):
+        specs = net.architecture
+    else:
+        specs = []
+        for i, (fan_in, fan_out) in enumerate(zip(config.sizes[:-1], config.sizes[1:])):
+            specs.append({"type": "dense", "inputs": fan_in, "outputs": fan_out})
+            if i < len(config.sizes) - 2:
+                specs.append({"type": "activation", "name": config.activation})
+    return torch.nn.Sequential(*build(specs))
 
 
 def torch_runner(torch, config, net, X, y) -> Runner:
-    model = torch_model(torch, config)
+    model = torch_model(torch, config, net)
     with torch.no_grad():  # fastmlp's initial weights (W is (out, in) in both)
         for layer, W, b in zip([m for m in model.modules() if isinstance(m, torch.nn.Linear)], net.weights,
                                net.biases):

@@ -42,6 +42,15 @@ def test_the_sigmoid_network_vanishes_from_its_first_layers_and_stalls(default_r
     assert sigmoid.losses[-1] > 0.9 * default_run.y_variance
 
 
+def test_the_residual_layer_norm_network_is_ok_everywhere_before_training():
+    X, y = deep.make_data(SEED)
+    networks = deep.make_networks(SEED)
+    residual = networks["relu + residual + layer norm"].diagnose(X, y)
+    assert residual.verdicts == ["ok"] * (deep.DEPTH + 1), residual
+    sigmoid = networks["sigmoid"].diagnose(X, y)
+    assert sigmoid.verdicts[:10] == ["vanishing"] * 10, sigmoid
+
+
 def test_the_residual_layer_norm_network_is_ok_everywhere_and_trains(default_run):
     residual = default_run.runs[1]
     assert residual.name == "relu + residual + layer norm"
