@@ -44,7 +44,8 @@ from ..diagnosis import Diagnosis
 from ..network import Network
 from ..optimizers import Adam
 
-__all__ = ["DEPTH", "WIDTH", "DEFAULT_EPOCHS", "DeepRun", "DeepDemo", "make_data", "make_networks", "run", "figure"]
+__all__ = ["DEPTH", "WIDTH", "DEFAULT_EPOCHS", "DeepRun", "DeepDemo", "make_data", "make_networks", "train", "run",
+           "figure"]
 
 DEPTH = 20  # hidden layers
 WIDTH = 32
@@ -95,6 +96,7 @@ def make_networks(seed: int) -> dict[str, Network]:
 
 
 def train(name: str, net: Network, X: np.ndarray, y: np.ndarray, epochs: int) -> DeepRun:
+    """Fits ``net`` with the demo's optimizer and batch size, then diagnoses it on (X, y)."""
     start = time.perf_counter()
     history = net.fit(X, y, epochs=epochs, batch_size=BATCH_SIZE, optimizer=Adam(lr=LEARNING_RATE))
     seconds = time.perf_counter() - start
