@@ -621,6 +621,106 @@ def _(draw):
                 inplace=("c",), scale=scale, valid_types=all_real(a, b, c))
 
 
+# ---- the layers between dense ones: layer norm, batch norm, dropout, residual add ----------------
+
+NORM_EPS = ((1e-5, 1e-5, 1e-3, 0.0), (-1e-5, math.nan, math.inf, "0.1"))
+DROPOUT_P = ((0.0, 0.1, 0.5, 0.9), (1.0, -0.1, 1.5, math.nan, math.inf, "0.5", None))
+
+
+def _norm_rows_and_vectors(draw, names):
+    """x (B, W) and the vectors of width W named ``names``, each possibly of a wrong shape."""
+    b, w = draw(st.sampled_from(SIZES)), draw(st.sampled_from(SIZES))
+    x = draw(arrays(maybe_wrong((b, w), draw)))
+    return (b, w), x, [draw(arrays(maybe_wrong((w,), draw))) for _ in names]
+
+
+def _norm_scale(args, kwargs):
+    """The outputs' scale: xhat is O(√W), y = gain ⊙ xhat + bias."""
+    x, gain, bias = args[:3]
+    width = x.shape[1] if x.ndim == 2 else 1
+    return max(1.0, math.sqrt(width)) * finite_scale(gain) + finite_scale(bias)
+
+
+@kernel_case("layer_norm")
+def _(draw):
+    _, x, (gain, bias) = _norm_rows_and_vectors(draw, ("gain", "bias"))
+    eps = draw(mostly(*NORM_EPS))
+    return Case(lambda n: ((x.build(n), gain.build(n), bias.build(n)), {"eps": eps}),
+                describe(x=x, gain=gain, bias=bias, eps=eps), scale=_norm_scale,
+                valid_types=all_real(x, gain, bias))
+
+
+@kernel_case("batch_norm")
+def _(draw):
+    (b, w), x, (gain, bias) = _norm_rows_and_vectors(draw, ("gain", "bias"))
+    training = draw(mostly((True, True, False), (None, 1, "yes")))
+    running = draw(st.sampled_from(("both", "both", "both", "none", "mean only")))
+    mean = var = None
+    if running != "none":
+        mean = draw(arrays(maybe_wrong((w,), draw))).written()
+        if running == "both":
+            var = draw(arrays(maybe_wrong((w,), draw))).written()
+            var.absolute = True  # a variance is never negative
+    kwargs = {"training": training, "eps": draw(mostly(*NORM_EPS)),
+              "momentum": draw(mostly((0.1, 0.0, 1.0, 0.5), (-0.1, 1.5, math.nan, math.inf)))}
+
+    def make(n):
+        return ((x.build(n), gain.build(n), bias.build(n), None if mean is None else mean.build(n),
+                 None if var is None else var.build(n)), dict(kwargs))
+
+    def scale(args, kwargs):
+        return _norm_scale(args, kwargs) * max(1.0, finite_scale(*args)) if training is False else \
+            _norm_scale(args, kwargs) + finite_scale(*args)
+    return Case(make, describe(x=x, gain=gain, bias=bias, running_mean=mean, running_var=var, **kwargs),
+                inplace=("running_mean", "running_var"), scale=scale,
+                valid_types=all_real(x, gain, bias, mean, var))
+
+
+@kernel_case("layer_norm_backward")
+@kernel_case("batch_norm_backward")
+def _(draw):
+    (b, w), dy, (gain,) = _norm_rows_and_vectors(draw, ("gain",))
+    xhat = draw(arrays(maybe_wrong((b, w), draw)))
+    rstd = draw(arrays(maybe_wrong((draw(st.sampled_from((b, w))),), draw)))
+
+    def scale(args, kwargs):
+        dy_, xhat_, rstd_, gain_ = args  # dx = rstd (g − mean g − xhat mean(g ⊙ xhat)); the sums over rows
+        rows = dy_.shape[0] if dy_.ndim == 2 else 1
+        g = finite_scale(dy_) * finite_scale(gain_)
+        return (finite_scale(rstd_) * g * (1 + square(finite_scale(xhat_)))
+                + max(1, rows) * finite_scale(dy_) * finite_scale(xhat_))
+    return Case(lambda n: ((dy.build(n), xhat.build(n), rstd.build(n), gain.build(n)), {}),
+                describe(dy=dy, xhat=xhat, rstd=rstd, gain=gain), scale=scale,
+                valid_types=all_real(dy, xhat, rstd, gain))
+
+
+@kernel_case("dropout_mask")
+def _(draw):
+    shape = draw(st.one_of(st.sampled_from(SIZES), shapes(), st.sampled_from((-1, 2**63, "3", 2.5, (3, -1)))))
+    p = draw(mostly(*DROPOUT_P))
+    rng = draw(mostly((0, 1, 2**64 - 1, 12345, ((1, 2, 3, 4), False, 0.0)),
+                      (-1, 2**64, "seed", None, ((0, 0, 0, 0), False, 0.0), ((1, 2, 3), False, 0.0))))
+    return Case(lambda n: ((shape, p, rng), {}), describe(n_or_shape=shape, p=p, rng=rng))
+
+
+@kernel_case("dropout")
+@kernel_case("dropout_backward")
+def _(draw):
+    shape = draw(shapes())
+    x = draw(arrays(shape))
+    mask = draw(arrays(maybe_wrong(shape, draw), dtypes=("bool", "bool", "bool", "uint8", "float64", "int64")))
+    p = draw(mostly(*DROPOUT_P))
+    return Case(lambda n: ((x.build(n), mask.build(n), p), {}), describe(x=x, mask=mask, p=p),
+                scale=lambda args, kwargs: finite_scale(args[0]) * 10, valid_types=all_real(x, mask))
+
+
+@kernel_case("residual_add")
+def _(draw):
+    x, skip = _pair(draw, draw(st.integers(0, 3)))
+    return Case(lambda n: ((x.build(n), skip.build(n)), {}), describe(x=x, skip=skip),
+                scale=lambda args, kwargs: 2 * finite_scale(*args), valid_types=all_real(x, skip))
+
+
 COMMON_OPTIMIZER_ARGS = {  # name: (good values, bad values)
     "lr": ((0.01, 0.1, 1.0), (0.0, -0.1, math.nan, math.inf, 1e300)),
     "weight_decay": ((0.0, 0.0, 0.01, 1.0), (-1.0, math.nan, math.inf)),

@@ -350,14 +350,15 @@ void require_length(const char* kernel, const py::array& vector, const char* nam
                               ",), one value per " + what);
 }
 
-// Every pair of (array, name) in `written` shares no memory with another, except
-// the pairs listed as allowed, which may also be exactly the same view.
+// No array in `written` shares memory with another written one or with one in
+// `read`, except the pairs named in same_allowed, which may be exactly the same view.
 using Named = std::pair<py::array, const char*>;
 void require_apart(const std::vector<Named>& written, const std::vector<Named>& read,
                    const std::vector<std::pair<const char*, const char*>>& same_allowed = {}) {
     auto allowed = [&](const char* a, const char* b) {
         for (const auto& [x, y] : same_allowed)
-            if ((std::string(x) == a && std::string(y) == b) || (std::string(x) == b && std::string(y) == a))
+            if ((std::string(x) == a && std::string(y) == b) ||
+                (std::string(x) == b && std::string(y) == a))
                 return true;
         return false;
     };
@@ -374,7 +375,8 @@ void require_apart(const std::vector<Named>& written, const std::vector<Named>& 
 // A C-contiguous uint8 mask of n elements (values 0 or 1; fastmlp.kernels checks them).
 const std::uint8_t* mask_input(const py::array& mask, Index n) {
     if (!mask.dtype().is(py::dtype::of<std::uint8_t>()))
-        throw py::type_error("mask: expected dtype uint8, got " + std::string(py::str(mask.dtype())));
+        throw py::type_error("mask: expected dtype uint8, got " +
+                             std::string(py::str(mask.dtype())));
     if (!(mask.flags() & py::array::c_style))
         throw py::value_error("mask: expected a C-contiguous array");
     if (Index(mask.size()) != n)
@@ -428,7 +430,8 @@ void norm_backward_binding(const py::array& dy, const py::array& xhat, const py:
         require_length(kernel, gain, "gain", width, "column of dy");
         require_length(kernel, d_gain, "d_gain", width, "column of dy");
         require_length(kernel, d_bias, "d_bias", width, "column of dy");
-        require_length(kernel, rstd, "rstd", batch ? width : rows, batch ? "column of dy" : "row of dy");
+        require_length(kernel, rstd, "rstd", batch ? width : rows,
+                       batch ? "column of dy" : "row of dy");
         const T* pxh = input<T>(xhat, "xhat", 2);
         const T* pr = input<T>(rstd, "rstd", 1);
         const T* pg = input<T>(gain, "gain", 1);
@@ -455,8 +458,10 @@ void batch_norm_forward_train_binding(const py::array& x, const py::array& gain,
     require_same_shape(x, "x", y, "y");
     std::vector<Named> written{{xhat, "xhat"}, {rstd, "rstd"}, {y, "y"}};
     py::array rm, rv;
-    if (!running_mean.is_none()) written.emplace_back(rm = running_mean.cast<py::array>(), "running_mean");
-    if (!running_var.is_none()) written.emplace_back(rv = running_var.cast<py::array>(), "running_var");
+    if (!running_mean.is_none())
+        written.emplace_back(rm = running_mean.cast<py::array>(), "running_mean");
+    if (!running_var.is_none())
+        written.emplace_back(rv = running_var.cast<py::array>(), "running_var");
     require_apart(written, {{x, "x"}, {gain, "gain"}, {bias, "bias"}},
                   {{"xhat", "x"}, {"y", "xhat"}, {"y", "x"}});
     dispatch(x, "x", [&](auto tag) {
@@ -536,8 +541,8 @@ py::tuple dropout_mask_binding(const std::array<std::uint64_t, 4>& words, bool h
         dropout_mask(rng, mask, n, p);
     }
     state = rng.state();
-    return py::make_tuple(py::make_tuple(state.words[0], state.words[1], state.words[2], state.words[3]),
-                          state.has_spare, state.spare);
+    const auto& w = state.words;
+    return py::make_tuple(py::make_tuple(w[0], w[1], w[2], w[3]), state.has_spare, state.spare);
 }
 
 // out = x ⊙ mask / (1 − p) (backward: dx = dy ⊙ mask / (1 − p)); out may be x itself.

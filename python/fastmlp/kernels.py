@@ -645,7 +645,7 @@ def _dropout_p(p) -> float:
 
 def _mask_shape(n_or_shape) -> tuple:
     if isinstance(n_or_shape, (numbers.Integral, np.integer)) and not isinstance(n_or_shape, (bool, np.bool_)):
-        return (check_int(n_or_shape, "n", minimum=0, maximum=INT64_MAX),)
+        return (check_int(n_or_shape, "n_or_shape", minimum=0, maximum=INT64_MAX),)
     if isinstance(n_or_shape, (str, bytes)) or not hasattr(n_or_shape, "__iter__"):
         raise TypeError(f"n_or_shape: expected a size or a shape tuple, got {n_or_shape!r:.200}")
     return tuple(check_int(s, f"n_or_shape[{i}]", minimum=0, maximum=INT64_MAX) for i, s in enumerate(n_or_shape))
@@ -690,7 +690,10 @@ def dropout_mask(n_or_shape, p, rng):
     shape = _mask_shape(n_or_shape)
     p = _dropout_p(p)
     words, has_spare, spare = _rng_state(rng)
-    mask = np.empty(shape, dtype=np.uint8)
+    try:
+        mask = np.empty(shape, dtype=np.uint8)
+    except (ValueError, MemoryError) as error:
+        raise ValueError(f"n_or_shape: no mask of shape {shape} can be made ({error})") from None
     new_words, new_has_spare, new_spare = _core.dropout_mask(list(words), has_spare, spare, p, mask)
     if isinstance(rng, Rng):
         rng.set_state(new_words, new_has_spare, new_spare)

@@ -163,7 +163,10 @@ class _FitPlan:
 
 
 class Network:
-    """A dense network: Z_l = A_{l-1} · W_lᵀ + b_l, A_l = f_l(Z_l).
+    """A dense network: Z_l = A_{l-1} · W_lᵀ + b_l, A_l = f_l(Z_l), with residual
+    blocks, layer or batch norm and dropout when asked for. Its layers are data:
+    :attr:`architecture` lists them and :meth:`from_architecture` builds from
+    such a list.
 
     Parameters
     ----------
@@ -172,6 +175,21 @@ class Network:
     activation : str or sequence of str
         Activation of the hidden layers, one name or one per hidden layer:
         linear, relu, leaky_relu, sigmoid, tanh, swish, gelu.
+    residual : bool
+        Residual blocks: every hidden block whose input and output widths agree
+        computes ``out = in + block(in)`` (He et al. 2016's identity shortcut;
+        a block whose widths differ has none). See :mod:`fastmlp.architecture`.
+    norm : None, "layer" or "batch"
+        A layer norm or batch norm (learnable gain 1 and bias 0 at first, eps
+        1e-5, batch norm's momentum 0.1, as torch's) in every hidden block,
+        after the dense layer; with ``residual`` also one before the output
+        layer. Batch norm uses the batch's statistics in ``forward``,
+        ``backward`` and ``fit`` and its running ones in ``predict``,
+        ``evaluate`` and ``score``.
+    dropout : float
+        Inverted dropout with this probability after every hidden activation,
+        active in training only (``forward``, ``fit``); its masks come from the
+        network's generator, so the same seed drops the same units.
     output_activation : str
         Activation of the last layer: "linear" for regression. A classifier's
         output layer is linear (its outputs are logits) and the loss applies the

@@ -34,7 +34,8 @@ namespace fastmlp {
 inline constexpr double norm_default_eps = 1e-5;       // torch's LayerNorm and BatchNorm1d
 inline constexpr double batch_norm_default_momentum = 0.1;
 
-// xhat and rstd (rows) are what backward reads. xhat may alias x; y may alias xhat.
+// xhat and rstd (rows) are what backward reads. xhat may alias x; y may alias xhat
+// or x (each row's statistics are taken before the row is written).
 template <typename T>
 void layer_norm_forward(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                         index rows, index width, double eps);
@@ -44,8 +45,8 @@ void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gai
                          T* d_gain, T* d_bias, index rows, index width, bool accumulate);
 
 // Training mode: batch statistics (rows >= 2, else std::invalid_argument). rstd is
-// (width). running_mean / running_var are updated when not null. xhat may alias x;
-// y may alias xhat.
+// (width). running_mean / running_var are updated when not null (0 <= momentum <= 1).
+// xhat may alias x; y may alias xhat or x (the statistics are taken first).
 template <typename T>
 void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                               T* running_mean, T* running_var, index rows, index width,

@@ -118,7 +118,8 @@ def dropout_mask(n_or_shape, p, rng):
     is advanced), element 2i from the low 32 bits of draw i and 2i + 1 from its high 32
     bits, kept when below :func:`dropout_keep_threshold`; p = 0 draws nothing."""
     shape = (int(n_or_shape),) if isinstance(n_or_shape, numbers.Integral) else tuple(n_or_shape)
-    n = math.prod(shape)
+    mask = np.empty(shape, dtype=np.uint8)  # refuses a negative or impossible shape before drawing
+    n = mask.size
     threshold = dropout_keep_threshold(p)
     if not isinstance(rng, Rng):
         if isinstance(rng, numbers.Integral):
@@ -128,12 +129,14 @@ def dropout_mask(n_or_shape, p, rng):
             rng = Rng()
             rng.set_state(words, has_spare, spare)
     if p == 0:
-        return np.ones(shape, dtype=np.uint8)
+        mask[...] = 1
+        return mask
     draws = np.array([rng.next() for _ in range((n + 1) // 2)], dtype=np.uint64)
     halves = np.empty(2 * draws.size, dtype=np.uint64)
     halves[0::2] = draws & np.uint64(0xFFFFFFFF)
     halves[1::2] = draws >> np.uint64(32)
-    return (halves[:n] < threshold).astype(np.uint8).reshape(shape)
+    mask.reshape(-1)[...] = halves[:n] < threshold
+    return mask
 
 
 def dropout(x, mask, p):
