@@ -9,20 +9,30 @@ Configurations (float32 everywhere, MSE loss, plain SGD):
                 implementation, since fastmlp has no cross-entropy yet)
   wide          [1024, 4096, 4096, 1024] relu, batch 256, lr 0.001 (synthetic normal data)
   deep-narrow   256 → 16 hidden layers of 256 tanh → 10, batch 64, lr 0.01 (one-hot targets)
+  deep-residual 256 → 16 residual blocks of 256 (dense → layer norm → relu, plus the skip) → the final
+                layer norm → 10 (fm.Network(..., residual=True, norm="layer")), batch 64, lr 0.01
+                (one-hot targets); no scikit-learn row, and the summary's only target is PyTorch's
   tiny-batch    [64, 128, 128, 1] relu, batch 1 (online learning), lr 0.001
   predict       latency of predict on one sample of mnist-mlp (µs, median over all calls)
 
 Implementations:
   fastmlp                    fm.Network(dtype="float32").fit(X, y, epochs, batch_size, fm.SGD(lr), shuffle=True)
-  fastmlp.reference          the NumPy twin, reference.Network.fit(X, y, epochs, batch_size, lr) (no shuffling)
+  fastmlp.reference          the NumPy twin, reference.Network.fit(X, y, epochs, batch_size, lr) (no shuffling);
+                             deep-residual: reference.LayerNetwork's forward and backward_output, the MSE twin
+                             and params -= lr · grads, batches in order
   PyTorch                    nn.Sequential(Linear, act, ...), nn.MSELoss, optim.SGD; per-epoch randperm and
-                             gathered batches; loss.item() once per block (skipped if torch does not import)
+                             gathered batches; loss.item() once per block (skipped if torch does not import).
+                             deep-residual: nn.Sequential(Residual(nn.Sequential(Linear, LayerNorm, ReLU)) × 16,
+                             LayerNorm, Linear), Residual(block)(x) = x + block(x): built from fastmlp's layer
+                             list (net.architecture), so it is the same network whatever the shorthand expands to
   scikit-learn               MLPRegressor(solver="sgd", momentum=0, alpha=0, learning_rate_init=lr,
                              batch_size, warm_start=True, no early stop); each block is one fit() of
                              max_iter epochs (skipped if sklearn is not installed). Its squared-error
                              loss is ½·mean over samples of the sum over outputs, so its steps differ
                              from MSE's by a constant factor; the arithmetic per step is the same.
-All four start from fastmlp's initial weights (He-normal, seed 0).
+All four start from fastmlp's initial weights (He-normal, seed 0). A configuration an
+implementation cannot express (scikit-learn has no residual blocks or layer norm; a fastmlp
+build before issue 11 has neither) is skipped with a note.
 
 Method. Each implementation trains one model per configuration, continuing across
 blocks. A block is one call that runs a fixed number of training steps (epochs of
@@ -72,6 +82,19 @@ class Config:
     steps_quick: int
     samples: int | None = None  # fixed dataset size (seed-demo); else steps × batch
     targets: tuple[tuple[str, float], ...] = ()  # (peer, fastmlp ÷ peer at least)
+    residual: bool = False  # every hidden block of equal widths computes in + block(in)
+    norm: str | None = None  # "layer": dense → layer norm → activation in each hidden block
+
+    @property
+    def network_options(self) -> dict:
+        """fm.Network's keyword arguments beyond sizes and activation (none for the plain stacks,
+        so those configurations still run on builds before issue 11)."""
+        options = {}
+        if self.residual:
+            options["residual"] = True
+        if self.norm is not None:
+            options["norm"] = self.norm
+        return options
 
     @property
     def unit(self) -> str:
@@ -88,6 +111,8 @@ CONFIGS = (
            targets=(("PyTorch", 1.3), *COMMON_TARGETS)),
     Config("deep-narrow", (256, *([256] * 16), 10), "tanh", 64, 0.01, 300, 40,
            targets=(("PyTorch", 2.0), *COMMON_TARGETS)),
+    Config("deep-residual", (256, *([256] * 16), 10), "relu", 64, 0.01, 300, 40,
+           targets=(("PyTorch", 1.5),), residual=True, norm="layer"),
     Config("tiny-batch", (64, 128, 128, 1), "relu", 1, 0.001, 20000, 2000,
            targets=(("PyTorch", 20.0), *COMMON_TARGETS)),
 )
@@ -152,16 +177,53 @@ def reference_runner(config, net, X, y) -> Runner:
     return Runner(run, model.predict)
 
 
+def torch_model(torch, config, net):
+    """The nn.Sequential equivalent of fastmlp's network, layer for layer: from its layer list
+    (``net.architecture``; a plain stack's is spelled out from the sizes on builds before issue 11).
+    Linear for dense, LayerNorm (same eps; gain 1 and bias 0 as fastmlp's start) for layer norm,
+    the activation, and Residual(nn.Sequential(...)) computing x + block(x) for a residual block."""
+    activations = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "linear": torch.nn.Identity}
+
+    class Residual(torch.nn.Module):
+        def __init__(self, block):
+            super().__init__()
+            self.block = block
+
+        def forward(self, x):
+            return x + self.block(x)
+
+    def build(specs):
+        modules = []
+        for spec in specs:
+            kind = spec["type"]
+            if kind == "dense":
+                modules.append(torch.nn.Linear(spec["inputs"], spec["outputs"]))
+            elif kind == "layer_norm":
+                modules.append(torch.nn.LayerNorm(spec["width"], eps=spec["eps"]))
+            elif kind == "activation":
+                modules.append(activations[spec["name"]]())
+            elif kind == "residual":
+                modules.append(Residual(torch.nn.Sequential(*build(spec["block"]))))
+            else:
+                raise ValueError(f"{config.name}: this benchmark has no PyTorch equivalent of a {kind} layer")
+        return modules
+
+    if hasattr(net, "architecture"):
+        specs = net.architecture
+    else:
+        specs = []
+        for i, (fan_in, fan_out) in enumerate(zip(config.sizes[:-1], config.sizes[1:])):
+            specs.append({"type": "dense", "inputs": fan_in, "outputs": fan_out})
+            if i < len(config.sizes) - 2:
+                specs.append({"type": "activation", "name": config.activation})
+    return torch.nn.Sequential(*build(specs))
+
+
 def torch_runner(torch, config, net, X, y) -> Runner:
-    activation = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh}[config.activation]
-    layers = []
-    for i, (fan_in, fan_out) in enumerate(zip(config.sizes[:-1], config.sizes[1:])):
-        layers.append(torch.nn.Linear(fan_in, fan_out))
-        if i < len(config.sizes) - 2:
-            layers.append(activation())
-    model = torch.nn.Sequential(*layers)
+    model = torch_model(torch, config, net)
     with torch.no_grad():  # fastmlp's initial weights (W is (out, in) in both)
-        for layer, W, b in zip([m for m in model if isinstance(m, torch.nn.Linear)], net.weights, net.biases):
+        for layer, W, b in zip([m for m in model.modules() if isinstance(m, torch.nn.Linear)], net.weights,
+                               net.biases):
             layer.weight.copy_(torch.from_numpy(np.array(W)))
             layer.bias.copy_(torch.from_numpy(np.array(b)))
     criterion = torch.nn.MSELoss()
@@ -191,6 +253,23 @@ def torch_runner(torch, config, net, X, y) -> Runner:
             return model(torch.from_numpy(x))
 
     return Runner(run, predict)
+
+
+def layer_reference_runner(config, net, X, y) -> Runner:
+    """The NumPy twin of a network with residual blocks or norms: reference.LayerNetwork's forward
+    and backward, MSE's twin and a plain SGD step on the flat buffer, batches in order."""
+    model = reference.LayerNetwork.from_network(net, dtype="float32")
+
+    def run(steps):
+        for i in range(steps):
+            xb, yb = X[i * config.batch:(i + 1) * config.batch], y[i * config.batch:(i + 1) * config.batch]
+            out = model.forward(xb)
+            loss = reference.mse_forward(out, yb)
+            model.backward_output(reference.mse_backward(out, yb))
+            model.params -= np.float32(config.lr) * model.grads
+        return loss
+
+    return Runner(run, model.predict)
 
 
 def sklearn_runner(MLPRegressor, config, net, X, y) -> Runner:
@@ -332,16 +411,29 @@ def load_peers(skip: set[str]):
     return torch, MLPRegressor, threadpoolctl, notes
 
 
-def build_rows(config: Config, nominal: int, torch, MLPRegressor, skip) -> list[Row]:
+def build_rows(config: Config, nominal: int, torch, MLPRegressor, skip, notes: list[str]) -> list[Row]:
+    """The configuration's rows, fastmlp's first; [] when this fastmlp build cannot express it.
+    An implementation that cannot express it is left out and named in ``notes``."""
     X, y = make_data(config, nominal)
-    net = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED)
+    try:
+        net = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED, **config.network_options)
+    except TypeError as error:  # a build before issue 11: no residual= / norm=
+        notes.append(f"{config.name}: skipped, this fastmlp cannot build it ({error})")
+        return []
     rows = [Row(config, "fastmlp", fastmlp_runner(config, net.copy(), X, y))]
     if "fastmlp.reference" not in skip:
-        rows.append(Row(config, "fastmlp.reference", reference_runner(config, net, X, y)))
+        try:
+            runner = layer_reference_runner if config.network_options else reference_runner
+            rows.append(Row(config, "fastmlp.reference", runner(config, net, X, y)))
+        except (TypeError, ValueError, NotImplementedError) as error:
+            notes.append(f"{config.name}: fastmlp.reference left out ({error})")
     if torch is not None:
         rows.append(Row(config, "PyTorch", torch_runner(torch, config, net, X, y)))
     if MLPRegressor is not None:
-        rows.append(Row(config, "scikit-learn", sklearn_runner(MLPRegressor, config, net, X, y)))
+        if config.network_options:
+            notes.append(f"{config.name}: scikit-learn left out (MLPRegressor has no residual blocks or norms)")
+        else:
+            rows.append(Row(config, "scikit-learn", sklearn_runner(MLPRegressor, config, net, X, y)))
     return rows
 
 
@@ -391,11 +483,14 @@ def main(argv=None) -> int:
 
     total_load, loads = OtherLoad(), {}
     train_rows: list[list[Row]] = []
+    left_out: list[str] = []  # configurations or implementations that could not be built
     for config in CONFIGS:
         if config.name not in only:
             continue
         nominal = config.steps_quick if args.quick else config.steps
-        rows = build_rows(config, nominal, torch, MLPRegressor, skip)
+        rows = build_rows(config, nominal, torch, MLPRegressor, skip, left_out)
+        if not rows:
+            continue
         load = OtherLoad()
         for row in rows:
             calibrate(row, nominal, block_seconds)
@@ -410,7 +505,7 @@ def main(argv=None) -> int:
     predict_rows: list[Row] = []
     if "predict" in only:
         config = PREDICT_CONFIG
-        predict_rows = build_rows(config, 1, torch, MLPRegressor, skip)
+        predict_rows = build_rows(config, 1, torch, MLPRegressor, skip, left_out)
         x = make_data(config, 1)[0][:1].copy()
         load = OtherLoad()
         for _ in range(repeats):
@@ -449,8 +544,9 @@ def main(argv=None) -> int:
             table.append(("predict (1 sample, mnist-mlp)", row.impl, f"{len(row.latencies)} calls",
                           f"{row.latency_us:.1f}", f"{1e6 / row.latency_us / 1e3:.1f}k calls/s",
                           "—" if row is fast else f"{ratio:.2f}×", mark, "—"))
-    print_table(header, table)
-    print()
+    if table:
+        print_table(header, table)
+        print()
 
     # ---- the summary: one line per configuration ----
     peers = [p for p in IMPLEMENTATIONS[1:] if any(r.impl == p for rows in train_rows for r in rows)
@@ -467,7 +563,8 @@ def main(argv=None) -> int:
                 cells.append("skipped")
                 continue
             ratio = fast.rate / by_impl[p].rate
-            cells.append(f"{ratio:.2f}× (≥ {targets[p]:g} {'✓' if ratio >= targets[p] else '✗'})")
+            cells.append(f"{ratio:.2f}×" + (f" (≥ {targets[p]:g} {'✓' if ratio >= targets[p] else '✗'})"
+                                             if p in targets else ""))
         summary.append((fast.config.name, f"{format_rate(fast.rate)} {fast.config.unit}", *cells))
     if predict_rows:
         fast = predict_rows[0]
@@ -482,8 +579,11 @@ def main(argv=None) -> int:
                                              if p == "PyTorch" else ""))
         summary.append(("predict, 1 sample", f"{fast.latency_us:.1f} µs (≤ {PREDICT_TARGET_US:g} "
                         f"{'✓' if fast.latency_us <= PREDICT_TARGET_US else '✗'})", *cells))
-    print_table(header, summary)
-    print()
+    if summary:
+        print_table(header, summary)
+        print()
+    for note in left_out:
+        print(f"left out: {note}")
     missed = [v for v in verdicts if v[2] < v[3]]
     print(f"load average after: {os.getloadavg()[0]:.2f}; wall time {time.perf_counter() - wall_start:.0f} s; "
           f"other processes used {total_load.describe()} during the run")

@@ -1,13 +1,17 @@
 """fastmlp's command line.
 
-    fastmlp demo [--epochs N] [--seed S] [--out PATH | --no-plot]
+    fastmlp demo [article | deep] [--epochs N] [--seed S] [--out PATH | --no-plot]
     fastmlp info
     fastmlp --version
 
-``demo`` runs the article's demo ("Master Backpropagation", shared/seed): learn
-y = x² + noise with a [1, 64, 32, 1] ReLU network, 5000 full-batch epochs of
-SGD at lr 0.01, through :class:`fastmlp.NeuralNetwork`, and draws the article's
-two panels into a PNG. ``info`` tells how this build was made and what it runs on.
+``demo`` (or ``demo article``) runs the article's demo ("Master Backpropagation",
+shared/seed): learn y = x² + noise with a [1, 64, 32, 1] ReLU network, 5000
+full-batch epochs of SGD at lr 0.01, through :class:`fastmlp.NeuralNetwork`, and
+draws the article's two panels into a PNG. ``demo deep`` trains a 20-hidden-layer
+sigmoid network (it stalls) and the same depth with relu, residual blocks and layer
+norm (it trains), prints both diagnoses and draws gradient norm by layer and the loss
+curves (:mod:`fastmlp.demos.deep`). ``info`` tells how this build was made and what
+it runs on.
 
 Errors the user can fix (an unwritable --out, bad input) end in one line on
 stderr and exit status 1; bad options are argparse's usual error (status 2).
@@ -27,11 +31,14 @@ import numpy as np
 from . import _core
 from ._threads import get_num_threads
 from .article import NeuralNetwork
+from .demos import deep as deep_demo
 from .network import MAX_COUNT
 
 __all__ = ["main"]
 
 PLOT_HINT = 'pip install "fastmlp[plot]"'
+DEMOS = ("article", "deep")
+DEMO_DEFAULTS = {"article": (5000, "demo.png"), "deep": (deep_demo.DEFAULT_EPOCHS, "demo-deep.png")}
 
 
 class CommandError(Exception):
@@ -69,17 +76,24 @@ def _build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo",
-        help="the article's demo: learn x² and write demo.png",
+        help="the article's demo (learn x², write demo.png), or `demo deep`",
         description=(
-            "The article's demo: a [1, 64, 32, 1] ReLU network learns y = x² + N(0, 0.1²) "
-            "on 100 points of [-2, 2] by full-batch SGD (lr 0.01), then plots the fit and the loss."
+            "article (the default): a [1, 64, 32, 1] ReLU network learns y = x² + N(0, 0.1²) "
+            "on 100 points of [-2, 2] by full-batch SGD (lr 0.01), then plots the fit and the loss. "
+            f"deep: a {deep_demo.DEPTH}-hidden-layer sigmoid network and the same depth with relu, "
+            f"residual blocks and layer norm learn y = x₀² + noise ({deep_demo.N_INPUTS} inputs) with Adam; prints "
+            "why the first stalls (its diagnosis) and plots both gradient norms by layer and loss curves."
         ),
     )
-    demo.add_argument("--epochs", type=_positive_int, default=5000, help="training epochs (default 5000)")
-    demo.add_argument("--seed", type=_seed, default=42, help="np.random.seed for data and weights (default 42)")
+    demo.add_argument("which", nargs="?", choices=DEMOS, default="article",
+                      help="which demo (default article)")
+    demo.add_argument("--epochs", type=_positive_int, default=None,
+                      help=f"training epochs (default 5000; deep: {deep_demo.DEFAULT_EPOCHS})")
+    demo.add_argument("--seed", type=_seed, default=42,
+                      help="seed for data and weights (default 42; the article's np.random.seed)")
     picture = demo.add_mutually_exclusive_group()
-    picture.add_argument("--out", default="demo.png", metavar="PATH",
-                         help="where to write the picture (default demo.png)")
+    picture.add_argument("--out", default=None, metavar="PATH",
+                         help="where to write the picture (default demo.png; deep: demo-deep.png)")
     picture.add_argument("--no-plot", action="store_true", help="train and print only; write no picture")
     demo.set_defaults(run=_run_demo)
 
@@ -129,9 +143,16 @@ def _check_writable(path: str) -> None:
 
 
 def _run_demo(args) -> int:
-    plot = not args.no_plot
-    if plot:
+    default_epochs, default_out = DEMO_DEFAULTS[args.which]
+    args.epochs = default_epochs if args.epochs is None else args.epochs
+    args.out = default_out if args.out is None else args.out
+    if not args.no_plot:
         _check_writable(args.out)
+    return _run_demo_deep(args) if args.which == "deep" else _run_demo_article(args)
+
+
+def _run_demo_article(args) -> int:
+    plot = not args.no_plot
 
     # The article's data and network, in the article's order, so the seeded stream matches.
     np.random.seed(args.seed)
@@ -155,6 +176,35 @@ def _run_demo(args) -> int:
             print(f"Picture skipped: matplotlib is not installed ({PLOT_HINT} to get {args.out})")
             return 0
         _save_png_atomically(figure, args.out)
+    return 0
+
+
+def _run_demo_deep(args) -> int:
+    threads = get_num_threads()
+    print(f"Two networks of {deep_demo.DEPTH} hidden layers × {deep_demo.WIDTH} learn y = x₀² + N(0, 0.1²) "
+          f"from {deep_demo.N_SAMPLES} samples of {deep_demo.N_INPUTS} normal inputs: "
+          f"Adam (lr {deep_demo.LEARNING_RATE:g}), batch {deep_demo.BATCH_SIZE}, {args.epochs} epochs, "
+          f"seed {args.seed}, {threads} thread{'s' if threads != 1 else ''}.")
+    demo = deep_demo.run(epochs=args.epochs, seed=args.seed)
+    for deep_run in demo.runs:
+        counts = {v: deep_run.diagnosis.verdicts.count(v) for v in dict.fromkeys(deep_run.diagnosis.verdicts)}
+        print()
+        print(f"{deep_run.name}: loss {deep_run.losses[0]:.4g} (epoch 1) → {deep_run.losses[-1]:.4g} "
+              f"(epoch {len(deep_run.losses)}) in {_format_seconds(deep_run.seconds)}")
+        print(f"Diagnosis after training ({', '.join(f'{n} {v}' for v, n in counts.items())}):")
+        print(deep_run.diagnosis)
+    print()
+    print(f"Variance of y (the loss of predicting its mean): {demo.y_variance:.4g}")
+    print("Final training loss: " + ", ".join(f"{r.name} {r.losses[-1]:.4g}" for r in demo.runs))
+
+    if not args.no_plot:
+        try:
+            figure = deep_demo.figure(demo)
+        except ImportError:
+            print(f"Picture skipped: matplotlib is not installed ({PLOT_HINT} to get {args.out})")
+            return 0
+        _save_png_atomically(figure, args.out)
+        print(f"Picture: {args.out}")
     return 0
 
 
