@@ -124,7 +124,7 @@ BAD_ARCHITECTURES = [
       {"type": "residual", "block": [{"type": "residual", "block": [{"type": "activation", "name": "relu"}]}]}],
      ValueError, r"residual blocks do not nest"),
     ([{"type": "dense", "inputs": 2, "outputs": 3}, {"type": "dropout", "p": 1.0}], ValueError,
-     r"^architecture\[1\] p: expected a number in \[0.0, 1.0\)"),
+     r"^architecture\[1\] p: expected a number in \[0, 1\)"),
     ([{"type": "dense", "inputs": 2, "outputs": 3}, {"type": "batch_norm", "momentum": 0}], ValueError,
      r"^architecture\[1\] momentum"),
     ([{"type": "dense", "inputs": 2, "outputs": 3}, {"type": "layer_norm", "eps": -1}], ValueError,
@@ -268,6 +268,21 @@ def test_checkpointing_gives_bit_identical_fits(name, checkpoint):
     assert results[0][2] == results[1][2]
 
 
+def test_checkpointing_with_two_pieces_on_two_threads_is_bit_identical(restore_num_threads):
+    # Batches of 128 run as two pieces at once, one per thread, each in its own segment;
+    # the widths differ from segment to segment, so they share scratch of several widths.
+    fm.set_num_threads(2)
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((256, 8)), rng.standard_normal((256, 1))
+    fits = []
+    for k in (None,) + (2, 1, 3, "sqrt") * 3:
+        net = fm.Network([8, 64, 16, 16, 64, 64, 1], "tanh", dtype="float64", seed=0)
+        net.fit(X, y, epochs=3, batch_size=128, optimizer=fm.SGD(lr=0.05), checkpoint=k)
+        fits.append(net.params.copy())
+    for params in fits[1:]:
+        np.testing.assert_array_equal(params, fits[0])
+
+
 def test_checkpointing_a_deep_network_saves_most_of_its_activation_memory():
     net = fm.Network([64] + [128] * 32 + [1], "relu", seed=0)
     full, sqrt = net.activation_memory(256), net.activation_memory(256, "sqrt")
@@ -313,6 +328,49 @@ def test_the_final_norm_gives_the_output_layer_unit_scale_features():
     assert 6 < stream.mean() < 10
     assert abs(final.mean()) < 1e-6 and abs(final.std() - 1) < 1e-3
     assert net.diagnose(X, (X**2).sum(axis=1)).verdicts == ["ok"] * 21
+
+
+def test_a_network_may_start_with_a_residual_block_of_any_layer():
+    for first in ({"type": "layer_norm", "width": 4}, {"type": "activation", "name": "tanh"}):
+        spec = [{"type": "residual", "block": [first, {"type": "dense", "inputs": 4, "outputs": 4}]},
+                {"type": "dense", "inputs": 4, "outputs": 1}]
+        net = fm.Network.from_architecture(spec, dtype="float64", seed=0)
+        assert net.n_inputs == 4 and net.architecture[0]["block"][0]["type"] == first["type"]
+        X, y = data(net, 5)
+        assert fm.gradient_check(net, X, y).max_rel_error < 1e-6
+        np.testing.assert_array_equal(net.copy().predict(X), net.predict(X))
+
+
+def test_a_failed_fit_leaves_the_running_statistics_of_its_last_finite_step():
+    net = fm.Network([4, 16, 16, 1], "relu", norm="batch", seed=0)
+    X, y = data(net, 64)
+    with pytest.raises(FloatingPointError):
+        net.fit(X, y * 1e3, epochs=50, batch_size=16, optimizer=fm.SGD(lr=10.0))
+    assert np.isfinite(net.state).all() and np.isfinite(net.params).all()
+    np.testing.assert_array_equal(pickle.loads(pickle.dumps(net)).state, net.state)
+
+
+def test_diagnose_leaves_the_network_as_it_was():
+    net = make("all-batch", "float32")
+    X, y = data(net, 32)
+    before = (net.predict(X), net.state.copy(), pickle.dumps(net))
+    net.diagnose(X, y)
+    np.testing.assert_array_equal(net.predict(X), before[0])
+    np.testing.assert_array_equal(net.state, before[1])
+    assert pickle.dumps(net) == before[2]  # the generator too: the next fit draws the same masks
+
+
+def test_a_pickle_of_the_layer_sizes_form_still_loads():
+    # What Network.__reduce__ gave before the layer list: (sizes, settings, dtype, params, optimizer, rng).
+    from fastmlp.network import _rebuild
+
+    net = fm.Network([3, 5, 2], "tanh", seed=7, dtype="float64")
+    params, optimizer_state, rng, _ = net._snapshot()
+    settings = {"activation": ["tanh"], "output_activation": "linear", "loss": "mse", "huber_delta": 1.0,
+                "init": ["xavier_normal", "he_normal"], "seed": 7}
+    old = _rebuild((3, 5, 2), settings, "float64", params, optimizer_state, rng)
+    assert old.architecture == net.architecture
+    np.testing.assert_array_equal(old.params, net.params)
 
 
 def test_layer_norms_are_recorded_per_dense_layer():

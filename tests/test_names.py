@@ -21,6 +21,7 @@ TABLES = [
     ("OPTIMIZERS", "OPTIMIZERS"),
     ("SCHEDULES", "SCHEDULE_KINDS"),
     ("INIT_SCHEMES", "INIT_SCHEMES"),
+    ("LAYER_TYPES", "LAYER_TYPES"),
 ]
 
 # A build from before _core exposed its tables has none of them; one that has any must have all.

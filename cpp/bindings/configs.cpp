@@ -1,6 +1,6 @@
 // bindings/configs.cpp — the name tuples and the typed training configurations.
 //
-// _core.ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES, INIT_SCHEMES, FIT_STATUSES:
+// _core.ACTIVATIONS, LOSSES, OPTIMIZERS, SCHEDULES, INIT_SCHEMES, LAYER_TYPES, FIT_STATUSES:
 // the names of each enum's one table (fastmlp/names.hpp), in enum order.
 // _core.OptimizerConfig and _core.ScheduleConfig: the C++ structs, built by
 // keyword and validated once, on construction (OptimizerConfig::validate,
@@ -129,6 +129,7 @@ void bind_configs(py::module_& m) {
     m.attr("OPTIMIZERS") = names_tuple(optimizer_names);
     m.attr("SCHEDULES") = names_tuple(schedule_names);
     m.attr("INIT_SCHEMES") = names_tuple(init_names);
+    m.attr("LAYER_TYPES") = names_tuple(layer_kind_names);
     m.attr("FIT_STATUSES") = names_tuple(fit_status_names);
     bind_optimizer_config(m);
     bind_schedule_config(m);

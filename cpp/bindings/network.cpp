@@ -144,8 +144,11 @@ std::vector<LayerSpec> dense_stack(const std::vector<index>& sizes,
                                   " hold more parameters than an index can count";
     index count = 0;
     for (std::size_t l = 0; l + 1 < sizes.size(); ++l)
-        count = checked_sum(count, checked_product(sizes[l] + 1, sizes[l + 1], too_large.c_str()),
-                            too_large.c_str());
+        count = checked_sum(
+            count,
+            checked_sum(checked_product(sizes[l], sizes[l + 1], too_large.c_str()), sizes[l + 1],
+                        too_large.c_str()),
+            too_large.c_str());
     std::vector<LayerSpec> layers;
     for (std::size_t l = 0; l + 1 < sizes.size(); ++l) {
         LayerSpec dense;
@@ -553,6 +556,7 @@ std::vector<py::handle> list_argument(const py::handle& value, const char* name)
 template <typename T>
 struct NetworkState {
     std::vector<T> params, state;  // state: batch norm's running statistics
+    bool has_state = true;         // restore: apply `state` (else keep the network's)
     bool has_optimizer = false;  // restore: apply `optimizer` (else: no optimizer state)
     OptimizerConfig optimizer;
     std::int64_t steps = 0;
@@ -583,7 +587,7 @@ void apply(Network<T>& net, const NetworkState<T>& s) {
     for (std::size_t b = 0; b < s.buffers.size(); ++b)
         std::copy(s.buffers[b].begin(), s.buffers[b].end(), net.optimizer_state(int(b)));
     std::copy(s.params.begin(), s.params.end(), net.params());
-    std::copy(s.state.begin(), s.state.end(), net.state());
+    if (s.has_state) std::copy(s.state.begin(), s.state.end(), net.state());
     net.rng().set_state(s.rng);
 }
 
@@ -657,11 +661,8 @@ void restore(NetworkHandle<T>& h, const py::handle& params, const py::object& op
     const index n = h.net().parameter_count();
     NetworkState<T> s;
     s.params = finite_vector<T>(params, "params", n);
-    if (state.is_none()) {  // keep the running statistics
-        s.state.assign(h.net().state(), h.net().state() + h.net().state_count());
-    } else {
-        s.state = finite_vector<T>(state, "state", h.net().state_count());
-    }
+    s.has_state = !state.is_none();  // None: keep the running statistics
+    if (s.has_state) s.state = finite_vector<T>(state, "state", h.net().state_count());
     check_optimizer_state(s, optimizer, steps, buffers, n);
     s.rng = checked_rng(rng_words, has_spare, spare);
     py::gil_scoped_release release;

@@ -211,6 +211,11 @@ typename Network<T>::Workspace Network<T>::layout(index batch, index checkpoint)
             if ((blocks - i) % checkpoint == 0) ws.segments.push_back(starts[i]);
     }
     ws.segments.push_back(index(stages_.size()));
+    // With checkpointing, stages of different widths share scratch, and the two pieces
+    // of a step (step_pieces) run different segments at once: each piece's rows then
+    // start max_width_ values a row apart in every slot, so that neither writes over
+    // the other's rows, whatever the stage's width.
+    ws.row_stride = checkpoint > 0 ? max_width_ : 0;
     const char* overflow = "fit: the batch × the layer widths overflow an index";
     auto take = [&](index& total, index size) {
         const index at = total;
@@ -232,19 +237,12 @@ typename Network<T>::Workspace Network<T>::layout(index batch, index checkpoint)
                 ws.values = checked_sum(ws.values, stage.width, overflow);
             }
             if (stage.kind == LayerKind::dropout) slot.mask = take(ws.mask_bytes, stage.width);
-            const bool own = checkpoint <= 0 || s + 1 == end;
-            if (own) {
-                slot.out = take(ws.values, stage.width);
-            } else {
-                const std::size_t position = std::size_t(s - first);
-                if (scratch.size() <= position) scratch.resize(position + 1);
-                if (scratch[position].out < 0) scratch[position].out = take(ws.values, max_width_);
-                slot.out = scratch[position].out;
-            }
-            auto value = [&](index Slot::*field, bool needed) {
+            // Values: each stage its own without checkpointing; with it, a segment's last
+            // output its own and the rest in the scratch slot of its position.
+            auto value = [&](index Slot::*field, bool needed, bool own) {
                 if (!needed) return;
-                if (checkpoint <= 0) {
-                    slot.*field = take(ws.values, stage.width);
+                if (own) {
+                    slot.*field = take(ws.values, ws.row_stride > 0 ? ws.row_stride : stage.width);
                     return;
                 }
                 const std::size_t position = std::size_t(s - first);
@@ -252,8 +250,10 @@ typename Network<T>::Workspace Network<T>::layout(index batch, index checkpoint)
                 if (scratch[position].*field < 0) scratch[position].*field = take(ws.values, max_width_);
                 slot.*field = scratch[position].*field;
             };
-            value(&Slot::z, stage.keeps_z);
-            value(&Slot::xhat, norm);
+            const bool own = checkpoint <= 0;
+            value(&Slot::out, true, own || s + 1 == end);
+            value(&Slot::z, stage.keeps_z, own);
+            value(&Slot::xhat, norm, own);
         }
     }
     return ws;
@@ -315,7 +315,8 @@ struct Network<T>::Buffers {
     T* skip_d;
 
     T* at(index offset, index width) const {
-        return const_cast<T*>(ws.storage.data()) + offset + first * width;
+        return const_cast<T*>(ws.storage.data()) + offset +
+               first * (ws.row_stride > 0 ? ws.row_stride : width);
     }
     T* out(const Stage& s, index i) const { return at(ws.slots[i].out, s.width); }
     T* z(const Stage& s, index i) const {
@@ -476,7 +477,8 @@ void Network<T>::backward_stages(Buffers& b, index first_stage, index end_stage,
 template <typename T>
 const T* Network<T>::output_rows(index first) const {
     const index last = index(stages_.size()) - 1;
-    return ws_.storage.data() + ws_.slots[last].out + first * stages_[last].width;
+    return ws_.storage.data() + ws_.slots[last].out +
+           first * (ws_.row_stride > 0 ? ws_.row_stride : stages_[last].width);
 }
 
 // A piece's whole step: forward of every segment (kept: each segment's last
@@ -781,6 +783,7 @@ struct Network<T>::FitPlan {
     bool gather;        // shuffled mini-batches: each batch's rows are copied together
     std::vector<index> order;      // the epoch's order of the rows (n), when gathering
     std::vector<T> x_batch, y_batch;  // (batch_size, I) and (batch_size, O), when gathering
+    std::vector<T> state_before;      // the running statistics before a step (batch norm)
     double normalizer;      // loss_normalizer of all n rows
     double accuracy_units;  // what FitRecord::accuracy divides by
     SgdBounds bounds;
@@ -830,6 +833,7 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, index 
         plan.x_batch.resize(checked_product(plan.batch_size, inputs(), overflow));
         plan.y_batch.resize(checked_product(plan.batch_size, outputs(), overflow));
     }
+    plan.state_before.resize(state_.size());
     plan.normalizer = loss_normalizer(options.loss, n, outputs());
     plan.accuracy_units = options.loss == Loss::cross_entropy ? double(n)
                                                               : double(n) * double(outputs());
@@ -883,15 +887,22 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         xb = plan.x_batch.data();
         yb = plan.y_batch.data();
     }
+    // The forward pass moves batch norm's running statistics; a step that fails puts
+    // them back, so that the network keeps its last finite state whole.
+    if (has_batch_norm_) std::copy(state_.begin(), state_.end(), plan.state_before.begin());
+    auto failed = [&](const char* what) {
+        if (has_batch_norm_) std::copy(plan.state_before.begin(), plan.state_before.end(), state_.begin());
+        return what;
+    };
     const double normalizer = loss_normalizer(options.loss, rows, outputs());
     const double loss = forward_backward(xb, yb, rows, options, &sums.correct) / normalizer;
     // Summed in double, but a loss the network's dtype cannot hold counts as
     // non-finite: its outputs are about to overflow.
-    if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return "the loss";
+    if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return failed("the loss");
     const StepResult step = optimizer_step(options.optimizer, options.schedule, &plan.bounds);
     step_threads_.record(threads, seconds_since(step_start));
-    if (!step.gradient_finite) return "the gradient";
-    if (step.kept > 0) return "an update";
+    if (!step.gradient_finite) return failed("the gradient");
+    if (step.kept > 0) return failed("an update");
     for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves grads_ as they were
         const Layer& layer = layers_[dense_[l]];
         sums.layer_grad_norm[l] += grad_norm(grads_.data() + layer.weight_offset,

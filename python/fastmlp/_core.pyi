@@ -28,6 +28,7 @@ LOSSES: tuple[str, ...]
 OPTIMIZERS: tuple[str, ...]
 SCHEDULES: tuple[str, ...]
 INIT_SCHEMES: tuple[str, ...]
+LAYER_TYPES: tuple[str, ...]
 FIT_STATUSES: tuple[str, ...]
 MAX_THREADS: int  # set_num_threads takes 1..MAX_THREADS
 

@@ -175,3 +175,22 @@ def check_real(value, name: str, low: float, high: float, *, low_open: bool = Fa
         interval = f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
         raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
     return value
+
+
+def check_rng_state(state, name: str) -> tuple:
+    """((w0, w1, w2, w3), has_spare, spare) of a network's generator (xoshiro256**,
+    random.hpp), checked: four words in [0, 2**64), not all zero (a state the generator
+    never leaves), has_spare True or False, spare finite."""
+    if not isinstance(state, (tuple, list)) or len(state) != 3:
+        raise ValueError(f"{name}: expected ((w0, w1, w2, w3), has_spare, spare), got {state!r:.200}")
+    words, has_spare, spare = state
+    if not isinstance(words, (tuple, list)) or len(words) != 4:
+        raise ValueError(f"{name} words: expected 4 integers, got {words!r:.200}")
+    words = tuple(check_int(w, f"{name} words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
+    if not any(words):
+        raise ValueError(f"{name} words: all four are zero, a state the generator never leaves")
+    if not isinstance(has_spare, (bool, np.bool_)):
+        raise TypeError(f"{name} has_spare: expected True or False, got {has_spare!r}")
+    if isinstance(spare, (bool, np.bool_)) or not isinstance(spare, numbers.Real) or not math.isfinite(spare):
+        raise ValueError(f"{name} spare: expected a finite number, got {spare!r:.200}")
+    return words, bool(has_spare), float(spare)

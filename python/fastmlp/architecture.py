@@ -44,13 +44,13 @@ The engine's own list is flat: a residual block's layers, then a layer
 from __future__ import annotations
 
 import math
-import numbers
 
-from ._validation import check_choice, check_int
+from . import _core
+from ._validation import check_choice, check_int, check_real
 
 __all__ = ["LAYER_TYPES", "NORMS", "expand", "normalize", "flatten", "nest", "dense_blocks"]
 
-LAYER_TYPES = ("dense", "layer_norm", "batch_norm", "activation", "dropout", "residual")
+LAYER_TYPES = _core.LAYER_TYPES  # the engine's name table (network.hpp: layer_kind_names)
 NORMS = ("layer", "batch")
 DEFAULT_EPS = 1e-5  # torch.nn.LayerNorm and BatchNorm1d
 DEFAULT_MOMENTUM = 0.1  # torch.nn.BatchNorm1d
@@ -95,16 +95,6 @@ def expand(sizes, hidden_activations, output_activation, schemes, *, residual=Fa
     return layers
 
 
-def _real(value, name: str, low: float, high: float, *, low_open=False, high_open=False) -> float:
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(float(value)):
-        raise ValueError(f"{name}: expected a finite number, got {value!r}")
-    value = float(value)
-    if value < low or (low_open and value == low) or value > high or (high_open and value == high):
-        interval = f"{'(' if low_open else '['}{low}, {high}{')' if high_open else ']'}"
-        raise ValueError(f"{name}: expected a number in {interval}, got {value!r}")
-    return value
-
-
 def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool = False) -> list[dict]:
     """A user's layer list checked and completed (widths chained and filled in,
     defaults written out, "auto" initialisations resolved with ``resolve_init(init,
@@ -135,14 +125,14 @@ def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool
         elif kind in ("layer_norm", "batch_norm"):
             if "width" in layer:
                 entry["width"] = check_int(layer["width"], f"{where} width", minimum=1, maximum=MAX_WIDTH)
-            entry["eps"] = _real(layer.get("eps", DEFAULT_EPS), f"{where} eps", 0.0, math.inf, low_open=True)
+            entry["eps"] = check_real(layer.get("eps", DEFAULT_EPS), f"{where} eps", 0.0, math.inf, low_open=True, high_open=True)
             if kind == "batch_norm":
-                entry["momentum"] = _real(layer.get("momentum", DEFAULT_MOMENTUM), f"{where} momentum", 0.0, 1.0,
-                                          low_open=True)
+                entry["momentum"] = check_real(layer.get("momentum", DEFAULT_MOMENTUM), f"{where} momentum", 0.0, 1.0,
+                                               low_open=True)
         elif kind == "activation":
             entry["name"] = check_choice(layer.get("name"), f"{where} name", _activations())
         elif kind == "dropout":
-            entry["p"] = _real(layer.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
+            entry["p"] = check_real(layer.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
         else:
             if _nested:
                 raise ValueError(f"{where}: residual blocks do not nest")
@@ -200,8 +190,11 @@ def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> i
 
 
 def _input_width(layers: list[dict], where: str) -> int:
-    """The input width of a list that comes first: its first dense or norm layer's."""
+    """The input width of a list that comes first: its first dense or norm layer's
+    (looking into a residual block that comes first)."""
     for i, layer in enumerate(layers):
+        if layer["type"] == "residual":
+            return _input_width(layer["block"], f"{where}[{i}] block")
         if layer["type"] == "dense":
             return layer["inputs"]
         if layer["type"] in ("layer_norm", "batch_norm"):
@@ -266,7 +259,7 @@ def flatten(layers: list[dict]) -> list[dict]:
         flat.append(entry)
         return width
 
-    width = 0
+    width = _input_width(layers, "architecture")
     for layer in layers:
         if layer["type"] == "residual":
             start = len(flat)
@@ -274,7 +267,7 @@ def flatten(layers: list[dict]) -> list[dict]:
                 width = add(inner, width)
             flat.append({"type": "residual", "inputs": width, "outputs": width, "skip_from": start})
         else:
-            width = add(layer, width if flat else layer.get("width", 0))
+            width = add(layer, width)
     return flat
 
 

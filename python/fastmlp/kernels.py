@@ -19,7 +19,8 @@ import numbers
 import numpy as np
 
 from . import _core
-from ._validation import as_float_dtype, as_numeric_array, check_choice, check_clip_value, check_int, common_float_dtype
+from ._validation import (as_float_dtype, as_numeric_array, check_choice, check_clip_value, check_int,
+                          check_rng_state, common_float_dtype)
 from .schedules import INT64_MAX, _schedule_config
 
 ACTIVATIONS = _core.ACTIVATIONS
@@ -659,20 +660,10 @@ def _rng_state(rng):
         return rng.state()
     if isinstance(rng, (numbers.Integral, np.integer)) and not isinstance(rng, (bool, np.bool_)):
         return Rng(check_int(rng, "rng", minimum=0, maximum=2**64 - 1)).state()
-    try:
-        words, has_spare, spare = rng
-        words = tuple(words)
-    except (TypeError, ValueError):
+    if not isinstance(rng, (tuple, list)):
         raise TypeError(f"rng: expected a seed, a fastmlp.reference.Rng or a state ((w0, w1, w2, w3), "
-                        f"has_spare, spare), got {rng!r:.200}") from None
-    if len(words) != 4:
-        raise ValueError(f"rng: expected 4 state words, got {len(words)}")
-    words = tuple(check_int(w, f"rng words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
-    if not any(words):
-        raise ValueError("rng: all four state words are zero, a state the generator never reaches")
-    if not isinstance(has_spare, (bool, np.bool_)):
-        raise TypeError(f"rng has_spare: expected True or False, got {has_spare!r}")
-    return words, bool(has_spare), _finite(spare, "rng spare")
+                        f"has_spare, spare), got {rng!r:.200}")
+    return check_rng_state(tuple(rng), "rng")
 
 
 def dropout_mask(n_or_shape, p, rng):

@@ -8,7 +8,6 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
-import math
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +25,7 @@ from ._validation import (
     check_int,
     check_positive_float,
     check_real,
+    check_rng_state,
     check_samples,
     check_targets,
 )
@@ -43,6 +43,7 @@ _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
 SETTINGS = ("loss", "huber_delta", "seed")
+_OLD_SETTINGS = ("activation", "output_activation", "init")  # pickles of the layer sizes (before issue 11)
 MAX_COUNT = 2**62  # the largest epoch count, batch size, layer size or restored update count (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
@@ -102,6 +103,12 @@ class ParameterList(list):
         if value.shape != view.shape:
             raise ValueError(f"parameter {i}: expected shape {view.shape}, got {value.shape}")
         view[...] = value
+
+
+def _is_layer_sizes(value) -> bool:
+    """Whether a pickled network's first field is layer sizes (the older form), not a layer list."""
+    return isinstance(value, (tuple, list)) and len(value) > 0 and all(
+        isinstance(size, (numbers.Integral, np.integer)) and not isinstance(size, (bool, np.bool_)) for size in value)
 
 
 def _output_activation(loss: str, output_activation: str) -> str:
@@ -533,11 +540,16 @@ class Network:
         verdict per layer: "exploding", "vanishing", "dead", "saturated" or "ok"
         (thresholds in ``fastmlp.diagnosis.THRESHOLDS``). It prints as a table,
         ``to_dict()`` gives plain data and ``plot()`` draws the gradient norm by
-        layer. The weights are not changed; like :meth:`backward`, it leaves this
-        batch's gradients in ``grads``."""
+        layer. The network is left as it was (weights, batch norm's running
+        statistics, the generator that draws dropout masks and shuffles); like
+        :meth:`backward`, it leaves this batch's gradients in ``grads``."""
         from .diagnosis import diagnose
 
-        return diagnose(self, X, y)
+        before = self._snapshot()  # the pass moves the running statistics and draws masks
+        try:
+            return diagnose(self, X, y)
+        finally:
+            self._restore(_check_state(self, *before))
 
     def zero_grad(self) -> None:
         """Sets ``grads`` to zero (``backward`` overwrites them anyway)."""
@@ -985,29 +997,21 @@ def _checked_config(optimizer) -> _core.OptimizerConfig:
 
 
 def _check_rng_state(state) -> tuple | None:
-    """((w0, w1, w2, w3), has_spare, spare) of the network's generator, checked."""
-    if state is None:
-        return None
-    if not isinstance(state, (tuple, list)) or len(state) != 3:
-        raise ValueError(f"rng_state: expected ((w0, w1, w2, w3), has_spare, spare), got {state!r:.200}")
-    words, has_spare, spare = state
-    if not isinstance(words, (tuple, list)) or len(words) != 4:
-        raise ValueError(f"rng_state words: expected 4 integers, got {words!r:.200}")
-    words = tuple(check_int(w, f"rng_state words[{i}]", minimum=0, maximum=2**64 - 1) for i, w in enumerate(words))
-    if not any(words):
-        raise ValueError("rng_state words: all four are zero, a state the generator never leaves")
-    if not isinstance(has_spare, (bool, np.bool_)):
-        raise TypeError(f"rng_state has_spare: expected True or False, got {has_spare!r}")
-    if isinstance(spare, (bool, np.bool_)) or not isinstance(spare, numbers.Real) or not math.isfinite(spare):
-        raise ValueError(f"rng_state spare: expected a finite number, got {spare!r:.200}")
-    return words, bool(has_spare), float(spare)
+    """((w0, w1, w2, w3), has_spare, spare) of the network's generator, checked (None: keep it)."""
+    return None if state is None else check_rng_state(state, "rng_state")
 
 
 def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None) -> Network:
     """Unpickles a Network: from_architecture checks the architecture and settings,
-    _check_state every other field, before anything is applied."""
-    if not isinstance(settings, dict) or set(settings) - set(SETTINGS):
-        raise ValueError(f"settings: expected a dict with keys among {', '.join(SETTINGS)}, got {settings!r:.200}")
-    net = Network.from_architecture(architecture, dtype=as_float_dtype(dtype), **settings)
+    _check_state every other field, before anything is applied. A pickle from before
+    the layer list (layer sizes, and the activations and inits among the settings) is
+    rebuilt through the constructor."""
+    keys = SETTINGS + (_OLD_SETTINGS if _is_layer_sizes(architecture) else ())
+    if not isinstance(settings, dict) or set(settings) - set(keys):
+        raise ValueError(f"settings: expected a dict with keys among {', '.join(keys)}, got {settings!r:.200}")
+    if _is_layer_sizes(architecture):
+        net = Network(architecture, dtype=as_float_dtype(dtype), **settings)
+    else:
+        net = Network.from_architecture(architecture, dtype=as_float_dtype(dtype), **settings)
     net._restore(_check_state(net, params, optimizer_state, rng_state, state))
     return net

@@ -257,6 +257,7 @@ private:
     // The workspace of training steps of up to `capacity` rows, with `checkpoint`.
     struct Workspace {
         index capacity = 0, checkpoint = -1;
+        index row_stride = 0;  // a piece's first row × this (0: × the stage's width)
         std::vector<index> segments;  // first stage of each segment, then stages_.size()
         std::vector<Slot> slots;      // per stage
         index values = 0, mask_bytes = 0;  // sizes of storage and masks

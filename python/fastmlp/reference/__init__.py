@@ -58,7 +58,7 @@ from .layers import (
     residual_add,
 )
 from .loss import LOSSES, count_correct, loss_backward, loss_forward, mse_backward, mse_forward, softmax
-from .network import INIT_SCHEMES, LayerNetwork, Network, init_params, resolve_init
+from .network import INIT_SCHEMES, LAYER_TYPES, LayerNetwork, Network, init_params, resolve_init
 from .optimizer import OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update
 from .random import Rng
 from .schedule import SCHEDULE_KINDS, schedule_factor
@@ -74,6 +74,7 @@ __all__ = [
     "mse_forward",
     "mse_backward",
     "sgd_update",
+    "LAYER_TYPES",
     "LayerNetwork",
     "Network",
     "NeuralNetwork",

@@ -295,6 +295,11 @@ def _draw_params(sizes, schemes, rng):
     return values
 
 
+# The kinds of layer LayerNetwork runs: the reference's own copy of the engine's table
+# (network.hpp: layer_kind_names; tests/test_names.py compares them).
+LAYER_TYPES = ("dense", "layer_norm", "batch_norm", "activation", "dropout", "residual")
+
+
 class LayerNetwork:
     """The twin of the engine's layer list (cpp/src/network.cpp): dense, layer norm,
     batch norm, activation, dropout and residual layers, one after the other, on the
