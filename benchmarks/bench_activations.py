@@ -37,7 +37,7 @@ import fastmlp as fm
 from fastmlp import reference
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import OtherLoad, cpu_model, print_table  # noqa: E402
+from bench_common import OtherLoad, cpu_model, print_table, time_block  # noqa: E402
 
 ACTIVATIONS = ("sigmoid", "swish", "gelu", "tanh")
 DIRECTIONS = ("forward", "backward")
@@ -62,18 +62,6 @@ def _call(library: str, activation: str, direction: str, z, da, a, out):
     return lambda: fm.kernels.activation_backward(da, z, a, activation, out=out)
 
 
-def _block(f, block_seconds: float) -> float:
-    """µs per call of f over at least block_seconds."""
-    f()  # warm
-    calls, start = 0, time.perf_counter_ns()
-    while True:
-        f()
-        calls += 1
-        elapsed = time.perf_counter_ns() - start
-        if elapsed >= block_seconds * 1e9:
-            return elapsed / calls / 1e3
-
-
 def time_fastmlp_rows(block_seconds: float, pause: float) -> dict[str, float]:
     """One block per (activation, direction, threads): {"gelu/forward/2": µs, ...}."""
     z, da = _arrays()
@@ -87,7 +75,7 @@ def time_fastmlp_rows(block_seconds: float, pause: float) -> dict[str, float]:
                 a = fm.kernels.activation_forward(z, activation)
                 for direction in DIRECTIONS:
                     f = _call("fastmlp", activation, direction, z, da, a, out)
-                    times[f"{activation}/{direction}/{threads}"] = _block(f, block_seconds)
+                    times[f"{activation}/{direction}/{threads}"] = time_block(f, block_seconds)
                     time.sleep(pause)
     finally:
         fm.set_num_threads(saved)
@@ -100,7 +88,7 @@ def time_numpy_rows(block_seconds: float, pause: float) -> dict[str, float]:
     for activation in ACTIVATIONS:
         a = reference.activation_forward(z, activation)
         for direction in DIRECTIONS:
-            times[f"{activation}/{direction}"] = _block(_call("numpy", activation, direction, z, da, a, None),
+            times[f"{activation}/{direction}"] = time_block(_call("numpy", activation, direction, z, da, a, None),
                                                         block_seconds)
             time.sleep(pause)
     return times

@@ -114,3 +114,16 @@ class OtherLoad:
     def describe(self) -> str:
         share = self.share()
         return "unknown (no /proc/stat)" if share is None else f"{100 * share:.0f} % of the cores"
+
+
+def time_block(f, block_seconds: float) -> float:
+    """µs per call of f, called again and again for at least block_seconds (after one
+    warm-up call): one sample of a round-robin benchmark."""
+    f()
+    calls, start = 0, time.perf_counter_ns()
+    while True:
+        f()
+        calls += 1
+        elapsed = time.perf_counter_ns() - start
+        if elapsed >= block_seconds * 1e9:
+            return elapsed / calls / 1e3

@@ -20,7 +20,6 @@ import argparse
 import os
 import statistics
 import sys
-import time
 
 import numpy as np
 
@@ -29,7 +28,7 @@ from fastmlp import kernels
 from fastmlp.reference import layers as twin
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from bench_common import OtherLoad, cpu_model, print_table  # noqa: E402
+from bench_common import OtherLoad, cpu_model, print_table, time_block  # noqa: E402
 
 try:
     import torch
@@ -40,17 +39,6 @@ except ImportError:  # the torch columns say so
 SHAPES = ((64, 256), (256, 1024))
 THREADS = (1, 2)
 P = 0.1
-
-
-def _block(f, block_seconds: float) -> float:
-    f()
-    calls, start = 0, time.perf_counter_ns()
-    while True:
-        f()
-        calls += 1
-        elapsed = time.perf_counter_ns() - start
-        if elapsed >= block_seconds * 1e9:
-            return elapsed / calls / 1e3
 
 
 def _cases(shape):
@@ -157,7 +145,7 @@ def main() -> None:
                             if library == "numpy" and threads != THREADS[0]:
                                 continue  # NumPy's twin runs on one thread either way
                             samples.setdefault((shape, threads, name, library), []).append(
-                                _block(f, args.block_seconds))
+                                time_block(f, args.block_seconds))
     finally:
         fm.set_num_threads(saved)
 
