@@ -16,12 +16,14 @@ from .callbacks import EarlyStopping
 from . import diagnosis
 from .diagnosis import Diagnosis
 from .network import ACTIVATIONS, INITS, LOSSES, History, Network
+from .io import load
 from .optimizers import LAMB, SGD, Adam, AdamW, Optimizer
 from .schedules import Constant, Cosine, Exponential, StepDecay, Warmup
 
 __all__ = [
     "__version__",
     "Network",
+    "load",
     "NeuralNetwork",
     "History",
     "SGD",

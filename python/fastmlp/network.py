@@ -913,6 +913,16 @@ class Network:
         clone._restore(_check_state(clone, *self._snapshot()))
         return clone
 
+    def save(self, path) -> None:
+        """Writes the network to ``path`` in fastmlp's model format (a NumPy .npz with a
+        JSON header; :mod:`fastmlp.io` documents it): architecture, parameters, batch
+        norm's running statistics, the optimizer and its state, the generator's
+        position. Atomic: written beside ``path`` and renamed over it. ``fm.load(path)``
+        reads it back, without unpickling anything."""
+        from .io import save
+
+        save(self, path)
+
     def copy(self) -> "Network":
         return self.astype(self._dtype)
 

@@ -1,0 +1,262 @@
+"""Saving and loading a network: one documented file format, loaded without unpickling.
+
+A model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding:
+
+==============  ==========================================================================
+``header``      a 0-d unicode array: JSON (below)
+``params``      the flat parameter buffer, (n_params,), in the network's dtype
+``state``       the state buffer (batch norm's running mean and variance), (n_state,)
+``optimizer_0``, ``optimizer_1``
+                the optimizer's state buffers (momentum, Adam's moments), (n_params,)
+                each, as many as ``header["optimizer"]`` keeps (none without one)
+``rng_words``   the generator's four xoshiro256** words, uint64 (4,)
+``rng_spare``   its spare normal draw, float64 (1,)
+==============  ==========================================================================
+
+The header: ``{"format": "fastmlp.Network", "format_version": 1, "fastmlp_version",
+"architecture" (Network.architecture), "dtype", "loss", "huber_delta", "seed",
+"classes" (a classifier's labels: 0..n_outputs-1; null for a regressor), "n_params",
+"n_state", "optimizer" (null, or {"type": "Adam", "lr": ..., its other settings,
+"schedule": null or {"type": "Cosine", ...}}), "optimizer_steps", "rng_has_spare"}``.
+
+:func:`save` writes to a temporary file in the target's folder and renames it over the
+target, so a crash leaves the old file or the new one, never half of one. :func:`load`
+reads with ``allow_pickle=False`` (a file holding a pickled object is refused, and
+nothing in it runs), checks every field (the header's keys and types, the format
+version, each array's dtype and length against the architecture, finite values) and
+raises ValueError naming the file and the field at the first problem. A loaded network
+predicts bit for bit as the saved one and trains on exactly as it would have.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import zipfile
+
+import numpy as np
+
+from . import _core
+from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
+from .schedules import Constant, Cosine, Exponential, Schedule, StepDecay, Warmup
+
+__all__ = ["save", "load", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "fastmlp.Network"
+FORMAT_VERSION = 1
+_HEADER_TYPES = {
+    "format": str, "format_version": int, "fastmlp_version": str, "architecture": list, "dtype": str,
+    "loss": str, "huber_delta": (int, float), "seed": int, "classes": (list, type(None)), "n_params": int,
+    "n_state": int, "optimizer": (dict, type(None)), "optimizer_steps": int, "rng_has_spare": bool,
+}
+_OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, LAMB)}
+_SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, Exponential, Cosine, Warmup)}
+_SCHEDULE_FIELDS = {"Constant": (), "StepDecay": ("step_size", "gamma"), "Exponential": ("gamma",),
+                    "Cosine": ("total_steps", "min_factor"), "Warmup": ("steps", "schedule")}
+
+
+# ---- optimizers and schedules as plain data ----------------------------------------------------
+
+def _schedule_to_dict(schedule: Schedule | None):
+    if schedule is None:
+        return None
+    spec = {"type": type(schedule).__name__}
+    for field in _SCHEDULE_FIELDS[spec["type"]]:
+        value = getattr(schedule, field)
+        spec[field] = _schedule_to_dict(value) if isinstance(value, Schedule) else value
+    return spec
+
+
+def _schedule_from_dict(spec, where: str):
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") not in _SCHEDULES:
+        raise ValueError(f"{where}: expected null or a schedule such as {{'type': 'Cosine', ...}}, got {spec!r:.200}")
+    kind = spec["type"]
+    fields = {key: value for key, value in spec.items() if key != "type"}
+    if set(fields) != set(_SCHEDULE_FIELDS[kind]):
+        raise ValueError(f"{where}: a {kind} schedule has the fields {list(_SCHEDULE_FIELDS[kind])}, "
+                         f"got {sorted(fields)}")
+    if kind == "Warmup":
+        fields["schedule"] = _schedule_from_dict(fields["schedule"], f"{where} schedule")
+    return _SCHEDULES[kind](**fields)
+
+
+def _optimizer_to_dict(optimizer: Optimizer) -> dict:
+    spec = {"type": type(optimizer).__name__, "lr": optimizer.lr}
+    if isinstance(optimizer, SGD):
+        spec.update(momentum=optimizer.momentum, dampening=optimizer.dampening, nesterov=optimizer.nesterov,
+                    weight_decay=optimizer.weight_decay)
+    else:
+        spec.update(betas=list(optimizer.betas), eps=optimizer.eps, weight_decay=optimizer.weight_decay)
+    spec.update(schedule=_schedule_to_dict(optimizer.schedule), clip_norm=optimizer.clip_norm,
+                clip_value=optimizer.clip_value)
+    return spec
+
+
+def _optimizer_from_dict(spec: dict, where: str) -> Optimizer:
+    if spec.get("type") not in _OPTIMIZERS:
+        raise ValueError(f"{where} type: expected one of {', '.join(_OPTIMIZERS)}, got {spec.get('type')!r:.100}")
+    fields = {key: value for key, value in spec.items() if key != "type"}
+    fields["schedule"] = _schedule_from_dict(fields.get("schedule"), f"{where} schedule")
+    try:
+        return _OPTIMIZERS[spec["type"]](**fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: not a valid {spec['type']}: {error}") from None
+
+
+# ---- save ----------------------------------------------------------------------------------------
+
+def save(net, path) -> None:
+    """Writes ``net`` to ``path`` (see the module docstring), atomically."""
+    path = os.fspath(path)
+    params, (optimizer, kind, steps, buffers), (words, has_spare, spare), state = net._snapshot()
+    header = {
+        "format": FORMAT, "format_version": FORMAT_VERSION, "fastmlp_version": _core.__version__,
+        "architecture": net.architecture, "dtype": net.dtype.name, "loss": net.loss, "huber_delta": net.huber_delta,
+        "seed": net.seed, "classes": list(range(net.n_outputs)) if net.is_classifier else None,
+        "n_params": int(params.size), "n_state": int(state.size),
+        "optimizer": None if optimizer is None else _optimizer_to_dict(optimizer),
+        "optimizer_steps": int(steps), "rng_has_spare": bool(has_spare),
+    }
+    arrays = {"header": np.array(json.dumps(header)), "params": params, "state": state,
+              "rng_words": np.array(words, dtype=np.uint64), "rng_spare": np.array([spare], dtype=np.float64)}
+    for i, buffer in enumerate(buffers):
+        arrays[f"optimizer_{i}"] = buffer
+    folder = os.path.dirname(os.path.abspath(path))
+    descriptor, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(descriptor, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
+        # mkstemp makes the file private (0600): give it the mode of the file it replaces,
+        # or a plain file's 0644.
+        os.chmod(temporary, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
+
+
+# ---- load ----------------------------------------------------------------------------------------
+
+def _read_arrays(path: str) -> dict:
+    try:
+        # Opened here, so that the file is closed whatever np.load makes of it.
+        with open(path, "rb") as f:
+            loaded = np.load(f, allow_pickle=False)
+            if not isinstance(loaded, np.lib.npyio.NpzFile):
+                raise ValueError("it holds a single array, not an .npz archive")
+            with loaded as archive:
+                arrays = {name: archive[name] for name in archive.files}
+        for name, value in arrays.items():
+            if not isinstance(value, np.ndarray):  # NpzFile gives a member that is not .npy as bytes
+                raise ValueError(f"its member {name!r} is not a .npy array")
+        return arrays
+    except FileNotFoundError:
+        raise
+    except ValueError as error:
+        if "allow_pickle" in str(error) or "Object arrays" in str(error):
+            raise ValueError(f"{path}: holds a pickled object; refused (fastmlp never unpickles a model file)") from None
+        raise ValueError(f"{path}: not a fastmlp model file ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise ValueError(f"{path}: not a fastmlp model file, or a truncated or corrupted one "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def _header(path: str, arrays: dict) -> dict:
+    raw = arrays.get("header")
+    if raw is None or raw.dtype.kind != "U" or raw.shape != ():
+        raise ValueError(f"{path}: not a fastmlp model file (no JSON header)")
+    try:
+        header = json.loads(str(raw))
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{path}: header: not valid JSON ({error})") from None
+    if not isinstance(header, dict) or header.get("format") != FORMAT:
+        raise ValueError(f"{path}: header: not a {FORMAT} file (format {header.get('format') if isinstance(header, dict) else None!r})")
+    version = header.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        raise ValueError(f"{path}: header format_version: expected a positive integer, got {version!r}")
+    if version > FORMAT_VERSION:
+        raise ValueError(f"{path}: written in format version {version} (by fastmlp "
+                         f"{header.get('fastmlp_version')}); this fastmlp {_core.__version__} reads up to "
+                         f"version {FORMAT_VERSION}: upgrade fastmlp")
+    missing = sorted(set(_HEADER_TYPES) - set(header))
+    if missing:
+        raise ValueError(f"{path}: header: missing {missing}")
+    unknown = sorted(set(header) - set(_HEADER_TYPES))
+    if unknown:
+        raise ValueError(f"{path}: header: unknown keys {unknown}")
+    for key, kinds in _HEADER_TYPES.items():
+        value = header[key]
+        if not isinstance(value, kinds) or (isinstance(value, bool) and kinds in (int, (int, float))):
+            raise ValueError(f"{path}: header {key}: expected {_type_names(kinds)}, got {value!r:.200}")
+    return header
+
+
+def _type_names(kinds) -> str:
+    kinds = kinds if isinstance(kinds, tuple) else (kinds,)
+    return " or ".join("null" if k is type(None) else {"dict": "an object", "list": "a list"}.get(k.__name__, k.__name__)
+                       for k in kinds)
+
+
+def _array(path: str, arrays: dict, name: str, dtype, length: int) -> np.ndarray:
+    value = arrays.get(name)
+    if value is None:
+        raise ValueError(f"{path}: {name}: missing")
+    if value.dtype != np.dtype(dtype) or value.shape != (length,):
+        raise ValueError(f"{path}: {name}: expected {np.dtype(dtype).name} of shape ({length},), "
+                         f"got {value.dtype.name} of shape {value.shape}")
+    if value.dtype.kind == "f" and not np.isfinite(value).all():
+        raise ValueError(f"{path}: {name}: holds {int((~np.isfinite(value)).sum())} NaN or infinite values")
+    return value
+
+
+def load(path):
+    """The network saved in ``path`` by :meth:`fastmlp.Network.save` (see the module docstring)."""
+    from .network import Network, _check_state
+
+    path = os.fspath(path)
+    arrays = _read_arrays(path)
+    header = _header(path, arrays)
+    try:
+        net = Network.from_architecture(header["architecture"], loss=header["loss"], huber_delta=header["huber_delta"],
+                                        dtype=header["dtype"], seed=header["seed"])
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: header: {error}") from None
+    if header["dtype"] != net.dtype.name:
+        raise ValueError(f"{path}: header dtype: expected 'float32' or 'float64', got {header['dtype']!r}")
+    classes = list(range(net.n_outputs)) if net.is_classifier else None
+    if header["classes"] != classes:
+        raise ValueError(f"{path}: header classes: a {header['loss']} network of {net.n_outputs} outputs has "
+                         f"classes {classes}, got {header['classes']!r:.200}")
+    for key, actual in (("n_params", net.n_params), ("n_state", net.state.size)):
+        if header[key] != actual:
+            raise ValueError(f"{path}: header {key}: the architecture has {actual}, the header says {header[key]}")
+    params = _array(path, arrays, "params", net.dtype, net.n_params)
+    state = _array(path, arrays, "state", net.dtype, net.state.size)
+    optimizer, kind, buffers = None, "sgd", []
+    if header["optimizer"] is not None:
+        optimizer = _optimizer_from_dict(header["optimizer"], f"{path}: header optimizer")
+        kind = optimizer._kind
+        # Buffers exist once the optimizer has stepped (or a saved one had them).
+        kept = header["optimizer_steps"] > 0 or "optimizer_0" in arrays
+        buffers = [_array(path, arrays, f"optimizer_{i}", net.dtype, net.n_params)
+                   for i in range(optimizer._config().state_buffers if kept else 0)]
+    expected = {"header", "params", "state", "rng_words", "rng_spare"} | {f"optimizer_{i}" for i in range(len(buffers))}
+    unknown = sorted(set(arrays) - expected)
+    if unknown:
+        raise ValueError(f"{path}: holds arrays this format does not have: {unknown}")
+    words = _array(path, arrays, "rng_words", np.uint64, 4)
+    spare = _array(path, arrays, "rng_spare", np.float64, 1)
+    rng = (tuple(int(w) for w in words), header["rng_has_spare"], float(spare[0]))
+    try:
+        net._restore(_check_state(net, params, (optimizer, kind, header["optimizer_steps"], buffers), rng, state))
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}") from None
+    return net
