@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 import pickle
 import zipfile
 
@@ -96,7 +97,9 @@ def test_save_replaces_the_file_whole_and_leaves_no_temporary(tmp_path):
     other.save(path)
     assert fm.load(path).architecture == other.architecture
     assert [p.name for p in tmp_path.iterdir()] == ["m.npz"]
-    assert path.stat().st_mode & 0o777 == 0o644  # not mkstemp's private 0600
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # as a plain open() would make it
 
 
 # ---- files that are not (right) -------------------------------------------------------------------

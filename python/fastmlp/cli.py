@@ -22,13 +22,13 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import secrets
 import sys
 import time
 
 import numpy as np
 
 from . import _core
+from ._files import write_atomically
 from ._threads import get_num_threads
 from .article import NeuralNetwork
 from .demos import deep as deep_demo
@@ -244,22 +244,8 @@ def _demo_figure(X_train, y_train, X_test, y_pred, losses):
 
 
 def _save_png_atomically(figure, path: str) -> None:
-    """Writes to a temporary file beside ``path`` and renames it, so ``path`` is
-    either the old file or the whole new one, never half a picture."""
-    folder = os.path.dirname(os.path.abspath(path))
-    temporary = os.path.join(folder, f".{os.path.basename(path)}.{secrets.token_hex(6)}.tmp")
-    # os.open with 0o666 honours the umask, as a plain open() of the final name would.
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(descriptor, "wb") as stream:
-            figure.savefig(stream, format="png")
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    """path is either the old file or the whole new picture, never half of one."""
+    write_atomically(path, lambda stream: figure.savefig(stream, format="png"))
 
 
 # ---- info -----------------------------------------------------------------------------

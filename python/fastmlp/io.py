@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import zipfile
 
 import numpy as np
 
 from . import _core
+from ._files import write_atomically
 from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
 from .schedules import Constant, Cosine, Exponential, Schedule, StepDecay, Warmup
 
@@ -124,23 +124,7 @@ def save(net, path) -> None:
               "rng_words": np.array(words, dtype=np.uint64), "rng_spare": np.array([spare], dtype=np.float64)}
     for i, buffer in enumerate(buffers):
         arrays[f"optimizer_{i}"] = buffer
-    folder = os.path.dirname(os.path.abspath(path))
-    descriptor, temporary = tempfile.mkstemp(prefix=".fastmlp-", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(descriptor, "wb") as f:
-            np.savez(f, **arrays)
-            f.flush()
-            os.fsync(f.fileno())
-        # mkstemp makes the file private (0600): give it the mode of the file it replaces,
-        # or a plain file's 0644.
-        os.chmod(temporary, os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        try:
-            os.unlink(temporary)
-        except OSError:
-            pass
-        raise
+    write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
 # ---- load ----------------------------------------------------------------------------------------
