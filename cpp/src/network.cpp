@@ -485,9 +485,9 @@ const T* Network<T>::output_rows(index first) const {
 // output), the loss's delta, then segment by segment from the last: recompute
 // its forward (the last segment's values are still there), backward.
 template <typename T>
+template <typename LossAndDelta>
 void Network<T>::train_rows(const T* x, index first, index count, T* grads,
-                            const std::function<void(const T*, T*)>& loss_and_delta,
-                            bool accumulate) {
+                            LossAndDelta&& loss_and_delta, bool accumulate) {
     Buffers b{ws_, x, first, count, grads,
               ws_.delta.data() + first * max_width_, ws_.delta_next.data() + first * max_width_,
               ws_.skip_delta.data() + first * max_width_};

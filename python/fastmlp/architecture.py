@@ -130,7 +130,7 @@ def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool
                 entry["momentum"] = check_real(layer.get("momentum", DEFAULT_MOMENTUM), f"{where} momentum", 0.0, 1.0,
                                                low_open=True)
         elif kind == "activation":
-            entry["name"] = check_choice(layer.get("name"), f"{where} name", _activations())
+            entry["name"] = check_choice(layer.get("name"), f"{where} name", _core.ACTIVATIONS)
         elif kind == "dropout":
             entry["p"] = check_real(layer.get("p", 0.5), f"{where} p", 0.0, 1.0, high_open=True)
         else:
@@ -142,14 +142,10 @@ def normalize(spec, resolve_init, *, _where: str = "architecture", _nested: bool
         out.append(entry)
     if not _nested:
         _chain_widths(out, _where)
+        if not any(_walk_dense(out)):
+            raise ValueError(f"{_where}: the layer list has no dense layer")
         _resolve_inits(out, resolve_init)
     return out
-
-
-def _activations():
-    from .network import ACTIVATIONS
-
-    return ACTIVATIONS
 
 
 def _inits():
@@ -184,8 +180,6 @@ def _chain_widths(layers: list[dict], where: str, width: int | None = None) -> i
                                  "out = in + block(in) needs the same width")
         elif width is None:
             raise ValueError(f"{where}[{i}]: a first {kind} layer has no width; start with a dense layer")
-    if where == "architecture" and not any(_walk_dense(layers)):
-        raise ValueError("architecture: the layer list has no dense layer")
     return width
 
 

@@ -276,8 +276,11 @@ private:
     const T* stage_input(const Buffers& b, index stage) const;
     void forward_stages(const Buffers& b, index first_stage, index end_stage, bool move_stats);
     void backward_stages(Buffers& b, index first_stage, index end_stage, bool accumulate);
-    void train_rows(const T* x, index first, index count, T* grads,
-                    const std::function<void(const T*, T*)>& loss_and_delta, bool accumulate);
+    // loss_and_delta(output rows, delta rows): a callable, inlined (no std::function:
+    // a step allocates nothing).
+    template <typename LossAndDelta>
+    void train_rows(const T* x, index first, index count, T* grads, LossAndDelta&& loss_and_delta,
+                    bool accumulate);
     const T* output_rows(index first) const;
     void forward_eval(const T* x, index rows, T* out);
     index step_pieces(index batch) const;
