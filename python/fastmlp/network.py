@@ -8,6 +8,7 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+import json
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -305,6 +306,7 @@ class Network:
     def _build(self, layers: list[dict], loss: str, huber_delta, dtype, seed) -> None:
         """Builds the engine's network from a normalized layer list."""
         self._loss = loss
+        self._metadata: dict = {}
         self._huber_delta = check_positive_float(huber_delta, "huber_delta")
         self._dtype = as_float_dtype(dtype)
         if seed is None:
@@ -884,6 +886,20 @@ class Network:
         return float(np.mean(r2))
 
     # ---- copies -------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """The user's notes about this network: a dict with str keys and JSON values
+        (str, numbers, bool, None, lists, dicts), ``{}`` at first. It travels with
+        the network: saved in the model file's header, restored by ``fm.load``,
+        kept by pickle, ``copy`` and ``astype``. ``fastmlp train`` keeps there what
+        ``fastmlp predict`` needs (the feature columns, the class labels, the
+        inputs' standardization). Checked when assigned and when saved."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value) -> None:
+        self._metadata = _check_metadata(value)
+
     def _settings(self) -> dict:
         return {"loss": self._loss, "huber_delta": self._huber_delta, "seed": self._seed}
 
@@ -911,6 +927,7 @@ class Network:
         alike), in ``dtype``."""
         clone = Network.from_architecture(self.architecture, dtype=as_float_dtype(dtype), **self._settings())
         clone._restore(_check_state(clone, *self._snapshot()))
+        clone._metadata = _check_metadata(self._metadata)
         return clone
 
     def save(self, path) -> None:
@@ -927,7 +944,25 @@ class Network:
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self.architecture, self._settings(), self._dtype.name, *self._snapshot()))
+        return (_rebuild, (self.architecture, self._settings(), self._dtype.name, *self._snapshot(),
+                           _check_metadata(self._metadata)))
+
+
+def _check_metadata(value, name: str = "metadata") -> dict:
+    """A deep copy of ``value`` that JSON can hold exactly: a dict with str keys whose
+    values are str, finite numbers, bool, None, lists and dicts of the same."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name}: expected a dict of JSON values, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: must hold only str keys and JSON values (str, finite numbers, bool, None, "
+                         f"lists, dicts): {error}") from None
+    copy = json.loads(text)
+    if copy != value:  # keys that json.dumps turned into strings, tuples made lists
+        raise ValueError(f"{name}: must hold only str keys and JSON values; tuples, and int or other keys, "
+                         f"do not survive saving: got {value!r:.200}")
+    return copy
 
 
 @dataclass(frozen=True)
@@ -1011,7 +1046,8 @@ def _check_rng_state(state) -> tuple | None:
     return None if state is None else check_rng_state(state, "rng_state")
 
 
-def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None) -> Network:
+def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None,
+             metadata=None) -> Network:
     """Unpickles a Network: from_architecture checks the architecture and settings,
     _check_state every other field, before anything is applied. A pickle from before
     the layer list (layer sizes, and the activations and inits among the settings) is
@@ -1024,4 +1060,6 @@ def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_st
     else:
         net = Network.from_architecture(architecture, dtype=as_float_dtype(dtype), **settings)
     net._restore(_check_state(net, params, optimizer_state, rng_state, state))
+    if metadata is not None:
+        net._metadata = _check_metadata(metadata)
     return net
