@@ -4,6 +4,7 @@ regressors and both classifier losses, in float32 and float64."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import subprocess
@@ -122,6 +123,9 @@ def test_graph_is_made_of_the_documented_operators():
         np.testing.assert_array_equal(initializers[node.input[3]], mean)
         np.testing.assert_array_equal(initializers[node.input[4]], variance)
     assert model.producer_name == "fastmlp" and model.producer_version == fm.__version__
+    properties = {entry.key: entry.value for entry in model.metadata_props}
+    assert properties["fastmlp.loss"] == "cross_entropy"
+    assert json.loads(properties["fastmlp.architecture"]) == net.architecture
 
 
 def test_input_and_output_names_types_and_dynamic_batch():

@@ -26,7 +26,9 @@ The graph has one input, ``"X"`` of shape (batch, n_inputs), and one output:
 ``"predictions"`` (batch, n_outputs) for a regressor (``predict``); the batch
 dimension is dynamic. Tensors have the network's dtype (float or double). The
 opset is 17, or 20 when a gelu layer needs the ``Gelu`` operator; the IR version is
-the lowest that opset allows, so that older runtimes load the file.
+the lowest that opset allows, so that older runtimes load the file. The model's
+metadata_props hold ``fastmlp.loss``, ``fastmlp.architecture`` (the layer list as
+JSON) and, when the network has any, ``fastmlp.metadata`` (``net.metadata`` as JSON).
 
 float64 networks: ONNX attributes are floats, never doubles, and 1e-5 or 0.01 as a
 float differ from the doubles fastmlp computes with by about 1e-8 relative, enough
@@ -47,6 +49,7 @@ or run the float64 model elsewhere (onnx's reference evaluator, with a double
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -130,8 +133,9 @@ def _layer_norm_double(graph: _GraphBuilder, x: str, gain: str, bias: str, eps: 
     """Layer norm of a float64 network, spelled out (the LayerNormalization operator's
     own definition): ``(x − mean) / √(var + eps) · gain + bias`` over the last axis,
     the variance biased and two-pass as fastmlp's. Not the operator itself, whose
-    epsilon attribute is a float (1e-5 as a float is 1e-5 − 2.5e-13, which moves a
-    double result by up to ~1e-12 relative to it)."""
+    epsilon attribute is a float: 1e-5 as a float is 1e-5 − 2.5e-13, which moves a
+    double result by 2.5e-13 / (2·(var + eps)) relative, 1e-12 for a row of variance
+    0.1 and up to 1e-8 for a row of equal values."""
     eps_name = graph.constant(f"{prefix}.eps", [eps])
     axes = graph.shared("last_axis", [-1], dtype=np.int64) if opset >= 18 else None
 
@@ -159,6 +163,7 @@ def to_onnx(net, path=None, *, opset: int | None = None) -> "onnx.ModelProto":
     ``onnx.checker.check_model(model, full_check=True)`` before it is returned."""
     from . import __version__
 
+    net = net.copy()  # one consistent snapshot, even while another thread fits the network
     architecture = net.architecture
     opset = _check_opset(opset, _required_opset(architecture))
     dtype = np.dtype(net.dtype)
@@ -236,8 +241,8 @@ def to_onnx(net, path=None, *, opset: int | None = None) -> "onnx.ModelProto":
         x = graph.node("Sigmoid", [x], "head_sigmoid")
     output = "probabilities" if net.is_classifier else "predictions"
     if graph.nodes and graph.nodes[-1].output[0] == x:
-        graph.nodes[-1].output[0] = output
-    else:  # pragma: no cover - every network has a dense layer, whose Gemm comes last or before
+        graph.nodes[-1].output[0] = output  # the last node's output, which no node reads
+    else:  # pragma: no cover - every network has a Gemm, so x is the last node's output
         graph.nodes.append(helper.make_node("Identity", [x], [output], name="output"))
 
     onnx_graph = helper.make_graph(
@@ -256,6 +261,11 @@ def to_onnx(net, path=None, *, opset: int | None = None) -> "onnx.ModelProto":
         producer_version=__version__,
         doc_string=f"fastmlp {net!r}",
     )
+    properties = {"fastmlp.loss": net.loss, "fastmlp.architecture": json.dumps(architecture)}
+    metadata = getattr(net, "metadata", None)  # the user's own (JSON-able) metadata, when there is some
+    if metadata:
+        properties["fastmlp.metadata"] = json.dumps(metadata)
+    helper.set_model_props(model, properties)
     onnx.checker.check_model(model, full_check=True)
     if path is not None:
         data = model.SerializeToString()
