@@ -259,3 +259,10 @@ def test_without_onnx_the_import_error_names_the_extra(monkeypatch):
 def test_importing_fastmlp_does_not_import_onnx():
     code = "import sys, fastmlp; assert 'onnx' not in sys.modules and 'onnxruntime' not in sys.modules"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_model_beyond_protobufs_limit_is_refused(monkeypatch):
+    net, _ = trained(epochs=1)
+    monkeypatch.setattr(onnx_export, "MAX_MODEL_BYTES", net.n_params * 4 - 1)
+    with pytest.raises(ValueError, match="do not fit in one ONNX file"):
+        net.to_onnx()
