@@ -248,8 +248,9 @@ def _finite_numbers(path: str, array: np.ndarray, name: str) -> np.ndarray:
     bad = ~np.isfinite(values)
     if bad.any():
         i, j = np.argwhere(bad)[0]
-        raise DataFileError(f"{path}: {name} row {i}, column {j} (from 0): {values[i, j]} is not a finite number "
-                            f"({int(bad.sum())} such values)")
+        more = f" (and {int(bad.sum()) - 1} more)" if bad.sum() > 1 else ""
+        raise DataFileError(f"{path}: {name + ' ' if name else ''}row {i}, column {j} (from 0): {values[i, j]} "
+                            f"is not a finite number{more}")
     return values
 
 
@@ -300,7 +301,7 @@ def read_training_data(path: str, target: str | None, features: list[str] | None
         if array.shape[1] < 2:
             raise DataFileError(f"{path}: the array has {array.shape[1]} column; expected features and a target")
         index = _column_index(path, target, array.shape[1])
-        values = _finite_numbers(path, array, "the array")
+        values = _finite_numbers(path, array, "")
         return Samples(path, np.delete(values, index, axis=1), values[:, index], None, index)
     arrays = read_arrays(path)
     target = "y" if target is None else target
@@ -343,7 +344,14 @@ def _training_csv(path: str, target: str | None, features: list[str] | None) -> 
         indices = [table.column(name, role=" (a feature)") for name in features]
         if target_index in indices:
             raise DataFileError(f"{path}: --features names the target column {quote(target)}")
-    X = table.numbers(indices)
+    try:
+        X = table.numbers(indices)
+    except DataFileError as error:
+        first = table.rows[0]
+        if features is not None or all(_parse_number(first[i]) is not None or not first[i].strip() for i in indices):
+            raise
+        # A column of text from its first row on: a label or an identifier, not meant as a feature.
+        raise DataFileError(f"{error} (every column but the target is a feature; --features chooses them)") from None
     texts = table.texts(target_index)
     for i, cell in enumerate(texts):
         if not cell.strip():
@@ -374,7 +382,7 @@ def read_features(path: str, feature_names: list[str] | None, n_features: int, t
             indices = list(range(n_features))
         return table.numbers(indices)
     if kind == "npy":
-        X = _finite_numbers(path, _as_2d(path, read_array(path), "the array"), "the array")
+        X = _finite_numbers(path, _as_2d(path, read_array(path), "the array"), "")
         if X.shape[1] == n_features + 1 and isinstance(target, int) and 0 <= target <= n_features:
             X = np.delete(X, target, axis=1)  # the file the model was trained on, target column and all
     else:
