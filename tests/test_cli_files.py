@@ -128,7 +128,7 @@ def test_predict_picks_feature_columns_by_name(tmp_path, data_csv, capsys):
     assert run_cli(capsys, "train", data_csv, "--target", "species", "--features", "x0,x1,x2", "--out", model,
                    "--epochs", "5")[0] == 0
     _, first, _ = run_cli(capsys, "predict", model, data_csv, "--proba")
-    header, rows = read_csv(data_csv)
+    _, rows = read_csv(data_csv)
     shuffled = write_csv(tmp_path / "new.csv", ["note", "x2", "x0", "x1"],
                          [["hello", r[2], r[0], r[1]] for r in rows])  # no target, an extra text column
     code, again, err = run_cli(capsys, "predict", model, shuffled, "--proba")
