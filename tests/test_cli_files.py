@@ -47,7 +47,8 @@ def dataset(n=240, seed=0):
 @pytest.fixture
 def data_csv(tmp_path):
     X, species, price = dataset()
-    rows = [[repr(float(a)), repr(float(b)), repr(float(c)), s, repr(float(p))] for (a, b, c), s, p in zip(X, species, price)]
+    rows = [[repr(float(a)), repr(float(b)), repr(float(c)), s, repr(float(p))]
+            for (a, b, c), s, p in zip(X, species, price)]
     return write_csv(tmp_path / "data.csv", ["x0", "x1", "x2", "species", "price"], rows)
 
 
@@ -219,6 +220,24 @@ def test_a_model_saved_from_python_predicts_every_column_in_order(tmp_path, caps
     code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", data)
     assert code == 0, err
     assert read_csv(out) == (["class"], [[str(c)] for c in net.predict(X.astype(np.float32))])
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_a_sigmoid_network_from_python_predicts_each_output(tmp_path, capsys, n_outputs):
+    net = fm.Network([2, 4, n_outputs], loss="binary_cross_entropy", seed=1)
+    net.save(tmp_path / "m.npz")
+    X = np.array([[0.5, -1.0], [2.0, 0.25], [-3.0, 1.0]])
+    np.save(tmp_path / "x.npy", X)
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy")
+    assert code == 0, err
+    header, rows = read_csv(out)
+    expected = net.predict(X.astype(np.float32)).reshape(3, -1)
+    assert header == (["class"] if n_outputs == 1 else ["output_0", "output_1"])
+    assert np.array_equal(np.array(rows, dtype=int), expected)
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy", "--proba")
+    header, rows = read_csv(out)
+    assert header == [f"output_{j}" for j in range(n_outputs)]
+    assert np.allclose(np.array(rows, dtype=float), net.predict_proba(X.astype(np.float32)), atol=1e-6)
 
 
 def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, data_csv, capsys, monkeypatch):

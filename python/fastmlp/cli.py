@@ -211,7 +211,8 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="feed the features (and targets) as they are")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
     train.add_argument("--seed", type=_seed, default=None,
-                       help="seed for the weights, the shuffling and the validation split (default: a fresh one, printed)")
+                       help="seed for the weights, the shuffling and the validation split "
+                            "(default: a fresh one, printed)")
     train.add_argument("--out", default="model.npz", metavar="PATH", help="the model file (default model.npz)")
     train.set_defaults(run=_run_train)
 
@@ -682,19 +683,21 @@ def _run_predict(args) -> int:
 
     text = _format_value(net.dtype)
     target = settings["target"] if isinstance(settings["target"], str) else None
+    # A binary_cross_entropy network (saved from Python; train makes softmax classifiers)
+    # says 0 or 1 for each output: its labels and probabilities are per output.
+    per_output = net.loss == "binary_cross_entropy"
     if args.proba:
         probabilities = net.predict_proba(X)
-        header = [str(c) for c in settings["classes"]]
+        header = [f"output_{j}" for j in range(net.n_outputs)] if per_output else [str(c) for c in settings["classes"]]
         rows = ([text(v) for v in row] for row in probabilities.astype(np.float64))
     elif net.is_classifier:
         predicted = net.predict(X)
-        classes = settings["classes"]
-        if predicted.ndim == 1:
+        if per_output:
+            header = [target or "class"] if predicted.ndim == 1 else [f"output_{j}" for j in range(net.n_outputs)]
+            rows = ([str(v) for v in np.atleast_1d(row)] for row in predicted)
+        else:
             header = [target or "class"]
-            rows = ([str(classes[i])] for i in predicted)
-        else:  # several sigmoid outputs, each 0 or 1
-            header = [f"output_{j}" for j in range(predicted.shape[1])]
-            rows = ([str(v) for v in row] for row in predicted)
+            rows = ([str(settings["classes"][i])] for i in predicted)
     else:
         values = _unscaled(net.predict(X), settings["y_mean"], settings["y_scale"])
         header = [target or "prediction"] if values.shape[1] == 1 else \
