@@ -5,6 +5,7 @@ import csv
 import json
 import os
 import pickle
+import re
 import subprocess
 import sys
 
@@ -154,6 +155,18 @@ def test_options_shape_the_network_and_a_seed_repeats_the_fit(tmp_path, data_csv
     assert run_cli(capsys, "train", data_csv, "--target", "species", "--layers", "", "--epochs", "2",
                    "--out", tmp_path / "c.npz")[0] == 0
     assert fm.load(tmp_path / "c.npz").layer_sizes == (4, 3)
+
+
+def test_patience_stops_early_and_needs_validation(tmp_path, data_csv, capsys):
+    argv = ["train", data_csv, "--target", "price", "--features", "x0,x1,x2", "--epochs", "400", "--seed", "2",
+            "--lr", "0.05", "--patience", "3", "--out", tmp_path / "m.npz"]
+    code, out, err = run_cli(capsys, *argv, "--validation", "0.3")
+    assert code == 0, err
+    stopped = re.search(r"Trained (\d+) epochs \(stopped early; the weights of epoch (\d+)\)", out)
+    assert stopped and int(stopped.group(1)) < 400 and int(stopped.group(2)) == int(stopped.group(1)) - 3, out
+    code, _, err = run_cli(capsys, *argv)
+    assert (code, err) == (2, "fastmlp train: error: --patience: needs --validation (early stopping watches the "
+                              "validation loss)\n")
 
 
 @pytest.mark.parametrize("values, task", [

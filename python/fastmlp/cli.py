@@ -62,6 +62,7 @@ from . import _datafiles as datafiles
 from ._files import write_atomically
 from ._threads import get_num_threads
 from .architecture import NORMS
+from .callbacks import EarlyStopping
 from .article import NeuralNetwork
 from .demos import deep as deep_demo
 from .io import load as load_model
@@ -193,7 +194,7 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--task", choices=TASKS, default=None, help="default: chosen by the target's values")
     train.add_argument("--layers", type=_layer_widths, default=[64, 32], metavar="W1,W2,...",
                        help='hidden layer widths (default 64,32; "" for none)')
-    train.add_argument("--activation", choices=[a for a in ACTIVATIONS], default="relu",
+    train.add_argument("--activation", choices=list(ACTIVATIONS), default="relu",
                        help="of the hidden layers (default relu)")
     train.add_argument("--residual", action="store_true",
                        help="residual blocks (out = in + block(in)) where widths agree")
@@ -207,6 +208,9 @@ def _build_parser() -> argparse.ArgumentParser:
                        help="learning rate (default: the optimizer's, 0.001; sgd 0.01)")
     train.add_argument("--validation", type=_fraction, default=0.0, metavar="FRACTION",
                        help="hold out this fraction of the rows, drawn at random, to report on (default 0)")
+    train.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                       help="stop when the validation loss has not improved for N epochs, keeping the best "
+                            "epoch's weights (needs --validation)")
     train.add_argument("--no-standardize", action="store_true",
                        help="feed the features (and targets) as they are")
     train.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
@@ -529,6 +533,8 @@ def _scaled(values: np.ndarray, mean, scale) -> np.ndarray:
 def _run_train(args) -> int:
     if args.target is not None and not args.target.strip():
         raise CommandError("--target: expected a column name, got an empty string")
+    if args.patience is not None and not args.validation:
+        raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
     _check_writable(args.out)
     samples = datafiles.read_training_data(args.data, args.target, args.features)
     task = _choose_task(samples, args.task)
@@ -577,7 +583,8 @@ def _run_train(args) -> int:
     # The library's progress bar (verbose=2) writes to stdout; the command's stdout is for results.
     with contextlib.redirect_stdout(sys.stderr) if progress else contextlib.nullcontext():
         history = net.fit(X_net[train_rows], y_net[train_rows], epochs=args.epochs, batch_size=args.batch_size,
-                          optimizer=optimizer, verbose=2 if progress else 0, validation_data=validation)
+                          optimizer=optimizer, verbose=2 if progress else 0, validation_data=validation,
+                          early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
     seconds = time.perf_counter() - start
 
     net.metadata = {**net.metadata, "cli": {
@@ -594,7 +601,8 @@ def _run_train(args) -> int:
         return f"RMSE {float(np.sqrt(np.mean((predicted - y[rows]) ** 2))):.6g}"
 
     epochs = len(history.history["loss"])
-    print(f"Trained {epochs} epochs in {_format_seconds(seconds)}: loss {history.history['loss'][-1]:.6g}, "
+    stopped = f" (stopped early; the weights of epoch {history.best_epoch + 1})" if epochs < args.epochs else ""
+    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {history.history['loss'][-1]:.6g}, "
           f"{report(train_rows)} (training)"
           + (f"; {report(val_rows)} (validation)" if val_rows.size else "") + ".")
     print(f"Model: {args.out}")
