@@ -407,6 +407,11 @@ def test_predict_proba_of_a_regressor_and_bad_metadata(tmp_path, data_csv, capsy
     code, _, err = run_cli(capsys, "predict", model, data_csv)
     assert code == 2
     assert err == f'fastmlp predict: error: {model}: metadata "cli" x_mean: expected null or a list of 3, got [0.0]\n'
+    net.metadata = {"cli": {**net.metadata["cli"], "x_mean": [0.0] * 3, "x_scale": [1.0, 0.0, 1.0]}}
+    net.save(model)
+    code, _, err = run_cli(capsys, "predict", model, data_csv)
+    assert (code, err) == (2, f'fastmlp predict: error: {model}: metadata "cli" x_scale: expected positive numbers, '
+                              'got [1.0, 0.0, 1.0]\n')
 
 
 def test_bad_arrays(tmp_path, capsys):

@@ -54,6 +54,7 @@ import os
 import platform
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
@@ -649,6 +650,8 @@ def _model_settings(net, path: str) -> dict:
         if value is not None and not (isinstance(value, list) and len(value) == length
                                       and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)):
             raise problem(key, f"null or a list of {length}")
+        if key.endswith("_scale") and value is not None and not all(v > 0 and math.isfinite(v) for v in value):
+            raise problem(key, "positive numbers")
     if (settings["x_mean"] is None) != (settings["x_scale"] is None) or \
             (settings["y_mean"] is None) != (settings["y_scale"] is None):
         raise CommandError(f"{path}: metadata \"cli\": a mean without its scale, or a scale without its mean")
@@ -673,7 +676,8 @@ def _load_model(path: str):
     return load_model(path)
 
 
-def _format_value(dtype: np.dtype):
+def _format_value(dtype: np.dtype) -> Callable[[float], str]:
+    """Numbers as text: float32 to its 9 significant digits (all it holds), float64 exactly."""
     if dtype == np.float32:
         return lambda v: f"{v:.9g}"
     return lambda v: repr(float(v))
