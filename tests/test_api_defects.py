@@ -477,3 +477,25 @@ def test_a_predict_from_another_thread_during_a_fit_sees_the_weights_after_some_
     fit.join()
     assert all(out in outputs for out in seen)
     assert net.predict(probe).tobytes() == reference.predict(probe).tobytes()
+
+
+# ---- a dtype equal to float32/float64 but another object (as unpickling makes) ---------------------
+
+
+@pytest.mark.parametrize("name", ["float32", "float64"])
+def test_an_unpickled_dtype_works_as_numpys_own(name):
+    import pickle
+
+    dtype = pickle.loads(pickle.dumps(np.dtype(name)))
+    X = np.arange(12, dtype=dtype).reshape(4, 3) / 10
+    y = np.ones(4, dtype=dtype)
+    net = fm.Network([3, 4, 1], dtype=dtype, seed=0)
+    net.fit(X, y, epochs=2)
+    out = np.empty((4, 1), dtype=dtype)
+    net._core.predict(X, out)  # the binding itself takes the equal dtype
+    assert np.array_equal(out, net.predict(X))
+    assert net.dtype == np.dtype(name)
+    swapped = X.astype(np.dtype(name).newbyteorder())  # not native: the binding refuses, Python converts
+    with pytest.raises(TypeError, match="X: expected dtype"):
+        net._core.predict(swapped, out)
+    assert np.array_equal(net.predict(swapped), net.predict(X))

@@ -12,6 +12,7 @@
 #include <pybind11/pybind11.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <string>
 #include <utility>
 
@@ -29,7 +30,14 @@ const char* dtype_name() {
 
 template <typename T>
 bool has_dtype(const py::array& array) {
-    return array.dtype().is(py::dtype::of<T>());
+    const py::dtype dtype = array.dtype();
+    if (dtype.is(py::dtype::of<T>())) return true;  // the usual case: numpy's own dtype object
+    // An equal dtype that is another object (one unpickled, say): a native-order float of T's size.
+    const std::uint16_t probe = 1;
+    const char native = *reinterpret_cast<const unsigned char*>(&probe) == 1 ? '<' : '>';
+    const char order = dtype.byteorder();
+    return dtype.kind() == 'f' && dtype.itemsize() == py::ssize_t(sizeof(T)) &&
+           (order == '=' || order == native);
 }
 
 inline std::string shape_text(const py::array& array) {

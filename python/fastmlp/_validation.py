@@ -19,7 +19,7 @@ def as_float_dtype(dtype, name: str = "dtype") -> np.dtype:
         raise TypeError(f"{name}: expected 'float32' or 'float64', got {dtype!r}") from error
     if resolved not in FLOAT_DTYPES:
         raise ValueError(f"{name}: expected 'float32' or 'float64', got {resolved.name!r}")
-    return resolved
+    return np.dtype(resolved.name)  # numpy's own object (an unpickled dtype is an equal other one)
 
 
 def common_float_dtype(*arrays) -> np.dtype:
