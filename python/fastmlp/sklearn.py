@@ -574,7 +574,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                                      "classifier will see (np.unique(y_all))")
                 classes = np.unique(y)
             if len(classes) < 2:
-                raise ValueError(f"y: a classifier needs at least 2 classes; got 1 class ({classes[0]!r})")
+                raise ValueError(f"y: a classifier needs at least 2 classes; got 1 class ({_label(classes[0])!r})")
             self.classes_ = classes
             self.n_outputs_ = len(classes)
         elif classes is not None and not np.array_equal(classes, self.classes_):
@@ -587,7 +587,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         y = np.asarray(y)
         unknown = ~np.isin(y, self.classes_)
         if unknown.any():
-            raise ValueError(f"y: the label {y[unknown][0]!r} is not among the classes of the first fit "
+            raise ValueError(f"y: the label {_label(y[unknown][0])!r} is not among the classes of the first fit "
                              f"({self.classes_.tolist()!r}); give every class to the first fit "
                              f"(or partial_fit's classes)")
         return np.searchsorted(self.classes_, y).astype(np.int64)
@@ -627,6 +627,11 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         tags = super().__sklearn_tags__()
         tags.classifier_tags.multi_label = False
         return tags
+
+
+def _label(value):
+    """A label as Python shows it ('a', 3), not NumPy's repr (np.str_('a'))."""
+    return value.item() if isinstance(value, np.generic) else value
 
 
 def _check_sample_weight(sample_weight, n_samples: int, dtype) -> np.ndarray | None:
