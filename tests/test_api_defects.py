@@ -412,7 +412,7 @@ def test_gradient_check_refuses_a_negative_seed():
 
 def state_of(net):
     """(params, kind, steps, buffers, rng) of a network as its pickle holds them."""
-    _, _, _, params, (_, kind, steps, buffers), rng, _ = net.__reduce__()[1]
+    _, _, _, params, (_, kind, steps, buffers), rng, _, _ = net.__reduce__()[1]
     return params, kind, steps, buffers, rng
 
 

@@ -160,6 +160,7 @@ def test_a_corrupted_file_is_refused(saved):
     (lambda h: h.update(optimizer={"type": "Adagrad", "lr": 0.1}), r"header optimizer type: expected one of"),
     (lambda h: h["optimizer"].update(lr=-1.0), r"header optimizer: not a valid Adam: lr"),
     (lambda h: h.update(optimizer=None, optimizer_steps=0), r"holds arrays this format does not have"),
+    (lambda h: h.update(metadata=[1]), r"header metadata: expected an object"),
 ])
 def test_an_edited_header_is_refused_naming_the_field(saved, edit, message):
     edited_header(saved, edit)
@@ -213,3 +214,45 @@ def test_other_files_are_refused(tmp_path):
         fm.load(tmp_path / "zip.npz")
     with pytest.raises(FileNotFoundError):
         fm.load(tmp_path / "missing.npz")
+
+
+# ---- metadata ------------------------------------------------------------------------------------
+
+
+NOTES = {"features": ["age", "height"], "scale": [1.5, 2.0], "task": "regression", "nested": {"ok": True, "none": None}}
+
+
+def test_metadata_travels_with_the_network(tmp_path):
+    net = trained("plain")
+    assert net.metadata == {}
+    net.metadata = NOTES
+    net.save(tmp_path / "model.npz")
+    copies = [fm.load(tmp_path / "model.npz"), pickle.loads(pickle.dumps(net)), copy.deepcopy(net), net.copy(),
+              net.astype("float64")]
+    for other in copies:
+        assert other.metadata == NOTES
+    copies[0].metadata["task"] = "changed"  # each copy owns its dict
+    assert net.metadata["task"] == "regression" and NOTES["task"] == "regression"
+
+
+def test_a_file_without_metadata_loads_with_none(saved):
+    edited_header(saved, lambda h: h.pop("metadata"))  # as written before metadata existed
+    assert fm.load(saved).metadata == {}
+
+
+@pytest.mark.parametrize("value, error, message", [
+    ([("a", 1)], TypeError, r"^metadata: expected a dict of JSON values, got list"),
+    ({1: "a"}, ValueError, r"^metadata: must hold only str keys and JSON values; tuples"),
+    ({"a": (1, 2)}, ValueError, r"^metadata: must hold only str keys and JSON values; tuples"),
+    ({"a": float("nan")}, ValueError, r"^metadata: must hold only str keys .*Out of range float"),
+    ({"a": np.arange(3)}, ValueError, r"^metadata: must hold only str keys .*ndarray is not JSON serializable"),
+])
+def test_metadata_that_json_cannot_hold_is_refused(value, error, message, tmp_path):
+    net = trained("plain")
+    with pytest.raises(error, match=message):
+        net.metadata = value
+    assert net.metadata == {}
+    net.metadata["later"] = object()  # changed in place: caught when saved, and nothing is written
+    with pytest.raises(ValueError, match=r"^metadata: must hold only str keys .*object is not JSON serializable"):
+        net.save(tmp_path / "model.npz")
+    assert not (tmp_path / "model.npz").exists()

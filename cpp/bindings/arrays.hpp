@@ -65,6 +65,18 @@ const T* input(const py::array& array, const char* name, int ndim = -1) {
     return static_cast<const T*>(array.data());
 }
 
+// Per-sample weights: None (nullptr), or a C-contiguous (n,) array of T.
+template <typename T>
+const T* optional_weights(const py::object& weights, Index n, const char* name) {
+    if (weights.is_none()) return nullptr;
+    const py::array array = weights.cast<py::array>();
+    const T* p = input<T>(array, name, 1);
+    if (array.shape(0) != n)
+        throw py::value_error(std::string(name) + ": expected " + std::to_string(n) +
+                              " weights (one per sample), got " + std::to_string(array.shape(0)));
+    return p;
+}
+
 template <typename T>
 T* output(py::array& array, const char* name, int ndim = -1) {
     input<T>(array, name, ndim);

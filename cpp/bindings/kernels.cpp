@@ -249,9 +249,10 @@ void activation_bias_backward_binding(const std::string& name, const py::array& 
     });
 }
 
-// The mean loss of pred (B, O) against target (B, O); dL/dpred into grad (may be pred) when given.
+// The mean loss of pred (B, O) against target (B, O), weighted by the rows' weights
+// (B,) when given; dL/dpred into grad (may be pred) when given.
 double loss_binding(const std::string& name, const py::array& pred, const py::array& target,
-                    const py::object& grad, double delta) {
+                    const py::object& grad, double delta, const py::object& weight) {
     const Loss loss = loss_from_name(name);
     require_same_shape(pred, "pred", target, "target");
     py::array g = grad.is_none() ? py::array() : grad.cast<py::array>();
@@ -265,22 +266,24 @@ double loss_binding(const std::string& name, const py::array& pred, const py::ar
         const T* pp = input<T>(pred, "pred", 2);
         const T* pt = input<T>(target, "target", 2);
         T* pg = grad.is_none() ? nullptr : output<T>(g, "grad", 2);
+        const T* pw = optional_weights<T>(weight, pred.shape(0), "weight");
         return [=, b = Index(pred.shape(0)), o = Index(pred.shape(1))] {
-            return loss_forward_backward<T>(loss, pp, pt, pg, b, o, delta);
+            return loss_forward_backward<T>(loss, pp, pt, pg, b, o, delta, pw);
         };
     });
 }
 
-Index count_correct_binding(const std::string& name, const py::array& pred,
-                            const py::array& target) {
+double count_correct_binding(const std::string& name, const py::array& pred,
+                             const py::array& target, const py::object& weight) {
     const Loss loss = loss_from_name(name);
     require_same_shape(pred, "pred", target, "target");
     return dispatch(pred, "pred", [&](auto tag) {
         using T = decltype(tag);
         const T* pp = input<T>(pred, "pred", 2);
         const T* pt = input<T>(target, "target", 2);
+        const T* pw = optional_weights<T>(weight, pred.shape(0), "weight");
         return [=, b = Index(pred.shape(0)), o = Index(pred.shape(1))] {
-            return count_correct<T>(loss, pp, pt, b, o);
+            return count_correct<T>(loss, pp, pt, b, o, pw);
         };
     });
 }
@@ -599,9 +602,9 @@ void bind_kernels(py::module_& m) {
           py::arg("z"), py::arg("a"), py::arg("da"), py::arg("out"), py::arg("d_bias"),
           py::arg("accumulate"));
     m.def("loss", &loss_binding, py::arg("name"), py::arg("pred"), py::arg("target"),
-          py::arg("grad"), py::arg("delta") = 1.0);
+          py::arg("grad"), py::arg("delta") = 1.0, py::arg("weight") = py::none());
     m.def("count_correct", &count_correct_binding, py::arg("name"), py::arg("pred"),
-          py::arg("target"));
+          py::arg("target"), py::arg("weight") = py::none());
     m.def("softmax", &softmax_binding, py::arg("z"), py::arg("out"));
     m.def("grad_norm", &grad_norm_binding, py::arg("grads"), py::arg("clip_value") = 0.0);
     m.def("optimizer_update", &optimizer_update_binding, py::arg("config"), py::arg("params"),

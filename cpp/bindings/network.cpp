@@ -352,17 +352,18 @@ void predict(NetworkHandle<T>& h, const py::array& x, py::array out) {
 
 template <typename T>
 py::tuple evaluate(NetworkHandle<T>& h, const py::array& x, const py::array& y,
-                   const std::string& loss, double huber_delta, bool count) {
+                   const std::string& loss, double huber_delta, bool count,
+                   const py::object& sample_weight) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "evaluate", net);
     const T* py_ = input<T>(y, "y", 2);
+    const T* pw = optional_weights<T>(sample_weight, x.shape(0), "sample_weight");
     const Loss kind = loss_from_name(loss);
-    index correct = 0;
-    double value = 0;
+    double correct = 0, value = 0;
     {
         py::gil_scoped_release release;
         auto lock = h.lock().read();
-        value = net.evaluate(px, py_, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
+        value = net.evaluate(px, py_, pw, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
     }
     return py::make_tuple(value, correct);
 }
@@ -392,7 +393,7 @@ template <typename T>
 void bind_readers(NetworkClass<T>& cls) {
     cls.def("predict", &predict<T>, py::arg("x"), py::arg("out"));
     cls.def("evaluate", &evaluate<T>, py::arg("x"), py::arg("y"), py::arg("loss"),
-            py::arg("huber_delta"), py::arg("count_correct"));
+            py::arg("huber_delta"), py::arg("count_correct"), py::arg("sample_weight") = py::none());
     cls.def("cache", &cache<T>, py::arg("layer"));
 }
 
@@ -433,8 +434,8 @@ struct FitArrays {
 // batches it lets waiting readers in; every 100 ms it lets go of the lock, takes
 // the GIL and asks Python for signals. Returns whether Python raised.
 template <typename T>
-bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, index n, const FitOptions& options,
-             const FitRecord& record, FitResult& result) {
+bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index n,
+             const FitOptions& options, const FitRecord& record, FitResult& result) {
     using clock = std::chrono::steady_clock;
     py::gil_scoped_release release;
     auto guard = h.lock().write("fit");
@@ -453,7 +454,7 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, index n, const FitO
         last_check = clock::now();
         return python_error;
     };
-    result = h.net().fit(px, py_, n, options, record, should_stop);
+    result = h.net().fit(px, py_, pw, n, options, record, should_stop);
     return python_error;
 }
 
@@ -461,10 +462,11 @@ template <typename T>
 py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index epochs,
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
-             bool record_layer_norms, index checkpoint) {
+             bool record_layer_norms, index checkpoint, const py::object& sample_weight) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
+    const T* pw = optional_weights<T>(sample_weight, x.shape(0), "sample_weight");
     if (epochs < 1) throw py::value_error("fit: epochs must be >= 1");
     FitOptions options;
     options.epochs = epochs;
@@ -479,7 +481,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.checkpoint = checkpoint;
     FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
-    if (run_fit<T>(h, px, py_, x.shape(0), options, arrays.record, result))
+    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result))
         throw py::error_already_set();
     return arrays.result(result);
 }
@@ -489,7 +491,8 @@ void bind_fit(NetworkClass<T>& cls) {
     cls.def("fit", &fit<T>, py::arg("x"), py::arg("y"), py::arg("epochs"),
             py::arg("batch_size"), py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"),
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
-            py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0);
+            py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
+            py::arg("sample_weight") = py::none());
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------

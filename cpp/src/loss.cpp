@@ -3,11 +3,26 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 
 namespace fastmlp {
 
-double loss_normalizer(Loss loss, index batch, index outputs) {
-    return loss == Loss::cross_entropy ? double(batch) : double(batch) * double(outputs);
+double loss_normalizer(Loss loss, double batch_weight, index outputs) {
+    return loss == Loss::cross_entropy ? batch_weight : batch_weight * double(outputs);
+}
+
+template <typename T>
+double weight_sum(const T* weight, index rows) {
+    if (weight == nullptr) return double(rows);
+    double sum = 0;
+    for (index i = 0; i < rows; ++i) {
+        const double w = double(weight[i]);
+        require(w >= 0 && w <= std::numeric_limits<double>::max(),
+                "sample weights must be finite and >= 0");
+        sum += w;
+    }
+    require(sum <= std::numeric_limits<double>::max(), "sample weights: their sum overflows");
+    return sum;
 }
 
 namespace {
@@ -46,28 +61,36 @@ T sigmoid_of(T x) {
 
 template <typename T>
 double loss_forward_backward(Loss loss, const T* pred, const T* target, T* grad, index batch,
-                             index outputs, double delta) {
-    const double sum = loss_rows(loss, pred, target, grad, batch, outputs, delta, batch);
-    return batch == 0 || outputs == 0 ? 0.0 : sum / loss_normalizer(loss, batch, outputs);
+                             index outputs, double delta, const T* weight) {
+    const double batch_weight = weight_sum(weight, batch);
+    const double sum = loss_rows(loss, pred, target, grad, batch, outputs, delta, batch_weight, weight);
+    const double normalizer = loss_normalizer(loss, batch_weight, outputs);
+    return batch == 0 || outputs == 0 || !(normalizer > 0) ? 0.0 : sum / normalizer;
 }
 
 template <typename T>
 double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows, index outputs,
-                 double delta, index batch) {
+                 double delta, double batch_weight, const T* weight) {
     require(rows >= 0 && outputs >= 0, "loss: sizes must be non-negative");
-    require(rows <= batch, "loss: the rows are part of the batch (rows <= batch)");
-    checked_product(batch, outputs, "loss: batch × outputs overflows an index");
+    require(weight != nullptr || double(rows) <= batch_weight,
+            "loss: the rows are part of the batch (rows <= batch)");
+    require(batch_weight >= 0 && std::isfinite(batch_weight),
+            "loss: the batch's weight must be finite and >= 0");
+    checked_product(rows, outputs, "loss: batch × outputs overflows an index");
     require(loss != Loss::huber || (delta > 0 && std::isfinite(delta)),
             "loss: huber's delta must be positive and finite");
     if (rows == 0 || outputs == 0) return 0.0;
-    const double normalizer = loss_normalizer(loss, batch, outputs);
-    const T scale = T((loss == Loss::mse ? 2.0 : 1.0) / normalizer);
+    const double normalizer = loss_normalizer(loss, batch_weight, outputs);
+    // A batch of weight 0 (all its weights 0) has loss 0 and gradient 0.
+    const T base = normalizer > 0 ? T((loss == Loss::mse ? 2.0 : 1.0) / normalizer) : T(0);
     const T d = T(delta);
     double total = 0;
     for (index i = 0; i < rows; ++i) {
         const T* p = pred + i * outputs;
         const T* t = target + i * outputs;
         T* g = grad == nullptr ? nullptr : grad + i * outputs;
+        // w_i folded into the row's factor: all-ones weights leave it as it was.
+        const T scale = weight == nullptr ? base : base * weight[i];
         double row = 0;
         switch (loss) {
             case Loss::mse:
@@ -96,26 +119,31 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
                 }
                 break;
         }
-        total += row;
+        total += weight == nullptr ? row : row * double(weight[i]);
     }
     return total;
 }
 
 template <typename T>
-index count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs) {
+double count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs,
+                     const T* weight) {
     require(batch >= 0 && outputs >= 0, "count_correct: sizes must be non-negative");
     checked_product(batch, outputs, "count_correct: batch × outputs overflows an index");
-    index correct = 0;
+    double correct = 0;
+    auto count = [&](index row, bool right) {
+        if (right) correct += weight == nullptr ? 1.0 : double(weight[row]);
+    };
     if (loss == Loss::cross_entropy) {
         require(outputs >= 1 || batch == 0, "count_correct: cross_entropy needs at least one column");
         for (index i = 0; i < batch; ++i) {
             const T* p = pred + i * outputs;
             const T* t = target + i * outputs;
-            correct += std::max_element(p, p + outputs) - p == std::max_element(t, t + outputs) - t;
+            count(i, std::max_element(p, p + outputs) - p == std::max_element(t, t + outputs) - t);
         }
     } else if (loss == Loss::binary_cross_entropy) {
-        for (index i = 0; i < batch * outputs; ++i)
-            correct += (pred[i] > T(0)) == (target[i] > T(0.5));
+        for (index i = 0; i < batch; ++i)
+            for (index k = 0; k < outputs; ++k)
+                count(i, (pred[i * outputs + k] > T(0)) == (target[i * outputs + k] > T(0.5)));
     }
     return correct;
 }
@@ -136,9 +164,12 @@ void softmax_rows(T* out, const T* z, index batch, index outputs) {
 }
 
 #define FASTMLP_INSTANTIATE(T)                                                                 \
-    template double loss_forward_backward<T>(Loss, const T*, const T*, T*, index, index, double); \
-    template double loss_rows<T>(Loss, const T*, const T*, T*, index, index, double, index); \
-    template index count_correct<T>(Loss, const T*, const T*, index, index);                   \
+    template double weight_sum<T>(const T*, index);                                            \
+    template double loss_forward_backward<T>(Loss, const T*, const T*, T*, index, index, double, \
+                                             const T*);                                        \
+    template double loss_rows<T>(Loss, const T*, const T*, T*, index, index, double, double,   \
+                                 const T*);                                                    \
+    template double count_correct<T>(Loss, const T*, const T*, index, index, const T*);        \
     template void softmax_rows<T>(T*, const T*, index, index);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)

@@ -684,27 +684,27 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
 }
 
 template <typename T>
-double Network<T>::evaluate(const T* x, const T* y, index n, Loss loss, double huber_delta,
-                            index* correct) {
+double Network<T>::evaluate(const T* x, const T* y, const T* weight, index n, Loss loss,
+                            double huber_delta, double* correct) {
     require(n >= 1, "evaluate: needs at least one sample");
     const index chunk = std::min(n, predict_chunk);
     reserve_predict(chunk);
     if (index(evaluate_out_.size()) < chunk * outputs())  // within predict's buffers' size
         evaluate_out_.assign(chunk * outputs(), T(0));
     T* out = evaluate_out_.data();  // kept: a validation set is evaluated every epoch
-    double total = 0;
-    index right = 0;
+    double total = 0, right = 0;
     for (index start = 0; start < n; start += chunk) {
         const index rows = std::min(chunk, n - start);
         predict(x + start * inputs(), rows, out);
         const T* target = y + start * outputs();
-        total += loss_forward_backward(loss, out, target, static_cast<T*>(nullptr), rows,
-                                       outputs(), huber_delta) *
-                 loss_normalizer(loss, rows, outputs());
-        if (correct != nullptr) right += count_correct(loss, out, target, rows, outputs());
+        const T* w = weight == nullptr ? nullptr : weight + start;
+        total += loss_rows(loss, out, target, static_cast<T*>(nullptr), rows, outputs(), huber_delta,
+                           weight_sum(w, rows), w);
+        if (correct != nullptr) right += count_correct(loss, out, target, rows, outputs(), w);
     }
     if (correct != nullptr) *correct = right;
-    return total / loss_normalizer(loss, n, outputs());
+    const double normalizer = loss_normalizer(loss, weight_sum(weight, n), outputs());
+    return normalizer > 0 ? total / normalizer : 0.0;
 }
 
 // How many pieces a training step of `batch` rows is cut into: 2 when the batch
@@ -724,16 +724,17 @@ index Network<T>::step_pieces(index batch) const {
 }
 
 // One training step's forward, loss and backward over rows [0, batch) of x and
-// y: grads_ gets the batch's gradient; returns the batch's summed loss (divide by
-// loss_normalizer for the mean) and adds the right predictions to *correct.
+// y, with the rows' weights when weight is not null (batch_weight: their sum, or
+// batch): grads_ gets the batch's gradient; returns the batch's summed loss
+// (divide by loss_normalizer for the mean) and adds the right predictions to *correct.
 template <typename T>
-double Network<T>::forward_backward(const T* x, const T* y, index batch,
-                                    const FitOptions& options, index* correct) {
+double Network<T>::forward_backward(const T* x, const T* y, const T* weight, index batch,
+                                    double batch_weight, const FitOptions& options,
+                                    double* correct) {
     const index in = inputs(), out = outputs();
     const index pieces = step_pieces(batch);
     draw_masks(batch);  // before the pieces, in layer order: the same masks at any thread count
-    double loss[2] = {0, 0};
-    index right[2] = {0, 0};
+    double loss[2] = {0, 0}, right[2] = {0, 0};
     // The second piece's rows a multiple of 16 (whole register tiles of rows);
     // the first, which the caller runs, gets the rest: a helper starts a little
     // later.
@@ -741,12 +742,13 @@ double Network<T>::forward_backward(const T* x, const T* y, index batch,
     auto piece = [&](index r) {
         const index first = r == 0 ? 0 : split, count = r == 0 ? split : batch - split;
         const T* target = y + first * out;
+        const T* w = weight == nullptr ? nullptr : weight + first;
         train_rows(x + first * in, first, count, r == 0 ? grads_.data() : piece_grads_.data(),
                    [&](const T* prediction, T* d) {
                        if (options.count_correct)
-                           right[r] = count_correct(options.loss, prediction, target, count, out);
+                           right[r] = count_correct(options.loss, prediction, target, count, out, w);
                        loss[r] = loss_rows(options.loss, prediction, target, d, count, out,
-                                           options.huber_delta, batch);
+                                           options.huber_delta, batch_weight, w);
                    },
                    /*accumulate=*/false);
     };
@@ -778,14 +780,15 @@ template <typename T>
 struct Network<T>::FitPlan {
     const T* x;
     const T* y;
+    const T* weight;  // the samples' weights (n), or null
     index n;
     index batch_size;   // rows per step; the last batch of an epoch may hold fewer
     bool gather;        // shuffled mini-batches: each batch's rows are copied together
     std::vector<index> order;      // the epoch's order of the rows (n), when gathering
-    std::vector<T> x_batch, y_batch;  // (batch_size, I) and (batch_size, O), when gathering
+    std::vector<T> x_batch, y_batch, weight_batch;  // (batch_size, I), (batch_size, O), (batch_size)
     std::vector<T> state_before;      // the running statistics before a step (batch norm)
-    double normalizer;      // loss_normalizer of all n rows
-    double accuracy_units;  // what FitRecord::accuracy divides by
+    double normalizer;      // loss_normalizer of all n rows (with their weights)
+    double accuracy_units;  // what FitRecord::accuracy divides by (their weight)
     SgdBounds bounds;
 };
 
@@ -793,7 +796,8 @@ struct Network<T>::FitPlan {
 template <typename T>
 struct Network<T>::EpochSums {
     double loss = 0, grad_norm = 0, lr = 0;  // lr: the last update's
-    index batches = 0, correct = 0;
+    index batches = 0;
+    double correct = 0;  // right predictions, each counted with its weight
     std::vector<double> layer_grad_norm;  // one per layer when recorded, else empty
 };
 
@@ -818,9 +822,9 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
 
 // Everything the loop needs is allocated here, before the first epoch.
 template <typename T>
-typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, index n,
-                                                  const FitOptions& options) {
-    FitPlan plan{x, y, n};
+typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const T* weight,
+                                                  index n, const FitOptions& options) {
+    FitPlan plan{x, y, weight, n};
     plan.batch_size = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
     plan.gather = options.shuffle && plan.batch_size < n;
     reserve_workspace(plan.batch_size, options.checkpoint);
@@ -832,11 +836,13 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, index 
         plan.order.resize(n);
         plan.x_batch.resize(checked_product(plan.batch_size, inputs(), overflow));
         plan.y_batch.resize(checked_product(plan.batch_size, outputs(), overflow));
+        if (weight != nullptr) plan.weight_batch.resize(plan.batch_size);
     }
     plan.state_before.resize(state_.size());
-    plan.normalizer = loss_normalizer(options.loss, n, outputs());
-    plan.accuracy_units = options.loss == Loss::cross_entropy ? double(n)
-                                                              : double(n) * double(outputs());
+    const double total_weight = weight_sum(weight, n);
+    plan.normalizer = loss_normalizer(options.loss, total_weight, outputs());
+    plan.accuracy_units = options.loss == Loss::cross_entropy ? total_weight
+                                                              : total_weight * double(outputs());
     return plan;
 }
 
@@ -851,7 +857,7 @@ void Network<T>::shuffle(std::vector<index>& order) {
         std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
 }
 
-// Copies rows order[start .. start + rows) of X and Y into the batch buffers.
+// Copies rows order[start .. start + rows) of X and Y (and the weights) into the batch buffers.
 // Rows picked at random from a large X come from memory, one cache miss after
 // another: two threads fetch them faster.
 template <typename T>
@@ -864,6 +870,7 @@ void Network<T>::gather_batch(FitPlan& plan, index start, index rows) {
             const index src = plan.order[start + r];
             std::memcpy(plan.x_batch.data() + r * in, plan.x + src * in, sizeof(T) * in);
             std::memcpy(plan.y_batch.data() + r * out, plan.y + src * out, sizeof(T) * out);
+            if (plan.weight != nullptr) plan.weight_batch[r] = plan.weight[src];
         }
     });
 }
@@ -882,10 +889,12 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     ThreadLimit limit(threads);
     const T* xb = plan.x + start * inputs();
     const T* yb = plan.y + start * outputs();
+    const T* wb = plan.weight == nullptr ? nullptr : plan.weight + start;
     if (plan.gather) {
         gather_batch(plan, start, rows);
         xb = plan.x_batch.data();
         yb = plan.y_batch.data();
+        if (wb != nullptr) wb = plan.weight_batch.data();
     }
     // The forward pass moves batch norm's running statistics; a step that fails puts
     // them back, so that the network keeps its last finite state whole.
@@ -894,8 +903,10 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         if (has_batch_norm_) std::copy(plan.state_before.begin(), plan.state_before.end(), state_.begin());
         return what;
     };
-    const double normalizer = loss_normalizer(options.loss, rows, outputs());
-    const double loss = forward_backward(xb, yb, rows, options, &sums.correct) / normalizer;
+    const double batch_weight = weight_sum(wb, rows);
+    const double normalizer = loss_normalizer(options.loss, batch_weight, outputs());
+    const double summed = forward_backward(xb, yb, wb, rows, batch_weight, options, &sums.correct);
+    const double loss = normalizer > 0 ? summed / normalizer : 0.0;  // a batch of weight 0: 0
     // Summed in double, but a loss the network's dtype cannot hold counts as
     // non-finite: its outputs are about to overflow.
     if (!(std::abs(loss) <= double(std::numeric_limits<T>::max()))) return failed("the loss");
@@ -940,19 +951,21 @@ bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch
 }
 
 template <typename T>
-FitResult Network<T>::fit(const T* x, const T* y, index n, const FitOptions& options,
-                          const FitRecord& record, const std::function<bool()>& should_stop) {
+FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
+                          const FitOptions& options, const FitRecord& record,
+                          const std::function<bool()>& should_stop) {
     check_fit_options(n, options);
-    FitPlan plan = plan_fit(x, y, n, options);
+    FitPlan plan = plan_fit(x, y, weight, n, options);
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;
         if (record.layer_grad_norm) sums.layer_grad_norm.assign(dense_.size(), 0.0);
         if (!run_epoch(plan, options, epoch, sums, should_stop, result)) return result;
-        if (record.loss) record.loss[epoch] = sums.loss / plan.normalizer;
+        if (record.loss) record.loss[epoch] = plan.normalizer > 0 ? sums.loss / plan.normalizer : 0.0;
         if (record.grad_norm) record.grad_norm[epoch] = sums.grad_norm / double(sums.batches);
         if (record.lr) record.lr[epoch] = sums.lr;
-        if (record.accuracy) record.accuracy[epoch] = double(sums.correct) / plan.accuracy_units;
+        if (record.accuracy)
+            record.accuracy[epoch] = plan.accuracy_units > 0 ? sums.correct / plan.accuracy_units : 0.0;
         for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l)
             record.layer_grad_norm[epoch * index(dense_.size()) + index(l)] =
                 sums.layer_grad_norm[l] / double(sums.batches);

@@ -112,12 +112,15 @@ def activation_bias_backward(
 ) -> None:
     """out = da ⊙ f'(z); d_bias = (or +=, when accumulate) the column sums of out: one pass."""
 
-def loss(name: str, pred: _FloatArray, target: _FloatArray, grad: _FloatArray | None, delta: float = 1.0) -> float:
+def loss(name: str, pred: _FloatArray, target: _FloatArray, grad: _FloatArray | None, delta: float = 1.0,
+         weight: _FloatArray | None = None) -> float:
     """The mean loss (mse, cross_entropy, binary_cross_entropy, huber) of pred (B, O)
-    against dense target (B, O); also dL/dpred into grad when given (may be pred)."""
+    against dense target (B, O), weighted by the rows' weight (B,) when given; also
+    dL/dpred into grad when given (may be pred)."""
 
-def count_correct(name: str, pred: _FloatArray, target: _FloatArray) -> int:
-    """Rows (cross_entropy: argmax) or elements (binary_cross_entropy: logit > 0) right."""
+def count_correct(name: str, pred: _FloatArray, target: _FloatArray, weight: _FloatArray | None = None) -> float:
+    """Rows (cross_entropy: argmax) or elements (binary_cross_entropy: logit > 0) right,
+    each counting its row's weight when given."""
 
 def softmax(z: _FloatArray, out: _FloatArray) -> None:
     """Row-wise softmax of z (B, O) into out (may be z)."""
@@ -274,6 +277,7 @@ class _Network(Generic[_Float]):
         count_correct: bool,
         record_layer_norms: bool = False,
         checkpoint: int = 0,
+        sample_weight: npt.NDArray[_Float] | None = None,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
         Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
@@ -281,7 +285,8 @@ class _Network(Generic[_Float]):
         hold one value (a row of one per dense layer for "layer_grad_norm") per
         epoch (the first "epochs" are valid). checkpoint: keep every k-th block's
         input and recompute the rest (0: keep everything); the same bits either
-        way. A pending signal (Ctrl-C) raises."""
+        way. sample_weight (n,): the samples' weights (>= 0), each batch's loss their
+        weighted mean. A pending signal (Ctrl-C) raises."""
     def optimizer_step(
         self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:
@@ -310,9 +315,10 @@ class _Network(Generic[_Float]):
         the rule keeps; words in [0, 2**64), not all 0; spare finite), then applies
         them all under one lock, or raises and changes nothing."""
     def evaluate(
-        self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool
-    ) -> tuple[float, int]:
-        """(mean loss, predictions right) over (x, y), in chunks."""
+        self, x: npt.NDArray[_Float], y: npt.NDArray[_Float], loss: str, huber_delta: float, count_correct: bool,
+        sample_weight: npt.NDArray[_Float] | None = None,
+    ) -> tuple[float, float]:
+        """(mean loss, predictions right) over (x, y), in chunks, weighted when given."""
 
 class Network32(_Network[np.float32]): ...
 class Network64(_Network[np.float64]): ...

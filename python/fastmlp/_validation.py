@@ -163,6 +163,28 @@ def check_targets(value, name: str, n_samples: int, n_outputs: int, dtype: np.dt
     return as_finite(array, name, dtype)
 
 
+def check_sample_weight(value, name: str, n_samples: int, dtype: np.dtype, *, allow_all_zero: bool = False):
+    """Per-sample weights as a C-contiguous (n_samples,) array of ``dtype``: finite,
+    >= 0 and (unless allowed) not all zero. None stays None; a scalar is that weight
+    for every sample."""
+    if value is None:
+        return None
+    array = as_numeric_array(value, name)
+    if array.ndim == 0:
+        array = np.full(n_samples, array, dtype=dtype)
+    if array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    if array.ndim != 1 or array.shape[0] != n_samples:
+        raise ValueError(f"{name}: expected one weight per sample, shape ({n_samples},), got shape {array.shape}")
+    array = as_finite(array, name, dtype)
+    if (array < 0).any():
+        raise ValueError(f"{name}: weights must be >= 0, found {int((array < 0).sum())} negative, "
+                         f"such as {float(array[array < 0][0])!r}")
+    if not allow_all_zero and n_samples and not array.any():
+        raise ValueError(f"{name}: all weights are zero; nothing would be learned or measured")
+    return array
+
+
 def check_real(value, name: str, low: float, high: float, *, low_open: bool = False,
                high_open: bool = False) -> float:
     """A finite real number in [low, high] (each end open when asked)."""

@@ -17,7 +17,9 @@ The header: ``{"format": "fastmlp.Network", "format_version": 1, "fastmlp_versio
 "architecture" (Network.architecture), "dtype", "loss", "huber_delta", "seed",
 "classes" (a classifier's labels: 0..n_outputs-1; null for a regressor), "n_params",
 "n_state", "optimizer" (null, or {"type": "Adam", "lr": ..., its other settings,
-"schedule": null or {"type": "Cosine", ...}}), "optimizer_steps", "rng_has_spare"}``.
+"schedule": null or {"type": "Cosine", ...}}), "optimizer_steps", "rng_has_spare",
+"metadata" (the network's :attr:`~fastmlp.Network.metadata`, a JSON object; ``{}`` when a
+file lacks it)}``.
 
 :func:`save` writes to a temporary file in the target's folder and renames it over the
 target, so a crash leaves the old file or the new one, never half of one. :func:`load`
@@ -49,7 +51,9 @@ _HEADER_TYPES = {
     "format": str, "format_version": int, "fastmlp_version": str, "architecture": list, "dtype": str,
     "loss": str, "huber_delta": (int, float), "seed": int, "classes": (list, type(None)), "n_params": int,
     "n_state": int, "optimizer": (dict, type(None)), "optimizer_steps": int, "rng_has_spare": bool,
+    "metadata": dict,
 }
+_OPTIONAL = {"metadata": {}}  # keys a file may lack (written since), and their value then
 _OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, LAMB)}
 _SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, Exponential, Cosine, Warmup)}
 _SCHEDULE_FIELDS = {"Constant": (), "StepDecay": ("step_size", "gamma"), "Exponential": ("gamma",),
@@ -110,6 +114,8 @@ def _optimizer_from_dict(spec: dict, where: str) -> Optimizer:
 
 def save(net, path) -> None:
     """Writes ``net`` to ``path`` (see the module docstring), atomically."""
+    from .network import _check_metadata
+
     path = os.fspath(path)
     params, (optimizer, kind, steps, buffers), (words, has_spare, spare), state = net._snapshot()
     header = {
@@ -119,6 +125,7 @@ def save(net, path) -> None:
         "n_params": int(params.size), "n_state": int(state.size),
         "optimizer": None if optimizer is None else _optimizer_to_dict(optimizer),
         "optimizer_steps": int(steps), "rng_has_spare": bool(has_spare),
+        "metadata": _check_metadata(net.metadata),
     }
     arrays = {"header": np.array(json.dumps(header)), "params": params, "state": state,
               "rng_words": np.array(words, dtype=np.uint64), "rng_spare": np.array([spare], dtype=np.float64)}
@@ -170,6 +177,8 @@ def _header(path: str, arrays: dict) -> dict:
         raise ValueError(f"{path}: written in format version {version} (by fastmlp "
                          f"{header.get('fastmlp_version')}); this fastmlp {_core.__version__} reads up to "
                          f"version {FORMAT_VERSION}: upgrade fastmlp")
+    for key, value in _OPTIONAL.items():
+        header.setdefault(key, value)
     missing = sorted(set(_HEADER_TYPES) - set(header))
     if missing:
         raise ValueError(f"{path}: header: missing {missing}")
@@ -243,4 +252,8 @@ def load(path):
         net._restore(_check_state(net, params, (optimizer, kind, header["optimizer_steps"], buffers), rng, state))
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: {error}") from None
+    try:
+        net.metadata = header["metadata"]
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: header {error}") from None
     return net

@@ -20,7 +20,7 @@ import numpy as np
 
 from . import _core
 from ._validation import (as_float_dtype, as_numeric_array, check_choice, check_clip_value, check_int,
-                          check_rng_state, common_float_dtype)
+                          check_rng_state, check_sample_weight, common_float_dtype)
 from .schedules import INT64_MAX, _schedule_config
 
 ACTIVATIONS = _core.ACTIVATIONS
@@ -354,32 +354,40 @@ def _pair_2d(pred, target):
     return pred, target
 
 
-def loss_forward(name, pred, target, delta=1.0) -> float:
+def _weight(weight, pred):
+    """A kernel's optional row weights: (B,) finite and >= 0, in pred's dtype (all zero allowed)."""
+    return check_sample_weight(weight, "weight", pred.shape[0], pred.dtype, allow_all_zero=True)
+
+
+def loss_forward(name, pred, target, delta=1.0, weight=None) -> float:
     """The mean loss ``name`` (mse, cross_entropy, binary_cross_entropy, huber) of
-    pred (B, O) against dense targets of the same shape; see fastmlp.Network."""
+    pred (B, O) against dense targets of the same shape; see fastmlp.Network.
+    ``weight`` (B,) makes it the weighted mean Σ w_i l_i / Σ w_i (0 when Σ w_i is 0)."""
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
-    return float(_core.loss(name, pred, target, None, _number(delta, "delta")))
+    return float(_core.loss(name, pred, target, None, _number(delta, "delta"), _weight(weight, pred)))
 
 
-def loss_backward(name, pred, target, delta=1.0):
+def loss_backward(name, pred, target, delta=1.0, weight=None):
     """dL/dpred of :func:`loss_forward`, a new array."""
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
     grad = np.empty_like(pred)
-    _core.loss(name, pred, target, grad, _number(delta, "delta"))
+    _core.loss(name, pred, target, grad, _number(delta, "delta"), _weight(weight, pred))
     return grad
 
 
-def count_correct(name, pred, target) -> int:
+def count_correct(name, pred, target, weight=None) -> float:
     """How many predictions are right: rows whose argmax matches the target's
     (cross_entropy), or elements with (pred > 0) == (target > 0.5)
-    (binary_cross_entropy); 0 for the regression losses."""
+    (binary_cross_entropy); 0 for the regression losses. With ``weight`` (B,)
+    each right prediction counts its row's weight."""
     check_choice(name, "name", LOSSES)
     pred, target = _pair_2d(pred, target)
     if name == "cross_entropy" and pred.shape[1] == 0 and pred.shape[0] > 0:
         raise ValueError(f"pred: cross_entropy needs at least one column (one per class), got shape {pred.shape}")
-    return int(_core.count_correct(name, pred, target))
+    correct = _core.count_correct(name, pred, target, _weight(weight, pred))
+    return int(correct) if weight is None else float(correct)
 
 
 def softmax(z):

@@ -8,6 +8,8 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+import json
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Callable
@@ -26,6 +28,7 @@ from ._validation import (
     check_positive_float,
     check_real,
     check_rng_state,
+    check_sample_weight,
     check_samples,
     check_targets,
 )
@@ -161,6 +164,8 @@ class _FitPlan:
     on_epoch_end: Callable[[int, dict], object] | None
     record_layer_norms: bool = False
     checkpoint: int = 0  # keep every k-th block's input (0: everything)
+    w: np.ndarray | None = None  # the training samples' weights (None: all 1)
+    w_val: np.ndarray | None = None  # the validation samples' weights
 
     @property
     def watched(self) -> bool:
@@ -305,6 +310,7 @@ class Network:
     def _build(self, layers: list[dict], loss: str, huber_delta, dtype, seed) -> None:
         """Builds the engine's network from a normalized layer list."""
         self._loss = loss
+        self._metadata: dict = {}
         self._huber_delta = check_positive_float(huber_delta, "huber_delta")
         self._dtype = as_float_dtype(dtype)
         if seed is None:
@@ -602,6 +608,8 @@ class Network:
         on_epoch_end=None,
         record_layer_norms: bool = False,
         checkpoint: int | str | None = None,
+        sample_weight=None,
+        class_weight=None,
     ) -> History:
         """Trains from the current weights (and the optimizer's current state).
 
@@ -632,20 +640,36 @@ class Network:
         statistics recomputed without moving the running ones).
         :meth:`activation_memory` tells what it saves.
 
+        ``sample_weight`` (n,): each sample's weight, finite and >= 0. Each
+        batch's loss becomes the weighted mean Σ wᵢ·lᵢ / Σ wᵢ (lᵢ the sample's
+        loss, averaged over the outputs as the loss averages them), and so does
+        its gradient; the recorded loss and accuracy are weighted alike. A batch
+        whose weights are all 0 has a zero gradient (its update still runs: the
+        optimizer's momentum and weight decay act). Weights all 1 give the
+        unweighted fit bit for bit; multiplying every weight by a constant does
+        not change the fit. ``class_weight`` (classifiers: cross_entropy, or
+        binary_cross_entropy with one output): ``{class: weight}`` (classes
+        missing from it weigh 1) or "balanced", n / (n_classes · count of the
+        class), as scikit-learn; it multiplies ``sample_weight``. With
+        ``validation_split`` the held-out samples keep their weights for
+        ``val_loss``; ``validation_data`` may be ``(X, y, sample_weight)``.
+
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
         plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                              validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint)
+                              validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint,
+                              sample_weight, class_weight)
         return self._run_fit(plan)
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                   validation_data, early_stopping, on_epoch_end, record_layer_norms=False,
-                  checkpoint=None) -> _FitPlan:
+                  checkpoint=None, sample_weight=None, class_weight=None) -> _FitPlan:
         """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
+        w = self._sample_weight(sample_weight, class_weight, y)
         epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
         batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         optimizer = self._resolve_optimizer(optimizer, remember=False)
@@ -654,7 +678,9 @@ class Network:
         verbose = check_int(verbose, "verbose")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
-        X, y, X_val, y_val = self._validation_set(X, y, validation_split, validation_data)
+        X, y, w, X_val, y_val, w_val = self._validation_set(X, y, w, validation_split, validation_data)
+        if w is not None and not w.any():
+            raise ValueError("sample_weight: every training sample's weight is zero; nothing would be learned")
         if early_stopping is True:
             early_stopping = EarlyStopping()
         elif early_stopping is False:
@@ -669,7 +695,23 @@ class Network:
         self._check_batch_norm_batches(X.shape[0], batch)
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
-                        bool(record_layer_norms), checkpoint)
+                        bool(record_layer_norms), checkpoint, w, w_val)
+
+    def _sample_weight(self, sample_weight, class_weight, y: np.ndarray, name: str = "sample_weight"):
+        """The samples' weights (n,) in the network's dtype, ``class_weight`` folded
+        in; None when neither is given."""
+        w = check_sample_weight(sample_weight, name, y.shape[0], self._dtype, allow_all_zero=True)
+        if class_weight is None:
+            return w
+        if not (self._loss == "cross_entropy" or (self._loss == "binary_cross_entropy" and self.n_outputs == 1)):
+            raise ValueError(f"class_weight: only for a cross_entropy classifier or a one-output "
+                             f"binary_cross_entropy one; this network's loss is {self._loss!r} with "
+                             f"{self.n_outputs} outputs (give sample_weight instead)")
+        # Each sample's share of each class: its one-hot row, or (t, 1 - t) for one sigmoid output.
+        shares = y if self._loss == "cross_entropy" else np.hstack([1 - y, y])
+        per_class = _class_weights(class_weight, shares)
+        weight = (shares.astype(np.float64) @ per_class).astype(self._dtype)
+        return weight if w is None else (w * weight).astype(self._dtype, copy=False)
 
     def _checkpoint(self, checkpoint) -> int:
         """fit's ``checkpoint`` as the engine's k (0: no checkpointing)."""
@@ -697,27 +739,34 @@ class Network:
             raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
                              f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
 
-    def _validation_set(self, X, y, validation_split, validation_data):
-        """(X, y, X_val, y_val): the training samples and the validation set (None, None without one)."""
+    def _validation_set(self, X, y, w, validation_split, validation_data):
+        """(X, y, w, X_val, y_val, w_val): the training samples and their weights, and
+        the validation set and its weights (None, None, None without one)."""
         validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         if validation_data is not None:
             if validation_split:
                 raise ValueError("give validation_data or validation_split, not both")
-            try:
-                X_val, y_val = validation_data
-            except (TypeError, ValueError):
-                raise TypeError("validation_data: expected a pair (X_val, y_val)") from None
+            if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
+                raise TypeError("validation_data: expected a pair (X_val, y_val) or a triple "
+                                "(X_val, y_val, sample_weight_val)")
+            X_val, y_val, w_val = (*validation_data, None)[:3]
             X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
-            return X, y, X_val, self._targets(y_val, X_val.shape[0], "validation_data y")
+            y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
+            w_val = check_sample_weight(w_val, "validation_data sample_weight", X_val.shape[0], self._dtype)
+            return X, y, w, X_val, y_val, w_val
         if not validation_split:
-            return X, y, None, None
+            return X, y, w, None, None, None
         n_val = int(round(X.shape[0] * validation_split))
         if n_val < 1 or n_val >= X.shape[0]:
             raise ValueError(
                 f"validation_split: {validation_split} of {X.shape[0]} samples leaves "
                 f"{n_val} for validation and {X.shape[0] - n_val} for training; both need at least one"
             )
-        return X[:-n_val], y[:-n_val], X[-n_val:], y[-n_val:]
+        if w is None:
+            return X[:-n_val], y[:-n_val], None, X[-n_val:], y[-n_val:], None
+        if not w[-n_val:].any():
+            raise ValueError(f"validation_split: the {n_val} held-out samples all weigh 0; val_loss would mean nothing")
+        return X[:-n_val], y[:-n_val], w[:-n_val], X[-n_val:], y[-n_val:], w[-n_val:]
 
     def _run_fit(self, plan: _FitPlan) -> History:
         """The epochs of a checked fit, a chunk per engine call (one epoch when Python watches)."""
@@ -754,7 +803,7 @@ class Network:
         or gradient raises FloatingPointError carrying the history so far."""
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
                                 plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
-                                plan.checkpoint)
+                                plan.checkpoint, plan.w)
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
@@ -762,7 +811,7 @@ class Network:
             if plan.record_layer_norms:
                 logs["layer_grad_norms"] = result["layer_grad_norm"][e].tolist()
             if plan.X_val is not None:
-                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, prefix="val_"))
+                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, plan.w_val, prefix="val_"))
             history._append(logs)
         if result["status"] == "non_finite":
             where, layer = "", None
@@ -800,9 +849,10 @@ class Network:
         return stop
 
     def partial_fit(self, X, y, classes=None, optimizer: Optimizer | None = None,
-                    batch_size: int | None = None, shuffle: bool = True) -> "Network":
+                    batch_size: int | None = None, shuffle: bool = True, sample_weight=None) -> "Network":
         """One pass over (X, y) from the current weights and optimizer state (the
         last optimizer used when None), as scikit-learn's partial_fit; returns self.
+        ``sample_weight`` as in :meth:`fit`.
 
         ``classes`` is accepted for scikit-learn's signature: a classifier's
         classes are always 0..n_outputs-1, and a ``classes`` that says otherwise
@@ -815,7 +865,8 @@ class Network:
             if given.shape != wanted.shape or not np.array_equal(given, wanted):
                 raise ValueError(f"classes: the network's classes are 0..{self.n_outputs - 1} (one per output); "
                                  f"got {given.tolist()!r}")
-        self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle)
+        self.fit(X, y, epochs=1, batch_size=batch_size, optimizer=optimizer, shuffle=shuffle,
+                 sample_weight=sample_weight)
         return self
 
     # ---- inference -------------------------------------------------------------------
@@ -854,36 +905,58 @@ class Network:
             _core.activation_forward("sigmoid", out, out)
         return out
 
-    def _evaluate_prepared(self, X, y, prefix: str = "") -> dict[str, float]:
-        loss, correct = self._core.evaluate(X, y, self._loss, self._huber_delta, self.is_classifier)
+    def _evaluate_prepared(self, X, y, w=None, prefix: str = "") -> dict[str, float]:
+        loss, correct = self._core.evaluate(X, y, self._loss, self._huber_delta, self.is_classifier, w)
         result = {prefix + "loss": float(loss)}
         if self.is_classifier:
-            units = X.shape[0] if self._loss == "cross_entropy" else y.size
+            samples = X.shape[0] if w is None else float(w.sum(dtype=np.float64))
+            units = samples if self._loss == "cross_entropy" else samples * self.n_outputs
             result[prefix + "accuracy"] = correct / units
         return result
 
-    def evaluate(self, X, y) -> dict[str, float]:
+    def evaluate(self, X, y, sample_weight=None) -> dict[str, float]:
         """``{"loss": L}`` on (X, y) with the network's loss, and ``"accuracy"`` for
-        classifiers (binary_cross_entropy: the fraction of outputs right)."""
-        X = check_samples(X, "X", self.n_inputs, self._dtype)
-        return self._evaluate_prepared(X, self._targets(y, X.shape[0]))
-
-    def score(self, X, y) -> float:
-        """As scikit-learn: accuracy for classifiers, the coefficient of
-        determination R² (averaged over outputs) for regression."""
+        classifiers (binary_cross_entropy: the fraction of outputs right); both
+        weighted means with ``sample_weight``."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
+        return self._evaluate_prepared(X, y, check_sample_weight(sample_weight, "sample_weight", X.shape[0],
+                                                                 self._dtype))
+
+    def score(self, X, y, sample_weight=None) -> float:
+        """As scikit-learn: accuracy for classifiers, the coefficient of
+        determination R² (averaged over outputs) for regression; weighted with
+        ``sample_weight`` as scikit-learn weighs them."""
+        X = check_samples(X, "X", self.n_inputs, self._dtype)
+        y = self._targets(y, X.shape[0])
+        w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype)
         if self.is_classifier:
-            return self._evaluate_prepared(X, y)["accuracy"]
+            return self._evaluate_prepared(X, y, w)["accuracy"]
         pred = self.decision_function(X).astype(np.float64)
         target = y.astype(np.float64)
-        residual = ((target - pred) ** 2).sum(axis=0)
-        total = ((target - target.mean(axis=0)) ** 2).sum(axis=0)
+        weight = np.ones((X.shape[0], 1)) if w is None else w.astype(np.float64)[:, None]
+        mean = (weight * target).sum(axis=0) / weight.sum()
+        residual = (weight * (target - pred) ** 2).sum(axis=0)
+        total = (weight * (target - mean) ** 2).sum(axis=0)
         with np.errstate(divide="ignore", invalid="ignore"):
             r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
         return float(np.mean(r2))
 
     # ---- copies -------------------------------------------------------------------------
+    @property
+    def metadata(self) -> dict:
+        """The user's notes about this network: a dict with str keys and JSON values
+        (str, numbers, bool, None, lists, dicts), ``{}`` at first. It travels with
+        the network: saved in the model file's header, restored by ``fm.load``,
+        kept by pickle, ``copy`` and ``astype``. ``fastmlp train`` keeps there what
+        ``fastmlp predict`` needs (the feature columns, the class labels, the
+        inputs' standardization). Checked when assigned and when saved."""
+        return self._metadata
+
+    @metadata.setter
+    def metadata(self, value) -> None:
+        self._metadata = _check_metadata(value)
+
     def _settings(self) -> dict:
         return {"loss": self._loss, "huber_delta": self._huber_delta, "seed": self._seed}
 
@@ -911,6 +984,7 @@ class Network:
         alike), in ``dtype``."""
         clone = Network.from_architecture(self.architecture, dtype=as_float_dtype(dtype), **self._settings())
         clone._restore(_check_state(clone, *self._snapshot()))
+        clone._metadata = _check_metadata(self._metadata)
         return clone
 
     def save(self, path) -> None:
@@ -927,7 +1001,25 @@ class Network:
         return self.astype(self._dtype)
 
     def __reduce__(self):
-        return (_rebuild, (self.architecture, self._settings(), self._dtype.name, *self._snapshot()))
+        return (_rebuild, (self.architecture, self._settings(), self._dtype.name, *self._snapshot(),
+                           _check_metadata(self._metadata)))
+
+
+def _check_metadata(value, name: str = "metadata") -> dict:
+    """A deep copy of ``value`` that JSON can hold exactly: a dict with str keys whose
+    values are str, finite numbers, bool, None, lists and dicts of the same."""
+    if not isinstance(value, dict):
+        raise TypeError(f"{name}: expected a dict of JSON values, got {type(value).__name__}")
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{name}: must hold only str keys and JSON values (str, finite numbers, bool, None, "
+                         f"lists, dicts): {error}") from None
+    copy = json.loads(text)
+    if copy != value:  # keys that json.dumps turned into strings, tuples made lists
+        raise ValueError(f"{name}: must hold only str keys and JSON values; tuples, and int or other keys, "
+                         f"do not survive saving: got {value!r:.200}")
+    return copy
 
 
 @dataclass(frozen=True)
@@ -1011,7 +1103,8 @@ def _check_rng_state(state) -> tuple | None:
     return None if state is None else check_rng_state(state, "rng_state")
 
 
-def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None) -> Network:
+def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_state=None, state=None,
+             metadata=None) -> Network:
     """Unpickles a Network: from_architecture checks the architecture and settings,
     _check_state every other field, before anything is applied. A pickle from before
     the layer list (layer sizes, and the activations and inits among the settings) is
@@ -1024,4 +1117,28 @@ def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_st
     else:
         net = Network.from_architecture(architecture, dtype=as_float_dtype(dtype), **settings)
     net._restore(_check_state(net, params, optimizer_state, rng_state, state))
+    if metadata is not None:
+        net._metadata = _check_metadata(metadata)
     return net
+
+
+def _class_weights(class_weight, shares: np.ndarray) -> np.ndarray:
+    """Each class's weight (k,) from fit's ``class_weight``: "balanced" gives
+    n / (k · the class's count), a class absent from the data 0 (it weighs
+    nothing either way); a dict ``{class: weight}`` gives its weights, 1 for
+    the classes it leaves out."""
+    k = shares.shape[1]
+    if isinstance(class_weight, str):
+        if class_weight != "balanced":
+            raise ValueError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r}")
+        counts = shares.sum(axis=0, dtype=np.float64)
+        with np.errstate(divide="ignore"):
+            return np.where(counts > 0, shares.shape[0] / (k * np.where(counts > 0, counts, 1)), 0.0)
+    if not isinstance(class_weight, dict):
+        raise TypeError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r:.100}")
+    per_class = np.ones(k)
+    for label, weight in class_weight.items():
+        if isinstance(label, (bool, np.bool_)) or not isinstance(label, numbers.Integral) or not 0 <= label < k:
+            raise ValueError(f"class_weight: classes are 0..{k - 1}, got the key {label!r}")
+        per_class[int(label)] = check_real(weight, f"class_weight[{label}]", 0.0, math.inf, high_open=True)
+    return per_class

@@ -211,21 +211,24 @@ public:
     StepResult optimizer_step(const OptimizerConfig& config, const Schedule& schedule,
                               SgdBounds* bounds = nullptr);
 
-    // Mean loss of the whole (X, Y) in chunks (no training cache touched); when
-    // correct is not null, also how many predictions were right (count_correct).
-    double evaluate(const T* x, const T* y, index n, Loss loss, double huber_delta,
-                    index* correct);
+    // Mean loss of the whole (X, Y) in chunks (no training cache touched),
+    // weighted when weight (n) is not null; when correct is not null, also how
+    // many predictions were right (count_correct, weighted alike).
+    double evaluate(const T* x, const T* y, const T* weight, index n, Loss loss,
+                    double huber_delta, double* correct);
 
     // Inference: X (n, I) -> out (n, O), in chunks; does not touch the training cache.
     void predict(const T* x, index n, T* out);
 
     // The whole training loop, in C++. X (n, I), Y (n, O), rows contiguous (Y
-    // dense: one-hot rows for cross_entropy). `record` receives each epoch's
+    // dense: one-hot rows for cross_entropy); weight (n): the samples' weights
+    // (>= 0; null: all 1), which make each batch's loss the weighted mean
+    // (loss.hpp) and the accuracy a weighted fraction. `record` receives each epoch's
     // figures. should_stop is polled between batches; returning true ends the
     // fit with status interrupted. When the loss or the gradient is not finite,
     // the update is skipped and the fit stops; when an update would make a
     // parameter non-finite, that parameter keeps its value and the fit stops.
-    FitResult fit(const T* x, const T* y, index n, const FitOptions& options,
+    FitResult fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
                   const FitRecord& record, const std::function<bool()>& should_stop);
 
     // The cached values of the last forward() of the stage that runs layer `layer`:
@@ -284,11 +287,11 @@ private:
     const T* output_rows(index first) const;
     void forward_eval(const T* x, index rows, T* out);
     index step_pieces(index batch) const;
-    double forward_backward(const T* x, const T* y, index batch, const FitOptions& options,
-                            index* correct);
+    double forward_backward(const T* x, const T* y, const T* weight, index batch,
+                            double batch_weight, const FitOptions& options, double* correct);
     // fit, in steps: checks, then a plan made once, then epoch after epoch.
     void check_fit_options(index n, const FitOptions& options) const;
-    FitPlan plan_fit(const T* x, const T* y, index n, const FitOptions& options);
+    FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options);
     bool run_epoch(FitPlan& plan, const FitOptions& options, index epoch, EpochSums& sums,
                    const std::function<bool()>& should_stop, FitResult& result);
     void shuffle(std::vector<index>& order);

@@ -48,18 +48,38 @@ def _loss_arrays(name, pred, target, delta):
     return pred, target, dtype
 
 
-def count_correct(name, pred, target) -> int:
+def _weights(weight, pred):
+    """Row weights (B,) in pred's dtype, or None; finite and >= 0."""
+    if weight is None:
+        return None
+    w = np.asarray(weight, dtype=pred.dtype)
+    if w.ndim == 0:
+        w = np.full(pred.shape[0], w)
+    if w.shape != (pred.shape[0],):
+        raise ValueError(f"weight: expected shape ({pred.shape[0]},), got {w.shape}")
+    if not (np.isfinite(w).all() and (w >= 0).all()):
+        raise ValueError("weight: sample weights must be finite and >= 0")
+    return w
+
+
+def count_correct(name, pred, target, weight=None):
     """How many predictions of raw outputs ``pred`` (B, O) are right against dense ``target``:
     rows whose argmax (the first maximum) equals the target's for ``"cross_entropy"``;
-    elements with (p > 0) == (t > 0.5) for ``"binary_cross_entropy"``; 0 for the others."""
+    elements with (p > 0) == (t > 0.5) for ``"binary_cross_entropy"``; 0 for the others.
+    With ``weight`` (B,), each right prediction counts its row's weight (a float)."""
     pred, target, _ = _loss_arrays(name, pred, target, 1.0)
+    w = _weights(weight, pred)
     if name == "cross_entropy" and pred.shape[1] == 0 and pred.shape[0] > 0:
         raise ValueError(f"pred: cross_entropy needs at least one column (one per class), got shape {pred.shape}")
     if name == "cross_entropy":
-        return int(np.sum(np.argmax(pred, axis=1) == np.argmax(target, axis=1)))
-    if name == "binary_cross_entropy":
-        return int(np.sum((pred > 0) == (target > 0.5)))
-    return 0
+        right = (np.argmax(pred, axis=1) == np.argmax(target, axis=1)).astype(np.float64)
+    elif name == "binary_cross_entropy":
+        right = ((pred > 0) == (target > 0.5)).sum(axis=1, dtype=np.float64)
+    else:
+        right = np.zeros(pred.shape[0])
+    if w is None:
+        return int(right.sum())
+    return float(np.dot(right, w.astype(np.float64)))
 
 
 def softmax(z):
@@ -76,7 +96,7 @@ def softmax(z):
     return (e / e.sum(axis=-1, keepdims=True)).astype(dtype, copy=False)
 
 
-def loss_forward(name, pred, target, delta=1.0) -> float:
+def loss_forward(name, pred, target, delta=1.0, weight=None) -> float:
     """The mean loss of raw outputs ``pred`` (B, O) against a dense ``target`` (B, O); n = B·O.
 
     - ``"mse"``: L = (1/n) Σ (p − t)².
@@ -88,29 +108,37 @@ def loss_forward(name, pred, target, delta=1.0) -> float:
     - ``"huber"`` (as torch.nn.HuberLoss), d = p − t:
       L = (1/n) Σ (½ d² if |d| ≤ δ else δ (|d| − δ/2)).
 
+    With ``weight`` (B,), each row's terms count w_i times and B becomes W = Σ w_i
+    (a weighted mean; 0.0 when W is 0).
+
     Returns a Python float; 0.0 when pred is empty.
     """
     pred, target, _ = _loss_arrays(name, pred, target, delta)
-    batch = pred.shape[0]
+    w = _weights(weight, pred)
     if pred.size == 0:
         return 0.0
     if name == "mse":
-        diff = pred - target
-        return float(np.mean(diff.astype(np.float64) ** 2))
-    if name == "cross_entropy":
+        terms = (pred - target).astype(np.float64) ** 2
+    elif name == "cross_entropy":
         shifted = (pred - pred.max(axis=1, keepdims=True)).astype(np.float64)
         log_softmax = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
-        return float(-(target.astype(np.float64) * log_softmax).sum() / batch)
-    if name == "binary_cross_entropy":
+        terms = -(target.astype(np.float64) * log_softmax)
+    elif name == "binary_cross_entropy":
         p, t = pred.astype(np.float64), target.astype(np.float64)
-        return float(np.mean(np.maximum(p, 0.0) - p * t + np.log1p(np.exp(-np.abs(p)))))
-    # huber
-    delta = float(delta)
-    a = np.abs((pred - target).astype(np.float64))
-    return float(np.mean(np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))))
+        terms = np.maximum(p, 0.0) - p * t + np.log1p(np.exp(-np.abs(p)))
+    else:  # huber
+        delta = float(delta)
+        a = np.abs((pred - target).astype(np.float64))
+        terms = np.where(a <= delta, 0.5 * a * a, delta * (a - 0.5 * delta))
+    rows = terms.sum(axis=1)
+    per_row = 1 if name == "cross_entropy" else pred.shape[1]
+    if w is None:
+        return float(rows.sum() / (pred.shape[0] * per_row))
+    total = float(w.astype(np.float64).sum())
+    return float(np.dot(rows, w.astype(np.float64)) / (total * per_row)) if total > 0 else 0.0
 
 
-def loss_backward(name, pred, target, delta=1.0):
+def loss_backward(name, pred, target, delta=1.0, weight=None):
     """dL/dpred of :func:`loss_forward`'s mean loss, same shape and dtype as ``pred``; n = B·O.
 
     - ``"mse"``: 2 (p − t) / n (equal to :func:`mse_backward`).
@@ -118,21 +146,28 @@ def loss_backward(name, pred, target, delta=1.0):
       the exact gradient for any t, equal to (softmax(p) − t) / B when rows of t sum to 1.
     - ``"binary_cross_entropy"``: (σ(p) − t) / n, σ the logistic sigmoid (stable form).
     - ``"huber"``: clip(p − t, −δ, δ) / n.
+
+    With ``weight`` (B,), B becomes W = Σ w_i and row i's factor is (factor · w_i),
+    computed in T (the kernel's order); all 0 when W is 0.
     """
     pred, target, dtype = _loss_arrays(name, pred, target, delta)
+    w = _weights(weight, pred)
     T = dtype.type
-    batch, n = pred.shape[0], pred.size
-    if n == 0:
+    batch = float(pred.shape[0]) if w is None else float(w.astype(np.float64).sum())
+    if pred.size == 0:
         return np.zeros(pred.shape, dtype=dtype)
+    normalizer = batch if name == "cross_entropy" else batch * pred.shape[1]
+    factor = (2.0 if name == "mse" else 1.0) / normalizer if normalizer > 0 else 0.0
+    scale = T(factor) if w is None else (T(factor) * w)[:, None]
     if name == "mse":
-        grad = _scaled_difference(pred, target, 2.0 / n)
+        grad = scale * (pred - target)
     elif name == "cross_entropy":
-        grad = T(1.0 / batch) * (softmax(pred) * target.sum(axis=1, keepdims=True) - target)
+        grad = scale * (softmax(pred) * target.sum(axis=1, keepdims=True) - target)
     elif name == "binary_cross_entropy":
-        grad = T(1.0 / n) * (_sigmoid(pred) - target)
+        grad = scale * (_sigmoid(pred) - target)
     else:  # huber
         d = T(float(delta))
-        grad = T(1.0 / n) * np.clip(pred - target, -d, d)
+        grad = scale * np.clip(pred - target, -d, d)
     return grad.astype(dtype, copy=False)
 
 
