@@ -23,7 +23,7 @@ from sklearn.preprocessing import StandardScaler
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
 import fastmlp as fm
-from fastmlp.sklearn import EXPECTED_FAILED_CHECKS, MLPClassifier, MLPRegressor
+from fastmlp.sklearn import MLPClassifier, MLPRegressor, expected_failed_checks
 
 
 def blobs(n=120, n_classes=3, n_features=4, seed=0, dtype=np.float64):
@@ -45,15 +45,25 @@ def regression(n=100, n_features=3, n_outputs=1, seed=0, dtype=np.float64):
 
 # ---- scikit-learn's own checks -------------------------------------------------------------
 # max_iter low keeps them fast (as scikit-learn's tests of its own MLP do); the defaults stay.
+# The defaults pass every check; mini-batches, early stopping, batch norm and dropout each
+# break the equivalence of sample weights and repeated rows, named by expected_failed_checks.
+CHECKED = [MLPRegressor(max_iter=50), MLPClassifier(max_iter=50),
+           MLPRegressor(max_iter=50, batch_size=8, early_stopping=True),
+           MLPClassifier(max_iter=50, batch_size=8, early_stopping=True, norm="batch", dropout=0.1)]
+
+
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
-@parametrize_with_checks([MLPRegressor(max_iter=50), MLPClassifier(max_iter=50)],
-                         expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS, xfail_strict=True)
+@parametrize_with_checks(CHECKED, expected_failed_checks=expected_failed_checks, xfail_strict=True)
 def test_scikit_learn_estimator_checks(estimator, check):
     check(estimator)
 
 
-def test_every_expected_failure_names_its_reason():
-    assert EXPECTED_FAILED_CHECKS and all(len(reason) > 40 for reason in EXPECTED_FAILED_CHECKS.values())
+def test_expected_failures_none_by_default_each_setting_named_otherwise():
+    assert expected_failed_checks(MLPClassifier()) == {} == expected_failed_checks(MLPRegressor())
+    reasons = expected_failed_checks(CHECKED[3])
+    assert list(reasons) == ["check_sample_weight_equivalence_on_dense_data"]
+    for setting in ("batch_size=8", "early_stopping", "norm='batch'", "dropout"):
+        assert setting in reasons["check_sample_weight_equivalence_on_dense_data"]
 
 
 def test_without_scikit_learn_the_import_error_names_the_extra(monkeypatch):
@@ -324,3 +334,26 @@ def test_errors_name_the_parameter_and_unfitted_predict_says_so():
             MLPClassifier(max_iter=1, **params).fit(X, y)
     with pytest.raises(ValueError, match="loss"):
         MLPRegressor(loss="poisson").fit(X, y)
+
+
+def test_balanced_class_weight_is_scikit_learns():
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    X, y = blobs(n=90)
+    y = np.where(y == 2, 1, y)  # classes of 30 and 60 samples
+    labels = np.array(["x", "y"])[y]
+    balanced = MLPClassifier((8,), max_iter=5, tol=None, random_state=0, class_weight="balanced").fit(X, labels)
+    weighted = MLPClassifier((8,), max_iter=5, tol=None, random_state=0).fit(
+        X, labels, sample_weight=compute_sample_weight("balanced", labels))
+    np.testing.assert_array_equal(balanced.network_.params, weighted.network_.params)
+
+
+def test_early_stopping_validates_on_samples_of_positive_weight_only():
+    X, y = blobs(n=120)
+    weight = np.r_[np.zeros(100), np.ones(20)]
+    clf = MLPClassifier((8,), learning_rate_init=0.05, early_stopping=True, validation_fraction=0.5, random_state=0)
+    clf.fit(X, y, sample_weight=weight)  # a split of all rows would likely validate on weight-0 rows only
+    assert np.isfinite(clf.best_validation_loss_)
+    train, validation = clf._validation_split(y, weight, np.random.RandomState(0))
+    assert len(validation) == 10 and (weight[validation] > 0).all()
+    np.testing.assert_array_equal(np.sort(np.r_[train, validation]), np.arange(120))
