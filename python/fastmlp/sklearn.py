@@ -279,6 +279,7 @@ class _BaseMLP(BaseEstimator):
             self.n_iter_ = 0
             self.loss_curve_ = []
             self.validation_loss_curve_ = None
+            self.__dict__.pop("best_validation_loss_", None)
         self._record(history)
         if stops and history.stopped_epoch is None:
             warnings.warn(f"{type(self).__name__}: max_iter={epochs} epochs ran and the "
@@ -321,10 +322,6 @@ class _BaseMLP(BaseEstimator):
         check_is_fitted(self, "network_")
         return validate_data(self, X, reset=False, dtype=self.network_.dtype)
 
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.input_tags.sparse = False
-        return tags
 
 
 class MLPRegressor(RegressorMixin, _BaseMLP):
@@ -666,11 +663,6 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_classes = int(np.count_nonzero(counts))
         room = min(n_validation, len(y_network) - n_validation) >= n_classes
         return y_network if room and counts[counts > 0].min() >= 2 else None
-
-    def __sklearn_tags__(self):
-        tags = super().__sklearn_tags__()
-        tags.classifier_tags.multi_label = False
-        return tags
 
 
 def _label(value):
