@@ -357,3 +357,21 @@ def test_early_stopping_validates_on_samples_of_positive_weight_only():
     train, validation = clf._validation_split(y, weight, np.random.RandomState(0))
     assert len(validation) == 10 and (weight[validation] > 0).all()
     np.testing.assert_array_equal(np.sort(np.r_[train, validation]), np.arange(120))
+
+
+def test_feature_names_of_a_data_frame_are_kept_and_checked():
+    pd = pytest.importorskip("pandas")
+    X, y = blobs()
+    frame = pd.DataFrame(X, columns=["a", "b", "c", "d"])
+    clf = MLPClassifier((4,), max_iter=2, tol=None).fit(frame, y)
+    np.testing.assert_array_equal(clf.feature_names_in_, ["a", "b", "c", "d"])
+    with pytest.raises(ValueError, match="feature names"):
+        clf.predict(frame[["d", "c", "b", "a"]])
+
+
+def test_verbose_prints_a_line_per_epoch_and_silence_otherwise(capsys):
+    X, y = blobs()
+    MLPClassifier((4,), max_iter=3, tol=None).fit(X, y)
+    assert capsys.readouterr().out == ""
+    MLPClassifier((4,), max_iter=3, tol=None, verbose=True).fit(X, y)
+    assert capsys.readouterr().out.count("Epoch") == 3

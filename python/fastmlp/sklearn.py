@@ -470,7 +470,7 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
 
     def partial_fit(self, X, y, sample_weight=None) -> "MLPRegressor":
         """One epoch over (X, y) from the current network and optimizer state (the
-        first call builds the network)."""
+        first call builds the network); early_stopping and tol do not apply."""
         return self._fit(X, y, sample_weight, incremental=True)
 
     def predict(self, X) -> np.ndarray:
@@ -521,6 +521,8 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     ----------
     classes_ : ndarray
         The class labels, sorted; the network's output i is ``classes_[i]``.
+    n_outputs_ : int
+        The network's outputs: one per class (two for a binary problem).
     """
 
     def __init__(
@@ -571,7 +573,7 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     def partial_fit(self, X, y, classes=None, sample_weight=None) -> "MLPClassifier":
         """One epoch over (X, y) from the current network and optimizer state. The
         first call needs ``classes``, every label there will be (the network's
-        outputs); later calls may repeat it."""
+        outputs); later calls may repeat it. early_stopping and tol do not apply."""
         return self._fit(X, y, sample_weight, incremental=True, classes=classes)
 
     def predict(self, X) -> np.ndarray:
