@@ -535,8 +535,11 @@ LOSS_NAMES = ("mse", "cross_entropy", "binary_cross_entropy", "huber")
 
 def _loss_case(draw, with_delta):
     name = draw(names_or_bad(LOSS_NAMES))
-    pred, target = _pair(draw)
+    shape = draw(shapes(2))
+    pred, target = draw(arrays(maybe_wrong(shape, draw))), draw(arrays(maybe_wrong(shape, draw)))
     kwargs = {"delta": draw(mostly((1.0, 0.5, 1e-3), (0.0, -1.0, math.nan, math.inf, 2**63)))} if with_delta else {}
+    if draw(st.integers(0, 2)) == 0:  # row weights, now and then (some negative, NaN or misshapen)
+        kwargs["weight"] = draw(arrays(maybe_wrong((shape[0],), draw)))
     return name, pred, target, kwargs
 
 
@@ -548,16 +551,23 @@ def _loss_scale(args, kwargs):
 @kernel_case("loss_backward")
 def _(draw):
     name, pred, target, kwargs = _loss_case(draw, True)
-    return Case(lambda n: ((name, pred.build(n), target.build(n)), kwargs),
+    return Case(lambda n: ((name, pred.build(n), target.build(n)), _built(kwargs, n)),
                 describe(name=name, pred=pred, target=target, **kwargs), scale=_loss_scale,
-                valid_types=all_real(pred, target))
+                valid_types=all_real(pred, target, *kwargs.values()))
 
 
 @kernel_case("count_correct")
 def _(draw):
-    name, pred, target, _ = _loss_case(draw, False)
-    return Case(lambda n: ((name, pred.build(n), target.build(n)), {}),
-                describe(name=name, pred=pred, target=target), valid_types=all_real(pred, target))
+    name, pred, target, kwargs = _loss_case(draw, False)
+    return Case(lambda n: ((name, pred.build(n), target.build(n)), _built(kwargs, n)),
+                describe(name=name, pred=pred, target=target, **kwargs),
+                scale=lambda args, kwargs: finite_scale(*kwargs.values()) * max(1, args[1].size),
+                valid_types=all_real(pred, target, *kwargs.values()))
+
+
+def _built(kwargs, normal):
+    """kwargs with each array spec built."""
+    return {key: value.build(normal) if isinstance(value, Arr) else value for key, value in kwargs.items()}
 
 
 @kernel_case("softmax")

@@ -1,4 +1,5 @@
-"""The command line: `fastmlp demo`, `fastmlp info`, `fastmlp --version`, `python -m fastmlp`."""
+"""The command line: `fastmlp demo`, `fastmlp info`, `fastmlp --version`, `python -m fastmlp`
+(`fastmlp train` / `predict`: test_cli_files.py)."""
 
 import os
 import re
@@ -69,10 +70,10 @@ def test_demo_without_matplotlib_trains_and_says_how_to_get_the_picture(tmp_path
 
 
 @pytest.mark.parametrize("where", ["missing_folder", "a_directory"])
-def test_demo_unwritable_out_is_one_line_and_exit_1(tmp_path, capsys, where):
+def test_demo_unwritable_out_is_one_line_and_exit_2(tmp_path, capsys, where):
     out = tmp_path / "no" / "such" / "d.png" if where == "missing_folder" else tmp_path
     code, lines, err = run_cli(capsys, "demo", "--epochs", "10", "--out", out)
-    assert code == 1
+    assert code == 2  # every user error, as argparse's usage errors
     assert lines == []  # fails before training
     assert err.count("\n") == 1 and err.startswith("fastmlp demo: error: cannot write"), err
     assert "Traceback" not in err
@@ -87,7 +88,7 @@ def test_demo_failed_write_keeps_the_old_file(tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(cli.os, "replace", failing_replace)
     code, lines, err = run_cli(capsys, "demo", "--epochs", "10", "--out", out)
-    assert code == 1
+    assert code == 2
     assert err.startswith("fastmlp demo: error:") and "No space left" in err and err.count("\n") == 1
     assert out.read_bytes() == b"old picture"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png"]

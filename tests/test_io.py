@@ -214,6 +214,31 @@ def test_other_files_are_refused(tmp_path):
         fm.load(tmp_path / "zip.npz")
     with pytest.raises(FileNotFoundError):
         fm.load(tmp_path / "missing.npz")
+    (tmp_path / "data.csv").write_text("x,y\n1,2\n")
+    with pytest.raises(ValueError, match=r"data\.csv: not a fastmlp model file \(not an \.npz archive: it starts "
+                                         r"with b'x,y\\n'\)"):
+        fm.load(tmp_path / "data.csv")
+    (tmp_path / "empty.npz").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.npz: not a fastmlp model file \(not an \.npz archive: an empty"):
+        fm.load(tmp_path / "empty.npz")
+
+
+def test_a_pickle_file_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "ran"
+    (tmp_path / "model.npz").write_bytes(pickle.dumps(_Payload(str(marker))))
+    with pytest.raises(ValueError, match=r"model\.npz: not a fastmlp model file \(not an \.npz archive"):
+        fm.load(tmp_path / "model.npz")
+    assert not marker.exists()
+
+
+class _Payload:
+    """Unpickling it creates the file ``path``."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
 
 
 # ---- metadata ------------------------------------------------------------------------------------

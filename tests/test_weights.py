@@ -93,7 +93,7 @@ def test_the_weighted_gradient_matches_finite_differences(name):
     (np.array([1.0, -1.0, 1.0]), r"^weight: weights must be >= 0, found 1 negative"),
     (np.array([1.0, np.nan, 1.0]), r"^weight: expected finite values"),
     (np.ones(4), r"^weight: expected one weight per sample, shape \(3,\)"),
-    (np.ones((3, 2)), r"^weight: expected one weight per sample"),
+    (np.ones((3, 2)), r"^weight: expected one weight per row, shape \(3,\)"),
 ])
 def test_bad_kernel_weights_are_refused(weight, message):
     pred, target, _ = loss_case("mse", (3, 2), np.float64)

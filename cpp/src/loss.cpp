@@ -51,6 +51,18 @@ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
     return row_loss;
 }
 
+// The index of a row's first maximum, a NaN counting as the largest value (first
+// NaN wins), as numpy.argmax decides.
+template <typename T>
+index first_max(const T* row, index n) {
+    index best = 0;
+    for (index k = 0; k < n; ++k) {
+        if (std::isnan(row[k])) return k;
+        if (row[k] > row[best]) best = k;
+    }
+    return best;
+}
+
 template <typename T>
 T sigmoid_of(T x) {
     const T e = std::exp(-std::abs(x));
@@ -138,7 +150,7 @@ double count_correct(Loss loss, const T* pred, const T* target, index batch, ind
         for (index i = 0; i < batch; ++i) {
             const T* p = pred + i * outputs;
             const T* t = target + i * outputs;
-            count(i, std::max_element(p, p + outputs) - p == std::max_element(t, t + outputs) - t);
+            count(i, first_max(p, outputs) == first_max(t, outputs));
         }
     } else if (loss == Loss::binary_cross_entropy) {
         for (index i = 0; i < batch; ++i)

@@ -6,6 +6,7 @@ Both run in Python once per epoch at most; everything inside an epoch stays in C
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 
 import numpy as np
@@ -81,11 +82,13 @@ class EarlyStopping:
 
 class ProgressPrinter:
     """verbose=1: one line per epoch; verbose=2: a progress bar (tqdm when it is
-    installed, a plain line rewritten in place otherwise). Writes to stdout."""
+    installed, otherwise a plain line rewritten in place, kept within the
+    terminal's width, with the loss and accuracy figures). Writes to stdout."""
 
     def __init__(self, verbose: int, epochs: int):
         self.verbose, self.epochs = verbose, epochs
         self._bar = None
+        self._written = 0  # the plain bar's last line's length
         if verbose >= 2:
             try:
                 from tqdm.auto import tqdm
@@ -108,7 +111,14 @@ class ProgressPrinter:
             width = 30
             done = int(width * (epoch + 1) / self.epochs)
             bar = "=" * done + "." * (width - done)
-            print(f"\r{epoch + 1}/{self.epochs} [{bar}] {self._format(logs)}", end="", file=sys.stdout, flush=True)
+            # Within one terminal line: a line that wraps cannot be rewritten by "\r". Spaces
+            # clear what a longer previous line left.
+            columns = max(20, shutil.get_terminal_size((80, 24)).columns - 1)
+            shown = {key: value for key, value in logs.items() if key not in ("grad_norm", "lr")}
+            figures = " - ".join(f"{key}: {value:.4g}" for key, value in shown.items() if not isinstance(value, list))
+            line = f"{epoch + 1}/{self.epochs} [{bar}] {figures}"[:columns]
+            print("\r" + line.ljust(self._written), end="", file=sys.stdout, flush=True)
+            self._written = len(line)
 
     def close(self) -> None:
         if self._bar is not None:

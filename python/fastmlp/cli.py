@@ -1,44 +1,84 @@
 """fastmlp's command line.
 
+    fastmlp train DATA [--target COLUMN] [--layers 64,32] [--epochs N] [--out model.npz] [options]
+    fastmlp predict MODEL DATA [--out predictions.csv] [--proba]
     fastmlp demo [article | deep] [--epochs N] [--seed S] [--out PATH | --no-plot]
     fastmlp info
     fastmlp --version
 
-``demo`` (or ``demo article``) runs the article's demo ("Master Backpropagation",
-shared/seed): learn y = x² + noise with a [1, 64, 32, 1] ReLU network, 5000
-full-batch epochs of SGD at lr 0.01, through :class:`fastmlp.NeuralNetwork`, and
-draws the article's two panels into a PNG. ``demo deep`` trains a 20-hidden-layer
-sigmoid network (it stalls) and the same depth with relu, residual blocks and layer
-norm (it trains), prints both diagnoses and draws gradient norm by layer and the loss
-curves (:mod:`fastmlp.demos.deep`). ``info`` tells how this build was made and what
-it runs on.
+``train`` fits a network to a data file (CSV with a header row, ``.npy`` or ``.npz``;
+:mod:`fastmlp._datafiles` reads them) and saves it; ``predict`` loads one and writes
+its predictions for another file as CSV. ``demo`` (or ``demo article``) runs the
+article's demo ("Master Backpropagation", shared/seed): learn y = x² + noise with a
+[1, 64, 32, 1] ReLU network, 5000 full-batch epochs of SGD at lr 0.01, through
+:class:`fastmlp.NeuralNetwork`, and draws the article's two panels into a PNG. ``demo
+deep`` trains a 20-hidden-layer sigmoid network (it stalls) and the same depth with
+relu, residual blocks and layer norm (it trains), prints both diagnoses and draws
+gradient norm by layer and the loss curves (:mod:`fastmlp.demos.deep`). ``info``
+tells how this build was made and what it runs on.
 
-Errors the user can fix (an unwritable --out, bad input) end in one line on
-stderr and exit status 1; bad options are argparse's usual error (status 2).
+Every error the user can fix (a bad option, a bad or missing data or model file, an
+unwritable --out, a fit that diverges) ends in one line on stderr and exit status 2;
+a problem in a data file names the file, the line and the column
+(``fastmlp train: error: data.csv:17: column "age": "abc" is not a number``).
+
+What ``train`` keeps for ``predict``: ``net.metadata["cli"]``, a dict saved in the
+model file's header:
+
+=============  =======================================================================
+``task``       "classification" or "regression"
+``features``   the CSV columns the network reads, in order; null when trained from
+               arrays (.npy, .npz): then the file's columns are the features, in order
+``target``     the target: a CSV column or .npz array name, or an .npy column index
+``classes``    classification: the label of each output (str, int or float); null
+               for regression
+``x_mean``,    the network sees (x - x_mean) / x_scale, per feature; null with
+``x_scale``    --no-standardize
+``y_mean``,    regression: predictions are output * y_scale + y_mean, per output;
+``y_scale``    null for classification or with --no-standardize
+=============  =======================================================================
+
+A model trained in Python and saved with ``net.save`` predicts too: without
+``metadata["cli"]`` its inputs are every column of the file, in order, unscaled, and
+a classifier's labels are 0..n_outputs-1.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import csv
+import io
+import math
 import os
 import platform
 import sys
 import time
+from typing import Callable
 
 import numpy as np
 
 from . import _core
+from . import _datafiles as datafiles
 from ._files import write_atomically
 from ._threads import get_num_threads
+from .architecture import NORMS
+from .callbacks import EarlyStopping
 from .article import NeuralNetwork
 from .demos import deep as deep_demo
-from .network import MAX_COUNT
+from .io import load as load_model
+from .network import ACTIVATIONS, MAX_COUNT, Network
+from .optimizers import SGD, Adam, AdamW, LAMB
 
 __all__ = ["main"]
 
 PLOT_HINT = 'pip install "fastmlp[plot]"'
 DEMOS = ("article", "deep")
 DEMO_DEFAULTS = {"article": (5000, "demo.png"), "deep": (deep_demo.DEFAULT_EPOCHS, "demo-deep.png")}
+OPTIMIZERS = {"adam": Adam, "adamw": AdamW, "sgd": SGD, "lamb": LAMB}
+TASKS = ("classification", "regression")
+MAX_INFERRED_CLASSES = 20  # a target of at most this many distinct integers is taken for class labels
+USER_ERROR = 2  # the exit status of every error the user can fix, as argparse's usage errors
 
 
 class CommandError(Exception):
@@ -63,6 +103,43 @@ def _seed(text: str) -> int:
     if not 0 <= value < 2**32:  # np.random.seed's range
         raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
     return value
+
+
+def _fraction(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0.0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+def _layer_widths(text: str) -> list[int]:
+    """"64,32" → [64, 32]; "" → [] (no hidden layer: a linear or logistic model)."""
+    if not text.strip():
+        return []
+    try:
+        return [_positive_int(part) for part in text.split(",")]
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(f"expected hidden layer widths such as 64,32, got {text!r}") from None
+
+
+def _names(text: str) -> list[str]:
+    names = [name.strip() for name in text.split(",")]
+    if not all(names):
+        raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    return names
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -97,6 +174,68 @@ def _build_parser() -> argparse.ArgumentParser:
     picture.add_argument("--no-plot", action="store_true", help="train and print only; write no picture")
     demo.set_defaults(run=_run_demo)
 
+    train = commands.add_parser(
+        "train",
+        help="train a network on a CSV, .npy or .npz file and save it",
+        description=(
+            "Trains a network on DATA and saves it (net.save). DATA is a CSV file with a header row, "
+            ".npy (one 2-D array; the target is a column) or .npz (arrays X and y). The task is "
+            "classification when the target holds text or at most "
+            f"{MAX_INFERRED_CLASSES} distinct integers, regression otherwise (--task decides instead). "
+            "Features (and regression targets) are standardized with the training rows' mean and "
+            "standard deviation, kept in the model for predict. A progress bar shows on a terminal."
+        ),
+    )
+    train.add_argument("data", metavar="DATA", help="the training data: .csv, .npy or .npz")
+    train.add_argument("--target", default=None, metavar="COLUMN",
+                       help="CSV: the target column's name (required); .npy: its index (default -1, the last); "
+                            ".npz: the target array's name (default y)")
+    train.add_argument("--features", type=_names, default=None, metavar="A,B,...",
+                       help="CSV: the feature columns (default: every column but the target)")
+    train.add_argument("--task", choices=TASKS, default=None, help="default: chosen by the target's values")
+    train.add_argument("--layers", type=_layer_widths, default=[64, 32], metavar="W1,W2,...",
+                       help='hidden layer widths (default 64,32; "" for none)')
+    train.add_argument("--activation", choices=list(ACTIVATIONS), default="relu",
+                       help="of the hidden layers (default relu)")
+    train.add_argument("--residual", action="store_true",
+                       help="residual blocks (out = in + block(in)) where widths agree")
+    train.add_argument("--norm", choices=NORMS, default=None, help="layer or batch norm in every hidden block")
+    train.add_argument("--dropout", type=_fraction, default=0.0, metavar="P",
+                       help="dropout probability after every hidden activation (default 0)")
+    train.add_argument("--epochs", type=_positive_int, default=100, help="default 100")
+    train.add_argument("--batch-size", type=_positive_int, default=32, metavar="N", help="default 32")
+    train.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="default adam")
+    train.add_argument("--lr", type=_positive_float, default=None,
+                       help="learning rate (default: the optimizer's, 0.001; sgd 0.01)")
+    train.add_argument("--validation", type=_fraction, default=0.0, metavar="FRACTION",
+                       help="hold out this fraction of the rows, drawn at random, to report on (default 0)")
+    train.add_argument("--patience", type=_positive_int, default=None, metavar="N",
+                       help="stop when the validation loss has not improved for N epochs, keeping the best "
+                            "epoch's weights (needs --validation)")
+    train.add_argument("--no-standardize", action="store_true",
+                       help="feed the features (and targets) as they are")
+    train.add_argument("--dtype", choices=("float32", "float64"), default="float32", help="default float32")
+    train.add_argument("--seed", type=_seed, default=None,
+                       help="seed for the weights, the shuffling and the validation split "
+                            "(default: a fresh one, printed)")
+    train.add_argument("--out", default="model.npz", metavar="PATH", help="the model file (default model.npz)")
+    train.set_defaults(run=_run_train)
+
+    predict = commands.add_parser(
+        "predict",
+        help="predict for a CSV, .npy or .npz file with a saved model",
+        description=(
+            "Loads MODEL (written by fastmlp train or net.save) and writes one prediction per row of DATA "
+            "as CSV: a classifier's labels (--proba: a probability per class), a regressor's values. "
+            "Features are picked from a CSV by name; other columns are ignored."
+        ),
+    )
+    predict.add_argument("model", metavar="MODEL", help="the model file (.npz)")
+    predict.add_argument("data", metavar="DATA", help="the data: .csv, .npy or .npz")
+    predict.add_argument("--out", default=None, metavar="PATH", help="write the predictions here (default: stdout)")
+    predict.add_argument("--proba", action="store_true", help="classifiers: the probability of every class")
+    predict.set_defaults(run=_run_predict)
+
     info = commands.add_parser("info", help="versions, build, threads and CPU of this installation",
                                description="How this fastmlp was built and what it runs on.")
     info.set_defaults(run=_run_info)
@@ -109,21 +248,22 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args = parser.parse_args(None if argv is None else [os.fspath(a) for a in argv])
     except SystemExit as stop:  # --help, --version, or argparse's usage error (2)
-        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else 1)
+        return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else USER_ERROR)
     try:
         return args.run(args)
-    except CommandError as error:
-        print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
     except BrokenPipeError:  # `fastmlp demo | head -3`: stop quietly, as other tools do
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
-    except (OSError, ValueError, FloatingPointError, MemoryError) as error:
-        print(f"fastmlp {args.command}: error: {error}", file=sys.stderr)
+        return 1
+    except (CommandError, OSError, ValueError, FloatingPointError, MemoryError) as error:
+        # One line, whatever the message holds (a file name with a newline, say).
+        message = " ".join(str(error).splitlines())
+        print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
         return 130
-    return 1
+    return USER_ERROR
 
 
 # ---- demo -----------------------------------------------------------------------------
@@ -309,4 +449,287 @@ def _run_info(args) -> int:
     width = max(len(key) for key, _ in rows)
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
+    return 0
+
+
+# ---- train --------------------------------------------------------------------------------
+
+
+def _progress_wanted() -> bool:
+    """A progress bar only for a person watching: when stderr is a terminal."""
+    try:
+        return sys.stderr.isatty()
+    except (AttributeError, ValueError):  # replaced or closed stderr
+        return False
+
+
+def _class_labels(values: np.ndarray) -> list:
+    """The sorted distinct labels as JSON values: str, int (for whole numbers) or float."""
+    unique = np.unique(values)
+    if unique.dtype.kind == "f":
+        if np.array_equal(unique, np.round(unique)) and np.abs(unique).max() < 2**53:
+            return [int(v) for v in unique]
+        return [float(v) for v in unique]
+    return [str(v) for v in unique]
+
+
+def _choose_task(samples: datafiles.Samples, task: str | None) -> str:
+    """--task, or the target's values: text or a few distinct integers make labels."""
+    y = samples.y
+    text = y.dtype.kind == "U"
+    if task == "regression" and text:
+        raise CommandError(samples.y_problem or f"{samples.target}: holds text, not numbers; "
+                                                "a regression target must be numbers")
+    if task is None:
+        if text and samples.y_problem and samples.y_mixed:
+            raise CommandError(f"{samples.y_problem} (the other values are numbers; --task classification "
+                               "takes every value for a label)")
+        whole = not text and y.ndim == 1 and np.array_equal(y, np.round(y))
+        few = y.ndim == 1 and np.unique(y).size <= MAX_INFERRED_CLASSES
+        task = "classification" if text or (whole and few) else "regression"
+        if text and not few and np.unique(y).size > y.shape[0] // 2:
+            raise CommandError(f"{samples.path}: target {_target_name(samples)}: {np.unique(y).size} different "
+                               f"labels in {y.shape[0]} rows, not a classification target? (--task "
+                               "classification trains on it anyway)")
+    if task == "classification":
+        if y.ndim != 1:
+            raise CommandError(f"{samples.path}: target {_target_name(samples)} has {y.shape[1]} columns; "
+                               "classification needs one label per row")
+        if np.unique(y).size < 2:
+            raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
+                               f"{datafiles.quote(str(y[0]))}; a classifier needs two classes or more")
+    return task
+
+
+def _target_name(samples: datafiles.Samples) -> str:
+    if isinstance(samples.target, int):
+        return f"column {samples.target}"
+    return datafiles.quote(samples.target)
+
+
+def _split(n: int, fraction: float, seed: int, path: str) -> tuple[np.ndarray, np.ndarray]:
+    """Training and validation row indices: a seeded random ``fraction`` held out."""
+    order = np.random.default_rng(seed).permutation(n)
+    if not fraction:
+        return np.sort(order), order[:0]
+    n_val = int(round(n * fraction))
+    if n_val < 1 or n_val >= n:
+        raise CommandError(f"--validation {fraction}: of the {n} rows of {path}, {n_val} for validation and "
+                           f"{n - n_val} for training; both need at least one")
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def _standardization(values: np.ndarray) -> tuple[list[float], list[float]]:
+    """Per column: the mean and the standard deviation (1 for a constant column)."""
+    mean = values.mean(axis=0)
+    scale = values.std(axis=0)
+    scale[~(scale > 0)] = 1.0
+    return [float(v) for v in mean], [float(v) for v in scale]
+
+
+def _scaled(values: np.ndarray, mean, scale) -> np.ndarray:
+    return values if mean is None else (values - np.asarray(mean)) / np.asarray(scale)
+
+
+def _run_train(args) -> int:
+    if args.target is not None and not args.target.strip():
+        raise CommandError("--target: expected a column name, got an empty string")
+    if args.patience is not None and not args.validation:
+        raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
+    _check_writable(args.out)
+    samples = datafiles.read_training_data(args.data, args.target, args.features)
+    task = _choose_task(samples, args.task)
+    seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
+
+    X, y = samples.X, samples.y
+    if task == "classification":
+        classes = _class_labels(y)
+        lookup = np.array(classes, dtype=y.dtype) if y.dtype.kind == "U" else np.array(classes, dtype=np.float64)
+        y = np.searchsorted(lookup, y).astype(np.int64)
+        n_outputs, loss = len(classes), "cross_entropy"
+    else:
+        classes = None
+        y = y.reshape(y.shape[0], -1)
+        n_outputs, loss = y.shape[1], "mse"
+    train_rows, val_rows = _split(X.shape[0], args.validation, seed, args.data)
+
+    x_mean = x_scale = y_mean = y_scale = None
+    if not args.no_standardize:
+        x_mean, x_scale = _standardization(X[train_rows])
+        if task == "regression":
+            y_mean, y_scale = _standardization(y[train_rows])
+    dtype = np.dtype(args.dtype)
+    X_net = _scaled(X, x_mean, x_scale).astype(dtype)
+    y_net = y if task == "classification" else _scaled(y, y_mean, y_scale).astype(dtype)
+
+    net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
+                  norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
+    optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
+    validation = (X_net[val_rows], y_net[val_rows]) if val_rows.size else None
+
+    features = samples.feature_names
+    print(f"Data: {args.data}, {X.shape[0]} rows"
+          + (f" ({train_rows.size} for training, {val_rows.size} for validation)" if val_rows.size else "")
+          + f", {X.shape[1]} features"
+          + (f" ({_listing(features)})" if features else "") + f"; target {_target_name(samples)}: {task}"
+          + (f", {len(classes)} classes ({_listing(classes)})" if classes else "") + ".", flush=True)
+    print(f"Network: {list(net.layer_sizes)} {args.activation}"
+          + (", residual" if args.residual else "") + (f", {args.norm} norm" if args.norm else "")
+          + (f", dropout {args.dropout:g}" if args.dropout else "")
+          + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
+          f"seed {seed}.", flush=True)
+
+    progress = _progress_wanted()
+    start = time.perf_counter()
+    # The library's progress bar (verbose=2) writes to stdout; the command's stdout is for results.
+    with contextlib.redirect_stdout(sys.stderr) if progress else contextlib.nullcontext():
+        history = net.fit(X_net[train_rows], y_net[train_rows], epochs=args.epochs, batch_size=args.batch_size,
+                          optimizer=optimizer, verbose=2 if progress else 0, validation_data=validation,
+                          early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
+    seconds = time.perf_counter() - start
+
+    net.metadata = {**net.metadata, "cli": {
+        "task": task, "features": features, "target": samples.target, "classes": classes,
+        "x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean, "y_scale": y_scale,
+    }}
+    net.save(args.out)
+
+    def report(rows: np.ndarray) -> str:
+        if task == "classification":
+            accuracy = float(np.mean(net.predict(X_net[rows]) == y[rows]))
+            return f"accuracy {accuracy:.4f}"
+        predicted = _unscaled(net.predict(X_net[rows]), y_mean, y_scale)
+        return f"RMSE {float(np.sqrt(np.mean((predicted - y[rows]) ** 2))):.6g}"
+
+    epochs = len(history.history["loss"])
+    stopped = f" (stopped early; the weights of epoch {history.best_epoch + 1})" if epochs < args.epochs else ""
+    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {history.history['loss'][-1]:.6g}, "
+          f"{report(train_rows)} (training)"
+          + (f"; {report(val_rows)} (validation)" if val_rows.size else "") + ".")
+    print(f"Model: {args.out}")
+    return 0
+
+
+def _listing(values, limit: int = 8) -> str:
+    shown = ", ".join(str(v) for v in values[:limit])
+    return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
+
+
+def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
+    values = values.astype(np.float64)
+    return values if mean is None else values * np.asarray(scale) + np.asarray(mean)
+
+
+# ---- predict ------------------------------------------------------------------------------
+
+
+def _model_settings(net, path: str) -> dict:
+    """``net.metadata["cli"]`` checked against the network (see the module docstring);
+    the defaults of a model saved from Python when it has none."""
+    settings = {"task": "classification" if net.is_classifier else "regression", "features": None, "target": None,
+                "classes": list(range(net.n_outputs)) if net.is_classifier else None,
+                "x_mean": None, "x_scale": None, "y_mean": None, "y_scale": None}
+    saved = net.metadata.get("cli")
+    if saved is None:
+        return settings
+    if not isinstance(saved, dict) or set(saved) - set(settings):
+        raise CommandError(f"{path}: metadata \"cli\": expected an object with the keys {', '.join(settings)}")
+    settings.update(saved)
+
+    def problem(key: str, expected: str) -> CommandError:
+        return CommandError(f"{path}: metadata \"cli\" {key}: expected {expected}, got {settings[key]!r:.100}")
+
+    if settings["task"] not in TASKS or (settings["task"] == "classification") != net.is_classifier:
+        raise problem("task", f"{'classification' if net.is_classifier else 'regression'} (the network's loss is "
+                              f"{net.loss})")
+    numbers = (int, float)
+    for key, length, kinds in (("features", net.n_inputs, str), ("x_mean", net.n_inputs, numbers),
+                               ("x_scale", net.n_inputs, numbers), ("y_mean", net.n_outputs, numbers),
+                               ("y_scale", net.n_outputs, numbers), ("classes", net.n_outputs, (str, *numbers))):
+        value = settings[key]
+        if value is not None and not (isinstance(value, list) and len(value) == length
+                                      and all(isinstance(v, kinds) and not isinstance(v, bool) for v in value)):
+            raise problem(key, f"null or a list of {length}")
+        if key.endswith("_scale") and value is not None and not all(v > 0 and math.isfinite(v) for v in value):
+            raise problem(key, "positive numbers")
+    if (settings["x_mean"] is None) != (settings["x_scale"] is None) or \
+            (settings["y_mean"] is None) != (settings["y_scale"] is None):
+        raise CommandError(f"{path}: metadata \"cli\": a mean without its scale, or a scale without its mean")
+    if not isinstance(settings["target"], (str, int, type(None))) or isinstance(settings["target"], bool):
+        raise problem("target", "a name, a column index or null")
+    if net.is_classifier and settings["classes"] is None:
+        raise problem("classes", f"the {net.n_outputs} class labels")
+    return settings
+
+
+def _load_model(path: str):
+    """fm.load, after telling apart a file that is no .npz archive at all (CSV, say)."""
+    try:
+        with open(path, "rb") as f:
+            start = f.read(4)
+    except FileNotFoundError:
+        raise CommandError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise CommandError(f"{path}: is a directory, not a model file") from None
+    if start != b"PK\x03\x04":  # every .npz is a zip archive, and every zip starts so
+        raise CommandError(f"{path}: not a fastmlp model file (not an .npz archive; it starts with {start!r})")
+    return load_model(path)
+
+
+def _format_value(dtype: np.dtype) -> Callable[[float], str]:
+    """Numbers as text: float32 to its 9 significant digits (all it holds), float64 exactly."""
+    if dtype == np.float32:
+        return lambda v: f"{v:.9g}"
+    return lambda v: repr(float(v))
+
+
+def _run_predict(args) -> int:
+    if args.out is not None:
+        _check_writable(args.out)
+    net = _load_model(args.model)
+    settings = _model_settings(net, args.model)
+    if args.proba and not net.is_classifier:
+        raise CommandError(f"--proba: {args.model} is a regression model; it predicts values, not classes")
+    X = datafiles.read_features(args.data, settings["features"], net.n_inputs, settings["target"])
+    X = _scaled(X, settings["x_mean"], settings["x_scale"]).astype(net.dtype)
+
+    text = _format_value(net.dtype)
+    target = settings["target"] if isinstance(settings["target"], str) else None
+    # A binary_cross_entropy network (saved from Python; train makes softmax classifiers)
+    # says 0 or 1 for each output: its labels and probabilities are per output.
+    per_output = net.loss == "binary_cross_entropy"
+    if args.proba:
+        probabilities = net.predict_proba(X)
+        header = [f"output_{j}" for j in range(net.n_outputs)] if per_output else [str(c) for c in settings["classes"]]
+        rows = ([text(v) for v in row] for row in probabilities.astype(np.float64))
+    elif net.is_classifier:
+        predicted = net.predict(X)
+        if per_output:
+            header = [target or "class"] if predicted.ndim == 1 else [f"output_{j}" for j in range(net.n_outputs)]
+            rows = ([str(v) for v in np.atleast_1d(row)] for row in predicted)
+        else:
+            header = [target or "class"]
+            rows = ([str(settings["classes"][i])] for i in predicted)
+    else:
+        values = _unscaled(net.predict(X), settings["y_mean"], settings["y_scale"])
+        header = [target or "prediction"] if values.shape[1] == 1 else \
+            [f"{target or 'prediction'}_{j}" for j in range(values.shape[1])]
+        rows = ([text(v) for v in row] for row in values)
+
+    def write(stream) -> None:
+        writer = csv.writer(stream, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+    if args.out is None:
+        write(sys.stdout)
+        sys.stdout.flush()
+    else:
+        def write_file(binary) -> None:
+            stream = io.TextIOWrapper(binary, encoding="utf-8", newline="")
+            write(stream)
+            stream.flush()
+            stream.detach()  # leave the file to write_atomically, which syncs and closes it
+
+        write_atomically(args.out, write_file)
     return 0

@@ -54,6 +54,7 @@ _HEADER_TYPES = {
     "metadata": dict,
 }
 _OPTIONAL = {"metadata": {}}  # keys a file may lack (written since), and their value then
+_ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
 _OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, LAMB)}
 _SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, Exponential, Cosine, Warmup)}
 _SCHEDULE_FIELDS = {"Constant": (), "StepDecay": ("step_size", "gamma"), "Exponential": ("gamma",),
@@ -140,6 +141,11 @@ def _read_arrays(path: str) -> dict:
     try:
         # Opened here, so that the file is closed whatever np.load makes of it.
         with open(path, "rb") as f:
+            start = f.read(len(_ZIP_MAGIC))
+            if start != _ZIP_MAGIC:  # np.load takes anything that is no .npy or .npz for a pickle
+                what = "an empty file" if not start else f"it starts with {start!r}"
+                raise ValueError(f"not an .npz archive: {what}")
+            f.seek(0)
             loaded = np.load(f, allow_pickle=False)
             if not isinstance(loaded, np.lib.npyio.NpzFile):
                 raise ValueError("it holds a single array, not an .npz archive")

@@ -355,7 +355,10 @@ def _pair_2d(pred, target):
 
 
 def _weight(weight, pred):
-    """A kernel's optional row weights: (B,) finite and >= 0, in pred's dtype (all zero allowed)."""
+    """A kernel's optional row weights: (B,) (or one number for all) finite and >= 0,
+    in pred's dtype (all zero allowed)."""
+    if weight is not None and np.ndim(weight) > 1:
+        raise ValueError(f"weight: expected one weight per row, shape ({pred.shape[0]},), got shape {np.shape(weight)}")
     return check_sample_weight(weight, "weight", pred.shape[0], pred.dtype, allow_all_zero=True)
 
 

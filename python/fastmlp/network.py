@@ -942,6 +942,19 @@ class Network:
             r2 = np.where(total > 0, 1 - residual / np.where(total > 0, total, 1), np.where(residual == 0, 1.0, 0.0))
         return float(np.mean(r2))
 
+    def to_onnx(self, path=None, *, opset: int | None = None):
+        """The network's inference pass as an ONNX model (an ``onnx.ModelProto``),
+        written to ``path`` too when one is given (atomically). Dense layers become
+        ``Gemm``, norms ``LayerNormalization`` / ``BatchNormalization`` (running
+        statistics), residual blocks ``Add``; a classifier's graph ends in its
+        ``Softmax`` or ``Sigmoid`` and outputs ``"probabilities"``, a regressor's
+        ``"predictions"``; the input is ``"X"``, with a dynamic batch dimension.
+        ``opset``: None for 17 (20 when gelu is used). Needs the onnx package
+        (``pip install "fastmlp[onnx]"``); :mod:`fastmlp.onnx_export` tells more."""
+        from .onnx_export import to_onnx
+
+        return to_onnx(self, path, opset=opset)
+
     # ---- copies -------------------------------------------------------------------------
     @property
     def metadata(self) -> dict:

@@ -66,8 +66,8 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
                  double delta, double batch_weight, const T* weight = nullptr);
 
 // How many predictions are right, each counted with its row's weight when weight
-// is not null: cross_entropy counts rows whose argmax (the first maximum) matches
-// the target's; binary_cross_entropy counts elements with (p > 0) == (t > 0.5).
+// is not null: cross_entropy counts rows whose argmax (the first maximum; a NaN
+// counts as the largest, as in numpy.argmax) matches the target's; binary_cross_entropy counts elements with (p > 0) == (t > 0.5).
 // Other losses: 0.
 template <typename T>
 double count_correct(Loss loss, const T* pred, const T* target, index batch, index outputs,

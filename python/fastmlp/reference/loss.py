@@ -71,7 +71,7 @@ def count_correct(name, pred, target, weight=None):
     w = _weights(weight, pred)
     if name == "cross_entropy" and pred.shape[1] == 0 and pred.shape[0] > 0:
         raise ValueError(f"pred: cross_entropy needs at least one column (one per class), got shape {pred.shape}")
-    if name == "cross_entropy":
+    if name == "cross_entropy" and pred.shape[0]:
         right = (np.argmax(pred, axis=1) == np.argmax(target, axis=1)).astype(np.float64)
     elif name == "binary_cross_entropy":
         right = ((pred > 0) == (target > 0.5)).sum(axis=1, dtype=np.float64)

@@ -1,0 +1,463 @@
+"""`fastmlp train` and `fastmlp predict` on files the tests write: CSV, .npy and .npz;
+every bad file gets one line on stderr naming the file, line and column, and exit 2."""
+
+import csv
+import json
+import os
+import pickle
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastmlp as fm
+from fastmlp import cli
+
+
+def run_cli(capsys, *argv):
+    code = cli.main([os.fspath(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def write_csv(path, header, rows):
+    with open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def read_csv(path_or_text):
+    text = path_or_text.read_text() if hasattr(path_or_text, "read_text") else path_or_text
+    rows = list(csv.reader(text.splitlines()))
+    return rows[0], rows[1:]
+
+
+def dataset(n=240, seed=0):
+    """Three features; "species" (a, b, c) a function of them, "price" a smooth one."""
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 3))
+    species = np.where(X[:, 0] + X[:, 1] > 0.5, "a", np.where(X[:, 2] > 0, "b", "c"))
+    price = 100 + 3 * X[:, 0] + X[:, 1] ** 2 - 2 * X[:, 2]
+    return X, species, price
+
+
+@pytest.fixture
+def data_csv(tmp_path):
+    X, species, price = dataset()
+    rows = [[repr(float(a)), repr(float(b)), repr(float(c)), s, repr(float(p))]
+            for (a, b, c), s, p in zip(X, species, price)]
+    return write_csv(tmp_path / "data.csv", ["x0", "x1", "x2", "species", "price"], rows)
+
+
+TRAIN_FAST = ["--epochs", "60", "--seed", "3"]
+
+
+# ---- train and predict ----------------------------------------------------------------------
+
+def test_classification_csv_trains_saves_and_predicts_labels(tmp_path, data_csv, capsys):
+    model = tmp_path / "model.npz"
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "species", "--features", "x0,x1,x2",
+                             "--validation", "0.2", "--out", model, *TRAIN_FAST)
+    assert code == 0, err
+    assert err == ""  # no progress bar: stderr is not a terminal
+    lines = out.splitlines()
+    assert lines[0] == ('Data: ' + str(data_csv) + ', 240 rows (192 for training, 48 for validation), 3 features '
+                        '(x0, x1, x2); target "species": classification, 3 classes (a, b, c).')
+    assert lines[1].startswith("Network: [3, 64, 32, 3] relu; Adam lr 0.001, batch 32, 60 epochs, seed 3")
+    assert "(validation)" in lines[2] and lines[3] == f"Model: {model}"
+
+    net = fm.load(model)
+    meta = net.metadata["cli"]
+    assert meta["task"] == "classification" and meta["classes"] == ["a", "b", "c"]
+    assert meta["features"] == ["x0", "x1", "x2"] and meta["target"] == "species"
+    X, species, _ = dataset()
+    assert np.allclose(meta["x_mean"], X.mean(axis=0), atol=0.3) and meta["y_mean"] is None
+
+    code, out, err = run_cli(capsys, "predict", model, data_csv)
+    assert code == 0, err
+    header, rows = read_csv(out)
+    assert header == ["species"] and len(rows) == 240
+    predicted = np.array([row[0] for row in rows])
+    assert np.mean(predicted == species) > 0.9
+
+    # --out writes the same CSV, whole; --proba one probability per class
+    code, _, err = run_cli(capsys, "predict", model, data_csv, "--out", tmp_path / "p.csv")
+    assert code == 0, err
+    assert (tmp_path / "p.csv").read_text() == out
+    code, out, err = run_cli(capsys, "predict", model, data_csv, "--proba")
+    header, rows = read_csv(out)
+    assert header == ["a", "b", "c"]
+    proba = np.array(rows, dtype=float)
+    assert proba.shape == (240, 3) and np.allclose(proba.sum(axis=1), 1, atol=1e-5)
+    assert np.array_equal(np.array(["a", "b", "c"])[proba.argmax(axis=1)], predicted)
+
+
+def test_regression_csv_standardizes_and_predicts_in_the_targets_units(tmp_path, data_csv, capsys):
+    model = tmp_path / "r.npz"
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "price", "--features", "x0,x1,x2",
+                             "--out", model, "--epochs", "150", "--seed", "1", "--dtype", "float64")
+    assert code == 0, err
+    assert 'target "price": regression.' in out and "RMSE" in out
+    meta = fm.load(model).metadata["cli"]
+    _, _, price = dataset()
+    assert meta["task"] == "regression" and meta["classes"] is None
+    assert meta["y_mean"] == pytest.approx([price.mean()]) and meta["y_scale"] == pytest.approx([price.std()])
+
+    code, out, err = run_cli(capsys, "predict", model, data_csv)
+    assert code == 0, err
+    header, rows = read_csv(out)
+    assert header == ["price"]
+    predicted = np.array(rows, dtype=float)[:, 0]
+    assert np.sqrt(np.mean((predicted - price) ** 2)) < 0.25 * price.std()
+    assert all(float(repr(float(v))) == v for v in predicted)  # float64: shortest round-trip text
+
+
+def test_no_standardize_keeps_no_statistics(tmp_path, data_csv, capsys):
+    model = tmp_path / "m.npz"
+    code, _, err = run_cli(capsys, "train", data_csv, "--target", "price", "--features", "x0,x1,x2",
+                           "--no-standardize", "--out", model, "--epochs", "5")
+    assert code == 0, err
+    meta = fm.load(model).metadata["cli"]
+    assert meta["x_mean"] is meta["x_scale"] is meta["y_mean"] is meta["y_scale"] is None
+
+
+def test_predict_picks_feature_columns_by_name(tmp_path, data_csv, capsys):
+    model = tmp_path / "m.npz"
+    assert run_cli(capsys, "train", data_csv, "--target", "species", "--features", "x0,x1,x2", "--out", model,
+                   "--epochs", "5")[0] == 0
+    _, first, _ = run_cli(capsys, "predict", model, data_csv, "--proba")
+    _, rows = read_csv(data_csv)
+    shuffled = write_csv(tmp_path / "new.csv", ["note", "x2", "x0", "x1"],
+                         [["hello", r[2], r[0], r[1]] for r in rows])  # no target, an extra text column
+    code, again, err = run_cli(capsys, "predict", model, shuffled, "--proba")
+    assert code == 0, err
+    assert again == first
+
+
+def test_options_shape_the_network_and_a_seed_repeats_the_fit(tmp_path, data_csv, capsys):
+    argv = ["train", data_csv, "--target", "species", "--layers", "16,16", "--activation", "tanh", "--residual",
+            "--norm", "layer", "--dropout", "0.1", "--optimizer", "sgd", "--lr", "0.05", "--batch-size", "16",
+            "--epochs", "10", "--seed", "7", "--validation", "0.25"]
+    assert run_cli(capsys, *argv, "--out", tmp_path / "a.npz")[0] == 0
+    assert run_cli(capsys, *argv, "--out", tmp_path / "b.npz")[0] == 0
+    a, b = fm.load(tmp_path / "a.npz"), fm.load(tmp_path / "b.npz")
+    assert a.layer_sizes == (4, 16, 16, 3) and a.activations[0] == "tanh"
+    kinds = [layer["type"] for layer in a.architecture]
+    assert "residual" in kinds and "layer_norm" in kinds and "dropout" in kinds
+    assert type(a.optimizer).__name__ == "SGD" and a.optimizer.lr == 0.05
+    assert np.array_equal(a.params, b.params)
+    assert a.metadata == b.metadata
+    # no hidden layer: a logistic model
+    assert run_cli(capsys, "train", data_csv, "--target", "species", "--layers", "", "--epochs", "2",
+                   "--out", tmp_path / "c.npz")[0] == 0
+    assert fm.load(tmp_path / "c.npz").layer_sizes == (4, 3)
+
+
+def test_patience_stops_early_and_needs_validation(tmp_path, data_csv, capsys):
+    argv = ["train", data_csv, "--target", "price", "--features", "x0,x1,x2", "--epochs", "400", "--seed", "2",
+            "--lr", "0.05", "--patience", "3", "--out", tmp_path / "m.npz"]
+    code, out, err = run_cli(capsys, *argv, "--validation", "0.3")
+    assert code == 0, err
+    stopped = re.search(r"Trained (\d+) epochs \(stopped early; the weights of epoch (\d+)\)", out)
+    assert stopped and int(stopped.group(1)) < 400 and int(stopped.group(2)) == int(stopped.group(1)) - 3, out
+    code, _, err = run_cli(capsys, *argv)
+    assert (code, err) == (2, "fastmlp train: error: --patience: needs --validation (early stopping watches the "
+                              "validation loss)\n")
+
+
+@pytest.mark.parametrize("values, task", [
+    (["0", "1", "2", "1"] * 10, "classification"),      # few distinct integers: class labels
+    (["1.0", "3", "1", "3"] * 10, "classification"),
+    ([f"{0.1 * i}" for i in range(40)], "regression"),
+    ([str(i) for i in range(40)], "regression"),        # more than 20 distinct integers
+    (["yes", "no"] * 20, "classification"),
+])
+def test_task_is_chosen_by_the_targets_values(tmp_path, capsys, values, task):
+    data = write_csv(tmp_path / "t.csv", ["x", "t"], [[str(i % 7), v] for i, v in enumerate(values)])
+    code, out, err = run_cli(capsys, "train", data, "--target", "t", "--epochs", "2", "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    assert f'target "t": {task}' in out
+    if task == "classification" and values[0] == "1.0":
+        assert fm.load(tmp_path / "m.npz").metadata["cli"]["classes"] == [1, 3]
+
+
+def test_task_flag_overrides(tmp_path, capsys):
+    data = write_csv(tmp_path / "t.csv", ["x", "t"], [[str(i), str(i % 3)] for i in range(30)])
+    code, out, err = run_cli(capsys, "train", data, "--target", "t", "--task", "regression", "--epochs", "2",
+                             "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    assert 'target "t": regression' in out
+    code, out, _ = run_cli(capsys, "predict", tmp_path / "m.npz", data)
+    assert read_csv(out)[0] == ["t"]
+    float(read_csv(out)[1][0][0])
+
+
+def test_npy_target_is_a_column_and_predict_drops_it(tmp_path, capsys):
+    X, _, price = dataset(120)
+    np.save(tmp_path / "d.npy", np.column_stack([price, X]))
+    model = tmp_path / "m.npz"
+    code, out, err = run_cli(capsys, "train", tmp_path / "d.npy", "--target", "0", "--out", model, "--epochs", "5")
+    assert code == 0, err
+    assert "target column 0: regression" in out
+    meta = fm.load(model).metadata["cli"]
+    assert meta["features"] is None and meta["target"] == 0
+    _, with_target, _ = run_cli(capsys, "predict", model, tmp_path / "d.npy")
+    np.save(tmp_path / "x.npy", X)
+    code, features_only, err = run_cli(capsys, "predict", model, tmp_path / "x.npy")
+    assert code == 0, err
+    assert with_target == features_only and read_csv(with_target)[0] == ["prediction"]
+
+
+def test_npz_with_string_labels(tmp_path, capsys):
+    X, species, _ = dataset(150)
+    np.savez(tmp_path / "d.npz", X=X, kind=species)
+    model = tmp_path / "m.npz"
+    code, out, err = run_cli(capsys, "train", tmp_path / "d.npz", "--target", "kind", "--out", model, "--epochs", "20")
+    assert code == 0, err
+    assert 'target "kind": classification, 3 classes (a, b, c)' in out
+    code, out, err = run_cli(capsys, "predict", model, tmp_path / "d.npz")
+    assert code == 0, err
+    header, rows = read_csv(out)
+    assert header == ["kind"] and {r[0] for r in rows} <= {"a", "b", "c"} and len(rows) == 150
+
+
+def test_a_model_saved_from_python_predicts_every_column_in_order(tmp_path, capsys):
+    net = fm.Network([2, 8, 3], loss="cross_entropy", seed=0)
+    net.save(tmp_path / "m.npz")
+    X = np.array([[0.5, -1.0], [2.0, 0.25]])
+    data = write_csv(tmp_path / "d.csv", ["u", "v"], X.tolist())
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", data)
+    assert code == 0, err
+    assert read_csv(out) == (["class"], [[str(c)] for c in net.predict(X.astype(np.float32))])
+
+
+@pytest.mark.parametrize("n_outputs", [1, 2])
+def test_a_sigmoid_network_from_python_predicts_each_output(tmp_path, capsys, n_outputs):
+    net = fm.Network([2, 4, n_outputs], loss="binary_cross_entropy", seed=1)
+    net.save(tmp_path / "m.npz")
+    X = np.array([[0.5, -1.0], [2.0, 0.25], [-3.0, 1.0]])
+    np.save(tmp_path / "x.npy", X)
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy")
+    assert code == 0, err
+    header, rows = read_csv(out)
+    expected = net.predict(X.astype(np.float32)).reshape(3, -1)
+    assert header == (["class"] if n_outputs == 1 else ["output_0", "output_1"])
+    assert np.array_equal(np.array(rows, dtype=int), expected)
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", tmp_path / "x.npy", "--proba")
+    header, rows = read_csv(out)
+    assert header == [f"output_{j}" for j in range(n_outputs)]
+    assert np.allclose(np.array(rows, dtype=float), net.predict_proba(X.astype(np.float32)), atol=1e-6)
+
+
+def test_progress_bar_on_a_terminal_goes_to_stderr(tmp_path, data_csv, capsys, monkeypatch):
+    monkeypatch.setattr(cli, "_progress_wanted", lambda: True)
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "species", "--epochs", "7",
+                             "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    assert "7/7" in err and "Epoch" not in out and "7/7" not in out
+    assert out.splitlines()[-1] == f"Model: {tmp_path / 'm.npz'}"
+
+
+def test_quoted_cells_and_multi_line_fields_keep_line_numbers(tmp_path, capsys):
+    data = tmp_path / "q.csv"
+    data.write_text('x,"the, label"\n1,"two\nlines"\n2,b\n3,"x ""y"""\nbad,c\n', encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", data, "--target", "the, label", "--epochs", "1")
+    assert code == 2
+    assert err == f'fastmlp train: error: {data}:6: column "x": "bad" is not a number\n'
+
+
+def test_subprocess_piped_train_and_predict_print_no_progress(tmp_path, data_csv):
+    model = tmp_path / "m.npz"
+    run = lambda *argv: subprocess.run([sys.executable, "-m", "fastmlp", *map(os.fspath, argv)],
+                                       capture_output=True, text=True, timeout=120)
+    result = run("train", data_csv, "--target", "species", "--out", model, "--epochs", "20")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""
+    result = run("predict", model, data_csv, "--out", tmp_path / "p.csv")
+    assert result.returncode == 0 and result.stdout == "" and result.stderr == ""
+    assert len((tmp_path / "p.csv").read_text().splitlines()) == 241
+    result = run("predict", model, tmp_path / "missing.csv")
+    assert result.returncode == 2
+    assert result.stderr == f"fastmlp predict: error: {tmp_path / 'missing.csv'}: no such file\n"
+
+
+# ---- bad files: one line, file:line, the column, exit 2 ------------------------------------------
+
+BAD_CSV = {
+    "not_a_number": ('a,b,y\n1,2,3\n1,abc,4\n', 'bad.csv:3: column "b": "abc" is not a number'),
+    "empty_cell": ('a,b,y\n1,2,3\n1,,4\n', 'bad.csv:3: column "b": empty cell, expected a number'),
+    "not_finite": ('a,b,y\n1,2,3\n1,inf,4\n', 'bad.csv:3: column "b": "inf" is not a finite number'),
+    "short_row": ('a,b,y\n1,2,3\n\n1,2\n', 'bad.csv:4: 2 cells, but the header names 3 columns; column "y" is missing'),
+    "long_row": ('a,b,y\n1,2,3,9\n', 'bad.csv:2: 4 cells, but the header names 3 columns; extra cell "9" in column 4'),
+    "empty_file": ('', 'bad.csv:1: empty file, expected a header row naming the columns'),
+    "blank_lines_only": ('\n\n', 'bad.csv:1: empty file, expected a header row naming the columns'),
+    "header_only": ('a,b,y\n', 'bad.csv:2: no data rows after the header'),
+    "missing_target": ('a,b,z\n1,2,3\n', 'bad.csv:1: no column "y" (the target); its columns: "a", "b", "z"'),
+    "duplicate_name": ('a,a,y\n1,2,3\n', 'bad.csv:1: column "a" appears twice (columns 1 and 2)'),
+    "unnamed_column": ('a,,y\n1,2,3\n', 'bad.csv:1: column 2 of the header has no name'),
+    "empty_target": ('a,b,y\n1,2,3\n1,2,\n', 'bad.csv:3: column "y": empty cell, expected a target value'),
+    "mixed_target": ('a,b,y\n1,2,3\n1,2,n/a\n', 'bad.csv:3: column "y": "n/a" is not a number (the other values '
+                                                 'are numbers; --task classification takes every value for a label)'),
+    "multi_line_cell": ('a,b,y\n1,2,3\n"x\ny",2,3\n', 'bad.csv:3: column "a": "x\\ny" is not a number'),
+    "unclosed_quote": ('a,b,y\n1,2,3\n1,"2,3\n', 'bad.csv:3: not valid CSV (unexpected end of data)'),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_bad_csv_is_one_line_naming_file_line_and_column(tmp_path, capsys, case):
+    text, message = BAD_CSV[case]
+    (tmp_path / "bad.csv").write_text(text, encoding="utf-8")
+    code, out, err = run_cli(capsys, "train", tmp_path / "bad.csv", "--target", "y", "--epochs", "1",
+                             "--out", tmp_path / "m.npz")
+    assert code == 2
+    assert err == f"fastmlp train: error: {tmp_path}{os.sep}{message}\n"
+    assert out == "" and not (tmp_path / "m.npz").exists()
+
+
+def test_long_and_odd_cells_are_shortened_and_stay_on_one_line(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_text('a,y\n1,2\n"' + "é" * 100 + '\t\r\nz",1\n', encoding="utf-8")
+    code, _, err = run_cli(capsys, "train", tmp_path / "bad.csv", "--target", "y")
+    assert code == 2 and err.count("\n") == 1
+    assert err.endswith(': column "a": "' + "é" * 40 + '…" is not a number\n')
+
+
+def test_not_utf8_names_the_line(tmp_path, capsys):
+    (tmp_path / "bad.csv").write_bytes(b"a,y\n1,2\n1,\xff\n")
+    code, _, err = run_cli(capsys, "train", tmp_path / "bad.csv", "--target", "y")
+    assert code == 2
+    assert err == (f"fastmlp train: error: {tmp_path / 'bad.csv'}:3: not UTF-8 text (byte 0xff at character 3 "
+                   "of the line); save the file as UTF-8\n")
+
+
+def test_missing_data_file(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", tmp_path / "nope.csv", "--target", "y")
+    assert (code, err) == (2, f"fastmlp train: error: {tmp_path / 'nope.csv'}: no such file\n")
+
+
+def test_csv_target_is_required_and_the_error_lists_the_columns(tmp_path, data_csv, capsys):
+    code, _, err = run_cli(capsys, "train", data_csv)
+    assert code == 2
+    assert err == (f'fastmlp train: error: {data_csv}: --target: name the target column (its columns: "x0", '
+                   '"x1", "x2", "species", "price")\n')
+
+
+@pytest.fixture
+def trained(tmp_path, data_csv, capsys):
+    model = tmp_path / "m.npz"
+    assert run_cli(capsys, "train", data_csv, "--target", "species", "--features", "x0,x1,x2", "--out", model,
+                   "--epochs", "2")[0] == 0
+    return model
+
+
+def test_predict_missing_feature_column(tmp_path, trained, capsys):
+    data = write_csv(tmp_path / "d.csv", ["x0", "x2"], [[1, 2]])
+    code, _, err = run_cli(capsys, "predict", trained, data)
+    assert code == 2
+    assert err == (f'fastmlp predict: error: {data}:1: no column "x1" (a feature the model was trained on); '
+                   'its columns: "x0", "x2"\n')
+
+
+def test_predict_non_numeric_cell(tmp_path, trained, capsys):
+    data = write_csv(tmp_path / "d.csv", ["x0", "x1", "x2"], [[1, 2, 3], [1, 2, 3], [4, "abc", 6]])
+    code, _, err = run_cli(capsys, "predict", trained, data)
+    assert (code, err) == (2, f'fastmlp predict: error: {data}:4: column "x1": "abc" is not a number\n')
+
+
+@pytest.mark.parametrize("kind", ["csv", "truncated", "text", "missing", "directory", "not_fastmlp"])
+def test_a_model_file_that_is_not_one(tmp_path, trained, data_csv, capsys, kind):
+    path = tmp_path / "model.npz"
+    if kind == "csv":
+        path = data_csv
+    elif kind == "truncated":
+        path.write_bytes(trained.read_bytes()[:300])
+    elif kind == "text":
+        path.write_text("hello\n")
+    elif kind == "directory":
+        path = tmp_path
+    elif kind == "not_fastmlp":
+        np.savez(path, X=np.zeros(3))
+    code, out, err = run_cli(capsys, "predict", path, data_csv)
+    assert code == 2 and out == ""
+    assert err.startswith(f"fastmlp predict: error: {path}: ") and err.count("\n") == 1, err
+    expected = {"csv": "not a fastmlp model file (not an .npz archive; it starts with b'x0,x')",
+                "text": "not a fastmlp model file (not an .npz archive; it starts with b'hell')",
+                "missing": "no such file", "directory": "is a directory, not a model file",
+                "truncated": "not a fastmlp model file, or a truncated or corrupted one",
+                "not_fastmlp": "not a fastmlp model file (no JSON header)"}[kind]
+    assert expected in err
+
+
+def test_predict_proba_of_a_regressor_and_bad_metadata(tmp_path, data_csv, capsys):
+    model = tmp_path / "r.npz"
+    code, _, err = run_cli(capsys, "train", data_csv, "--target", "price", "--out", model, "--epochs", "1")
+    assert (code, err) == (2, f'fastmlp train: error: {data_csv}:2: column "species": "b" is not a number (every '
+                              'column but the target is a feature; --features chooses them)\n')
+    assert run_cli(capsys, "train", data_csv, "--target", "price", "--features", "x0,x1,x2", "--out", model,
+                   "--epochs", "1")[0] == 0
+    code, _, err = run_cli(capsys, "predict", model, data_csv, "--proba")
+    assert (code, err) == (2, f"fastmlp predict: error: --proba: {model} is a regression model; it predicts "
+                              "values, not classes\n")
+    net = fm.load(model)
+    net.metadata = {"cli": {**net.metadata["cli"], "x_mean": [0.0]}}
+    net.save(model)
+    code, _, err = run_cli(capsys, "predict", model, data_csv)
+    assert code == 2
+    assert err == f'fastmlp predict: error: {model}: metadata "cli" x_mean: expected null or a list of 3, got [0.0]\n'
+    net.metadata = {"cli": {**net.metadata["cli"], "x_mean": [0.0] * 3, "x_scale": [1.0, 0.0, 1.0]}}
+    net.save(model)
+    code, _, err = run_cli(capsys, "predict", model, data_csv)
+    assert (code, err) == (2, f'fastmlp predict: error: {model}: metadata "cli" x_scale: expected positive numbers, '
+                              'got [1.0, 0.0, 1.0]\n')
+
+
+def test_bad_arrays(tmp_path, capsys):
+    X = np.ones((5, 3))
+    X[3, 1] = np.nan
+    np.save(tmp_path / "nan.npy", X)
+    np.savez(tmp_path / "noX.npz", A=X, y=np.ones(5))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.save(tmp_path / "one.npy", np.ones(5))
+    expected = {
+        "nan.npy": "row 3, column 1 (from 0): nan is not a finite number",
+        "noX.npz": 'no array "X" (the features); its arrays: "A", "y"',
+        "obj.npy": "holds pickled objects; refused (nothing in it was run)",
+        "one.npy": "the array has 1 column; expected features and a target",
+    }
+    for name, message in expected.items():
+        code, _, err = run_cli(capsys, "train", tmp_path / name)
+        assert (code, err) == (2, f"fastmlp train: error: {tmp_path / name}: {message}\n"), name
+
+
+def test_a_classification_target_needs_two_classes(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["x", "y"], [[i, "same"] for i in range(5)])
+    code, _, err = run_cli(capsys, "train", data, "--target", "y")
+    assert (code, err) == (2, f'fastmlp train: error: {data}: target "y": every row has the label "same"; a '
+                              'classifier needs two classes or more\n')
+
+
+@pytest.mark.parametrize("argv", [
+    ["--layers", "64,x"], ["--layers", "0"], ["--validation", "1"], ["--validation", "-0.1"], ["--dropout", "1"],
+    ["--lr", "0"], ["--lr", "nan"], ["--optimizer", "rmsprop"], ["--task", "clustering"], ["--norm", "group"],
+    ["--features", "a,,b"], ["--epochs", "0"], ["--bogus"],
+])
+def test_bad_train_options_are_usage_errors(tmp_path, data_csv, capsys, argv):
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "species", *argv)
+    assert code == 2
+    assert err.startswith("usage: fastmlp") and "error:" in err
+
+
+def test_unwritable_out_fails_before_reading(tmp_path, capsys):
+    code, _, err = run_cli(capsys, "train", tmp_path / "nope.csv", "--target", "y", "--out", tmp_path / "no" / "m.npz")
+    assert code == 2 and "cannot write" in err and "no such directory" in err
+    code, _, err = run_cli(capsys, "predict", tmp_path / "m.npz", tmp_path / "d.csv", "--out", tmp_path)
+    assert code == 2 and err == f"fastmlp predict: error: cannot write {tmp_path}: it is a directory\n"
+
+
+def test_metadata_is_json_and_survives_pickle(trained):
+    net = fm.load(trained)
+    assert json.loads(json.dumps(net.metadata)) == net.metadata
+    assert pickle.loads(pickle.dumps(net)).metadata == net.metadata
