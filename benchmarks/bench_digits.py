@@ -1,4 +1,5 @@
-"""Classification on scikit-learn's digits: fastmlp beside scikit-learn's
+"""Classification on scikit-learn's digits: fastmlp (its Network, and its
+scikit-learn estimator fastmlp.sklearn.MLPClassifier) beside scikit-learn's
 MLPClassifier (and PyTorch when installed), accuracy and fit time, one run.
 
 The task of the training issue: 8×8 images (1797, 10 classes), inputs / 16,
@@ -46,6 +47,18 @@ def run_fastmlp(Xtr, Xte, ytr, yte, seed, epochs):
     net.fit(Xtr, ytr, epochs=epochs, batch_size=32, optimizer=fm.Adam(lr=3e-3))
     seconds = time.perf_counter() - start
     return seconds, net.score(Xte, yte)
+
+
+def run_fastmlp_sklearn(Xtr, Xte, ytr, yte, seed, epochs):
+    """fastmlp's scikit-learn estimator, set as the scikit-learn row is: the drop-in."""
+    from fastmlp.sklearn import MLPClassifier
+
+    clf = MLPClassifier(hidden_layer_sizes=(128,), activation="relu", solver="adam", learning_rate_init=3e-3,
+                        batch_size=32, max_iter=epochs, alpha=0.0, tol=None, shuffle=True, random_state=seed)
+    start = time.perf_counter()
+    clf.fit(Xtr, ytr)
+    seconds = time.perf_counter() - start
+    return seconds, clf.score(Xte, yte)
 
 
 def run_sklearn(Xtr, Xte, ytr, yte, seed, epochs):
@@ -101,7 +114,8 @@ def main() -> None:
         import threadpoolctl
     except ImportError:
         threadpoolctl = None
-    runners = {"fastmlp": run_fastmlp, "scikit-learn": run_sklearn}
+    runners = {"fastmlp": run_fastmlp, "fastmlp.sklearn.MLPClassifier": run_fastmlp_sklearn,
+               "scikit-learn": run_sklearn}
     versions = [f"fastmlp {fm.__version__}", f"scikit-learn {sklearn.__version__}", f"NumPy {np.__version__}"]
     try:
         import torch
