@@ -288,6 +288,12 @@ def test_class_weight_with_one_sigmoid_output():
     ({"class_weight": {"a": 1.0}}, ValueError, r"^class_weight: classes are 0\.\.2, got the key 'a'"),
     ({"class_weight": {0: -1.0}}, ValueError, r"^class_weight\[0\]: expected a number in \[0, inf\)"),
     ({"validation_data": (1, 2, 3, 4)}, TypeError, r"^validation_data: expected a pair"),
+    ({"class_weight": {0: 0.0, 1: 0.0, 2: 0.0}}, ValueError, r"^class_weight: every training sample's weight is zero"),
+    ({"sample_weight": np.full(96, 1e300), "class_weight": {0: 1e10}}, ValueError,
+     r"^sample_weight × class_weight: expected finite values"),
+    ({"sample_weight": 1e309}, ValueError, r"^sample_weight: expected finite values"),
+    ({"validation_data": (np.zeros((2, 4)), [0, 1]), "class_weight": {0: 0.0, 1: 0.0}}, ValueError,
+     r"^validation_data: every sample's weight is zero"),
 ])
 def test_bad_weights_are_refused_before_anything_runs(kwargs, error, message):
     X, y = problem("cross_entropy")
@@ -318,3 +324,38 @@ def test_the_engine_refuses_bad_weights_itself():
     with pytest.raises(ValueError, match=r"sample_weight: expected 96 weights"):
         net._core.fit(np.ascontiguousarray(X), np.ascontiguousarray(y), 1, 0, False, "mse", 1.0, config, None,
                       False, False, 0, np.ones(3))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_tiny_float32_weights_weigh_as_their_ratios(name):
+    """Σ w below float32's smallest normal: 1 / Σ w overflows float32, but each row's
+    factor w_i / Σ w is formed in double first."""
+    pred, target, weight = loss_case(name, (33, 3), np.float32)
+    tiny = (weight.astype(np.float64) * 2.0**-140).astype(np.float32)  # subnormal: Σ w · O < 2 / float32 max
+    grad = kernels.loss_backward(name, pred, target, weight=tiny)
+    assert np.isfinite(grad).all()
+    assert_close(grad, kernels.loss_backward(name, pred, target, weight=tiny.astype(np.float64) * 2.0**140),
+                 rtol=1e-5, atol=1e-6 * float(np.abs(grad).max(initial=0)), what=f"{name} tiny weights")
+    assert_close(grad, reference.loss_backward(name, pred, target, weight=tiny), rtol=64 * eps_of(np.float32),
+                 atol=1e-6 * float(np.abs(grad).max(initial=0)), what=f"{name} twin")
+
+
+def test_weights_that_overflow_float32_are_named():
+    X, y = problem("cross_entropy")
+    net = network("cross_entropy", dtype="float32")
+    with pytest.raises(ValueError, match=r"^class_weight: \d+ values overflow float32"):
+        net.fit(X, y, class_weight={0: 1e39})
+    with pytest.raises(ValueError, match=r"^sample_weight: 96 values overflow float32"):
+        net.fit(X, y, sample_weight=1e39)
+
+
+def test_class_weight_weighs_validation_data_as_the_split():
+    """The held-out samples carry their class's weight whether they come from
+    validation_split or validation_data."""
+    X, y = problem("cross_entropy")
+    weights = {0: 3.0, 1: 0.5}
+    split, given = network("cross_entropy"), network("cross_entropy")
+    a = split.fit(X, y, epochs=2, class_weight=weights, validation_split=0.25)
+    b = given.fit(X[:72], y[:72], epochs=2, class_weight=weights, validation_data=(X[72:], y[72:]))
+    assert np.array_equal(split.params, given.params)
+    assert a["val_loss"] == b["val_loss"]

@@ -93,16 +93,19 @@ double loss_rows(Loss loss, const T* pred, const T* target, T* grad, index rows,
             "loss: huber's delta must be positive and finite");
     if (rows == 0 || outputs == 0) return 0.0;
     const double normalizer = loss_normalizer(loss, batch_weight, outputs);
-    // A batch of weight 0 (all its weights 0) has loss 0 and gradient 0.
-    const T base = normalizer > 0 ? T((loss == Loss::mse ? 2.0 : 1.0) / normalizer) : T(0);
+    // A batch of weight 0 (all its weights 0) has loss 0 and gradient 0. A row's
+    // factor w_i · inv is formed in double and rounded to T once: weights of one give
+    // the unweighted factor bit for bit, and tiny float32 weights (Σ w < 1e-38, whose
+    // inv no float holds) still give factors near w_i / Σ w.
+    const double inv = normalizer > 0 ? (loss == Loss::mse ? 2.0 : 1.0) / normalizer : 0.0;
+    const T base = T(inv);
     const T d = T(delta);
     double total = 0;
     for (index i = 0; i < rows; ++i) {
         const T* p = pred + i * outputs;
         const T* t = target + i * outputs;
         T* g = grad == nullptr ? nullptr : grad + i * outputs;
-        // w_i folded into the row's factor: all-ones weights leave it as it was.
-        const T scale = weight == nullptr ? base : base * weight[i];
+        const T scale = weight == nullptr ? base : T(double(weight[i]) * inv);
         double row = 0;
         switch (loss) {
             case Loss::mse:

@@ -171,7 +171,7 @@ def check_sample_weight(value, name: str, n_samples: int, dtype: np.dtype, *, al
         return None
     array = as_numeric_array(value, name)
     if array.ndim == 0:
-        array = np.full(n_samples, array, dtype=dtype)
+        array = np.full(n_samples, array)  # cast below, where an overflow is named
     if array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     if array.ndim != 1 or array.shape[0] != n_samples:

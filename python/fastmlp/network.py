@@ -669,7 +669,10 @@ class Network:
         """Every argument of fit checked and converted, before anything runs."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        w = self._sample_weight(sample_weight, class_weight, y)
+        w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype, allow_all_zero=True)
+        per_class = self._class_weight(class_weight, y)
+        w = self._weighted_by_class(w, per_class, y, "sample_weight × class_weight" if w is not None
+                                    else "class_weight")
         epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
         batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         optimizer = self._resolve_optimizer(optimizer, remember=False)
@@ -678,9 +681,11 @@ class Network:
         verbose = check_int(verbose, "verbose")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
-        X, y, w, X_val, y_val, w_val = self._validation_set(X, y, w, validation_split, validation_data)
+        X, y, w, X_val, y_val, w_val = self._validation_set(X, y, w, per_class, validation_split, validation_data)
         if w is not None and not w.any():
-            raise ValueError("sample_weight: every training sample's weight is zero; nothing would be learned")
+            given = " and ".join(name for name, value in (("sample_weight", sample_weight),
+                                                          ("class_weight", class_weight)) if value is not None)
+            raise ValueError(f"{given}: every training sample's weight is zero; nothing would be learned")
         if early_stopping is True:
             early_stopping = EarlyStopping()
         elif early_stopping is False:
@@ -697,21 +702,32 @@ class Network:
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
                         bool(record_layer_norms), checkpoint, w, w_val)
 
-    def _sample_weight(self, sample_weight, class_weight, y: np.ndarray, name: str = "sample_weight"):
-        """The samples' weights (n,) in the network's dtype, ``class_weight`` folded
-        in; None when neither is given."""
-        w = check_sample_weight(sample_weight, name, y.shape[0], self._dtype, allow_all_zero=True)
+    def _class_shares(self, y: np.ndarray) -> np.ndarray:
+        """Each sample's share of each class (n, k): its one-hot row, or (1 − t, t) for
+        one sigmoid output."""
+        return y if self._loss == "cross_entropy" else np.hstack([1 - y, y])
+
+    def _class_weight(self, class_weight, y: np.ndarray) -> np.ndarray | None:
+        """fit's ``class_weight`` as one weight per class (k,), float64 ("balanced"
+        counts the classes of the training targets ``y``); None without one."""
         if class_weight is None:
-            return w
+            return None
         if not (self._loss == "cross_entropy" or (self._loss == "binary_cross_entropy" and self.n_outputs == 1)):
             raise ValueError(f"class_weight: only for a cross_entropy classifier or a one-output "
                              f"binary_cross_entropy one; this network's loss is {self._loss!r} with "
                              f"{self.n_outputs} outputs (give sample_weight instead)")
-        # Each sample's share of each class: its one-hot row, or (t, 1 - t) for one sigmoid output.
-        shares = y if self._loss == "cross_entropy" else np.hstack([1 - y, y])
-        per_class = _class_weights(class_weight, shares)
-        weight = (shares.astype(np.float64) @ per_class).astype(self._dtype)
-        return weight if w is None else (w * weight).astype(self._dtype, copy=False)
+        return _class_weights(class_weight, self._class_shares(y))
+
+    def _weighted_by_class(self, w, per_class, y: np.ndarray, name: str):
+        """The samples' weights ``w`` (None: all 1) times their class's weight, checked
+        (finite in the network's dtype) under ``name``; ``w`` itself without class weights."""
+        if per_class is None:
+            return w
+        weight = self._class_shares(y).astype(np.float64) @ per_class
+        if w is not None:
+            with np.errstate(over="ignore"):  # an inf is named below
+                weight *= w
+        return check_sample_weight(weight, name, y.shape[0], self._dtype, allow_all_zero=True)
 
     def _checkpoint(self, checkpoint) -> int:
         """fit's ``checkpoint`` as the engine's k (0: no checkpointing)."""
@@ -739,9 +755,10 @@ class Network:
             raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
                              f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
 
-    def _validation_set(self, X, y, w, validation_split, validation_data):
+    def _validation_set(self, X, y, w, per_class, validation_split, validation_data):
         """(X, y, w, X_val, y_val, w_val): the training samples and their weights, and
-        the validation set and its weights (None, None, None without one)."""
+        the validation set and its weights (None, None, None without one). The class
+        weights ``per_class`` weigh the validation samples too, however they are given."""
         validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         if validation_data is not None:
             if validation_split:
@@ -753,6 +770,9 @@ class Network:
             X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
             y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
             w_val = check_sample_weight(w_val, "validation_data sample_weight", X_val.shape[0], self._dtype)
+            w_val = self._weighted_by_class(w_val, per_class, y_val, "validation_data's weights × class_weight")
+            if w_val is not None and not w_val.any():
+                raise ValueError("validation_data: every sample's weight is zero; val_loss would mean nothing")
             return X, y, w, X_val, y_val, w_val
         if not validation_split:
             return X, y, w, None, None, None

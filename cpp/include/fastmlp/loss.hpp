@@ -16,7 +16,8 @@
 // terms are multiplied by w_i and B becomes W = Σ w_i (mse: L = (1/WO) Σ_i w_i
 // Σ_k (p − t)², dL/dp = 2 w_i (p − t) / WO; the others alike). All-ones weights
 // give the unweighted results bit for bit; scaling every weight by c > 0 changes
-// nothing but rounding. When W is 0 the loss and its gradient are 0.
+// nothing but rounding (a power of two: nothing at all, down to weights whose sum
+// is ~1e-300). When W is 0 the loss and its gradient are 0.
 #pragma once
 
 #include <string>

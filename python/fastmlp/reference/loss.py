@@ -147,8 +147,8 @@ def loss_backward(name, pred, target, delta=1.0, weight=None):
     - ``"binary_cross_entropy"``: (σ(p) − t) / n, σ the logistic sigmoid (stable form).
     - ``"huber"``: clip(p − t, −δ, δ) / n.
 
-    With ``weight`` (B,), B becomes W = Σ w_i and row i's factor is (factor · w_i),
-    computed in T (the kernel's order); all 0 when W is 0.
+    With ``weight`` (B,), B becomes W = Σ w_i and row i's factor is w_i · factor,
+    formed in float64 and rounded to T once (the kernel's order); all 0 when W is 0.
     """
     pred, target, dtype = _loss_arrays(name, pred, target, delta)
     w = _weights(weight, pred)
@@ -158,7 +158,7 @@ def loss_backward(name, pred, target, delta=1.0, weight=None):
         return np.zeros(pred.shape, dtype=dtype)
     normalizer = batch if name == "cross_entropy" else batch * pred.shape[1]
     factor = (2.0 if name == "mse" else 1.0) / normalizer if normalizer > 0 else 0.0
-    scale = T(factor) if w is None else (T(factor) * w)[:, None]
+    scale = T(factor) if w is None else (w.astype(np.float64) * factor).astype(dtype)[:, None]
     if name == "mse":
         grad = scale * (pred - target)
     elif name == "cross_entropy":
