@@ -281,3 +281,62 @@ def test_metadata_that_json_cannot_hold_is_refused(value, error, message, tmp_pa
     with pytest.raises(ValueError, match=r"^metadata: must hold only str keys .*object is not JSON serializable"):
         net.save(tmp_path / "model.npz")
     assert not (tmp_path / "model.npz").exists()
+
+
+# ---- crafted files: refused before anything is allocated for them ------------------------------
+
+
+def test_a_header_claiming_a_huge_network_is_refused_before_building_it(saved):
+    # 10**12 outputs: building it would ask for terabytes (MemoryError); the header's count does not match.
+    edited_header(saved, lambda h: h["architecture"][-1].update(outputs=10**12))
+    with pytest.raises(ValueError, match=r"model\.npz: header n_params: the architecture has \d{13,}, the header says"):
+        fm.load(saved)
+
+
+def test_a_consistent_huge_header_with_small_arrays_is_refused_before_building(saved):
+    def grow(h):
+        h["architecture"][-1]["outputs"] = 10**9
+        h["classes"] = None
+        h["loss"] = "mse"
+        h["n_params"] = 10**9 * (h["architecture"][-1]["inputs"] + 1) + h["n_params"]
+    edited_header(saved, grow)
+    with pytest.raises(ValueError, match=r"n_params|params: expected float32 of shape"):
+        fm.load(saved)
+
+
+def test_a_member_larger_than_its_array_is_refused_unread(saved):
+    arrays = arrays_of(saved)
+    arrays["rng_spare"] = np.zeros(100_000)  # 800 kB where 8 bytes belong
+    write(saved, arrays)
+    with pytest.raises(ValueError, match=r"rng_spare: \d+ bytes, more than the \d+ the header allows it"):
+        fm.load(saved)
+
+
+def test_a_deeply_nested_header_is_refused(saved):
+    arrays = arrays_of(saved)
+    header = str(arrays["header"])
+    arrays["header"] = np.array(header[:-1] + ', "metadata": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    write(saved, arrays)
+    with pytest.raises(ValueError, match=r"model\.npz: header: nested too deeply"):
+        fm.load(saved)
+
+
+def test_arrays_of_the_other_byte_order_load(saved):
+    """A model written on a big-endian machine: the same values, the other byte order."""
+    net = fm.load(saved)
+    arrays = arrays_of(saved)
+    for name, value in arrays.items():
+        if value.dtype.kind in "fu":
+            arrays[name] = value.astype(value.dtype.newbyteorder())
+    write(saved, arrays)
+    swapped = fm.load(saved)
+    assert np.array_equal(swapped.params, net.params)
+    X = np.random.default_rng(0).standard_normal((5, net.n_inputs))
+    assert np.array_equal(swapped.predict(X), net.predict(X))
+
+
+def test_a_member_that_is_not_an_array_is_refused(saved):
+    with zipfile.ZipFile(saved, "a") as z:
+        z.writestr("notes.txt", b"hello")
+    with pytest.raises(ValueError, match=r"model\.npz: not a fastmlp model file \(its member 'notes\.txt' is not"):
+        fm.load(saved)

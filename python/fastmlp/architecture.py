@@ -265,6 +265,16 @@ def flatten(layers: list[dict]) -> list[dict]:
     return flat
 
 
+def sizes(flat: list[dict]) -> tuple[int, int]:
+    """(parameters, state values) of a flat layer list: a dense layer's W and b, a
+    norm layer's gain and bias; batch norm's running mean and variance."""
+    n_params = sum(layer["inputs"] * layer["outputs"] + layer["outputs"] for layer in flat
+                   if layer["type"] == "dense")
+    n_params += sum(2 * layer["inputs"] for layer in flat if layer["type"] in ("layer_norm", "batch_norm"))
+    n_state = sum(2 * layer["inputs"] for layer in flat if layer["type"] == "batch_norm")
+    return n_params, n_state
+
+
 def nest(engine_layers: list[dict]) -> list[dict]:
     """The architecture (nested, JSON-able) of the engine's flat list of layers."""
     def spec(layer: dict) -> dict:

@@ -39,7 +39,9 @@ import zipfile
 import numpy as np
 
 from . import _core
+from . import architecture as _arch
 from ._files import write_atomically
+from ._validation import as_float_dtype
 from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
 from .schedules import Constant, Cosine, Exponential, Schedule, StepDecay, Warmup
 
@@ -55,6 +57,8 @@ _HEADER_TYPES = {
 }
 _OPTIONAL = {"metadata": {}}  # keys a file may lack (written since), and their value then
 _ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
+_MAX_HEADER_BYTES = 1 << 26  # the JSON header's .npy member: 64 MiB (architecture and metadata)
+_NPY_HEADER_BYTES = 4096  # what an array's .npy member may hold beside its values
 _OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, LAMB)}
 _SCHEDULES = {cls.__name__: cls for cls in (Constant, StepDecay, Exponential, Cosine, Warmup)}
 _SCHEDULE_FIELDS = {"Constant": (), "StepDecay": ("step_size", "gamma"), "Exponential": ("gamma",),
@@ -137,43 +141,79 @@ def save(net, path) -> None:
 
 # ---- load ----------------------------------------------------------------------------------------
 
-def _read_arrays(path: str) -> dict:
-    try:
-        # Opened here, so that the file is closed whatever np.load makes of it.
-        with open(path, "rb") as f:
-            start = f.read(len(_ZIP_MAGIC))
-            if start != _ZIP_MAGIC:  # np.load takes anything that is no .npy or .npz for a pickle
+class _Archive:
+    """A model file's members, each read only when asked for, and only when the size
+    its zip entry declares is within what the header allows: a crafted file cannot
+    make :func:`load` decompress or allocate more than the model it describes. Every
+    failure is a ValueError naming the file (FileNotFoundError stays itself)."""
+
+    def __init__(self, path: str):
+        self.path = path
+        self._file = open(path, "rb")
+        try:
+            start = self._file.read(len(_ZIP_MAGIC))
+            if start != _ZIP_MAGIC:  # np.load would take anything that is no .npy or .npz for a pickle
                 what = "an empty file" if not start else f"it starts with {start!r}"
-                raise ValueError(f"not an .npz archive: {what}")
-            f.seek(0)
-            loaded = np.load(f, allow_pickle=False)
-            if not isinstance(loaded, np.lib.npyio.NpzFile):
-                raise ValueError("it holds a single array, not an .npz archive")
-            with loaded as archive:
-                arrays = {name: archive[name] for name in archive.files}
-        for name, value in arrays.items():
-            if not isinstance(value, np.ndarray):  # NpzFile gives a member that is not .npy as bytes
-                raise ValueError(f"its member {name!r} is not a .npy array")
-        return arrays
-    except FileNotFoundError:
-        raise
-    except ValueError as error:
-        if "allow_pickle" in str(error) or "Object arrays" in str(error):
-            raise ValueError(f"{path}: holds a pickled object; refused (fastmlp never unpickles a model file)") from None
-        raise ValueError(f"{path}: not a fastmlp model file ({error})") from None
-    except (OSError, EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise ValueError(f"{path}: not a fastmlp model file, or a truncated or corrupted one "
-                         f"({type(error).__name__}: {error})") from None
+                raise ValueError(f"{path}: not a fastmlp model file (not an .npz archive: {what})")
+            self._zip = self._guard(lambda: zipfile.ZipFile(self._file))
+            self.members = {}
+            for info in self._zip.infolist():
+                if not info.filename.endswith(".npy"):
+                    raise ValueError(f"{path}: not a fastmlp model file (its member {info.filename!r} is not "
+                                     f"a .npy array)")
+                self.members[info.filename[:-4]] = info
+        except BaseException:
+            self._file.close()
+            raise
+
+    def __enter__(self) -> "_Archive":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._file.close()
+
+    def _guard(self, read):
+        try:
+            return read()
+        except ValueError as error:
+            if "allow_pickle" in str(error) or "Object arrays" in str(error):
+                raise ValueError(f"{self.path}: holds a pickled object; refused (fastmlp never unpickles a "
+                                 f"model file)") from None
+            raise ValueError(f"{self.path}: not a fastmlp model file ({error})") from None
+        except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as error:
+            raise ValueError(f"{self.path}: not a fastmlp model file, or a truncated or corrupted one "
+                             f"({type(error).__name__}: {error})") from None
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.members
+
+    def read(self, name: str, max_bytes: int) -> np.ndarray | None:
+        """Member ``name`` (None when absent), refused unread when it declares more than
+        ``max_bytes`` (its values and the .npy header)."""
+        info = self.members.get(name)
+        if info is None:
+            return None
+        if info.file_size > max_bytes:
+            raise ValueError(f"{self.path}: {name}: {info.file_size} bytes, more than the {max_bytes} the "
+                             f"header allows it")
+
+        def read():
+            with self._zip.open(info) as stream:
+                return np.lib.format.read_array(stream, allow_pickle=False)
+
+        return self._guard(read)
 
 
-def _header(path: str, arrays: dict) -> dict:
-    raw = arrays.get("header")
+def _header(path: str, archive: _Archive) -> dict:
+    raw = archive.read("header", _MAX_HEADER_BYTES)
     if raw is None or raw.dtype.kind != "U" or raw.shape != ():
         raise ValueError(f"{path}: not a fastmlp model file (no JSON header)")
     try:
         header = json.loads(str(raw))
     except json.JSONDecodeError as error:
         raise ValueError(f"{path}: header: not valid JSON ({error})") from None
+    except RecursionError:
+        raise ValueError(f"{path}: header: nested too deeply") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise ValueError(f"{path}: header: not a {FORMAT} file (format {header.get('format') if isinstance(header, dict) else None!r})")
     version = header.get("format_version")
@@ -204,11 +244,14 @@ def _type_names(kinds) -> str:
                        for k in kinds)
 
 
-def _array(path: str, arrays: dict, name: str, dtype, length: int) -> np.ndarray:
-    value = arrays.get(name)
+def _array(path: str, archive: _Archive, name: str, dtype, length: int) -> np.ndarray:
+    dtype = np.dtype(dtype)
+    value = archive.read(name, length * dtype.itemsize + _NPY_HEADER_BYTES)
     if value is None:
         raise ValueError(f"{path}: {name}: missing")
-    if value.dtype != np.dtype(dtype) or value.shape != (length,):
+    if value.dtype.kind == dtype.kind and value.dtype.itemsize == dtype.itemsize and value.dtype != dtype:
+        value = value.astype(dtype)  # the other byte order: a file from a big-endian machine
+    if value.dtype != dtype or value.shape != (length,):
         raise ValueError(f"{path}: {name}: expected {np.dtype(dtype).name} of shape ({length},), "
                          f"got {value.dtype.name} of shape {value.shape}")
     if value.dtype.kind == "f" and not np.isfinite(value).all():
@@ -218,41 +261,50 @@ def _array(path: str, arrays: dict, name: str, dtype, length: int) -> np.ndarray
 
 def load(path):
     """The network saved in ``path`` by :meth:`fastmlp.Network.save` (see the module docstring)."""
-    from .network import Network, _check_state
+    from .network import Network, _check_state, resolve_init
 
     path = os.fspath(path)
-    arrays = _read_arrays(path)
-    header = _header(path, arrays)
+    with _Archive(path) as archive:
+        header = _header(path, archive)
+        # The sizes the architecture implies, checked against the header before anything
+        # is read or allocated for them.
+        try:
+            dtype = as_float_dtype(header["dtype"], "dtype")
+            n_params, n_state = _arch.sizes(_arch.flatten(_arch.normalize(header["architecture"], resolve_init)))
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: header: {error}") from None
+        if header["dtype"] != dtype.name:
+            raise ValueError(f"{path}: header dtype: expected 'float32' or 'float64', got {header['dtype']!r}")
+        for key, actual in (("n_params", n_params), ("n_state", n_state)):
+            if header[key] != actual:
+                raise ValueError(f"{path}: header {key}: the architecture has {actual}, the header says "
+                                 f"{header[key]}")
+        params = _array(path, archive, "params", dtype, n_params)
+        state = _array(path, archive, "state", dtype, n_state)
+        optimizer, kind, buffers = None, "sgd", []
+        if header["optimizer"] is not None:
+            optimizer = _optimizer_from_dict(header["optimizer"], f"{path}: header optimizer")
+            kind = optimizer._kind
+            # Buffers exist once the optimizer has stepped (or a saved one had them).
+            kept = header["optimizer_steps"] > 0 or "optimizer_0" in archive
+            buffers = [_array(path, archive, f"optimizer_{i}", dtype, n_params)
+                       for i in range(optimizer._config().state_buffers if kept else 0)]
+        expected = ({"header", "params", "state", "rng_words", "rng_spare"}
+                    | {f"optimizer_{i}" for i in range(len(buffers))})
+        unknown = sorted(set(archive.members) - expected)
+        if unknown:
+            raise ValueError(f"{path}: holds arrays this format does not have: {unknown}")
+        words = _array(path, archive, "rng_words", np.uint64, 4)
+        spare = _array(path, archive, "rng_spare", np.float64, 1)
     try:
         net = Network.from_architecture(header["architecture"], loss=header["loss"], huber_delta=header["huber_delta"],
-                                        dtype=header["dtype"], seed=header["seed"])
+                                        dtype=dtype, seed=header["seed"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: header: {error}") from None
-    if header["dtype"] != net.dtype.name:
-        raise ValueError(f"{path}: header dtype: expected 'float32' or 'float64', got {header['dtype']!r}")
     classes = list(range(net.n_outputs)) if net.is_classifier else None
     if header["classes"] != classes:
         raise ValueError(f"{path}: header classes: a {header['loss']} network of {net.n_outputs} outputs has "
                          f"classes {classes}, got {header['classes']!r:.200}")
-    for key, actual in (("n_params", net.n_params), ("n_state", net.state.size)):
-        if header[key] != actual:
-            raise ValueError(f"{path}: header {key}: the architecture has {actual}, the header says {header[key]}")
-    params = _array(path, arrays, "params", net.dtype, net.n_params)
-    state = _array(path, arrays, "state", net.dtype, net.state.size)
-    optimizer, kind, buffers = None, "sgd", []
-    if header["optimizer"] is not None:
-        optimizer = _optimizer_from_dict(header["optimizer"], f"{path}: header optimizer")
-        kind = optimizer._kind
-        # Buffers exist once the optimizer has stepped (or a saved one had them).
-        kept = header["optimizer_steps"] > 0 or "optimizer_0" in arrays
-        buffers = [_array(path, arrays, f"optimizer_{i}", net.dtype, net.n_params)
-                   for i in range(optimizer._config().state_buffers if kept else 0)]
-    expected = {"header", "params", "state", "rng_words", "rng_spare"} | {f"optimizer_{i}" for i in range(len(buffers))}
-    unknown = sorted(set(arrays) - expected)
-    if unknown:
-        raise ValueError(f"{path}: holds arrays this format does not have: {unknown}")
-    words = _array(path, arrays, "rng_words", np.uint64, 4)
-    spare = _array(path, arrays, "rng_spare", np.float64, 1)
     rng = (tuple(int(w) for w in words), header["rng_has_spare"], float(spare[0]))
     try:
         net._restore(_check_state(net, params, (optimizer, kind, header["optimizer_steps"], buffers), rng, state))

@@ -322,9 +322,7 @@ class Network:
         self._activations = tuple(name for _, name, _ in blocks)
         self._schemes = tuple(flat[i]["init"] for i, _, _ in blocks)
         self._blocks = blocks
-        n_params = sum(layer["inputs"] * layer["outputs"] + layer["outputs"] for layer in flat
-                       if layer["type"] == "dense")
-        n_params += sum(2 * layer["inputs"] for layer in flat if layer["type"] in ("layer_norm", "batch_norm"))
+        n_params, _ = _arch.sizes(flat)
         if n_params > MAX_PARAMS:
             raise ValueError(f"architecture: {n_params} parameters, more than any memory holds "
                              f"(the limit is 2**48 = {MAX_PARAMS})")
@@ -1045,6 +1043,8 @@ def _check_metadata(value, name: str = "metadata") -> dict:
         raise TypeError(f"{name}: expected a dict of JSON values, got {type(value).__name__}")
     try:
         text = json.dumps(value, allow_nan=False)
+    except RecursionError:
+        raise ValueError(f"{name}: nested too deeply to save") from None
     except (TypeError, ValueError) as error:
         raise ValueError(f"{name}: must hold only str keys and JSON values (str, finite numbers, bool, None, "
                          f"lists, dicts): {error}") from None
