@@ -340,3 +340,9 @@ def test_a_member_that_is_not_an_array_is_refused(saved):
         z.writestr("notes.txt", b"hello")
     with pytest.raises(ValueError, match=r"model\.npz: not a fastmlp model file \(its member 'notes\.txt' is not"):
         fm.load(saved)
+
+
+def test_a_file_that_cannot_be_written_is_named_not_its_temporary(tmp_path):
+    target = tmp_path / "missing-folder" / "model.npz"
+    with pytest.raises(FileNotFoundError, match=rf"^\[Errno 2\] cannot write {target}: No such file"):
+        trained("plain").save(target)
