@@ -255,8 +255,8 @@ def test_balanced_class_weight_is_scikit_learns():
     utils = pytest.importorskip("sklearn.utils.class_weight")
     X, y = problem("cross_entropy", n=90)
     y = np.where(np.arange(90) < 60, 0, y)  # class 0 common
-    balanced = utils.compute_class_weight("balanced", classes=np.unique(y), y=y)
     w = np.random.default_rng(9).uniform(0.5, 2, 90)
+    balanced = utils.compute_class_weight("balanced", classes=np.unique(y), y=y, sample_weight=w)
     a, b = network("cross_entropy"), network("cross_entropy")
     a.fit(X, y, epochs=2, batch_size=16, class_weight="balanced", sample_weight=w)
     b.fit(X, y, epochs=2, batch_size=16, sample_weight=w * balanced[y])

@@ -648,7 +648,8 @@ class Network:
         not change the fit. ``class_weight`` (classifiers: cross_entropy, or
         binary_cross_entropy with one output): ``{class: weight}`` (classes
         missing from it weigh 1) or "balanced", n / (n_classes · count of the
-        class), as scikit-learn; it multiplies ``sample_weight``. With
+        class), the samples counted by their ``sample_weight`` (as scikit-learn's
+        compute_class_weight); it multiplies ``sample_weight``. With
         ``validation_split`` the held-out samples keep their weights for
         ``val_loss``; ``validation_data`` may be ``(X, y, sample_weight)``.
 
@@ -668,7 +669,7 @@ class Network:
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype, allow_all_zero=True)
-        per_class = self._class_weight(class_weight, y)
+        per_class = self._class_weight(class_weight, y, w)
         w = self._weighted_by_class(w, per_class, y, "sample_weight × class_weight" if w is not None
                                     else "class_weight")
         epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
@@ -705,16 +706,17 @@ class Network:
         one sigmoid output."""
         return y if self._loss == "cross_entropy" else np.hstack([1 - y, y])
 
-    def _class_weight(self, class_weight, y: np.ndarray) -> np.ndarray | None:
+    def _class_weight(self, class_weight, y: np.ndarray, w) -> np.ndarray | None:
         """fit's ``class_weight`` as one weight per class (k,), float64 ("balanced"
-        counts the classes of the training targets ``y``); None without one."""
+        counts the classes of the targets ``y``, each sample by its weight ``w``);
+        None without one."""
         if class_weight is None:
             return None
         if not (self._loss == "cross_entropy" or (self._loss == "binary_cross_entropy" and self.n_outputs == 1)):
             raise ValueError(f"class_weight: only for a cross_entropy classifier or a one-output "
                              f"binary_cross_entropy one; this network's loss is {self._loss!r} with "
                              f"{self.n_outputs} outputs (give sample_weight instead)")
-        return _class_weights(class_weight, self._class_shares(y))
+        return _class_weights(class_weight, self._class_shares(y), w)
 
     def _weighted_by_class(self, w, per_class, y: np.ndarray, name: str):
         """The samples' weights ``w`` (None: all 1) times their class's weight, checked
@@ -1155,18 +1157,20 @@ def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_st
     return net
 
 
-def _class_weights(class_weight, shares: np.ndarray) -> np.ndarray:
+def _class_weights(class_weight, shares: np.ndarray, w=None) -> np.ndarray:
     """Each class's weight (k,) from fit's ``class_weight``: "balanced" gives
-    n / (k · the class's count), a class absent from the data 0 (it weighs
-    nothing either way); a dict ``{class: weight}`` gives its weights, 1 for
-    the classes it leaves out."""
+    n / (k · the class's count), the samples counted by their weights ``w`` when
+    given (n = Σ w), as scikit-learn's compute_class_weight; a class absent from
+    the data 0 (it weighs nothing either way); a dict ``{class: weight}`` gives
+    its weights, 1 for the classes it leaves out."""
     k = shares.shape[1]
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r}")
-        counts = shares.sum(axis=0, dtype=np.float64)
+        weights = np.ones(shares.shape[0]) if w is None else w.astype(np.float64)
+        counts = weights @ shares.astype(np.float64)
         with np.errstate(divide="ignore"):
-            return np.where(counts > 0, shares.shape[0] / (k * np.where(counts > 0, counts, 1)), 0.0)
+            return np.where(counts > 0, weights.sum() / (k * np.where(counts > 0, counts, 1)), 0.0)
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r:.100}")
     per_class = np.ones(k)
