@@ -598,8 +598,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the loss, multiplying ``sample_weight``:
         {label: weight} (labels not named weigh 1), or "balanced",
-        n_samples / (n_classes · count of the class) over the training samples.
-        partial_fit takes a dict only.
+        n_samples / (n_classes · count of the class) over the training samples,
+        the counts weighted by ``sample_weight`` when given (as scikit-learn's
+        ``compute_class_weight``). partial_fit takes a dict only (scikit-learn's
+        SGDClassifier refuses "balanced" there too).
 
     The other parameters and the attributes are :class:`MLPRegressor`'s (without
     loss and huber_delta), as is what a fit that raises leaves (every fitted
