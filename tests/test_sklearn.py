@@ -47,9 +47,11 @@ def regression(n=100, n_features=3, n_outputs=1, seed=0, dtype=np.float64):
 # The defaults themselves pass every check (in about a second each: the checks' data sets are
 # small); mini-batches, early stopping, batch norm and dropout each break the equivalence of
 # sample weights and repeated rows, named by expected_failed_checks (max_iter=50 keeps those fast).
+# class_weight="balanced" keeps the equivalence (weighted class counts) but fails the checks that call partial_fit.
 CHECKED = [MLPRegressor(), MLPClassifier(),
            MLPRegressor(max_iter=50, batch_size=8, early_stopping=True),
-           MLPClassifier(max_iter=50, batch_size=8, early_stopping=True, norm="batch", dropout=0.1)]
+           MLPClassifier(max_iter=50, batch_size=8, early_stopping=True, norm="batch", dropout=0.1),
+           MLPClassifier(class_weight="balanced")]
 
 
 @pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
@@ -64,6 +66,10 @@ def test_expected_failures_none_by_default_each_setting_named_otherwise():
     assert list(reasons) == ["check_sample_weight_equivalence_on_dense_data"]
     for setting in ("batch_size=8", "early_stopping", "norm='batch'", "dropout"):
         assert setting in reasons["check_sample_weight_equivalence_on_dense_data"]
+    balanced = expected_failed_checks(MLPClassifier(class_weight="balanced"))
+    assert sorted(balanced) == ["check_estimators_partial_fit_n_features", "check_fit_score_takes_y",
+                                "check_n_features_in_after_fitting"]
+    assert all("partial_fit refuses" in reason for reason in balanced.values())
 
 
 def test_without_scikit_learn_the_import_error_names_the_extra(monkeypatch):
@@ -233,14 +239,96 @@ def test_warm_start_continues_exactly_where_the_last_fit_ended():
     one = MLPClassifier((8,), max_iter=5, tol=None, random_state=0).fit(X, y)
     warm = MLPClassifier((8,), max_iter=3, tol=None, random_state=0, warm_start=True).fit(X, y)
     network = warm.network_
+    before = network.params.copy()
     warm.set_params(max_iter=2).fit(X, y)
-    assert warm.network_ is network and warm.n_iter_ == 5
+    assert warm.n_iter_ == 5
     np.testing.assert_array_equal(warm.network_.params, one.network_.params)
+    assert warm.network_ is not network  # a copy trained: the previous network_ is left as it was
+    np.testing.assert_array_equal(network.params, before)
     assert warm.loss_curve_ == one.loss_curve_
     cold = MLPClassifier((8,), max_iter=3, tol=None, random_state=0).fit(X, y)
     first = cold.network_
     cold.fit(X, y)
     assert cold.network_ is not first and cold.n_iter_ == 3
+
+
+@pytest.mark.parametrize("estimator, param, value", [
+    (MLPClassifier, "hidden_layer_sizes", (4,)), (MLPClassifier, "activation", "tanh"),
+    (MLPClassifier, "residual", True), (MLPClassifier, "norm", "layer"), (MLPClassifier, "dropout", 0.5),
+    (MLPClassifier, "init", "he_normal"), (MLPRegressor, "loss", "huber"), (MLPRegressor, "activation", "identity")])
+def test_warm_start_and_partial_fit_refuse_a_changed_architecture(estimator, param, value):
+    X, y = blobs(n=60)
+    model = estimator((8,), max_iter=2, tol=None, random_state=0, warm_start=True).fit(X, y)
+    network, built = model.network_, model.get_params()[param]
+    model.set_params(**{param: value})
+    for refit in (lambda: model.fit(X, y), lambda: model.partial_fit(X, y)):
+        with pytest.raises(ValueError, match=rf"(warm_start|partial_fit): {param} \(.*\) changed since the network"):
+            refit()
+        assert model.network_ is network and model.n_iter_ == 2
+    model.set_params(**{param: built}).fit(X, y)  # set back: it continues
+    assert model.n_iter_ == 4
+    model.set_params(**{param: value}, warm_start=False).fit(X, y)  # a cold fit builds the new network
+    assert model.n_iter_ == 2 and model.get_params()[param] == value
+
+
+def test_warm_start_takes_the_same_architecture_spelled_otherwise_and_a_new_solver():
+    X, y = regression(n=60)
+    model = MLPRegressor((8,), max_iter=2, tol=None, random_state=0, warm_start=True, huber_delta=3.0).fit(X, y)
+    model.set_params(hidden_layer_sizes=8, activation=["relu"], huber_delta=2.0).fit(X, y)  # delta: unused by mse
+    model.set_params(solver="sgd", learning_rate_init=0.01).fit(X, y)
+    assert model.n_iter_ == 6 and isinstance(model.network_.optimizer, fm.SGD)
+    with pytest.raises(ValueError, match=r"loss \('squared_error' → 'huber'\), huber_delta \(None → 2.0\)"):
+        model.set_params(loss="huber").fit(X, y)
+
+
+def _fitted_state(model) -> dict:
+    """Every fitted attribute of ``model``, the network's parameters copied."""
+    state = {name: value for name, value in vars(model).items() if name.endswith("_")}
+    state["params"] = model.network_.params.copy()
+    return state
+
+
+def _assert_same_state(model, state: dict) -> None:
+    now = _fitted_state(model)
+    assert sorted(now) == sorted(state)
+    for name, value in state.items():
+        if isinstance(value, np.ndarray):
+            np.testing.assert_array_equal(now[name], value, err_msg=name)
+        else:
+            assert now[name] is value or now[name] == value, name
+
+
+X40 = np.random.default_rng(0).standard_normal((40, 4))
+LETTERS = np.array(list("dcba") * 10)
+DIVERGING = X40.copy()
+DIVERGING[30:] *= 1e300  # the last batch of 10 (no shuffle) overflows, after three updates
+
+
+@pytest.mark.parametrize("warm_start", [False, True])
+@pytest.mark.parametrize("refit, error", [
+    pytest.param(lambda c: c.fit(X40, LETTERS, sample_weight=-np.ones(40)), ValueError, id="bad weights, new labels"),
+    pytest.param(lambda c: c.fit(np.c_[X40, X40], LETTERS, sample_weight=-np.ones(40)), ValueError,
+                 id="bad weights, 8 features"),
+    pytest.param(lambda c: c.fit(X40 * 1e300, LETTERS), (FloatingPointError, ValueError), id="diverging, new labels"),
+    pytest.param(lambda c: c.set_params(batch_size=10, shuffle=False).fit(DIVERGING, np.arange(40) % 4),
+                 FloatingPointError, id="diverging after 3 updates"),
+    pytest.param(lambda c: c.set_params(batch_size=10, shuffle=False).partial_fit(DIVERGING, np.arange(40) % 4),
+                 FloatingPointError, id="partial_fit diverging after 3 updates")])
+def test_a_failed_refit_leaves_every_fitted_attribute_as_it_was(refit, error, warm_start):
+    clf = MLPClassifier((8,), max_iter=2, tol=None, random_state=0, warm_start=warm_start).fit(X40, np.arange(40) % 4)
+    predicted, state = clf.predict(X40), _fitted_state(clf)
+    with pytest.raises(error):  # warm_start and new labels: "not among the classes", a ValueError
+        refit(clf)
+    _assert_same_state(clf, state)
+    np.testing.assert_array_equal(clf.predict(X40), predicted)
+
+
+def test_warnings_turned_into_errors_do_not_undo_a_completed_fit():
+    X, y = blobs()
+    clf = MLPClassifier((8,), max_iter=2, random_state=0)
+    with pytest.raises(ConvergenceWarning):  # pytest's filterwarnings = error makes the warning raise
+        clf.fit(X, y)
+    assert clf.n_iter_ == 2 and clf.predict(X).shape == (len(X),)
 
 
 def test_warm_start_refuses_a_label_the_network_has_no_output_for():
@@ -296,6 +384,10 @@ def test_class_weight_dict_by_label_equals_the_sample_weights_it_makes():
         MLPClassifier(max_iter=1, class_weight={"z": 2.0}).fit(X, labels)
     with pytest.raises(ValueError, match="balanced"):
         MLPClassifier(class_weight="balanced").partial_fit(X, labels, classes=["a", "b", "c"])
+    with pytest.raises(ValueError, match=r"^class_weight: every training sample's class weighs 0"):
+        MLPClassifier(max_iter=1, class_weight={"a": 0, "b": 0, "c": 0}).fit(X, labels)
+    with pytest.raises(ValueError, match=r"^sample_weight and class_weight: every training sample"):
+        MLPClassifier(max_iter=1, class_weight={"a": 0, "b": 0}).fit(X, labels, sample_weight=(labels != "c") * 1.0)
 
 
 def test_balanced_class_weight_lifts_the_rare_class():
@@ -337,7 +429,7 @@ def test_errors_name_the_parameter_and_unfitted_predict_says_so():
 
 
 def test_balanced_class_weight_is_scikit_learns():
-    from sklearn.utils.class_weight import compute_sample_weight
+    from sklearn.utils.class_weight import compute_class_weight, compute_sample_weight
 
     X, y = blobs(n=90)
     y = np.where(y == 2, 1, y)  # classes of 30 and 60 samples
@@ -346,6 +438,14 @@ def test_balanced_class_weight_is_scikit_learns():
     weighted = MLPClassifier((8,), max_iter=5, tol=None, random_state=0).fit(
         X, labels, sample_weight=compute_sample_weight("balanced", labels))
     np.testing.assert_array_equal(balanced.network_.params, weighted.network_.params)
+    # with sample weights the class counts are weighted, as compute_class_weight(..., sample_weight) counts them
+    sample_weight = np.random.default_rng(0).integers(0, 4, len(labels)).astype(float)
+    per_class = compute_class_weight("balanced", classes=np.array(["x", "y"]), y=labels, sample_weight=sample_weight)
+    both = MLPClassifier((8,), max_iter=5, tol=None, random_state=0, class_weight="balanced").fit(
+        X, labels, sample_weight=sample_weight)
+    by_hand = MLPClassifier((8,), max_iter=5, tol=None, random_state=0).fit(
+        X, labels, sample_weight=sample_weight * per_class[y])
+    np.testing.assert_array_equal(both.network_.params, by_hand.network_.params)
 
 
 def test_early_stopping_validates_on_samples_of_positive_weight_only():

@@ -57,6 +57,8 @@ AUTO_BATCH = 200  # batch_size="auto": min(200, n_samples), as scikit-learn's ML
 _SEED_BOUND = np.iinfo(np.int32).max  # the seeds drawn from random_state lie below it
 
 _WEIGHTS_VERSUS_REPEATS = "check_sample_weight_equivalence_on_dense_data"
+_CHECKS_CALLING_PARTIAL_FIT = ("check_fit_score_takes_y", "check_n_features_in_after_fitting",
+                               "check_estimators_partial_fit_n_features")
 
 
 def expected_failed_checks(estimator) -> dict[str, str]:
@@ -70,8 +72,17 @@ def expected_failed_checks(estimator) -> dict[str, str]:
     with batch_size="auto" both are one full batch, and since each batch's loss
     is the weighted mean Σ wᵢ·lᵢ / Σ wᵢ the two fits agree. Settings that see
     rows rather than weights break that equivalence, and each is named here.
+    ``class_weight="balanced"`` keeps it (the class counts are weighted, as
+    scikit-learn's compute_class_weight counts them), but partial_fit refuses
+    "balanced", which fails the three checks that call partial_fit.
     """
     params = estimator.get_params()
+    failed = {}
+    if isinstance(params.get("class_weight"), str) and params["class_weight"] == "balanced":
+        reason = ("class_weight='balanced': partial_fit refuses it, since the balanced weights need the class counts "
+                  "of the whole training set and partial_fit sees a part of it (scikit-learn's SGDClassifier refuses "
+                  "it likewise); this check calls partial_fit")
+        failed.update(dict.fromkeys(_CHECKS_CALLING_PARTIAL_FIT, reason))
     reasons = []
     if not (isinstance(params["batch_size"], str) and params["batch_size"] == "auto"):
         reasons.append(f"batch_size={params['batch_size']!r}: in mini-batches a row of weight 2 is one row of one "
@@ -86,7 +97,9 @@ def expected_failed_checks(estimator) -> dict[str, str]:
     if params["dropout"]:
         reasons.append("dropout: each row draws its own mask, so two repeats of a row get two masks and a "
                        "weighted row one")
-    return {_WEIGHTS_VERSUS_REPEATS: "; ".join(reasons)} if reasons else {}
+    if reasons:
+        failed[_WEIGHTS_VERSUS_REPEATS] = "; ".join(reasons)
+    return failed
 
 
 class _BaseMLP(BaseEstimator):
@@ -157,7 +170,8 @@ class _BaseMLP(BaseEstimator):
         """y as the network reads it; on the first fit, records what predict needs (classes_, ...)."""
         raise NotImplementedError
 
-    def _class_weight(self, y_network: np.ndarray, incremental: bool) -> np.ndarray | None:
+    def _class_weight(self, y_network: np.ndarray, sample_weight: np.ndarray | None,
+                      incremental: bool) -> np.ndarray | None:
         """Each sample's class weight (None: none; always for a regressor)."""
         return None
 
@@ -237,24 +251,55 @@ class _BaseMLP(BaseEstimator):
                        loss=loss, huber_delta=huber_delta, init=self.init, dtype=np.dtype(dtype).name, seed=seed)
 
     def _fit(self, X, y, sample_weight=None, *, incremental: bool = False, classes=None):
-        """fit (incremental False) or partial_fit (True): validate, build the network when
-        this is the first pass, train, record n_iter_ and loss_curve_."""
+        """fit (incremental False) or partial_fit (True), all or nothing: a fit that
+        raises (bad input, a diverging loss, KeyboardInterrupt) leaves every fitted
+        attribute as it was, so that predict keeps answering with the previous
+        network and the classes_ and n_features_in_ that go with it."""
+        params = set(self._get_param_names())
+        fitted = {name: value for name, value in vars(self).items() if name not in params}
+        try:
+            unconverged = self._train(X, y, sample_weight, incremental, classes)
+        except BaseException:  # what _train set (validate_data's n_features_in_ first) goes, what was comes back
+            for name in [name for name in vars(self) if name not in params]:
+                delattr(self, name)
+            vars(self).update(fitted)
+            raise
+        if unconverged:  # after the fit is complete, so that warnings turned into errors do not undo it
+            warnings.warn(unconverged, ConvergenceWarning, stacklevel=3)
+        return self
+
+    def _train(self, X, y, sample_weight, incremental: bool, classes) -> str | None:
+        """The body of :meth:`_fit`: validate, build the network on a first pass (or
+        continue a copy of the fitted one), train, record n_iter_ and loss_curve_.
+        Returns the ConvergenceWarning's message when max_iter ran out while the loss
+        was still improving, else None."""
         optimizer = self._optimizer()  # the parameters checked before anything changes
         verbose = self._verbose()
         shuffle = self._check_flag("shuffle")
         epochs = 1 if incremental else check_int(self.max_iter, "max_iter", minimum=1)
         first = not hasattr(self, "network_") or not (incremental or self._check_flag("warm_start"))
+        if not first:
+            self._check_architecture_unchanged("partial_fit" if incremental else "warm_start")
         dtype = [np.float64, np.float32] if first else self.network_.dtype
         X, y = validate_data(self, X, y, reset=first, dtype=dtype, **self._target_options())
         y_network = self._prepare_targets(y, first, incremental, classes)
         sample_weight = check_sample_weight(sample_weight, "sample_weight", X.shape[0], X.dtype)
-        class_weight = self._class_weight(y_network, incremental)
+        class_weight = self._class_weight(y_network, sample_weight, incremental)
         if class_weight is not None:
             class_weight = class_weight.astype(X.dtype)
+            if not class_weight.any():
+                raise ValueError(f"class_weight: every training sample's class weighs 0 "
+                                 f"({self.class_weight!r}); nothing would be learned")
+            if sample_weight is not None and not (sample_weight * class_weight).any():
+                raise ValueError("sample_weight and class_weight: every training sample has a zero weight or a "
+                                 "class of zero weight; nothing would be learned")
             sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
         random = check_random_state(self.random_state)
         seed = int(random.randint(_SEED_BOUND))
-        network = self._new_network(X.shape[1], self.n_outputs_, X.dtype, seed) if first else self.network_
+        if first:
+            network = self._new_network(X.shape[1], self.n_outputs_, X.dtype, seed)
+        else:  # a copy, so that a fit that fails midway leaves network_ untouched
+            network = self.network_.copy()
         options = {}
         early_stopping = not incremental and self._check_flag("early_stopping")
         if early_stopping:
@@ -274,20 +319,45 @@ class _BaseMLP(BaseEstimator):
         history = network.fit(X, y_network, epochs=epochs, batch_size=self._batch_size(X.shape[0]),
                               optimizer=optimizer, shuffle=shuffle, verbose=verbose, sample_weight=sample_weight,
                               **options)
-        if first:  # only a network that trained becomes the estimator's
-            self.network_ = network
+        if first:
+            self._built_from_ = self._architecture_params()
             self.n_iter_ = 0
             self.loss_curve_ = []
             self.validation_loss_curve_ = None
             self.__dict__.pop("best_validation_loss_", None)
+        self.network_ = network
         self._record(history)
         if stops and history.stopped_epoch is None:
-            warnings.warn(f"{type(self).__name__}: max_iter={epochs} epochs ran and the "
-                          f"{'validation' if early_stopping else 'training'} loss was still improving by more than "
-                          f"tol={self.tol} within n_iter_no_change={self.n_iter_no_change} epochs; the fit has "
-                          f"not converged (raise max_iter, or set tol=None to run max_iter epochs without this check)",
-                          ConvergenceWarning, stacklevel=3)
-        return self
+            return (f"{type(self).__name__}: max_iter={epochs} epochs ran and the "
+                    f"{'validation' if early_stopping else 'training'} loss was still improving by more than "
+                    f"tol={self.tol} within n_iter_no_change={self.n_iter_no_change} epochs; the fit has "
+                    f"not converged (raise max_iter, or set tol=None to run max_iter epochs without this check)")
+        return None
+
+    def _architecture_params(self) -> dict:
+        """The parameters the network is built from, each as the network reads it
+        ((64,) and 64 alike, one name and that name per layer alike): what a warm
+        start or partial_fit cannot change."""
+        sizes, activation, init = self._hidden_sizes(), self._activation(), self.init
+        if isinstance(init, str):
+            init = [init] * (len(sizes) + 1)
+        elif isinstance(init, tuple):
+            init = list(init)
+        return {"hidden_layer_sizes": sizes,
+                "activation": [activation] * len(sizes) if isinstance(activation, str) else activation,
+                "residual": self._check_flag("residual"), "norm": self.norm, "dropout": self.dropout,
+                "init": init}
+
+    def _check_architecture_unchanged(self, caller: str) -> None:
+        """A ValueError naming every architecture parameter set differently since the
+        fitted network was built: continuing that network would silently ignore them."""
+        built, now = self._built_from_, self._architecture_params()
+        changed = [name for name in now if not _same(built.get(name), now[name])]
+        if changed:
+            listed = ", ".join(f"{name} ({built.get(name)!r} → {now[name]!r})" for name in changed)
+            raise ValueError(f"{caller}: {listed} changed since the network was built, and continuing it cannot "
+                             f"apply that; set {'it' if len(changed) == 1 else 'them'} back, or fit with "
+                             f"warm_start=False to build a new network")
 
     def _validation_split(self, y_network, sample_weight, random) -> tuple[np.ndarray, np.ndarray]:
         """(train, validation) row indices for early stopping: validation_fraction of the
@@ -380,7 +450,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         1 (True) prints a line per epoch, 2 a progress bar.
     warm_start : bool, default=False
         fit continues from the fitted network and its optimizer state instead
-        of starting afresh; n_iter_ and loss_curve_ accumulate.
+        of starting afresh; n_iter_ and loss_curve_ accumulate. The
+        parameters the network is built from (hidden_layer_sizes, activation,
+        residual, norm, dropout, init, and the regressor's loss and
+        huber_delta) cannot change in between: such a fit (and partial_fit)
+        raises ValueError naming them. The optimizer's parameters may change
+        (another solver starts its state afresh).
     momentum : float, default=0.9
         SGD's momentum.
     nesterovs_momentum : bool, default=True
@@ -413,12 +488,18 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
     n_iter_ : int
         Epochs run by all fits so far (warm_start and partial_fit add theirs).
     loss_curve_ : list of float
-        The training loss of every epoch (the mean of its batches' losses,
-        each measured before its update).
+        The training loss of every epoch: the mean loss of its samples,
+        weighted by sample_weight (and class_weight), each sample's loss
+        measured in its batch before that batch's update.
     validation_loss_curve_ : list of float or None
         With early_stopping: the validation loss of every epoch.
     best_validation_loss_ : float
         With early_stopping: the best validation loss, whose weights were kept.
+
+    A fit or partial_fit that raises (bad input, a loss that turns
+    non-finite, KeyboardInterrupt) leaves every fitted attribute as it was:
+    a warm start or partial_fit trains a copy of ``network_``, which replaces
+    it only when the fit completes, so a new ``network_`` object each time.
     """
 
     def __init__(
@@ -484,6 +565,12 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         loss = REGRESSION_LOSSES[check_choice(self.loss, "loss", tuple(REGRESSION_LOSSES))]
         return loss, check_positive_float(self.huber_delta, "huber_delta")
 
+    def _architecture_params(self) -> dict:
+        """The base's, and the loss (huber_delta only for the Huber loss, which alone reads it)."""
+        loss, huber_delta = self._network_loss()
+        return {**super()._architecture_params(), "loss": self.loss,
+                "huber_delta": huber_delta if loss == "huber" else None}
+
     def _target_options(self) -> dict:
         return {"multi_output": True, "y_numeric": True}
 
@@ -511,11 +598,14 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
     class_weight : None, "balanced" or dict, default=None
         Weights of the classes in the loss, multiplying ``sample_weight``:
         {label: weight} (labels not named weigh 1), or "balanced",
-        n_samples / (n_classes · count of the class) over the training samples.
-        partial_fit takes a dict only.
+        n_samples / (n_classes · count of the class) over the training samples,
+        the counts weighted by ``sample_weight`` when given (as scikit-learn's
+        ``compute_class_weight``). partial_fit takes a dict only (scikit-learn's
+        SGDClassifier refuses "balanced" there too).
 
     The other parameters and the attributes are :class:`MLPRegressor`'s (without
-    loss and huber_delta), and
+    loss and huber_delta), as is what a fit that raises leaves (every fitted
+    attribute as it was), and
 
     Attributes
     ----------
@@ -629,11 +719,17 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                              f"(or partial_fit's classes)")
         return np.searchsorted(self.classes_, y).astype(np.int64)
 
-    def _class_weight(self, y_network: np.ndarray, incremental: bool) -> np.ndarray | None:
+    def _class_weight(self, y_network: np.ndarray, sample_weight: np.ndarray | None,
+                      incremental: bool) -> np.ndarray | None:
         """Each sample's class weight, from class_weight: {label: weight} (1 for the labels
-        it leaves out) or "balanced", n_samples / (n_classes · the class's count), as
-        scikit-learn's compute_class_weight. Folded into sample_weight before the
-        early-stopping split, so that the validation loss is weighted as the training loss."""
+        it leaves out) or "balanced", as scikit-learn's compute_class_weight with
+        sample_weight: Σw / (n_classes · Σw of the class), the sums over the training
+        samples (counts without sample_weight) and n_classes the classes of positive
+        weight among them, so that a weight of 2 and a repeated sample agree. Not
+        Network.fit's class_weight, whose "balanced" counts unweighted rows over all
+        of the network's outputs and only the rows left after the validation split:
+        here the weights are folded into sample_weight before the early-stopping
+        split, so that the validation loss is weighted as the training loss."""
         weights = self.class_weight
         if weights is None:
             return None
@@ -643,9 +739,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
                 raise ValueError("class_weight: 'balanced' needs the whole training set, which partial_fit does not "
                                  "see; give a dict {label: weight} (e.g. from "
                                  "sklearn.utils.class_weight.compute_class_weight)")
-            counts = np.bincount(y_network, minlength=self.n_outputs_).astype(np.float64)
+            counts = np.bincount(y_network, weights=sample_weight, minlength=self.n_outputs_).astype(np.float64)
             present = counts > 0
-            per_class = np.where(present, len(y_network) / (np.count_nonzero(present) * np.maximum(counts, 1)), 0.0)
+            with np.errstate(divide="ignore", invalid="ignore"):
+                per_class = np.where(present, counts.sum() / (np.count_nonzero(present) * counts), 0.0)
             return per_class[y_network]
         if not isinstance(weights, dict):
             raise TypeError(f"class_weight: expected None, 'balanced' or a dict {{label: weight}}, got {weights!r}")
@@ -665,6 +762,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         n_classes = int(np.count_nonzero(counts))
         room = min(n_validation, len(y_network) - n_validation) >= n_classes
         return y_network if room and counts[counts > 0].min() >= 2 else None
+
+
+def _same(built, now) -> bool:
+    """Whether a parameter's value at build time and now are equal (values that do
+    not compare to one truth value, such as arrays of another shape, are not)."""
+    try:
+        return bool(built == now)
+    except (TypeError, ValueError):
+        return False
 
 
 def _label(value):
