@@ -574,12 +574,12 @@ def test_predict_names_a_value_that_does_not_fit_the_models_dtype(tmp_path, trai
     code, out, err = run_cli(capsys, "predict", trained, data)
     assert (code, out) == (2, "")
     assert re.fullmatch(rf'fastmlp predict: error: {re.escape(str(data))}:3: column "x1": 1e\+300 standardized '
-                        r"\(mean \S+, scale \S+\) is \S+, which does not fit float32 \(the model's dtype\)\n", err), err
+                        r"\(mean \S+, scale \S+\) is \S+, which does not fit float32, the model's dtype\n", err), err
     fm.Network([2, 3, 1], seed=0).save(tmp_path / "python.npz")  # no metadata: the values go in as they are
     np.save(tmp_path / "x.npy", np.array([[1.0, 2.0], [3.0, -5e38]]))
     code, _, err = run_cli(capsys, "predict", tmp_path / "python.npz", tmp_path / "x.npy")
     assert err == (f"fastmlp predict: error: {tmp_path / 'x.npy'}: row 1, column 1 (from 0): -5e+38 does not fit "
-                   "float32 (the model's dtype)\n")
+                   "float32, the model's dtype\n")
 
 
 @pytest.mark.parametrize("n_rows, validation, batch, used", [

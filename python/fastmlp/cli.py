@@ -554,24 +554,28 @@ def _scaled(values: np.ndarray, mean, scale) -> np.ndarray:
     return values if mean is None else (values - np.asarray(mean)) / np.asarray(scale)
 
 
-def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: datafiles.Cells, advice: str) -> np.ndarray:
+def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: datafiles.Cells,
+                    training: bool) -> np.ndarray:
     """``values`` standardized (unless ``mean`` is None) and cast to the network's
     dtype; an error naming the first cell whose value does not fit the dtype (1e39
-    in float32, or a value whose distance to the mean overflows float64), before
-    NumPy would warn and the network refuse an infinity naming no file."""
+    in float32), or whose distance to the mean overflows float64, before NumPy would
+    warn and the network refuse an infinity naming no file."""
     with np.errstate(over="ignore", invalid="ignore"):
         scaled = _scaled(values, mean, scale)
         fits = np.abs(scaled) <= np.finfo(dtype).max  # false for inf and nan too
-    if not fits.all():
-        i, j = np.argwhere(~fits)[0]
-        if mean is None:
-            problem = f"{values[i, j]:.6g} does not fit {dtype.name}"
-        else:
-            problem = f"{values[i, j]:.6g} standardized (mean {mean[j]:.6g}, scale {scale[j]:.6g}) " + \
-                (f"is {scaled[i, j]:.6g}, which does not fit {dtype.name}" if np.isfinite(scaled[i, j])
-                 else "overflows float64")
-        raise CommandError(f"{cells.at(i, j)}: {problem}{advice}")
-    return scaled.astype(dtype)
+    if fits.all():
+        return scaled.astype(dtype)
+    i, j = np.argwhere(~fits)[0]
+    value = f"{values[i, j]:.6g}"
+    if mean is not None:
+        value += f" standardized (mean {mean[j]:.6g}, scale {scale[j]:.6g})"
+    if not np.isfinite(scaled[i, j]):  # the values are finite: only standardizing overflows
+        problem = f"{value} overflows float64; rescale the column"
+    else:
+        problem = (f"{value} does not fit {dtype.name}" if mean is None else
+                   f"{value} is {scaled[i, j]:.6g}, which does not fit {dtype.name}")
+        problem += ("; use --dtype float64" if dtype == np.float32 else "") if training else ", the model's dtype"
+    raise CommandError(f"{cells.at(i, j)}: {problem}")
 
 
 def _run_train(args) -> int:
@@ -604,10 +608,9 @@ def _run_train(args) -> int:
         if task == "regression":
             y_mean, y_scale = _standardization(y[train_rows])
     dtype = np.dtype(args.dtype)
-    advice = "; rescale the column" if not args.no_standardize else \
-        ("; use --dtype float64" if dtype == np.float32 else "")
-    X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, advice)
-    y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells, advice)
+    X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
+    y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
+                                                               training=True)
 
     net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
                   norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
@@ -769,7 +772,7 @@ def _run_predict(args) -> int:
     if args.proba and not net.is_classifier:
         raise CommandError(f"--proba: {args.model} is a regression model; it predicts values, not classes")
     X, cells = datafiles.read_features(args.data, settings["features"], net.n_inputs, settings["target"])
-    X = _network_values(X, settings["x_mean"], settings["x_scale"], net.dtype, cells, " (the model's dtype)")
+    X = _network_values(X, settings["x_mean"], settings["x_scale"], net.dtype, cells, training=False)
 
     text = _format_value(net.dtype)
     target = settings["target"] if isinstance(settings["target"], str) else None
