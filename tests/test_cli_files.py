@@ -157,13 +157,30 @@ def test_options_shape_the_network_and_a_seed_repeats_the_fit(tmp_path, data_csv
     assert fm.load(tmp_path / "c.npz").layer_sizes == (4, 3)
 
 
-def test_patience_stops_early_and_needs_validation(tmp_path, data_csv, capsys):
+def record_histories(monkeypatch) -> list:
+    """The History of every Network.fit the CLI runs from now on."""
+    histories, fit = [], fm.Network.fit
+
+    def recording_fit(self, *args, **kwargs):
+        histories.append(fit(self, *args, **kwargs))
+        return histories[-1]
+
+    monkeypatch.setattr(fm.Network, "fit", recording_fit)
+    return histories
+
+
+def test_patience_stops_early_and_needs_validation(tmp_path, data_csv, capsys, monkeypatch):
+    histories = record_histories(monkeypatch)
     argv = ["train", data_csv, "--target", "price", "--features", "x0,x1,x2", "--epochs", "400", "--seed", "2",
             "--lr", "0.05", "--patience", "3", "--out", tmp_path / "m.npz"]
     code, out, err = run_cli(capsys, *argv, "--validation", "0.3")
     assert code == 0, err
-    stopped = re.search(r"Trained (\d+) epochs \(stopped early; the weights of epoch (\d+)\)", out)
+    stopped = re.search(r"Trained (\d+) epochs \(stopped early; the weights of epoch (\d+), the best on validation\) "
+                        r"in [^:]+: loss (\S+),", out)
     assert stopped and int(stopped.group(1)) < 400 and int(stopped.group(2)) == int(stopped.group(1)) - 3, out
+    # the loss shown is the kept epoch's, not the last one's
+    losses = histories[-1].history["loss"]
+    assert stopped.group(3) == f"{losses[int(stopped.group(2)) - 1]:.6g}" != f"{losses[-1]:.6g}"
     code, _, err = run_cli(capsys, *argv)
     assert (code, err) == (2, "fastmlp train: error: --patience: needs --validation (early stopping watches the "
                               "validation loss)\n")
@@ -383,8 +400,8 @@ def test_a_model_file_that_is_not_one(tmp_path, trained, data_csv, capsys, kind)
     code, out, err = run_cli(capsys, "predict", path, data_csv)
     assert code == 2 and out == ""
     assert err.startswith(f"fastmlp predict: error: {path}: ") and err.count("\n") == 1, err
-    expected = {"csv": "not a fastmlp model file (not an .npz archive; it starts with b'x0,x')",
-                "text": "not a fastmlp model file (not an .npz archive; it starts with b'hell')",
+    expected = {"csv": "not a fastmlp model file (not an .npz archive: it starts with b'x0,x')",
+                "text": "not a fastmlp model file (not an .npz archive: it starts with b'hell')",
                 "missing": "no such file", "directory": "is a directory, not a model file",
                 "truncated": "not a fastmlp model file, or a truncated or corrupted one",
                 "not_fastmlp": "not a fastmlp model file (no JSON header)"}[kind]
@@ -442,7 +459,7 @@ def test_a_classification_target_needs_two_classes(tmp_path, capsys):
 @pytest.mark.parametrize("argv", [
     ["--layers", "64,x"], ["--layers", "0"], ["--validation", "1"], ["--validation", "-0.1"], ["--dropout", "1"],
     ["--lr", "0"], ["--lr", "nan"], ["--optimizer", "rmsprop"], ["--task", "clustering"], ["--norm", "group"],
-    ["--features", "a,,b"], ["--epochs", "0"], ["--bogus"],
+    ["--features", "a,,b"], ["--features", "x0,x1,x0"], ["--epochs", "0"], ["--bogus"],
 ])
 def test_bad_train_options_are_usage_errors(tmp_path, data_csv, capsys, argv):
     code, out, err = run_cli(capsys, "train", data_csv, "--target", "species", *argv)
@@ -461,3 +478,177 @@ def test_metadata_is_json_and_survives_pickle(trained):
     net = fm.load(trained)
     assert json.loads(json.dumps(net.metadata)) == net.metadata
     assert pickle.loads(pickle.dumps(net)).metadata == net.metadata
+
+
+# ---- review fixes: files that are not what they are named, inputs kept, huge values, batch norm -----
+
+@pytest.mark.parametrize("name, content, shown", [
+    ("fake.npy", b"a,b,y\n1,2,3\n", "it starts with b'a,b,y\\n'"),
+    ("fake.npz", b"a,b,y\n1,2,3\n", "it starts with b'a,b,'"),
+    ("pickle.npy", pickle.dumps({"X": 1}), "it starts with b'\\x80\\x04\\x95"),
+    ("empty.npz", b"", "an empty file"),
+])
+def test_a_file_named_npy_or_npz_that_is_no_numpy_file_is_named_so(tmp_path, trained, capsys, name, content, shown):
+    (tmp_path / name).write_bytes(content)
+    for argv in (["train", tmp_path / name], ["predict", trained, tmp_path / name]):
+        code, _, err = run_cli(capsys, *argv)
+        assert code == 2 and err.count("\n") == 1
+        assert err.startswith(f"fastmlp {argv[0]}: error: {tmp_path / name}: not a NumPy file ({shown}"), err
+        assert "pickled" not in err
+
+
+def test_an_npz_member_that_is_no_npy_array(tmp_path, capsys):
+    import zipfile
+    with zipfile.ZipFile(tmp_path / "z.npz", "w") as archive:
+        archive.writestr("X", "1,2,3\n")
+        archive.writestr("y.npy", b"")
+    code, _, err = run_cli(capsys, "train", tmp_path / "z.npz")
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err
+    assert err.startswith(f"fastmlp train: error: {tmp_path / 'z.npz'}: ")
+
+
+def test_out_naming_an_input_file_is_refused_and_the_file_kept(tmp_path, data_csv, trained, capsys):
+    data, model = data_csv.read_bytes(), trained.read_bytes()
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "species", "--epochs", "1", "--out", data_csv)
+    assert (code, out) == (2, "")
+    assert err == f"fastmlp train: error: --out {data_csv}: that is the data file {data_csv}; writing there would " \
+                  "destroy it\n"
+    # the same file by another name
+    other = tmp_path / "sub"
+    other.mkdir()
+    for out_path, role, input_path in ((trained, "model", trained), (data_csv, "data file", data_csv),
+                                       (other / ".." / "data.csv", "data file", data_csv)):
+        code, out, err = run_cli(capsys, "predict", trained, data_csv, "--out", out_path)
+        assert (code, out) == (2, ""), err
+        assert err == (f"fastmlp predict: error: --out {out_path}: that is the {role} {input_path}; writing there "
+                       "would destroy it\n")
+    os.symlink(data_csv, tmp_path / "link.csv")
+    code, _, err = run_cli(capsys, "train", tmp_path / "link.csv", "--target", "species", "--out", data_csv)
+    assert code == 2 and "that is the data file" in err
+    assert data_csv.read_bytes() == data and trained.read_bytes() == model
+
+
+def test_huge_features_and_targets_are_standardized_without_overflow(tmp_path, capsys):
+    X, _, price = dataset(120)
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "c", "y"],
+                     [[repr(float(v) * 1e200) for v in row] + [repr(float(p) * 1e250)] for row, p in zip(X, price)])
+    code, out, err = run_cli(capsys, "train", data, "--target", "y", "--epochs", "30", "--seed", "1",
+                             "--out", tmp_path / "m.npz")
+    assert code == 0 and err == "", err
+    rmse = float(re.search(r"RMSE (\S+) \(training\)", out).group(1))
+    assert 0 < rmse < 4 * 1e250  # the target's standard deviation is about 3.3e250
+    meta = fm.load(tmp_path / "m.npz").metadata["cli"]
+    assert all(1e199 < s < 1e201 for s in meta["x_scale"]) and 1e249 < meta["y_scale"][0] < 1e251
+    code, out, err = run_cli(capsys, "predict", tmp_path / "m.npz", data)
+    assert code == 0 and err == ""
+    values = np.array([float(row[0]) for row in read_csv(out)[1]])
+    assert np.all(np.isfinite(values)) and np.abs(values / 1e250 - price).max() < 20
+
+
+def test_a_value_that_does_not_fit_the_dtype_names_its_cell(tmp_path, capsys):
+    rows = [[i, i % 3, 2 * i] for i in range(12)]
+    rows[4][0] = "1e39"
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "y"], rows)
+    argv = ["train", data, "--target", "y", "--task", "regression", "--epochs", "2", "--no-standardize",
+            "--out", tmp_path / "m.npz"]
+    code, out, err = run_cli(capsys, *argv)
+    assert (code, out) == (2, "")
+    assert err == f'fastmlp train: error: {data}:6: column "a": 1e+39 does not fit float32; use --dtype float64\n'
+    assert run_cli(capsys, *argv, "--dtype", "float64")[0] == 0
+    rows[4][0], rows[7][2] = 4, "-3e38"
+    rows[9][2] = "-1e39"
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "y"], rows)
+    code, _, err = run_cli(capsys, *argv)
+    assert err == f'fastmlp train: error: {data}:11: column "y": -1e+39 does not fit float32; use --dtype float64\n'
+    # standardizing: a distance to the mean beyond float64
+    data = write_csv(tmp_path / "e.csv", ["a", "y"], [["1.7e308", 1], ["1.7e308", 2], ["-1.7e308", 3], ["0", 4]])
+    code, _, err = run_cli(capsys, "train", data, "--target", "y", "--task", "regression", "--epochs", "1",
+                           "--out", tmp_path / "m.npz")
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith(f'fastmlp train: error: {data}:4: column "a": -1.7e+308 standardized (mean ')
+    assert err.endswith(") overflows float64; rescale the column\n")
+
+
+def test_predict_names_a_value_that_does_not_fit_the_models_dtype(tmp_path, trained, capsys):
+    data = write_csv(tmp_path / "p.csv", ["x0", "x1", "x2"], [[0, 0, 0], [0, "1e300", 0]])
+    code, out, err = run_cli(capsys, "predict", trained, data)
+    assert (code, out) == (2, "")
+    assert re.fullmatch(rf'fastmlp predict: error: {re.escape(str(data))}:3: column "x1": 1e\+300 standardized '
+                        r"\(mean \S+, scale \S+\) is \S+, which does not fit float32, the model's dtype\n", err), err
+    fm.Network([2, 3, 1], seed=0).save(tmp_path / "python.npz")  # no metadata: the values go in as they are
+    np.save(tmp_path / "x.npy", np.array([[1.0, 2.0], [3.0, -5e38]]))
+    code, _, err = run_cli(capsys, "predict", tmp_path / "python.npz", tmp_path / "x.npy")
+    assert err == (f"fastmlp predict: error: {tmp_path / 'x.npy'}: row 1, column 1 (from 0): -5e+38 does not fit "
+                   "float32, the model's dtype\n")
+
+
+@pytest.mark.parametrize("n_rows, validation, batch, used", [
+    (33, "0", 32, 31),      # 33 rows in batches of 32 would leave one
+    (41, "0.2", 32, 31),    # 8 rows held out: 33 for training
+    (3, "0", 2, 3),         # no size from 2 down works: the whole set
+    (64, "0", 32, None),    # nothing to change
+])
+def test_batch_norm_lowers_a_batch_size_that_would_leave_one_row(tmp_path, capsys, n_rows, validation, batch, used):
+    X, species, _ = dataset(n_rows)
+    data = write_csv(tmp_path / "d.csv", ["a", "b", "c", "y"], [[*row, s] for row, s in zip(X.tolist(), species)])
+    code, out, err = run_cli(capsys, "train", data, "--target", "y", "--task", "classification", "--norm", "batch",
+                             "--batch-size", str(batch), "--validation", validation, "--epochs", "3",
+                             "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    n_train = n_rows - round(n_rows * float(validation))
+    note = "" if used is None else (f"batch {used} (not {batch}: {n_train} training rows would leave a last batch of "
+                                    "one row, which batch norm cannot normalize)")
+    assert (note or f"batch {batch}, ") in out.splitlines()[1]
+
+
+def test_batch_norm_with_batches_or_a_training_set_of_one_row(tmp_path, data_csv, capsys):
+    code, _, err = run_cli(capsys, "train", data_csv, "--target", "species", "--norm", "batch", "--batch-size", "1",
+                           "--epochs", "1", "--out", tmp_path / "m.npz")
+    assert (code, err) == (2, "fastmlp train: error: --batch-size 1: batch norm (--norm batch) needs batches of 2 "
+                              "rows or more\n")
+    data = write_csv(tmp_path / "d.csv", ["a", "y"], [[1, "u"], [2, "v"]])
+    code, _, err = run_cli(capsys, "train", data, "--target", "y", "--norm", "batch", "--validation", "0.5",
+                           "--epochs", "1", "--out", tmp_path / "m.npz")
+    assert (code, err) == (2, f"fastmlp train: error: --norm batch: {data} leaves 1 row for training; batch norm "
+                              "needs 2 or more\n")
+
+
+def test_patience_that_runs_to_the_end_says_which_epoch_it_kept(tmp_path, data_csv, capsys, monkeypatch):
+    histories = record_histories(monkeypatch)
+    code, out, err = run_cli(capsys, "train", data_csv, "--target", "price", "--features", "x0,x1,x2",
+                             "--epochs", "40", "--seed", "2", "--lr", "0.05", "--patience", "30",
+                             "--validation", "0.3", "--out", tmp_path / "m.npz")
+    assert code == 0, err
+    history = histories[-1]
+    kept = history.best_epoch
+    summary = out.splitlines()[2]
+    assert len(history.history["loss"]) == 40 and "stopped early" not in summary
+    if kept == 39:
+        assert summary.startswith("Trained 40 epochs in ")
+    else:
+        assert summary.startswith(f"Trained 40 epochs (the weights of epoch {kept + 1}, the best on validation) in ")
+    assert f": loss {history.history['loss'][kept]:.6g}," in summary
+
+
+def test_one_class_error_quotes_the_label_as_written(tmp_path, capsys):
+    data = write_csv(tmp_path / "d.csv", ["x", "y"], [[i, 1] for i in range(5)])
+    code, _, err = run_cli(capsys, "train", data, "--target", "y", "--epochs", "1", "--out", tmp_path / "m.npz")
+    assert (code, err) == (2, f'fastmlp train: error: {data}: target "y": every row has the label "1"; a '
+                              'classifier needs two classes or more\n')
+
+
+def test_a_model_trained_from_npy_drops_the_target_column_of_a_csv_too(tmp_path, capsys):
+    X, _, price = dataset(60)
+    table = np.column_stack([price, X])
+    np.save(tmp_path / "d.npy", table)
+    model = tmp_path / "m.npz"
+    assert run_cli(capsys, "train", tmp_path / "d.npy", "--target", "0", "--out", model, "--epochs", "3")[0] == 0
+    _, from_npy, _ = run_cli(capsys, "predict", model, tmp_path / "d.npy")
+    data = write_csv(tmp_path / "d.csv", ["price", "a", "b", "c"], [[repr(v) for v in row] for row in table.tolist()])
+    code, from_csv, err = run_cli(capsys, "predict", model, data)
+    assert code == 0, err
+    assert from_csv == from_npy
+    data = write_csv(tmp_path / "e.csv", ["p", "q", "r", "s", "t"], [[1, 2, 3, 4, 5]])
+    code, _, err = run_cli(capsys, "predict", model, data)
+    assert (code, err) == (2, f"fastmlp predict: error: {data}:1: 5 columns; the model takes 3 features (it has no "
+                              "feature names, so every column is one, in order)\n")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["DataFileError", "CsvTable", "Samples", "quote", "read_csv", "read_array", "read_arrays",
+__all__ = ["DataFileError", "Cells", "CsvTable", "Samples", "quote", "read_csv", "read_array", "read_arrays",
            "file_kind", "read_training_data", "read_features"]
 
 _QUOTE_LIMIT = 40  # characters of a cell shown in a message
@@ -84,6 +84,26 @@ def _why_not_a_number(cell: str) -> str:
     return f"{quote(cell)} is not a finite number"
 
 
+@dataclass
+class Cells:
+    """Where the values of an array read from a file came from, so that a message
+    about value [i, j] names the file, the line (CSV) or row (arrays), and the column."""
+
+    path: str
+    lines: list[int] | None  # CSV: the line where each row starts; None for arrays
+    columns: list[str]  # each column as a message names it: 'column "age"', 'column 3 (from 0)'
+    array: str = ""  # .npz: the array's name
+
+    def at(self, row: int, column: int) -> str:
+        if self.lines is not None:
+            return f"{self.path}:{self.lines[row]}: {self.columns[column]}"
+        return f"{self.path}: {self.array + ' ' if self.array else ''}row {row}, {self.columns[column]}"
+
+
+def _array_columns(indices) -> list[str]:
+    return [f"column {i} (from 0)" for i in indices]
+
+
 # ---- CSV ----------------------------------------------------------------------------------------
 
 @dataclass
@@ -114,6 +134,10 @@ class CsvTable:
                     raise self.cell_error(i, index, _why_not_a_number(row[index]))
                 out[i, j] = value
         return out
+
+    def cells(self, indices: list[int]) -> Cells:
+        """Where the values of :meth:`numbers` (``indices``) come from."""
+        return Cells(self.path, self.lines, [f"column {quote(self.header[i])}" for i in indices])
 
     def texts(self, index: int) -> list[str]:
         return [row[index] for row in self.rows]
@@ -196,14 +220,31 @@ def _ragged(path: str, line: int, row: list[str], header: list[str]) -> str:
 
 # ---- .npy and .npz ------------------------------------------------------------------------------
 
+_NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins
+_ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
+
+
 def _load(path: str):
     try:
         with open(path, "rb") as f:
+            start = f.read(len(_NPY_MAGIC))
+            if not start.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+                # np.load takes anything else for a pickle, and would call it one.
+                shown = start[:len(_ZIP_MAGIC if file_kind(path) == "npz" else _NPY_MAGIC)]
+                raise DataFileError(f"{path}: not a NumPy file ("
+                                    + (f"it starts with {shown!r})" if start else "an empty file)"))
+            f.seek(0)
             loaded = np.load(f, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 with loaded as archive:
-                    return {name: archive[name] for name in archive.files}
+                    arrays = {name: archive[name] for name in archive.files}
+                for name, value in arrays.items():
+                    if not isinstance(value, np.ndarray):  # NpzFile gives a member that is no .npy as bytes
+                        raise DataFileError(f"{path}: its member {quote(name)} is not a .npy array")
+                return arrays
             return loaded
+    except DataFileError:
+        raise
     except OSError as error:
         if isinstance(error, (FileNotFoundError, IsADirectoryError, PermissionError)):
             raise _not_found(path, error) from None
@@ -240,17 +281,16 @@ def _member(path: str, arrays: dict, name: str, role: str) -> np.ndarray:
     return arrays[name]
 
 
-def _finite_numbers(path: str, array: np.ndarray, name: str) -> np.ndarray:
+def _finite_numbers(array: np.ndarray, cells: Cells) -> np.ndarray:
     """``array`` (2-D) as float64, refusing what is not a real number or not finite."""
     if array.dtype.kind not in "biuf":
-        raise DataFileError(f"{path}: {name} holds {array.dtype} values, expected numbers")
+        raise DataFileError(f"{cells.path}: {cells.array or 'the array'} holds {array.dtype} values, expected numbers")
     values = array.astype(np.float64)
     bad = ~np.isfinite(values)
     if bad.any():
         i, j = np.argwhere(bad)[0]
         more = f" (and {int(bad.sum()) - 1} more)" if bad.sum() > 1 else ""
-        raise DataFileError(f"{path}: {name + ' ' if name else ''}row {i}, column {j} (from 0): {values[i, j]} "
-                            f"is not a finite number{more}")
+        raise DataFileError(f"{cells.at(i, j)}: {values[i, j]} is not a finite number{more}")
     return values
 
 
@@ -275,13 +315,16 @@ class Samples:
     says why it is not numeric (an error message naming the first cell that is not a
     number), and ``y_mixed`` whether other cells are numbers. ``feature_names``: the
     CSV columns of X (None for arrays); ``target``: the CSV column or .npz array name,
-    or the .npy column index."""
+    or the .npy column index. ``X_cells`` and ``y_cells`` say where each value of X
+    and of y (as 2-D) came from, for messages."""
 
     path: str
     X: np.ndarray
     y: np.ndarray
     feature_names: list[str] | None
     target: str | int
+    X_cells: Cells
+    y_cells: Cells
     y_problem: str | None = None
     y_mixed: bool = False
 
@@ -301,20 +344,26 @@ def read_training_data(path: str, target: str | None, features: list[str] | None
         if array.shape[1] < 2:
             raise DataFileError(f"{path}: the array has {array.shape[1]} column; expected features and a target")
         index = _column_index(path, target, array.shape[1])
-        values = _finite_numbers(path, array, "")
-        return Samples(path, np.delete(values, index, axis=1), values[:, index], None, index)
+        values = _finite_numbers(array, Cells(path, None, _array_columns(range(array.shape[1]))))
+        features = [i for i in range(array.shape[1]) if i != index]
+        return Samples(path, values[:, features], values[:, index], None, index,
+                       Cells(path, None, _array_columns(features)), Cells(path, None, _array_columns([index])))
     arrays = read_arrays(path)
     target = "y" if target is None else target
-    X = _finite_numbers(path, _as_2d(path, _member(path, arrays, "X", " (the features)"), "X"), "X")
+    X = _as_2d(path, _member(path, arrays, "X", " (the features)"), "X")
+    X_cells = Cells(path, None, _array_columns(range(X.shape[1])), "X")
+    X = _finite_numbers(X, X_cells)
     y = _member(path, arrays, target, " (the target; --target names another)")
     if y.ndim == 2 and y.shape[1] == 1:
         y = y.reshape(-1)
     if y.ndim not in (1, 2) or y.shape[0] != X.shape[0]:
         raise DataFileError(f"{path}: {target} has shape {y.shape}, expected ({X.shape[0]},) (one value per row of X)")
+    y_cells = Cells(path, None, _array_columns(range(1 if y.ndim == 1 else y.shape[1])), target)
     if y.dtype.kind in "US":
-        return Samples(path, X, y.astype(str), None, target, f"{path}: {target} holds text, not numbers")
-    y = _finite_numbers(path, y.reshape(y.shape[0], -1), target).reshape(y.shape)
-    return Samples(path, X, y, None, target)
+        return Samples(path, X, y.astype(str), None, target, X_cells, y_cells,
+                       f"{path}: {target} holds text, not numbers")
+    y = _finite_numbers(y.reshape(y.shape[0], -1), y_cells).reshape(y.shape)
+    return Samples(path, X, y, None, target, X_cells, y_cells)
 
 
 def _column_index(path: str, target: str | None, n_columns: int) -> int:
@@ -352,41 +401,51 @@ def _training_csv(path: str, target: str | None, features: list[str] | None) -> 
             raise
         # A column of text from its first row on: a label or an identifier, not meant as a feature.
         raise DataFileError(f"{error} (every column but the target is a feature; --features chooses them)") from None
+    X_cells, y_cells = table.cells(indices), table.cells([target_index])
     texts = table.texts(target_index)
     for i, cell in enumerate(texts):
         if not cell.strip():
             raise table.cell_error(i, target_index, "empty cell, expected a target value")
     values = [_parse_number(cell) for cell in texts]
     if all(v is not None for v in values):
-        return Samples(path, X, np.array(values, dtype=np.float64), [table.header[i] for i in indices], target)
+        return Samples(path, X, np.array(values, dtype=np.float64), [table.header[i] for i in indices], target,
+                       X_cells, y_cells)
     first = next(i for i, v in enumerate(values) if v is None)
     problem = str(table.cell_error(first, target_index, _why_not_a_number(texts[first])))
     return Samples(path, X, np.array([cell.strip() for cell in texts], dtype=str), [table.header[i] for i in indices],
-                   target, problem, any(v is not None for v in values))
+                   target, X_cells, y_cells, problem, any(v is not None for v in values))
 
 
-def read_features(path: str, feature_names: list[str] | None, n_features: int, target) -> np.ndarray:
-    """The features a model needs, float64 (n, n_features), from a CSV (by name when
-    the model knows its feature names, else every column in order), an ``.npy``
-    (its columns in order; with one column more, the model's target column ``target``
-    is dropped) or an ``.npz`` (array "X")."""
+def read_features(path: str, feature_names: list[str] | None, n_features: int, target) -> tuple[np.ndarray, Cells]:
+    """The features a model needs, float64 (n, n_features), and where they came from:
+    from a CSV by name when the model knows its feature names; else the columns of a
+    CSV or an ``.npy`` in order, or the array "X" of an ``.npz``. A CSV or ``.npy``
+    with one column more than the model's features is the kind of file a model
+    trained from an ``.npy`` saw: its target column (index ``target``) is dropped."""
     kind = file_kind(path)
     if kind == "csv":
         table = read_csv(path)
         if feature_names is not None:
             indices = [table.column(name, role=" (a feature the model was trained on)") for name in feature_names]
         else:
-            if len(table.header) != n_features:
-                raise DataFileError(f"{path}:1: {len(table.header)} columns; the model takes {n_features} features "
-                                    f"(it has no feature names, so every column is one, in order)")
-            indices = list(range(n_features))
-        return table.numbers(indices)
+            indices = _columns_in_order(f"{path}:1", len(table.header), n_features, target, True)
+        return table.numbers(indices), table.cells(indices)
     if kind == "npy":
-        X = _finite_numbers(path, _as_2d(path, read_array(path), "the array"), "")
-        if X.shape[1] == n_features + 1 and isinstance(target, int) and 0 <= target <= n_features:
-            X = np.delete(X, target, axis=1)  # the file the model was trained on, target column and all
+        array, name = _as_2d(path, read_array(path), "the array"), ""
     else:
-        X = _finite_numbers(path, _as_2d(path, _member(path, read_arrays(path), "X", " (the features)"), "X"), "X")
-    if X.shape[1] != n_features:
-        raise DataFileError(f"{path}: {X.shape[1]} columns; the model takes {n_features} features")
-    return X
+        array, name = _as_2d(path, _member(path, read_arrays(path), "X", " (the features)"), "X"), "X"
+    indices = _columns_in_order(path, array.shape[1], n_features, target if kind == "npy" else None, False)
+    cells = Cells(path, None, _array_columns(indices), name)
+    return _finite_numbers(array[:, indices], cells), cells
+
+
+def _columns_in_order(where: str, n_columns: int, n_features: int, target, csv_file: bool) -> list[int]:
+    """The columns of a file read in order: all of them, or all but the target column
+    of the training file (an .npy column index) when there is one column more."""
+    if n_columns == n_features + 1 and isinstance(target, int) and not isinstance(target, bool) \
+            and 0 <= target <= n_features:
+        return [i for i in range(n_columns) if i != target]
+    if n_columns != n_features:
+        why = " (it has no feature names, so every column is one, in order)" if csv_file else ""
+        raise DataFileError(f"{where}: {n_columns} columns; the model takes {n_features} features{why}")
+    return list(range(n_columns))

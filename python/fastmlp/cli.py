@@ -40,7 +40,10 @@ model file's header:
 
 A model trained in Python and saved with ``net.save`` predicts too: without
 ``metadata["cli"]`` its inputs are every column of the file, in order, unscaled, and
-a classifier's labels are 0..n_outputs-1.
+a classifier's labels are 0..n_outputs-1. A model trained from an .npy (``target`` an
+int), given a CSV or .npy with one column more than it has inputs, takes the file for
+one like its training file and drops the column ``target``, from a CSV as from an .npy,
+so that the training file predicts as it is.
 """
 
 from __future__ import annotations
@@ -139,6 +142,9 @@ def _names(text: str) -> list[str]:
     names = [name.strip() for name in text.split(",")]
     if not all(names):
         raise argparse.ArgumentTypeError(f"expected column names separated by commas, got {text!r}")
+    twice = next((name for i, name in enumerate(names) if name in names[:i]), None)
+    if twice is not None:
+        raise argparse.ArgumentTypeError(f"column {twice!r} named twice in {text!r}")
     return names
 
 
@@ -280,6 +286,18 @@ def _check_writable(path: str) -> None:
         raise CommandError(f"cannot write {path}: no such directory {folder}")
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CommandError(f"cannot write {path}: directory {folder} is not writable")
+
+
+def _check_not_an_input(out: str, inputs: dict[str, str]) -> None:
+    """Fails when --out names one of the command's input files (by another name too):
+    writing it would destroy the input."""
+    for role, path in inputs.items():
+        try:
+            same = os.path.samefile(out, path)
+        except OSError:  # one of them does not exist (yet), or cannot be looked at: not the same file
+            continue
+        if same:
+            raise CommandError(f"--out {out}: that is the {role} {path}; writing there would destroy it")
 
 
 def _run_demo(args) -> int:
@@ -497,7 +515,7 @@ def _choose_task(samples: datafiles.Samples, task: str | None) -> str:
                                "classification needs one label per row")
         if np.unique(y).size < 2:
             raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
-                               f"{datafiles.quote(str(y[0]))}; a classifier needs two classes or more")
+                               f"{datafiles.quote(str(_class_labels(y)[0]))}; a classifier needs two classes or more")
     return task
 
 
@@ -520,9 +538,14 @@ def _split(n: int, fraction: float, seed: int, path: str) -> tuple[np.ndarray, n
 
 
 def _standardization(values: np.ndarray) -> tuple[list[float], list[float]]:
-    """Per column: the mean and the standard deviation (1 for a constant column)."""
-    mean = values.mean(axis=0)
-    scale = values.std(axis=0)
+    """Per column: the mean and the standard deviation (1 for a constant column).
+    Both are taken in units of the column's largest magnitude, so that a column of
+    values near 1e200, whose squares overflow float64, has them too."""
+    magnitude = np.abs(values).max(axis=0)
+    magnitude[~(magnitude > 0)] = 1.0
+    units = values / magnitude
+    mean = units.mean(axis=0) * magnitude
+    scale = units.std(axis=0) * magnitude
     scale[~(scale > 0)] = 1.0
     return [float(v) for v in mean], [float(v) for v in scale]
 
@@ -531,12 +554,37 @@ def _scaled(values: np.ndarray, mean, scale) -> np.ndarray:
     return values if mean is None else (values - np.asarray(mean)) / np.asarray(scale)
 
 
+def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: datafiles.Cells,
+                    training: bool) -> np.ndarray:
+    """``values`` standardized (unless ``mean`` is None) and cast to the network's
+    dtype; an error naming the first cell whose value does not fit the dtype (1e39
+    in float32), or whose distance to the mean overflows float64, before NumPy would
+    warn and the network refuse an infinity naming no file."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        scaled = _scaled(values, mean, scale)
+        fits = np.abs(scaled) <= np.finfo(dtype).max  # false for inf and nan too
+    if fits.all():
+        return scaled.astype(dtype)
+    i, j = np.argwhere(~fits)[0]
+    value = f"{values[i, j]:.6g}"
+    if mean is not None:
+        value += f" standardized (mean {mean[j]:.6g}, scale {scale[j]:.6g})"
+    if not np.isfinite(scaled[i, j]):  # the values are finite: only standardizing overflows
+        problem = f"{value} overflows float64; rescale the column"
+    else:
+        problem = (f"{value} does not fit {dtype.name}" if mean is None else
+                   f"{value} is {scaled[i, j]:.6g}, which does not fit {dtype.name}")
+        problem += ("; use --dtype float64" if dtype == np.float32 else "") if training else ", the model's dtype"
+    raise CommandError(f"{cells.at(i, j)}: {problem}")
+
+
 def _run_train(args) -> int:
     if args.target is not None and not args.target.strip():
         raise CommandError("--target: expected a column name, got an empty string")
     if args.patience is not None and not args.validation:
         raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
     _check_writable(args.out)
+    _check_not_an_input(args.out, {"data file": args.data})
     samples = datafiles.read_training_data(args.data, args.target, args.features)
     task = _choose_task(samples, args.task)
     seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
@@ -552,6 +600,7 @@ def _run_train(args) -> int:
         y = y.reshape(y.shape[0], -1)
         n_outputs, loss = y.shape[1], "mse"
     train_rows, val_rows = _split(X.shape[0], args.validation, seed, args.data)
+    batch_size, batch_note = _batch_size(args, train_rows.size)
 
     x_mean = x_scale = y_mean = y_scale = None
     if not args.no_standardize:
@@ -559,8 +608,9 @@ def _run_train(args) -> int:
         if task == "regression":
             y_mean, y_scale = _standardization(y[train_rows])
     dtype = np.dtype(args.dtype)
-    X_net = _scaled(X, x_mean, x_scale).astype(dtype)
-    y_net = y if task == "classification" else _scaled(y, y_mean, y_scale).astype(dtype)
+    X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
+    y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
+                                                               training=True)
 
     net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
                   norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
@@ -576,14 +626,14 @@ def _run_train(args) -> int:
     print(f"Network: {list(net.layer_sizes)} {args.activation}"
           + (", residual" if args.residual else "") + (f", {args.norm} norm" if args.norm else "")
           + (f", dropout {args.dropout:g}" if args.dropout else "")
-          + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {args.batch_size}, {args.epochs} epochs, "
+          + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {batch_size}{batch_note}, {args.epochs} epochs, "
           f"seed {seed}.", flush=True)
 
     progress = _progress_wanted()
     start = time.perf_counter()
     # The library's progress bar (verbose=2) writes to stdout; the command's stdout is for results.
     with contextlib.redirect_stdout(sys.stderr) if progress else contextlib.nullcontext():
-        history = net.fit(X_net[train_rows], y_net[train_rows], epochs=args.epochs, batch_size=args.batch_size,
+        history = net.fit(X_net[train_rows], y_net[train_rows], epochs=args.epochs, batch_size=batch_size,
                           optimizer=optimizer, verbose=2 if progress else 0, validation_data=validation,
                           early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
     seconds = time.perf_counter() - start
@@ -599,15 +649,47 @@ def _run_train(args) -> int:
             accuracy = float(np.mean(net.predict(X_net[rows]) == y[rows]))
             return f"accuracy {accuracy:.4f}"
         predicted = _unscaled(net.predict(X_net[rows]), y_mean, y_scale)
-        return f"RMSE {float(np.sqrt(np.mean((predicted - y[rows]) ** 2))):.6g}"
+        return f"RMSE {_root_mean_square(predicted - y[rows]):.6g}"
 
-    epochs = len(history.history["loss"])
-    stopped = f" (stopped early; the weights of epoch {history.best_epoch + 1})" if epochs < args.epochs else ""
-    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {history.history['loss'][-1]:.6g}, "
+    losses = history.history["loss"]
+    epochs = len(losses)
+    # With --patience the network keeps the weights of the best epoch on validation, even when it ran to the end.
+    kept = epochs - 1 if history.best_epoch is None else history.best_epoch
+    notes = (["stopped early"] if epochs < args.epochs else []) + \
+        ([f"the weights of epoch {kept + 1}, the best on validation"] if kept != epochs - 1 else [])
+    stopped = f" ({'; '.join(notes)})" if notes else ""
+    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {losses[kept]:.6g}, "
           f"{report(train_rows)} (training)"
           + (f"; {report(val_rows)} (validation)" if val_rows.size else "") + ".")
     print(f"Model: {args.out}")
     return 0
+
+
+def _batch_size(args, n_train: int) -> tuple[int, str]:
+    """--batch-size, and a note for the summary when it had to change: batch norm
+    cannot normalize a batch of one row, and with --validation the user cannot
+    foresee how many training rows there are, so a size that would leave a last batch
+    of one is lowered until it does not (as fastmlp.sklearn does), or made the whole set."""
+    if args.norm != "batch":
+        return args.batch_size, ""
+    if args.batch_size < 2:
+        raise CommandError(f"--batch-size {args.batch_size}: batch norm (--norm batch) needs batches of 2 rows or more")
+    if n_train < 2:
+        raise CommandError(f"--norm batch: {args.data} leaves {n_train} row for training; batch norm needs 2 or more")
+    size = min(args.batch_size, n_train)
+    if n_train % size != 1:
+        return args.batch_size, ""
+    size = next((s for s in range(size - 1, 1, -1) if n_train % s != 1), n_train)
+    return size, (f" (not {args.batch_size}: {n_train} training rows would leave a last batch of one row, "
+                  "which batch norm cannot normalize)")
+
+
+def _root_mean_square(errors: np.ndarray) -> float:
+    """sqrt(mean(errors²)), in units of the largest error, so that errors near 1e200 do not overflow."""
+    largest = float(np.abs(errors).max()) if errors.size else 0.0
+    if not (largest > 0 and math.isfinite(largest)):
+        return largest
+    return largest * float(np.sqrt(np.mean((errors / largest) ** 2)))
 
 
 def _listing(values, limit: int = 8) -> str:
@@ -617,7 +699,8 @@ def _listing(values, limit: int = 8) -> str:
 
 def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
     values = values.astype(np.float64)
-    return values if mean is None else values * np.asarray(scale) + np.asarray(mean)
+    with np.errstate(over="ignore"):  # a prediction beyond float64 is written as inf, without a warning
+        return values if mean is None else values * np.asarray(scale) + np.asarray(mean)
 
 
 # ---- predict ------------------------------------------------------------------------------
@@ -663,17 +746,14 @@ def _model_settings(net, path: str) -> dict:
 
 
 def _load_model(path: str):
-    """fm.load, after telling apart a file that is no .npz archive at all (CSV, say)."""
+    """fm.load, with one-line messages for a path that is missing or a directory (fm.load
+    names a file that is no model itself: "not a fastmlp model file (not an .npz ...")."""
+    if os.path.isdir(path):
+        raise CommandError(f"{path}: is a directory, not a model file")
     try:
-        with open(path, "rb") as f:
-            start = f.read(4)
+        return load_model(path)
     except FileNotFoundError:
         raise CommandError(f"{path}: no such file") from None
-    except IsADirectoryError:
-        raise CommandError(f"{path}: is a directory, not a model file") from None
-    if start != b"PK\x03\x04":  # every .npz is a zip archive, and every zip starts so
-        raise CommandError(f"{path}: not a fastmlp model file (not an .npz archive; it starts with {start!r})")
-    return load_model(path)
 
 
 def _format_value(dtype: np.dtype) -> Callable[[float], str]:
@@ -686,12 +766,13 @@ def _format_value(dtype: np.dtype) -> Callable[[float], str]:
 def _run_predict(args) -> int:
     if args.out is not None:
         _check_writable(args.out)
+        _check_not_an_input(args.out, {"model": args.model, "data file": args.data})
     net = _load_model(args.model)
     settings = _model_settings(net, args.model)
     if args.proba and not net.is_classifier:
         raise CommandError(f"--proba: {args.model} is a regression model; it predicts values, not classes")
-    X = datafiles.read_features(args.data, settings["features"], net.n_inputs, settings["target"])
-    X = _scaled(X, settings["x_mean"], settings["x_scale"]).astype(net.dtype)
+    X, cells = datafiles.read_features(args.data, settings["features"], net.n_inputs, settings["target"])
+    X = _network_values(X, settings["x_mean"], settings["x_scale"], net.dtype, cells, training=False)
 
     text = _format_value(net.dtype)
     target = settings["target"] if isinstance(settings["target"], str) else None
