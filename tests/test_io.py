@@ -346,3 +346,43 @@ def test_a_file_that_cannot_be_written_is_named_not_its_temporary(tmp_path):
     target = tmp_path / "missing-folder" / "model.npz"
     with pytest.raises(FileNotFoundError, match=rf"^\[Errno 2\] cannot write {target}: No such file"):
         trained("plain").save(target)
+
+
+def test_an_npy_header_claiming_a_huge_array_is_refused_before_allocating(saved):
+    """The zip entry is small, but the member's own .npy header says 10**12 values:
+    read_array would allocate terabytes before reading a byte."""
+    import io as io_module
+
+    with zipfile.ZipFile(saved, "r") as z:
+        members = {info.filename: z.read(info) for info in z.infolist()}
+    lying = io_module.BytesIO()
+    np.lib.format.write_array_header_1_0(lying, {"descr": "<f4", "fortran_order": False, "shape": (10**12,)})
+    members["params.npy"] = lying.getvalue() + bytes(16)
+    with zipfile.ZipFile(saved, "w") as z:
+        for name, data in members.items():
+            z.writestr(name, data)
+    with pytest.raises(ValueError, match=r"model\.npz: params: 4000000000000 bytes, more than the \d+ the header"):
+        fm.load(saved)
+
+
+def test_a_member_twice_is_refused(saved):
+    import warnings
+
+    with zipfile.ZipFile(saved, "a") as z:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # zipfile's "Duplicate name"
+            z.writestr("params.npy", b"")
+    with pytest.raises(ValueError, match=r"model\.npz: not a fastmlp model file \(its member 'params\.npy' appears twice"):
+        fm.load(saved)
+
+
+@pytest.mark.parametrize("schedule, message", [
+    ({"type": "Cosine", "total_steps": "x", "min_factor": 0}, r"not a valid Cosine schedule: total_steps"),
+    ({"type": "Cosine", "total_steps": -1, "min_factor": 0}, r"not a valid Cosine schedule"),
+    ({"type": "Warmup", "steps": 2, "schedule": {"type": "Warmup", "steps": 2, "schedule": None}},
+     r"not a valid Warmup schedule"),
+])
+def test_a_bad_schedule_in_the_header_is_named(saved, schedule, message):
+    edited_header(saved, lambda h: h["optimizer"].update(schedule=schedule))
+    with pytest.raises(ValueError, match=rf"model\.npz: header optimizer schedule.*{message}"):
+        fm.load(saved)

@@ -359,3 +359,39 @@ def test_class_weight_weighs_validation_data_as_the_split():
     b = given.fit(X[:72], y[:72], epochs=2, class_weight=weights, validation_data=(X[72:], y[72:]))
     assert np.array_equal(split.params, given.params)
     assert a["val_loss"] == b["val_loss"]
+
+
+def test_balanced_counts_only_the_training_samples():
+    """validation_split holds out the last rows: "balanced" must count the classes of
+    the rows that train, not of the held-out ones."""
+    X, _ = problem("cross_entropy", n=40)
+    y = np.r_[np.arange(20) % 2, np.zeros(20, int)]  # training half balanced, held-out half all class 0
+    y3 = np.where(y == 1, 1, 0)
+    a, b = (fm.Network([4, 8, 2], loss="cross_entropy", dtype="float64", seed=1) for _ in range(2))
+    a.fit(X, y3, epochs=2, validation_split=0.5, class_weight="balanced")
+    b.fit(X, y3, epochs=2, validation_split=0.5)  # balanced training rows: weights all 1
+    assert np.array_equal(a.params, b.params)
+
+
+@pytest.mark.parametrize("scale", [1e307, 2.0**-1070, 1e-300])
+def test_extreme_weights_weigh_as_their_ratios(scale):
+    """Weights only matter relative to each other: huge or subnormal ones fit, evaluate
+    and score as moderate ones do."""
+    X, y = problem("mse")
+    w = np.random.default_rng(11).integers(1, 4, len(X)).astype(float)
+    moderate, extreme = network("mse"), network("mse")
+    moderate.fit(X, y, epochs=2, batch_size=16, sample_weight=w)
+    extreme.fit(X, y, epochs=2, batch_size=16, sample_weight=w * scale)
+    assert_close(extreme.params, moderate.params, rtol=1e-12, atol=1e-14, what="params")
+    assert extreme.score(X, y, sample_weight=w * scale) == pytest.approx(moderate.score(X, y, sample_weight=w), rel=1e-12)
+    assert extreme.evaluate(X, y, sample_weight=w * scale)["loss"] == pytest.approx(
+        moderate.evaluate(X, y, sample_weight=w)["loss"], rel=1e-12)
+
+
+def test_a_power_of_two_times_the_weights_is_the_same_fit_bit_for_bit():
+    X, y = problem("cross_entropy")
+    w = np.random.default_rng(12).uniform(0.1, 3, len(X))
+    a, b = network("cross_entropy"), network("cross_entropy")
+    a.fit(X, y, epochs=2, batch_size=16, sample_weight=w)
+    b.fit(X, y, epochs=2, batch_size=16, sample_weight=w * 2.0**600)
+    assert np.array_equal(a.params, b.params)

@@ -27,7 +27,10 @@ def write_atomically(path, write: Callable[[BinaryIO], object]) -> None:
             write(stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temporary, path)
+        try:
+            os.replace(temporary, path)
+        except OSError as error:  # a folder in the way, say: named by the file asked for
+            raise type(error)(error.errno, f"cannot write {path}: {error.strerror}") from None
     except BaseException:
         try:
             os.unlink(temporary)

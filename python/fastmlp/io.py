@@ -15,7 +15,8 @@ A model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding:
 
 The header: ``{"format": "fastmlp.Network", "format_version": 1, "fastmlp_version",
 "architecture" (Network.architecture), "dtype", "loss", "huber_delta", "seed",
-"classes" (a classifier's labels: 0..n_outputs-1; null for a regressor), "n_params",
+"classes" (what a classifier's ``predict`` gives: 0..n_outputs-1 for cross_entropy,
+[0, 1] (each output's) for binary_cross_entropy; null for a regressor), "n_params",
 "n_state", "optimizer" (null, or {"type": "Adam", "lr": ..., its other settings,
 "schedule": null or {"type": "Cosine", ...}}), "optimizer_steps", "rng_has_spare",
 "metadata" (the network's :attr:`~fastmlp.Network.metadata`, a JSON object; ``{}`` when a
@@ -33,6 +34,7 @@ predicts bit for bit as the saved one and trains on exactly as it would have.
 from __future__ import annotations
 
 import json
+import math
 import os
 import zipfile
 
@@ -89,7 +91,10 @@ def _schedule_from_dict(spec, where: str):
                          f"got {sorted(fields)}")
     if kind == "Warmup":
         fields["schedule"] = _schedule_from_dict(fields["schedule"], f"{where} schedule")
-    return _SCHEDULES[kind](**fields)
+    try:
+        return _SCHEDULES[kind](**fields)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{where}: not a valid {kind} schedule: {error}") from None
 
 
 def _optimizer_to_dict(optimizer: Optimizer) -> dict:
@@ -117,6 +122,13 @@ def _optimizer_from_dict(spec: dict, where: str) -> Optimizer:
 
 # ---- save ----------------------------------------------------------------------------------------
 
+def _classes(net) -> list | None:
+    """The header's "classes": the labels the network's ``predict`` gives."""
+    if net.loss == "cross_entropy":
+        return list(range(net.n_outputs))
+    return [0, 1] if net.loss == "binary_cross_entropy" else None
+
+
 def save(net, path) -> None:
     """Writes ``net`` to ``path`` (see the module docstring), atomically."""
     from .network import _check_metadata
@@ -126,7 +138,7 @@ def save(net, path) -> None:
     header = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "fastmlp_version": _core.__version__,
         "architecture": net.architecture, "dtype": net.dtype.name, "loss": net.loss, "huber_delta": net.huber_delta,
-        "seed": net.seed, "classes": list(range(net.n_outputs)) if net.is_classifier else None,
+        "seed": net.seed, "classes": _classes(net),
         "n_params": int(params.size), "n_state": int(state.size),
         "optimizer": None if optimizer is None else _optimizer_to_dict(optimizer),
         "optimizer_steps": int(steps), "rng_has_spare": bool(has_spare),
@@ -161,6 +173,9 @@ class _Archive:
                 if not info.filename.endswith(".npy"):
                     raise ValueError(f"{path}: not a fastmlp model file (its member {info.filename!r} is not "
                                      f"a .npy array)")
+                if info.filename[:-4] in self.members:  # readers could pick either copy
+                    raise ValueError(f"{path}: not a fastmlp model file (its member {info.filename!r} appears "
+                                     f"twice)")
                 self.members[info.filename[:-4]] = info
         except BaseException:
             self._file.close()
@@ -188,20 +203,34 @@ class _Archive:
         return name in self.members
 
     def read(self, name: str, max_bytes: int) -> np.ndarray | None:
-        """Member ``name`` (None when absent), refused unread when it declares more than
-        ``max_bytes`` (its values and the .npy header)."""
+        """Member ``name`` (None when absent), refused unread when its zip entry, or the
+        shape and dtype its .npy header declares, come to more than ``max_bytes``."""
         info = self.members.get(name)
         if info is None:
             return None
-        if info.file_size > max_bytes:
-            raise ValueError(f"{self.path}: {name}: {info.file_size} bytes, more than the {max_bytes} the "
-                             f"header allows it")
+        declared = self._guard(lambda: self._declared_bytes(info))
+        size = max(info.file_size, declared)
+        if size > max_bytes:
+            raise ValueError(f"{self.path}: {name}: {size} bytes, more than the {max_bytes} the header allows it")
 
         def read():
             with self._zip.open(info) as stream:
                 return np.lib.format.read_array(stream, allow_pickle=False)
 
         return self._guard(read)
+
+    def _declared_bytes(self, info) -> int:
+        """What the member's .npy header says its values take (read_array would allocate
+        that much before reading them)."""
+        with self._zip.open(info) as stream:
+            version = np.lib.format.read_magic(stream)
+            # Versions 2 and 3 share the header's layout (3 allows UTF-8 field names).
+            read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                np.lib.format.read_array_header_2_0
+            shape, _, dtype = read_header(stream)
+        if dtype.hasobject:
+            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        return math.prod(shape) * dtype.itemsize
 
 
 def _header(path: str, archive: _Archive) -> dict:
@@ -301,7 +330,7 @@ def load(path):
                                         dtype=dtype, seed=header["seed"])
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: header: {error}") from None
-    classes = list(range(net.n_outputs)) if net.is_classifier else None
+    classes = _classes(net)
     if header["classes"] != classes:
         raise ValueError(f"{path}: header classes: a {header['loss']} network of {net.n_outputs} outputs has "
                          f"classes {classes}, got {header['classes']!r:.200}")

@@ -669,9 +669,6 @@ class Network:
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype, allow_all_zero=True)
-        per_class = self._class_weight(class_weight, y, w)
-        w = self._weighted_by_class(w, per_class, y, "sample_weight × class_weight" if w is not None
-                                    else "class_weight")
         epochs = check_int(epochs, "epochs", minimum=1, maximum=MAX_COUNT)
         batch = 0 if batch_size is None else check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         optimizer = self._resolve_optimizer(optimizer, remember=False)
@@ -680,11 +677,22 @@ class Network:
         verbose = check_int(verbose, "verbose")
         if verbose not in (0, 1, 2):
             raise ValueError(f"verbose: expected 0, 1 or 2, got {verbose}")
-        X, y, w, X_val, y_val, w_val = self._validation_set(X, y, w, per_class, validation_split, validation_data)
+        X, y, w, X_val, y_val, w_val = self._validation_set(X, y, w, validation_split, validation_data)
+        # Class weights: "balanced" counts the training samples; the validation samples,
+        # however given, are weighed by the same per-class weights.
+        per_class = self._class_weight(class_weight, y, w)
+        w = self._weighted_by_class(w, per_class, y, "class_weight" if w is None else "sample_weight × class_weight")
+        if X_val is not None:
+            w_val = self._weighted_by_class(w_val, per_class, y_val, "the validation weights × class_weight")
         if w is not None and not w.any():
             given = " and ".join(name for name, value in (("sample_weight", sample_weight),
                                                           ("class_weight", class_weight)) if value is not None)
             raise ValueError(f"{given}: every training sample's weight is zero; nothing would be learned")
+        if w_val is not None and not w_val.any():
+            where = ("validation_data: every sample's weight is zero" if validation_data is not None else
+                     f"validation_split: the {len(w_val)} held-out samples all weigh 0")
+            raise ValueError(f"{where}; val_loss would mean nothing")
+        w, w_val = _relative(w), _relative(w_val)
         if early_stopping is True:
             early_stopping = EarlyStopping()
         elif early_stopping is False:
@@ -755,10 +763,9 @@ class Network:
             raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
                              f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
 
-    def _validation_set(self, X, y, w, per_class, validation_split, validation_data):
+    def _validation_set(self, X, y, w, validation_split, validation_data):
         """(X, y, w, X_val, y_val, w_val): the training samples and their weights, and
-        the validation set and its weights (None, None, None without one). The class
-        weights ``per_class`` weigh the validation samples too, however they are given."""
+        the validation set and its weights (None, None, None without one)."""
         validation_split = check_real(validation_split, "validation_split", 0.0, 1.0, high_open=True)
         if validation_data is not None:
             if validation_split:
@@ -770,9 +777,6 @@ class Network:
             X_val = check_samples(X_val, "validation_data X", self.n_inputs, self._dtype)
             y_val = self._targets(y_val, X_val.shape[0], "validation_data y")
             w_val = check_sample_weight(w_val, "validation_data sample_weight", X_val.shape[0], self._dtype)
-            w_val = self._weighted_by_class(w_val, per_class, y_val, "validation_data's weights × class_weight")
-            if w_val is not None and not w_val.any():
-                raise ValueError("validation_data: every sample's weight is zero; val_loss would mean nothing")
             return X, y, w, X_val, y_val, w_val
         if not validation_split:
             return X, y, w, None, None, None
@@ -784,8 +788,6 @@ class Network:
             )
         if w is None:
             return X[:-n_val], y[:-n_val], None, X[-n_val:], y[-n_val:], None
-        if not w[-n_val:].any():
-            raise ValueError(f"validation_split: the {n_val} held-out samples all weigh 0; val_loss would mean nothing")
         return X[:-n_val], y[:-n_val], w[:-n_val], X[-n_val:], y[-n_val:], w[-n_val:]
 
     def _run_fit(self, plan: _FitPlan) -> History:
@@ -940,8 +942,8 @@ class Network:
         weighted means with ``sample_weight``."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        return self._evaluate_prepared(X, y, check_sample_weight(sample_weight, "sample_weight", X.shape[0],
-                                                                 self._dtype))
+        w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype)
+        return self._evaluate_prepared(X, y, _relative(w))
 
     def score(self, X, y, sample_weight=None) -> float:
         """As scikit-learn: accuracy for classifiers, the coefficient of
@@ -949,7 +951,7 @@ class Network:
         ``sample_weight`` as scikit-learn weighs them."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
-        w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype)
+        w = _relative(check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype))
         if self.is_classifier:
             return self._evaluate_prepared(X, y, w)["accuracy"]
         pred = self.decision_function(X).astype(np.float64)
@@ -1179,3 +1181,18 @@ def _class_weights(class_weight, shares: np.ndarray, w=None) -> np.ndarray:
             raise ValueError(f"class_weight: classes are 0..{k - 1}, got the key {label!r}")
         per_class[int(label)] = check_real(weight, f"class_weight[{label}]", 0.0, math.inf, high_open=True)
     return per_class
+
+
+def _relative(w: np.ndarray | None) -> np.ndarray | None:
+    """``w`` times the power of two that brings its largest weight into [1, 2): exact
+    (weights of one stay as they are, and w and 4·w become the same array), and it
+    keeps Σ w, and the loss's 1 / Σ w, within range however large or small the
+    weights are. Only weights below 2^-149 (float32) or 2^-1074 (float64) of the
+    largest, which weigh nothing beside it, round to 0."""
+    if w is None or not w.size:
+        return w
+    top = float(w.max())
+    if top == 0:
+        return w
+    exponent = int(np.frexp(top)[1]) - 1
+    return w if exponent == 0 else np.ldexp(w, -exponent).astype(w.dtype, copy=False)
