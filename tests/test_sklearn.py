@@ -475,3 +475,19 @@ def test_verbose_prints_a_line_per_epoch_and_silence_otherwise(capsys):
     assert capsys.readouterr().out == ""
     MLPClassifier((4,), max_iter=3, tol=None, verbose=True).fit(X, y)
     assert capsys.readouterr().out.count("Epoch") == 3
+
+
+@pytest.mark.parametrize("class_weight, fit_kwargs", [
+    ({0: 1e39}, {}),
+    ({0: 1e30}, {"sample_weight": np.full(40, 1e10)}),
+    ({0: 1e-50, 1: 1e-50}, {}),
+])
+def test_extreme_class_weights_on_float32_weigh_as_their_ratios(class_weight, fit_kwargs):
+    """Class weights (times sample weights) beyond float32's range are brought into it
+    by a power of two before the cast: no overflow, no weight lost to zero."""
+    X = np.random.default_rng(0).standard_normal((40, 3)).astype(np.float32)
+    y = np.arange(40) % 2
+    clf = MLPClassifier(hidden_layer_sizes=(4,), max_iter=3, tol=None, random_state=0,
+                        class_weight=class_weight).fit(X, y, **fit_kwargs)
+    assert np.isfinite(clf.network_.params).all()
+    assert clf.n_iter_ == 3

@@ -948,7 +948,9 @@ class Network:
     def score(self, X, y, sample_weight=None) -> float:
         """As scikit-learn: accuracy for classifiers, the coefficient of
         determination R² (averaged over outputs) for regression; weighted with
-        ``sample_weight`` as scikit-learn weighs them."""
+        ``sample_weight`` as scikit-learn weighs them. A binary_cross_entropy
+        network of several outputs scores the fraction of outputs right (as
+        ``evaluate``'s accuracy), not scikit-learn's exact match of whole rows."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         w = _relative(check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype))

@@ -183,7 +183,8 @@ def _check_opset(opset, required: int) -> int:
         return required
     opset = check_int(opset, "opset", minimum=1)
     if opset < required:
-        why = "the Gelu operator" if required == GELU_OPSET else "the LayerNormalization operator"
+        why = ("its gelu layers need the Gelu operator" if required == GELU_OPSET else
+               "fastmlp's graphs start at opset 17, LayerNormalization's first")
         raise ValueError(f"opset: this network needs opset {required} or newer ({why}), got {opset}")
     if opset > newest:
         raise ValueError(f"opset: the installed onnx {onnx.__version__} knows opsets up to {newest}, got {opset}")

@@ -286,14 +286,20 @@ class _BaseMLP(BaseEstimator):
         sample_weight = check_sample_weight(sample_weight, "sample_weight", X.shape[0], X.dtype)
         class_weight = self._class_weight(y_network, sample_weight, incremental)
         if class_weight is not None:
-            class_weight = class_weight.astype(X.dtype)
-            if not class_weight.any():
-                raise ValueError(f"class_weight: every training sample's class weighs 0 "
-                                 f"({self.class_weight!r}); nothing would be learned")
-            if sample_weight is not None and not (sample_weight * class_weight).any():
-                raise ValueError("sample_weight and class_weight: every training sample has a zero weight or a "
+            # In float64, brought to a largest weight of [1, 2) by a power of two (exact;
+            # weights only count relative to each other), then checked in X's dtype, so
+            # that neither huge nor tiny class weights overflow or vanish in float32.
+            product = class_weight.astype(np.float64)
+            if sample_weight is not None:
+                product = product * sample_weight
+            if not product.any():
+                raise ValueError(f"class_weight: every training sample's class weighs 0 ({self.class_weight!r}); "
+                                 f"nothing would be learned" if sample_weight is None else
+                                 "sample_weight and class_weight: every training sample has a zero weight or a "
                                  "class of zero weight; nothing would be learned")
-            sample_weight = class_weight if sample_weight is None else sample_weight * class_weight
+            product = np.ldexp(product, -(int(np.frexp(product.max())[1]) - 1))
+            sample_weight = check_sample_weight(product, "class_weight" if sample_weight is None else
+                                                "sample_weight × class_weight", X.shape[0], X.dtype)
         random = check_random_state(self.random_state)
         seed = int(random.randint(_SEED_BOUND))
         if first:
@@ -362,8 +368,9 @@ class _BaseMLP(BaseEstimator):
     def _validation_split(self, y_network, sample_weight, random) -> tuple[np.ndarray, np.ndarray]:
         """(train, validation) row indices for early stopping: validation_fraction of the
         samples of positive weight, drawn at random (stratified for a classifier when every
-        class can be on both sides). A sample of weight 0 counts as absent, so it stays
-        on the training side, where it weighs nothing."""
+        class can be on both sides). A sample of weight 0 stays on the training side,
+        where it adds nothing to the loss or the gradient (it still has its place in the
+        shuffled batches, in batch norm's statistics and in dropout's draws)."""
         fraction = check_real(self.validation_fraction, "validation_fraction", 0.0, 1.0, low_open=True,
                               high_open=True)
         rows = np.arange(len(y_network)) if sample_weight is None else np.flatnonzero(sample_weight > 0)
@@ -726,10 +733,10 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         sample_weight: Σw / (n_classes · Σw of the class), the sums over the training
         samples (counts without sample_weight) and n_classes the classes of positive
         weight among them, so that a weight of 2 and a repeated sample agree. Not
-        Network.fit's class_weight, whose "balanced" counts unweighted rows over all
-        of the network's outputs and only the rows left after the validation split:
-        here the weights are folded into sample_weight before the early-stopping
-        split, so that the validation loss is weighted as the training loss."""
+        Network.fit's class_weight, whose "balanced" divides by all of the network's
+        outputs (a class absent from a warm start's data still counts there) and counts
+        the rows left after its validation split: here the weights are folded into
+        sample_weight before the early-stopping split, whose rows they then weigh too."""
         weights = self.class_weight
         if weights is None:
             return None
