@@ -88,44 +88,27 @@ class CommandError(Exception):
     """A failure to report in one line, without a traceback."""
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if not 1 <= value <= MAX_COUNT:
-        raise argparse.ArgumentTypeError(f"expected a positive integer up to 2**62, got {value}")
-    return value
+def _argument(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str,
+              in_range: str | None = None) -> Callable[[str], float]:
+    """An argparse ``type``: ``convert(text)``, then ``accept(value)``; the errors say
+    "expected <expected>" (for a value out of range, "expected <in_range>" when given)."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {expected}, got {text!r}") from None
+        if not accept(value):
+            raise argparse.ArgumentTypeError(f"expected {in_range or expected}, got {value}")
+        return value
+
+    return parse
 
 
-def _seed(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {text!r}") from None
-    if not 0 <= value < 2**32:  # np.random.seed's range
-        raise argparse.ArgumentTypeError(f"expected an integer in [0, 2**32), got {value}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text!r}") from None
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"expected a number in [0, 1), got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0.0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
+_positive_int = _argument(int, lambda v: 1 <= v <= MAX_COUNT, "a positive integer",
+                          "a positive integer up to 2**62")
+_seed = _argument(int, lambda v: 0 <= v < 2**32, "an integer in [0, 2**32)")  # np.random.seed's range
+_fraction = _argument(float, lambda v: 0.0 <= v < 1.0, "a number in [0, 1)")
+_positive_float = _argument(float, lambda v: v > 0.0 and math.isfinite(v), "a positive number")
 
 
 def _layer_widths(text: str) -> list[int]:
