@@ -435,7 +435,8 @@ struct FitArrays {
 // the GIL and asks Python for signals. Returns whether Python raised.
 template <typename T>
 bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index n,
-             const FitOptions& options, const FitRecord& record, FitResult& result) {
+             const FitOptions& options, const FitRecord& record, FitResult& result,
+             const GradientReduce<T>& reduce) {
     using clock = std::chrono::steady_clock;
     py::gil_scoped_release release;
     auto guard = h.lock().write("fit");
@@ -454,7 +455,7 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
         last_check = clock::now();
         return python_error;
     };
-    result = h.net().fit(px, py_, pw, n, options, record, should_stop);
+    result = h.net().fit(px, py_, pw, n, options, record, should_stop, reduce);
     return python_error;
 }
 
@@ -462,7 +463,8 @@ template <typename T>
 py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index epochs,
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
-             bool record_layer_norms, index checkpoint, const py::object& sample_weight) {
+             bool record_layer_norms, index checkpoint, const py::object& sample_weight,
+             int rank, int ranks, const py::object& reduce) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -479,9 +481,22 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.count_correct = count_correct;
     if (checkpoint < 0) throw py::value_error("fit: checkpoint must be >= 0");
     options.checkpoint = checkpoint;
+    options.rank = rank;
+    options.ranks = ranks;
+    // Across ranks: each step, reduce(grads, figures) is called with views of the flat
+    // gradient and of the step's two figures, to sum them in place (fastmlp.distributed).
+    GradientReduce<T> sum_across;
+    if (!reduce.is_none()) {
+        sum_across = [&reduce](T* grads, index n, double* figures, index n_figures) {
+            py::gil_scoped_acquire acquire;
+            const py::capsule keep(grads, [](void*) {});  // views: the engine owns the memory
+            reduce(py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
+                   py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
+        };
+    }
     FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
-    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result))
+    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across))
         throw py::error_already_set();
     return arrays.result(result);
 }
@@ -492,7 +507,8 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("batch_size"), py::arg("shuffle"), py::arg("loss"), py::arg("huber_delta"),
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
-            py::arg("sample_weight") = py::none());
+            py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
+            py::arg("reduce") = py::none());
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------

@@ -806,6 +806,14 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(n >= 1, "fit: needs at least one sample");
     require(options.epochs >= 1, "fit: epochs must be >= 1");
     require(options.checkpoint >= 0, "fit: checkpoint must be >= 0");
+    require(options.ranks >= 1 && options.rank >= 0 && options.rank < options.ranks,
+            "fit: rank must be in [0, ranks)");
+    if (options.ranks > 1) {
+        // Their batch statistics and masks would need the other ranks' rows: not yet.
+        require(!has_batch_norm_, "fit: batch norm is not supported across ranks yet");
+        for (const Layer& layer : layers_)
+            require(layer.kind != LayerKind::dropout, "fit: dropout is not supported across ranks yet");
+    }
     if (has_batch_norm_) {
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
         require(batch >= 2 && (n % batch != 1),
@@ -875,23 +883,38 @@ void Network<T>::gather_batch(FitPlan& plan, index start, index rows) {
     });
 }
 
+// The weight of the global batch of `rows` rows at `start` of the epoch's order:
+// its row count, or the sum of its rows' weights (in order, as weight_sum sums).
+template <typename T>
+double Network<T>::batch_weight(const FitPlan& plan, index start, index rows) const {
+    if (plan.weight == nullptr) return double(rows);
+    if (!plan.gather) return weight_sum(plan.weight + start, rows);
+    double sum = 0;
+    for (index r = 0; r < rows; ++r) sum += double(plan.weight[plan.order[start + r]]);
+    return sum;
+}
+
 // One step on the batch that starts at row `start` of the epoch: gather,
-// forward, loss, backward, update; adds its figures to `sums`. Returns what
-// turned non-finite (the step then changed nothing), or nullptr.
+// forward, loss, backward, (across ranks: sum the gradients,) update; adds its
+// figures to `sums`. Returns what turned non-finite (the step then changed
+// nothing), or nullptr.
 template <typename T>
 const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, index start,
-                                    EpochSums& sums) {
+                                    EpochSums& sums, const GradientReduce<T>& reduce) {
     const index rows = std::min(plan.batch_size, plan.n - start);
+    // This rank's part of the global batch: rows [first, first + count).
+    const index first = rows * options.rank / options.ranks;
+    const index count = rows * (options.rank + 1) / options.ranks - first;
     // The step runs on all threads or on one, whichever ThreadChoice finds
     // faster here: the same bits either way.
     const int threads = step_threads_.next();
     const auto step_start = std::chrono::steady_clock::now();
     ThreadLimit limit(threads);
-    const T* xb = plan.x + start * inputs();
-    const T* yb = plan.y + start * outputs();
-    const T* wb = plan.weight == nullptr ? nullptr : plan.weight + start;
+    const T* xb = plan.x + (start + first) * inputs();
+    const T* yb = plan.y + (start + first) * outputs();
+    const T* wb = plan.weight == nullptr ? nullptr : plan.weight + start + first;
     if (plan.gather) {
-        gather_batch(plan, start, rows);
+        gather_batch(plan, start + first, count);
         xb = plan.x_batch.data();
         yb = plan.y_batch.data();
         if (wb != nullptr) wb = plan.weight_batch.data();
@@ -903,9 +926,17 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         if (has_batch_norm_) std::copy(plan.state_before.begin(), plan.state_before.end(), state_.begin());
         return what;
     };
-    const double batch_weight = weight_sum(wb, rows);
-    const double normalizer = loss_normalizer(options.loss, batch_weight, outputs());
-    const double summed = forward_backward(xb, yb, wb, rows, batch_weight, options, &sums.correct);
+    const double global_weight = options.ranks > 1 ? batch_weight(plan, start, rows) : weight_sum(wb, rows);
+    const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
+    double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
+    if (count > 0) {
+        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1]);
+    } else {  // a global batch smaller than the ranks: nothing here, but the sum needs this rank
+        std::fill(grads_.begin(), grads_.end(), T(0));
+    }
+    if (options.ranks > 1) reduce(grads_.data(), parameter_count(), figures, 2);
+    sums.correct += figures[1];
+    const double summed = figures[0];
     const double loss = normalizer > 0 ? summed / normalizer : 0.0;  // a batch of weight 0: 0
     // Summed in double, but a loss the network's dtype cannot hold counts as
     // non-finite: its outputs are about to overflow.
@@ -932,14 +963,14 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
 template <typename T>
 bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch,
                            EpochSums& sums, const std::function<bool()>& should_stop,
-                           FitResult& result) {
+                           FitResult& result, const GradientReduce<T>& reduce) {
     if (plan.gather) shuffle(plan.order);
     for (index start = 0; start < plan.n; start += plan.batch_size) {
         if (should_stop && should_stop()) {
             result.status = FitStatus::interrupted;
             return false;
         }
-        if (const char* failed = train_batch(plan, options, start, sums)) {
+        if (const char* failed = train_batch(plan, options, start, sums, reduce)) {
             result.status = FitStatus::non_finite;
             result.failed_epoch = epoch;
             result.failed_batch = sums.batches;
@@ -953,14 +984,16 @@ bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch
 template <typename T>
 FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
                           const FitOptions& options, const FitRecord& record,
-                          const std::function<bool()>& should_stop) {
+                          const std::function<bool()>& should_stop,
+                          const GradientReduce<T>& reduce) {
     check_fit_options(n, options);
+    require(options.ranks == 1 || bool(reduce), "fit: training across ranks needs a gradient reduce");
     FitPlan plan = plan_fit(x, y, weight, n, options);
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;
         if (record.layer_grad_norm) sums.layer_grad_norm.assign(dense_.size(), 0.0);
-        if (!run_epoch(plan, options, epoch, sums, should_stop, result)) return result;
+        if (!run_epoch(plan, options, epoch, sums, should_stop, result, reduce)) return result;
         if (record.loss) record.loss[epoch] = plan.normalizer > 0 ? sums.loss / plan.normalizer : 0.0;
         if (record.grad_norm) record.grad_norm[epoch] = sums.grad_norm / double(sums.batches);
         if (record.lr) record.lr[epoch] = sums.lr;

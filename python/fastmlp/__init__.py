@@ -13,7 +13,7 @@ from .article import NeuralNetwork
 from .gradcheck import GradientCheckResult, gradient_check
 from . import schedules
 from .callbacks import EarlyStopping
-from . import diagnosis
+from . import diagnosis, distributed
 from .diagnosis import Diagnosis
 from .network import ACTIVATIONS, INITS, LOSSES, History, Network
 from .io import load
@@ -45,6 +45,7 @@ __all__ = [
     "GradientCheckResult",
     "Diagnosis",
     "diagnosis",
+    "distributed",
     "set_num_threads",
     "get_num_threads",
     "kernels",

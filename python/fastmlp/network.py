@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 import numbers
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Callable
 
 import numpy as np
@@ -166,6 +166,7 @@ class _FitPlan:
     checkpoint: int = 0  # keep every k-th block's input (0: everything)
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
+    comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
 
     @property
     def watched(self) -> bool:
@@ -608,6 +609,7 @@ class Network:
         checkpoint: int | str | None = None,
         sample_weight=None,
         class_weight=None,
+        comm=None,
     ) -> History:
         """Trains from the current weights (and the optimizer's current state).
 
@@ -653,14 +655,72 @@ class Network:
         ``validation_split`` the held-out samples keep their weights for
         ``val_loss``; ``validation_data`` may be ``(X, y, sample_weight)``.
 
+        ``comm`` (a :class:`fastmlp.distributed.Communicator`, e.g.
+        ``fm.distributed.MPI()``) trains data-parallel across its ranks: every
+        rank calls fit with the same data and options, ``batch_size`` is the global
+        batch, rank 0's parameters and optimizer state are broadcast first, and
+        each step's gradient is summed across the ranks; :mod:`fastmlp.distributed`
+        tells more. Only rank 0 prints.
+
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
-        plan = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
-                              validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint,
-                              sample_weight, class_weight)
-        return self._run_fit(plan)
+        def plan() -> _FitPlan:
+            return self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+                                  validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint,
+                                  sample_weight, class_weight)
+
+        if comm is not None:
+            return self._fit_across(comm, plan)
+        return self._run_fit(plan())
+
+    def _fit_across(self, comm, make_plan) -> History:
+        """fit on every rank of ``comm``: the arguments checked on every rank and
+        compared across them (a refusal or a difference anywhere raises on every
+        rank), rank 0's state broadcast, then the epochs with each step's gradient
+        summed across the ranks."""
+        from .distributed import Communicator
+
+        if not isinstance(comm, Communicator):
+            raise TypeError(f"comm: expected a fastmlp.distributed.Communicator such as fm.distributed.MPI(), "
+                            f"got {comm!r:.100}")
+        plan, refused = None, None
+        try:
+            plan = make_plan()
+        except (TypeError, ValueError, OverflowError) as error:
+            refused = error
+        mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
+                None if plan is None else self._agreement(plan))
+        everyone = comm.allgather(mine)
+        problems = [f"rank {rank}: {message}" for rank, (message, _) in enumerate(everyone) if message]
+        if problems:
+            raise ValueError("fit across ranks: " + "; ".join(problems)) from refused
+        first = everyone[0][1]
+        for rank, (_, agreement) in enumerate(everyone[1:], 1):
+            for key, value in first.items():
+                if agreement[key] != value:
+                    raise ValueError(f"fit across ranks: the ranks disagree on {key}: rank 0 has {value!r:.120}, "
+                                     f"rank {rank} has {agreement[key]!r:.120}")
+        state = comm.broadcast(self._snapshot() if comm.rank == 0 else None)
+        if comm.rank != 0:
+            self._restore(_check_state(self, *state))
+        return self._run_fit(replace(plan, comm=comm, verbose=plan.verbose if comm.rank == 0 else 0))
+
+    def _agreement(self, plan: _FitPlan) -> dict:
+        """What every rank's fit must agree on, as plain values: shapes, dtypes and
+        float64 sums of the data (the same arrays sum alike), the architecture, the
+        loss and the fit's options."""
+        def data(array):
+            return None if array is None else (array.shape, array.dtype.str, float(array.sum(dtype=np.float64)))
+
+        return {"X": data(plan.X), "y": data(plan.y), "sample weights": data(plan.w),
+                "validation X": data(plan.X_val), "validation y": data(plan.y_val),
+                "validation weights": data(plan.w_val), "architecture": self.architecture,
+                "loss": (self._loss, self._huber_delta), "dtype": self._dtype.name, "epochs": plan.epochs,
+                "batch_size": plan.batch, "shuffle": plan.shuffle, "optimizer": repr(plan.optimizer),
+                "checkpoint": plan.checkpoint, "early_stopping": repr(plan.early_stopping),
+                "record_layer_norms": plan.record_layer_norms}
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                   validation_data, early_stopping, on_epoch_end, record_layer_norms=False,
@@ -823,9 +883,18 @@ class Network:
     def _fit_epochs(self, plan: _FitPlan, start: int, epochs: int, history: History) -> None:
         """Runs ``epochs`` epochs in the engine and records them; a non-finite loss
         or gradient raises FloatingPointError carrying the history so far."""
+        across = {}
+        if plan.comm is not None and plan.comm.size > 1:
+            comm = plan.comm
+
+            def reduce(grads, figures):
+                comm.allreduce_sum(grads)
+                comm.allreduce_sum(figures)
+
+            across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce}
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
                                 plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
-                                plan.checkpoint, plan.w)
+                                plan.checkpoint, plan.w, **across)
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:

@@ -111,7 +111,19 @@ struct FitOptions {
     Schedule schedule;
     bool count_correct = false;  // classification: fill FitRecord::accuracy
     index checkpoint = 0;        // keep every k-th block's input (0: everything)
+    // Data-parallel training (fastmlp.distributed): this process is rank `rank` of
+    // `ranks`, all with the same X, Y, weights, parameters and generator. Each global
+    // batch (batch_size rows, drawn from the one shuffled order) is cut into `ranks`
+    // contiguous parts; this rank runs its part, its gradient scaled for the whole
+    // batch's mean, and fit's GradientReduce sums the gradients across the ranks.
+    int rank = 0, ranks = 1;
 };
+
+// Sums, across the ranks and in place, a step's flat gradient (n values) and its
+// figures (the batch's summed loss and its right predictions: 2 doubles). It may
+// throw (a failed all-reduce); the step then changes nothing.
+template <typename T>
+using GradientReduce = std::function<void(T* grads, index n, double* figures, index n_figures)>;
 
 // Per-epoch figures, each an array of `epochs` values (any pointer may be null).
 struct FitRecord {
@@ -228,8 +240,10 @@ public:
     // fit with status interrupted. When the loss or the gradient is not finite,
     // the update is skipped and the fit stops; when an update would make a
     // parameter non-finite, that parameter keeps its value and the fit stops.
+    // With options.ranks > 1, `reduce` sums each step's gradient across the ranks.
     FitResult fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
-                  const FitRecord& record, const std::function<bool()>& should_stop);
+                  const FitRecord& record, const std::function<bool()>& should_stop,
+                  const GradientReduce<T>& reduce = {});
 
     // The cached values of the last forward() of the stage that runs layer `layer`:
     // its pre-activation and its output (a dense or norm layer with the activation
@@ -293,11 +307,13 @@ private:
     void check_fit_options(index n, const FitOptions& options) const;
     FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options);
     bool run_epoch(FitPlan& plan, const FitOptions& options, index epoch, EpochSums& sums,
-                   const std::function<bool()>& should_stop, FitResult& result);
+                   const std::function<bool()>& should_stop, FitResult& result,
+                   const GradientReduce<T>& reduce);
     void shuffle(std::vector<index>& order);
     void gather_batch(FitPlan& plan, index start, index rows);
     const char* train_batch(FitPlan& plan, const FitOptions& options, index start,
-                            EpochSums& sums);
+                            EpochSums& sums, const GradientReduce<T>& reduce);
+    double batch_weight(const FitPlan& plan, index start, index rows) const;
 
     std::vector<Layer> layers_;
     std::vector<index> dense_;

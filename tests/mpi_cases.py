@@ -1,0 +1,107 @@
+"""Cases run under ``mpiexec -n N python -m mpi4py tests/mpi_cases.py CASE`` by
+test_distributed.py. Each rank asserts; rank 0 prints "ok CASE" at the end. An
+exception on any rank aborts them all (python -m mpi4py), so a failure never hangs."""
+
+from __future__ import annotations
+
+import sys
+
+import numpy as np
+
+import fastmlp as fm
+
+comm = fm.distributed.MPI()
+
+
+def data(n=203, n_inputs=6, loss="cross_entropy", seed=0):
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((n, n_inputs))
+    y = rng.integers(0, 3, n) if loss == "cross_entropy" else rng.standard_normal((n, 3))
+    return X, y
+
+
+def network(dtype, loss="cross_entropy", seed=7, **options):
+    return fm.Network([6, 16, 8, 3], loss=loss, dtype=dtype, seed=seed, **options)
+
+
+def equals_one_process():
+    """The data-parallel fit is the single-process fit with the same global batch, to
+    rounding; every rank ends with the same parameters and history."""
+    X, y = data()
+    for dtype, rtol in (("float64", 1e-10), ("float32", 2e-4)):
+        for optimizer in (fm.SGD(lr=0.05, momentum=0.9), fm.Adam(lr=1e-2)):
+            for shuffle in (False, True):
+                # Another seed off rank 0: its parameters are broadcast from rank 0.
+                net = network(dtype, seed=7 if comm.rank == 0 else 100 + comm.rank)
+                alone = network(dtype)
+                history = net.fit(X, y, epochs=3, batch_size=50, optimizer=optimizer, shuffle=shuffle, comm=comm)
+                expected = alone.fit(X, y, epochs=3, batch_size=50, optimizer=optimizer, shuffle=shuffle)
+                what = f"{dtype} {type(optimizer).__name__} shuffle={shuffle}"
+                np.testing.assert_allclose(net.params, alone.params, rtol=rtol, atol=rtol * 1e-2, err_msg=what)
+                np.testing.assert_allclose(history["loss"], expected["loss"], rtol=rtol, err_msg=what)
+                np.testing.assert_allclose(history["accuracy"], expected["accuracy"], rtol=1e-12, err_msg=what)
+                params = comm.allgather(net.params.copy())
+                assert all(np.array_equal(params[0], p) for p in params), f"{what}: the ranks differ"
+                # The generator moved alike: a second fit still agrees.
+                net.fit(X, y, epochs=1, batch_size=64, comm=comm)
+                alone.fit(X, y, epochs=1, batch_size=64)
+                np.testing.assert_allclose(net.params, alone.params, rtol=rtol * 10, atol=rtol * 1e-2, err_msg=what)
+
+
+def weights_and_validation():
+    """Sample weights, a regression loss, a global batch smaller than the ranks at the
+    end of each epoch, validation and early stopping: all as in one process."""
+    X, y = data(n=97, loss="mse")
+    w = np.random.default_rng(1).uniform(0, 2, len(X))
+    net, alone = network("float64", loss="mse", seed=3), network("float64", loss="mse", seed=3)
+    stop = dict(early_stopping=fm.EarlyStopping(patience=2), validation_split=0.2)
+    history = net.fit(X, y, epochs=6, batch_size=32, sample_weight=w, comm=comm, **stop)
+    expected = alone.fit(X, y, epochs=6, batch_size=32, sample_weight=w,
+                         **dict(stop, early_stopping=fm.EarlyStopping(patience=2)))
+    np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(history["val_loss"], expected["val_loss"], rtol=1e-10)
+    histories = comm.allgather(history.history)
+    assert all(h == histories[0] for h in histories), "the ranks' histories differ"
+
+
+def expect_error(fit, pattern):
+    import re
+
+    try:
+        fit()
+    except ValueError as error:
+        assert re.search(pattern, str(error)), f"rank {comm.rank}: {error}"
+        return
+    raise AssertionError(f"rank {comm.rank}: no error (expected {pattern!r})")
+
+
+def mismatches():
+    """A disagreement, or an argument one rank refuses, raises the same clear error on
+    every rank instead of a hang."""
+    X, y = data()
+    expect_error(lambda: network("float64").fit(X, y, epochs=2 + comm.rank, comm=comm),
+                 r"^fit across ranks: the ranks disagree on epochs: rank 0 has 2, rank 1 has 3")
+    mine = X.copy()
+    mine[0, 0] += comm.rank  # other data on the other ranks
+    expect_error(lambda: network("float64").fit(mine, y, comm=comm), r"the ranks disagree on X")
+    bad = X.copy()
+    if comm.rank == 1:
+        bad[3, 2] = np.nan
+    expect_error(lambda: network("float64").fit(bad, y, comm=comm),
+                 r"^fit across ranks: rank 1: ValueError: X: expected finite values")
+    expect_error(lambda: network("float64", norm="batch").fit(X, y, batch_size=50, comm=comm),
+                 r"batch norm is not supported across ranks yet")
+    expect_error(lambda: network("float64", dropout=0.1).fit(X, y, comm=comm),
+                 r"dropout is not supported across ranks yet")
+    # After the refusals the ranks still train together.
+    network("float64").fit(X, y, epochs=1, comm=comm)
+
+
+CASES = {name: globals()[name] for name in ("equals_one_process", "weights_and_validation", "mismatches")}
+
+if __name__ == "__main__":
+    case = sys.argv[1]
+    CASES[case]()
+    comm.comm.Barrier()
+    if comm.rank == 0:
+        print(f"ok {case} on {comm.size} ranks", flush=True)
