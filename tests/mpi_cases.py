@@ -48,6 +48,18 @@ def equals_one_process():
                 np.testing.assert_allclose(net.params, alone.params, rtol=rtol * 10, atol=rtol * 1e-2, err_msg=what)
 
 
+def dropout():
+    """Each rank keeps its rows' part of the masks one process would draw for the whole
+    global batch: the fit is the one-process fit, to rounding."""
+    X, y = data()
+    for shuffle in (False, True):
+        net, alone = network("float64", dropout=0.3), network("float64", dropout=0.3)
+        history = net.fit(X, y, epochs=3, batch_size=50, shuffle=shuffle, optimizer=fm.Adam(lr=1e-2), comm=comm)
+        expected = alone.fit(X, y, epochs=3, batch_size=50, shuffle=shuffle, optimizer=fm.Adam(lr=1e-2))
+        np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-13, err_msg=f"shuffle={shuffle}")
+        np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-10)
+
+
 def weights_and_validation():
     """Sample weights, a regression loss, a global batch smaller than the ranks at the
     end of each epoch, validation and early stopping: all as in one process."""
@@ -91,8 +103,6 @@ def mismatches():
                  r"^fit across ranks: rank 1: ValueError: X: expected finite values")
     expect_error(lambda: network("float64", norm="batch").fit(X, y, batch_size=50, comm=comm),
                  r"batch norm is not supported across ranks yet")
-    expect_error(lambda: network("float64", dropout=0.1).fit(X, y, comm=comm),
-                 r"dropout is not supported across ranks yet")
     # After the refusals the ranks still train together.
     network("float64").fit(X, y, epochs=1, comm=comm)
 
@@ -134,7 +144,7 @@ def resume_finish(path):
     assert history.history == expected.history
 
 
-CASES = {name: globals()[name] for name in ("equals_one_process", "weights_and_validation", "mismatches", "guard",
+CASES = {name: globals()[name] for name in ("equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
                                             "resume_killed", "resume_finish")}
 
 if __name__ == "__main__":
