@@ -103,6 +103,9 @@ def mismatches():
                  r"^fit across ranks: rank 1: ValueError: X: expected finite values")
     expect_error(lambda: network("float64", norm="batch").fit(X, y, batch_size=50, comm=comm),
                  r"batch norm is not supported across ranks yet")
+    missing = "/nonexistent/checkpoint.npz" if comm.rank == 1 else None
+    expect_error(lambda: network("float64").fit(X, y, resume_from=missing, comm=comm),
+                 r"^fit across ranks: rank 1: FileNotFoundError")
     # After the refusals the ranks still train together.
     network("float64").fit(X, y, epochs=1, comm=comm)
 

@@ -708,7 +708,7 @@ class Network:
         plan, refused = None, None
         try:
             plan = make_plan()
-        except (TypeError, ValueError, OverflowError) as error:
+        except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
             refused = error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
                 None if plan is None else self._agreement(plan))
