@@ -60,6 +60,45 @@ def dropout():
         np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-10)
 
 
+def stops():
+    """A stop asked on one rank, or an exception on one rank that the caller catches,
+    ends the fit on every rank instead of leaving the others in the all-reduce."""
+    X, y = data()
+    stop_on_rank_0 = (lambda epoch, logs: comm.rank == 0 and epoch == 1)
+    history = network("float64").fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_rank_0, comm=comm)
+    assert len(history) == 2 and history.stopped_epoch == 1, f"rank {comm.rank}: {len(history)} epochs"
+
+    def fails_on_rank_1(epoch, logs):
+        if comm.rank == 1 and epoch == 0:
+            raise KeyError("the callback's own error")
+
+    expect_error(lambda: network("float64").fit(X, y, epochs=3, on_epoch_end=fails_on_rank_1, comm=comm),
+                 r"^fit across ranks: after epoch 0, rank 1: KeyError: .the callback's own error", RuntimeError)
+    unwritable = "/nonexistent/folder/checkpoint.npz"
+    expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, checkpoint_path=unwritable,
+                                                comm=comm),
+                 r"^fit across ranks: after epoch 0, rank 0: FileNotFoundError: .*cannot write", RuntimeError)
+
+
+def signal_handler_saves(path):
+    """A signal handler that saves the network (Slurm's warning before preemption) runs
+    during the all-reduce's Python, between two steps: no deadlock, a whole file."""
+    import os
+    import signal
+    import threading
+
+    X, y = data(n=400)
+    net = network("float64")
+    saved = []
+    signal.signal(signal.SIGUSR1, lambda *_: saved.append(net.save(f"{path}.{comm.rank}")))
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    net.fit(X, y, epochs=40, batch_size=8, comm=comm)
+    timer.join()
+    assert saved, f"rank {comm.rank}: the handler did not run"
+    fm.load(f"{path}.{comm.rank}")
+
+
 def weights_and_validation():
     """Sample weights, a regression loss, a global batch smaller than the ranks at the
     end of each epoch, validation and early stopping: all as in one process."""
@@ -101,8 +140,12 @@ def mismatches():
         bad[3, 2] = np.nan
     expect_error(lambda: network("float64").fit(bad, y, comm=comm),
                  r"^fit across ranks: rank 1: ValueError: X: expected finite values")
-    expect_error(lambda: network("float64", norm="batch").fit(X, y, batch_size=50, comm=comm),
-                 r"batch norm is not supported across ranks yet")
+    normed = network("float64", norm="batch", seed=comm.rank)
+    before = normed.params.copy()
+    expect_error(lambda: normed.fit(X, y, batch_size=50, comm=comm), r"batch norm is not supported across ranks yet")
+    assert np.array_equal(normed.params, before), "a refused fit changed the network"
+    shuffled = X[::-1].copy() if comm.rank == 1 else X  # the same values, another order
+    expect_error(lambda: network("float64").fit(shuffled, y, comm=comm), r"the ranks disagree on X")
     missing = "/nonexistent/checkpoint.npz" if comm.rank == 1 else None
     expect_error(lambda: network("float64").fit(X, y, resume_from=missing, comm=comm),
                  r"^fit across ranks: rank 1: FileNotFoundError")
@@ -148,6 +191,7 @@ def resume_finish(path):
 
 
 CASES = {name: globals()[name] for name in ("equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
+                                            "stops", "signal_handler_saves",
                                             "resume_killed", "resume_finish")}
 
 if __name__ == "__main__":

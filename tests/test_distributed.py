@@ -35,11 +35,17 @@ def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard"])
+@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
+                                  "stops"])
 def test_under_mpiexec(case, ranks):
     result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert f"ok {case} on {ranks} ranks" in result.stdout
+
+
+def test_a_signal_handler_that_saves_the_network_during_a_distributed_fit(tmp_path):
+    result = run_case(2, "signal_handler_saves", str(tmp_path / "saved.npz"))
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
 
 
 @pytest.mark.parametrize("ranks", [2, 3])

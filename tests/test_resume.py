@@ -100,3 +100,31 @@ def test_what_cannot_be_resumed_is_refused_before_anything_changes(tmp_path):
     with pytest.raises(ValueError, match=r"plain\.npz is not a checkpoint of a fit"):
         net.fit(X, y, epochs=5, resume_from=tmp_path / "plain.npz")
     assert np.array_equal(net.params, before)
+
+
+def test_resuming_with_other_data_or_arguments_is_refused(tmp_path):
+    path = tmp_path / "checkpoint.npz"
+    fit(network(), checkpoint_every=2, checkpoint_path=path)
+    X, y = problem()
+    with pytest.raises(ValueError, match=r"checkpoint of a fit with another batch_size"):
+        network().fit(X, y, epochs=5, batch_size=7, optimizer=fm.Adam(lr=1e-2, schedule=fm.Cosine(50)),
+                      resume_from=path)
+    with pytest.raises(ValueError, match=r"checkpoint of a fit with another optimizer"):
+        network().fit(X, y, epochs=5, batch_size=16, optimizer=fm.SGD(), resume_from=path)
+    with pytest.raises(ValueError, match=r"checkpoint of a fit with another X"):
+        network().fit(X[::-1].copy(), y[::-1].copy(), epochs=5, batch_size=16,
+                      optimizer=fm.Adam(lr=1e-2, schedule=fm.Cosine(50)), resume_from=path)
+
+
+def test_a_non_finite_validation_loss_is_kept_in_the_checkpoint(tmp_path):
+    """The history's NaN and inf travel through the checkpoint's JSON as their reprs."""
+    path = tmp_path / "checkpoint.npz"
+    X, y = problem()
+    X_val = np.full((4, 4), 3e38, np.float32)
+    net = fm.Network([4, 8, 3], loss="cross_entropy", seed=1)
+    history = net.fit(X, y, epochs=2, validation_data=(X_val, [0, 1, 2, 0]), checkpoint_every=1,
+                      checkpoint_path=path)
+    assert not np.isfinite(history["val_loss"]).all()
+    resumed = fm.Network([4, 8, 3], loss="cross_entropy", seed=1)
+    again = resumed.fit(X, y, epochs=2, validation_data=(X_val, [0, 1, 2, 0]), resume_from=path)
+    np.testing.assert_array_equal(again["val_loss"], history["val_loss"])

@@ -708,10 +708,15 @@ class Network:
         plan, refused = None, None
         try:
             plan = make_plan()
+            if comm.size > 1 and self._running_means:  # refused here, before anything is broadcast
+                raise ValueError("batch norm is not supported across ranks yet (its batch statistics need the "
+                                 "other ranks' rows)")
         except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
             refused = error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
-                None if plan is None else self._agreement(plan))
+                None if plan is None else {**self._agreement(plan), "checkpoint_every": plan.checkpoint_every,
+                                           "resume_from": None if plan.resume is None
+                                           else plan.resume[1]["epochs_done"]})
         everyone = comm.allgather(mine)
         problems = [f"rank {rank}: {message}" for rank, (message, _) in enumerate(everyone) if message]
         if problems:
@@ -728,20 +733,22 @@ class Network:
         return self._run_fit(replace(plan, comm=comm, verbose=plan.verbose if comm.rank == 0 else 0))
 
     def _agreement(self, plan: _FitPlan) -> dict:
-        """What every rank's fit must agree on, as plain values: shapes, dtypes and
-        float64 sums of the data (the same arrays sum alike), the architecture, the
-        loss and the fit's options."""
+        """What every rank's fit must agree on (and a resumed fit with the fit it
+        continues), as JSON values: the data's shapes, dtypes and a digest of their
+        bytes, the architecture, the loss and the fit's options."""
         def data(array):
-            return None if array is None else (array.shape, array.dtype.str, float(array.sum(dtype=np.float64)))
+            if array is None:
+                return None
+            digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
+            return [list(array.shape), array.dtype.str, digest]
 
         return {"X": data(plan.X), "y": data(plan.y), "sample weights": data(plan.w),
                 "validation X": data(plan.X_val), "validation y": data(plan.y_val),
                 "validation weights": data(plan.w_val), "architecture": self.architecture,
-                "loss": (self._loss, self._huber_delta), "dtype": self._dtype.name, "epochs": plan.epochs,
+                "loss": [self._loss, self._huber_delta], "dtype": self._dtype.name, "epochs": plan.epochs,
                 "batch_size": plan.batch, "shuffle": plan.shuffle, "optimizer": repr(plan.optimizer),
                 "checkpoint": plan.checkpoint, "early_stopping": repr(plan.early_stopping),
-                "record_layer_norms": plan.record_layer_norms, "checkpoint_every": plan.checkpoint_every,
-                "resume_from": None if plan.resume is None else plan.resume[1]["epochs_done"]}
+                "record_layer_norms": plan.record_layer_norms}
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                   validation_data, early_stopping, on_epoch_end, record_layer_norms=False,
@@ -809,7 +816,7 @@ class Network:
             where = os.fspath(resume_from)
             saved = load(where)
             progress = saved.metadata.get(RESUME_KEY)
-            if not (isinstance(progress, dict) and set(progress) == {"epochs_done", "epochs", "history"}
+            if not (isinstance(progress, dict) and set(progress) == {"epochs_done", "epochs", "history", "fit"}
                     and isinstance(progress["epochs_done"], int) and isinstance(progress["epochs"], int)
                     and isinstance(progress["history"], dict) and 0 < progress["epochs_done"] <= progress["epochs"]):
                 raise ValueError(f"resume_from: {where} is not a checkpoint of a fit (written with checkpoint_every); "
@@ -822,7 +829,13 @@ class Network:
             if progress["epochs"] != plan.epochs:
                 raise ValueError(f"resume_from: {where} is a checkpoint of a fit of {progress['epochs']} epochs; this "
                                  f"fit asks for {plan.epochs} (give the same arguments as the interrupted fit)")
-            resume = (_check_state(self, *saved._snapshot()), progress)
+            ours = json.loads(json.dumps(self._agreement(plan)))
+            for key, value in ours.items():
+                if progress["fit"].get(key) != value:
+                    raise ValueError(f"resume_from: {where} is a checkpoint of a fit with another {key} "
+                                     f"(give the same data and arguments as the interrupted fit)")
+            history = {key: _from_json(values) for key, values in progress["history"].items()}
+            resume = (_check_state(self, *saved._snapshot()), {**progress, "history": history})
         return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume)
 
     def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History) -> None:
@@ -831,12 +844,24 @@ class Network:
         if plan.comm is not None and plan.comm.rank != 0:
             return
         mine = self._metadata
-        self._metadata = {**mine, RESUME_KEY: {"epochs_done": epochs_done, "epochs": plan.epochs,
-                                               "history": history.history}}
+        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": self._agreement(plan),
+                    "history": {key: _to_json(values) for key, values in history.history.items()}}
+        self._metadata = {**mine, RESUME_KEY: json.loads(json.dumps(progress))}
         try:
             self.save(plan.checkpoint_path)
         finally:
             self._metadata = mine
+
+    @staticmethod
+    def _agree_to_stop(comm, epoch: int, stop: bool, failure: Exception | None) -> bool:
+        """After an epoch across ranks: whether any rank stops (a callback or early
+        stopping said so); a failure on any rank (a callback's exception, a checkpoint
+        that could not be written) raised on every rank, not left to hang the others."""
+        told = comm.allgather((bool(stop), None if failure is None else f"{type(failure).__name__}: {failure}"))
+        failures = [f"rank {rank}: {message}" for rank, (_, message) in enumerate(told) if message]
+        if failures:
+            raise RuntimeError(f"fit across ranks: after epoch {epoch}, " + "; ".join(failures)) from failure
+        return any(stopped for stopped, _ in told)
 
     def _check_ranks_agree(self, comm, epoch: int) -> None:
         """After an epoch across ranks: every rank's parameters and state must be the
@@ -958,9 +983,19 @@ class Network:
                 epoch += count
                 if across:
                     self._check_ranks_agree(plan.comm, epoch - 1)
-                if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
-                    self._write_checkpoint(plan, epoch, history)
-                if plan.watched and self._epoch_end(plan, epoch - 1, history, printer):
+                # The callbacks first (they may change the network), then the checkpoint.
+                stop, failure = False, None
+                try:
+                    stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
+                    if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
+                        self._write_checkpoint(plan, epoch, history)
+                except Exception as error:
+                    if not across:
+                        raise
+                    failure = error
+                if across:  # a stop, or a failure, on any rank: on every rank
+                    stop = self._agree_to_stop(plan.comm, epoch - 1, stop, failure)
+                if stop:
                     history.stopped_epoch = epoch - 1
                     break
         finally:
@@ -1366,3 +1401,17 @@ def _relative(w: np.ndarray | None) -> np.ndarray | None:
         return w
     exponent = int(np.frexp(top)[1]) - 1
     return w if exponent == 0 else np.ldexp(w, -exponent).astype(w.dtype, copy=False)
+
+
+def _to_json(values):
+    """History values for a checkpoint's JSON: a non-finite float as its repr ("nan", "inf")."""
+    if isinstance(values, list):
+        return [_to_json(v) for v in values]
+    return values if math.isfinite(values) else repr(values)
+
+
+def _from_json(values):
+    """The inverse of :func:`_to_json`."""
+    if isinstance(values, list):
+        return [_from_json(v) for v in values]
+    return float(values)
