@@ -142,6 +142,25 @@ def test_ranks_that_read_different_rows(data_csv, tmp_path):
     assert not (tmp_path / "model.npz").exists()
 
 
+def test_a_bug_on_one_rank_ends_every_rank(data_csv, tmp_path):
+    """An unexpected exception on rank 1 (not a user error): its traceback, and MPI_Abort
+    ends rank 0 too, which would otherwise wait for rank 1 in the next collective."""
+    script = tmp_path / "bug.py"
+    script.write_text("import os, sys\n"
+                      "from fastmlp import cli\n"
+                      "setup = cli._training_setup\n"
+                      "def failing(*args):\n"
+                      "    if os.environ['PMI_RANK'] == '1':\n"
+                      "        raise RuntimeError('a bug on rank 1')\n"
+                      "    return setup(*args)\n"
+                      "cli._training_setup = failing\n"
+                      "sys.exit(cli.main(sys.argv[1:]))\n")
+    program = [sys.executable, os.fspath(script), "train", os.fspath(data_csv), "--target", "species"]
+    result = run_ranks(program, program, cwd=tmp_path)
+    assert result.returncode == 1, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert "RuntimeError: a bug on rank 1" in result.stderr and result.stdout == ""
+
+
 # ---- in this process, without MPI ---------------------------------------------------------------
 
 

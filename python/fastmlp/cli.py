@@ -1,6 +1,7 @@
 """fastmlp's command line.
 
     fastmlp train DATA [--target COLUMN] [--layers 64,32] [--epochs N] [--out model.npz] [options]
+    mpiexec -n N fastmlp train DATA ...      (data-parallel over MPI; pip install "fastmlp[mpi]")
     fastmlp predict MODEL DATA [--out predictions.csv] [--proba]
     fastmlp demo [article | deep] [--epochs N] [--seed S] [--out PATH | --no-plot]
     fastmlp info
@@ -16,6 +17,12 @@ deep`` trains a 20-hidden-layer sigmoid network (it stalls) and the same depth w
 relu, residual blocks and layer norm (it trains), prints both diagnoses and draws
 gradient norm by layer and the loss curves (:mod:`fastmlp.demos.deep`). ``info``
 tells how this build was made and what it runs on.
+
+Under an MPI launcher (``mpiexec -n N fastmlp train ...``) ``train`` runs data-parallel
+through :class:`fastmlp.distributed.MPI`: every rank reads the whole file, rank 0's
+seed is everyone's, and only rank 0 prints and writes the model ("train under mpiexec"
+below tells how an error on one rank ends them all without a hang). Under a launcher
+the other commands run on every rank alike, and only rank 0 prints.
 
 Every error the user can fix (a bad option, a bad or missing data or model file, an
 unwritable --out, a fit that diverges) ends in one line on stderr and exit status 2;
@@ -74,7 +81,7 @@ from .article import NeuralNetwork
 from .demos import deep as deep_demo
 from .io import load as load_model
 from .network import ACTIVATIONS, MAX_COUNT, Network
-from .optimizers import SGD, Adam, AdamW, LAMB
+from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
 
 __all__ = ["main"]
 
@@ -178,7 +185,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "classification when the target holds text or at most "
             f"{MAX_INFERRED_CLASSES} distinct integers, regression otherwise (--task decides instead). "
             "Features (and regression targets) are standardized with the training rows' mean and "
-            "standard deviation, kept in the model for predict. A progress bar shows on a terminal."
+            "standard deviation, kept in the model for predict. A progress bar shows on a terminal. "
+            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads DATA, "
+            "--batch-size is the global batch, rank 0 prints and writes the model."
         ),
     )
     train.add_argument("data", metavar="DATA", help="the training data: .csv, .npy or .npz")
@@ -593,7 +602,7 @@ class _Training:
     y_mean: list | None
     y_scale: list | None
     net: Network
-    optimizer: object
+    optimizer: Optimizer
 
 
 def _run_train(args) -> int:
@@ -606,13 +615,15 @@ def _run_train(args) -> int:
         raise
     except USER_ERRORS as error:  # on this rank alone, outside the agreed steps: end them all
         print(f"fastmlp train: error: rank {comm.rank}: {_one_line(error)}", file=sys.__stderr__, flush=True)
-        comm.comm.Abort(USER_ERROR)
-        raise
+        status = USER_ERROR
     except Exception:  # a bug: the other ranks would wait for this one forever; say what and end them all
         traceback.print_exc(file=sys.__stderr__)
         sys.__stderr__.flush()
-        comm.comm.Abort(1)
-        raise
+        status = 1
+    # As `python -m mpi4py` does. MPICH's Abort may return before the launcher ends this
+    # process: leave at once, without MPI's exit handlers (they would wait for the others).
+    comm.comm.Abort(status)
+    os._exit(status)
 
 
 def _train(args, comm) -> int:
