@@ -614,12 +614,16 @@ def _run_train(args) -> int:
     except _OnEveryRank:
         raise
     except USER_ERRORS as error:  # on this rank alone, outside the agreed steps: end them all
-        print(f"fastmlp train: error: rank {comm.rank}: {_one_line(error)}", file=sys.__stderr__, flush=True)
-        status = USER_ERROR
+        status, message = USER_ERROR, f"fastmlp train: error: rank {comm.rank}: {_one_line(error)}\n"
     except Exception:  # a bug: the other ranks would wait for this one forever; say what and end them all
-        traceback.print_exc(file=sys.__stderr__)
-        sys.__stderr__.flush()
-        status = 1
+        status, message = 1, traceback.format_exc()
+    # In one write, straight to the file descriptor, and a pause for the launcher to
+    # forward it: MPICH's Hydra drops what it has not forwarded when the abort arrives
+    # (printed line by line, the traceback came out cut short; without the pause, now
+    # and then not at all: 1 run in about 60).
+    sys.__stderr__.flush()
+    os.write(sys.__stderr__.fileno(), message.encode("utf-8", "replace"))
+    time.sleep(ABORT_PAUSE)
     # As `python -m mpi4py` does. MPICH's Abort may return before the launcher ends this
     # process: leave at once, without MPI's exit handlers (they would wait for the others).
     comm.comm.Abort(status)
@@ -809,6 +813,7 @@ def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
 # The launchers' variables, (size, rank): MPICH's and Intel MPI's Hydra, and Slurm's srun
 # --mpi=pmi2, set PMI_*; Open MPI's mpirun sets OMPI_COMM_WORLD_*.
 LAUNCH_VARIABLES = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
+ABORT_PAUSE = 0.5  # seconds between a rank's last words and its MPI_Abort (see _run_train)
 MAX_RANKS_NAMED = 4  # an error on more ranks than this names the first ones and counts the rest
 
 
@@ -884,7 +889,8 @@ def _check_same_data(comm, path: str, samples: datafiles.Samples) -> None:
         digest.update(np.ascontiguousarray(array).tobytes())
     mine = (digest.hexdigest(), path, samples.X.shape, samples.feature_names, platform.node())
     everyone = comm.allgather(mine)
-    if all(other[:1] + other[3:4] == everyone[0][:1] + everyone[0][3:4] for other in everyone):
+    checksum_0, _, _, names_0, _ = everyone[0]
+    if all(checksum == checksum_0 and names == names_0 for checksum, _, _, names, _ in everyone):
         return
     read = "; ".join(f"rank {rank} ({host}): {where}, {shape[0]} rows of {shape[1]} features"
                      + ("" if names is None else f" ({_listing(names, 4)})") + f", sha256 {checksum[:12]}"
