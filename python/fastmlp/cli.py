@@ -1,6 +1,7 @@
 """fastmlp's command line.
 
     fastmlp train DATA [--target COLUMN] [--layers 64,32] [--epochs N] [--out model.npz] [options]
+    mpiexec -n N fastmlp train DATA ...      (data-parallel over MPI; pip install "fastmlp[mpi]")
     fastmlp predict MODEL DATA [--out predictions.csv] [--proba]
     fastmlp demo [article | deep] [--epochs N] [--seed S] [--out PATH | --no-plot]
     fastmlp info
@@ -16,6 +17,12 @@ deep`` trains a 20-hidden-layer sigmoid network (it stalls) and the same depth w
 relu, residual blocks and layer norm (it trains), prints both diagnoses and draws
 gradient norm by layer and the loss curves (:mod:`fastmlp.demos.deep`). ``info``
 tells how this build was made and what it runs on.
+
+Under an MPI launcher (``mpiexec -n N fastmlp train ...``) ``train`` runs data-parallel
+through :class:`fastmlp.distributed.MPI`: every rank reads the whole file, rank 0's
+seed is everyone's, and only rank 0 prints and writes the model ("train under mpiexec"
+below tells how an error on one rank ends them all without a hang). Under a launcher
+the other commands run on every rank alike, and only rank 0 prints.
 
 Every error the user can fix (a bad option, a bad or missing data or model file, an
 unwritable --out, a fit that diverges) ends in one line on stderr and exit status 2;
@@ -51,27 +58,30 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
+import hashlib
 import io
 import math
 import os
 import platform
 import sys
 import time
-from typing import Callable
+import traceback
+from dataclasses import dataclass
+from typing import Callable, TypeVar
 
 import numpy as np
 
 from . import _core
 from . import _datafiles as datafiles
 from ._files import write_atomically
-from ._threads import get_num_threads
+from ._threads import get_num_threads, set_num_threads
 from .architecture import NORMS
 from .callbacks import EarlyStopping
 from .article import NeuralNetwork
 from .demos import deep as deep_demo
 from .io import load as load_model
 from .network import ACTIVATIONS, MAX_COUNT, Network
-from .optimizers import SGD, Adam, AdamW, LAMB
+from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
 
 __all__ = ["main"]
 
@@ -86,6 +96,9 @@ USER_ERROR = 2  # the exit status of every error the user can fix, as argparse's
 
 class CommandError(Exception):
     """A failure to report in one line, without a traceback."""
+
+
+USER_ERRORS = (CommandError, OSError, ValueError, FloatingPointError, MemoryError)  # one line, exit 2
 
 
 def _argument(convert: Callable[[str], float], accept: Callable[[float], bool], expected: str,
@@ -172,7 +185,9 @@ def _build_parser() -> argparse.ArgumentParser:
             "classification when the target holds text or at most "
             f"{MAX_INFERRED_CLASSES} distinct integers, regression otherwise (--task decides instead). "
             "Features (and regression targets) are standardized with the training rows' mean and "
-            "standard deviation, kept in the model for predict. A progress bar shows on a terminal."
+            "standard deviation, kept in the model for predict. A progress bar shows on a terminal. "
+            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads DATA, "
+            "--batch-size is the global batch, rank 0 prints and writes the model."
         ),
     )
     train.add_argument("data", metavar="DATA", help="the training data: .csv, .npy or .npz")
@@ -232,7 +247,17 @@ def _build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Runs the command line with ``argv`` (default: sys.argv[1:]); returns the exit status."""
+    """Runs the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
+    Under an MPI launcher (``mpiexec -n 2 fastmlp train ...``) only rank 0 prints."""
+    rank, _ = _launch()
+    if rank == 0:
+        return _main(argv)
+    with open(os.devnull, "w", encoding="utf-8") as devnull, \
+            contextlib.redirect_stdout(devnull), contextlib.redirect_stderr(devnull):
+        return _main(argv)
+
+
+def _main(argv: list[str] | None) -> int:
     parser = _build_parser()
     try:
         args = parser.parse_args(None if argv is None else [os.fspath(a) for a in argv])
@@ -245,10 +270,9 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 1
-    except (CommandError, OSError, ValueError, FloatingPointError, MemoryError) as error:
+    except USER_ERRORS as error:
         # One line, whatever the message holds (a file name with a newline, say).
-        message = " ".join(str(error).splitlines())
-        print(f"fastmlp {args.command}: error: {message}", file=sys.stderr)
+        print(f"fastmlp {args.command}: error: {_one_line(error)}", file=sys.stderr)
     except KeyboardInterrupt:
         print(f"fastmlp {args.command}: interrupted", file=sys.stderr)
         return 130
@@ -561,17 +585,154 @@ def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: dat
     raise CommandError(f"{cells.at(i, j)}: {problem}")
 
 
+@dataclass
+class _Training:
+    """What ``train`` fits, made alike on every process from the same file and seed."""
+
+    X_net: np.ndarray        # (n, inputs): the features as the network sees them
+    y_net: np.ndarray        # the targets as the network sees them: class indices, or standardized values
+    y: np.ndarray            # class indices, or the values in the target's units
+    classes: list | None
+    train_rows: np.ndarray
+    val_rows: np.ndarray
+    batch_size: int
+    batch_note: str
+    x_mean: list | None
+    x_scale: list | None
+    y_mean: list | None
+    y_scale: list | None
+    net: Network
+    optimizer: Optimizer
+
+
 def _run_train(args) -> int:
+    comm = _launch_communicator()
+    if comm is None:
+        return _train(args, None)
+    try:
+        return _train(args, comm)
+    except _OnEveryRank:
+        raise
+    except USER_ERRORS as error:  # on this rank alone, outside the agreed steps: end them all
+        status, message = USER_ERROR, f"fastmlp train: error: rank {comm.rank}: {_one_line(error)}\n"
+    except Exception:  # a bug: the other ranks would wait for this one forever; say what and end them all
+        status, message = 1, traceback.format_exc()
+    # In one write, straight to the file descriptor, and a pause for the launcher to
+    # forward it: MPICH's Hydra drops what it has not forwarded when the abort arrives
+    # (printed line by line, the traceback came out cut short; without the pause, now
+    # and then not at all: 1 run in about 60).
+    sys.__stderr__.flush()
+    os.write(sys.__stderr__.fileno(), message.encode("utf-8", "replace"))
+    time.sleep(ABORT_PAUSE)
+    # As `python -m mpi4py` does. MPICH's Abort may return before the launcher ends this
+    # process: leave at once, without MPI's exit handlers (they would wait for the others).
+    comm.comm.Abort(status)
+    os._exit(status)
+
+
+def _train(args, comm) -> int:
+    """train, alone (``comm`` None) or as one process of an MPI launch (``comm`` a
+    fastmlp.distributed.MPI): then every rank reads the whole file, the seed is rank
+    0's, the fit is data-parallel, and only rank 0 writes the model and reports."""
+    first = comm is None or comm.rank == 0
+    threads = _share_cores(comm) if comm is not None else get_num_threads()
+    samples, task = _together(comm, lambda: _read_for_training(args, comm, first))
+    if comm is not None:
+        _check_same_data(comm, args.data, samples)
+    seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
+    if comm is not None:  # rank 0's: the same split, weights and shuffling on every rank
+        seed = comm.broadcast(seed)
+    t = _together(comm, lambda: _training_setup(args, samples, task, seed))
+    net, optimizer = t.net, t.optimizer
+
+    features = samples.feature_names
+    X = samples.X
+    if first:
+        print(f"Data: {args.data}, {X.shape[0]} rows"
+              + (f" ({t.train_rows.size} for training, {t.val_rows.size} for validation)" if t.val_rows.size else "")
+              + f", {X.shape[1]} features"
+              + (f" ({_listing(features)})" if features else "") + f"; target {_target_name(samples)}: {task}"
+              + (f", {len(t.classes)} classes ({_listing(t.classes)})" if t.classes else "") + ".", flush=True)
+        print(f"Network: {list(net.layer_sizes)} {args.activation}"
+              + (", residual" if args.residual else "") + (f", {args.norm} norm" if args.norm else "")
+              + (f", dropout {args.dropout:g}" if args.dropout else "")
+              + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {t.batch_size}{t.batch_note}, "
+              f"{args.epochs} epochs, seed {seed}.", flush=True)
+        if comm is not None:
+            print(f"Processes: {comm.size} (MPI, data-parallel: each computes the gradient of its part of every "
+                  f"batch of {t.batch_size} rows, summed across them), {threads} thread{'s' if threads != 1 else ''} "
+                  "each.", flush=True)
+
+    progress = first and _progress_wanted()
+    validation = (t.X_net[t.val_rows], t.y_net[t.val_rows]) if t.val_rows.size else None
+    start = time.perf_counter()
+    # The library's progress bar (verbose=2) writes to stdout; the command's stdout is for results.
+    with contextlib.redirect_stdout(sys.stderr) if progress else contextlib.nullcontext():
+        try:
+            history = net.fit(t.X_net[t.train_rows], t.y_net[t.train_rows], epochs=args.epochs,
+                              batch_size=t.batch_size, optimizer=optimizer, verbose=2 if progress else 0,
+                              validation_data=validation, comm=comm,
+                              early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
+        except (ValueError, FloatingPointError) as error:
+            if comm is None:
+                raise
+            # Across ranks fit raises these alike on every rank (it compares the arguments
+            # first, and the loss and gradient it checks are the summed ones).
+            raise _OnEveryRank(_one_line(error)) from error
+    seconds = time.perf_counter() - start
+
+    net.metadata = {**net.metadata, "cli": {
+        "task": task, "features": features, "target": samples.target, "classes": t.classes,
+        "x_mean": t.x_mean, "x_scale": t.x_scale, "y_mean": t.y_mean, "y_scale": t.y_scale,
+    }}
+    _together(comm, lambda: net.save(args.out) if first else None)
+    if not first:
+        return 0
+
+    def report(rows: np.ndarray) -> str:
+        if task == "classification":
+            accuracy = float(np.mean(net.predict(t.X_net[rows]) == t.y[rows]))
+            return f"accuracy {accuracy:.4f}"
+        predicted = _unscaled(net.predict(t.X_net[rows]), t.y_mean, t.y_scale)
+        return f"RMSE {_root_mean_square(predicted - t.y[rows]):.6g}"
+
+    losses = history.history["loss"]
+    epochs = len(losses)
+    # With --patience the network keeps the weights of the best epoch on validation, even when it ran to the end.
+    kept = epochs - 1 if history.best_epoch is None else history.best_epoch
+    notes = (["stopped early"] if epochs < args.epochs else []) + \
+        ([f"the weights of epoch {kept + 1}, the best on validation"] if kept != epochs - 1 else [])
+    stopped = f" ({'; '.join(notes)})" if notes else ""
+    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {losses[kept]:.6g}, "
+          f"{report(t.train_rows)} (training)"
+          + (f"; {report(t.val_rows)} (validation)" if t.val_rows.size else "") + ".")
+    print(f"Model: {args.out}")
+    return 0
+
+
+def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str]:
+    """The options checked, --out checked (by the process that writes it), the data
+    file read and its task chosen."""
     if args.target is not None and not args.target.strip():
         raise CommandError("--target: expected a column name, got an empty string")
     if args.patience is not None and not args.validation:
         raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
-    _check_writable(args.out)
-    _check_not_an_input(args.out, {"data file": args.data})
+    if comm is not None:
+        refused = [option for option, used in (("--norm batch", args.norm == "batch"),
+                                               ("--dropout", args.dropout > 0)) if used]
+        if refused:
+            raise CommandError(f"{' and '.join(refused)}: not supported across MPI processes yet (batch statistics "
+                               "and dropout masks would need the other processes' rows); run without mpiexec")
+    if first:
+        _check_writable(args.out)
+        _check_not_an_input(args.out, {"data file": args.data})
     samples = datafiles.read_training_data(args.data, args.target, args.features)
-    task = _choose_task(samples, args.task)
-    seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
+    return samples, _choose_task(samples, args.task)
 
+
+def _training_setup(args, samples: datafiles.Samples, task: str, seed: int) -> _Training:
+    """The labels, the validation split, the standardization and the network, from
+    the data and the seed alone, so that every process makes the same."""
     X, y = samples.X, samples.y
     if task == "classification":
         classes = _class_labels(y)
@@ -598,54 +759,8 @@ def _run_train(args) -> int:
     net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
                   norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
     optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
-    validation = (X_net[val_rows], y_net[val_rows]) if val_rows.size else None
-
-    features = samples.feature_names
-    print(f"Data: {args.data}, {X.shape[0]} rows"
-          + (f" ({train_rows.size} for training, {val_rows.size} for validation)" if val_rows.size else "")
-          + f", {X.shape[1]} features"
-          + (f" ({_listing(features)})" if features else "") + f"; target {_target_name(samples)}: {task}"
-          + (f", {len(classes)} classes ({_listing(classes)})" if classes else "") + ".", flush=True)
-    print(f"Network: {list(net.layer_sizes)} {args.activation}"
-          + (", residual" if args.residual else "") + (f", {args.norm} norm" if args.norm else "")
-          + (f", dropout {args.dropout:g}" if args.dropout else "")
-          + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {batch_size}{batch_note}, {args.epochs} epochs, "
-          f"seed {seed}.", flush=True)
-
-    progress = _progress_wanted()
-    start = time.perf_counter()
-    # The library's progress bar (verbose=2) writes to stdout; the command's stdout is for results.
-    with contextlib.redirect_stdout(sys.stderr) if progress else contextlib.nullcontext():
-        history = net.fit(X_net[train_rows], y_net[train_rows], epochs=args.epochs, batch_size=batch_size,
-                          optimizer=optimizer, verbose=2 if progress else 0, validation_data=validation,
-                          early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
-    seconds = time.perf_counter() - start
-
-    net.metadata = {**net.metadata, "cli": {
-        "task": task, "features": features, "target": samples.target, "classes": classes,
-        "x_mean": x_mean, "x_scale": x_scale, "y_mean": y_mean, "y_scale": y_scale,
-    }}
-    net.save(args.out)
-
-    def report(rows: np.ndarray) -> str:
-        if task == "classification":
-            accuracy = float(np.mean(net.predict(X_net[rows]) == y[rows]))
-            return f"accuracy {accuracy:.4f}"
-        predicted = _unscaled(net.predict(X_net[rows]), y_mean, y_scale)
-        return f"RMSE {_root_mean_square(predicted - y[rows]):.6g}"
-
-    losses = history.history["loss"]
-    epochs = len(losses)
-    # With --patience the network keeps the weights of the best epoch on validation, even when it ran to the end.
-    kept = epochs - 1 if history.best_epoch is None else history.best_epoch
-    notes = (["stopped early"] if epochs < args.epochs else []) + \
-        ([f"the weights of epoch {kept + 1}, the best on validation"] if kept != epochs - 1 else [])
-    stopped = f" ({'; '.join(notes)})" if notes else ""
-    print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {losses[kept]:.6g}, "
-          f"{report(train_rows)} (training)"
-          + (f"; {report(val_rows)} (validation)" if val_rows.size else "") + ".")
-    print(f"Model: {args.out}")
-    return 0
+    return _Training(X_net, y_net, y, classes, train_rows, val_rows, batch_size, batch_note,
+                     x_mean, x_scale, y_mean, y_scale, net, optimizer)
 
 
 def _batch_size(args, n_train: int) -> tuple[int, str]:
@@ -684,6 +799,129 @@ def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
     values = values.astype(np.float64)
     with np.errstate(over="ignore"):  # a prediction beyond float64 is written as inf, without a warning
         return values if mean is None else values * np.asarray(scale) + np.asarray(mean)
+
+
+# ---- train under mpiexec ------------------------------------------------------------------
+#
+# `mpiexec -n N fastmlp train ...` starts N processes of the same command. Each finds its
+# rank from the launcher (_launch), trains data-parallel through fastmlp.distributed.MPI,
+# and only rank 0 prints (main silences the others) and writes the model. Every step that
+# can fail on one rank and not another (reading the file, writing the model) runs through
+# _together, which makes the failure every rank's: one line from rank 0, exit 2 everywhere,
+# and no rank left waiting in a collective for one that has stopped.
+
+# The launchers' variables, (size, rank): MPICH's and Intel MPI's Hydra, and Slurm's srun
+# --mpi=pmi2, set PMI_*; Open MPI's mpirun sets OMPI_COMM_WORLD_*.
+LAUNCH_VARIABLES = (("PMI_SIZE", "PMI_RANK"), ("OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_RANK"))
+ABORT_PAUSE = 0.5  # seconds between a rank's last words and its MPI_Abort (see _run_train)
+MAX_RANKS_NAMED = 4  # an error on more ranks than this names the first ones and counts the rest
+
+
+class _OnEveryRank(CommandError):
+    """A failure that every rank of the launch raises alike (so none needs ending)."""
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).splitlines())
+
+
+def _launch() -> tuple[int, int]:
+    """(rank, size) of this process when an MPI launcher started several, else (0, 1):
+    from mpi4py when it is already initialized (``python -m mpi4py -m fastmlp``), else
+    from the launcher's environment variables, without importing mpi4py."""
+    mpi = sys.modules.get("mpi4py.MPI")
+    if mpi is not None and mpi.Is_initialized() and not mpi.Is_finalized():
+        return mpi.COMM_WORLD.Get_rank(), mpi.COMM_WORLD.Get_size()
+    for size_name, rank_name in LAUNCH_VARIABLES:
+        try:
+            size, rank = int(os.environ[size_name]), int(os.environ.get(rank_name, "0"))
+        except (KeyError, ValueError):
+            continue
+        if size > 1 and 0 <= rank < size:
+            return rank, size
+    return 0, 1
+
+
+def _launch_communicator():
+    """A fastmlp.distributed.MPI over COMM_WORLD when an MPI launcher started several
+    processes; None when this process runs alone."""
+    rank, size = _launch()
+    if size == 1:
+        return None
+    from .distributed import MPI
+
+    try:
+        comm = MPI()
+    except ImportError:
+        raise CommandError(f"started as {size} processes by an MPI launcher, but mpi4py is not installed: "
+                           'pip install "fastmlp[mpi]", or run without mpiexec') from None
+    if comm.size != size:  # each process sees a world of its own: N separate trainings writing one file
+        raise CommandError(f"started as {size} processes by an MPI launcher, but mpi4py's MPI sees {comm.size}: "
+                           "mpi4py is built against another MPI than the launcher's; use the mpiexec of "
+                           "mpi4py's MPI (the mpich wheel's is in the environment's bin/)")
+    return comm
+
+
+def _share_cores(comm) -> int:
+    """The threads of this process: OMP_NUM_THREADS when set, else the CPUs that the
+    processes on this machine may run on, divided among them (at least one, at most
+    this process's own), rather than every process taking every CPU. Every rank calls it."""
+    from mpi4py import MPI as mpi
+
+    usable = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+    local = comm.comm.Split_type(mpi.COMM_TYPE_SHARED)
+    try:
+        together = set().union(*local.allgather(usable))
+        share = len(together) // local.Get_size()
+    finally:
+        local.Free()
+    if "OMP_NUM_THREADS" not in os.environ:
+        set_num_threads(max(1, min(len(usable), share)))
+    return get_num_threads()
+
+
+def _check_same_data(comm, path: str, samples: datafiles.Samples) -> None:
+    """Every rank must have read the same rows (the same file, or identical copies on
+    each machine); an _OnEveryRank naming what each read otherwise."""
+    digest = hashlib.sha256()
+    for array in (samples.X, samples.y):
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(np.ascontiguousarray(array).tobytes())
+    mine = (digest.hexdigest(), path, samples.X.shape, samples.feature_names, platform.node())
+    everyone = comm.allgather(mine)
+    checksum_0, _, _, names_0, _ = everyone[0]
+    if all(checksum == checksum_0 and names == names_0 for checksum, _, _, names, _ in everyone):
+        return
+    read = "; ".join(f"rank {rank} ({host}): {where}, {shape[0]} rows of {shape[1]} features"
+                     + ("" if names is None else f" ({_listing(names, 4)})") + f", sha256 {checksum[:12]}"
+                     for rank, (checksum, where, shape, names, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
+    raise _OnEveryRank(f"{path}: the processes read different data ({read}); every process must read the same "
+                       "rows: one file on a shared file system, or identical copies")
+
+
+_T = TypeVar("_T")
+
+
+def _together(comm, step: Callable[[], _T]) -> _T:
+    """``step()`` on every rank of ``comm`` (alone: just ``step()``); when it fails
+    with a user error on any rank, the same _OnEveryRank on every rank, naming the
+    ranks (and their machines) unless they all failed alike."""
+    if comm is None:
+        return step()
+    result, problem = None, None
+    try:
+        result = step()
+    except USER_ERRORS as error:
+        problem = _one_line(error)
+    everyone = comm.allgather((problem, platform.node()))
+    failed = [(rank, message, host) for rank, (message, host) in enumerate(everyone) if message is not None]
+    if not failed:
+        return result
+    if len(failed) == comm.size and all(message == failed[0][1] for _, message, _ in failed):
+        raise _OnEveryRank(failed[0][1])
+    named = "; ".join(f"rank {rank} ({host}): {message}" for rank, message, host in failed[:MAX_RANKS_NAMED])
+    more = len(failed) - MAX_RANKS_NAMED
+    raise _OnEveryRank(named + (f"; and {more} more rank{'s' if more > 1 else ''}" if more > 0 else ""))
 
 
 # ---- predict ------------------------------------------------------------------------------
