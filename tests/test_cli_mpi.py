@@ -114,9 +114,9 @@ def test_a_missing_file_on_every_rank(tmp_path):
     assert_one_error(result, r"\S*absent.csv: no such file")
 
 
-def test_batch_norm_and_dropout_are_refused(data_csv, tmp_path):
+def test_batch_norm_is_refused(data_csv, tmp_path):
     result = run_two("train", data_csv, "--target", "species", "--norm", "batch", "--dropout", "0.1", cwd=tmp_path)
-    assert_one_error(result, r"--norm batch and --dropout: not supported across MPI processes yet .*")
+    assert_one_error(result, r"--norm batch: not supported across MPI processes yet .*")
 
 
 def test_an_unwritable_out_is_rank_zeros(data_csv, tmp_path):

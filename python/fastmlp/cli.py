@@ -717,12 +717,9 @@ def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str]
         raise CommandError("--target: expected a column name, got an empty string")
     if args.patience is not None and not args.validation:
         raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
-    if comm is not None:
-        refused = [option for option, used in (("--norm batch", args.norm == "batch"),
-                                               ("--dropout", args.dropout > 0)) if used]
-        if refused:
-            raise CommandError(f"{' and '.join(refused)}: not supported across MPI processes yet (batch statistics "
-                               "and dropout masks would need the other processes' rows); run without mpiexec")
+    if comm is not None and args.norm == "batch":
+        raise CommandError("--norm batch: not supported across MPI processes yet (its batch statistics would need "
+                           "the other processes' rows); run without mpiexec")
     if first:
         _check_writable(args.out)
         _check_not_an_input(args.out, {"data file": args.data})
