@@ -15,6 +15,8 @@ the same synthetic data; ``batch_size`` is the global batch in every row.
 Rows:
   1 process × 1 thread        fm.set_num_threads(1); net.fit(X, y, batch_size=B)
   1 process × 2 threads       fm.set_num_threads(2); the same
+  2 processes × 1 thread,     two independent processes at once, each fit on batch B/2 and no MPI:
+    no MPI                    the compute part of the 2-rank rows, apart from the all-reduce
   2 ranks × 1 thread, shm     mpiexec -n 2 ... python -m mpi4py: each rank fm.set_num_threads(1) and
                               net.fit(X, y, batch_size=B, comm=TimedMPI()); each rank computes B/2 rows
                               a step; MPICH's default path between ranks on one host: shared memory
@@ -263,6 +265,26 @@ def launch(command: list[str], env: dict, timeout: float) -> dict:
     raise RuntimeError(f"{' '.join(command)} (exit {done.returncode}) printed no result:\n  " + "\n  ".join(tail))
 
 
+def launch_together(commands: list[list[str]], timeout: float) -> list[dict]:
+    """Runs the commands at once (independent processes) and returns their result lines' JSON."""
+    processes = [subprocess.Popen(c, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in commands]
+    results = []
+    try:
+        for command, process in zip(commands, processes):
+            out, err = process.communicate(timeout=timeout)
+            lines = [line for line in out.splitlines() if line.startswith(RESULT_TAG)]
+            if not lines:
+                raise RuntimeError(f"{' '.join(command)} (exit {process.returncode}) printed no result:\n  "
+                                   + "\n  ".join((out + err).strip().splitlines()[-15:]))
+            results.append(json.loads(lines[0][len(RESULT_TAG):]))
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    return results
+
+
 def transport_env(transport: str, tcp: str) -> dict:
     return dict(TCP_PRESETS[tcp]) if transport == "tcp" else {}
 
@@ -278,6 +300,11 @@ def run_row(row: Row, args, steps: int) -> dict:
         worker += ["--batch", str(row.batch)]
     if row.processes == 1:
         return launch([sys.executable, SCRIPT, *worker], {}, args.timeout)
+    if row.transport == "none":  # independent processes, each its share of the batch: compute only
+        share = config_by_name(row.config).batch // row.processes
+        results = launch_together([[sys.executable, SCRIPT, *worker, "--batch", str(share)]] * row.processes,
+                                  args.timeout)
+        return {"ranks": [r["ranks"][0] for r in results]}
     return launch(mpi_command(args.mpiexec, row.processes, [*worker, "--mpi"]),
                   transport_env(row.transport, args.tcp), args.timeout)
 
@@ -396,6 +423,7 @@ def main(argv=None) -> int:
     rows: list[Row] = []
     for name in only:
         rows += [Row(name, "1 process × 1 thread", 1, 1, "—"), Row(name, "1 process × 2 threads", 1, 2, "—"),
+                 Row(name, "2 processes × 1 thread, no MPI", 2, 1, "none"),
                  Row(name, "2 ranks × 1 thread, shm", 2, 1, "shm"), Row(name, "2 ranks × 1 thread, TCP", 2, 1, "tcp")]
     model_rows: list[Row] = []
     if not args.no_model:
@@ -435,7 +463,7 @@ def main(argv=None) -> int:
         base = batch / median(these[1], "step")
         for row in these:
             rate = batch / median(row, "step")
-            if row.processes > 1:
+            if row.processes > 1 and row.transport != "none":
                 share = f"{100 * median(row, 'allreduce_share', 0):.1f} % / {100 * median(row, 'allreduce_share', 1):.1f} %"
                 reduce = f"{fmt_ms(median(row, 'allreduce_per_step'))} ({fmt_ms(median(row, 'allreduce_alone'))})"
                 setup = fmt_ms(median(row, "setup"))
@@ -445,6 +473,8 @@ def main(argv=None) -> int:
             table.append((name, row.label, fmt_ms(median(row, "step")), fmt_rate(rate), f"{rate / base:.2f}×",
                           share, reduce, setup, f"{median(row, 'loss'):.6g}"))
     print_table(header, table)
+    print("no MPI: two independent processes at once, each half the batch a step and no all-reduce (the step time "
+          "is their mean; samples/s counts the whole batch): the compute that 2 ranks could reach on this machine")
     print("share: time inside allreduce_sum (gradient + the step's 2 figures) ÷ step time, waiting for the other "
           "rank included; alone: the gradient's all-reduce after a barrier; setup: fit's once-per-call agreement "
           "and broadcast (left out of ms / step)")
@@ -479,6 +509,12 @@ def main(argv=None) -> int:
               f"rate is not reached by this MPI over TCP")
         print()
 
+    for name in only:
+        these = {r.transport: r for r in rows if r.config == name and r.processes == 2}
+        step_none, step_shm = median(these["none"], "step"), median(these["shm"], "step")
+        print(f"{name}, 2 ranks over shm: {fmt_ms(step_shm)} ms a step = {fmt_ms(step_none)} computing apart "
+              f"(the no-MPI row) + {fmt_ms(step_shm - step_none)} more, of which the all-reduce alone is "
+              f"{fmt_ms(median(these['shm'], 'allreduce_alone'))}")
     for name, label, ratio in verdicts:
         if "shm" in label:
             print(f"{name}: 2 ranks × 1 thread (shm) ÷ 1 process × 2 threads = {ratio:.2f} "
