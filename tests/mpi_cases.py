@@ -48,6 +48,57 @@ def equals_one_process():
                 np.testing.assert_allclose(net.params, alone.params, rtol=rtol * 10, atol=rtol * 1e-2, err_msg=what)
 
 
+def dropout():
+    """Each rank keeps its rows' part of the masks one process would draw for the whole
+    global batch: the fit is the one-process fit, to rounding."""
+    X, y = data()
+    for shuffle in (False, True):
+        net, alone = network("float64", dropout=0.3), network("float64", dropout=0.3)
+        history = net.fit(X, y, epochs=3, batch_size=50, shuffle=shuffle, optimizer=fm.Adam(lr=1e-2), comm=comm)
+        expected = alone.fit(X, y, epochs=3, batch_size=50, shuffle=shuffle, optimizer=fm.Adam(lr=1e-2))
+        np.testing.assert_allclose(net.params, alone.params, rtol=1e-10, atol=1e-13, err_msg=f"shuffle={shuffle}")
+        np.testing.assert_allclose(history["loss"], expected["loss"], rtol=1e-10)
+
+
+def stops():
+    """A stop asked on one rank, or an exception on one rank that the caller catches,
+    ends the fit on every rank instead of leaving the others in the all-reduce."""
+    X, y = data()
+    stop_on_rank_0 = (lambda epoch, logs: comm.rank == 0 and epoch == 1)
+    history = network("float64").fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_rank_0, comm=comm)
+    assert len(history) == 2 and history.stopped_epoch == 1, f"rank {comm.rank}: {len(history)} epochs"
+
+    def fails_on_rank_1(epoch, logs):
+        if comm.rank == 1 and epoch == 0:
+            raise KeyError("the callback's own error")
+
+    expect_error(lambda: network("float64").fit(X, y, epochs=3, on_epoch_end=fails_on_rank_1, comm=comm),
+                 r"^fit across ranks: after epoch 0, rank 1: KeyError: .the callback's own error", RuntimeError)
+    unwritable = "/nonexistent/folder/checkpoint.npz"
+    expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, checkpoint_path=unwritable,
+                                                comm=comm),
+                 r"^fit across ranks: after epoch 0, rank 0: FileNotFoundError: .*cannot write", RuntimeError)
+
+
+def signal_handler_saves(path):
+    """A signal handler that saves the network (Slurm's warning before preemption) runs
+    during the all-reduce's Python, between two steps: no deadlock, a whole file."""
+    import os
+    import signal
+    import threading
+
+    X, y = data(n=400)
+    net = network("float64")
+    saved = []
+    signal.signal(signal.SIGUSR1, lambda *_: saved.append(net.save(f"{path}.{comm.rank}")))
+    timer = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGUSR1))
+    timer.start()
+    net.fit(X, y, epochs=40, batch_size=8, comm=comm)
+    timer.join()
+    assert saved, f"rank {comm.rank}: the handler did not run"
+    fm.load(f"{path}.{comm.rank}")
+
+
 def weights_and_validation():
     """Sample weights, a regression loss, a global batch smaller than the ranks at the
     end of each epoch, validation and early stopping: all as in one process."""
@@ -64,12 +115,12 @@ def weights_and_validation():
     assert all(h == histories[0] for h in histories), "the ranks' histories differ"
 
 
-def expect_error(fit, pattern):
+def expect_error(fit, pattern, kind=ValueError):
     import re
 
     try:
         fit()
-    except ValueError as error:
+    except kind as error:
         assert re.search(pattern, str(error)), f"rank {comm.rank}: {error}"
         return
     raise AssertionError(f"rank {comm.rank}: no error (expected {pattern!r})")
@@ -89,19 +140,63 @@ def mismatches():
         bad[3, 2] = np.nan
     expect_error(lambda: network("float64").fit(bad, y, comm=comm),
                  r"^fit across ranks: rank 1: ValueError: X: expected finite values")
-    expect_error(lambda: network("float64", norm="batch").fit(X, y, batch_size=50, comm=comm),
-                 r"batch norm is not supported across ranks yet")
-    expect_error(lambda: network("float64", dropout=0.1).fit(X, y, comm=comm),
-                 r"dropout is not supported across ranks yet")
+    normed = network("float64", norm="batch", seed=comm.rank)
+    before = normed.params.copy()
+    expect_error(lambda: normed.fit(X, y, batch_size=50, comm=comm), r"batch norm is not supported across ranks yet")
+    assert np.array_equal(normed.params, before), "a refused fit changed the network"
+    shuffled = X[::-1].copy() if comm.rank == 1 else X  # the same values, another order
+    expect_error(lambda: network("float64").fit(shuffled, y, comm=comm), r"the ranks disagree on X")
+    missing = "/nonexistent/checkpoint.npz" if comm.rank == 1 else None
+    expect_error(lambda: network("float64").fit(X, y, resume_from=missing, comm=comm),
+                 r"^fit across ranks: rank 1: FileNotFoundError")
     # After the refusals the ranks still train together.
     network("float64").fit(X, y, epochs=1, comm=comm)
 
 
-CASES = {name: globals()[name] for name in ("equals_one_process", "weights_and_validation", "mismatches")}
+def guard():
+    """Ranks whose parameters drift apart (here: rank 1's all-reduce adds a little) are
+    caught after the epoch, with the same error on every rank."""
+
+    class Skewed(fm.distributed.MPI):
+        def allreduce_sum(self, array):
+            super().allreduce_sum(array)
+            if self.rank == 1 and array.size > 2:
+                array[0] += 1e-3
+
+    X, y = data()
+    expect_error(lambda: network("float64").fit(X, y, epochs=3, comm=Skewed()),
+                 r"^fit across ranks: after epoch 0 the parameters of rank\(s\) \[1\] differ from rank 0's",
+                 RuntimeError)
+
+
+def resume_killed(path):
+    """Every rank dies (os._exit) after the second epoch; rank 0 has written checkpoints."""
+    import os
+
+    X, y = data()
+    network("float64").fit(X, y, epochs=4, batch_size=50, checkpoint_every=1, checkpoint_path=path, comm=comm,
+                           on_epoch_end=lambda epoch, logs: os._exit(3) if epoch == 1 else None)
+
+
+def resume_finish(path):
+    """Resumed from the killed run's checkpoint, the fit ends bit for bit as the
+    uninterrupted run across the same ranks."""
+    X, y = data()
+    resumed, whole = network("float64"), network("float64")
+    history = resumed.fit(X, y, epochs=4, batch_size=50, checkpoint_every=1, checkpoint_path=path,
+                          resume_from=path, comm=comm)
+    expected = whole.fit(X, y, epochs=4, batch_size=50, comm=comm)
+    assert np.array_equal(resumed.params, whole.params), f"rank {comm.rank}: resumed differs"
+    assert history.history == expected.history
+
+
+CASES = {name: globals()[name] for name in ("equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
+                                            "stops", "signal_handler_saves",
+                                            "resume_killed", "resume_finish")}
 
 if __name__ == "__main__":
     case = sys.argv[1]
-    CASES[case]()
+    CASES[case](*sys.argv[2:])
     comm.comm.Barrier()
     if comm.rank == 0:
         print(f"ok {case} on {comm.size} ranks", flush=True)

@@ -24,18 +24,38 @@ def mpiexec() -> str | None:
     return str(beside) if beside.exists() else shutil.which("mpiexec")
 
 
-@pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["equals_one_process", "weights_and_validation", "mismatches"])
-def test_under_mpiexec(case, ranks):
+def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
     pytest.importorskip("mpi4py")
     launcher = mpiexec()
     if launcher is None:
         pytest.skip("no mpiexec (pip install 'fastmlp[mpi]' brings mpich's)")
     env = dict(os.environ, OMP_NUM_THREADS="1")  # ranks × threads within the 2 cores
-    result = subprocess.run([launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", str(CASES), case],
-                            capture_output=True, text=True, timeout=120, env=env)
+    return subprocess.run([launcher, "-n", str(ranks), sys.executable, "-m", "mpi4py", str(CASES), *args],
+                          capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
+                                  "stops"])
+def test_under_mpiexec(case, ranks):
+    result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert f"ok {case} on {ranks} ranks" in result.stdout
+
+
+def test_a_signal_handler_that_saves_the_network_during_a_distributed_fit(tmp_path):
+    result = run_case(2, "signal_handler_saves", str(tmp_path / "saved.npz"))
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_killed_run_resumed_across_ranks_ends_as_the_uninterrupted_one(ranks, tmp_path):
+    path = str(tmp_path / "checkpoint.npz")
+    killed = run_case(ranks, "resume_killed", path)
+    assert killed.returncode != 0 and (tmp_path / "checkpoint.npz").exists()
+    result = run_case(ranks, "resume_finish", path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert f"ok resume_finish on {ranks} ranks" in result.stdout
 
 
 class OneRank(fm.distributed.Communicator):

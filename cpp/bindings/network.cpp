@@ -455,7 +455,21 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
         last_check = clock::now();
         return python_error;
     };
-    result = h.net().fit(px, py_, pw, n, options, record, should_stop, reduce);
+    // The reduce runs Python (and so, maybe, a signal handler that saves or reads the
+    // network): without the network's lock, as should_stop's signal check, so that
+    // such a handler finds a network between two steps instead of a lock it holds.
+    GradientReduce<T> unlocked;
+    if (reduce) {
+        unlocked = [&](T* grads, index count, double* figures, index n_figures) {
+            guard.unlock();
+            struct Relock {
+                decltype(guard)& g;
+                ~Relock() { g.lock(); }
+            } relock{guard};
+            reduce(grads, count, figures, n_figures);
+        };
+    }
+    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked);
     return python_error;
 }
 

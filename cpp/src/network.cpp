@@ -339,12 +339,20 @@ const T* Network<T>::stage_input(const Buffers& b, index stage) const {
 }
 
 template <typename T>
-void Network<T>::draw_masks(index batch) {
+void Network<T>::draw_masks(index rows, index first, index count) {
     for (index s = 0; s < index(stages_.size()); ++s) {
         const Stage& stage = stages_[s];
         if (stage.kind != LayerKind::dropout) continue;
-        dropout_mask(rng_, ws_.masks.data() + ws_.slots[s].mask, batch * stage.width,
-                     layers_[stage.layer].p);
+        std::uint8_t* mine = ws_.masks.data() + ws_.slots[s].mask;
+        if (count == rows) {  // the whole batch
+            dropout_mask(rng_, mine, rows * stage.width, layers_[stage.layer].p);
+            continue;
+        }
+        // A rank's part: the whole batch's masks drawn (so every rank's generator moves
+        // alike, and each row gets the mask one process would give it), this part kept.
+        dropout_mask(rng_, mask_scratch_.data(), rows * stage.width, layers_[stage.layer].p);
+        if (count > 0)
+            std::memcpy(mine, mask_scratch_.data() + first * stage.width, std::size_t(count * stage.width));
     }
 }
 
@@ -507,7 +515,7 @@ const T* Network<T>::forward(const T* x, index batch) {
     require(!has_batch_norm_ || batch >= 2,
             "forward: batch norm in training needs at least 2 samples per batch, got 1");
     reserve_workspace(batch, 0);
-    draw_masks(batch);
+    draw_masks(batch, 0, batch);
     Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
               ws_.skip_delta.data()};
     forward_stages(b, 0, index(stages_.size()), true);
@@ -730,10 +738,11 @@ index Network<T>::step_pieces(index batch) const {
 template <typename T>
 double Network<T>::forward_backward(const T* x, const T* y, const T* weight, index batch,
                                     double batch_weight, const FitOptions& options,
-                                    double* correct) {
+                                    double* correct, index mask_rows, index mask_first) {
     const index in = inputs(), out = outputs();
     const index pieces = step_pieces(batch);
-    draw_masks(batch);  // before the pieces, in layer order: the same masks at any thread count
+    // Before the pieces, in layer order: the same masks at any thread count.
+    draw_masks(mask_rows, mask_first, batch);
     double loss[2] = {0, 0}, right[2] = {0, 0};
     // The second piece's rows a multiple of 16 (whole register tiles of rows);
     // the first, which the caller runs, gets the rest: a helper starts a little
@@ -809,10 +818,9 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(options.ranks >= 1 && options.rank >= 0 && options.rank < options.ranks,
             "fit: rank must be in [0, ranks)");
     if (options.ranks > 1) {
-        // Their batch statistics and masks would need the other ranks' rows: not yet.
+        // Its batch statistics would need the other ranks' rows: not yet.
         require(!has_batch_norm_, "fit: batch norm is not supported across ranks yet");
-        for (const Layer& layer : layers_)
-            require(layer.kind != LayerKind::dropout, "fit: dropout is not supported across ranks yet");
+
     }
     if (has_batch_norm_) {
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
@@ -847,6 +855,13 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const 
         if (weight != nullptr) plan.weight_batch.resize(plan.batch_size);
     }
     plan.state_before.resize(state_.size());
+    if (options.ranks > 1) {  // a global batch's masks, drawn whole on every rank (draw_masks)
+        index widest = 0;
+        for (const Stage& stage : stages_)
+            if (stage.kind == LayerKind::dropout) widest = std::max(widest, stage.width);
+        mask_scratch_.resize(checked_product(plan.batch_size, widest,
+                                             "fit: batch_size × the layer width overflows an index"));
+    }
     const double total_weight = weight_sum(weight, n);
     plan.normalizer = loss_normalizer(options.loss, total_weight, outputs());
     plan.accuracy_units = options.loss == Loss::cross_entropy ? total_weight
@@ -930,8 +945,9 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
     double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
     if (count > 0) {
-        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1]);
+        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, first);
     } else {  // a global batch smaller than the ranks: nothing here, but the sum needs this rank
+        draw_masks(rows, first, 0);  // the generator moves as on the other ranks
         std::fill(grads_.begin(), grads_.end(), T(0));
     }
     if (options.ranks > 1) reduce(grads_.data(), parameter_count(), figures, 2);

@@ -21,9 +21,15 @@ dtype, the architecture, the loss, the optimizer and the fit's options): a rank
 whose arguments are refused, or that disagrees, makes the fit raise the same
 ValueError on every rank rather than leave the others waiting.
 
-Not yet across ranks: batch norm and dropout (their batch statistics and masks
-need the other ranks' rows), ``shard=True`` (each rank its own rows), a
-parameter checksum guard, checkpoint and resume.
+After every epoch the ranks compare a digest of their parameters: if they ever
+differ, the fit stops with the same RuntimeError on every rank. Checkpoints
+(``checkpoint_every``, ``checkpoint_path``) are written by rank 0, and every rank
+resumes from the same file (``resume_from``).
+
+Dropout works across ranks: every rank draws the whole global batch's masks and
+keeps its rows' part, as one process would. Not yet across ranks: batch norm (its
+batch statistics need the other ranks' rows), ``shard=True`` (each rank its own
+rows), and an all-reduce in buckets overlapped with backward.
 
 nothing in fastmlp imports mpi4py until :class:`MPI` is made.
 """

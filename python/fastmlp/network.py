@@ -8,9 +8,11 @@ to them changes the network, and nothing is copied.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import numbers
+import os
 from dataclasses import dataclass, replace
 from typing import Callable
 
@@ -50,6 +52,7 @@ _OLD_SETTINGS = ("activation", "output_activation", "init")  # pickles of the la
 MAX_COUNT = 2**62  # the largest epoch count, batch size, layer size or restored update count (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
 SILENT_CHUNK = 1 << 16  # epochs per engine call in an unwatched fit (bounds the per-epoch records)
+RESUME_KEY = "fastmlp.fit"  # a checkpoint's metadata entry: how far its fit had come
 
 
 def resolve_init(init: str, activation: str) -> str:
@@ -167,6 +170,9 @@ class _FitPlan:
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
     comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
+    checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
+    checkpoint_path: str | None = None
+    resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
 
     @property
     def watched(self) -> bool:
@@ -610,6 +616,9 @@ class Network:
         sample_weight=None,
         class_weight=None,
         comm=None,
+        checkpoint_every: int | None = None,
+        checkpoint_path=None,
+        resume_from=None,
     ) -> History:
         """Trains from the current weights (and the optimizer's current state).
 
@@ -660,16 +669,27 @@ class Network:
         rank calls fit with the same data and options, ``batch_size`` is the global
         batch, rank 0's parameters and optimizer state are broadcast first, and
         each step's gradient is summed across the ranks; :mod:`fastmlp.distributed`
-        tells more. Only rank 0 prints.
+        tells more. Only rank 0 prints. After every epoch the ranks compare a
+        digest of their parameters: if they ever differ, the fit stops with the
+        same error on every rank.
+
+        ``checkpoint_every=k`` with ``checkpoint_path`` writes the network (the
+        model file of :meth:`save`, atomically; with ``comm``, from rank 0) after
+        every k-th epoch, with the fit's progress and history in its metadata
+        (``"fastmlp.fit"``). ``fit(..., resume_from=path)`` with the same data and
+        arguments continues such a fit where its checkpoint left it: a fit killed
+        and resumed ends bit for bit as the uninterrupted one (its history too).
+        Not with early stopping yet.
 
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
         def plan() -> _FitPlan:
-            return self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
+            made = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                                   validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint,
                                   sample_weight, class_weight)
+            return self._plan_checkpoints(made, checkpoint_every, checkpoint_path, resume_from)
 
         if comm is not None:
             return self._fit_across(comm, plan)
@@ -688,10 +708,15 @@ class Network:
         plan, refused = None, None
         try:
             plan = make_plan()
-        except (TypeError, ValueError, OverflowError) as error:
+            if comm.size > 1 and self._running_means:  # refused here, before anything is broadcast
+                raise ValueError("batch norm is not supported across ranks yet (its batch statistics need the "
+                                 "other ranks' rows)")
+        except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
             refused = error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
-                None if plan is None else self._agreement(plan))
+                None if plan is None else {**self._agreement(plan), "checkpoint_every": plan.checkpoint_every,
+                                           "resume_from": None if plan.resume is None
+                                           else plan.resume[1]["epochs_done"]})
         everyone = comm.allgather(mine)
         problems = [f"rank {rank}: {message}" for rank, (message, _) in enumerate(everyone) if message]
         if problems:
@@ -708,16 +733,19 @@ class Network:
         return self._run_fit(replace(plan, comm=comm, verbose=plan.verbose if comm.rank == 0 else 0))
 
     def _agreement(self, plan: _FitPlan) -> dict:
-        """What every rank's fit must agree on, as plain values: shapes, dtypes and
-        float64 sums of the data (the same arrays sum alike), the architecture, the
-        loss and the fit's options."""
+        """What every rank's fit must agree on (and a resumed fit with the fit it
+        continues), as JSON values: the data's shapes, dtypes and a digest of their
+        bytes, the architecture, the loss and the fit's options."""
         def data(array):
-            return None if array is None else (array.shape, array.dtype.str, float(array.sum(dtype=np.float64)))
+            if array is None:
+                return None
+            digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
+            return [list(array.shape), array.dtype.str, digest]
 
         return {"X": data(plan.X), "y": data(plan.y), "sample weights": data(plan.w),
                 "validation X": data(plan.X_val), "validation y": data(plan.y_val),
                 "validation weights": data(plan.w_val), "architecture": self.architecture,
-                "loss": (self._loss, self._huber_delta), "dtype": self._dtype.name, "epochs": plan.epochs,
+                "loss": [self._loss, self._huber_delta], "dtype": self._dtype.name, "epochs": plan.epochs,
                 "batch_size": plan.batch, "shuffle": plan.shuffle, "optimizer": repr(plan.optimizer),
                 "checkpoint": plan.checkpoint, "early_stopping": repr(plan.early_stopping),
                 "record_layer_norms": plan.record_layer_norms}
@@ -768,6 +796,84 @@ class Network:
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
                         bool(record_layer_norms), checkpoint, w, w_val)
+
+    def _plan_checkpoints(self, plan: _FitPlan, checkpoint_every, checkpoint_path, resume_from) -> _FitPlan:
+        """fit's checkpoint_every, checkpoint_path and resume_from checked; the checkpoint
+        to resume from read and checked against this network and fit (applied only
+        when the fit starts)."""
+        if (checkpoint_every is None) != (checkpoint_path is None):
+            raise ValueError("checkpoint_every and checkpoint_path: give both (a checkpoint every k epochs, "
+                             "written to the path) or neither")
+        every = 0 if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every", minimum=1,
+                                                             maximum=MAX_COUNT)
+        path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+        resume = None
+        if resume_from is not None:
+            from .io import load
+
+            if plan.early_stopping is not None:
+                raise ValueError("resume_from: not with early_stopping yet (its state is not in the checkpoint)")
+            where = os.fspath(resume_from)
+            saved = load(where)
+            progress = saved.metadata.get(RESUME_KEY)
+            if not (isinstance(progress, dict) and set(progress) == {"epochs_done", "epochs", "history", "fit"}
+                    and isinstance(progress["epochs_done"], int) and isinstance(progress["epochs"], int)
+                    and isinstance(progress["history"], dict) and 0 < progress["epochs_done"] <= progress["epochs"]):
+                raise ValueError(f"resume_from: {where} is not a checkpoint of a fit (written with checkpoint_every); "
+                                 f"its metadata has no valid {RESUME_KEY!r} entry")
+            for what, mine, theirs in (("architecture", self.architecture, saved.architecture),
+                                       ("dtype", self.dtype.name, saved.dtype.name), ("loss", self.loss, saved.loss)):
+                if mine != theirs:
+                    raise ValueError(f"resume_from: {where} holds a network of another {what} ({theirs!r:.100}; "
+                                     f"this one: {mine!r:.100})")
+            if progress["epochs"] != plan.epochs:
+                raise ValueError(f"resume_from: {where} is a checkpoint of a fit of {progress['epochs']} epochs; this "
+                                 f"fit asks for {plan.epochs} (give the same arguments as the interrupted fit)")
+            ours = json.loads(json.dumps(self._agreement(plan)))
+            for key, value in ours.items():
+                if progress["fit"].get(key) != value:
+                    raise ValueError(f"resume_from: {where} is a checkpoint of a fit with another {key} "
+                                     f"(give the same data and arguments as the interrupted fit)")
+            history = {key: _from_json(values) for key, values in progress["history"].items()}
+            resume = (_check_state(self, *saved._snapshot()), {**progress, "history": history})
+        return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume)
+
+    def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History) -> None:
+        """The network now, with the fit's progress and history in its metadata, to
+        plan.checkpoint_path (rank 0 only, across ranks)."""
+        if plan.comm is not None and plan.comm.rank != 0:
+            return
+        mine = self._metadata
+        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": self._agreement(plan),
+                    "history": {key: _to_json(values) for key, values in history.history.items()}}
+        self._metadata = {**mine, RESUME_KEY: json.loads(json.dumps(progress))}
+        try:
+            self.save(plan.checkpoint_path)
+        finally:
+            self._metadata = mine
+
+    @staticmethod
+    def _agree_to_stop(comm, epoch: int, stop: bool, failure: Exception | None) -> bool:
+        """After an epoch across ranks: whether any rank stops (a callback or early
+        stopping said so); a failure on any rank (a callback's exception, a checkpoint
+        that could not be written) raised on every rank, not left to hang the others."""
+        told = comm.allgather((bool(stop), None if failure is None else f"{type(failure).__name__}: {failure}"))
+        failures = [f"rank {rank}: {message}" for rank, (_, message) in enumerate(told) if message]
+        if failures:
+            raise RuntimeError(f"fit across ranks: after epoch {epoch}, " + "; ".join(failures)) from failure
+        return any(stopped for stopped, _ in told)
+
+    def _check_ranks_agree(self, comm, epoch: int) -> None:
+        """After an epoch across ranks: every rank's parameters and state must be the
+        same bits (a digest each, compared); else the fit stops on every rank."""
+        digest = hashlib.blake2b(self._params.tobytes(), digest_size=16)
+        digest.update(self.state.tobytes())
+        digests = comm.allgather(digest.hexdigest())
+        differing = [rank for rank, other in enumerate(digests) if other != digests[0]]
+        if differing:
+            raise RuntimeError(f"fit across ranks: after epoch {epoch} the parameters of rank(s) {differing} differ "
+                               f"from rank 0's: the ranks no longer train the same network (an all-reduce gave "
+                               f"them different sums); the fit stopped on every rank")
 
     def _class_shares(self, y: np.ndarray) -> np.ndarray:
         """Each sample's share of each class (n, k): its one-hot row, or (1 − t, t) for
@@ -851,18 +957,46 @@ class Network:
         return X[:-n_val], y[:-n_val], w[:-n_val], X[-n_val:], y[-n_val:], w[-n_val:]
 
     def _run_fit(self, plan: _FitPlan) -> History:
-        """The epochs of a checked fit, a chunk per engine call (one epoch when Python watches)."""
+        """The epochs of a checked fit, a chunk per engine call: one epoch when Python
+        watches, or across ranks (their parameters compared after each); chunks end
+        at the checkpoints."""
         if plan.early_stopping is not None:
             plan.early_stopping._start(plan.X_val is not None, self._history_keys(plan))
-        self._optimizer = plan.optimizer
         history = History()
+        epoch = 0
+        if plan.resume is not None:  # the interrupted fit's state and history, then its remaining epochs
+            state, progress = plan.resume
+            self._restore(state)
+            epoch = progress["epochs_done"]
+            history.history = {key: list(values) for key, values in progress["history"].items()}
+            history.epoch = list(range(epoch))
+        self._optimizer = plan.optimizer
+        across = plan.comm is not None and plan.comm.size > 1
+        chunk = 1 if plan.watched or across else min(plan.epochs, SILENT_CHUNK)
         printer = ProgressPrinter(plan.verbose, plan.epochs) if plan.verbose else None
-        chunk = 1 if plan.watched else min(plan.epochs, SILENT_CHUNK)
         try:
-            for start in range(0, plan.epochs, chunk):
-                self._fit_epochs(plan, start, min(chunk, plan.epochs - start), history)
-                if plan.watched and self._epoch_end(plan, start, history, printer):
-                    history.stopped_epoch = start
+            while epoch < plan.epochs:
+                count = min(chunk, plan.epochs - epoch)
+                if plan.checkpoint_every:
+                    count = min(count, plan.checkpoint_every - epoch % plan.checkpoint_every)
+                self._fit_epochs(plan, epoch, count, history)
+                epoch += count
+                if across:
+                    self._check_ranks_agree(plan.comm, epoch - 1)
+                # The callbacks first (they may change the network), then the checkpoint.
+                stop, failure = False, None
+                try:
+                    stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
+                    if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
+                        self._write_checkpoint(plan, epoch, history)
+                except Exception as error:
+                    if not across:
+                        raise
+                    failure = error
+                if across:  # a stop, or a failure, on any rank: on every rank
+                    stop = self._agree_to_stop(plan.comm, epoch - 1, stop, failure)
+                if stop:
+                    history.stopped_epoch = epoch - 1
                     break
         finally:
             if printer is not None:
@@ -1267,3 +1401,17 @@ def _relative(w: np.ndarray | None) -> np.ndarray | None:
         return w
     exponent = int(np.frexp(top)[1]) - 1
     return w if exponent == 0 else np.ldexp(w, -exponent).astype(w.dtype, copy=False)
+
+
+def _to_json(values):
+    """History values for a checkpoint's JSON: a non-finite float as its repr ("nan", "inf")."""
+    if isinstance(values, list):
+        return [_to_json(v) for v in values]
+    return values if math.isfinite(values) else repr(values)
+
+
+def _from_json(values):
+    """The inverse of :func:`_to_json`."""
+    if isinstance(values, list):
+        return [_from_json(v) for v in values]
+    return float(values)

@@ -289,7 +289,10 @@ private:
     Workspace layout(index batch, index checkpoint) const;
     void reserve_workspace(index batch, index checkpoint);
     void reserve_predict(index chunk);
-    void draw_masks(index batch);
+    // Dropout's masks of a batch of `rows` rows (each dropout layer's, from the
+    // generator, in layer order); rows [first, first + count) of them go to the
+    // workspace (a rank's part of a global batch; all of them in one process).
+    void draw_masks(index rows, index first, index count);
     const T* stage_input(const Buffers& b, index stage) const;
     void forward_stages(const Buffers& b, index first_stage, index end_stage, bool move_stats);
     void backward_stages(Buffers& b, index first_stage, index end_stage, bool accumulate);
@@ -302,7 +305,8 @@ private:
     void forward_eval(const T* x, index rows, T* out);
     index step_pieces(index batch) const;
     double forward_backward(const T* x, const T* y, const T* weight, index batch,
-                            double batch_weight, const FitOptions& options, double* correct);
+                            double batch_weight, const FitOptions& options, double* correct,
+                            index mask_rows, index mask_first);
     // fit, in steps: checks, then a plan made once, then epoch after epoch.
     void check_fit_options(index n, const FitOptions& options) const;
     FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options);
@@ -332,6 +336,7 @@ private:
     Workspace ws_;
     index cached_batch_ = -1;  // batch of the last forward(), -1 when none
     std::vector<T> piece_grads_;  // the second piece's gradient (step_pieces)
+    std::vector<std::uint8_t> mask_scratch_;  // a global batch's masks, across ranks (draw_masks)
     ThreadChoice step_threads_;  // fit's steps: on one thread or all
     std::vector<T> predict_buffers_, predict_rstd_, evaluate_out_;
 };
