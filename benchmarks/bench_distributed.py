@@ -336,7 +336,8 @@ def fit_alpha_beta(times: dict) -> tuple[float, float]:
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer steps and one round fewer: about 2 minutes")
-    parser.add_argument("--repeats", type=int, default=None, help="rounds; medians are shown (default 3, 2 with --quick)")
+    parser.add_argument("--repeats", type=int, default=None,
+                        help="rounds; medians are shown (default 3, 2 with --quick)")
     parser.add_argument("--only", default=",".join(CONFIG_NAMES), help="comma-separated: mnist-mlp, wide")
     parser.add_argument("--tcp", choices=sorted(TCP_PRESETS), default="ofi",
                         help="how MPI is forced onto TCP loopback: ofi (default; libfabric's tcp provider on lo) "
@@ -437,11 +438,12 @@ def main(argv=None) -> int:
         load = OtherLoad()
         steps = STEPS[name][1 if args.quick else 0]
         these = [r for r in rows + model_rows if r.config == name]
+        batch = config_by_name(name).batch
         for round_index in range(repeats):
             for row in these:
                 if row.batch is not None and round_index > 0 and args.quick:
                     continue
-                row_steps = steps if row.batch is None else max(steps, steps * config_by_name(name).batch // row.batch // 4)
+                row_steps = steps if row.batch is None else max(steps, steps * batch // row.batch // 4)
                 row.results.append(run_row(row, args, row_steps))
                 time.sleep(args.pause)
         loads[name] = load.share()
@@ -464,7 +466,7 @@ def main(argv=None) -> int:
         for row in these:
             rate = batch / median(row, "step")
             if row.processes > 1 and row.transport != "none":
-                share = f"{100 * median(row, 'allreduce_share', 0):.1f} % / {100 * median(row, 'allreduce_share', 1):.1f} %"
+                share = " / ".join(f"{100 * median(row, 'allreduce_share', rank):.1f} %" for rank in (0, 1))
                 reduce = f"{fmt_ms(median(row, 'allreduce_per_step'))} ({fmt_ms(median(row, 'allreduce_alone'))})"
                 setup = fmt_ms(median(row, "setup"))
                 verdicts.append((name, row.label, rate / base))
