@@ -74,10 +74,20 @@ def stops():
 
     expect_error(lambda: network("float64").fit(X, y, epochs=3, on_epoch_end=fails_on_rank_1, comm=comm),
                  r"^fit across ranks: after epoch 0, rank 1: KeyError: .the callback's own error", RuntimeError)
-    unwritable = "/nonexistent/folder/checkpoint.npz"
-    expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, checkpoint_path=unwritable,
+    import os
+    import tempfile
+
+    expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, comm=comm,
+                                                checkpoint_path="/nonexistent/folder/checkpoint.npz"),
+                 r"^fit across ranks: rank 0: ValueError: checkpoint_path: cannot write")
+    folder = comm.broadcast(tempfile.mkdtemp() if comm.rank == 0 else None)
+    blocked = os.path.join(folder, "checkpoint.npz")  # a folder where rank 0 must write the file
+    if comm.rank == 0:
+        os.mkdir(blocked)
+    comm.comm.Barrier()
+    expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, checkpoint_path=blocked,
                                                 comm=comm),
-                 r"^fit across ranks: after epoch 0, rank 0: FileNotFoundError: .*cannot write", RuntimeError)
+                 r"^fit across ranks: after epoch 0, rank 0: IsADirectoryError: .*cannot write", RuntimeError)
 
 
 def signal_handler_saves(path):

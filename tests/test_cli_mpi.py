@@ -187,12 +187,27 @@ def test_the_launch_is_read_from_the_launchers_variables(launcher_env, variables
     assert cli._launch() == expected
 
 
-def test_ranks_other_than_zero_print_nothing(launcher_env, capsys):
+def test_ranks_other_than_zero_print_nothing_of_train(launcher_env, capsys):
     launcher_env.setenv("PMI_SIZE", "2")
     launcher_env.setenv("PMI_RANK", "1")
     assert cli.main(["train", "data.csv", "--no-such-option"]) == 2
-    assert cli.main(["--version"]) == 0
     assert capsys.readouterr() == ("", "")
+
+
+def test_other_commands_ignore_the_launch(launcher_env, capsys):
+    """A plain command run from inside an MPI job (its rank's variables inherited) prints
+    as anywhere else."""
+    launcher_env.setenv("PMI_SIZE", "2")
+    launcher_env.setenv("PMI_RANK", "1")
+    assert cli.main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("fastmlp ")
+
+
+def test_srun_with_pmix_is_told_how_to_launch(launcher_env, data_csv, capsys):
+    launcher_env.setenv("PMIX_RANK", "0")
+    launcher_env.setenv("SLURM_NTASKS", "4")
+    assert cli.main(["train", os.fspath(data_csv), "--target", "species"]) == 2
+    assert "python -m mpi4py -m fastmlp train" in capsys.readouterr().err
 
 
 def test_without_mpi4py_the_launch_is_an_error(launcher_env, data_csv, capsys):

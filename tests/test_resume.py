@@ -78,6 +78,8 @@ def test_resuming_a_finished_checkpoint_runs_nothing(tmp_path):
     ({"checkpoint_every": 2}, r"^checkpoint_every and checkpoint_path: give both"),
     ({"checkpoint_path": "x.npz"}, r"^checkpoint_every and checkpoint_path: give both"),
     ({"checkpoint_every": 0, "checkpoint_path": "x.npz"}, r"^checkpoint_every: expected an integer >= 1"),
+    ({"checkpoint_every": 1, "checkpoint_path": "/nonexistent/x.npz"},
+     r"^checkpoint_path: cannot write /nonexistent/x\.npz: its folder does not exist"),
 ])
 def test_bad_checkpoint_arguments_are_refused(kwargs, message):
     with pytest.raises(ValueError, match=message):

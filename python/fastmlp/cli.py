@@ -248,8 +248,12 @@ def _build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Runs the command line with ``argv`` (default: sys.argv[1:]); returns the exit status.
-    Under an MPI launcher (``mpiexec -n 2 fastmlp train ...``) only rank 0 prints."""
-    rank, _ = _launch()
+    Under an MPI launcher (``mpiexec -n 2 fastmlp train ...``) train runs data-parallel and
+    only rank 0 prints. The other commands ignore the launch: they run whole in every
+    process, as a plain command run from inside an MPI job must."""
+    words = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
+    command = next((word for word in words if not word.startswith("-")), None)
+    rank = _launch()[0] if command == "train" else 0
     if rank == 0:
         return _main(argv)
     with open(os.devnull, "w", encoding="utf-8") as devnull, \
@@ -673,11 +677,12 @@ def _train(args, comm) -> int:
                               batch_size=t.batch_size, optimizer=optimizer, verbose=2 if progress else 0,
                               validation_data=validation, comm=comm,
                               early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
-        except (ValueError, FloatingPointError) as error:
+        except (ValueError, FloatingPointError, RuntimeError) as error:
             if comm is None:
                 raise
             # Across ranks fit raises these alike on every rank (it compares the arguments
-            # first, and the loss and gradient it checks are the summed ones).
+            # first, the loss and gradient it checks are the summed ones, and it tells every
+            # rank of a divergence or of a failure on one).
             raise _OnEveryRank(_one_line(error)) from error
     seconds = time.perf_counter() - start
 
@@ -844,6 +849,11 @@ def _launch_communicator():
     processes; None when this process runs alone."""
     rank, size = _launch()
     if size == 1:
+        tasks = os.environ.get("SLURM_STEP_NUM_TASKS") or os.environ.get("SLURM_NTASKS") or "1"
+        if "PMIX_RANK" in os.environ and tasks.isdigit() and int(tasks) > 1:
+            # srun --mpi=pmix sets no PMI_SIZE: without this, every task would train alone.
+            raise CommandError(f"started as one of {tasks} tasks by srun with PMIx, which fastmlp train cannot read "
+                               "its rank from: run `python -m mpi4py -m fastmlp train ...` (or srun --mpi=pmi2)")
         return None
     from .distributed import MPI
 

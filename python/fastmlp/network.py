@@ -807,6 +807,11 @@ class Network:
         every = 0 if checkpoint_every is None else check_int(checkpoint_every, "checkpoint_every", minimum=1,
                                                              maximum=MAX_COUNT)
         path = None if checkpoint_path is None else os.fspath(checkpoint_path)
+        if path is not None:  # found out now, not after the first checkpoint's epochs
+            folder = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(folder) or not os.access(folder, os.W_OK):
+                raise ValueError(f"checkpoint_path: cannot write {path}: its folder "
+                                 f"{'is not writable' if os.path.isdir(folder) else 'does not exist'}")
         resume = None
         if resume_from is not None:
             from .io import load
@@ -838,13 +843,13 @@ class Network:
             resume = (_check_state(self, *saved._snapshot()), {**progress, "history": history})
         return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume)
 
-    def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History) -> None:
-        """The network now, with the fit's progress and history in its metadata, to
-        plan.checkpoint_path (rank 0 only, across ranks)."""
+    def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History, fit: dict) -> None:
+        """The network now, with the fit's progress, history and ``fit`` (its _agreement)
+        in its metadata, to plan.checkpoint_path (rank 0 only, across ranks)."""
         if plan.comm is not None and plan.comm.rank != 0:
             return
         mine = self._metadata
-        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": self._agreement(plan),
+        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": fit,
                     "history": {key: _to_json(values) for key, values in history.history.items()}}
         self._metadata = {**mine, RESUME_KEY: json.loads(json.dumps(progress))}
         try:
@@ -866,8 +871,8 @@ class Network:
     def _check_ranks_agree(self, comm, epoch: int) -> None:
         """After an epoch across ranks: every rank's parameters and state must be the
         same bits (a digest each, compared); else the fit stops on every rank."""
-        digest = hashlib.blake2b(self._params.tobytes(), digest_size=16)
-        digest.update(self.state.tobytes())
+        digest = hashlib.blake2b(memoryview(self._params), digest_size=16)
+        digest.update(memoryview(np.ascontiguousarray(self.state)))
         digests = comm.allgather(digest.hexdigest())
         differing = [rank for rank, other in enumerate(digests) if other != digests[0]]
         if differing:
@@ -973,6 +978,7 @@ class Network:
         self._optimizer = plan.optimizer
         across = plan.comm is not None and plan.comm.size > 1
         chunk = 1 if plan.watched or across else min(plan.epochs, SILENT_CHUNK)
+        fit = None
         printer = ProgressPrinter(plan.verbose, plan.epochs) if plan.verbose else None
         try:
             while epoch < plan.epochs:
@@ -988,7 +994,9 @@ class Network:
                 try:
                     stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
                     if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
-                        self._write_checkpoint(plan, epoch, history)
+                        if fit is None:  # the data's digest: once per fit
+                            fit = self._agreement(plan)
+                        self._write_checkpoint(plan, epoch, history, fit)
                 except Exception as error:
                     if not across:
                         raise
