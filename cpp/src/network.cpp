@@ -941,7 +941,7 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         if (has_batch_norm_) std::copy(plan.state_before.begin(), plan.state_before.end(), state_.begin());
         return what;
     };
-    const double global_weight = options.ranks > 1 ? batch_weight(plan, start, rows) : weight_sum(wb, rows);
+    const double global_weight = batch_weight(plan, start, rows);  // the whole batch's, whatever this rank's part
     const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
     double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
     if (count > 0) {

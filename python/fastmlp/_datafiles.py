@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ._files import NPY_MAGIC, ZIP_MAGIC
+
 __all__ = ["DataFileError", "Cells", "CsvTable", "Samples", "quote", "read_csv", "read_array", "read_arrays",
            "file_kind", "read_training_data", "read_features"]
 
@@ -220,17 +222,15 @@ def _ragged(path: str, line: int, row: list[str], header: list[str]) -> str:
 
 # ---- .npy and .npz ------------------------------------------------------------------------------
 
-_NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins
-_ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
 
 
 def _load(path: str):
     try:
         with open(path, "rb") as f:
-            start = f.read(len(_NPY_MAGIC))
-            if not start.startswith((_NPY_MAGIC, _ZIP_MAGIC)):
+            start = f.read(len(NPY_MAGIC))
+            if not start.startswith((NPY_MAGIC, ZIP_MAGIC)):
                 # np.load takes anything else for a pickle, and would call it one.
-                shown = start[:len(_ZIP_MAGIC if file_kind(path) == "npz" else _NPY_MAGIC)]
+                shown = start[:len(ZIP_MAGIC if file_kind(path) == "npz" else NPY_MAGIC)]
                 raise DataFileError(f"{path}: not a NumPy file ("
                                     + (f"it starts with {shown!r})" if start else "an empty file)"))
             f.seek(0)

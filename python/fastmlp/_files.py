@@ -6,7 +6,10 @@ import os
 import secrets
 from typing import BinaryIO, Callable
 
-__all__ = ["write_atomically"]
+__all__ = ["write_atomically", "NPY_MAGIC", "ZIP_MAGIC"]
+
+NPY_MAGIC = b"\x93NUMPY"  # how every .npy file begins
+ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
 
 
 def write_atomically(path, write: Callable[[BinaryIO], object]) -> None:

@@ -42,7 +42,7 @@ import numpy as np
 
 from . import _core
 from . import architecture as _arch
-from ._files import write_atomically
+from ._files import ZIP_MAGIC, write_atomically
 from ._validation import as_float_dtype
 from .optimizers import SGD, Adam, AdamW, LAMB, Optimizer
 from .schedules import Constant, Cosine, Exponential, Schedule, StepDecay, Warmup
@@ -58,7 +58,6 @@ _HEADER_TYPES = {
     "metadata": dict,
 }
 _OPTIONAL = {"metadata": {}}  # keys a file may lack (written since), and their value then
-_ZIP_MAGIC = b"PK\x03\x04"  # how every zip archive, so every .npz, begins
 _MAX_HEADER_BYTES = 1 << 26  # the JSON header's .npy member: 64 MiB (architecture and metadata)
 _NPY_HEADER_BYTES = 4096  # what an array's .npy member may hold beside its values
 _OPTIMIZERS = {cls.__name__: cls for cls in (SGD, Adam, AdamW, LAMB)}
@@ -153,6 +152,10 @@ def save(net, path) -> None:
 
 # ---- load ----------------------------------------------------------------------------------------
 
+class _Pickled(ValueError):
+    """A member that holds pickled objects (an object array)."""
+
+
 class _Archive:
     """A model file's members, each read only when asked for, and only when the size
     its zip entry declares is within what the header allows: a crafted file cannot
@@ -163,8 +166,8 @@ class _Archive:
         self.path = path
         self._file = open(path, "rb")
         try:
-            start = self._file.read(len(_ZIP_MAGIC))
-            if start != _ZIP_MAGIC:  # np.load would take anything that is no .npy or .npz for a pickle
+            start = self._file.read(len(ZIP_MAGIC))
+            if start != ZIP_MAGIC:  # np.load would take anything that is no .npy or .npz for a pickle
                 what = "an empty file" if not start else f"it starts with {start!r}"
                 raise ValueError(f"{path}: not a fastmlp model file (not an .npz archive: {what})")
             self._zip = self._guard(lambda: zipfile.ZipFile(self._file))
@@ -190,10 +193,10 @@ class _Archive:
     def _guard(self, read):
         try:
             return read()
+        except _Pickled:
+            raise ValueError(f"{self.path}: holds a pickled object; refused (fastmlp never unpickles a "
+                             f"model file)") from None
         except ValueError as error:
-            if "allow_pickle" in str(error) or "Object arrays" in str(error):
-                raise ValueError(f"{self.path}: holds a pickled object; refused (fastmlp never unpickles a "
-                                 f"model file)") from None
             raise ValueError(f"{self.path}: not a fastmlp model file ({error})") from None
         except (OSError, EOFError, zipfile.BadZipFile, KeyError, RuntimeError, NotImplementedError) as error:
             raise ValueError(f"{self.path}: not a fastmlp model file, or a truncated or corrupted one "
@@ -228,8 +231,8 @@ class _Archive:
             read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
                 np.lib.format.read_array_header_2_0
             shape, _, dtype = read_header(stream)
-        if dtype.hasobject:
-            raise ValueError("Object arrays cannot be loaded when allow_pickle=False")
+        if dtype.hasobject:  # np.save pickled it: refused before read_array sees it
+            raise _Pickled(info.filename)
         return math.prod(shape) * dtype.itemsize
 
 

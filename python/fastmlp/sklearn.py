@@ -45,7 +45,7 @@ except ImportError as error:  # no scikit-learn, or one older than 1.6 (no valid
 
 from ._validation import check_choice, check_int, check_positive_float, check_real, check_sample_weight
 from .callbacks import EarlyStopping
-from .network import Network
+from .network import Network, _relative
 from .optimizers import LAMB, SGD, Adam, AdamW, Optimizer
 
 __all__ = ["MLPRegressor", "MLPClassifier", "expected_failed_checks"]
@@ -297,7 +297,7 @@ class _BaseMLP(BaseEstimator):
                                  f"nothing would be learned" if sample_weight is None else
                                  "sample_weight and class_weight: every training sample has a zero weight or a "
                                  "class of zero weight; nothing would be learned")
-            product = np.ldexp(product, -(int(np.frexp(product.max())[1]) - 1))
+            product = _relative(product)
             sample_weight = check_sample_weight(product, "class_weight" if sample_weight is None else
                                                 "sample_weight × class_weight", X.shape[0], X.dtype)
         random = check_random_state(self.random_state)
