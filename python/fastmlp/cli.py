@@ -58,7 +58,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import io
 import math
 import os
@@ -636,24 +635,33 @@ def _run_train(args) -> int:
 
 def _train(args, comm) -> int:
     """train, alone (``comm`` None) or as one process of an MPI launch (``comm`` a
-    fastmlp.distributed.MPI): then every rank reads the whole file, the seed is rank
-    0's, the fit is data-parallel, and only rank 0 writes the model and reports."""
+    fastmlp.distributed.MPI): then every rank reads its own block of the file's rows,
+    what needs the whole data (the task, the class labels, the standardization) is
+    agreed across the ranks, the seed is rank 0's, the fit is data-parallel with
+    ``shard=True``, and only rank 0 writes the model and reports."""
     first = comm is None or comm.rank == 0
     threads = _share_cores(comm) if comm is not None else get_num_threads()
     samples, task = _together(comm, lambda: _read_for_training(args, comm, first))
     if comm is not None:
-        _check_same_data(comm, args.data, samples)
+        _check_same_file(comm, args.data, samples)
+        task, labels = _choose_task_across(comm, samples, args.task)
     seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
-    if comm is not None:  # rank 0's: the same split, weights and shuffling on every rank
+    if comm is not None:  # rank 0's: the same weights and shuffling on every rank
         seed = comm.broadcast(seed)
-    t = _together(comm, lambda: _training_setup(args, samples, task, seed))
+        t = _shard_setup(args, comm, samples, task, labels, seed)
+    else:
+        t = _training_setup(args, samples, task, seed)
     net, optimizer = t.net, t.optimizer
 
     features = samples.feature_names
     X = samples.X
+    # The rows of each rank: read, for training, for validation (one process: its own).
+    rows = [(X.shape[0], t.train_rows.size, t.val_rows.size)] if comm is None else \
+        comm.allgather((X.shape[0], t.train_rows.size, t.val_rows.size))
+    n_rows, n_train, n_val = (sum(counts) for counts in zip(*rows))
     if first:
-        print(f"Data: {args.data}, {X.shape[0]} rows"
-              + (f" ({t.train_rows.size} for training, {t.val_rows.size} for validation)" if t.val_rows.size else "")
+        print(f"Data: {args.data}, {n_rows} rows"
+              + (f" ({n_train} for training, {n_val} for validation)" if n_val else "")
               + f", {X.shape[1]} features"
               + (f" ({_listing(features)})" if features else "") + f"; target {_target_name(samples)}: {task}"
               + (f", {len(t.classes)} classes ({_listing(t.classes)})" if t.classes else "") + ".", flush=True)
@@ -663,7 +671,8 @@ def _train(args, comm) -> int:
               + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {t.batch_size}{t.batch_note}, "
               f"{args.epochs} epochs, seed {seed}.", flush=True)
         if comm is not None:
-            print(f"Processes: {comm.size} (MPI, data-parallel: each computes the gradient of its part of every "
+            print(f"Processes: {comm.size} (MPI, data-parallel: each read its own block of rows "
+                  f"({_listing([read for read, _, _ in rows])}) and computes the gradient of its share of every "
                   f"batch of {t.batch_size} rows, summed across them), {threads} thread{'s' if threads != 1 else ''} "
                   "each.", flush=True)
 
@@ -675,8 +684,9 @@ def _train(args, comm) -> int:
         try:
             history = net.fit(t.X_net[t.train_rows], t.y_net[t.train_rows], epochs=args.epochs,
                               batch_size=t.batch_size, optimizer=optimizer, verbose=2 if progress else 0,
-                              validation_data=validation, comm=comm,
-                              early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
+                              validation_data=validation,
+                              early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience),
+                              **({} if comm is None else {"comm": comm, "shard": True}))
         except (ValueError, FloatingPointError, RuntimeError) as error:
             if comm is None:
                 raise
@@ -691,15 +701,12 @@ def _train(args, comm) -> int:
         "x_mean": t.x_mean, "x_scale": t.x_scale, "y_mean": t.y_mean, "y_scale": t.y_scale,
     }}
     _together(comm, lambda: net.save(args.out) if first else None)
+    # Every rank measures its rows; the figures are those of all the rows together.
+    figures = [_report(net, t, task, t.train_rows)] + ([_report(net, t, task, t.val_rows)] if n_val else [])
+    if comm is not None:
+        figures = [_merge_reports(parts) for parts in zip(*comm.allgather(figures))]
     if not first:
         return 0
-
-    def report(rows: np.ndarray) -> str:
-        if task == "classification":
-            accuracy = float(np.mean(net.predict(t.X_net[rows]) == t.y[rows]))
-            return f"accuracy {accuracy:.4f}"
-        predicted = _unscaled(net.predict(t.X_net[rows]), t.y_mean, t.y_scale)
-        return f"RMSE {_root_mean_square(predicted - t.y[rows]):.6g}"
 
     losses = history.history["loss"]
     epochs = len(losses)
@@ -709,15 +716,46 @@ def _train(args, comm) -> int:
         ([f"the weights of epoch {kept + 1}, the best on validation"] if kept != epochs - 1 else [])
     stopped = f" ({'; '.join(notes)})" if notes else ""
     print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {losses[kept]:.6g}, "
-          f"{report(t.train_rows)} (training)"
-          + (f"; {report(t.val_rows)} (validation)" if t.val_rows.size else "") + ".")
+          f"{_report_text(figures[0])} (training)"
+          + (f"; {_report_text(figures[1])} (validation)" if n_val else "") + ".")
     print(f"Model: {args.out}")
     return 0
 
 
-def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str]:
+def _report(net, t: _Training, task: str, rows: np.ndarray) -> tuple:
+    """What the summary reports of ``rows``, in parts that add across ranks:
+    ("accuracy", correct, count), or ("RMSE", largest error, Σ (error / largest)², count)."""
+    if task == "classification":
+        return "accuracy", int(np.sum(net.predict(t.X_net[rows]) == t.y[rows])), int(rows.size)
+    errors = _unscaled(net.predict(t.X_net[rows]), t.y_mean, t.y_scale) - t.y[rows]
+    largest = float(np.abs(errors).max()) if errors.size else 0.0
+    units = float(np.sum((errors / largest) ** 2)) if largest > 0 and math.isfinite(largest) else 0.0
+    return "RMSE", largest, units, int(errors.size)
+
+
+def _merge_reports(parts) -> tuple:
+    """One _report of the rows of every rank from each rank's."""
+    if parts[0][0] == "accuracy":
+        return "accuracy", sum(p[1] for p in parts), sum(p[2] for p in parts)
+    largest = max(p[1] for p in parts)
+    if not (largest > 0 and math.isfinite(largest)):
+        return "RMSE", largest, 0.0, sum(p[3] for p in parts)
+    return "RMSE", largest, sum(p[2] * (p[1] / largest) ** 2 for p in parts if p[1] > 0), sum(p[3] for p in parts)
+
+
+def _report_text(figure: tuple) -> str:
+    if figure[0] == "accuracy":
+        _, correct, count = figure
+        return f"accuracy {correct / count:.4f}"
+    _, largest, units, count = figure
+    rms = largest * math.sqrt(units / count) if largest > 0 and math.isfinite(largest) else largest
+    return f"RMSE {rms:.6g}"
+
+
+def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str | None]:
     """The options checked, --out checked (by the process that writes it), the data
-    file read and its task chosen."""
+    file read (across ranks: this rank's block of its rows) and its task chosen
+    (across ranks: None, chosen by _choose_task_across)."""
     if args.target is not None and not args.target.strip():
         raise CommandError("--target: expected a column name, got an empty string")
     if args.patience is not None and not args.validation:
@@ -728,6 +766,8 @@ def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str]
     if first:
         _check_writable(args.out)
         _check_not_an_input(args.out, {"data file": args.data})
+    if comm is not None:
+        return datafiles.read_training_data(args.data, args.target, args.features, (comm.rank, comm.size)), None
     samples = datafiles.read_training_data(args.data, args.target, args.features)
     return samples, _choose_task(samples, args.task)
 
@@ -782,14 +822,6 @@ def _batch_size(args, n_train: int) -> tuple[int, str]:
     size = next((s for s in range(size - 1, 1, -1) if n_train % s != 1), n_train)
     return size, (f" (not {args.batch_size}: {n_train} training rows would leave a last batch of one row, "
                   "which batch norm cannot normalize)")
-
-
-def _root_mean_square(errors: np.ndarray) -> float:
-    """sqrt(mean(errors²)), in units of the largest error, so that errors near 1e200 do not overflow."""
-    largest = float(np.abs(errors).max()) if errors.size else 0.0
-    if not (largest > 0 and math.isfinite(largest)):
-        return largest
-    return largest * float(np.sqrt(np.mean((errors / largest) ** 2)))
 
 
 def _listing(values, limit: int = 8) -> str:
@@ -887,23 +919,148 @@ def _share_cores(comm) -> int:
     return get_num_threads()
 
 
-def _check_same_data(comm, path: str, samples: datafiles.Samples) -> None:
-    """Every rank must have read the same rows (the same file, or identical copies on
-    each machine); an _OnEveryRank naming what each read otherwise."""
-    digest = hashlib.sha256()
-    for array in (samples.X, samples.y):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
-    mine = (digest.hexdigest(), path, samples.X.shape, samples.feature_names, platform.node())
+def _check_same_file(comm, path: str, samples: datafiles.Samples) -> None:
+    """Every rank must have read a block of the same file (one on a shared file
+    system, or identical copies on each machine): the same count of rows, the same
+    columns (names, or shapes and dtypes) and the same size in bytes; an
+    _OnEveryRank naming what each saw otherwise."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    mine = (samples.file_rows, samples.layout, size, path, platform.node())
     everyone = comm.allgather(mine)
-    checksum_0, _, _, names_0, _ = everyone[0]
-    if all(checksum == checksum_0 and names == names_0 for checksum, _, _, names, _ in everyone):
+    if all(seen[:3] == everyone[0][:3] for seen in everyone):
         return
-    read = "; ".join(f"rank {rank} ({host}): {where}, {shape[0]} rows of {shape[1]} features"
-                     + ("" if names is None else f" ({_listing(names, 4)})") + f", sha256 {checksum[:12]}"
-                     for rank, (checksum, where, shape, names, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
-    raise _OnEveryRank(f"{path}: the processes read different data ({read}); every process must read the same "
-                       "rows: one file on a shared file system, or identical copies")
+
+    def columns(layout) -> str:
+        if layout[0] == "csv":
+            return f"columns {_listing(layout[1], 6)}"
+        if layout[0] == "npy":
+            return f"an array {tuple(layout[1])} of {np.dtype(layout[2]).name}"
+        return ", ".join(f"{name} {tuple(shape)} of {np.dtype(dtype).name}" for name, (shape, dtype) in layout[1].items())
+
+    seen = "; ".join(f"rank {rank} ({host}): {where}, {rows} rows, {columns(layout)}, {size} bytes"
+                     for rank, (rows, layout, size, where, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
+    raise _OnEveryRank(f"{path}: the processes read different files ({seen}); every process reads its own rows of "
+                       "the same file: one on a shared file system, or identical copies")
+
+
+def _choose_task_across(comm, samples: datafiles.Samples, task: str | None) -> tuple[str, list | None]:
+    """_choose_task and the class labels for the rows of every rank together (each
+    holds a block of them), the same on every rank; an _OnEveryRank when refused.
+    A rank whose target cells are all numbers takes them as text (samples.y becomes
+    them) when another rank's are not: the file's target is then text, as read whole."""
+    y = samples.y
+    text = y.dtype.kind == "U"
+    n_rows = sum(comm.allgather(y.shape[0]))
+    whole = not text and y.ndim == 1 and bool(np.array_equal(y, np.round(y)))
+    mine = {"text": text, "problem": samples.y_problem,
+            "numbers": not text or samples.y_mixed, "whole": whole}
+    everyone = comm.allgather(mine)
+    text = any(seen["text"] for seen in everyone)
+    if text and samples.y.dtype.kind != "U":
+        samples.y = samples.y_texts
+    y = samples.y
+    # The distinct values, where they are needed: labels (text, or --task classification),
+    # or whole numbers that may be few; None from a rank that holds too many to matter.
+    if text or task == "classification" or (task is None and all(seen["whole"] for seen in everyone)):
+        unique = np.unique(y) if y.ndim == 1 else None
+        limit = None if task is not None else n_rows // 2 if text else MAX_INFERRED_CLASSES
+        distinct = comm.allgather(unique if unique is None or limit is None or unique.size <= limit else None)
+        labels = None if any(d is None for d in distinct) else np.unique(np.concatenate(distinct))
+    else:
+        labels = None
+    problem = next((seen["problem"] for seen in everyone if seen["problem"]), None)
+    n_labels = None if labels is None else labels.size  # None: more than any rule below counts
+    try:
+        if task == "regression" and text:
+            raise CommandError(problem or f"{samples.target}: holds text, not numbers; a regression target must be "
+                                          "numbers")
+        if task is None:
+            if text and problem and any(seen["numbers"] for seen in everyone):
+                raise CommandError(f"{problem} (the other values are numbers; --task classification takes every "
+                                   "value for a label)")
+            few = y.ndim == 1 and n_labels is not None and n_labels <= MAX_INFERRED_CLASSES
+            task = "classification" if text or (all(seen["whole"] for seen in everyone) and few) else "regression"
+            if text and not few and (n_labels is None or n_labels > n_rows // 2):
+                shown = "more than half" if n_labels is None else str(n_labels)
+                raise CommandError(f"{samples.path}: target {_target_name(samples)}: {shown} different labels in "
+                                   f"{n_rows} rows, not a classification target? (--task classification trains on "
+                                   "it anyway)")
+        if task == "classification":
+            if y.ndim != 1:
+                raise CommandError(f"{samples.path}: target {_target_name(samples)} has {y.shape[1]} columns; "
+                                   "classification needs one label per row")
+            if labels.size < 2:
+                raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
+                                   f"{datafiles.quote(str(_class_labels(labels)[0]))}; a classifier needs two "
+                                   "classes or more")
+    except CommandError as error:
+        raise _OnEveryRank(str(error)) from None
+    return task, None if task == "regression" else _class_labels(labels)
+
+
+def _standardization_across(comm, values: np.ndarray) -> tuple[list[float], list[float]]:
+    """_standardization of the rows of every rank together (each holds some of them,
+    at least one): the same figures on every rank, equal to those of the rows read
+    in one place to rounding (sums taken per rank, then across the ranks in rank
+    order). Two passes, as NumPy's std: the mean, then the squares about it."""
+    magnitude = np.max(comm.allgather(np.abs(values).max(axis=0)), axis=0)
+    magnitude[~(magnitude > 0)] = 1.0
+    units = values / magnitude
+    count = sum(comm.allgather(values.shape[0]))
+    mean = np.sum(comm.allgather(units.sum(axis=0)), axis=0) / count
+    variance = np.sum(comm.allgather(((units - mean) ** 2).sum(axis=0)), axis=0) / count
+    scale = np.sqrt(variance) * magnitude
+    scale[~(scale > 0)] = 1.0
+    return [float(v) for v in mean * magnitude], [float(v) for v in scale]
+
+
+def _shard_setup(args, comm, samples: datafiles.Samples, task: str, classes: list | None, seed: int) -> _Training:
+    """_training_setup for this rank's block of rows: its own validation split (the
+    fraction of its rows, drawn by a generator seeded with the seed and the rank),
+    the standardization of every rank's training rows together, and the network,
+    the same on every rank."""
+    X, y = samples.X, samples.y
+
+    def split() -> tuple[np.ndarray, np.ndarray]:
+        n = X.shape[0]
+        order = np.random.default_rng([seed, comm.rank]).permutation(n)
+        n_val = int(round(n * args.validation))
+        if args.validation and (n_val < 1 or n_val >= n):
+            raise CommandError(f"--validation {args.validation}: each process holds out that fraction of the rows it "
+                               f"reads; of its {n} rows of {args.data}, {n_val} for validation and {n - n_val} for "
+                               "training; both need at least one")
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    train_rows, val_rows = _together(comm, split)
+    if task == "classification":
+        lookup = np.array(classes, dtype=str) if y.dtype.kind == "U" else np.array(classes, dtype=np.float64)
+        y = np.searchsorted(lookup, y).astype(np.int64)
+        n_outputs, loss = len(classes), "cross_entropy"
+    else:
+        y = y.reshape(y.shape[0], -1)
+        n_outputs, loss = y.shape[1], "mse"
+
+    x_mean = x_scale = y_mean = y_scale = None
+    if not args.no_standardize:
+        x_mean, x_scale = _standardization_across(comm, X[train_rows])
+        if task == "regression":
+            y_mean, y_scale = _standardization_across(comm, y[train_rows])
+
+    def network() -> _Training:
+        dtype = np.dtype(args.dtype)
+        X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
+        y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
+                                                                   training=True)
+        net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
+                      norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
+        optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
+        return _Training(X_net, y_net, y, classes, train_rows, val_rows, args.batch_size, "",
+                         x_mean, x_scale, y_mean, y_scale, net, optimizer)
+
+    return _together(comm, network)
 
 
 _T = TypeVar("_T")
