@@ -136,6 +136,7 @@ class CsvTable:
     lines: list[int]
     file_rows: int | None = None
     first_row: int = 0  # the file's data row (from 0) of rows[0]
+    top_row: list[str] | None = None  # the file's first data row, when rows are a block that may not hold it
 
     def column(self, name: str, *, role: str = "") -> int:
         """The index of the column named ``name``; an error naming the header line otherwise."""
@@ -228,17 +229,17 @@ def block(n: int, part: tuple[int, int]) -> tuple[int, int]:
     return n * rank // size, n * (rank + 1) // size
 
 
-def _check_part(path: str, n: int, part: tuple[int, int], what: str = "data rows") -> tuple[int, int]:
+def _check_part(path: str, n: int, part: tuple[int, int]) -> tuple[int, int]:
+    """The block of ``part``; an error when some process would have no row."""
     if n < part[1]:
-        raise DataFileError(f"{path}: {n} {what} for {part[1]} processes; every process needs one row or more")
+        raise DataFileError(f"{path}: {n} data row{'s' if n != 1 else ''} for {part[1]} processes; every process "
+                            "needs one row or more")
     return block(n, part)
 
 
-def _text_lines(path: str, stream) -> Iterator[str]:
-    """The lines of a binary CSV ``stream`` as text (UTF-8, a byte-order mark skipped,
-    line ends kept as the csv module wants them), refusing a NUL byte."""
-    text = io.TextIOWrapper(stream, encoding="utf-8-sig", newline="")
-    number = 0
+def _text_lines(path: str, text) -> Iterator[str]:
+    """The lines of a CSV file opened as ``text`` (UTF-8, a byte-order mark skipped,
+    line ends kept as the csv module wants them: newline=""), refusing a NUL byte."""
     try:
         for number, line in enumerate(text, 1):
             if "\0" in line:
@@ -265,14 +266,14 @@ def _where_not_utf8(path: str) -> DataFileError:
 
 def _scan_csv(path: str, keep: tuple[int, int] | None) -> CsvTable:
     """One streamed pass over a CSV file: the header checked, every row's cell count
-    checked and the data rows counted (``keep`` None: to the file's end), or the data
-    rows [start, stop) of ``keep`` kept (stopping after them)."""
+    checked and the data rows counted (``keep`` None: to the file's end; the first
+    data row kept), or the data rows [start, stop) of ``keep`` kept (stopping after them)."""
     header: list[str] | None = None
     rows: list[list[str]] = []
     lines: list[int] = []
     n, line = 0, 1
     try:
-        with open(path, "rb") as f:
+        with open(path, encoding="utf-8-sig", newline="") as f:
             reader = csv.reader(_text_lines(path, f), strict=True)
             try:
                 for row in reader:
@@ -286,6 +287,8 @@ def _scan_csv(path: str, keep: tuple[int, int] | None) -> CsvTable:
                     if keep is None:
                         if len(row) != len(header):
                             raise DataFileError(_ragged(path, start, row, header))
+                        if not n:
+                            rows.append(row)
                     elif n >= keep[0]:
                         if n >= keep[1]:
                             break
@@ -307,13 +310,14 @@ def read_csv_part(path: str, part: tuple[int, int]) -> CsvTable:
     """Process ``rank``'s block of the CSV file's data rows (``part=(rank, size)``,
     see :func:`block`) as :func:`read_csv` reads them, without holding the others:
     a first pass checks the whole file as read_csv does (so every process finds
-    the same problems) and counts its rows, a second keeps the block's."""
+    the same problems) and counts its rows, a second keeps the block's (none when
+    the file has fewer rows than there are processes)."""
     counted = _scan_csv(path, None)
-    start, stop = _check_part(path, counted.file_rows, part)
-    table = _scan_csv(path, (start, stop))
+    start, stop = block(counted.file_rows, part)  # read_training_data refuses an empty one
+    table = _scan_csv(path, (start, stop)) if stop > start else CsvTable(path, counted.header, [], [])
     if len(table.rows) != stop - start or table.header != counted.header:
         raise DataFileError(f"{path}: changed while it was read")
-    table.file_rows, table.first_row = counted.file_rows, start
+    table.file_rows, table.first_row, table.top_row = counted.file_rows, start, counted.rows[0]
     return table
 
 
@@ -537,6 +541,7 @@ def read_training_data(path: str, target: str | None, features: list[str] | None
             return _training_csv(path, target, features)
         table = read_csv_part(path, part)
         samples = _training_table(table, target, features, keep_texts=True)
+        _check_part(path, table.file_rows, part)  # after the checks of the header, as one process makes them
         samples.first_row, samples.file_rows, samples.layout = table.first_row, table.file_rows, ["csv", table.header]
         return samples
     if features is not None:
@@ -650,7 +655,7 @@ def _training_table(table: CsvTable, target: str | None, features: list[str] | N
     try:
         X = table.numbers(indices)
     except DataFileError as error:
-        first = table.rows[0]
+        first = table.rows[0] if table.top_row is None else table.top_row
         if features is not None or all(_parse_number(first[i]) is not None or not first[i].strip() for i in indices):
             raise
         # A column of text from its first row on: a label or an identifier, not meant as a feature.
