@@ -478,7 +478,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
              bool record_layer_norms, index checkpoint, const py::object& sample_weight,
-             int rank, int ranks, const py::object& reduce) {
+             int rank, int ranks, const py::object& reduce, const std::vector<index>& shard_rows) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -497,14 +497,16 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.checkpoint = checkpoint;
     options.rank = rank;
     options.ranks = ranks;
+    options.shard_rows = shard_rows;
     // Across ranks: each step, reduce(grads, figures) is called with views of the flat
-    // gradient and of the step's two figures, to sum them in place (fastmlp.distributed).
+    // gradient and of the step's two figures, to sum them in place (fastmlp.distributed);
+    // sharded with weights also with an empty grads and one figure (a batch's weight).
     GradientReduce<T> sum_across;
     if (!reduce.is_none()) {
         sum_across = [&reduce](T* grads, index n, double* figures, index n_figures) {
             py::gil_scoped_acquire acquire;
-            const py::capsule keep(grads, [](void*) {});  // views: the engine owns the memory
-            reduce(py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
+            const py::capsule keep(figures, [](void*) {});  // views: the engine owns the memory
+            reduce(n > 0 ? py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep) : py::array_t<T>(0),
                    py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
         };
     }
@@ -522,7 +524,7 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
             py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
-            py::arg("reduce") = py::none());
+            py::arg("reduce") = py::none(), py::arg("shard_rows") = std::vector<index>{});
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------
