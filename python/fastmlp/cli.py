@@ -19,7 +19,10 @@ gradient norm by layer and the loss curves (:mod:`fastmlp.demos.deep`). ``info``
 tells how this build was made and what it runs on.
 
 Under an MPI launcher (``mpiexec -n N fastmlp train ...``) ``train`` runs data-parallel
-through :class:`fastmlp.distributed.MPI`: every rank reads the whole file, rank 0's
+through :class:`fastmlp.distributed.MPI` and ``fit(..., shard=True)``: every rank reads
+only its block of the file's rows (:func:`fastmlp._datafiles.block`), what needs the
+whole data (the task, the class labels, the standardization) is computed across the
+ranks, each rank holds out its own fraction of its rows for --validation, rank 0's
 seed is everyone's, and only rank 0 prints and writes the model ("train under mpiexec"
 below tells how an error on one rank ends them all without a hang). Under a launcher
 the other commands run on every rank alike, and only rank 0 prints.
@@ -185,8 +188,9 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{MAX_INFERRED_CLASSES} distinct integers, regression otherwise (--task decides instead). "
             "Features (and regression targets) are standardized with the training rows' mean and "
             "standard deviation, kept in the model for predict. A progress bar shows on a terminal. "
-            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads DATA, "
-            "--batch-size is the global batch, rank 0 prints and writes the model."
+            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads its own block of "
+            "DATA's rows (and holds out --validation of them), --batch-size is the global batch, rank 0 prints "
+            "and writes the model."
         ),
     )
     train.add_argument("data", metavar="DATA", help="the training data: .csv, .npy or .npz")
@@ -211,7 +215,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate (default: the optimizer's, 0.001; sgd 0.01)")
     train.add_argument("--validation", type=_fraction, default=0.0, metavar="FRACTION",
-                       help="hold out this fraction of the rows, drawn at random, to report on (default 0)")
+                       help="hold out this fraction of the rows, drawn at random, to report on (default 0; "
+                            "under mpiexec: of each process's rows)")
     train.add_argument("--patience", type=_positive_int, default=None, metavar="N",
                        help="stop when the validation loss has not improved for N epochs, keeping the best "
                             "epoch's weights (needs --validation)")
@@ -590,7 +595,8 @@ def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: dat
 
 @dataclass
 class _Training:
-    """What ``train`` fits, made alike on every process from the same file and seed."""
+    """What ``train`` fits. Across ranks, X_net, y_net, y and the rows are this rank's
+    own; the rest is the same on every rank."""
 
     X_net: np.ndarray        # (n, inputs): the features as the network sees them
     y_net: np.ndarray        # the targets as the network sees them: class indices, or standardized values
@@ -641,7 +647,9 @@ def _train(args, comm) -> int:
     ``shard=True``, and only rank 0 writes the model and reports."""
     first = comm is None or comm.rank == 0
     threads = _share_cores(comm) if comm is not None else get_num_threads()
-    samples, task = _together(comm, lambda: _read_for_training(args, comm, first))
+    # Reading its own rows, each rank reports the first problem in them: the first rank's
+    # is the one a process reading the whole file would report.
+    samples, task = _together(comm, lambda: _read_for_training(args, comm, first), named=1)
     if comm is not None:
         _check_same_file(comm, args.data, samples)
         task, labels = _choose_task_across(comm, samples, args.task)
@@ -838,8 +846,10 @@ def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
 # ---- train under mpiexec ------------------------------------------------------------------
 #
 # `mpiexec -n N fastmlp train ...` starts N processes of the same command. Each finds its
-# rank from the launcher (_launch), trains data-parallel through fastmlp.distributed.MPI,
-# and only rank 0 prints (main silences the others) and writes the model. Every step that
+# rank from the launcher (_launch), reads its block of the file's rows, agrees with the
+# others on what needs the whole data (_check_same_file, _choose_task_across,
+# _standardization_across), trains data-parallel through fastmlp.distributed.MPI with
+# shard=True, and only rank 0 prints (main silences the others) and writes the model. Every step that
 # can fail on one rank and not another (reading the file, writing the model) runs through
 # _together, which makes the failure every rank's: one line from rank 0, exit 2 everywhere,
 # and no rank left waiting in a collective for one that has stopped.
@@ -1066,10 +1076,11 @@ def _shard_setup(args, comm, samples: datafiles.Samples, task: str, classes: lis
 _T = TypeVar("_T")
 
 
-def _together(comm, step: Callable[[], _T]) -> _T:
+def _together(comm, step: Callable[[], _T], named: int = MAX_RANKS_NAMED) -> _T:
     """``step()`` on every rank of ``comm`` (alone: just ``step()``); when it fails
     with a user error on any rank, the same _OnEveryRank on every rank, naming the
-    ranks (and their machines) unless they all failed alike."""
+    first ``named`` failed ranks (and their machines) and counting the others,
+    unless they all failed alike."""
     if comm is None:
         return step()
     result, problem = None, None
@@ -1083,9 +1094,9 @@ def _together(comm, step: Callable[[], _T]) -> _T:
         return result
     if len(failed) == comm.size and all(message == failed[0][1] for _, message, _ in failed):
         raise _OnEveryRank(failed[0][1])
-    named = "; ".join(f"rank {rank} ({host}): {message}" for rank, message, host in failed[:MAX_RANKS_NAMED])
-    more = len(failed) - MAX_RANKS_NAMED
-    raise _OnEveryRank(named + (f"; and {more} more rank{'s' if more > 1 else ''}" if more > 0 else ""))
+    told = "; ".join(f"rank {rank} ({host}): {message}" for rank, message, host in failed[:named])
+    more = len(failed) - named
+    raise _OnEveryRank(told + (f"; and {more} more rank{'s' if more > 1 else ''}" if more > 0 else ""))
 
 
 # ---- predict ------------------------------------------------------------------------------
