@@ -948,7 +948,8 @@ def _check_same_file(comm, path: str, samples: datafiles.Samples) -> None:
             return f"columns {_listing(layout[1], 6)}"
         if layout[0] == "npy":
             return f"an array {tuple(layout[1])} of {np.dtype(layout[2]).name}"
-        return ", ".join(f"{name} {tuple(shape)} of {np.dtype(dtype).name}" for name, (shape, dtype) in layout[1].items())
+        return ", ".join(f"{name} {tuple(shape)} of {np.dtype(dtype).name}"
+                         for name, (shape, dtype) in layout[1].items())
 
     seen = "; ".join(f"rank {rank} ({host}): {where}, {rows} rows, {columns(layout)}, {size} bytes"
                      for rank, (rows, layout, size, where, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
