@@ -716,6 +716,21 @@ void bind_state(NetworkClass<T>& cls) {
 }  // namespace
 
 void bind_network(py::module_& m) {
+    // The sharded fit's interleave of the ranks' rows (network.hpp), for tests.
+    m.def(
+        "shard_prefix",
+        [](const std::vector<index>& shard_rows, index rank, index e) {
+            index total = 0;
+            for (const index rows : shard_rows) {
+                if (rows < 1) throw py::value_error("shard_prefix: every shard needs at least one row");
+                total = checked_sum(total, rows, "shard_prefix: the rows overflow an index");
+            }
+            if (rank < 0 || rank >= index(shard_rows.size()))
+                throw py::value_error("shard_prefix: rank must be in [0, len(shard_rows))");
+            if (e < 0 || e > total) throw py::value_error("shard_prefix: e must be in [0, Σ shard_rows]");
+            return shard_prefix(shard_rows, rank, e);
+        },
+        py::arg("shard_rows"), py::arg("rank"), py::arg("e"));
     NetworkClass<float> n32(m, "Network32");
     NetworkClass<double> n64(m, "Network64");
     bind_structure(n32), bind_steps(n32), bind_readers(n32), bind_fit(n32), bind_state(n32);

@@ -717,25 +717,27 @@ class Network:
             raise TypeError(f"comm: expected a fastmlp.distributed.Communicator such as fm.distributed.MPI(), "
                             f"got {comm!r:.100}")
         sharded = shard and comm.size > 1
-        plan, refused = None, None
+        plan, summary, refused = None, None, None
         try:
             plan = make_plan(sharded)
             if comm.size > 1 and self._running_means:  # refused here, before anything is broadcast
                 raise ValueError("batch norm is not supported across ranks yet (its batch statistics need the "
                                  "other ranks' rows)")
+            if sharded:
+                summary = self._shard_summary(plan)
         except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
-            refused = error
+            plan, refused = None, error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
                 None if plan is None else {**self._agreement(plan), "checkpoint_every": plan.checkpoint_every,
                                            "resume_from": None if plan.resume is None
                                            else plan.resume[1]["epochs_done"]},
-                bool(shard), None if plan is None or not sharded else self._shard_summary(plan))
+                bool(shard), summary)
         everyone = comm.allgather(mine)
         problems = [f"rank {rank}: {message}" for rank, (message, *_) in enumerate(everyone) if message]
         if problems:
             raise ValueError("fit across ranks: " + "; ".join(problems)) from refused
         for rank, (_, _, theirs, _) in enumerate(everyone):
-            if theirs != bool(shard):
+            if theirs != everyone[0][2]:
                 raise ValueError(f"fit across ranks: the ranks disagree on shard: rank 0 has {everyone[0][2]}, "
                                  f"rank {rank} has {theirs}")
         first = everyone[0][1]
@@ -745,7 +747,7 @@ class Network:
                     raise ValueError(f"fit across ranks: the ranks disagree on {key}: rank 0 has {value!r:.120}, "
                                      f"rank {rank} has {agreement[key]!r:.120}")
         if sharded:
-            plan = self._plan_shards(comm, plan, first, [summary for *_, summary in everyone])
+            plan = self._plan_shards(comm, plan, [summary for *_, summary in everyone])
         state = comm.broadcast(self._snapshot() if comm.rank == 0 else None)
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
@@ -777,7 +779,7 @@ class Network:
         """What the other ranks need of this rank's shard: its training rows, its data's
         digests (the fit's fingerprint covers every rank's data) and, for
         class_weight="balanced", its samples' total weight and per-class weight."""
-        digests = {key: _described(array) for key, array in
+        digests = {key: None if array is None else _described(array) for key, array in
                    (("X", plan.X), ("y", plan.y), ("sample weights", plan.w), ("validation X", plan.X_val),
                     ("validation y", plan.y_val), ("validation weights", plan.w_val))}
         classes = None
@@ -786,14 +788,14 @@ class Network:
             classes = [total, counts.tolist()]
         return {"rows": int(plan.X.shape[0]), "digests": digests, "classes": classes}
 
-    def _plan_shards(self, comm, plan: _FitPlan, agreement: dict, summaries: list) -> _FitPlan:
+    def _plan_shards(self, comm, plan: _FitPlan, summaries: list) -> _FitPlan:
         """A sharded plan finished with what every rank's summary tells (the same on
         every rank): the fingerprint of the fit (checked against the checkpoint to
         resume from), the class weights ("balanced" counts every rank's samples), the
         checks that some training (and validation) sample weighs more than 0, and the
         weights' power-of-two scale (one for all ranks, from the largest weight of
         any rank). A failure on one rank is raised on every rank."""
-        fingerprint = json.loads(json.dumps({**agreement, "shards": [s["digests"] for s in summaries]}))
+        fingerprint = json.loads(json.dumps({**self._agreement(plan), "shards": [s["digests"] for s in summaries]}))
         if plan.resume is not None:
             _check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint)
         per_class = None
