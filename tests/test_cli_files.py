@@ -681,9 +681,12 @@ def array_files(tmp_path, n=23):
 
 
 @pytest.mark.parametrize("size", [1, 2, 3, 5])
-def test_the_blocks_of_the_processes_are_the_file_in_order(tmp_path, size):
+@pytest.mark.parametrize("rows_per_mark", [3, datafiles.ROWS_PER_MARK])
+def test_the_blocks_of_the_processes_are_the_file_in_order(tmp_path, monkeypatch, size, rows_per_mark):
     """Block r holds rows [⌊n·r/size⌋, ⌊n·(r+1)/size⌋); together the blocks are what one
-    process reads, values, labels and the lines or rows that messages name."""
+    process reads, values, labels and the lines or rows that messages name (the CSV's
+    second pass resuming from a mark of the first, or from the top)."""
+    monkeypatch.setattr(datafiles, "ROWS_PER_MARK", rows_per_mark)
     names = [tricky_csv(tmp_path / "t.csv").name, *array_files(tmp_path)]
     for name in names:
         path = os.fspath(tmp_path / name)

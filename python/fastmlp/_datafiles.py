@@ -21,8 +21,9 @@ file's rows, ``part=(rank, size)``: rows [⌊n·rank/size⌋, ⌊n·(rank+1)/siz
 file's n data rows (:func:`block`). A CSV file is read twice as a stream: a first
 pass tokenizes every row (the stdlib csv module, in C) to count them and check the
 file's structure (encoding, header, every row's cell count), so every process finds
-the same problems in it; a second pass tokenizes up to the end of the block and
-parses the numbers of its rows only (the costly part, done in Python per cell). An
+the same problems in it, and marks where every 4096th row starts; a second pass
+starts at the last mark before the block, tokenizes to its end and parses the
+numbers of its rows only (the costly part, done in Python per cell). An
 ``.npy`` is memory-mapped and the block copied out of it. From an ``.npz`` only the
 members X and the target are read, and of each only the block's bytes: the member
 is streamed from its start to the block (a compressed one decompressed on the way,
@@ -237,11 +238,15 @@ def _check_part(path: str, n: int, part: tuple[int, int]) -> tuple[int, int]:
     return block(n, part)
 
 
-def _text_lines(path: str, text) -> Iterator[str]:
+def _text_lines(path: str, text, before: int = 0) -> Iterator[str]:
     """The lines of a CSV file opened as ``text`` (UTF-8, a byte-order mark skipped,
-    line ends kept as the csv module wants them: newline=""), refusing a NUL byte."""
+    line ends kept as the csv module wants them: newline=""), after ``before`` lines
+    already read, refusing a NUL byte. Read by readline, so that ``text.tell()`` may
+    be asked between two lines."""
+    number = before
     try:
-        for number, line in enumerate(text, 1):
+        while line := text.readline():
+            number += 1
             if "\0" in line:
                 raise DataFileError(f"{path}:{number}: holds a NUL byte: a binary file, not CSV")
             yield line
@@ -264,20 +269,40 @@ def _where_not_utf8(path: str) -> DataFileError:
     return DataFileError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
-def _scan_csv(path: str, keep: tuple[int, int] | None) -> CsvTable:
-    """One streamed pass over a CSV file: the header checked, every row's cell count
-    checked and the data rows counted (``keep`` None: to the file's end; the first
-    data row kept), or the data rows [start, stop) of ``keep`` kept (stopping after them)."""
-    header: list[str] | None = None
+ROWS_PER_MARK = 4096  # the first pass over a CSV marks where every 4096th data row starts
+
+
+@dataclass
+class _Mark:
+    """Where a CSV file's data row ``row`` (from 0) starts: at ``position`` (a text
+    file's tell()), on line ``line``, after the header ``header``."""
+
+    row: int
+    position: int
+    line: int
+    header: list[str]
+
+
+def _scan_csv(path: str, keep: tuple[int, int] | None, mark: _Mark | None = None) -> tuple[CsvTable, list[_Mark]]:
+    """One streamed pass over a CSV file. ``keep`` None: the header checked, every
+    row's cell count checked, the data rows counted to the file's end and the first
+    kept, and a _Mark every ROWS_PER_MARK rows returned. ``keep`` (start, stop): the
+    data rows [start, stop) kept, reading from ``mark`` (at or before start; None:
+    from the top) and stopping after them."""
+    header: list[str] | None = None if mark is None else mark.header
     rows: list[list[str]] = []
     lines: list[int] = []
-    n, line = 0, 1
+    marks: list[_Mark] = []
+    n, before = (0, 0) if mark is None else (mark.row, mark.line - 1)
+    line = before + 1
     try:
         with open(path, encoding="utf-8-sig", newline="") as f:
-            reader = csv.reader(_text_lines(path, f), strict=True)
+            if mark is not None:
+                f.seek(mark.position)
+            reader = csv.reader(_text_lines(path, f, before), strict=True)
             try:
                 for row in reader:
-                    start, line = line, reader.line_num + 1
+                    start, line = line, before + reader.line_num + 1
                     if not row or (len(row) == 1 and not row[0].strip()):
                         continue  # a blank line
                     if header is None:
@@ -295,26 +320,30 @@ def _scan_csv(path: str, keep: tuple[int, int] | None) -> CsvTable:
                         rows.append(row)
                         lines.append(start)
                     n += 1
+                    if keep is None and n % ROWS_PER_MARK == 0:
+                        marks.append(_Mark(n, f.tell(), line, header))
             except csv.Error as error:
-                raise DataFileError(f"{path}:{reader.line_num}: not valid CSV ({error})") from None
+                raise DataFileError(f"{path}:{before + reader.line_num}: not valid CSV ({error})") from None
     except OSError as error:
         raise _not_found(path, error) from None
     if header is None:
         raise DataFileError(f"{path}:1: empty file, expected a header row naming the columns")
     if not n:
         raise DataFileError(f"{path}:{line}: no data rows after the header")
-    return CsvTable(path, header, rows, lines, n)
+    return CsvTable(path, header, rows, lines, n), marks
 
 
 def read_csv_part(path: str, part: tuple[int, int]) -> CsvTable:
     """Process ``rank``'s block of the CSV file's data rows (``part=(rank, size)``,
     see :func:`block`) as :func:`read_csv` reads them, without holding the others:
     a first pass checks the whole file as read_csv does (so every process finds
-    the same problems) and counts its rows, a second keeps the block's (none when
-    the file has fewer rows than there are processes)."""
-    counted = _scan_csv(path, None)
+    the same problems), counts its rows and marks where every ROWS_PER_MARK-th
+    starts; a second, from the last mark before the block, keeps the block's rows
+    (none when the file has fewer rows than there are processes)."""
+    counted, marks = _scan_csv(path, None)
     start, stop = block(counted.file_rows, part)  # read_training_data refuses an empty one
-    table = _scan_csv(path, (start, stop)) if stop > start else CsvTable(path, counted.header, [], [])
+    mark = next((m for m in reversed(marks) if m.row <= start), None)
+    table = _scan_csv(path, (start, stop), mark)[0] if stop > start else CsvTable(path, counted.header, [], [])
     if len(table.rows) != stop - start or table.header != counted.header:
         raise DataFileError(f"{path}: changed while it was read")
     table.file_rows, table.first_row, table.top_row = counted.file_rows, start, counted.rows[0]
