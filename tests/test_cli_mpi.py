@@ -171,6 +171,25 @@ def test_a_target_that_is_text_on_one_rank_only(tmp_path, capsys):
     assert fm.load(tmp_path / "two.npz").metadata["cli"]["classes"] == ["1", "2", "3", "x"]
 
 
+@pytest.mark.parametrize("labels, task", [
+    (np.arange(61) % 3, []),  # few whole numbers on every rank: classes 0, 1, 2
+    (np.where(np.arange(61) < 40, np.arange(61) % 8, 8 + np.arange(61) % 15), []),  # 8 and 15, 23 together: regression
+    (np.array(["dog", "cat", "emu", "yak"])[np.arange(61) % 4], []),
+    (np.arange(61) % 5 + 0.5, ["--task", "classification"]),
+])
+def test_the_task_and_labels_of_the_whole_file(tmp_path, capsys, labels, task):
+    """The task and the class labels chosen across three ranks, each seeing a third of
+    the targets, are those one process chooses from all of them."""
+    X = np.random.default_rng(6).normal(size=(61, 2))
+    np.savez(tmp_path / "data.npz", X=X, y=labels)
+    argv = ["train", tmp_path / "data.npz", *task, "--epochs", "1", "--seed", "2"]
+    result = run_ranks(*[fastmlp_command(*argv, "--out", tmp_path / "three.npz")] * 3, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    run_alone(capsys, *argv, "--out", tmp_path / "one.npz")
+    three, one = fm.load(tmp_path / "three.npz").metadata["cli"], fm.load(tmp_path / "one.npz").metadata["cli"]
+    assert (three["task"], three["classes"]) == (one["task"], one["classes"])
+
+
 # ---- errors: one line from rank 0, exit 2 on every rank, no hang ------------------------------
 
 
