@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp import _datafiles as datafiles
 from fastmlp import cli
 
 
@@ -655,8 +656,6 @@ def test_a_model_trained_from_npy_drops_the_target_column_of_a_csv_too(tmp_path,
 
 
 # ---- one process's block of rows (mpiexec -n N fastmlp train): read_training_data(part=...) -----
-
-from fastmlp import _datafiles as datafiles  # noqa: E402
 
 
 def tricky_csv(path, n=23):
