@@ -69,9 +69,9 @@ index interleave_position(const std::vector<index>& shard_rows, index p, index k
 index shard_prefix(const std::vector<index>& shard_rows, index q, index e, index from) {
     // Rank q's rows among the first e: the first of its rows at a position >= e
     // (positions grow with k), found by bisection in [from, n_q], narrowed first to
-    // a few rows around n_q · e / N (the answer stays within 1 + ranks · n_q / N of
-    // it) when the window's ends show that it holds the answer (in double, for
-    // shards beyond 2^53 rows, they may not: then the whole range).
+    // a few rows around n_q · e / N (the answer lies within about 1.5 (1 + ranks ·
+    // n_q / N) of it) when the window's ends show that it holds the answer (in
+    // double, beyond 2^53 rows, they may not: then the whole range).
     index low = from, high = shard_rows[q];
     const double total = double(std::accumulate(shard_rows.begin(), shard_rows.end(), index(0)));
     const double share = double(high) / total, guess = share * double(e);
@@ -925,7 +925,8 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const 
     FitPlan plan{x, y, weight, n};
     plan.sharded = !options.shard_rows.empty();
     plan.global_n = n;
-    if (plan.sharded) plan.global_n = std::accumulate(options.shard_rows.begin(), options.shard_rows.end(), index(0));
+    if (plan.sharded)
+        plan.global_n = std::accumulate(options.shard_rows.begin(), options.shard_rows.end(), index(0));
     const index global_n = plan.global_n;
     plan.batch_size = options.batch_size <= 0 || options.batch_size >= global_n ? global_n : options.batch_size;
     plan.gather = options.shuffle && plan.batch_size < global_n;

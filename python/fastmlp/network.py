@@ -869,8 +869,8 @@ class Network:
         shard_options, pending = None, None
         if sharded:  # counted, checked and scaled over every rank's samples: _plan_shards
             pending = "balanced" if isinstance(class_weight, str) else None if per_class is None else per_class.tolist()
-            shard_options = {"validation": "validation_data" if validation_data is not None else validation_split,
-                             "class_weight": pending}
+            validation = "validation_data" if validation_data is not None else float(validation_split)
+            shard_options = {"validation": validation, "class_weight": pending}
         else:
             w = self._weighted_by_class(w, per_class, y,
                                         "class_weight" if w is None else "sample_weight × class_weight")
