@@ -130,6 +130,18 @@ def test_the_shard_interleave_gives_each_rank_its_share_of_every_prefix(rows):
         assert all(abs(p - rows[q] * e / total) < 1 + rows[q] * len(rows) / (2 * total) for e, p in enumerate(prefix))
 
 
+@pytest.mark.parametrize("batch", [1, 3, 7, 50])
+def test_a_ranks_part_of_a_sharded_batch_stays_within_the_engines_bound(batch):
+    # The engine sizes a rank's buffers for n (B + ranks) / N + 2 rows (fit's plan).
+    rng = np.random.default_rng(batch)
+    for _ in range(20):
+        rows = [int(r) for r in rng.integers(1, 60, rng.integers(2, 7))]
+        total = sum(rows)
+        for q, n in enumerate(rows):
+            ends = [fm._core.shard_prefix(rows, q, min(e, total)) for e in range(0, total + batch, batch)]
+            assert max(b - a for a, b in zip(ends, ends[1:])) <= int(n * (batch + len(rows)) / total) + 2
+
+
 def test_the_shard_interleave_of_huge_shards_is_exact():
     rows = [3 * 2**60, 2**60 + 1]  # products beyond 64 bits
     total = sum(rows)
