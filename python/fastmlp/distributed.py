@@ -50,8 +50,9 @@ network's generator (dropout, checkpoints, the per-epoch digest) stays the same
 on every rank; dropout's masks are drawn for the whole global batch and each
 rank keeps those of its rows' place in it. The gradient is the mean over the
 global batch: without sample weights its weight is its row count, known to
-every rank; with them, the ranks' parts' weights are summed by one all-reduce
-of a single number before the forward pass. What depends on every rank's rows
+every rank; with them, the ranks' parts' weights are summed across the ranks
+before the steps, one all-reduce for each 4096 steps (one a step would cost a
+few microseconds, a tenth of a small step). What depends on every rank's rows
 is computed across them: the epoch's loss and accuracy (over the total weight
 of all ranks), ``class_weight="balanced"`` (class counts summed),
 ``validation_split`` (each rank holds out the last fraction of its rows) and
