@@ -289,6 +289,24 @@ def shard_equals_one_process():
             np.testing.assert_allclose(sharded.params, alone.params, rtol=1e-9, atol=1e-13, err_msg=what)
 
 
+def shard_many_steps():
+    """Sample weights over more steps than the engine sums in one all-reduce (4096
+    global batches' weights at a time): still one process's fit on the interleave's
+    order."""
+    n = 4200
+    X, y = data(n=n)
+    w = np.random.default_rng(6).uniform(0.5, 2, n)
+    cuts = unequal_cuts(n)
+    rows = [cuts[q + 1] - cuts[q] for q in range(comm.size)]
+    order = np.array([cuts[q] + k for q, k in one_process_order(rows, 1)])
+    X_mine, y_mine, w_mine = shards_of(X, y, cuts, comm.rank, w)
+    sharded, alone = network("float64"), network("float64")
+    got = sharded.fit(X_mine, y_mine, sample_weight=w_mine, batch_size=1, shuffle=False, comm=comm, shard=True)
+    expected = alone.fit(X[order], y[order], sample_weight=w[order], batch_size=1, shuffle=False)
+    np.testing.assert_allclose(sharded.params, alone.params, rtol=1e-10, atol=1e-13)
+    np.testing.assert_allclose(got["loss"], expected["loss"], rtol=1e-10)
+
+
 def shard_shuffled():
     """(b) Unequal shards, shuffled within each shard, dropout and Adam: the ranks end
     with the same parameters and generator, and the loss falls. With a step too small
@@ -437,7 +455,7 @@ CASES = {name: globals()[name] for name in ("equals_one_process", "dropout", "we
                                             "stops", "signal_handler_saves",
                                             "resume_killed", "resume_finish", "shard_equals_data_parallel",
                                             "shard_equals_one_process", "shard_shuffled",
-                                            "shard_weights_and_validation", "shard_mismatches",
+                                            "shard_many_steps", "shard_weights_and_validation", "shard_mismatches",
                                             "shard_resume_killed", "shard_resume_finish")}
 
 if __name__ == "__main__":

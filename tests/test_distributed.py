@@ -37,7 +37,7 @@ def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
 @pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
                                   "stops", "shard_equals_data_parallel", "shard_equals_one_process", "shard_shuffled",
-                                  "shard_weights_and_validation", "shard_mismatches"])
+                                  "shard_many_steps", "shard_weights_and_validation", "shard_mismatches"])
 def test_under_mpiexec(case, ranks):
     result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -128,6 +128,18 @@ def test_the_shard_interleave_gives_each_rank_its_share_of_every_prefix(rows):
         assert prefix == [int((ranks[:e] == q).sum()) for e in range(total + 1)]
         assert prefix[-1] == rows[q] and all(b - a in (0, 1) for a, b in zip(prefix, prefix[1:]))
         assert all(abs(p - rows[q] * e / total) < 1 + rows[q] * len(rows) / (2 * total) for e, p in enumerate(prefix))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 50])
+def test_a_ranks_part_of_a_sharded_batch_stays_within_the_engines_bound(batch):
+    # The engine sizes a rank's buffers for n (B + ranks) / N + 2 rows (fit's plan).
+    rng = np.random.default_rng(batch)
+    for _ in range(20):
+        rows = [int(r) for r in rng.integers(1, 60, rng.integers(2, 7))]
+        total = sum(rows)
+        for q, n in enumerate(rows):
+            ends = [fm._core.shard_prefix(rows, q, min(e, total)) for e in range(0, total + batch, batch)]
+            assert max(b - a for a, b in zip(ends, ends[1:])) <= int(n * (batch + len(rows)) / total) + 2
 
 
 def test_the_shard_interleave_of_huge_shards_is_exact():

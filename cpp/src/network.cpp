@@ -44,8 +44,16 @@ namespace {
 index rows_before(index n_q, bool q_first, index k, index n_p) {
     using wide = unsigned __int128;
     const wide a = wide(2 * std::uint64_t(k) + 1) * std::uint64_t(n_q);
-    const wide d = std::uint64_t(n_p);
-    const wide count = q_first ? (a / d + 1) / 2 : (a / d + (a % d != 0 ? 1 : 0)) / 2;
+    const std::uint64_t d = std::uint64_t(n_p);
+    wide quotient, remainder;
+    if (a >> 64 == 0) {  // the common case, in 64 bits (a 128-bit division is a library call)
+        quotient = std::uint64_t(a) / d;
+        remainder = std::uint64_t(a) % d;
+    } else {
+        quotient = a / d;
+        remainder = a % d;
+    }
+    const wide count = q_first ? (quotient + 1) / 2 : (quotient + (remainder != 0 ? 1 : 0)) / 2;
     return index(std::min(count, wide(std::uint64_t(n_q))));
 }
 
@@ -60,8 +68,22 @@ index interleave_position(const std::vector<index>& shard_rows, index p, index k
 
 index shard_prefix(const std::vector<index>& shard_rows, index q, index e, index from) {
     // Rank q's rows among the first e: the first of its rows at a position >= e
-    // (positions grow with k), found by bisection in [from, n_q].
+    // (positions grow with k), found by bisection in [from, n_q], narrowed first to
+    // a few rows around n_q · e / N (the answer lies within about 1.5 (1 + ranks ·
+    // n_q / N) of it) when the window's ends show that it holds the answer (in
+    // double, beyond 2^53 rows, they may not: then the whole range).
     index low = from, high = shard_rows[q];
+    const double total = double(std::accumulate(shard_rows.begin(), shard_rows.end(), index(0)));
+    const double share = double(high) / total, guess = share * double(e);
+    const double slack = 2.0 + 2.0 * double(shard_rows.size()) * share;
+    const index near_low = std::max(low, index(std::max(0.0, std::floor(guess - slack))));
+    const index near_high = std::min(high, index(std::ceil(guess + slack)));
+    if (near_low <= near_high &&
+        (near_low == low || interleave_position(shard_rows, q, near_low - 1) < e) &&
+        (near_high == high || interleave_position(shard_rows, q, near_high) >= e)) {
+        low = near_low;
+        high = near_high;
+    }
     while (low < high) {
         const index mid = low + (high - low) / 2;
         if (interleave_position(shard_rows, q, mid) < e)
@@ -843,6 +865,11 @@ struct Network<T>::FitPlan {
     index global_n = 0;  // the epoch's rows: n, or Σ shard_rows
     std::vector<index> prefix;
     Rng shard_rng;  // this epoch's generator of this rank's order
+    bool mask_offsets = false;  // whether a part's offset in its global batch is needed (dropout)
+    // Sharded with weights: the global batches' weights of steps [weights_from,
+    // weights_from + size), summed across the ranks a chunk of steps at a time.
+    std::vector<double> step_weights;
+    index weights_from = 0;
 };
 
 // One epoch's sums over its batches.
@@ -898,10 +925,13 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const 
     FitPlan plan{x, y, weight, n};
     plan.sharded = !options.shard_rows.empty();
     plan.global_n = n;
-    if (plan.sharded) plan.global_n = std::accumulate(options.shard_rows.begin(), options.shard_rows.end(), index(0));
+    if (plan.sharded)
+        plan.global_n = std::accumulate(options.shard_rows.begin(), options.shard_rows.end(), index(0));
     const index global_n = plan.global_n;
     plan.batch_size = options.batch_size <= 0 || options.batch_size >= global_n ? global_n : options.batch_size;
     plan.gather = options.shuffle && plan.batch_size < global_n;
+    plan.mask_offsets = std::any_of(stages_.begin(), stages_.end(),
+                                    [](const Stage& stage) { return stage.kind == LayerKind::dropout; });
     // The most rows this rank runs in a step: the global batch, or, sharded, its part
     // of one: B rows of the interleave span at most (B + ranks) / N of its positions,
     // so at most n (B + ranks) / N + 1 of this rank's rows (train_batch grows the
@@ -983,6 +1013,31 @@ double Network<T>::batch_weight(const FitPlan& plan, index start, index rows) co
     return sum;
 }
 
+// Sharded with weights: the weights of the global batches of steps [first_step,
+// first_step + shard_weight_steps) (fewer at the epoch's end), each rank's part's
+// summed in its epoch order (as weight_sum sums a batch), then across the ranks in
+// one all-reduce: one per chunk of steps instead of one per step (a call of a few
+// microseconds, a tenth of a small step).
+constexpr index shard_weight_steps = 4096;
+
+template <typename T>
+void Network<T>::sum_step_weights(FitPlan& plan, const FitOptions& options, index first_step,
+                                  const GradientReduce<T>& reduce) {
+    const index steps = ceil_div(plan.global_n, plan.batch_size);
+    const index count = std::min(shard_weight_steps, steps - first_step);
+    plan.step_weights.assign(count, 0.0);
+    plan.weights_from = first_step;
+    index at = shard_prefix(options.shard_rows, options.rank, first_step * plan.batch_size);
+    for (index i = 0; i < count; ++i) {
+        const index e = std::min((first_step + i + 1) * plan.batch_size, plan.global_n);
+        const index end = shard_prefix(options.shard_rows, options.rank, e, at);
+        double sum = 0;
+        for (; at < end; ++at) sum += double(plan.weight[plan.gather ? plan.order[at] : at]);
+        plan.step_weights[i] = sum;
+    }
+    if (options.ranks > 1) reduce(nullptr, 0, plan.step_weights.data(), count);
+}
+
 // One step on the batch that starts at row `start` of the epoch: gather,
 // forward, loss, backward, (across ranks: sum the gradients,) update; adds its
 // figures to `sums`. Returns what turned non-finite (the step then changed
@@ -995,7 +1050,8 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     // epoch order, rows [offset, offset + count) of the global batch.
     index first = 0, count = 0, offset = 0;
     if (plan.sharded) {  // its next rows of the interleave, after those of the ranks before it
-        for (int q = 0; q <= options.rank; ++q) {
+        // The ranks before it matter only for the offset, which only dropout's masks read.
+        for (int q = plan.mask_offsets ? 0 : options.rank; q <= options.rank; ++q) {
             const index end = shard_prefix(options.shard_rows, q, start + rows, plan.prefix[q]);
             if (q < options.rank) {
                 offset += end - plan.prefix[q];
@@ -1045,8 +1101,10 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     if (!plan.sharded) {
         global_weight = batch_weight(plan, start, rows);
     } else if (plan.weight != nullptr) {
-        global_weight = weight_sum(wb, count);
-        if (options.ranks > 1) reduce(nullptr, 0, &global_weight, 1);
+        const index step = start / plan.batch_size;
+        if (step < plan.weights_from || step >= plan.weights_from + index(plan.step_weights.size()))
+            sum_step_weights(plan, options, step, reduce);
+        global_weight = plan.step_weights[step - plan.weights_from];
     }
     const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
     double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
@@ -1094,7 +1152,10 @@ bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch
     } else if (plan.gather) {
         shuffle(plan.order, rng_);
     }
-    if (plan.sharded) plan.prefix.assign(options.shard_rows.size(), 0);
+    if (plan.sharded) {
+        plan.prefix.assign(options.shard_rows.size(), 0);
+        plan.step_weights.clear();  // this epoch's order: summed again
+    }
     for (index start = 0; start < plan.global_n; start += plan.batch_size) {
         if (should_stop && should_stop()) {
             result.status = FitStatus::interrupted;

@@ -680,6 +680,22 @@ class Network:
         digest of their parameters: if they ever differ, the fit stops with the
         same error on every rank.
 
+        ``shard=True`` (with ``comm``): every rank passes only its own rows (any
+        count >= 1 each; the features, targets' width, dtype and options agree).
+        ``batch_size`` is still the global batch over all N rows of all ranks:
+        every rank runs ceil(N / batch_size) steps an epoch, each global batch
+        holding exactly batch_size rows (the last the rest), of which each rank
+        gives its next rows in proportion to its shard (the ranks' rows
+        interleaved: :mod:`fastmlp.distributed` tells how), so every row is seen
+        once an epoch. ``shuffle`` shuffles each rank's rows within its shard.
+        The loss, accuracy, ``validation_split`` (the last fraction of each
+        rank's rows held out), ``validation_data`` (each rank its part),
+        ``sample_weight`` and ``class_weight="balanced"`` (classes counted over
+        every rank's rows) are all global: the history's figures are the means
+        over every rank's samples, the same on every rank. A checkpoint's
+        fingerprint covers every rank's data, so resuming with other shards is
+        refused. Without ``comm``, or with one rank, shard=True is the plain fit.
+
         ``checkpoint_every=k`` with ``checkpoint_path`` writes the network (the
         model file of :meth:`save`, atomically; with ``comm``, from rank 0) after
         every k-th epoch, with the fit's progress and history in its metadata
@@ -853,8 +869,8 @@ class Network:
         shard_options, pending = None, None
         if sharded:  # counted, checked and scaled over every rank's samples: _plan_shards
             pending = "balanced" if isinstance(class_weight, str) else None if per_class is None else per_class.tolist()
-            shard_options = {"validation": "validation_data" if validation_data is not None else validation_split,
-                             "class_weight": pending}
+            validation = "validation_data" if validation_data is not None else float(validation_split)
+            shard_options = {"validation": validation, "class_weight": pending}
         else:
             w = self._weighted_by_class(w, per_class, y,
                                         "class_weight" if w is None else "sample_weight × class_weight")

@@ -130,8 +130,9 @@ struct FitOptions {
 // Sums, across the ranks and in place, a step's flat gradient (n values) and its
 // figures (the batch's summed loss and its right predictions: 2 doubles). It may
 // throw (a failed all-reduce); the step then changes nothing. Sharded with sample
-// weights, fit also calls it with n = 0 and grads null to sum one figure: a global
-// batch's weight before its forward pass, and once per fit the epoch's total weight.
+// weights, fit also calls it with n = 0 and grads null to sum figures only: the
+// global batches' weights, a chunk of steps at a time before their forward passes,
+// and once per fit the epoch's total weight.
 template <typename T>
 using GradientReduce = std::function<void(T* grads, index n, double* figures, index n_figures)>;
 
@@ -337,6 +338,8 @@ private:
     const char* train_batch(FitPlan& plan, const FitOptions& options, index start,
                             EpochSums& sums, const GradientReduce<T>& reduce);
     double batch_weight(const FitPlan& plan, index start, index rows) const;
+    void sum_step_weights(FitPlan& plan, const FitOptions& options, index first_step,
+                          const GradientReduce<T>& reduce);
 
     std::vector<Layer> layers_;
     std::vector<index> dense_;
