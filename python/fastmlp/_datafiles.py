@@ -25,9 +25,10 @@ the same problems in it, and marks where every 4096th row starts; a second pass
 starts at the last mark before the block, tokenizes to its end and parses the
 numbers of its rows only (the costly part, done in Python per cell). An
 ``.npy`` is memory-mapped and the block copied out of it. From an ``.npz`` only the
-members X and the target are read, and of each only the block's bytes: the member
-is streamed from its start to the block (a compressed one decompressed on the way,
-and discarded), and a Fortran-ordered member is read whole and sliced.
+members X and the target are read, and of each only the block's rows: a stored
+member (np.savez) is memory-mapped as an .npy is; a compressed one is decompressed
+from its start to the end of the block, keeping only the block; a Fortran-ordered
+member is read whole and sliced.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ import io
 import json
 import math
 import os
+import struct
 import zipfile
 from typing import Iterator
 from dataclasses import dataclass
@@ -484,21 +486,44 @@ def _npy_header(path: str, stream) -> tuple[tuple, bool, np.dtype]:
 
 
 def _member_rows(path: str, archive: zipfile.ZipFile, member: _Member, start: int, stop: int) -> np.ndarray:
-    """Rows [start, stop) of an .npz member: the stream is read (a compressed member
-    decompressed) from the start of its values to the end of those rows, and only
-    those rows kept; a Fortran-ordered member, whose rows are not contiguous, is
-    read whole and sliced."""
+    """Rows [start, stop) of an .npz member. A stored member (np.savez) is
+    memory-mapped and only those rows copied out; a compressed one (np.savez_compressed)
+    is decompressed from the start of its values to the end of those rows, keeping
+    only them; a Fortran-ordered one, whose rows are not contiguous, is read whole
+    and sliced."""
     row_shape = member.shape[1:]
     row_bytes = member.dtype.itemsize * math.prod(row_shape)
-    with archive.open(member.name + ".npy") as stream:
+    info = archive.getinfo(member.name + ".npy")
+    with archive.open(info) as stream:
         if (member.fortran_order and len(member.shape) > 1) or row_bytes == 0:
             return np.lib.format.read_array(stream, allow_pickle=False)[start:stop]
         _npy_header(path, stream)
-        stream.seek(stream.tell() + start * row_bytes)  # forward: zipfile reads up to there, holding none of it
+        values_at = stream.tell()  # from the start of the member's .npy
+        stored_at = _stored_at(path, info)
+        if stored_at is not None:
+            mapped = np.memmap(path, dtype=member.dtype, mode="r", offset=stored_at + values_at + start * row_bytes,
+                               shape=(stop - start, *row_shape))
+            return np.array(mapped)
+        stream.seek(values_at + start * row_bytes)  # forward: zipfile decompresses up to there, holding none of it
         data = stream.read((stop - start) * row_bytes)
     if len(data) != (stop - start) * row_bytes:
         raise DataFileError(f"{path}: its member {quote(member.name)} is truncated")
     return np.frombuffer(data, dtype=member.dtype).reshape((stop - start, *row_shape))
+
+
+def _stored_at(path: str, info: zipfile.ZipInfo) -> int | None:
+    """Where the bytes of an archive member that is stored as it is (not compressed,
+    not encrypted) start in the archive's file; None for any other member."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as f:  # the member's local header: 30 bytes, its name, an extra field
+        f.seek(info.header_offset)
+        local = f.read(30)
+    if len(local) != 30 or not local.startswith(ZIP_MAGIC):
+        return None
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    return start if start + info.file_size <= os.path.getsize(path) else None
 
 
 def _finite_numbers(array: np.ndarray, cells: Cells) -> np.ndarray:
