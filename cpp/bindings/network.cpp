@@ -436,7 +436,7 @@ struct FitArrays {
 template <typename T>
 bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index n,
              const FitOptions& options, const FitRecord& record, FitResult& result,
-             const GradientReduce<T>& reduce) {
+             const GradientReduce<T>& reduce, T* gradient_memory) {
     using clock = std::chrono::steady_clock;
     py::gil_scoped_release release;
     auto guard = h.lock().write("fit");
@@ -469,7 +469,7 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
             reduce(grads, count, figures, n_figures);
         };
     }
-    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked);
+    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked, gradient_memory);
     return python_error;
 }
 
@@ -478,7 +478,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
              bool record_layer_norms, index checkpoint, const py::object& sample_weight,
-             int rank, int ranks, const py::object& reduce) {
+             int rank, int ranks, const py::object& reduce, const py::object& gradient_memory) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -508,9 +508,22 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
                    py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
         };
     }
+    // Where the gradient lives during the fit (memory shared with the other ranks of
+    // this machine, say): parameter_count() values of T, held by the caller until fit returns.
+    T* memory = nullptr;
+    if (!gradient_memory.is_none()) {
+        py::array array = gradient_memory.cast<py::array>();
+        memory = output<T>(array, "gradient_memory", 1);
+        if (index(array.shape(0)) != net.parameter_count())
+            throw py::value_error("gradient_memory: expected " + std::to_string(net.parameter_count()) +
+                                  " values (one per parameter), got " + std::to_string(array.shape(0)));
+        for (const py::array* other : {&x, &y})
+            if (bytes_overlap(array, *other))
+                throw py::value_error("gradient_memory overlaps the training data in memory");
+    }
     FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
-    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across))
+    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across, memory))
         throw py::error_already_set();
     return arrays.result(result);
 }
@@ -522,7 +535,7 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
             py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
-            py::arg("reduce") = py::none());
+            py::arg("reduce") = py::none(), py::arg("gradient_memory") = py::none());
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------

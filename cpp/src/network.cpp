@@ -516,7 +516,7 @@ const T* Network<T>::forward(const T* x, index batch) {
             "forward: batch norm in training needs at least 2 samples per batch, got 1");
     reserve_workspace(batch, 0);
     draw_masks(batch, 0, batch);
-    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+    Buffers b{ws_, x, 0, batch, grad_data(), ws_.delta.data(), ws_.delta_next.data(),
               ws_.skip_delta.data()};
     forward_stages(b, 0, index(stages_.size()), true);
     cached_batch_ = batch;
@@ -528,7 +528,7 @@ void Network<T>::backward(const T* x, const T* d_out, index batch, bool accumula
     require(cached_batch_ >= 1, "backward: call forward on this batch first");
     require(batch == cached_batch_,
             "backward: the batch size differs from the last forward's; call forward first");
-    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+    Buffers b{ws_, x, 0, batch, grad_data(), ws_.delta.data(), ws_.delta_next.data(),
               ws_.skip_delta.data()};
     std::memcpy(b.d, d_out, sizeof(T) * batch * outputs());
     backward_stages(b, 0, index(stages_.size()), accumulate);
@@ -548,7 +548,7 @@ std::pair<const T*, const T*> Network<T>::cached(index layer) const {
 
 template <typename T>
 void Network<T>::zero_grad() {
-    std::fill(grads_.begin(), grads_.end(), T(0));
+    std::fill_n(grad_data(), parameter_count(), T(0));
 }
 
 // ---- eval mode: predict ---------------------------------------------------------------
@@ -666,7 +666,7 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
     const bool measured_by_update = config.kind == OptimizerKind::sgd && config.clip_norm <= 0;
     double scale = 1.0;
     if (!measured_by_update) {
-        result.grad_norm = grad_norm(grads_.data(), parameter_count(), config.clip_value);
+        result.grad_norm = grad_norm(grad_data(), parameter_count(), config.clip_value);
         if (!std::isfinite(result.grad_norm)) {
             result.gradient_finite = false;
             return result;
@@ -675,7 +675,7 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
             scale = std::min(1.0, config.clip_norm / (result.grad_norm + 1e-6));
     }
     double grad_sq = 0;
-    result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),
+    result.kept = optimizer_update(config, params_.data(), grad_data(), opt_s1_.data(),
                                    opt_s2_.data(), parameter_count(), segments_, opt_steps_ + 1,
                                    result.lr, scale, measured_by_update ? &grad_sq : nullptr,
                                    bounds);
@@ -733,7 +733,7 @@ index Network<T>::step_pieces(index batch) const {
 
 // One training step's forward, loss and backward over rows [0, batch) of x and
 // y, with the rows' weights when weight is not null (batch_weight: their sum, or
-// batch): grads_ gets the batch's gradient; returns the batch's summed loss
+// batch): grad_data() gets the batch's gradient; returns the batch's summed loss
 // (divide by loss_normalizer for the mean) and adds the right predictions to *correct.
 template <typename T>
 double Network<T>::forward_backward(const T* x, const T* y, const T* weight, index batch,
@@ -752,7 +752,7 @@ double Network<T>::forward_backward(const T* x, const T* y, const T* weight, ind
         const index first = r == 0 ? 0 : split, count = r == 0 ? split : batch - split;
         const T* target = y + first * out;
         const T* w = weight == nullptr ? nullptr : weight + first;
-        train_rows(x + first * in, first, count, r == 0 ? grads_.data() : piece_grads_.data(),
+        train_rows(x + first * in, first, count, r == 0 ? grad_data() : piece_grads_.data(),
                    [&](const T* prediction, T* d) {
                        if (options.count_correct)
                            right[r] = count_correct(options.loss, prediction, target, count, out, w);
@@ -774,7 +774,7 @@ double Network<T>::forward_backward(const T* x, const T* y, const T* weight, ind
     });
     cached_batch_ = options.checkpoint > 0 ? -1 : batch;  // recomputed segments hold the first segment's
     if (pieces > 1) {
-        T* __restrict g = grads_.data();
+        T* __restrict g = grad_data();
         const T* __restrict second = piece_grads_.data();
         for (index i = 0, count = parameter_count(); i < count; ++i) g[i] += second[i];
     }
@@ -948,9 +948,9 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, first);
     } else {  // a global batch smaller than the ranks: nothing here, but the sum needs this rank
         draw_masks(rows, first, 0);  // the generator moves as on the other ranks
-        std::fill(grads_.begin(), grads_.end(), T(0));
+        std::fill_n(grad_data(), parameter_count(), T(0));
     }
-    if (options.ranks > 1) reduce(grads_.data(), parameter_count(), figures, 2);
+    if (options.ranks > 1) reduce(grad_data(), parameter_count(), figures, 2);
     sums.correct += figures[1];
     const double summed = figures[0];
     const double loss = normalizer > 0 ? summed / normalizer : 0.0;  // a batch of weight 0: 0
@@ -961,9 +961,9 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     step_threads_.record(threads, seconds_since(step_start));
     if (!step.gradient_finite) return failed("the gradient");
     if (step.kept > 0) return failed("an update");
-    for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves grads_ as they were
+    for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves the gradient as it was
         const Layer& layer = layers_[dense_[l]];
-        sums.layer_grad_norm[l] += grad_norm(grads_.data() + layer.weight_offset,
+        sums.layer_grad_norm[l] += grad_norm(grad_data() + layer.weight_offset,
                                              layer.bias_offset + layer.outputs - layer.weight_offset,
                                              options.optimizer.clip_value);
     }
@@ -1001,10 +1001,24 @@ template <typename T>
 FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
                           const FitOptions& options, const FitRecord& record,
                           const std::function<bool()>& should_stop,
-                          const GradientReduce<T>& reduce) {
+                          const GradientReduce<T>& reduce, T* gradient_memory) {
     check_fit_options(n, options);
     require(options.ranks == 1 || bool(reduce), "fit: training across ranks needs a gradient reduce");
     FitPlan plan = plan_fit(x, y, weight, n, options);
+    // The gradient lives in gradient_memory for the length of the fit, when given,
+    // and comes back to grads_ when the fit ends, however it ends.
+    struct GradientHome {
+        Network& net;
+        ~GradientHome() {
+            if (net.grad_memory_ == nullptr) return;
+            std::copy_n(net.grad_memory_, net.parameter_count(), net.grads_.data());
+            net.grad_memory_ = nullptr;
+        }
+    } home{*this};
+    if (gradient_memory != nullptr) {
+        std::copy(grads_.begin(), grads_.end(), gradient_memory);
+        grad_memory_ = gradient_memory;
+    }
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;

@@ -170,6 +170,7 @@ class _FitPlan:
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
     comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
+    gradient_memory: np.ndarray | None = None  # where the engine keeps the gradient (comm's), or None
     checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
     checkpoint_path: str | None = None
     resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
@@ -730,7 +731,9 @@ class Network:
         state = comm.broadcast(self._snapshot() if comm.rank == 0 else None)
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
-        return self._run_fit(replace(plan, comm=comm, verbose=plan.verbose if comm.rank == 0 else 0))
+        with comm.gradient_memory(self.n_params, self._dtype) as memory:
+            return self._run_fit(replace(plan, comm=comm, gradient_memory=memory,
+                                         verbose=plan.verbose if comm.rank == 0 else 0))
 
     def _agreement(self, plan: _FitPlan) -> dict:
         """What every rank's fit must agree on (and a resumed fit with the fit it
@@ -1033,7 +1036,8 @@ class Network:
                 comm.allreduce_sum(grads)
                 comm.allreduce_sum(figures)
 
-            across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce}
+            across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,
+                      "gradient_memory": plan.gradient_memory}
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
                                 plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
                                 plan.checkpoint, plan.w, **across)

@@ -241,9 +241,13 @@ public:
     // the update is skipped and the fit stops; when an update would make a
     // parameter non-finite, that parameter keeps its value and the fit stops.
     // With options.ranks > 1, `reduce` sums each step's gradient across the ranks.
+    // gradient_memory (parameter_count() values, or null): where the fit keeps the
+    // gradient instead of grads() — memory that the ranks of one machine share, so
+    // that `reduce` sums their gradients where they lie; grads() gets the last one
+    // back when the fit ends.
     FitResult fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
                   const FitRecord& record, const std::function<bool()>& should_stop,
-                  const GradientReduce<T>& reduce = {});
+                  const GradientReduce<T>& reduce = {}, T* gradient_memory = nullptr);
 
     // The cached values of the last forward() of the stage that runs layer `layer`:
     // its pre-activation and its output (a dense or norm layer with the activation
@@ -325,6 +329,9 @@ private:
     bool has_batch_norm_ = false;
     index max_width_ = 0;
     std::vector<T> params_, grads_, state_;
+    T* grad_memory_ = nullptr;  // fit's gradient_memory while a fit runs with one
+    // Where the gradient is computed: grads_, or a fit's gradient_memory.
+    T* grad_data() { return grad_memory_ != nullptr ? grad_memory_ : grads_.data(); }
     std::vector<Segment> segments_;  // one per parameter tensor, in layer order
     Rng rng_;
 
