@@ -35,8 +35,8 @@ def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
-                                  "stops"])
+@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "batch_norm", "weights_and_validation",
+                                  "mismatches", "guard", "stops"])
 def test_under_mpiexec(case, ranks):
     result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"

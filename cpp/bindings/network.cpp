@@ -498,13 +498,15 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.rank = rank;
     options.ranks = ranks;
     // Across ranks: each step, reduce(grads, figures) is called with views of the flat
-    // gradient and of the step's two figures, to sum them in place (fastmlp.distributed).
+    // gradient and of the step's two figures, to sum them in place (fastmlp.distributed);
+    // with batch norm, also with no gradient and its statistics as the figures.
     GradientReduce<T> sum_across;
     if (!reduce.is_none()) {
         sum_across = [&reduce](T* grads, index n, double* figures, index n_figures) {
             py::gil_scoped_acquire acquire;
-            const py::capsule keep(grads, [](void*) {});  // views: the engine owns the memory
-            reduce(py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
+            const py::capsule keep(figures, [](void*) {});  // views: the engine owns the memory
+            reduce(grads == nullptr ? py::array_t<T>(0)  // batch norm's sums alone
+                                    : py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
                    py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
         };
     }

@@ -394,7 +394,7 @@ void Network<T>::forward_stages(const Buffers& b, index first_stage, index end_s
                                          params_.data() + layer.bias_offset, b.xhat(stage, s),
                                          b.rstd(stage, s), z, move_stats ? state : nullptr,
                                          move_stats ? state + stage.width : nullptr, rows,
-                                         stage.width, layer.eps, layer.momentum);
+                                         stage.width, layer.eps, layer.momentum, across_);
                 if (stage.keeps_z) activation_forward(stage.activation, out, z, n);
                 break;
             }
@@ -464,7 +464,7 @@ void Network<T>::backward_stages(Buffers& b, index first_stage, index end_stage,
                 else
                     batch_norm_backward(b.d, b.xhat(stage, s), b.rstd(stage, s), gain, b.d,
                                         grads + layer.weight_offset, grads + layer.bias_offset,
-                                        rows, stage.width, accumulate);
+                                        rows, stage.width, accumulate, across_);
                 break;
             }
             case LayerKind::activation:
@@ -817,10 +817,16 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(options.checkpoint >= 0, "fit: checkpoint must be >= 0");
     require(options.ranks >= 1 && options.rank >= 0 && options.rank < options.ranks,
             "fit: rank must be in [0, ranks)");
-    if (options.ranks > 1) {
-        // Its batch statistics would need the other ranks' rows: not yet.
-        require(!has_batch_norm_, "fit: batch norm is not supported across ranks yet");
-
+    if (options.ranks > 1 && has_batch_norm_) {
+        // Every rank takes part in each batch's statistics: each needs a row of every batch.
+        const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
+        const index last = n % batch == 0 ? batch : n % batch;
+        require(std::min(batch, last) >= options.ranks,
+                "fit: batch norm across " + std::to_string(options.ranks) +
+                    " ranks needs a row of every batch on every rank; with " + std::to_string(n) +
+                    " samples and batch_size " + std::to_string(batch) + " a batch of " +
+                    std::to_string(std::min(batch, last)) +
+                    " occurs (change batch_size, or drop or add samples)");
     }
     if (has_batch_norm_) {
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
@@ -1005,20 +1011,26 @@ FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
     check_fit_options(n, options);
     require(options.ranks == 1 || bool(reduce), "fit: training across ranks needs a gradient reduce");
     FitPlan plan = plan_fit(x, y, weight, n, options);
-    // The gradient lives in gradient_memory for the length of the fit, when given,
-    // and comes back to grads_ when the fit ends, however it ends.
-    struct GradientHome {
+    // For the length of the fit, however it ends: the gradient lives in gradient_memory,
+    // when given (and comes back to grads_ after); batch norm's statistics are summed
+    // across the ranks, when there are several.
+    struct FitScope {
         Network& net;
-        ~GradientHome() {
+        ~FitScope() {
+            net.across_ = nullptr;
             if (net.grad_memory_ == nullptr) return;
             std::copy_n(net.grad_memory_, net.parameter_count(), net.grads_.data());
             net.grad_memory_ = nullptr;
         }
-    } home{*this};
+    } scope{*this};
     if (gradient_memory != nullptr) {
         std::copy(grads_.begin(), grads_.end(), gradient_memory);
         grad_memory_ = gradient_memory;
     }
+    const SumAcrossRanks across = [&reduce](double* values, index count) {
+        reduce(nullptr, 0, values, count);
+    };
+    if (options.ranks > 1) across_ = &across;
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;

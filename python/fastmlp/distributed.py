@@ -36,9 +36,11 @@ all-reduce among one rank per machine. Either way the ranks' gradients are added
 in rank order.
 
 Dropout works across ranks: every rank draws the whole global batch's masks and
-keeps its rows' part, as one process would. Not yet across ranks: batch norm (its
-batch statistics need the other ranks' rows), ``shard=True`` (each rank its own
-rows), and an all-reduce in buckets overlapped with backward.
+keeps its rows' part, as one process would. Batch norm too: its statistics are the
+global batch's (each batch norm layer sums its column sums and centred squares
+across the ranks going forward, and the sums its backward needs going back), so
+every rank needs a row of every batch. Not yet across ranks: ``shard=True`` (each
+rank its own rows), and an all-reduce in buckets overlapped with backward.
 
 nothing in fastmlp imports mpi4py until :class:`MPI` is made.
 """

@@ -709,9 +709,7 @@ class Network:
         plan, refused = None, None
         try:
             plan = make_plan()
-            if comm.size > 1 and self._running_means:  # refused here, before anything is broadcast
-                raise ValueError("batch norm is not supported across ranks yet (its batch statistics need the "
-                                 "other ranks' rows)")
+            self._check_batch_norm_batches(plan.X.shape[0], plan.batch, ranks=comm.size)
         except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
             refused = error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
@@ -928,14 +926,20 @@ class Network:
         batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         return int(self._core.activation_memory(batch_size, self._checkpoint(checkpoint)))
 
-    def _check_batch_norm_batches(self, n_samples: int, batch: int) -> None:
-        """Batch norm's statistics need 2 samples or more in every training batch."""
+    def _check_batch_norm_batches(self, n_samples: int, batch: int, ranks: int = 1) -> None:
+        """Batch norm's statistics need 2 samples or more in every training batch and,
+        across ranks, a sample of every batch on every rank."""
         if not self._running_means:
             return
         size = n_samples if batch == 0 or batch >= n_samples else batch
         if size < 2 or n_samples % size == 1:
             raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
                              f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
+        smallest = min(size, n_samples % size or size)
+        if smallest < ranks:
+            raise ValueError(f"batch norm across {ranks} ranks needs a sample of every batch on every rank; "
+                             f"{n_samples} samples in batches of {size} leave a batch of {smallest} "
+                             f"(change batch_size, or drop or add samples)")
 
     def _validation_set(self, X, y, w, validation_split, validation_data):
         """(X, y, w, X_val, y_val, w_val): the training samples and their weights, and
@@ -1033,7 +1037,8 @@ class Network:
             comm = plan.comm
 
             def reduce(grads, figures):
-                comm.allreduce_sum(grads)
+                if grads.size:  # else batch norm's statistics alone
+                    comm.allreduce_sum(grads)
                 comm.allreduce_sum(figures)
 
             across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,

@@ -121,7 +121,8 @@ struct FitOptions {
 
 // Sums, across the ranks and in place, a step's flat gradient (n values) and its
 // figures (the batch's summed loss and its right predictions: 2 doubles). It may
-// throw (a failed all-reduce); the step then changes nothing.
+// throw (a failed all-reduce); the step then changes nothing. Called with no
+// gradient (null, 0) it sums the figures alone: batch norm's statistics.
 template <typename T>
 using GradientReduce = std::function<void(T* grads, index n, double* figures, index n_figures)>;
 
@@ -330,6 +331,7 @@ private:
     index max_width_ = 0;
     std::vector<T> params_, grads_, state_;
     T* grad_memory_ = nullptr;  // fit's gradient_memory while a fit runs with one
+    const SumAcrossRanks* across_ = nullptr;  // while a fit runs across ranks: batch norm's sums
     // Where the gradient is computed: grads_, or a fit's gradient_memory.
     T* grad_data() { return grad_memory_ != nullptr ? grad_memory_ : grads_.data(); }
     std::vector<Segment> segments_;  // one per parameter tensor, in layer order
