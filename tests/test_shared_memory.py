@@ -83,9 +83,10 @@ def test_one_rank_has_no_shared_memory():
         fm.distributed.MPI(shared_memory=1)
 
 
-@pytest.mark.parametrize(("ranks", "case"), [(2, "sums"), (3, "sums"), (4, "sums_across_machines"),
-                                             (2, "fit_in_shared_memory"), (3, "fit_in_shared_memory"),
-                                             (4, "fit_in_shared_memory")])
+@pytest.mark.parametrize(("ranks", "case"), [(2, "sums"), (3, "sums"), (3, "sums_across_machines"),
+                                             (4, "sums_across_machines"), (2, "fit_in_shared_memory"),
+                                             (3, "fit_in_shared_memory"), (4, "fit_in_shared_memory"),
+                                             (2, "one_rank_declines")])
 def test_under_mpiexec(ranks, case):
     pytest.importorskip("mpi4py")
     launcher = mpiexec()

@@ -109,7 +109,7 @@ class MPI(Communicator):
         if not isinstance(shared_memory, bool):
             raise TypeError(f"shared_memory: expected True or False, got {shared_memory!r:.80}")
         self.shared_memory = shared_memory
-        self._machine = None  # (the ranks of this machine, one rank per machine or None): made once
+        self._machine = None  # what _machine_comms finds, once
         self._slots = None    # while a gradient_memory block runs: every local rank's slot
 
     @property
@@ -130,17 +130,18 @@ class MPI(Communicator):
     @contextlib.contextmanager
     def gradient_memory(self, count: int, dtype):
         """This rank's slot of a shared-memory window that holds one slot for every
-        rank of this machine (None when this rank is alone on its machine, or with
-        ``shared_memory=False``): :meth:`allreduce_sum` of the slot sums the
-        machine's slots where they lie. The window is freed when the block ends;
-        after an exception it is left to MPI's finalize, since the other ranks
-        may never come to free it."""
+        rank of this machine: :meth:`allreduce_sum` of the slot sums the machine's
+        slots where they lie (and, across machines, the machines' sums through MPI).
+        None when no machine holds two ranks, or when a rank was made with
+        ``shared_memory=False``. The window is freed when the block ends; after an
+        exception it is left to MPI's finalize, since the other ranks may never
+        come to free it. Nothing may keep a view of the slot past the block."""
         dtype = np.dtype(dtype)
-        if not self.shared_memory or self.size == 1:
+        if self.size == 1 or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND):
             yield None
             return
-        machine, _ = self._machine_comms()
-        if machine.Get_size() == 1:
+        machine, _, _, crowded = self._machine_comms()
+        if not crowded:  # one rank on every machine: nothing to share
             yield None
             return
         page = 4096  # whole pages: no two ranks' slots share a cache line
@@ -150,6 +151,7 @@ class MPI(Communicator):
         for rank in range(machine.Get_size()):
             memory, _ = window.Shared_query(rank)
             slots.append(np.frombuffer(memory, dtype=dtype, count=count))
+        del memory
         self._slots = slots
         try:
             yield slots[machine.Get_rank()]
@@ -157,23 +159,25 @@ class MPI(Communicator):
             self._slots = None
             raise
         self._slots = None
-        del slots, memory
+        del slots
         window.Free()
 
     def _machine_comms(self):
-        """The communicator of this machine's ranks, and (when the ranks span
-        machines) the one of each machine's first rank (None on the others)."""
+        """(the communicator of this machine's ranks, whether the ranks span machines,
+        the communicator of each machine's first rank when they do (None on the
+        other ranks), whether some machine holds two ranks or more): made once."""
         if self._machine is None:
             mpi = self._mpi
             machine = self._split_machine()
-            spans = self.comm.allreduce(int(machine.Get_size() < self.size), op=mpi.MAX)
+            largest = self.comm.allreduce(machine.Get_size(), op=mpi.MAX)
+            spans = self.comm.allreduce(machine.Get_size() < self.size, op=mpi.LOR)
             leaders = None
             if spans:
                 leaders = self.comm.Split(0 if machine.Get_rank() == 0 else mpi.UNDEFINED, key=self.rank)
                 if leaders == mpi.COMM_NULL:
                     leaders = None
-            self._machine = (machine, spans, leaders)
-        return self._machine[0], self._machine[2]
+            self._machine = (machine, spans, leaders, largest > 1)
+        return self._machine
 
     def _split_machine(self):
         """The ranks that share this machine's memory (tests split otherwise, to
@@ -185,7 +189,7 @@ class MPI(Communicator):
         part of the slots (whole cache lines) and writes it into all of them,
         between two barriers; across machines, the machine's first rank then sums
         the machines' totals with MPI and the others copy its slot."""
-        machine, spans, leaders = self._machine
+        machine, spans, leaders, _ = self._machine
         local, ranks, count = machine.Get_rank(), machine.Get_size(), slots[0].size
         machine.Barrier()  # every slot holds its rank's gradient
         start, stop = (count * part // ranks // 16 * 16 if part < ranks else count for part in (local, local + 1))
