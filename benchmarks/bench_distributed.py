@@ -19,8 +19,12 @@ Rows:
     no MPI                    the compute part of the 2-rank rows, apart from the all-reduce
   2 ranks × 1 thread, shm     mpiexec -n 2 ... python -m mpi4py: each rank fm.set_num_threads(1) and
                               net.fit(X, y, batch_size=B, comm=TimedMPI()); each rank computes B/2 rows
-                              a step; MPICH's default path between ranks on one host: shared memory
-  2 ranks × 1 thread, TCP     the same with MPI forced onto TCP loopback, the path between machines:
+                              a step; the gradient summed where it lies, in the ranks' shared slots
+                              (fastmlp.distributed.MPI's default on one machine)
+  2 ranks × 1 thread, shm     the same with MPI(shared_memory=False): MPICH's Allreduce, through its
+    through MPI               own shared-memory buffers
+  2 ranks × 1 thread, TCP     MPI(shared_memory=False) with MPI forced onto TCP loopback, the path
+                              between machines:
                               MPIR_CVAR_NOLOCAL=1 (no shared memory between ranks of one host) and the
                               netmod's transport set to TCP: --tcp ofi (default) MPIR_CVAR_CH4_NETMOD=ofi
                               FI_PROVIDER=tcp FI_TCP_IFACE=lo (libfabric's tcp provider on 127.0.0.1; MPICH
@@ -111,7 +115,7 @@ def train_worker(args) -> None:
     fm.set_num_threads(args.threads)
     comm = None
     if args.mpi:
-        comm = TimedMPI()
+        comm = TimedMPI(shared_memory=not args.no_shared_memory)
     steps, warmup = args.steps, WARMUP_STEPS[config.name]
     X, y = make_data(config, max(steps, warmup) * batch // config.batch + 1)
     net = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED)
@@ -141,13 +145,15 @@ def train_worker(args) -> None:
     result["allreduce_share"] = inside / (last - first)
     result["allreduce_per_step"] = inside / (len(grads) - 1)
     result["setup"] = max(0.0, first - start - (result["step"] - result["allreduce_per_step"]))
-    buffer = np.zeros(net.params.size, dtype=np.float32)
     alone = []
-    for _ in range(args.alone_reps):
-        comm.comm.Barrier()
-        t0 = time.perf_counter()
-        comm.allreduce_sum(buffer)
-        alone.append(time.perf_counter() - t0)
+    with comm.gradient_memory(net.params.size, np.float32) as slot:  # as in the fit
+        buffer = np.zeros(net.params.size, dtype=np.float32) if slot is None else slot
+        for _ in range(args.alone_reps):
+            buffer[:] = 1  # a gradient written anew, as backward writes it
+            comm.comm.Barrier()
+            t0 = time.perf_counter()
+            comm.allreduce_sum(buffer)
+            alone.append(time.perf_counter() - t0)
     result["allreduce_alone"] = statistics.median(alone)
     everyone = comm.comm.gather(result, root=0)
     if comm.rank == 0:
@@ -157,8 +163,8 @@ def train_worker(args) -> None:
 class TimedMPI(MPI):
     """fastmlp.distributed.MPI whose allreduce_sum records (start, end, elements) of each call."""
 
-    def __init__(self, comm=None):
-        super().__init__(comm)
+    def __init__(self, comm=None, *, shared_memory=True):
+        super().__init__(comm, shared_memory=shared_memory)
         self.calls: list[tuple[float, float, int]] = []
 
     def allreduce_sum(self, array) -> None:
@@ -238,7 +244,7 @@ class Row:
     label: str
     processes: int
     threads: int
-    transport: str  # "—" for one process, "shm" or "tcp"
+    transport: str  # "—" one process, "none" (apart, no MPI), "shm" (shared slots), "shm-mpi" or "tcp"
     batch: int | None = None  # None: the configuration's; else a per-node batch for the cost model
     results: list | None = None
 
@@ -305,6 +311,8 @@ def run_row(row: Row, args, steps: int) -> dict:
         results = launch_together([[sys.executable, SCRIPT, *worker, "--batch", str(share)]] * row.processes,
                                   args.timeout)
         return {"ranks": [r["ranks"][0] for r in results]}
+    if row.transport != "shm":
+        worker.append("--no-shared-memory")
     return launch(mpi_command(args.mpiexec, row.processes, [*worker, "--mpi"]),
                   transport_env(row.transport, args.tcp), args.timeout)
 
@@ -355,6 +363,7 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=0, help=argparse.SUPPRESS)
     parser.add_argument("--alone-reps", type=int, default=10, help=argparse.SUPPRESS)
     parser.add_argument("--mpi", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--no-shared-memory", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
     if args.worker == "train":
@@ -425,7 +434,9 @@ def main(argv=None) -> int:
     for name in only:
         rows += [Row(name, "1 process × 1 thread", 1, 1, "—"), Row(name, "1 process × 2 threads", 1, 2, "—"),
                  Row(name, "2 processes × 1 thread, no MPI", 2, 1, "none"),
-                 Row(name, "2 ranks × 1 thread, shm", 2, 1, "shm"), Row(name, "2 ranks × 1 thread, TCP", 2, 1, "tcp")]
+                 Row(name, "2 ranks × 1 thread, shm", 2, 1, "shm"),
+                 Row(name, "2 ranks × 1 thread, shm through MPI", 2, 1, "shm-mpi"),
+                 Row(name, "2 ranks × 1 thread, TCP", 2, 1, "tcp")]
     model_rows: list[Row] = []
     if not args.no_model:
         for name in only:
@@ -518,11 +529,11 @@ def main(argv=None) -> int:
               f"(the no-MPI row) + {fmt_ms(step_shm - step_none)} more, of which the all-reduce alone is "
               f"{fmt_ms(median(these['shm'], 'allreduce_alone'))}")
     for name, label, ratio in verdicts:
-        if "shm" in label:
-            print(f"{name}: 2 ranks × 1 thread (shm) ÷ 1 process × 2 threads = {ratio:.2f} "
+        if label.endswith("shm"):
+            print(f"{name}: {label} ÷ 1 process × 2 threads = {ratio:.2f} "
                   f"(target ≥ {TARGET_RATIO:g}: {'met' if ratio >= TARGET_RATIO else 'MISSED'})")
         else:
-            print(f"{name}: 2 ranks × 1 thread (TCP) ÷ 1 process × 2 threads = {ratio:.2f}")
+            print(f"{name}: {label} ÷ 1 process × 2 threads = {ratio:.2f}")
     print(f"load average after: {os.getloadavg()[0]:.2f}; wall time {time.perf_counter() - wall_start:.0f} s; "
           f"other processes used {total_load.describe()} during the run"
           + "".join(f"; {k} {100 * v:.0f} %" for k, v in loads.items() if v is not None)

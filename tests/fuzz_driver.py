@@ -249,9 +249,10 @@ def tolerance(dtype, scale):
 
 def compare(actual, expected, *, scale, what, dtype=np.float64):
     """actual equal to expected: same type of result; arrays of the same shape and dtype, close per dtype."""
-    if isinstance(expected, tuple):
-        if not isinstance(actual, tuple) or len(actual) != len(expected):
-            raise Failure(f"{what}: returned {type(actual).__name__}, the twin a tuple of {len(expected)}")
+    if isinstance(expected, (tuple, list)):  # a tuple of results, or a list of arrays written in place
+        if type(actual) is not type(expected) or len(actual) != len(expected):
+            raise Failure(f"{what}: returned {type(actual).__name__}, the twin a {type(expected).__name__} of "
+                          f"{len(expected)}")
         for i, (a, e) in enumerate(zip(actual, expected)):
             compare(a, e, scale=scale, what=f"{what}[{i}]", dtype=dtype)
         return
@@ -729,6 +730,37 @@ def _(draw):
     x, skip = _pair(draw, draw(st.integers(0, 3)))
     return Case(lambda n: ((x.build(n), skip.build(n)), {}), describe(x=x, skip=skip),
                 scale=lambda args, kwargs: 2 * finite_scale(*args), valid_types=all_real(x, skip))
+
+
+@kernel_case("sum_into_each")
+def _(draw):
+    """Written arrays: mostly of one dtype, length, contiguous and writable, one sometimes
+    wrong (dtype, shape, layout, read-only, the same array twice); start/stop sometimes out
+    of range."""
+    n = draw(st.sampled_from(SIZES))
+    dtype = draw(st.sampled_from(("float32", "float64")))
+    specs = []
+    for _ in range(draw(st.integers(1, 4))):
+        if draw(st.integers(0, 4)) == 0:
+            spec = draw(arrays(maybe_wrong((n,), draw)))
+        else:
+            spec = draw(arrays((n,), dtypes=(dtype,)))
+            spec.layout, spec.readonly = "contiguous", False
+        specs.append(spec.written())
+    repeat = draw(st.integers(0, 9)) == 0 and len(specs) > 1
+    bounds = draw(st.sampled_from(("whole", "whole", "part", "bad")))
+    start, stop = {"whole": (0, None), "part": (min(1, n), max(min(1, n), n - 1)),
+                   "bad": draw(st.sampled_from(((-1, None), (0, n + 1), (n, 0), (2**63, None), ("1", None),
+                                                (0, 2.5))))}[bounds]
+
+    def make(normal):
+        built = [spec.build(normal) for spec in specs]
+        if repeat:
+            built[-1] = built[0]
+        return (built, start, stop), {}
+    scale = lambda args, kwargs: len(args[0]) * finite_scale(*args[0])  # noqa: E731
+    return Case(make, describe(arrays=specs, repeat=repeat, start=start, stop=stop), inplace=("arrays",),
+                scale=scale, valid_types=all_real(*specs))
 
 
 COMMON_OPTIMIZER_ARGS = {  # name: (good values, bad values)

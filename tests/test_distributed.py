@@ -35,9 +35,10 @@ def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.mark.parametrize("ranks", [2, 3])
-@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "weights_and_validation", "mismatches", "guard",
-                                  "stops", "shard_equals_data_parallel", "shard_equals_one_process", "shard_shuffled",
-                                  "shard_many_steps", "shard_weights_and_validation", "shard_mismatches"])
+@pytest.mark.parametrize("case", ["equals_one_process", "dropout", "batch_norm", "weights_and_validation",
+                                  "mismatches", "guard", "stops", "shard_equals_data_parallel",
+                                  "shard_equals_one_process", "shard_shuffled", "shard_many_steps",
+                                  "shard_weights_and_validation", "shard_mismatches"])
 def test_under_mpiexec(case, ranks):
     result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"

@@ -585,6 +585,38 @@ void residual_add_binding(const py::array& x, const py::array& skip, py::array o
     });
 }
 
+// Every array's elements [start, stop) become their sum across the arrays, in
+// list order, in place: arrays of one dtype and length, 1-D, C-contiguous,
+// writable and apart in memory.
+void sum_into_each_binding(std::vector<py::array> arrays, Index start, Index stop) {
+    if (arrays.empty()) throw py::value_error("arrays: expected at least one array");
+    if (arrays.size() > 1024) throw py::value_error("arrays: at most 1024 arrays");
+    const Index n = Index(arrays[0].size());
+    if (start < 0 || stop < start || stop > n)
+        throw py::value_error("sum_into_each: expected 0 <= start <= stop <= " + std::to_string(n) +
+                              ", got start " + std::to_string(start) + ", stop " +
+                              std::to_string(stop));
+    for (std::size_t a = 0; a < arrays.size(); ++a) {
+        const std::string name = "arrays[" + std::to_string(a) + "]";
+        if (arrays[a].ndim() != 1 || Index(arrays[a].size()) != n)
+            throw py::value_error(name + ": expected a 1-D array of " + std::to_string(n) +
+                                  " values (as arrays[0]), got shape " + shape_text(arrays[a]));
+        for (std::size_t b = 0; b < a; ++b)
+            if (bytes_overlap(arrays[a], arrays[b]))
+                throw py::value_error(name + " overlaps arrays[" + std::to_string(b) +
+                                      "] in memory: each array is written on its own");
+    }
+    dispatch(arrays[0], "arrays[0]", [&](auto tag) {
+        using T = decltype(tag);
+        std::vector<T*> pointers;
+        for (std::size_t a = 0; a < arrays.size(); ++a)
+            pointers.push_back(output<T>(arrays[a], ("arrays[" + std::to_string(a) + "]").c_str()) + start);
+        return [pointers = std::move(pointers), n = stop - start] {
+            sum_into_each<T>(pointers.data(), int(pointers.size()), n);
+        };
+    });
+}
+
 }  // namespace
 
 void bind_kernels(py::module_& m) {
@@ -631,6 +663,8 @@ void bind_kernels(py::module_& m) {
     m.def("dropout_backward", &dropout_binding<true>, py::arg("dy"), py::arg("mask"), py::arg("p"),
           py::arg("dx"));
     m.def("residual_add", &residual_add_binding, py::arg("x"), py::arg("skip"), py::arg("out"));
+    m.def("sum_into_each", &sum_into_each_binding, py::arg("arrays"), py::arg("start"),
+          py::arg("stop"));
     m.def(
         "schedule_factor",
         [](const Schedule& schedule, Index t) {

@@ -436,7 +436,7 @@ struct FitArrays {
 template <typename T>
 bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index n,
              const FitOptions& options, const FitRecord& record, FitResult& result,
-             const GradientReduce<T>& reduce) {
+             const GradientReduce<T>& reduce, T* gradient_memory) {
     using clock = std::chrono::steady_clock;
     py::gil_scoped_release release;
     auto guard = h.lock().write("fit");
@@ -469,7 +469,7 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
             reduce(grads, count, figures, n_figures);
         };
     }
-    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked);
+    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked, gradient_memory);
     return python_error;
 }
 
@@ -478,7 +478,8 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
              bool record_layer_norms, index checkpoint, const py::object& sample_weight,
-             int rank, int ranks, const py::object& reduce, const std::vector<index>& shard_rows) {
+             int rank, int ranks, const py::object& reduce, const py::object& gradient_memory,
+             const std::vector<index>& shard_rows) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -500,19 +501,34 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.shard_rows = shard_rows;
     // Across ranks: each step, reduce(grads, figures) is called with views of the flat
     // gradient and of the step's two figures, to sum them in place (fastmlp.distributed);
-    // sharded with weights also with an empty grads and one figure (a batch's weight).
+    // with batch norm, also with no gradient and its statistics as the figures; sharded
+    // with weights, with no gradient and the global batches' weights.
     GradientReduce<T> sum_across;
     if (!reduce.is_none()) {
         sum_across = [&reduce](T* grads, index n, double* figures, index n_figures) {
             py::gil_scoped_acquire acquire;
             const py::capsule keep(figures, [](void*) {});  // views: the engine owns the memory
-            reduce(n > 0 ? py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep) : py::array_t<T>(0),
+            reduce(grads == nullptr ? py::array_t<T>(0)  // figures alone (batch norm's, weights)
+                                    : py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
                    py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
         };
     }
+    // Where the gradient lives during the fit (memory shared with the other ranks of
+    // this machine, say): parameter_count() values of T, held by the caller until fit returns.
+    T* memory = nullptr;
+    if (!gradient_memory.is_none()) {
+        py::array array = gradient_memory.cast<py::array>();
+        memory = output<T>(array, "gradient_memory", 1);
+        if (index(array.shape(0)) != net.parameter_count())
+            throw py::value_error("gradient_memory: expected " + std::to_string(net.parameter_count()) +
+                                  " values (one per parameter), got " + std::to_string(array.shape(0)));
+        for (const py::array* other : {&x, &y})
+            if (bytes_overlap(array, *other))
+                throw py::value_error("gradient_memory overlaps the training data in memory");
+    }
     FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
-    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across))
+    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across, memory))
         throw py::error_already_set();
     return arrays.result(result);
 }
@@ -524,7 +540,8 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
             py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
-            py::arg("reduce") = py::none(), py::arg("shard_rows") = std::vector<index>{});
+            py::arg("reduce") = py::none(), py::arg("gradient_memory") = py::none(),
+            py::arg("shard_rows") = std::vector<index>{});
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------

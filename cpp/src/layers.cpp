@@ -261,6 +261,22 @@ void for_each_chunk(index n, F f) {
     });
 }
 
+// Column j's statistics from its mean and centred squares over `rows` rows.
+template <typename T>
+inline void finish_batch_statistics(index j, double mean, double squares, double rows, T* mean_hi,
+                                    T* mean_lo, T* rstd, T* running_mean, T* running_var,
+                                    double eps, double momentum) {
+    const double variance = squares / rows;  // biased: the normalisation's
+    mean_hi[j] = T(mean);
+    mean_lo[j] = T(mean - double(mean_hi[j]));
+    rstd[j] = T(1.0 / std::sqrt(variance + eps));
+    if (running_mean != nullptr)
+        running_mean[j] = T((1.0 - momentum) * double(running_mean[j]) + momentum * mean);
+    if (running_var != nullptr)  // unbiased, as torch keeps it
+        running_var[j] =
+            T((1.0 - momentum) * double(running_var[j]) + momentum * (squares / (rows - 1)));
+}
+
 // Batch norm's training statistics for columns [j0, j1): each column's sum over the
 // rows in order (the mean), then its centred squares (the variance), in double; the
 // mean (in two parts, see normalize_row) and rstd per column, the running statistics
@@ -284,18 +300,38 @@ FASTMLP_CLONES void batch_statistics_columns(const T* x, T* mean_hi, T* mean_lo,
             squares[j] += d * d;
         }
     }
-    for (index j = 0; j < n; ++j) {
-        const double variance = squares[j] / double(rows);  // biased: the normalisation's
-        mean_hi[j0 + j] = T(mean[j]);
-        mean_lo[j0 + j] = T(mean[j] - double(mean_hi[j0 + j]));
-        rstd[j0 + j] = T(1.0 / std::sqrt(variance + eps));
-        if (running_mean != nullptr)
-            running_mean[j0 + j] =
-                T((1.0 - momentum) * double(running_mean[j0 + j]) + momentum * mean[j]);
-        if (running_var != nullptr)  // unbiased, as torch keeps it
-            running_var[j0 + j] = T((1.0 - momentum) * double(running_var[j0 + j]) +
-                                    momentum * (squares[j] / double(rows - 1)));
+    for (index j = 0; j < n; ++j)
+        finish_batch_statistics(j0 + j, mean[j], squares[j], double(rows), mean_hi, mean_lo, rstd,
+                                running_mean, running_var, eps, momentum);
+}
+
+// Columns [j0, j1) of Σ_rows x, each summed over the rows in order, in double.
+template <typename T>
+FASTMLP_CLONES void column_sums(const T* x, double* sums, index rows, index width, index j0,
+                                index j1) {
+    const index n = j1 - j0;
+    double acc[column_block] = {};
+    for (index r = 0; r < rows; ++r) {
+        const T* __restrict xr = x + r * width + j0;
+        for (index j = 0; j < n; ++j) acc[j] += double(xr[j]);
     }
+    std::copy(acc, acc + n, sums + j0);
+}
+
+// Columns [j0, j1) of Σ_rows (x − mean)², in double.
+template <typename T>
+FASTMLP_CLONES void centred_column_squares(const T* x, const double* mean, double* squares,
+                                           index rows, index width, index j0, index j1) {
+    const index n = j1 - j0;
+    double acc[column_block] = {};
+    for (index r = 0; r < rows; ++r) {
+        const T* __restrict xr = x + r * width + j0;
+        for (index j = 0; j < n; ++j) {
+            const double d = double(xr[j]) - mean[j0 + j];
+            acc[j] += d * d;
+        }
+    }
+    std::copy(acc, acc + n, squares + j0);
 }
 
 // Batch norm's backward for rows [r0, r1), from the column sums Σ_r dy and
@@ -401,22 +437,44 @@ void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gai
 template <typename T>
 void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                               T* running_mean, T* running_var, index rows, index width,
-                              double eps, double momentum) {
+                              double eps, double momentum, const SumAcrossRanks* across) {
     require_sizes("batch_norm_forward_train", rows, width);
     require_eps("batch_norm_forward_train", eps);
     require(momentum >= 0 && momentum <= 1,
             "batch_norm_forward_train: momentum must be in [0, 1], got " +
                 std::to_string(momentum));
-    require(rows >= 2, "batch norm in training needs at least 2 samples per batch, got " +
-                           std::to_string(rows) +
-                           " (one sample's variance is 0 and its unbiased variance undefined): "
-                           "use a larger batch, or eval mode");
+    const char* too_few = " (one sample's variance is 0 and its unbiased variance undefined): "
+                          "use a larger batch, or eval mode";
+    require(rows >= (across != nullptr ? 1 : 2),
+            "batch norm in training needs at least 2 samples per batch, got " +
+                std::to_string(rows) + too_few);
     T* mean_hi = scratch<T>(2 * width);
     T* mean_lo = mean_hi + width;
-    for_each_column_block(rows, width, [&](index j0, index j1) {
-        batch_statistics_columns(x, mean_hi, mean_lo, rstd, running_mean, running_var, rows,
-                                 width, j0, j1, eps, momentum);
-    });
+    if (across == nullptr) {
+        for_each_column_block(rows, width, [&](index j0, index j1) {
+            batch_statistics_columns(x, mean_hi, mean_lo, rstd, running_mean, running_var, rows,
+                                     width, j0, j1, eps, momentum);
+        });
+    } else {  // the sums over this rank's rows, summed across the ranks: the batch's
+        double* mean = scratch<double, 1>(2 * width + 1);
+        double* squares = mean + width + 1;
+        for_each_column_block(rows, width, [&](index j0, index j1) {
+            column_sums(x, mean, rows, width, j0, j1);
+        });
+        mean[width] = double(rows);
+        (*across)(mean, width + 1);
+        const double total = mean[width];
+        require(total >= 2, "batch norm in training needs at least 2 samples per batch, got " +
+                                std::to_string(index(total)) + " on all ranks together" + too_few);
+        for (index j = 0; j < width; ++j) mean[j] /= total;
+        for_each_column_block(rows, width, [&](index j0, index j1) {
+            centred_column_squares(x, mean, squares, rows, width, j0, j1);
+        });
+        (*across)(squares, width);
+        for (index j = 0; j < width; ++j)
+            finish_batch_statistics(j, mean[j], squares[j], total, mean_hi, mean_lo, rstd,
+                                    running_mean, running_var, eps, momentum);
+    }
     for_each_row_piece(rows, width, [&](index r0, index r1) {
         for (index r = r0; r < r1; ++r)
             normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width,
@@ -446,10 +504,17 @@ void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* 
 // Two passes: the column sums by column blocks, then dx by pieces of whole rows.
 template <typename T>
 void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
-                         T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
+                         T* d_gain, T* d_bias, index rows, index width, bool accumulate,
+                         const SumAcrossRanks* across) {
     require_sizes("batch_norm_backward", rows, width);
-    double* sums = scratch<double, 1>(2 * width);
+    double* sums = scratch<double, 1>(2 * width + 1);
     gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
+    double total = double(rows);
+    if (across != nullptr) {  // the batch's sums; d_gain and d_bias keep this rank's part
+        sums[2 * width] = total;
+        (*across)(sums, 2 * width + 1);
+        total = sums[2 * width];
+    }
     if (rows == 0 || width == 0) return;
     T* per_column = scratch<T>(3 * width);
     T* scale = per_column;
@@ -457,8 +522,8 @@ void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gai
     T* mean_dyx = per_column + 2 * width;
     for (index j = 0; j < width; ++j) {
         scale[j] = T(double(rstd[j]) * double(gain[j]));
-        mean_dyx[j] = T(sums[j] / double(rows));
-        mean_dy[j] = T(sums[width + j] / double(rows));
+        mean_dyx[j] = T(sums[j] / total);
+        mean_dy[j] = T(sums[width + j] / total);
     }
     for_each_row_piece(rows, width, [&](index r0, index r1) {
         batch_norm_backward_rows(dy, xhat, scale, mean_dy, mean_dyx, dx, width, r0, r1);
@@ -541,11 +606,12 @@ void residual_add(const T* x, const T* skip, T* y, index n) {
     template void layer_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,     \
                                          index, index, bool);                                    \
     template void batch_norm_forward_train<T>(const T*, const T*, const T*, T*, T*, T*, T*, T*,  \
-                                              index, index, double, double);                     \
+                                              index, index, double, double,                      \
+                                              const SumAcrossRanks*);                            \
     template void batch_norm_forward_eval<T>(const T*, const T*, const T*, const T*, const T*,   \
                                              T*, index, index, double);                          \
     template void batch_norm_backward<T>(const T*, const T*, const T*, const T*, T*, T*, T*,     \
-                                         index, index, bool);                                    \
+                                         index, index, bool, const SumAcrossRanks*);             \
     template void dropout_forward<T>(const T*, const std::uint8_t*, T*, index, double);          \
     template void dropout_backward<T>(const T*, const std::uint8_t*, T*, index, double);         \
     template void residual_add<T>(const T*, const T*, T*, index);

@@ -454,7 +454,7 @@ void Network<T>::forward_stages(const Buffers& b, index first_stage, index end_s
                                          params_.data() + layer.bias_offset, b.xhat(stage, s),
                                          b.rstd(stage, s), z, move_stats ? state : nullptr,
                                          move_stats ? state + stage.width : nullptr, rows,
-                                         stage.width, layer.eps, layer.momentum);
+                                         stage.width, layer.eps, layer.momentum, across_);
                 if (stage.keeps_z) activation_forward(stage.activation, out, z, n);
                 break;
             }
@@ -524,7 +524,7 @@ void Network<T>::backward_stages(Buffers& b, index first_stage, index end_stage,
                 else
                     batch_norm_backward(b.d, b.xhat(stage, s), b.rstd(stage, s), gain, b.d,
                                         grads + layer.weight_offset, grads + layer.bias_offset,
-                                        rows, stage.width, accumulate);
+                                        rows, stage.width, accumulate, across_);
                 break;
             }
             case LayerKind::activation:
@@ -576,7 +576,7 @@ const T* Network<T>::forward(const T* x, index batch) {
             "forward: batch norm in training needs at least 2 samples per batch, got 1");
     reserve_workspace(batch, 0);
     draw_masks(batch, 0, batch);
-    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+    Buffers b{ws_, x, 0, batch, grad_data(), ws_.delta.data(), ws_.delta_next.data(),
               ws_.skip_delta.data()};
     forward_stages(b, 0, index(stages_.size()), true);
     cached_batch_ = batch;
@@ -588,7 +588,7 @@ void Network<T>::backward(const T* x, const T* d_out, index batch, bool accumula
     require(cached_batch_ >= 1, "backward: call forward on this batch first");
     require(batch == cached_batch_,
             "backward: the batch size differs from the last forward's; call forward first");
-    Buffers b{ws_, x, 0, batch, grads_.data(), ws_.delta.data(), ws_.delta_next.data(),
+    Buffers b{ws_, x, 0, batch, grad_data(), ws_.delta.data(), ws_.delta_next.data(),
               ws_.skip_delta.data()};
     std::memcpy(b.d, d_out, sizeof(T) * batch * outputs());
     backward_stages(b, 0, index(stages_.size()), accumulate);
@@ -608,7 +608,7 @@ std::pair<const T*, const T*> Network<T>::cached(index layer) const {
 
 template <typename T>
 void Network<T>::zero_grad() {
-    std::fill(grads_.begin(), grads_.end(), T(0));
+    std::fill_n(grad_data(), parameter_count(), T(0));
 }
 
 // ---- eval mode: predict ---------------------------------------------------------------
@@ -726,7 +726,7 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
     const bool measured_by_update = config.kind == OptimizerKind::sgd && config.clip_norm <= 0;
     double scale = 1.0;
     if (!measured_by_update) {
-        result.grad_norm = grad_norm(grads_.data(), parameter_count(), config.clip_value);
+        result.grad_norm = grad_norm(grad_data(), parameter_count(), config.clip_value);
         if (!std::isfinite(result.grad_norm)) {
             result.gradient_finite = false;
             return result;
@@ -735,7 +735,7 @@ StepResult Network<T>::optimizer_step(const OptimizerConfig& config, const Sched
             scale = std::min(1.0, config.clip_norm / (result.grad_norm + 1e-6));
     }
     double grad_sq = 0;
-    result.kept = optimizer_update(config, params_.data(), grads_.data(), opt_s1_.data(),
+    result.kept = optimizer_update(config, params_.data(), grad_data(), opt_s1_.data(),
                                    opt_s2_.data(), parameter_count(), segments_, opt_steps_ + 1,
                                    result.lr, scale, measured_by_update ? &grad_sq : nullptr,
                                    bounds);
@@ -793,7 +793,7 @@ index Network<T>::step_pieces(index batch) const {
 
 // One training step's forward, loss and backward over rows [0, batch) of x and
 // y, with the rows' weights when weight is not null (batch_weight: their sum, or
-// batch): grads_ gets the batch's gradient; returns the batch's summed loss
+// batch): grad_data() gets the batch's gradient; returns the batch's summed loss
 // (divide by loss_normalizer for the mean) and adds the right predictions to *correct.
 template <typename T>
 double Network<T>::forward_backward(const T* x, const T* y, const T* weight, index batch,
@@ -812,7 +812,7 @@ double Network<T>::forward_backward(const T* x, const T* y, const T* weight, ind
         const index first = r == 0 ? 0 : split, count = r == 0 ? split : batch - split;
         const T* target = y + first * out;
         const T* w = weight == nullptr ? nullptr : weight + first;
-        train_rows(x + first * in, first, count, r == 0 ? grads_.data() : piece_grads_.data(),
+        train_rows(x + first * in, first, count, r == 0 ? grad_data() : piece_grads_.data(),
                    [&](const T* prediction, T* d) {
                        if (options.count_correct)
                            right[r] = count_correct(options.loss, prediction, target, count, out, w);
@@ -834,7 +834,7 @@ double Network<T>::forward_backward(const T* x, const T* y, const T* weight, ind
     });
     cached_batch_ = options.checkpoint > 0 ? -1 : batch;  // recomputed segments hold the first segment's
     if (pieces > 1) {
-        T* __restrict g = grads_.data();
+        T* __restrict g = grad_data();
         const T* __restrict second = piece_grads_.data();
         for (index i = 0, count = parameter_count(); i < count; ++i) g[i] += second[i];
     }
@@ -888,10 +888,6 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(options.checkpoint >= 0, "fit: checkpoint must be >= 0");
     require(options.ranks >= 1 && options.rank >= 0 && options.rank < options.ranks,
             "fit: rank must be in [0, ranks)");
-    if (options.ranks > 1) {
-        // Its batch statistics would need the other ranks' rows: not yet.
-        require(!has_batch_norm_, "fit: batch norm is not supported across ranks yet");
-    }
     if (!options.shard_rows.empty()) {
         require(index(options.shard_rows.size()) == options.ranks,
                 "fit: shard_rows must hold one count per rank");
@@ -902,6 +898,20 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
             require(rows >= 1, "fit: every rank's shard needs at least one row");
             total = checked_sum(total, rows, "fit: the ranks' rows overflow an index");
         }
+        // A rank may have no row in a batch, and would then miss the batch's sums: not yet.
+        require(!has_batch_norm_ || options.ranks == 1,
+                "fit: batch norm is not supported with sharded data across ranks yet");
+    }
+    if (options.ranks > 1 && has_batch_norm_ && options.shard_rows.empty()) {
+        // Every rank takes part in each batch's statistics: each needs a row of every batch.
+        const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
+        const index last = n % batch == 0 ? batch : n % batch;
+        require(std::min(batch, last) >= options.ranks,
+                "fit: batch norm across " + std::to_string(options.ranks) +
+                    " ranks needs a row of every batch on every rank; with " + std::to_string(n) +
+                    " samples and batch_size " + std::to_string(batch) + " a batch of " +
+                    std::to_string(std::min(batch, last)) +
+                    " occurs (change batch_size, or drop or add samples)");
     }
     if (has_batch_norm_) {
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
@@ -1112,9 +1122,9 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, offset);
     } else {  // nothing of this rank in this batch, but the sum needs this rank
         draw_masks(rows, offset, 0);  // the generator moves as on the other ranks
-        std::fill(grads_.begin(), grads_.end(), T(0));
+        std::fill_n(grad_data(), parameter_count(), T(0));
     }
-    if (options.ranks > 1) reduce(grads_.data(), parameter_count(), figures, 2);
+    if (options.ranks > 1) reduce(grad_data(), parameter_count(), figures, 2);
     sums.correct += figures[1];
     const double summed = figures[0];
     const double loss = normalizer > 0 ? summed / normalizer : 0.0;  // a batch of weight 0: 0
@@ -1125,9 +1135,9 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     step_threads_.record(threads, seconds_since(step_start));
     if (!step.gradient_finite) return failed("the gradient");
     if (step.kept > 0) return failed("an update");
-    for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves grads_ as they were
+    for (std::size_t l = 0; l < sums.layer_grad_norm.size(); ++l) {  // the update leaves the gradient as it was
         const Layer& layer = layers_[dense_[l]];
-        sums.layer_grad_norm[l] += grad_norm(grads_.data() + layer.weight_offset,
+        sums.layer_grad_norm[l] += grad_norm(grad_data() + layer.weight_offset,
                                              layer.bias_offset + layer.outputs - layer.weight_offset,
                                              options.optimizer.clip_value);
     }
@@ -1176,10 +1186,30 @@ template <typename T>
 FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
                           const FitOptions& options, const FitRecord& record,
                           const std::function<bool()>& should_stop,
-                          const GradientReduce<T>& reduce) {
+                          const GradientReduce<T>& reduce, T* gradient_memory) {
     check_fit_options(n, options);
     require(options.ranks == 1 || bool(reduce), "fit: training across ranks needs a gradient reduce");
     FitPlan plan = plan_fit(x, y, weight, n, options, reduce);
+    // For the length of the fit, however it ends: the gradient lives in gradient_memory,
+    // when given (and comes back to grads_ after); batch norm's statistics are summed
+    // across the ranks, when there are several.
+    struct FitScope {
+        Network& net;
+        ~FitScope() {
+            net.across_ = nullptr;
+            if (net.grad_memory_ == nullptr) return;
+            std::copy_n(net.grad_memory_, net.parameter_count(), net.grads_.data());
+            net.grad_memory_ = nullptr;
+        }
+    } scope{*this};
+    if (gradient_memory != nullptr) {
+        std::copy(grads_.begin(), grads_.end(), gradient_memory);
+        grad_memory_ = gradient_memory;
+    }
+    const SumAcrossRanks across = [&reduce](double* values, index count) {
+        reduce(nullptr, 0, values, count);
+    };
+    if (options.ranks > 1) across_ = &across;
     FitResult result;
     for (index epoch = 0; epoch < options.epochs; ++epoch) {
         EpochSums sums;

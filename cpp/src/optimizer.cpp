@@ -530,11 +530,38 @@ index optimizer_update(const OptimizerConfig& config, T* params, const T* grads,
     return 0;
 }
 
+template <typename T>
+void sum_into_each(T* const* arrays, int count, index n) {
+    if (count <= 1 || n <= 0) return;
+    // Pieces of 16 Ki elements, to share among the threads; within a piece,
+    // blocks of 512 that stay in L1 between the sum and the stores.
+    constexpr index block = 512;
+    parallel_for(threads_for_elements(n), ceil_div(n, index(1) << 14), [&](index k) {
+        const index end = std::min(n, (k + 1) << 14);
+        T sum[block];
+        for (index begin = k << 14; begin < end; begin += block) {
+            const index m = std::min(block, end - begin);
+            const T* __restrict first = arrays[0] + begin;
+            const T* __restrict second = arrays[1] + begin;
+            for (index i = 0; i < m; ++i) sum[i] = first[i] + second[i];
+            for (int a = 2; a < count; ++a) {
+                const T* __restrict next = arrays[a] + begin;
+                for (index i = 0; i < m; ++i) sum[i] += next[i];
+            }
+            for (int a = 0; a < count; ++a) {
+                T* __restrict out = arrays[a] + begin;
+                for (index i = 0; i < m; ++i) out[i] = sum[i];
+            }
+        }
+    });
+}
+
 #define FASTMLP_INSTANTIATE(T)                                                                   \
     template double grad_norm<T>(const T*, index, double);                                       \
     template index optimizer_update<T>(const OptimizerConfig&, T*, const T*, T*, T*, index,      \
                                        const std::vector<Segment>&, std::int64_t, double, double, \
-                                       double*, SgdBounds*);
+                                       double*, SgdBounds*);                                     \
+    template void sum_into_each<T>(T* const*, int, index);
 FASTMLP_INSTANTIATE(float)
 FASTMLP_INSTANTIATE(double)
 #undef FASTMLP_INSTANTIATE

@@ -27,9 +27,21 @@ differ, the fit stops with the same RuntimeError on every rank. Checkpoints
 (``checkpoint_every``, ``checkpoint_path``) are written by rank 0, and every rank
 resumes from the same file (``resume_from``).
 
+On one machine the ranks sum their gradients in shared memory, without
+copies: for the length of a fit, each rank's engine keeps its gradient in its
+slot of an MPI shared-memory window (:meth:`Communicator.gradient_memory`), and
+each rank adds up its own part of the slots and writes the sum into every slot,
+between two barriers — half of the memory traffic of MPI's all-reduce through
+its buffers. Across machines, the sum of each machine goes through MPI's
+all-reduce among one rank per machine. Either way the ranks' gradients are added
+in rank order.
+
 Dropout works across ranks: every rank draws the whole global batch's masks and
-keeps its rows' part, as one process would. Not yet across ranks: batch norm (its
-batch statistics need the other ranks' rows), and an all-reduce in buckets
+keeps its rows' part, as one process would. Batch norm too: its statistics are the
+global batch's (each batch norm layer sums its column sums and centred squares
+across the ranks going forward, and the sums its backward needs going back), so
+every rank needs a row of every batch. Not yet across ranks: batch norm with
+``shard=True`` (a rank may hold no row of a batch), and an all-reduce in buckets
 overlapped with backward.
 
 ``shard=True``: each rank passes only its own rows (n_r of them, any count >= 1;
@@ -71,7 +83,11 @@ nothing in fastmlp imports mpi4py until :class:`MPI` is made.
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
+
+from . import kernels as _kernels
 
 __all__ = ["Communicator", "MPI"]
 
@@ -98,6 +114,13 @@ class Communicator:
         """``value`` of rank ``root`` (any picklable object), on every rank."""
         raise NotImplementedError
 
+    @contextlib.contextmanager
+    def gradient_memory(self, count: int, dtype):
+        """Memory for a fit's gradient (``count`` values of ``dtype``, 1-D) where
+        :meth:`allreduce_sum` sums it fastest, for the ``with`` block; None (this
+        default): the network keeps its own. Every rank enters it together."""
+        yield None
+
     def allgather(self, value) -> list:
         """Every rank's ``value``, in rank order, on every rank."""
         raise NotImplementedError
@@ -109,7 +132,7 @@ class MPI(Communicator):
     so that an exception on one rank aborts them all instead of leaving the others
     waiting in a collective."""
 
-    def __init__(self, comm=None):
+    def __init__(self, comm=None, *, shared_memory: bool = True):
         try:
             from mpi4py import MPI as mpi
         except ImportError as error:
@@ -119,6 +142,11 @@ class MPI(Communicator):
         self.comm = mpi.COMM_WORLD if comm is None else comm
         if not isinstance(self.comm, mpi.Comm):
             raise TypeError(f"comm: expected an mpi4py.MPI.Comm, got {type(comm).__name__}")
+        if not isinstance(shared_memory, bool):
+            raise TypeError(f"shared_memory: expected True or False, got {shared_memory!r:.80}")
+        self.shared_memory = shared_memory
+        self._machine = None  # what _machine_comms finds, once
+        self._slots = None    # while a gradient_memory block runs: every local rank's slot
 
     @property
     def rank(self) -> int:
@@ -129,7 +157,87 @@ class MPI(Communicator):
         return self.comm.Get_size()
 
     def allreduce_sum(self, array: np.ndarray) -> None:
-        self.comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+        slots = self._slots
+        if slots is not None and _same_memory(array, slots[self._machine[0].Get_rank()]):
+            self._sum_slots(slots)
+        else:
+            self.comm.Allreduce(self._mpi.IN_PLACE, array, op=self._mpi.SUM)
+
+    @contextlib.contextmanager
+    def gradient_memory(self, count: int, dtype):
+        """This rank's slot of a shared-memory window that holds one slot for every
+        rank of this machine: :meth:`allreduce_sum` of the slot sums the machine's
+        slots where they lie (and, across machines, the machines' sums through MPI).
+        None when no machine holds two ranks, or when a rank was made with
+        ``shared_memory=False``. The window is freed when the block ends; after an
+        exception it is left to MPI's finalize, since the other ranks may never
+        come to free it. Nothing may keep a view of the slot past the block."""
+        dtype = np.dtype(dtype)
+        if self.size == 1 or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND):
+            yield None
+            return
+        machine, _, _, crowded = self._machine_comms()
+        if not crowded:  # one rank on every machine: nothing to share
+            yield None
+            return
+        page = 4096  # whole pages: no two ranks' slots share a cache line
+        window = self._mpi.Win.Allocate_shared(-(-max(count, 1) * dtype.itemsize // page) * page,
+                                               dtype.itemsize, comm=machine)
+        slots = []
+        for rank in range(machine.Get_size()):
+            memory, _ = window.Shared_query(rank)
+            slots.append(np.frombuffer(memory, dtype=dtype, count=count))
+        del memory
+        self._slots = slots
+        try:
+            yield slots[machine.Get_rank()]
+        except BaseException:
+            self._slots = None
+            raise
+        self._slots = None
+        del slots
+        window.Free()
+
+    def _machine_comms(self):
+        """(the communicator of this machine's ranks, whether the ranks span machines,
+        the communicator of each machine's first rank when they do (None on the
+        other ranks), whether some machine holds two ranks or more): made once."""
+        if self._machine is None:
+            mpi = self._mpi
+            machine = self._split_machine()
+            largest = self.comm.allreduce(machine.Get_size(), op=mpi.MAX)
+            spans = self.comm.allreduce(machine.Get_size() < self.size, op=mpi.LOR)
+            leaders = None
+            if spans:
+                leaders = self.comm.Split(0 if machine.Get_rank() == 0 else mpi.UNDEFINED, key=self.rank)
+                if leaders == mpi.COMM_NULL:
+                    leaders = None
+            self._machine = (machine, spans, leaders, largest > 1)
+        return self._machine
+
+    def _split_machine(self):
+        """The ranks that share this machine's memory (tests split otherwise, to
+        play several machines on one)."""
+        return self.comm.Split_type(self._mpi.COMM_TYPE_SHARED, key=self.rank)
+
+    def _sum_slots(self, slots: list[np.ndarray]) -> None:
+        """The sum of the slots in every slot. Each rank of the machine adds up its
+        part of the slots (whole cache lines) and writes it into all of them,
+        between two barriers; across machines, the machine's first rank then sums
+        the machines' totals with MPI and the others copy its slot."""
+        machine, spans, leaders, _ = self._machine
+        local, ranks, count = machine.Get_rank(), machine.Get_size(), slots[0].size
+        machine.Barrier()  # every slot holds its rank's gradient
+        start, stop = (count * part // ranks // 16 * 16 if part < ranks else count for part in (local, local + 1))
+        _kernels.sum_into_each(slots, start, stop)
+        machine.Barrier()  # every slot holds the machine's sum
+        if spans:
+            if leaders is not None:
+                leaders.Allreduce(self._mpi.IN_PLACE, slots[0], op=self._mpi.SUM)
+            machine.Barrier()
+            if local != 0:
+                np.copyto(slots[local], slots[0])
+            machine.Barrier()  # slot 0 read: its rank may write its next gradient there
 
     def broadcast(self, value, root: int = 0):
         return self.comm.bcast(value, root=root)
@@ -139,3 +247,9 @@ class MPI(Communicator):
 
     def __repr__(self) -> str:
         return f"fastmlp.distributed.MPI(rank {self.rank} of {self.size})"
+
+
+def _same_memory(array: np.ndarray, slot: np.ndarray) -> bool:
+    """Whether ``array`` is exactly the memory of ``slot`` (another view of it)."""
+    return (isinstance(array, np.ndarray) and array.dtype == slot.dtype and array.shape == slot.shape
+            and array.ctypes.data == slot.ctypes.data and array.flags.c_contiguous)

@@ -63,6 +63,7 @@ __all__ = [
     "dropout",
     "dropout_backward",
     "residual_add",
+    "sum_into_each",
 ]
 
 
@@ -736,3 +737,28 @@ def residual_add(x, skip):
     y = np.empty_like(x)
     _core.residual_add(x, skip, y)
     return y
+
+
+def sum_into_each(arrays, start=0, stop=None) -> None:
+    """In place: elements [start, stop) of every array become their sum across the
+    arrays, added in list order ((a0 + a1) + a2) + ... — the reduce that
+    data-parallel training runs over the gradients the ranks of one machine keep
+    in shared memory (:mod:`fastmlp.distributed`), each rank its own range. The
+    arrays: 1-D, C-contiguous, writable, of one dtype (float32 or float64) and
+    length, sharing no memory."""
+    if not isinstance(arrays, (list, tuple)) or not arrays:
+        raise TypeError(f"arrays: expected a non-empty list of arrays, got {arrays!r:.80}")
+    for i, array in enumerate(arrays):
+        if not isinstance(array, np.ndarray) or array.dtype not in (np.float32, np.float64):
+            raise TypeError(f"arrays[{i}]: expected a float32 or float64 ndarray to sum into in place, "
+                            f"got {type(array).__name__}" + (f" of {array.dtype}" if isinstance(array, np.ndarray) else ""))
+        if array.dtype != arrays[0].dtype:
+            raise TypeError(f"arrays[{i}]: dtype {array.dtype}, but arrays[0] has {arrays[0].dtype}: expected one dtype")
+        if array.ndim != 1 or not array.flags.c_contiguous:
+            raise ValueError(f"arrays[{i}]: expected a 1-D C-contiguous array (it is written in place), "
+                             f"got shape {array.shape}" + ("" if array.flags.c_contiguous else ", not contiguous"))
+        _writable(array, f"arrays[{i}]")
+    n = arrays[0].size
+    stop = n if stop is None else check_int(stop, "stop", minimum=0, maximum=n)
+    start = check_int(start, "start", minimum=0, maximum=stop)
+    _core.sum_into_each(list(arrays), start, stop)

@@ -170,6 +170,7 @@ class _FitPlan:
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
     comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
+    gradient_memory: np.ndarray | None = None  # where the engine keeps the gradient (comm's), or None
     checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
     checkpoint_path: str | None = None
     resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
@@ -736,11 +737,13 @@ class Network:
         plan, summary, refused = None, None, None
         try:
             plan = make_plan(sharded)
-            if comm.size > 1 and self._running_means:  # refused here, before anything is broadcast
-                raise ValueError("batch norm is not supported across ranks yet (its batch statistics need the "
-                                 "other ranks' rows)")
+            if sharded and self._running_means:  # refused here, before anything is broadcast
+                raise ValueError("batch norm is not supported with shard=True across ranks yet (a rank may hold "
+                                 "no row of a batch, whose statistics need every rank)")
             if sharded:
                 summary = self._shard_summary(plan)
+            else:
+                self._check_batch_norm_batches(plan.X.shape[0], plan.batch, ranks=comm.size)
         except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
             plan, refused = None, error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
@@ -767,7 +770,9 @@ class Network:
         state = comm.broadcast(self._snapshot() if comm.rank == 0 else None)
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
-        return self._run_fit(replace(plan, comm=comm, verbose=plan.verbose if comm.rank == 0 else 0))
+        with comm.gradient_memory(self.n_params, self._dtype) as memory:
+            return self._run_fit(replace(plan, comm=comm, gradient_memory=memory,
+                                         verbose=plan.verbose if comm.rank == 0 else 0))
 
     def _agreement(self, plan: _FitPlan) -> dict:
         """What every rank's fit must agree on (and a resumed fit with the fit it
@@ -1028,14 +1033,20 @@ class Network:
         batch_size = check_int(batch_size, "batch_size", minimum=1, maximum=MAX_COUNT)
         return int(self._core.activation_memory(batch_size, self._checkpoint(checkpoint)))
 
-    def _check_batch_norm_batches(self, n_samples: int, batch: int) -> None:
-        """Batch norm's statistics need 2 samples or more in every training batch."""
+    def _check_batch_norm_batches(self, n_samples: int, batch: int, ranks: int = 1) -> None:
+        """Batch norm's statistics need 2 samples or more in every training batch and,
+        across ranks, a sample of every batch on every rank."""
         if not self._running_means:
             return
         size = n_samples if batch == 0 or batch >= n_samples else batch
         if size < 2 or n_samples % size == 1:
             raise ValueError(f"batch norm in training needs at least 2 samples per batch; {n_samples} samples in "
                              f"batches of {size} leave a batch of 1 (change batch_size, or drop a sample)")
+        smallest = min(size, n_samples % size or size)
+        if smallest < ranks:
+            raise ValueError(f"batch norm across {ranks} ranks needs a sample of every batch on every rank; "
+                             f"{n_samples} samples in batches of {size} leave a batch of {smallest} "
+                             f"(change batch_size, or drop or add samples)")
 
     def _validation_set(self, X, y, w, validation_split, validation_data):
         """(X, y, w, X_val, y_val, w_val): the training samples and their weights, and
@@ -1133,11 +1144,12 @@ class Network:
             comm = plan.comm
 
             def reduce(grads, figures):
-                if grads.size:  # empty: a sharded batch's weight, summed before its forward pass
+                if grads.size:  # else figures alone: batch norm's statistics, a sharded fit's batch weights
                     comm.allreduce_sum(grads)
                 comm.allreduce_sum(figures)
 
-            across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce}
+            across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,
+                      "gradient_memory": plan.gradient_memory}
             if plan.shard_rows is not None:
                 across["shard_rows"] = list(plan.shard_rows)
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,

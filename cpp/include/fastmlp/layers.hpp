@@ -25,6 +25,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "fastmlp/common.hpp"
 #include "fastmlp/random.hpp"
@@ -44,22 +45,33 @@ template <typename T>
 void layer_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
                          T* d_gain, T* d_bias, index rows, index width, bool accumulate);
 
+// Sums n doubles in place across the ranks of data-parallel training, whose rows
+// make up one batch together (fastmlp.distributed): batch norm's statistics then
+// are the whole batch's. Every rank calls it at the same points, in the same order.
+using SumAcrossRanks = std::function<void(double* values, index n)>;
+
 // Training mode: batch statistics (rows >= 2, else std::invalid_argument). rstd is
 // (width). running_mean / running_var are updated when not null (0 <= momentum <= 1).
-// xhat may alias x; y may alias xhat or x (the statistics are taken first).
+// xhat may alias x; y may alias xhat or x (the statistics are taken first). With
+// `across`, the batch is this rank's rows (>= 1) and the other ranks' (>= 2 in all):
+// the column sums, then the centred squares about the batch's mean, are summed across
+// the ranks (two calls).
 template <typename T>
 void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                               T* running_mean, T* running_var, index rows, index width,
-                              double eps, double momentum);
+                              double eps, double momentum, const SumAcrossRanks* across = nullptr);
 
 // Eval mode: the running statistics. y may alias x.
 template <typename T>
 void batch_norm_forward_eval(const T* x, const T* gain, const T* bias, const T* running_mean,
                              const T* running_var, T* y, index rows, index width, double eps);
 
+// d_gain and d_bias get this rank's rows' part (the gradient's sum across ranks adds
+// the rest); with `across`, the column sums that dx needs are the whole batch's (one call).
 template <typename T>
 void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
-                         T* d_gain, T* d_bias, index rows, index width, bool accumulate);
+                         T* d_gain, T* d_bias, index rows, index width, bool accumulate,
+                         const SumAcrossRanks* across = nullptr);
 
 // n mask bytes (each 0 or 1) from rng, 0 <= p < 1: ⌈n/2⌉ draws of rng.next();
 // element 2i takes the low 32 bits of draw i, element 2i + 1 its high 32 bits,

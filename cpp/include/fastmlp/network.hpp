@@ -129,10 +129,10 @@ struct FitOptions {
 
 // Sums, across the ranks and in place, a step's flat gradient (n values) and its
 // figures (the batch's summed loss and its right predictions: 2 doubles). It may
-// throw (a failed all-reduce); the step then changes nothing. Sharded with sample
-// weights, fit also calls it with n = 0 and grads null to sum figures only: the
-// global batches' weights, a chunk of steps at a time before their forward passes,
-// and once per fit the epoch's total weight.
+// throw (a failed all-reduce); the step then changes nothing. Called with no
+// gradient (null, 0) it sums the figures alone: batch norm's statistics; sharded
+// with sample weights, the global batches' weights (a chunk of steps at a time,
+// before their forward passes) and once per fit the epoch's total weight.
 template <typename T>
 using GradientReduce = std::function<void(T* grads, index n, double* figures, index n_figures)>;
 
@@ -260,9 +260,13 @@ public:
     // the update is skipped and the fit stops; when an update would make a
     // parameter non-finite, that parameter keeps its value and the fit stops.
     // With options.ranks > 1, `reduce` sums each step's gradient across the ranks.
+    // gradient_memory (parameter_count() values, or null): where the fit keeps the
+    // gradient instead of grads() — memory that the ranks of one machine share, so
+    // that `reduce` sums their gradients where they lie; grads() gets the last one
+    // back when the fit ends.
     FitResult fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
                   const FitRecord& record, const std::function<bool()>& should_stop,
-                  const GradientReduce<T>& reduce = {});
+                  const GradientReduce<T>& reduce = {}, T* gradient_memory = nullptr);
 
     // The cached values of the last forward() of the stage that runs layer `layer`:
     // its pre-activation and its output (a dense or norm layer with the activation
@@ -347,6 +351,10 @@ private:
     bool has_batch_norm_ = false;
     index max_width_ = 0;
     std::vector<T> params_, grads_, state_;
+    T* grad_memory_ = nullptr;  // fit's gradient_memory while a fit runs with one
+    const SumAcrossRanks* across_ = nullptr;  // while a fit runs across ranks: batch norm's sums
+    // Where the gradient is computed: grads_, or a fit's gradient_memory.
+    T* grad_data() { return grad_memory_ != nullptr ? grad_memory_ : grads_.data(); }
     std::vector<Segment> segments_;  // one per parameter tensor, in layer order
     Rng rng_;
 

@@ -103,6 +103,14 @@ struct Segment {
 template <typename T>
 double grad_norm(const T* grads, index n, double clip_value);
 
+// Elements [0, n) of each of the `count` arrays become their sum across the
+// arrays, added in array order ((a0 + a1) + a2) + ...: data-parallel training's
+// reduce of the gradients that the ranks of one machine keep in shared memory
+// (fastmlp.distributed), each rank summing its own part of the range. The
+// arrays do not overlap; each is written once, element by element.
+template <typename T>
+void sum_into_each(T* const* arrays, int count, index n);
+
 // What an SGD update knows of the parameters and velocity it left: their
 // largest magnitudes (negative: unknown). optimizer_update fills it in; handed
 // the same object at the next update (the parameters and state unchanged in

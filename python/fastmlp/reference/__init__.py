@@ -59,7 +59,8 @@ from .layers import (
 )
 from .loss import LOSSES, count_correct, loss_backward, loss_forward, mse_backward, mse_forward, softmax
 from .network import INIT_SCHEMES, LAYER_TYPES, LayerNetwork, Network, init_params, resolve_init
-from .optimizer import OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update
+from .optimizer import (OPTIMIZERS, Optimizer, adam_step, clip_scale, grad_norm, lamb_step, sgd_step, sgd_update,
+                        sum_into_each)
 from .random import Rng
 from .schedule import SCHEDULE_KINDS, schedule_factor
 
@@ -89,6 +90,7 @@ __all__ = [
     "loss_forward",
     "loss_backward",
     "grad_norm",
+    "sum_into_each",
     "clip_scale",
     "sgd_step",
     "adam_step",

@@ -45,6 +45,18 @@ def grad_norm(grads, clip_value=None) -> float:
     return math.sqrt(float(np.sum(g * g)))
 
 
+def sum_into_each(arrays, start=0, stop=None) -> None:
+    """In place: elements [start, stop) of every array become their sum across the
+    arrays, added in list order ((a0 + a1) + a2) + ... in the arrays' dtype (the
+    reduce of the gradients that the ranks of one machine keep in shared memory)."""
+    stop = len(arrays[0]) if stop is None else stop
+    total = arrays[0][start:stop].copy()
+    for array in arrays[1:]:
+        total += array[start:stop]
+    for array in arrays:
+        array[start:stop] = total
+
+
 def clip_scale(norm, max_norm) -> float:
     """The factor torch.nn.utils.clip_grad_norm_ multiplies the gradients by:
     1 when max_norm is None, else min(1, max_norm / (norm + 1e-6))."""
