@@ -769,8 +769,9 @@ def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str 
     if args.patience is not None and not args.validation:
         raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
     if comm is not None and args.norm == "batch":
-        raise CommandError("--norm batch: not supported across MPI processes yet (its batch statistics would need "
-                           "the other processes' rows); run without mpiexec")
+        raise CommandError("--norm batch: not supported across MPI processes yet (each reads its own rows, and "
+                           "fit(shard=True) refuses batch norm: a process may hold no row of a batch); run without "
+                           "mpiexec")
     if first:
         _check_writable(args.out)
         _check_not_an_input(args.out, {"data file": args.data})
