@@ -465,25 +465,34 @@ def shard_resume_killed(path):
     X, y = data()
     mine = shards_of(X, y, unequal_cuts(len(X)), comm.rank)
     network("float64", dropout=0.2).fit(*mine, epochs=4, batch_size=32, checkpoint_every=1, checkpoint_path=path,
-                                        comm=comm, shard=True, optimizer=fm.Adam(lr=1e-2),
+                                        comm=comm, shard=True, optimizer=fm.Adam(lr=1e-2), validation_split=0.2,
+                                        early_stopping=fm.EarlyStopping(patience=10, restore_best_weights=True),
                                         on_epoch_end=lambda epoch, logs: os._exit(3) if epoch == 1 else None)
 
 
 def shard_resume_finish(path):
-    """(d) Resumed from the killed sharded run's checkpoint, the fit ends bit for bit as
-    the uninterrupted one; resuming with another rank's shard changed is refused."""
+    """(d) Resumed from the killed sharded run's checkpoint (validation held out of each
+    shard, early stopping), the fit ends bit for bit as the uninterrupted one; resuming
+    with another rank's shard changed is refused."""
     X, y = data()
     mine = shards_of(X, y, unequal_cuts(len(X)), comm.rank)
-    options = dict(epochs=4, batch_size=32, comm=comm, shard=True, optimizer=fm.Adam(lr=1e-2))
+    options = dict(epochs=4, batch_size=32, comm=comm, shard=True, optimizer=fm.Adam(lr=1e-2), validation_split=0.2)
+
+    def stopping():
+        return fm.EarlyStopping(patience=10, restore_best_weights=True)
+
     other = (mine[0] + (comm.rank == comm.size - 1), mine[1])
-    expect_error(lambda: network("float64", dropout=0.2).fit(*other, resume_from=path, **options),
+    expect_error(lambda: network("float64", dropout=0.2).fit(*other, resume_from=path, early_stopping=stopping(),
+                                                             **options),
                  r"^resume_from: .* is a checkpoint of a fit with another shards")
     unsharded = dict(options, shard=False)
-    expect_error(lambda: network("float64", dropout=0.2).fit(X, y, resume_from=path, **unsharded),
+    expect_error(lambda: network("float64", dropout=0.2).fit(X, y, resume_from=path, early_stopping=stopping(),
+                                                             **unsharded),
                  r"resume_from: .* is a checkpoint of a fit with another X")
     resumed, whole = network("float64", dropout=0.2), network("float64", dropout=0.2)
-    history = resumed.fit(*mine, checkpoint_every=1, checkpoint_path=path, resume_from=path, **options)
-    expected = whole.fit(*mine, **options)
+    history = resumed.fit(*mine, checkpoint_every=1, checkpoint_path=path, resume_from=path,
+                          early_stopping=stopping(), **options)
+    expected = whole.fit(*mine, early_stopping=stopping(), **options)
     assert np.array_equal(resumed.params, whole.params), f"rank {comm.rank}: resumed differs"
     assert history.history == expected.history
 

@@ -27,6 +27,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "arrays.hpp"
@@ -580,6 +581,26 @@ std::uint64_t word_argument(const py::handle& value, const char* name) {
 // A (n,) array of values finite in T (read as float64, so a value too large for T is refused).
 template <typename T>
 std::vector<T> finite_vector(const py::handle& value, const std::string& name, index n) {
+    // The usual case, an array of T already (a snapshot's): copied, then checked in
+    // one vectorized pass over the copy's bits (an all-ones exponent: inf or NaN),
+    // without going through double.
+    if (py::isinstance<py::array>(value)) {
+        const auto same = py::reinterpret_borrow<py::array>(value);
+        if (has_dtype<T>(same) && same.ndim() == 1 && same.shape(0) == n &&
+            (same.flags() & py::array::c_style)) {
+            using Bits = std::conditional_t<sizeof(T) == 4, std::uint32_t, std::uint64_t>;
+            constexpr Bits exponent = sizeof(T) == 4 ? Bits(0x7f800000u) : Bits(0x7ff0000000000000ull);
+            const T* p = static_cast<const T*>(same.data());
+            std::vector<T> copy(p, p + n);
+            Bits special = 0;
+            for (index i = 0; i < n; ++i) {
+                Bits bits;
+                std::memcpy(&bits, &copy[std::size_t(i)], sizeof(T));
+                special |= Bits((bits & exponent) == exponent);
+            }
+            if (special == 0) return copy;
+        }
+    }
     const auto a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(value);
     if (!a) throw py::type_error(name + ": expected a numeric array of shape (" +
                                  std::to_string(n) + ",)");

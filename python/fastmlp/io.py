@@ -11,6 +11,9 @@ A model file is a NumPy ``.npz`` archive (a zip of ``.npy`` arrays) holding:
                 each, as many as ``header["optimizer"]`` keeps (none without one)
 ``rng_words``   the generator's four xoshiro256** words, uint64 (4,)
 ``rng_spare``   its spare normal draw, float64 (1,)
+``best_params`` only in a checkpoint of a fit with early stopping that restores the best
+                weights (``fit(checkpoint_every=...)``): the parameters of the best epoch so
+                far, (n_params,), in the network's dtype
 ==============  ==========================================================================
 
 The header: ``{"format": "fastmlp.Network", "format_version": 1, "fastmlp_version",
@@ -128,8 +131,9 @@ def _classes(net) -> list | None:
     return [0, 1] if net.loss == "binary_cross_entropy" else None
 
 
-def save(net, path) -> None:
-    """Writes ``net`` to ``path`` (see the module docstring), atomically."""
+def save(net, path, *, best_params: np.ndarray | None = None) -> None:
+    """Writes ``net`` to ``path`` (see the module docstring), atomically; with
+    ``best_params`` (a checkpoint's), that member too."""
     from .network import _check_metadata
 
     path = os.fspath(path)
@@ -147,6 +151,8 @@ def save(net, path) -> None:
               "rng_words": np.array(words, dtype=np.uint64), "rng_spare": np.array([spare], dtype=np.float64)}
     for i, buffer in enumerate(buffers):
         arrays[f"optimizer_{i}"] = buffer
+    if best_params is not None:
+        arrays["best_params"] = best_params
     write_atomically(path, lambda stream: np.savez(stream, **arrays))
 
 
@@ -293,6 +299,11 @@ def _array(path: str, archive: _Archive, name: str, dtype, length: int) -> np.nd
 
 def load(path):
     """The network saved in ``path`` by :meth:`fastmlp.Network.save` (see the module docstring)."""
+    return _load(path)[0]
+
+
+def _load(path):
+    """(the network in ``path``, its ``best_params`` member or None)."""
     from .network import Network, _check_state, resolve_init
 
     path = os.fspath(path)
@@ -321,8 +332,9 @@ def load(path):
             kept = header["optimizer_steps"] > 0 or "optimizer_0" in archive
             buffers = [_array(path, archive, f"optimizer_{i}", dtype, n_params)
                        for i in range(optimizer._config().state_buffers if kept else 0)]
+        best = _array(path, archive, "best_params", dtype, n_params) if "best_params" in archive else None
         expected = ({"header", "params", "state", "rng_words", "rng_spare"}
-                    | {f"optimizer_{i}" for i in range(len(buffers))})
+                    | {f"optimizer_{i}" for i in range(len(buffers))} | ({"best_params"} if best is not None else set()))
         unknown = sorted(set(archive.members) - expected)
         if unknown:
             raise ValueError(f"{path}: holds arrays this format does not have: {unknown}")
@@ -346,4 +358,4 @@ def load(path):
         net.metadata = header["metadata"]
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: header {error}") from None
-    return net
+    return net, best

@@ -702,8 +702,9 @@ class Network:
         every k-th epoch, with the fit's progress and history in its metadata
         (``"fastmlp.fit"``). ``fit(..., resume_from=path)`` with the same data and
         arguments continues such a fit where its checkpoint left it: a fit killed
-        and resumed ends bit for bit as the uninterrupted one (its history too).
-        Not with early stopping yet.
+        and resumed ends bit for bit as the uninterrupted one (its history too, and
+        early stopping's state: the checkpoint keeps its best value, epoch and
+        patience count, and the best epoch's parameters when it restores them).
 
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
@@ -924,16 +925,17 @@ class Network:
                                  f"{'is not writable' if os.path.isdir(folder) else 'does not exist'}")
         resume = None
         if resume_from is not None:
-            from .io import load
+            from .io import _load
 
-            if plan.early_stopping is not None:
-                raise ValueError("resume_from: not with early_stopping yet (its state is not in the checkpoint)")
             where = os.fspath(resume_from)
-            saved = load(where)
+            saved, best_params = _load(where)
             progress = saved.metadata.get(RESUME_KEY)
-            if not (isinstance(progress, dict) and set(progress) == {"epochs_done", "epochs", "history", "fit"}
+            if not (isinstance(progress, dict) and {"epochs_done", "epochs", "history", "fit"} <= set(progress)
+                    <= {"epochs_done", "epochs", "history", "fit", "stopped", "early_stopping"}
                     and isinstance(progress["epochs_done"], int) and isinstance(progress["epochs"], int)
-                    and isinstance(progress["history"], dict) and 0 < progress["epochs_done"] <= progress["epochs"]):
+                    and isinstance(progress["history"], dict) and 0 < progress["epochs_done"] <= progress["epochs"]
+                    and isinstance(progress.get("stopped", False), bool)
+                    and _early_stopping_state(progress.get("early_stopping")) is not False):
                 raise ValueError(f"resume_from: {where} is not a checkpoint of a fit (written with checkpoint_every); "
                                  f"its metadata has no valid {RESUME_KEY!r} entry")
             for what, mine, theirs in (("architecture", self.architecture, saved.architecture),
@@ -946,22 +948,42 @@ class Network:
                                  f"fit asks for {plan.epochs} (give the same arguments as the interrupted fit)")
             if plan.shard_options is None:  # sharded: once every rank's data is known (_plan_shards)
                 _check_resumed_fit(where, progress, self._agreement(plan))
+            if plan.early_stopping is not None and progress.get("early_stopping") is None:
+                raise ValueError(f"resume_from: {where} holds no early stopping state (written before fastmlp kept "
+                                 f"it); resume without early_stopping")
+            if (plan.early_stopping is not None and plan.early_stopping.restore_best_weights
+                    and progress["early_stopping"]["best_epoch"] is not None and best_params is None):
+                raise ValueError(f"resume_from: {where} lacks the best epoch's parameters (best_params) that early "
+                                 f"stopping restores")
             history = {key: _from_json(values) for key, values in progress["history"].items()}
-            resume = (_check_state(self, *saved._snapshot()), {**progress, "history": history})
+            resume = (_check_state(self, *saved._snapshot()),
+                      {**progress, "history": history, "best_params": best_params,
+                       "early_stopping": _early_stopping_state(progress.get("early_stopping"))})
             return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume, resume_from=where)
         return replace(plan, checkpoint_every=every, checkpoint_path=path)
 
-    def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History, fit: dict) -> None:
-        """The network now, with the fit's progress, history and ``fit`` (its _agreement)
-        in its metadata, to plan.checkpoint_path (rank 0 only, across ranks)."""
+    def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History, fit: dict,
+                          stopped: bool) -> None:
+        """The network now, with the fit's progress, history, ``fit`` (its _agreement),
+        whether it stops here and early stopping's state in its metadata (and the best
+        epoch's parameters beside them), to plan.checkpoint_path (rank 0 only, across
+        ranks)."""
+        from .io import save
+
         if plan.comm is not None and plan.comm.rank != 0:
             return
         mine = self._metadata
-        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": fit,
+        progress = {"epochs_done": epochs_done, "epochs": plan.epochs, "fit": fit, "stopped": stopped,
                     "history": {key: _to_json(values) for key, values in history.history.items()}}
+        best_params = None
+        watcher = plan.early_stopping
+        if watcher is not None:
+            progress["early_stopping"] = {"best": _to_json(watcher._best), "best_epoch": watcher._best_epoch,
+                                          "wait": watcher._wait}
+            best_params = watcher._best_params if watcher.restore_best_weights else None
         self._metadata = {**mine, RESUME_KEY: json.loads(json.dumps(progress))}
         try:
-            self.save(plan.checkpoint_path)
+            save(self, plan.checkpoint_path, best_params=best_params)
         finally:
             self._metadata = mine
 
@@ -1089,6 +1111,14 @@ class Network:
             epoch = progress["epochs_done"]
             history.history = {key: list(values) for key, values in progress["history"].items()}
             history.epoch = list(range(epoch))
+            watcher = plan.early_stopping
+            if watcher is not None:
+                watcher._best, watcher._best_epoch, watcher._wait = progress["early_stopping"]
+                if watcher.restore_best_weights and progress["best_params"] is not None:
+                    watcher._best_params = progress["best_params"].copy()
+            if progress.get("stopped"):  # it had stopped there (early stopping, or a callback)
+                history.stopped_epoch = epoch - 1
+                epoch = plan.epochs
         self._optimizer = plan.optimizer
         across = plan.comm is not None and plan.comm.size > 1
         chunk = 1 if plan.watched or across else min(plan.epochs, SILENT_CHUNK)
@@ -1110,7 +1140,7 @@ class Network:
                     if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
                         if fit is None:  # the data's digest: once per fit
                             fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
-                        self._write_checkpoint(plan, epoch, history, fit)
+                        self._write_checkpoint(plan, epoch, history, fit, bool(stop))
                 except Exception as error:
                     if not across:
                         raise
@@ -1596,3 +1626,19 @@ def _from_json(values):
     if isinstance(values, list):
         return [_from_json(v) for v in values]
     return float(values)
+
+
+def _early_stopping_state(saved):
+    """A checkpoint's early stopping state as (best, best_epoch, wait); None when it has
+    none; False when it is malformed."""
+    if saved is None:
+        return None
+    if not (isinstance(saved, dict) and set(saved) == {"best", "best_epoch", "wait"}
+            and isinstance(saved["wait"], int) and saved["wait"] >= 0
+            and (saved["best_epoch"] is None or isinstance(saved["best_epoch"], int))):
+        return False
+    try:
+        best = _from_json(saved["best"])
+    except (TypeError, ValueError):
+        return False
+    return best, saved["best_epoch"], saved["wait"]
