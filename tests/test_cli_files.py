@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import fastmlp as fm
+from fastmlp import _datafiles as datafiles
 from fastmlp import cli
 
 
@@ -652,3 +653,125 @@ def test_a_model_trained_from_npy_drops_the_target_column_of_a_csv_too(tmp_path,
     code, _, err = run_cli(capsys, "predict", model, data)
     assert (code, err) == (2, f"fastmlp predict: error: {data}:1: 5 columns; the model takes 3 features (it has no "
                               "feature names, so every column is one, in order)\n")
+
+
+# ---- one process's block of rows (mpiexec -n N fastmlp train): read_training_data(part=...) -----
+
+
+def tricky_csv(path, n=23):
+    """A byte-order mark, quoted cells with commas and line breaks, blank lines, CRLF."""
+    rng = np.random.default_rng(4)
+    lines = ['\ufeffx0,"x, 1",label']
+    for i in range(n):
+        label = f'"two\r\nlines {i % 3}"' if i % 5 == 0 else f"c{i % 3}"
+        lines += [f"{rng.normal()!r},{rng.normal()!r},{label}"] + ([""] if i % 7 == 3 else [])
+    path.write_bytes("\r\n".join(lines).encode("utf-8") + b"\r\n")
+    return path
+
+
+def array_files(tmp_path, n=23):
+    rng = np.random.default_rng(5)
+    X, y = rng.normal(size=(n, 3)), rng.normal(size=(n, 2))
+    np.save(tmp_path / "a.npy", np.column_stack([X, y[:, 0]]))
+    np.savez(tmp_path / "stored.npz", X=X, y=y)
+    np.savez_compressed(tmp_path / "compressed.npz", X=X, y=np.array([f"s{i % 4}" for i in range(n)]))
+    np.savez_compressed(tmp_path / "fortran.npz", X=np.asfortranarray(X), y=y[:, :1].copy(order="F"))
+    return ["a.npy", "stored.npz", "compressed.npz", "fortran.npz"]
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5])
+@pytest.mark.parametrize("rows_per_mark", [3, datafiles.ROWS_PER_MARK])
+def test_the_blocks_of_the_processes_are_the_file_in_order(tmp_path, monkeypatch, size, rows_per_mark):
+    """Block r holds rows [⌊n·r/size⌋, ⌊n·(r+1)/size⌋); together the blocks are what one
+    process reads, values, labels and the lines or rows that messages name (the CSV's
+    second pass resuming from a mark of the first, or from the top)."""
+    monkeypatch.setattr(datafiles, "ROWS_PER_MARK", rows_per_mark)
+    names = [tricky_csv(tmp_path / "t.csv").name, *array_files(tmp_path)]
+    for name in names:
+        path = os.fspath(tmp_path / name)
+        target = "label" if name.endswith(".csv") else None
+        whole = datafiles.read_training_data(path, target, None)
+        parts = [datafiles.read_training_data(path, target, None, part=(r, size)) for r in range(size)]
+        n = whole.X.shape[0]
+        assert [p.first_row for p in parts] == [n * r // size for r in range(size)], name
+        assert all(p.file_rows == n and p.layout == parts[0].layout for p in parts), name
+        np.testing.assert_array_equal(np.concatenate([p.X for p in parts]), whole.X, err_msg=name)
+        y = np.concatenate([p.y_texts if p.y_texts is not None and whole.y.dtype.kind == "U" else p.y for p in parts])
+        np.testing.assert_array_equal(y, whole.y, err_msg=name)
+        assert [p.X_cells.at(i, 1) for p in parts for i in range(p.X.shape[0])] == \
+            [whole.X_cells.at(i, 1) for i in range(n)], name
+
+
+def test_a_block_reads_only_its_rows(tmp_path):
+    """Cells outside the block are never parsed: other rows that are not numbers do not
+    stop it (the first pass over a CSV checks only its structure)."""
+    rows = [[str(i), "zzz" if i < 10 or i >= 20 else str(i % 2)] for i in range(30)]
+    path = write_csv(tmp_path / "d.csv", ["x", "label"], [[x if 10 <= i < 20 else "bad", y]
+                                                        for i, (x, y) in enumerate(rows)])
+    middle = datafiles.read_training_data(os.fspath(path), "label", None, part=(1, 3))
+    assert middle.X[:, 0].tolist() == list(range(10, 20)) and middle.y.tolist() == [0, 1] * 5
+    assert middle.X_cells.lines == list(range(12, 22))
+    with pytest.raises(datafiles.DataFileError, match=r'd.csv:2: column "x": "bad" is not a number'):
+        datafiles.read_training_data(os.fspath(path), "label", None, part=(0, 3))
+
+    values = np.arange(60.0).reshape(30, 2)
+    values[[0, 29], 0] = np.nan
+    np.save(tmp_path / "d.npy", values)
+    np.savez_compressed(tmp_path / "d.npz", X=values[:, :1], y=values[:, 1])
+    for name in ("d.npy", "d.npz"):
+        middle = datafiles.read_training_data(os.fspath(tmp_path / name), None, None, part=(1, 3))
+        assert middle.X[:, 0].tolist() == values[10:20, 0].tolist(), name
+
+
+@pytest.mark.parametrize("case", sorted(BAD_CSV))
+def test_a_bad_csv_fails_the_blocks_as_it_fails_one_process(tmp_path, case):
+    """A problem of the file's structure fails every block alike; a bad cell fails the
+    block that holds it: the first block that fails names what one process names."""
+    text, _ = BAD_CSV[case]
+    (tmp_path / "bad.csv").write_text(text + "1,2,3\n" * (case in ("long_row", "missing_target", "not_finite")),
+                                      encoding="utf-8")
+    path = os.fspath(tmp_path / "bad.csv")
+
+    def error(part=None):
+        try:
+            datafiles.read_training_data(path, "y", None, part)
+        except datafiles.DataFileError as failure:
+            return str(failure)
+        return None
+
+    whole, parts = error(), [error((r, 2)) for r in range(2)]
+    assert next((e for e in parts if e is not None), None) == whole, (whole, parts)
+
+
+def test_not_utf8_and_nul_bytes_fail_every_block_as_one_process(tmp_path):
+    for name, data in (("bom.csv", "\ufeffa,y\n1,2\n".encode() + b"1,\xff2\n3,4\n"),
+                       ("late.csv", b"a,y\n1,2\n3,4\n5,\xc3(\n"), ("nul.csv", b"a,y\n1,2\n3,\x004\n5,6\n")):
+        (tmp_path / name).write_bytes(data)
+        path = os.fspath(tmp_path / name)
+        with pytest.raises(datafiles.DataFileError) as whole:
+            datafiles.read_training_data(path, "y", None)
+        for rank in range(2):
+            with pytest.raises(datafiles.DataFileError) as part:
+                datafiles.read_training_data(path, "y", None, part=(rank, 2))
+            assert str(part.value) == str(whole.value), name
+
+
+def test_fewer_rows_than_processes_and_bad_arrays_in_blocks(tmp_path, capsys):
+    write_csv(tmp_path / "two.csv", ["x", "y"], [[1, 2], [3, 4]])
+    with pytest.raises(datafiles.DataFileError, match=r"two.csv: 2 data rows for 3 processes; every process needs "):
+        datafiles.read_training_data(os.fspath(tmp_path / "two.csv"), "y", None, part=(2, 3))
+    X = np.ones((5, 3))
+    np.savez(tmp_path / "noX.npz", A=X, y=np.ones(5))
+    np.save(tmp_path / "obj.npy", np.array([{"a": 1}, None], dtype=object), allow_pickle=True)
+    np.savez(tmp_path / "objy.npz", X=X, y=np.array([{"a": 1}] * 5, dtype=object))
+    np.savez(tmp_path / "short.npz", X=X, y=np.ones(4))
+    with open(tmp_path / "single.npz", "wb") as f:
+        np.save(f, X)
+    for name, message in {"noX.npz": 'no array "X" (the features); its arrays: "A", "y"',
+                          "obj.npy": "holds pickled objects; refused (nothing in it was run)",
+                          "objy.npz": "holds pickled objects; refused (nothing in it was run)",
+                          "short.npz": "y has shape (4,), expected (5,) (one value per row of X)",
+                          "single.npz": "a single array (.npy) named .npz; rename it to .npy"}.items():
+        with pytest.raises(datafiles.DataFileError) as part:
+            datafiles.read_training_data(os.fspath(tmp_path / name), None, None, part=(0, 2))
+        assert str(part.value) == f"{tmp_path / name}: {message}", name

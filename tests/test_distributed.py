@@ -36,7 +36,9 @@ def run_case(ranks: int, *args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.parametrize("ranks", [2, 3])
 @pytest.mark.parametrize("case", ["equals_one_process", "dropout", "batch_norm", "weights_and_validation",
-                                  "mismatches", "guard", "stops"])
+                                  "mismatches", "guard", "stops", "shard_equals_data_parallel",
+                                  "shard_equals_one_process", "shard_shuffled", "shard_many_steps",
+                                  "shard_weights_and_validation", "shard_mismatches"])
 def test_under_mpiexec(case, ranks):
     result = run_case(ranks, case)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
@@ -56,6 +58,16 @@ def test_a_killed_run_resumed_across_ranks_ends_as_the_uninterrupted_one(ranks, 
     result = run_case(ranks, "resume_finish", path)
     assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
     assert f"ok resume_finish on {ranks} ranks" in result.stdout
+
+
+@pytest.mark.parametrize("ranks", [2, 3])
+def test_a_killed_sharded_run_resumed_ends_as_the_uninterrupted_one(ranks, tmp_path):
+    path = str(tmp_path / "checkpoint.npz")
+    killed = run_case(ranks, "shard_resume_killed", path)
+    assert killed.returncode != 0 and (tmp_path / "checkpoint.npz").exists()
+    result = run_case(ranks, "shard_resume_finish", path)
+    assert result.returncode == 0, f"exit {result.returncode}\n{result.stdout}\n{result.stderr}"
+    assert f"ok shard_resume_finish on {ranks} ranks" in result.stdout
 
 
 class OneRank(fm.distributed.Communicator):
@@ -81,6 +93,64 @@ def test_a_single_rank_communicator_is_the_plain_fit():
     ha = a.fit(X, y, epochs=3, batch_size=16, comm=OneRank())
     hb = b.fit(X, y, epochs=3, batch_size=16)
     assert np.array_equal(a.params, b.params) and ha.history == hb.history
+
+
+@pytest.mark.parametrize("comm", [None, OneRank()])
+def test_shard_in_one_process_is_the_plain_fit(comm):
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((64, 4)), rng.integers(0, 2, 64)
+    a = fm.Network([4, 8, 2], loss="cross_entropy", dropout=0.2, seed=1)
+    b = fm.Network([4, 8, 2], loss="cross_entropy", dropout=0.2, seed=1)
+    options = dict(epochs=3, batch_size=16, validation_split=0.25, class_weight="balanced")
+    ha = a.fit(X, y, comm=comm, shard=True, **options)
+    hb = b.fit(X, y, **options)
+    assert np.array_equal(a.params, b.params) and ha.history == hb.history
+
+
+def test_shard_must_be_a_bool():
+    with pytest.raises(TypeError, match=r"^shard: expected True or False"):
+        fm.Network([2, 1]).fit(np.zeros((4, 2)), np.zeros(4), shard="yes")
+
+
+def interleave(rows):
+    """The sharded epoch's interleave written plainly: rank q's k-th row at (2k + 1) / (2 n_q), merged, ties to
+    the lower rank; the rank of each position."""
+    from fractions import Fraction
+
+    return [q for _, q, _ in sorted((Fraction(2 * k + 1, 2 * n), q, k) for q, n in enumerate(rows) for k in range(n))]
+
+
+@pytest.mark.parametrize("rows", [[1], [5, 5], [1, 9], [7, 3, 11], [2, 1, 1, 30], [13, 17, 19, 23, 1]])
+def test_the_shard_interleave_gives_each_rank_its_share_of_every_prefix(rows):
+    ranks = np.array(interleave(rows))
+    total = sum(rows)
+    for q in range(len(rows)):
+        prefix = [fm._core.shard_prefix(rows, q, e) for e in range(total + 1)]
+        assert prefix == [int((ranks[:e] == q).sum()) for e in range(total + 1)]
+        assert prefix[-1] == rows[q] and all(b - a in (0, 1) for a, b in zip(prefix, prefix[1:]))
+        assert all(abs(p - rows[q] * e / total) < 1 + rows[q] * len(rows) / (2 * total) for e, p in enumerate(prefix))
+
+
+@pytest.mark.parametrize("batch", [1, 3, 7, 50])
+def test_a_ranks_part_of_a_sharded_batch_stays_within_the_engines_bound(batch):
+    # The engine sizes a rank's buffers for n (B + ranks) / N + 2 rows (fit's plan).
+    rng = np.random.default_rng(batch)
+    for _ in range(20):
+        rows = [int(r) for r in rng.integers(1, 60, rng.integers(2, 7))]
+        total = sum(rows)
+        for q, n in enumerate(rows):
+            ends = [fm._core.shard_prefix(rows, q, min(e, total)) for e in range(0, total + batch, batch)]
+            assert max(b - a for a, b in zip(ends, ends[1:])) <= int(n * (batch + len(rows)) / total) + 2
+
+
+def test_the_shard_interleave_of_huge_shards_is_exact():
+    rows = [3 * 2**60, 2**60 + 1]  # products beyond 64 bits
+    total = sum(rows)
+    for e in (0, 1, 2, 2**61, total // 2, total - 1, total):
+        parts = [fm._core.shard_prefix(rows, q, e) for q in range(2)]
+        assert sum(parts) == e and abs(parts[0] - rows[0] * e / total) <= 2
+    with pytest.raises(ValueError, match="e must be in"):
+        fm._core.shard_prefix([2, 3], 0, 6)
 
 
 def test_comm_must_be_a_communicator():

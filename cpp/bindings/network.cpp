@@ -479,7 +479,8 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
              index batch_size, bool shuffle, const std::string& loss, double huber_delta,
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
              bool record_layer_norms, index checkpoint, const py::object& sample_weight,
-             int rank, int ranks, const py::object& reduce, const py::object& gradient_memory) {
+             int rank, int ranks, const py::object& reduce, const py::object& gradient_memory,
+             const std::vector<index>& shard_rows) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -498,15 +499,17 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     options.checkpoint = checkpoint;
     options.rank = rank;
     options.ranks = ranks;
+    options.shard_rows = shard_rows;
     // Across ranks: each step, reduce(grads, figures) is called with views of the flat
     // gradient and of the step's two figures, to sum them in place (fastmlp.distributed);
-    // with batch norm, also with no gradient and its statistics as the figures.
+    // with batch norm, also with no gradient and its statistics as the figures; sharded
+    // with weights, with no gradient and the global batches' weights.
     GradientReduce<T> sum_across;
     if (!reduce.is_none()) {
         sum_across = [&reduce](T* grads, index n, double* figures, index n_figures) {
             py::gil_scoped_acquire acquire;
             const py::capsule keep(figures, [](void*) {});  // views: the engine owns the memory
-            reduce(grads == nullptr ? py::array_t<T>(0)  // batch norm's sums alone
+            reduce(grads == nullptr ? py::array_t<T>(0)  // figures alone (batch norm's, weights)
                                     : py::array_t<T>({n}, {py::ssize_t(sizeof(T))}, grads, keep),
                    py::array_t<double>({n_figures}, {py::ssize_t(sizeof(double))}, figures, keep));
         };
@@ -538,7 +541,8 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("optimizer"), py::arg("schedule"), py::arg("count_correct"),
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
             py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
-            py::arg("reduce") = py::none(), py::arg("gradient_memory") = py::none());
+            py::arg("reduce") = py::none(), py::arg("gradient_memory") = py::none(),
+            py::arg("shard_rows") = std::vector<index>{});
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------
@@ -750,6 +754,21 @@ void bind_state(NetworkClass<T>& cls) {
 }  // namespace
 
 void bind_network(py::module_& m) {
+    // The sharded fit's interleave of the ranks' rows (network.hpp), for tests.
+    m.def(
+        "shard_prefix",
+        [](const std::vector<index>& shard_rows, index rank, index e) {
+            index total = 0;
+            for (const index rows : shard_rows) {
+                if (rows < 1) throw py::value_error("shard_prefix: every shard needs at least one row");
+                total = checked_sum(total, rows, "shard_prefix: the rows overflow an index");
+            }
+            if (rank < 0 || rank >= index(shard_rows.size()))
+                throw py::value_error("shard_prefix: rank must be in [0, len(shard_rows))");
+            if (e < 0 || e > total) throw py::value_error("shard_prefix: e must be in [0, Σ shard_rows]");
+            return shard_prefix(shard_rows, rank, e);
+        },
+        py::arg("shard_rows"), py::arg("rank"), py::arg("e"));
     NetworkClass<float> n32(m, "Network32");
     NetworkClass<double> n64(m, "Network64");
     bind_structure(n32), bind_steps(n32), bind_readers(n32), bind_fit(n32), bind_state(n32);

@@ -34,6 +34,66 @@ constexpr index gather_rows = 16;
 constexpr double gather_parallel = double(1 << 16);
 }
 
+// ---- sharded fits: the interleave of the ranks' rows ----------------------------------
+
+namespace {
+// How many of rank q's rows (n_q) sit before rank p's k-th row (of n_p) in the
+// interleave: (2j + 1) / (2 n_q) < (2k + 1) / (2 n_p), or <= when q comes first on a
+// tie (q < p). That is (2j + 1) < M, or <= M, with M = (2k + 1) n_q / n_p: ⌈M⌉ / 2
+// odd numbers below M, (⌊M⌋ + 1) / 2 up to it. In 128 bits, exact for any counts.
+index rows_before(index n_q, bool q_first, index k, index n_p) {
+    using wide = unsigned __int128;
+    const wide a = wide(2 * std::uint64_t(k) + 1) * std::uint64_t(n_q);
+    const std::uint64_t d = std::uint64_t(n_p);
+    wide quotient, remainder;
+    if (a >> 64 == 0) {  // the common case, in 64 bits (a 128-bit division is a library call)
+        quotient = std::uint64_t(a) / d;
+        remainder = std::uint64_t(a) % d;
+    } else {
+        quotient = a / d;
+        remainder = a % d;
+    }
+    const wide count = q_first ? (quotient + 1) / 2 : (quotient + (remainder != 0 ? 1 : 0)) / 2;
+    return index(std::min(count, wide(std::uint64_t(n_q))));
+}
+
+// How many rows of the interleave come before rank p's k-th row.
+index interleave_position(const std::vector<index>& shard_rows, index p, index k) {
+    index position = k;
+    for (index q = 0; q < index(shard_rows.size()); ++q)
+        if (q != p) position += rows_before(shard_rows[q], q < p, k, shard_rows[p]);
+    return position;
+}
+}  // namespace
+
+index shard_prefix(const std::vector<index>& shard_rows, index q, index e, index from) {
+    // Rank q's rows among the first e: the first of its rows at a position >= e
+    // (positions grow with k), found by bisection in [from, n_q], narrowed first to
+    // a few rows around n_q · e / N (the answer lies within about 1.5 (1 + ranks ·
+    // n_q / N) of it) when the window's ends show that it holds the answer (in
+    // double, beyond 2^53 rows, they may not: then the whole range).
+    index low = from, high = shard_rows[q];
+    const double total = double(std::accumulate(shard_rows.begin(), shard_rows.end(), index(0)));
+    const double share = double(high) / total, guess = share * double(e);
+    const double slack = 2.0 + 2.0 * double(shard_rows.size()) * share;
+    const index near_low = std::max(low, index(std::max(0.0, std::floor(guess - slack))));
+    const index near_high = std::min(high, index(std::ceil(guess + slack)));
+    if (near_low <= near_high &&
+        (near_low == low || interleave_position(shard_rows, q, near_low - 1) < e) &&
+        (near_high == high || interleave_position(shard_rows, q, near_high) >= e)) {
+        low = near_low;
+        high = near_high;
+    }
+    while (low < high) {
+        const index mid = low + (high - low) / 2;
+        if (interleave_position(shard_rows, q, mid) < e)
+            low = mid + 1;
+        else
+            high = mid;
+    }
+    return low;
+}
+
 // ---- building: the layer list checked, the flat buffers laid out, the stages ----------
 
 namespace {
@@ -799,6 +859,17 @@ struct Network<T>::FitPlan {
     double normalizer;      // loss_normalizer of all n rows (with their weights)
     double accuracy_units;  // what FitRecord::accuracy divides by (their weight)
     SgdBounds bounds;
+    // Sharded (FitOptions::shard_rows): the rows of every rank, and where each rank
+    // up to this one stands in the epoch (its shard_prefix at the batch's start).
+    bool sharded = false;
+    index global_n = 0;  // the epoch's rows: n, or Σ shard_rows
+    std::vector<index> prefix;
+    Rng shard_rng;  // this epoch's generator of this rank's order
+    bool mask_offsets = false;  // whether a part's offset in its global batch is needed (dropout)
+    // Sharded with weights: the global batches' weights of steps [weights_from,
+    // weights_from + size), summed across the ranks a chunk of steps at a time.
+    std::vector<double> step_weights;
+    index weights_from = 0;
 };
 
 // One epoch's sums over its batches.
@@ -817,7 +888,21 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
     require(options.checkpoint >= 0, "fit: checkpoint must be >= 0");
     require(options.ranks >= 1 && options.rank >= 0 && options.rank < options.ranks,
             "fit: rank must be in [0, ranks)");
-    if (options.ranks > 1 && has_batch_norm_) {
+    if (!options.shard_rows.empty()) {
+        require(index(options.shard_rows.size()) == options.ranks,
+                "fit: shard_rows must hold one count per rank");
+        require(options.shard_rows[options.rank] == n,
+                "fit: shard_rows must give this rank's own count of rows, " + std::to_string(n));
+        index total = 0;
+        for (const index rows : options.shard_rows) {
+            require(rows >= 1, "fit: every rank's shard needs at least one row");
+            total = checked_sum(total, rows, "fit: the ranks' rows overflow an index");
+        }
+        // A rank may have no row in a batch, and would then miss the batch's sums: not yet.
+        require(!has_batch_norm_ || options.ranks == 1,
+                "fit: batch norm is not supported with sharded data across ranks yet");
+    }
+    if (options.ranks > 1 && has_batch_norm_ && options.shard_rows.empty()) {
         // Every rank takes part in each batch's statistics: each needs a row of every batch.
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
         const index last = n % batch == 0 ? batch : n % batch;
@@ -845,20 +930,37 @@ void Network<T>::check_fit_options(index n, const FitOptions& options) const {
 // Everything the loop needs is allocated here, before the first epoch.
 template <typename T>
 typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const T* weight,
-                                                  index n, const FitOptions& options) {
+                                                  index n, const FitOptions& options,
+                                                  const GradientReduce<T>& reduce) {
     FitPlan plan{x, y, weight, n};
-    plan.batch_size = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
-    plan.gather = options.shuffle && plan.batch_size < n;
-    reserve_workspace(plan.batch_size, options.checkpoint);
+    plan.sharded = !options.shard_rows.empty();
+    plan.global_n = n;
+    if (plan.sharded)
+        plan.global_n = std::accumulate(options.shard_rows.begin(), options.shard_rows.end(), index(0));
+    const index global_n = plan.global_n;
+    plan.batch_size = options.batch_size <= 0 || options.batch_size >= global_n ? global_n : options.batch_size;
+    plan.gather = options.shuffle && plan.batch_size < global_n;
+    plan.mask_offsets = std::any_of(stages_.begin(), stages_.end(),
+                                    [](const Stage& stage) { return stage.kind == LayerKind::dropout; });
+    // The most rows this rank runs in a step: the global batch, or, sharded, its part
+    // of one: B rows of the interleave span at most (B + ranks) / N of its positions,
+    // so at most n (B + ranks) / N + 1 of this rank's rows (train_batch grows the
+    // buffers should a part ever be larger).
+    index part = plan.batch_size;
+    if (plan.sharded)
+        part = std::min(part, std::min(n, index(double(n) * double(plan.batch_size + options.ranks) /
+                                                double(global_n)) + 2));
+    reserve_workspace(part, options.checkpoint);
     prepare_optimizer(options.optimizer);
-    if (std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
+    // A rank's part of a batch may be cut into pieces where the whole batch is not.
+    if (options.ranks > 1 || std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
         piece_grads_.resize(params_.size());
     if (plan.gather) {
         const char* overflow = "fit: batch_size × the layer width overflows an index";
         plan.order.resize(n);
-        plan.x_batch.resize(checked_product(plan.batch_size, inputs(), overflow));
-        plan.y_batch.resize(checked_product(plan.batch_size, outputs(), overflow));
-        if (weight != nullptr) plan.weight_batch.resize(plan.batch_size);
+        plan.x_batch.resize(checked_product(part, inputs(), overflow));
+        plan.y_batch.resize(checked_product(part, outputs(), overflow));
+        if (weight != nullptr) plan.weight_batch.resize(part);
     }
     plan.state_before.resize(state_.size());
     if (options.ranks > 1) {  // a global batch's masks, drawn whole on every rank (draw_masks)
@@ -868,22 +970,28 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const 
         mask_scratch_.resize(checked_product(plan.batch_size, widest,
                                              "fit: batch_size × the layer width overflows an index"));
     }
-    const double total_weight = weight_sum(weight, n);
+    double total_weight = weight_sum(weight, n);
+    if (plan.sharded) {  // the epoch's figures are over every rank's rows
+        if (weight == nullptr)
+            total_weight = double(global_n);
+        else if (options.ranks > 1)
+            reduce(nullptr, 0, &total_weight, 1);
+    }
     plan.normalizer = loss_normalizer(options.loss, total_weight, outputs());
     plan.accuracy_units = options.loss == Loss::cross_entropy ? total_weight
                                                               : total_weight * double(outputs());
     return plan;
 }
 
-// Fisher–Yates over 0..n-1 from the network's generator: i from n - 1 down to
-// 1 swaps order[i] with order[below(i + 1)], n - 1 draws. Each epoch's order
-// depends only on the generator, so fit(3) + fit(3) is fit(6);
-// reference.Network.fit makes the same draws in the same order.
+// Fisher–Yates over 0..n-1 from `rng` (the network's generator, or a sharded
+// rank's own): i from n - 1 down to 1 swaps order[i] with order[below(i + 1)],
+// n - 1 draws. Each epoch's order depends only on the generator, so fit(3) +
+// fit(3) is fit(6); reference.Network.fit makes the same draws in the same order.
 template <typename T>
-void Network<T>::shuffle(std::vector<index>& order) {
+void Network<T>::shuffle(std::vector<index>& order, Rng& rng) {
     std::iota(order.begin(), order.end(), index(0));
     for (index i = index(order.size()) - 1; i > 0; --i)
-        std::swap(order[i], order[rng_.below(std::uint64_t(i) + 1)]);
+        std::swap(order[i], order[rng.below(std::uint64_t(i) + 1)]);
 }
 
 // Copies rows order[start .. start + rows) of X and Y (and the weights) into the batch buffers.
@@ -915,6 +1023,31 @@ double Network<T>::batch_weight(const FitPlan& plan, index start, index rows) co
     return sum;
 }
 
+// Sharded with weights: the weights of the global batches of steps [first_step,
+// first_step + shard_weight_steps) (fewer at the epoch's end), each rank's part's
+// summed in its epoch order (as weight_sum sums a batch), then across the ranks in
+// one all-reduce: one per chunk of steps instead of one per step (a call of a few
+// microseconds, a tenth of a small step).
+constexpr index shard_weight_steps = 4096;
+
+template <typename T>
+void Network<T>::sum_step_weights(FitPlan& plan, const FitOptions& options, index first_step,
+                                  const GradientReduce<T>& reduce) {
+    const index steps = ceil_div(plan.global_n, plan.batch_size);
+    const index count = std::min(shard_weight_steps, steps - first_step);
+    plan.step_weights.assign(count, 0.0);
+    plan.weights_from = first_step;
+    index at = shard_prefix(options.shard_rows, options.rank, first_step * plan.batch_size);
+    for (index i = 0; i < count; ++i) {
+        const index e = std::min((first_step + i + 1) * plan.batch_size, plan.global_n);
+        const index end = shard_prefix(options.shard_rows, options.rank, e, at);
+        double sum = 0;
+        for (; at < end; ++at) sum += double(plan.weight[plan.gather ? plan.order[at] : at]);
+        plan.step_weights[i] = sum;
+    }
+    if (options.ranks > 1) reduce(nullptr, 0, plan.step_weights.data(), count);
+}
+
 // One step on the batch that starts at row `start` of the epoch: gather,
 // forward, loss, backward, (across ranks: sum the gradients,) update; adds its
 // figures to `sums`. Returns what turned non-finite (the step then changed
@@ -922,20 +1055,45 @@ double Network<T>::batch_weight(const FitPlan& plan, index start, index rows) co
 template <typename T>
 const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, index start,
                                     EpochSums& sums, const GradientReduce<T>& reduce) {
-    const index rows = std::min(plan.batch_size, plan.n - start);
-    // This rank's part of the global batch: rows [first, first + count).
-    const index first = rows * options.rank / options.ranks;
-    const index count = rows * (options.rank + 1) / options.ranks - first;
+    const index rows = std::min(plan.batch_size, plan.global_n - start);  // the global batch's
+    // This rank's part of the global batch: `count` rows from row `first` of its
+    // epoch order, rows [offset, offset + count) of the global batch.
+    index first = 0, count = 0, offset = 0;
+    if (plan.sharded) {  // its next rows of the interleave, after those of the ranks before it
+        // The ranks before it matter only for the offset, which only dropout's masks read.
+        for (int q = plan.mask_offsets ? 0 : options.rank; q <= options.rank; ++q) {
+            const index end = shard_prefix(options.shard_rows, q, start + rows, plan.prefix[q]);
+            if (q < options.rank) {
+                offset += end - plan.prefix[q];
+            } else {
+                first = plan.prefix[q];
+                count = end - first;
+            }
+            plan.prefix[q] = end;
+        }
+        if (count > ws_.capacity) {  // not expected (plan_fit's bound); grown, not overrun
+            reserve_workspace(count, options.checkpoint);
+            if (plan.gather) {
+                plan.x_batch.resize(count * inputs());
+                plan.y_batch.resize(count * outputs());
+                if (plan.weight != nullptr) plan.weight_batch.resize(count);
+            }
+        }
+    } else {
+        offset = rows * options.rank / options.ranks;
+        count = rows * (options.rank + 1) / options.ranks - offset;
+        first = start + offset;
+    }
     // The step runs on all threads or on one, whichever ThreadChoice finds
     // faster here: the same bits either way.
     const int threads = step_threads_.next();
     const auto step_start = std::chrono::steady_clock::now();
     ThreadLimit limit(threads);
-    const T* xb = plan.x + (start + first) * inputs();
-    const T* yb = plan.y + (start + first) * outputs();
-    const T* wb = plan.weight == nullptr ? nullptr : plan.weight + start + first;
+    const T* xb = plan.x + first * inputs();
+    const T* yb = plan.y + first * outputs();
+    const T* wb = plan.weight == nullptr ? nullptr : plan.weight + first;
     if (plan.gather) {
-        gather_batch(plan, start + first, count);
+        gather_batch(plan, first, count);
         xb = plan.x_batch.data();
         yb = plan.y_batch.data();
         if (wb != nullptr) wb = plan.weight_batch.data();
@@ -947,13 +1105,23 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
         if (has_batch_norm_) std::copy(plan.state_before.begin(), plan.state_before.end(), state_.begin());
         return what;
     };
-    const double global_weight = batch_weight(plan, start, rows);  // the whole batch's, whatever this rank's part
+    // The whole batch's weight, whatever this rank's part: sharded with weights, the
+    // sum of every rank's part's, one small all-reduce before the forward pass.
+    double global_weight = double(rows);
+    if (!plan.sharded) {
+        global_weight = batch_weight(plan, start, rows);
+    } else if (plan.weight != nullptr) {
+        const index step = start / plan.batch_size;
+        if (step < plan.weights_from || step >= plan.weights_from + index(plan.step_weights.size()))
+            sum_step_weights(plan, options, step, reduce);
+        global_weight = plan.step_weights[step - plan.weights_from];
+    }
     const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
     double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
     if (count > 0) {
-        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, first);
-    } else {  // a global batch smaller than the ranks: nothing here, but the sum needs this rank
-        draw_masks(rows, first, 0);  // the generator moves as on the other ranks
+        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, offset);
+    } else {  // nothing of this rank in this batch, but the sum needs this rank
+        draw_masks(rows, offset, 0);  // the generator moves as on the other ranks
         std::fill_n(grad_data(), parameter_count(), T(0));
     }
     if (options.ranks > 1) reduce(grad_data(), parameter_count(), figures, 2);
@@ -986,8 +1154,19 @@ template <typename T>
 bool Network<T>::run_epoch(FitPlan& plan, const FitOptions& options, index epoch,
                            EpochSums& sums, const std::function<bool()>& should_stop,
                            FitResult& result, const GradientReduce<T>& reduce) {
-    if (plan.gather) shuffle(plan.order);
-    for (index start = 0; start < plan.n; start += plan.batch_size) {
+    if (plan.gather && plan.sharded) {
+        // One draw of the network's generator (which thus moves alike on every rank),
+        // mixed with the rank, seeds this rank's shuffle of its own rows.
+        plan.shard_rng.reseed(rng_.next() ^ (0xD1B54A32D192ED03ULL * std::uint64_t(options.rank + 1)));
+        shuffle(plan.order, plan.shard_rng);
+    } else if (plan.gather) {
+        shuffle(plan.order, rng_);
+    }
+    if (plan.sharded) {
+        plan.prefix.assign(options.shard_rows.size(), 0);
+        plan.step_weights.clear();  // this epoch's order: summed again
+    }
+    for (index start = 0; start < plan.global_n; start += plan.batch_size) {
         if (should_stop && should_stop()) {
             result.status = FitStatus::interrupted;
             return false;
@@ -1010,7 +1189,7 @@ FitResult Network<T>::fit(const T* x, const T* y, const T* weight, index n,
                           const GradientReduce<T>& reduce, T* gradient_memory) {
     check_fit_options(n, options);
     require(options.ranks == 1 || bool(reduce), "fit: training across ranks needs a gradient reduce");
-    FitPlan plan = plan_fit(x, y, weight, n, options);
+    FitPlan plan = plan_fit(x, y, weight, n, options, reduce);
     // For the length of the fit, however it ends: the gradient lives in gradient_memory,
     // when given (and comes back to grads_ after); batch norm's statistics are summed
     // across the ranks, when there are several.

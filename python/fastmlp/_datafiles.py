@@ -15,16 +15,34 @@ column is asked for as numbers, so that a target column may hold labels. Arrays
 are loaded with ``allow_pickle=False``: a file holding a pickled object is refused,
 and nothing in it runs. Reading whole files into memory is deliberate: the network
 trains on arrays in memory anyway.
+
+One process of several (``mpiexec -n N fastmlp train``) reads only its block of a
+file's rows, ``part=(rank, size)``: rows [⌊n·rank/size⌋, ⌊n·(rank+1)/size⌋) of the
+file's n data rows (:func:`block`). A CSV file is read twice as a stream: a first
+pass tokenizes every row (the stdlib csv module, in C) to count them and check the
+file's structure (encoding, header, every row's cell count), so every process finds
+the same problems in it, and marks where every 4096th row starts; a second pass
+starts at the last mark before the block, tokenizes to its end and parses the
+numbers of its rows only (the costly part, done in Python per cell). An
+``.npy`` is memory-mapped and the block copied out of it. From an ``.npz`` only the
+members X and the target are read, and of each only the block's rows: a stored
+member (np.savez) is memory-mapped as an .npy is; a compressed one is decompressed
+from its start to the end of the block, keeping only the block; a Fortran-ordered
+member is read whole and sliced.
 """
 
 from __future__ import annotations
 
+import codecs
+import contextlib
 import csv
 import io
 import json
 import math
 import os
+import struct
 import zipfile
+from typing import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -32,7 +50,7 @@ import numpy as np
 from ._files import NPY_MAGIC, ZIP_MAGIC
 
 __all__ = ["DataFileError", "Cells", "CsvTable", "Samples", "quote", "read_csv", "read_array", "read_arrays",
-           "file_kind", "read_training_data", "read_features"]
+           "file_kind", "block", "read_training_data", "read_features"]
 
 _QUOTE_LIMIT = 40  # characters of a cell shown in a message
 
@@ -95,11 +113,13 @@ class Cells:
     lines: list[int] | None  # CSV: the line where each row starts; None for arrays
     columns: list[str]  # each column as a message names it: 'column "age"', 'column 3 (from 0)'
     array: str = ""  # .npz: the array's name
+    first_row: int = 0  # arrays: the file's row of row 0 (a block of the file's rows starts there)
 
     def at(self, row: int, column: int) -> str:
         if self.lines is not None:
             return f"{self.path}:{self.lines[row]}: {self.columns[column]}"
-        return f"{self.path}: {self.array + ' ' if self.array else ''}row {row}, {self.columns[column]}"
+        return (f"{self.path}: {self.array + ' ' if self.array else ''}row {self.first_row + row}, "
+                f"{self.columns[column]}")
 
 
 def _array_columns(indices) -> list[str]:
@@ -110,12 +130,16 @@ def _array_columns(indices) -> list[str]:
 
 @dataclass
 class CsvTable:
-    """A CSV file's header and rows, as text; ``lines[i]`` is the line where row i starts."""
+    """A CSV file's header and rows, as text; ``lines[i]`` is the line where row i starts.
+    ``file_rows``: how many data rows the file holds (when ``rows`` are a block of them)."""
 
     path: str
     header: list[str]
     rows: list[list[str]]
     lines: list[int]
+    file_rows: int | None = None
+    first_row: int = 0  # the file's data row (from 0) of rows[0]
+    top_row: list[str] | None = None  # the file's first data row, when rows are a block that may not hold it
 
     def column(self, name: str, *, role: str = "") -> int:
         """The index of the column named ``name``; an error naming the header line otherwise."""
@@ -152,9 +176,10 @@ def _decode(path: str, data: bytes) -> str:
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as error:
-        line = data[:error.start].count(b"\n") + 1
-        column = error.start - (data.rfind(b"\n", 0, error.start) + 1) + 1
-        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x} at character "
+        at = error.start + (len(codecs.BOM_UTF8) if data.startswith(codecs.BOM_UTF8) else 0)  # counted after it
+        line = data[:at].count(b"\n") + 1
+        column = at - (data.rfind(b"\n", 0, at) + 1) + 1
+        raise DataFileError(f"{path}:{line}: not UTF-8 text (byte 0x{data[at]:02x} at character "
                             f"{column} of the line); save the file as UTF-8") from None
 
 
@@ -199,6 +224,134 @@ def read_csv(path: str) -> CsvTable:
     return CsvTable(path, header, rows, lines)
 
 
+def block(n: int, part: tuple[int, int]) -> tuple[int, int]:
+    """The rows [start, stop) of ``n`` that process ``rank`` of ``size`` reads
+    (``part=(rank, size)``): ⌊n·rank/size⌋ to ⌊n·(rank+1)/size⌋, so the blocks follow
+    each other in rank order and differ in size by one row at most."""
+    rank, size = part
+    return n * rank // size, n * (rank + 1) // size
+
+
+def _check_part(path: str, n: int, part: tuple[int, int]) -> tuple[int, int]:
+    """The block of ``part``; an error when some process would have no row."""
+    if n < part[1]:
+        raise DataFileError(f"{path}: {n} data row{'s' if n != 1 else ''} for {part[1]} processes; every process "
+                            "needs one row or more")
+    return block(n, part)
+
+
+def _text_lines(path: str, text, before: int = 0) -> Iterator[str]:
+    """The lines of a CSV file opened as ``text`` (UTF-8, a byte-order mark skipped,
+    line ends kept as the csv module wants them: newline=""), after ``before`` lines
+    already read, refusing a NUL byte. Read by readline, so that ``text.tell()`` may
+    be asked between two lines."""
+    number = before
+    try:
+        while line := text.readline():
+            number += 1
+            if "\0" in line:
+                raise DataFileError(f"{path}:{number}: holds a NUL byte: a binary file, not CSV")
+            yield line
+    except UnicodeDecodeError:
+        raise _where_not_utf8(path) from None
+
+
+def _where_not_utf8(path: str) -> DataFileError:
+    """The error of a file that is not UTF-8, naming its first bad line as read_csv
+    does, found by decoding the file line by line (never whole)."""
+    with open(path, "rb") as f:
+        for number, line in enumerate(f, 1):
+            skipped = len(codecs.BOM_UTF8) if number == 1 and line.startswith(codecs.BOM_UTF8) else 0
+            try:
+                line[skipped:].decode("utf-8")
+            except UnicodeDecodeError as error:
+                at = skipped + error.start
+                return DataFileError(f"{path}:{number}: not UTF-8 text (byte 0x{line[at]:02x} at "
+                                     f"character {at + 1} of the line); save the file as UTF-8")
+    return DataFileError(f"{path}: not UTF-8 text; save the file as UTF-8")
+
+
+ROWS_PER_MARK = 4096  # the first pass over a CSV marks where every 4096th data row starts
+
+
+@dataclass
+class _Mark:
+    """Where a CSV file's data row ``row`` (from 0) starts: at ``position`` (a text
+    file's tell()), on line ``line``, after the header ``header``."""
+
+    row: int
+    position: int
+    line: int
+    header: list[str]
+
+
+def _scan_csv(path: str, keep: tuple[int, int] | None, mark: _Mark | None = None) -> tuple[CsvTable, list[_Mark]]:
+    """One streamed pass over a CSV file. ``keep`` None: the header checked, every
+    row's cell count checked, the data rows counted to the file's end and the first
+    kept, and a _Mark every ROWS_PER_MARK rows returned. ``keep`` (start, stop): the
+    data rows [start, stop) kept, reading from ``mark`` (at or before start; None:
+    from the top) and stopping after them."""
+    header: list[str] | None = None if mark is None else mark.header
+    rows: list[list[str]] = []
+    lines: list[int] = []
+    marks: list[_Mark] = []
+    n, before = (0, 0) if mark is None else (mark.row, mark.line - 1)
+    line = before + 1
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as f:
+            if mark is not None:
+                f.seek(mark.position)
+            reader = csv.reader(_text_lines(path, f, before), strict=True)
+            try:
+                for row in reader:
+                    start, line = line, before + reader.line_num + 1
+                    if not row or (len(row) == 1 and not row[0].strip()):
+                        continue  # a blank line
+                    if header is None:
+                        header = [name.strip() for name in row]
+                        _check_header(path, start, header)
+                        continue
+                    if keep is None:
+                        if len(row) != len(header):
+                            raise DataFileError(_ragged(path, start, row, header))
+                        if not n:
+                            rows.append(row)
+                    elif n >= keep[0]:
+                        if n >= keep[1]:
+                            break
+                        rows.append(row)
+                        lines.append(start)
+                    n += 1
+                    if keep is None and n % ROWS_PER_MARK == 0:
+                        marks.append(_Mark(n, f.tell(), line, header))
+            except csv.Error as error:
+                raise DataFileError(f"{path}:{before + reader.line_num}: not valid CSV ({error})") from None
+    except OSError as error:
+        raise _not_found(path, error) from None
+    if header is None:
+        raise DataFileError(f"{path}:1: empty file, expected a header row naming the columns")
+    if not n:
+        raise DataFileError(f"{path}:{line}: no data rows after the header")
+    return CsvTable(path, header, rows, lines, n), marks
+
+
+def read_csv_part(path: str, part: tuple[int, int]) -> CsvTable:
+    """Process ``rank``'s block of the CSV file's data rows (``part=(rank, size)``,
+    see :func:`block`) as :func:`read_csv` reads them, without holding the others:
+    a first pass checks the whole file as read_csv does (so every process finds
+    the same problems), counts its rows and marks where every ROWS_PER_MARK-th
+    starts; a second, from the last mark before the block, keeps the block's rows
+    (none when the file has fewer rows than there are processes)."""
+    counted, marks = _scan_csv(path, None)
+    start, stop = block(counted.file_rows, part)  # read_training_data refuses an empty one
+    mark = next((m for m in reversed(marks) if m.row <= start), None)
+    table = _scan_csv(path, (start, stop), mark)[0] if stop > start else CsvTable(path, counted.header, [], [])
+    if len(table.rows) != stop - start or table.header != counted.header:
+        raise DataFileError(f"{path}: changed while it was read")
+    table.file_rows, table.first_row, table.top_row = counted.file_rows, start, counted.rows[0]
+    return table
+
+
 def _check_header(path: str, line: int, header: list[str]) -> None:
     seen: dict[str, int] = {}
     for i, name in enumerate(header):
@@ -224,17 +377,49 @@ def _ragged(path: str, line: int, row: list[str], header: list[str]) -> str:
 
 
 
-def _load(path: str):
+@contextlib.contextmanager
+def _reading_numpy(path: str) -> Iterator[None]:
+    """Turns what NumPy and zipfile raise for a file that is not what it should be
+    into one-line DataFileErrors naming ``path``."""
     try:
+        yield
+    except DataFileError:
+        raise
+    except OSError as error:
+        if isinstance(error, (FileNotFoundError, IsADirectoryError, PermissionError)):
+            raise _not_found(path, error) from None
+        raise DataFileError(f"{path}: not a NumPy file, or a truncated one ({error})") from None
+    except ValueError as error:
+        if any(words in str(error) for words in ("allow_pickle", "Object arrays", "Python objects")):
+            raise _pickled(path) from None
+        raise DataFileError(f"{path}: not a NumPy file, or a truncated one ({error})") from None
+    except (EOFError, zipfile.BadZipFile, KeyError) as error:
+        raise DataFileError(f"{path}: not a NumPy file, or a truncated or corrupted one "
+                            f"({type(error).__name__}: {error})") from None
+
+
+def _pickled(path: str) -> DataFileError:
+    return DataFileError(f"{path}: holds pickled objects; refused (nothing in it was run)")
+
+
+def _check_magic(path: str, f) -> bytes:
+    start = f.read(len(NPY_MAGIC))
+    if not start.startswith((NPY_MAGIC, ZIP_MAGIC)):
+        # np.load takes anything else for a pickle, and would call it one.
+        shown = start[:len(ZIP_MAGIC if file_kind(path) == "npz" else NPY_MAGIC)]
+        raise DataFileError(f"{path}: not a NumPy file ("
+                            + (f"it starts with {shown!r})" if start else "an empty file)"))
+    f.seek(0)
+    return start
+
+
+def _load(path: str, mmap: bool = False):
+    """The array of an .npy file (memory-mapped, read-only, with ``mmap``), or every
+    array of an .npz file as a dict."""
+    with _reading_numpy(path):
         with open(path, "rb") as f:
-            start = f.read(len(NPY_MAGIC))
-            if not start.startswith((NPY_MAGIC, ZIP_MAGIC)):
-                # np.load takes anything else for a pickle, and would call it one.
-                shown = start[:len(ZIP_MAGIC if file_kind(path) == "npz" else NPY_MAGIC)]
-                raise DataFileError(f"{path}: not a NumPy file ("
-                                    + (f"it starts with {shown!r})" if start else "an empty file)"))
-            f.seek(0)
-            loaded = np.load(f, allow_pickle=False)
+            _check_magic(path, f)
+            loaded = np.load(path if mmap else f, mmap_mode="r" if mmap else None, allow_pickle=False)
             if isinstance(loaded, np.lib.npyio.NpzFile):
                 with loaded as archive:
                     arrays = {name: archive[name] for name in archive.files}
@@ -243,24 +428,12 @@ def _load(path: str):
                         raise DataFileError(f"{path}: its member {quote(name)} is not a .npy array")
                 return arrays
             return loaded
-    except DataFileError:
-        raise
-    except OSError as error:
-        if isinstance(error, (FileNotFoundError, IsADirectoryError, PermissionError)):
-            raise _not_found(path, error) from None
-        raise DataFileError(f"{path}: not a NumPy file, or a truncated one ({error})") from None
-    except ValueError as error:
-        if "allow_pickle" in str(error) or "Object arrays" in str(error):
-            raise DataFileError(f"{path}: holds pickled objects; refused (nothing in it was run)") from None
-        raise DataFileError(f"{path}: not a NumPy file, or a truncated one ({error})") from None
-    except (EOFError, zipfile.BadZipFile, KeyError) as error:
-        raise DataFileError(f"{path}: not a NumPy file, or a truncated or corrupted one "
-                            f"({type(error).__name__}: {error})") from None
 
 
-def read_array(path: str) -> np.ndarray:
-    """The single array of an ``.npy`` file."""
-    loaded = _load(path)
+def read_array(path: str, mmap: bool = False) -> np.ndarray:
+    """The single array of an ``.npy`` file (memory-mapped, read-only, with ``mmap``:
+    nothing is read until its values are asked for)."""
+    loaded = _load(path, mmap)
     if isinstance(loaded, dict):
         raise DataFileError(f"{path}: an .npz archive named .npy; rename it to .npz")
     return loaded
@@ -279,6 +452,78 @@ def _member(path: str, arrays: dict, name: str, role: str) -> np.ndarray:
         names = ", ".join(quote(n) for n in arrays) or "none"
         raise DataFileError(f"{path}: no array {quote(name)}{role}; its arrays: {names}")
     return arrays[name]
+
+
+@dataclass
+class _Member:
+    """An .npz member's .npy header: what it holds, before any of it is read."""
+
+    name: str
+    shape: tuple
+    fortran_order: bool
+    dtype: np.dtype
+
+
+def _npz_members(path: str, archive: zipfile.ZipFile) -> dict[str, _Member]:
+    """The headers of every member of an .npz archive, by array name, reading no values."""
+    members = {}
+    for entry in archive.namelist():
+        if not entry.endswith(".npy"):
+            raise DataFileError(f"{path}: its member {quote(entry)} is not a .npy array")
+        with archive.open(entry) as stream:
+            members[entry[:-4]] = _Member(entry[:-4], *_npy_header(path, stream))
+    return members
+
+
+def _npy_header(path: str, stream) -> tuple[tuple, bool, np.dtype]:
+    """(shape, fortran_order, dtype) from an .npy stream, left at the first value."""
+    version = np.lib.format.read_magic(stream)
+    read = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+    shape, fortran_order, dtype = read(stream)
+    if dtype.hasobject:
+        raise _pickled(path)
+    return shape, fortran_order, dtype
+
+
+def _member_rows(path: str, archive: zipfile.ZipFile, member: _Member, start: int, stop: int) -> np.ndarray:
+    """Rows [start, stop) of an .npz member. A stored member (np.savez) is
+    memory-mapped and only those rows copied out; a compressed one (np.savez_compressed)
+    is decompressed from the start of its values to the end of those rows, keeping
+    only them; a Fortran-ordered one, whose rows are not contiguous, is read whole
+    and sliced."""
+    row_shape = member.shape[1:]
+    row_bytes = member.dtype.itemsize * math.prod(row_shape)
+    info = archive.getinfo(member.name + ".npy")
+    with archive.open(info) as stream:
+        if (member.fortran_order and len(member.shape) > 1) or row_bytes == 0:
+            return np.lib.format.read_array(stream, allow_pickle=False)[start:stop]
+        _npy_header(path, stream)
+        values_at = stream.tell()  # from the start of the member's .npy
+        stored_at = _stored_at(path, info)
+        if stored_at is not None:
+            mapped = np.memmap(path, dtype=member.dtype, mode="r", offset=stored_at + values_at + start * row_bytes,
+                               shape=(stop - start, *row_shape))
+            return np.array(mapped)
+        stream.seek(values_at + start * row_bytes)  # forward: zipfile decompresses up to there, holding none of it
+        data = stream.read((stop - start) * row_bytes)
+    if len(data) != (stop - start) * row_bytes:
+        raise DataFileError(f"{path}: its member {quote(member.name)} is truncated")
+    return np.frombuffer(data, dtype=member.dtype).reshape((stop - start, *row_shape))
+
+
+def _stored_at(path: str, info: zipfile.ZipInfo) -> int | None:
+    """Where the bytes of an archive member that is stored as it is (not compressed,
+    not encrypted) start in the archive's file; None for any other member."""
+    if info.compress_type != zipfile.ZIP_STORED or info.flag_bits & 0x1:
+        return None
+    with open(path, "rb") as f:  # the member's local header: 30 bytes, its name, an extra field
+        f.seek(info.header_offset)
+        local = f.read(30)
+    if len(local) != 30 or not local.startswith(ZIP_MAGIC):
+        return None
+    name_length, extra_length = struct.unpack("<HH", local[26:30])
+    start = info.header_offset + 30 + name_length + extra_length
+    return start if start + info.file_size <= os.path.getsize(path) else None
 
 
 def _finite_numbers(array: np.ndarray, cells: Cells) -> np.ndarray:
@@ -327,27 +572,54 @@ class Samples:
     y_cells: Cells
     y_problem: str | None = None
     y_mixed: bool = False
+    # Read with part=(rank, size): X and y hold rows [first_row, first_row + len(X)) of the
+    # file's file_rows; layout (JSON values) says what every process reading the file
+    # must see alike (the CSV header; the arrays' shapes and dtypes); y_texts (CSV) holds
+    # the target's cells as text when y is numeric, for when another process's are not.
+    first_row: int = 0
+    file_rows: int | None = None
+    layout: list | None = None
+    y_texts: np.ndarray | None = None
 
 
-def read_training_data(path: str, target: str | None, features: list[str] | None) -> Samples:
+def read_training_data(path: str, target: str | None, features: list[str] | None,
+                       part: tuple[int, int] | None = None) -> Samples:
     """X and y from a CSV (``target`` names the column; ``features`` the feature
     columns, by default every other one), an ``.npy`` (a 2-D array; ``target`` is a
     column index, default the last) or an ``.npz`` (arrays "X" and ``target``,
-    default "y")."""
+    default "y"). ``part=(rank, size)``: only the block of rows that process reads
+    (:func:`block`; the module docstring tells what is read of the file)."""
     kind = file_kind(path)
     if kind == "csv":
-        return _training_csv(path, target, features)
+        if part is None:
+            return _training_csv(path, target, features)
+        table = read_csv_part(path, part)
+        samples = _training_table(table, target, features, keep_texts=True)
+        _check_part(path, table.file_rows, part)  # after the checks of the header, as one process makes them
+        samples.first_row, samples.file_rows, samples.layout = table.first_row, table.file_rows, ["csv", table.header]
+        return samples
     if features is not None:
         raise DataFileError(f"{path}: --features names CSV columns; an .{kind} file has none")
     if kind == "npy":
-        array = _as_2d(path, read_array(path), "the array")
+        array = _as_2d(path, read_array(path, mmap=part is not None), "the array")
         if array.shape[1] < 2:
             raise DataFileError(f"{path}: the array has {array.shape[1]} column; expected features and a target")
         index = _column_index(path, target, array.shape[1])
-        values = _finite_numbers(array, Cells(path, None, _array_columns(range(array.shape[1]))))
+        start, n, layout = 0, array.shape[0], ["npy", list(array.shape), array.dtype.str]
+        if part is not None:
+            start, stop = _check_part(path, n, part)
+            with _reading_numpy(path):
+                array = np.array(array[start:stop])  # only these rows are read from the mapped file
+        values = _finite_numbers(array, Cells(path, None, _array_columns(range(array.shape[1])), first_row=start))
         features = [i for i in range(array.shape[1]) if i != index]
-        return Samples(path, values[:, features], values[:, index], None, index,
-                       Cells(path, None, _array_columns(features)), Cells(path, None, _array_columns([index])))
+        samples = Samples(path, values[:, features], values[:, index], None, index,
+                          Cells(path, None, _array_columns(features), first_row=start),
+                          Cells(path, None, _array_columns([index]), first_row=start))
+        if part is not None:
+            samples.first_row, samples.file_rows, samples.layout = start, n, layout
+        return samples
+    if part is not None:
+        return _training_npz_part(path, "y" if target is None else target, part)
     arrays = read_arrays(path)
     target = "y" if target is None else target
     X = _as_2d(path, _member(path, arrays, "X", " (the features)"), "X")
@@ -379,8 +651,49 @@ def _column_index(path: str, target: str | None, n_columns: int) -> int:
     return index % n_columns
 
 
+def _training_npz_part(path: str, target: str, part: tuple[int, int]) -> Samples:
+    """read_training_data of an .npz with ``part``: its checks, on the members'
+    headers first, then only the block's rows of X and the target read."""
+    with _reading_numpy(path):
+        with open(path, "rb") as f:
+            if _check_magic(path, f).startswith(NPY_MAGIC):
+                raise DataFileError(f"{path}: a single array (.npy) named .npz; rename it to .npy")
+        with zipfile.ZipFile(path) as archive:
+            members = _npz_members(path, archive)
+            X_member = _member(path, members, "X", " (the features)")
+            if len(X_member.shape) not in (1, 2):
+                raise DataFileError(f"{path}: X has shape {X_member.shape}, expected (rows, columns)")
+            n = X_member.shape[0]
+            if n == 0:
+                raise DataFileError(f"{path}: X has no rows")
+            y_member = _member(path, members, target, " (the target; --target names another)")
+            y_shape = y_member.shape[:1] if y_member.shape[1:] == (1,) else y_member.shape
+            if len(y_shape) not in (1, 2) or y_shape[0] != n:
+                raise DataFileError(f"{path}: {target} has shape {y_shape}, expected ({n},) (one value per row of X)")
+            start, stop = _check_part(path, n, part)
+            X = _member_rows(path, archive, X_member, start, stop).reshape(stop - start, -1)
+            y = _member_rows(path, archive, y_member, start, stop).reshape((stop - start, *y_shape[1:]))
+    layout = ["npz", {name: [list(m.shape), m.dtype.str] for name, m in ((("X", X_member), (target, y_member)))}]
+    X_cells = Cells(path, None, _array_columns(range(X.shape[1])), "X", start)
+    X = _finite_numbers(X, X_cells)
+    y_cells = Cells(path, None, _array_columns(range(1 if y.ndim == 1 else y.shape[1])), target, start)
+    if y.dtype.kind in "US":
+        samples = Samples(path, X, y.astype(str), None, target, X_cells, y_cells,
+                          f"{path}: {target} holds text, not numbers")
+    else:
+        samples = Samples(path, X, _finite_numbers(y.reshape(y.shape[0], -1), y_cells).reshape(y.shape), None, target,
+                          X_cells, y_cells)
+    samples.first_row, samples.file_rows, samples.layout = start, n, layout
+    return samples
+
+
 def _training_csv(path: str, target: str | None, features: list[str] | None) -> Samples:
-    table = read_csv(path)
+    return _training_table(read_csv(path), target, features)
+
+
+def _training_table(table: CsvTable, target: str | None, features: list[str] | None,
+                    keep_texts: bool = False) -> Samples:
+    path = table.path
     if target is None:
         raise DataFileError(f"{path}: --target: name the target column (its columns: "
                             f"{', '.join(quote(h) for h in table.header[:20])})")
@@ -396,7 +709,7 @@ def _training_csv(path: str, target: str | None, features: list[str] | None) -> 
     try:
         X = table.numbers(indices)
     except DataFileError as error:
-        first = table.rows[0]
+        first = table.rows[0] if table.top_row is None else table.top_row
         if features is not None or all(_parse_number(first[i]) is not None or not first[i].strip() for i in indices):
             raise
         # A column of text from its first row on: a label or an identifier, not meant as a feature.
@@ -409,7 +722,8 @@ def _training_csv(path: str, target: str | None, features: list[str] | None) -> 
     values = [_parse_number(cell) for cell in texts]
     if all(v is not None for v in values):
         return Samples(path, X, np.array(values, dtype=np.float64), [table.header[i] for i in indices], target,
-                       X_cells, y_cells)
+                       X_cells, y_cells, y_texts=np.array([cell.strip() for cell in texts], dtype=str)
+                       if keep_texts else None)
     first = next(i for i, v in enumerate(values) if v is None)
     problem = str(table.cell_error(first, target_index, _why_not_a_number(texts[first])))
     return Samples(path, X, np.array([cell.strip() for cell in texts], dtype=str), [table.header[i] for i in indices],

@@ -19,7 +19,10 @@ gradient norm by layer and the loss curves (:mod:`fastmlp.demos.deep`). ``info``
 tells how this build was made and what it runs on.
 
 Under an MPI launcher (``mpiexec -n N fastmlp train ...``) ``train`` runs data-parallel
-through :class:`fastmlp.distributed.MPI`: every rank reads the whole file, rank 0's
+through :class:`fastmlp.distributed.MPI` and ``fit(..., shard=True)``: every rank reads
+only its block of the file's rows (:func:`fastmlp._datafiles.block`), what needs the
+whole data (the task, the class labels, the standardization) is computed across the
+ranks, each rank holds out its own fraction of its rows for --validation, rank 0's
 seed is everyone's, and only rank 0 prints and writes the model ("train under mpiexec"
 below tells how an error on one rank ends them all without a hang). Under a launcher
 the other commands run on every rank alike, and only rank 0 prints.
@@ -58,7 +61,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import csv
-import hashlib
 import io
 import math
 import os
@@ -186,8 +188,9 @@ def _build_parser() -> argparse.ArgumentParser:
             f"{MAX_INFERRED_CLASSES} distinct integers, regression otherwise (--task decides instead). "
             "Features (and regression targets) are standardized with the training rows' mean and "
             "standard deviation, kept in the model for predict. A progress bar shows on a terminal. "
-            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads DATA, "
-            "--batch-size is the global batch, rank 0 prints and writes the model."
+            "Under mpiexec (mpi4py installed) it trains data-parallel: every process reads its own block of "
+            "DATA's rows (and holds out --validation of them), --batch-size is the global batch, rank 0 prints "
+            "and writes the model."
         ),
     )
     train.add_argument("data", metavar="DATA", help="the training data: .csv, .npy or .npz")
@@ -212,7 +215,8 @@ def _build_parser() -> argparse.ArgumentParser:
     train.add_argument("--lr", type=_positive_float, default=None,
                        help="learning rate (default: the optimizer's, 0.001; sgd 0.01)")
     train.add_argument("--validation", type=_fraction, default=0.0, metavar="FRACTION",
-                       help="hold out this fraction of the rows, drawn at random, to report on (default 0)")
+                       help="hold out this fraction of the rows, drawn at random, to report on (default 0; "
+                            "under mpiexec: of each process's rows)")
     train.add_argument("--patience", type=_positive_int, default=None, metavar="N",
                        help="stop when the validation loss has not improved for N epochs, keeping the best "
                             "epoch's weights (needs --validation)")
@@ -591,7 +595,8 @@ def _network_values(values: np.ndarray, mean, scale, dtype: np.dtype, cells: dat
 
 @dataclass
 class _Training:
-    """What ``train`` fits, made alike on every process from the same file and seed."""
+    """What ``train`` fits. Across ranks, X_net, y_net, y and the rows are this rank's
+    own; the rest is the same on every rank."""
 
     X_net: np.ndarray        # (n, inputs): the features as the network sees them
     y_net: np.ndarray        # the targets as the network sees them: class indices, or standardized values
@@ -636,24 +641,35 @@ def _run_train(args) -> int:
 
 def _train(args, comm) -> int:
     """train, alone (``comm`` None) or as one process of an MPI launch (``comm`` a
-    fastmlp.distributed.MPI): then every rank reads the whole file, the seed is rank
-    0's, the fit is data-parallel, and only rank 0 writes the model and reports."""
+    fastmlp.distributed.MPI): then every rank reads its own block of the file's rows,
+    what needs the whole data (the task, the class labels, the standardization) is
+    agreed across the ranks, the seed is rank 0's, the fit is data-parallel with
+    ``shard=True``, and only rank 0 writes the model and reports."""
     first = comm is None or comm.rank == 0
     threads = _share_cores(comm) if comm is not None else get_num_threads()
-    samples, task = _together(comm, lambda: _read_for_training(args, comm, first))
+    # Reading its own rows, each rank reports the first problem in them: the first rank's
+    # is the one a process reading the whole file would report.
+    samples, task = _together(comm, lambda: _read_for_training(args, comm, first), named=1)
     if comm is not None:
-        _check_same_data(comm, args.data, samples)
+        _check_same_file(comm, args.data, samples)
+        task, labels = _choose_task_across(comm, samples, args.task)
     seed = int(np.random.SeedSequence().entropy % 2**32) if args.seed is None else args.seed
-    if comm is not None:  # rank 0's: the same split, weights and shuffling on every rank
+    if comm is not None:  # rank 0's: the same weights and shuffling on every rank
         seed = comm.broadcast(seed)
-    t = _together(comm, lambda: _training_setup(args, samples, task, seed))
+        t = _shard_setup(args, comm, samples, task, labels, seed)
+    else:
+        t = _training_setup(args, samples, task, seed)
     net, optimizer = t.net, t.optimizer
 
     features = samples.feature_names
     X = samples.X
+    # The rows of each rank: read, for training, for validation (one process: its own).
+    rows = [(X.shape[0], t.train_rows.size, t.val_rows.size)] if comm is None else \
+        comm.allgather((X.shape[0], t.train_rows.size, t.val_rows.size))
+    n_rows, n_train, n_val = (sum(counts) for counts in zip(*rows))
     if first:
-        print(f"Data: {args.data}, {X.shape[0]} rows"
-              + (f" ({t.train_rows.size} for training, {t.val_rows.size} for validation)" if t.val_rows.size else "")
+        print(f"Data: {args.data}, {n_rows} rows"
+              + (f" ({n_train} for training, {n_val} for validation)" if n_val else "")
               + f", {X.shape[1]} features"
               + (f" ({_listing(features)})" if features else "") + f"; target {_target_name(samples)}: {task}"
               + (f", {len(t.classes)} classes ({_listing(t.classes)})" if t.classes else "") + ".", flush=True)
@@ -663,7 +679,8 @@ def _train(args, comm) -> int:
               + f"; {type(optimizer).__name__} lr {optimizer.lr:g}, batch {t.batch_size}{t.batch_note}, "
               f"{args.epochs} epochs, seed {seed}.", flush=True)
         if comm is not None:
-            print(f"Processes: {comm.size} (MPI, data-parallel: each computes the gradient of its part of every "
+            print(f"Processes: {comm.size} (MPI, data-parallel: each read its own block of rows "
+                  f"({_listing([read for read, _, _ in rows])}) and computes the gradient of its share of every "
                   f"batch of {t.batch_size} rows, summed across them), {threads} thread{'s' if threads != 1 else ''} "
                   "each.", flush=True)
 
@@ -675,8 +692,9 @@ def _train(args, comm) -> int:
         try:
             history = net.fit(t.X_net[t.train_rows], t.y_net[t.train_rows], epochs=args.epochs,
                               batch_size=t.batch_size, optimizer=optimizer, verbose=2 if progress else 0,
-                              validation_data=validation, comm=comm,
-                              early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience))
+                              validation_data=validation,
+                              early_stopping=None if args.patience is None else EarlyStopping(patience=args.patience),
+                              **({} if comm is None else {"comm": comm, "shard": True}))
         except (ValueError, FloatingPointError, RuntimeError) as error:
             if comm is None:
                 raise
@@ -691,15 +709,12 @@ def _train(args, comm) -> int:
         "x_mean": t.x_mean, "x_scale": t.x_scale, "y_mean": t.y_mean, "y_scale": t.y_scale,
     }}
     _together(comm, lambda: net.save(args.out) if first else None)
+    # Every rank measures its rows; the figures are those of all the rows together.
+    figures = [_report(net, t, task, t.train_rows)] + ([_report(net, t, task, t.val_rows)] if n_val else [])
+    if comm is not None:
+        figures = [_merge_reports(parts) for parts in zip(*comm.allgather(figures))]
     if not first:
         return 0
-
-    def report(rows: np.ndarray) -> str:
-        if task == "classification":
-            accuracy = float(np.mean(net.predict(t.X_net[rows]) == t.y[rows]))
-            return f"accuracy {accuracy:.4f}"
-        predicted = _unscaled(net.predict(t.X_net[rows]), t.y_mean, t.y_scale)
-        return f"RMSE {_root_mean_square(predicted - t.y[rows]):.6g}"
 
     losses = history.history["loss"]
     epochs = len(losses)
@@ -709,25 +724,59 @@ def _train(args, comm) -> int:
         ([f"the weights of epoch {kept + 1}, the best on validation"] if kept != epochs - 1 else [])
     stopped = f" ({'; '.join(notes)})" if notes else ""
     print(f"Trained {epochs} epochs{stopped} in {_format_seconds(seconds)}: loss {losses[kept]:.6g}, "
-          f"{report(t.train_rows)} (training)"
-          + (f"; {report(t.val_rows)} (validation)" if t.val_rows.size else "") + ".")
+          f"{_report_text(figures[0])} (training)"
+          + (f"; {_report_text(figures[1])} (validation)" if n_val else "") + ".")
     print(f"Model: {args.out}")
     return 0
 
 
-def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str]:
+def _report(net, t: _Training, task: str, rows: np.ndarray) -> tuple:
+    """What the summary reports of ``rows``, in parts that add across ranks:
+    ("accuracy", correct, count), or ("RMSE", largest error, Σ (error / largest)², count)."""
+    if task == "classification":
+        return "accuracy", int(np.sum(net.predict(t.X_net[rows]) == t.y[rows])), int(rows.size)
+    errors = _unscaled(net.predict(t.X_net[rows]), t.y_mean, t.y_scale) - t.y[rows]
+    largest = float(np.abs(errors).max()) if errors.size else 0.0
+    units = float(np.sum((errors / largest) ** 2)) if largest > 0 and math.isfinite(largest) else 0.0
+    return "RMSE", largest, units, int(errors.size)
+
+
+def _merge_reports(parts) -> tuple:
+    """One _report of the rows of every rank from each rank's."""
+    if parts[0][0] == "accuracy":
+        return "accuracy", sum(p[1] for p in parts), sum(p[2] for p in parts)
+    largest = max(p[1] for p in parts)
+    if not (largest > 0 and math.isfinite(largest)):
+        return "RMSE", largest, 0.0, sum(p[3] for p in parts)
+    return "RMSE", largest, sum(p[2] * (p[1] / largest) ** 2 for p in parts if p[1] > 0), sum(p[3] for p in parts)
+
+
+def _report_text(figure: tuple) -> str:
+    if figure[0] == "accuracy":
+        _, correct, count = figure
+        return f"accuracy {correct / count:.4f}"
+    _, largest, units, count = figure
+    rms = largest * math.sqrt(units / count) if largest > 0 and math.isfinite(largest) else largest
+    return f"RMSE {rms:.6g}"
+
+
+def _read_for_training(args, comm, first: bool) -> tuple[datafiles.Samples, str | None]:
     """The options checked, --out checked (by the process that writes it), the data
-    file read and its task chosen."""
+    file read (across ranks: this rank's block of its rows) and its task chosen
+    (across ranks: None, chosen by _choose_task_across)."""
     if args.target is not None and not args.target.strip():
         raise CommandError("--target: expected a column name, got an empty string")
     if args.patience is not None and not args.validation:
         raise CommandError("--patience: needs --validation (early stopping watches the validation loss)")
     if comm is not None and args.norm == "batch":
-        raise CommandError("--norm batch: not supported across MPI processes yet (its batch statistics would need "
-                           "the other processes' rows); run without mpiexec")
+        raise CommandError("--norm batch: not supported across MPI processes yet (each reads its own rows, and "
+                           "fit(shard=True) refuses batch norm: a process may hold no row of a batch); run without "
+                           "mpiexec")
     if first:
         _check_writable(args.out)
         _check_not_an_input(args.out, {"data file": args.data})
+    if comm is not None:
+        return datafiles.read_training_data(args.data, args.target, args.features, (comm.rank, comm.size)), None
     samples = datafiles.read_training_data(args.data, args.target, args.features)
     return samples, _choose_task(samples, args.task)
 
@@ -784,14 +833,6 @@ def _batch_size(args, n_train: int) -> tuple[int, str]:
                   "which batch norm cannot normalize)")
 
 
-def _root_mean_square(errors: np.ndarray) -> float:
-    """sqrt(mean(errors²)), in units of the largest error, so that errors near 1e200 do not overflow."""
-    largest = float(np.abs(errors).max()) if errors.size else 0.0
-    if not (largest > 0 and math.isfinite(largest)):
-        return largest
-    return largest * float(np.sqrt(np.mean((errors / largest) ** 2)))
-
-
 def _listing(values, limit: int = 8) -> str:
     shown = ", ".join(str(v) for v in values[:limit])
     return shown + (f", … ({len(values)} in all)" if len(values) > limit else "")
@@ -806,8 +847,10 @@ def _unscaled(values: np.ndarray, mean, scale) -> np.ndarray:
 # ---- train under mpiexec ------------------------------------------------------------------
 #
 # `mpiexec -n N fastmlp train ...` starts N processes of the same command. Each finds its
-# rank from the launcher (_launch), trains data-parallel through fastmlp.distributed.MPI,
-# and only rank 0 prints (main silences the others) and writes the model. Every step that
+# rank from the launcher (_launch), reads its block of the file's rows, agrees with the
+# others on what needs the whole data (_check_same_file, _choose_task_across,
+# _standardization_across), trains data-parallel through fastmlp.distributed.MPI with
+# shard=True, and only rank 0 prints (main silences the others) and writes the model. Every step that
 # can fail on one rank and not another (reading the file, writing the model) runs through
 # _together, which makes the failure every rank's: one line from rank 0, exit 2 everywhere,
 # and no rank left waiting in a collective for one that has stopped.
@@ -887,32 +930,159 @@ def _share_cores(comm) -> int:
     return get_num_threads()
 
 
-def _check_same_data(comm, path: str, samples: datafiles.Samples) -> None:
-    """Every rank must have read the same rows (the same file, or identical copies on
-    each machine); an _OnEveryRank naming what each read otherwise."""
-    digest = hashlib.sha256()
-    for array in (samples.X, samples.y):
-        digest.update(f"{array.dtype.str}{array.shape}".encode())
-        digest.update(np.ascontiguousarray(array).data)  # hashed in place, not copied
-    mine = (digest.hexdigest(), path, samples.X.shape, samples.feature_names, platform.node())
+def _check_same_file(comm, path: str, samples: datafiles.Samples) -> None:
+    """Every rank must have read a block of the same file (one on a shared file
+    system, or identical copies on each machine): the same count of rows, the same
+    columns (names, or shapes and dtypes) and the same size in bytes; an
+    _OnEveryRank naming what each saw otherwise."""
+    try:
+        size = os.path.getsize(path)
+    except OSError:
+        size = -1
+    mine = (samples.file_rows, samples.layout, size, path, platform.node())
     everyone = comm.allgather(mine)
-    checksum_0, _, _, names_0, _ = everyone[0]
-    if all(checksum == checksum_0 and names == names_0 for checksum, _, _, names, _ in everyone):
+    if all(seen[:3] == everyone[0][:3] for seen in everyone):
         return
-    read = "; ".join(f"rank {rank} ({host}): {where}, {shape[0]} rows of {shape[1]} features"
-                     + ("" if names is None else f" ({_listing(names, 4)})") + f", sha256 {checksum[:12]}"
-                     for rank, (checksum, where, shape, names, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
-    raise _OnEveryRank(f"{path}: the processes read different data ({read}); every process must read the same "
-                       "rows: one file on a shared file system, or identical copies")
+
+    def columns(layout) -> str:
+        if layout[0] == "csv":
+            return f"columns {_listing(layout[1], 6)}"
+        if layout[0] == "npy":
+            return f"an array {tuple(layout[1])} of {np.dtype(layout[2]).name}"
+        return ", ".join(f"{name} {tuple(shape)} of {np.dtype(dtype).name}"
+                         for name, (shape, dtype) in layout[1].items())
+
+    seen = "; ".join(f"rank {rank} ({host}): {where}, {rows} rows, {columns(layout)}, {size} bytes"
+                     for rank, (rows, layout, size, where, host) in enumerate(everyone[:MAX_RANKS_NAMED]))
+    raise _OnEveryRank(f"{path}: the processes read different files ({seen}); every process reads its own rows of "
+                       "the same file: one on a shared file system, or identical copies")
+
+
+def _choose_task_across(comm, samples: datafiles.Samples, task: str | None) -> tuple[str, list | None]:
+    """_choose_task and the class labels for the rows of every rank together (each
+    holds a block of them), the same on every rank; an _OnEveryRank when refused.
+    A rank whose target cells are all numbers takes them as text (samples.y becomes
+    them) when another rank's are not: the file's target is then text, as read whole."""
+    y = samples.y
+    text = y.dtype.kind == "U"
+    n_rows = sum(comm.allgather(y.shape[0]))
+    whole = not text and y.ndim == 1 and bool(np.array_equal(y, np.round(y)))
+    mine = {"text": text, "problem": samples.y_problem,
+            "numbers": not text or samples.y_mixed, "whole": whole}
+    everyone = comm.allgather(mine)
+    text = any(seen["text"] for seen in everyone)
+    if text and samples.y.dtype.kind != "U":
+        samples.y = samples.y_texts
+    y = samples.y
+    # The distinct values, where they are needed: labels (text, or --task classification),
+    # or whole numbers that may be few; None from a rank that holds too many to matter.
+    if text or task == "classification" or (task is None and all(seen["whole"] for seen in everyone)):
+        unique = np.unique(y) if y.ndim == 1 else None
+        limit = None if task is not None else n_rows // 2 if text else MAX_INFERRED_CLASSES
+        distinct = comm.allgather(unique if unique is None or limit is None or unique.size <= limit else None)
+        labels = None if any(d is None for d in distinct) else np.unique(np.concatenate(distinct))
+    else:
+        labels = None
+    problem = next((seen["problem"] for seen in everyone if seen["problem"]), None)
+    n_labels = None if labels is None else labels.size  # None: more than any rule below counts
+    try:
+        if task == "regression" and text:
+            raise CommandError(problem or f"{samples.target}: holds text, not numbers; a regression target must be "
+                                          "numbers")
+        if task is None:
+            if text and problem and any(seen["numbers"] for seen in everyone):
+                raise CommandError(f"{problem} (the other values are numbers; --task classification takes every "
+                                   "value for a label)")
+            few = y.ndim == 1 and n_labels is not None and n_labels <= MAX_INFERRED_CLASSES
+            task = "classification" if text or (all(seen["whole"] for seen in everyone) and few) else "regression"
+            if text and not few and (n_labels is None or n_labels > n_rows // 2):
+                shown = "more than half" if n_labels is None else str(n_labels)
+                raise CommandError(f"{samples.path}: target {_target_name(samples)}: {shown} different labels in "
+                                   f"{n_rows} rows, not a classification target? (--task classification trains on "
+                                   "it anyway)")
+        if task == "classification":
+            if y.ndim != 1:
+                raise CommandError(f"{samples.path}: target {_target_name(samples)} has {y.shape[1]} columns; "
+                                   "classification needs one label per row")
+            if labels.size < 2:
+                raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
+                                   f"{datafiles.quote(str(_class_labels(labels)[0]))}; a classifier needs two "
+                                   "classes or more")
+    except CommandError as error:
+        raise _OnEveryRank(str(error)) from None
+    return task, None if task == "regression" else _class_labels(labels)
+
+
+def _standardization_across(comm, values: np.ndarray) -> tuple[list[float], list[float]]:
+    """_standardization of the rows of every rank together (each holds some of them,
+    at least one): the same figures on every rank, equal to those of the rows read
+    in one place to rounding (sums taken per rank, then across the ranks in rank
+    order). Two passes, as NumPy's std: the mean, then the squares about it."""
+    magnitude = np.max(comm.allgather(np.abs(values).max(axis=0)), axis=0)
+    magnitude[~(magnitude > 0)] = 1.0
+    units = values / magnitude
+    count = sum(comm.allgather(values.shape[0]))
+    mean = np.sum(comm.allgather(units.sum(axis=0)), axis=0) / count
+    variance = np.sum(comm.allgather(((units - mean) ** 2).sum(axis=0)), axis=0) / count
+    scale = np.sqrt(variance) * magnitude
+    scale[~(scale > 0)] = 1.0
+    return [float(v) for v in mean * magnitude], [float(v) for v in scale]
+
+
+def _shard_setup(args, comm, samples: datafiles.Samples, task: str, classes: list | None, seed: int) -> _Training:
+    """_training_setup for this rank's block of rows: its own validation split (the
+    fraction of its rows, drawn by a generator seeded with the seed and the rank),
+    the standardization of every rank's training rows together, and the network,
+    the same on every rank."""
+    X, y = samples.X, samples.y
+
+    def split() -> tuple[np.ndarray, np.ndarray]:
+        n = X.shape[0]
+        order = np.random.default_rng([seed, comm.rank]).permutation(n)
+        n_val = int(round(n * args.validation))
+        if args.validation and (n_val < 1 or n_val >= n):
+            raise CommandError(f"--validation {args.validation}: each process holds out that fraction of the rows it "
+                               f"reads; of its {n} rows of {args.data}, {n_val} for validation and {n - n_val} for "
+                               "training; both need at least one")
+        return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+    train_rows, val_rows = _together(comm, split)
+    if task == "classification":
+        lookup = np.array(classes, dtype=str) if y.dtype.kind == "U" else np.array(classes, dtype=np.float64)
+        y = np.searchsorted(lookup, y).astype(np.int64)
+        n_outputs, loss = len(classes), "cross_entropy"
+    else:
+        y = y.reshape(y.shape[0], -1)
+        n_outputs, loss = y.shape[1], "mse"
+
+    x_mean = x_scale = y_mean = y_scale = None
+    if not args.no_standardize:
+        x_mean, x_scale = _standardization_across(comm, X[train_rows])
+        if task == "regression":
+            y_mean, y_scale = _standardization_across(comm, y[train_rows])
+
+    def network() -> _Training:
+        dtype = np.dtype(args.dtype)
+        X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
+        y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
+                                                                   training=True)
+        net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
+                      norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
+        optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
+        return _Training(X_net, y_net, y, classes, train_rows, val_rows, args.batch_size, "",
+                         x_mean, x_scale, y_mean, y_scale, net, optimizer)
+
+    return _together(comm, network)
 
 
 _T = TypeVar("_T")
 
 
-def _together(comm, step: Callable[[], _T]) -> _T:
+def _together(comm, step: Callable[[], _T], named: int = MAX_RANKS_NAMED) -> _T:
     """``step()`` on every rank of ``comm`` (alone: just ``step()``); when it fails
     with a user error on any rank, the same _OnEveryRank on every rank, naming the
-    ranks (and their machines) unless they all failed alike."""
+    first ``named`` failed ranks (and their machines) and counting the others,
+    unless they all failed alike."""
     if comm is None:
         return step()
     result, problem = None, None
@@ -926,9 +1096,9 @@ def _together(comm, step: Callable[[], _T]) -> _T:
         return result
     if len(failed) == comm.size and all(message == failed[0][1] for _, message, _ in failed):
         raise _OnEveryRank(failed[0][1])
-    named = "; ".join(f"rank {rank} ({host}): {message}" for rank, message, host in failed[:MAX_RANKS_NAMED])
-    more = len(failed) - MAX_RANKS_NAMED
-    raise _OnEveryRank(named + (f"; and {more} more rank{'s' if more > 1 else ''}" if more > 0 else ""))
+    told = "; ".join(f"rank {rank} ({host}): {message}" for rank, message, host in failed[:named])
+    more = len(failed) - named
+    raise _OnEveryRank(told + (f"; and {more} more rank{'s' if more > 1 else ''}" if more > 0 else ""))
 
 
 # ---- predict ------------------------------------------------------------------------------

@@ -174,6 +174,12 @@ class _FitPlan:
     checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
     checkpoint_path: str | None = None
     resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
+    resume_from: str | None = None  # the checkpoint's path
+    # Sharded (fit's shard=True across ranks): each rank its own rows.
+    shard_options: dict | None = None  # what the ranks must agree on beyond the data's shapes (None: not sharded)
+    class_weight: object = None  # until _plan_shards: "balanced" or the per-class weights, not yet applied
+    shard_rows: tuple | None = None  # every rank's training rows, in rank order
+    fingerprint: dict | None = None  # the fit's agreement and every rank's data digests (its checkpoints)
 
     @property
     def watched(self) -> bool:
@@ -617,6 +623,7 @@ class Network:
         sample_weight=None,
         class_weight=None,
         comm=None,
+        shard: bool = False,
         checkpoint_every: int | None = None,
         checkpoint_path=None,
         resume_from=None,
@@ -674,6 +681,22 @@ class Network:
         digest of their parameters: if they ever differ, the fit stops with the
         same error on every rank.
 
+        ``shard=True`` (with ``comm``): every rank passes only its own rows (any
+        count >= 1 each; the features, targets' width, dtype and options agree).
+        ``batch_size`` is still the global batch over all N rows of all ranks:
+        every rank runs ceil(N / batch_size) steps an epoch, each global batch
+        holding exactly batch_size rows (the last the rest), of which each rank
+        gives its next rows in proportion to its shard (the ranks' rows
+        interleaved: :mod:`fastmlp.distributed` tells how), so every row is seen
+        once an epoch. ``shuffle`` shuffles each rank's rows within its shard.
+        The loss, accuracy, ``validation_split`` (the last fraction of each
+        rank's rows held out), ``validation_data`` (each rank its part),
+        ``sample_weight`` and ``class_weight="balanced"`` (classes counted over
+        every rank's rows) are all global: the history's figures are the means
+        over every rank's samples, the same on every rank. A checkpoint's
+        fingerprint covers every rank's data, so resuming with other shards is
+        refused. Without ``comm``, or with one rank, shard=True is the plain fit.
+
         ``checkpoint_every=k`` with ``checkpoint_path`` writes the network (the
         model file of :meth:`save`, atomically; with ``comm``, from rank 0) after
         every k-th epoch, with the fit's progress and history in its metadata
@@ -687,46 +710,64 @@ class Network:
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
         """
-        def plan() -> _FitPlan:
+        if not isinstance(shard, (bool, np.bool_)):
+            raise TypeError(f"shard: expected True or False, got {shard!r}")
+
+        def plan(sharded: bool = False) -> _FitPlan:
             made = self._plan_fit(X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                                   validation_data, early_stopping, on_epoch_end, record_layer_norms, checkpoint,
-                                  sample_weight, class_weight)
+                                  sample_weight, class_weight, sharded)
             return self._plan_checkpoints(made, checkpoint_every, checkpoint_path, resume_from)
 
         if comm is not None:
-            return self._fit_across(comm, plan)
-        return self._run_fit(plan())
+            return self._fit_across(comm, plan, bool(shard))
+        return self._run_fit(plan())  # shard=True in one process: it holds every row
 
-    def _fit_across(self, comm, make_plan) -> History:
+    def _fit_across(self, comm, make_plan, shard: bool = False) -> History:
         """fit on every rank of ``comm``: the arguments checked on every rank and
         compared across them (a refusal or a difference anywhere raises on every
         rank), rank 0's state broadcast, then the epochs with each step's gradient
-        summed across the ranks."""
+        summed across the ranks. ``shard``: every rank passed its own rows; what
+        depends on all of them is worked out across the ranks (_plan_shards)."""
         from .distributed import Communicator
 
         if not isinstance(comm, Communicator):
             raise TypeError(f"comm: expected a fastmlp.distributed.Communicator such as fm.distributed.MPI(), "
                             f"got {comm!r:.100}")
-        plan, refused = None, None
+        sharded = shard and comm.size > 1
+        plan, summary, refused = None, None, None
         try:
-            plan = make_plan()
-            self._check_batch_norm_batches(plan.X.shape[0], plan.batch, ranks=comm.size)
+            plan = make_plan(sharded)
+            if sharded and self._running_means:  # refused here, before anything is broadcast
+                raise ValueError("batch norm is not supported with shard=True across ranks yet (a rank may hold "
+                                 "no row of a batch, whose statistics need every rank)")
+            if sharded:
+                summary = self._shard_summary(plan)
+            else:
+                self._check_batch_norm_batches(plan.X.shape[0], plan.batch, ranks=comm.size)
         except Exception as error:  # any refusal (a missing resume_from file too): told to every rank below
-            refused = error
+            plan, refused = None, error
         mine = (None if refused is None else f"{type(refused).__name__}: {refused}",
                 None if plan is None else {**self._agreement(plan), "checkpoint_every": plan.checkpoint_every,
                                            "resume_from": None if plan.resume is None
-                                           else plan.resume[1]["epochs_done"]})
+                                           else plan.resume[1]["epochs_done"]},
+                bool(shard), summary)
         everyone = comm.allgather(mine)
-        problems = [f"rank {rank}: {message}" for rank, (message, _) in enumerate(everyone) if message]
+        problems = [f"rank {rank}: {message}" for rank, (message, *_) in enumerate(everyone) if message]
         if problems:
             raise ValueError("fit across ranks: " + "; ".join(problems)) from refused
+        for rank, (_, _, theirs, _) in enumerate(everyone):
+            if theirs != everyone[0][2]:
+                raise ValueError(f"fit across ranks: the ranks disagree on shard: rank 0 has {everyone[0][2]}, "
+                                 f"rank {rank} has {theirs}")
         first = everyone[0][1]
-        for rank, (_, agreement) in enumerate(everyone[1:], 1):
+        for rank, (_, agreement, *_) in enumerate(everyone[1:], 1):
             for key, value in first.items():
                 if agreement[key] != value:
                     raise ValueError(f"fit across ranks: the ranks disagree on {key}: rank 0 has {value!r:.120}, "
                                      f"rank {rank} has {agreement[key]!r:.120}")
+        if sharded:
+            plan = self._plan_shards(comm, plan, [summary for *_, summary in everyone])
         state = comm.broadcast(self._snapshot() if comm.rank == 0 else None)
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
@@ -737,25 +778,85 @@ class Network:
     def _agreement(self, plan: _FitPlan) -> dict:
         """What every rank's fit must agree on (and a resumed fit with the fit it
         continues), as JSON values: the data's shapes, dtypes and a digest of their
-        bytes, the architecture, the loss and the fit's options."""
+        bytes, the architecture, the loss and the fit's options. Sharded, the data's
+        shapes past the first axis and dtypes only (every rank has its own rows), and
+        the validation and class weights asked for."""
+        sharded = plan.shard_options is not None
+
         def data(array):
             if array is None:
                 return None
-            digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
-            return [list(array.shape), array.dtype.str, digest]
+            return [list(array.shape[1:]), array.dtype.str] if sharded else _described(array)
 
-        return {"X": data(plan.X), "y": data(plan.y), "sample weights": data(plan.w),
-                "validation X": data(plan.X_val), "validation y": data(plan.y_val),
-                "validation weights": data(plan.w_val), "architecture": self.architecture,
-                "loss": [self._loss, self._huber_delta], "dtype": self._dtype.name, "epochs": plan.epochs,
-                "batch_size": plan.batch, "shuffle": plan.shuffle, "optimizer": repr(plan.optimizer),
-                "checkpoint": plan.checkpoint, "early_stopping": repr(plan.early_stopping),
-                "record_layer_norms": plan.record_layer_norms}
+        agreement = {"X": data(plan.X), "y": data(plan.y), "sample weights": data(plan.w),
+                     "validation X": data(plan.X_val), "validation y": data(plan.y_val),
+                     "validation weights": data(plan.w_val), "architecture": self.architecture,
+                     "loss": [self._loss, self._huber_delta], "dtype": self._dtype.name, "epochs": plan.epochs,
+                     "batch_size": plan.batch, "shuffle": plan.shuffle, "optimizer": repr(plan.optimizer),
+                     "checkpoint": plan.checkpoint, "early_stopping": repr(plan.early_stopping),
+                     "record_layer_norms": plan.record_layer_norms}
+        return {**agreement, **plan.shard_options} if sharded else agreement
+
+    def _shard_summary(self, plan: _FitPlan) -> dict:
+        """What the other ranks need of this rank's shard: its training rows, its data's
+        digests (the fit's fingerprint covers every rank's data) and, for
+        class_weight="balanced", its samples' total weight and per-class weight."""
+        digests = {key: None if array is None else _described(array) for key, array in
+                   (("X", plan.X), ("y", plan.y), ("sample weights", plan.w), ("validation X", plan.X_val),
+                    ("validation y", plan.y_val), ("validation weights", plan.w_val))}
+        classes = None
+        if plan.class_weight == "balanced":
+            total, counts = _class_totals(self._class_shares(plan.y), plan.w)
+            classes = [total, counts.tolist()]
+        return {"rows": int(plan.X.shape[0]), "digests": digests, "classes": classes}
+
+    def _plan_shards(self, comm, plan: _FitPlan, summaries: list) -> _FitPlan:
+        """A sharded plan finished with what every rank's summary tells (the same on
+        every rank): the fingerprint of the fit (checked against the checkpoint to
+        resume from), the class weights ("balanced" counts every rank's samples), the
+        checks that some training (and validation) sample weighs more than 0, and the
+        weights' power-of-two scale (one for all ranks, from the largest weight of
+        any rank). A failure on one rank is raised on every rank."""
+        fingerprint = json.loads(json.dumps({**self._agreement(plan), "shards": [s["digests"] for s in summaries]}))
+        if plan.resume is not None:
+            _check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint)
+        per_class = None
+        if plan.class_weight == "balanced":
+            total = sum(s["classes"][0] for s in summaries)
+            counts = np.sum([s["classes"][1] for s in summaries], axis=0, dtype=np.float64)
+            per_class = _class_weights("balanced", self._class_shares(plan.y[:1]), totals=(total, counts))
+        elif plan.class_weight is not None:
+            per_class = np.asarray(plan.class_weight, dtype=np.float64)
+
+        def weigh():
+            w = self._weighted_by_class(plan.w, per_class, plan.y,
+                                        "class_weight" if plan.w is None else "sample_weight × class_weight")
+            w_val = plan.w_val
+            if plan.X_val is not None:
+                w_val = self._weighted_by_class(w_val, per_class, plan.y_val, "the validation weights × class_weight")
+            return (w, w_val), [None if a is None or not a.size else float(a.max()) for a in (w, w_val)]
+
+        (w, w_val), tops = _on_every_rank(comm, weigh)
+        top, top_val = (max((t[i] for t in tops if t[i] is not None), default=None) for i in (0, 1))
+        if w is not None and not top:
+            given = " and ".join(name for name, value in (("sample_weight", plan.w), ("class_weight", per_class))
+                                 if value is not None)
+            raise ValueError(f"{given}: every training sample's weight is zero, on every rank; nothing would be "
+                             f"learned")
+        if w_val is not None and not top_val:
+            where = ("validation_data: every sample's weight is zero, on every rank"
+                     if plan.shard_options["validation"] == "validation_data"
+                     else "validation_split: the held-out samples of every rank all weigh 0")
+            raise ValueError(f"{where}; val_loss would mean nothing")
+        return replace(plan, w=_relative(w, top), w_val=_relative(w_val, top_val), class_weight=None,
+                       shard_rows=tuple(s["rows"] for s in summaries), fingerprint=fingerprint)
 
     def _plan_fit(self, X, y, epochs, batch_size, optimizer, shuffle, verbose, validation_split,
                   validation_data, early_stopping, on_epoch_end, record_layer_norms=False,
-                  checkpoint=None, sample_weight=None, class_weight=None) -> _FitPlan:
-        """Every argument of fit checked and converted, before anything runs."""
+                  checkpoint=None, sample_weight=None, class_weight=None, sharded=False) -> _FitPlan:
+        """Every argument of fit checked and converted, before anything runs.
+        ``sharded``: this rank's rows only; the class weights and the weights' checks
+        and scale wait for every rank's (_plan_shards)."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         w = check_sample_weight(sample_weight, "sample_weight", X.shape[0], self._dtype, allow_all_zero=True)
@@ -771,18 +872,25 @@ class Network:
         # Class weights: "balanced" counts the training samples; the validation samples,
         # however given, are weighed by the same per-class weights.
         per_class = self._class_weight(class_weight, y, w)
-        w = self._weighted_by_class(w, per_class, y, "class_weight" if w is None else "sample_weight × class_weight")
-        if X_val is not None:
-            w_val = self._weighted_by_class(w_val, per_class, y_val, "the validation weights × class_weight")
-        if w is not None and not w.any():
-            given = " and ".join(name for name, value in (("sample_weight", sample_weight),
-                                                          ("class_weight", class_weight)) if value is not None)
-            raise ValueError(f"{given}: every training sample's weight is zero; nothing would be learned")
-        if w_val is not None and not w_val.any():
-            where = ("validation_data: every sample's weight is zero" if validation_data is not None else
-                     f"validation_split: the {len(w_val)} held-out samples all weigh 0")
-            raise ValueError(f"{where}; val_loss would mean nothing")
-        w, w_val = _relative(w), _relative(w_val)
+        shard_options, pending = None, None
+        if sharded:  # counted, checked and scaled over every rank's samples: _plan_shards
+            pending = "balanced" if isinstance(class_weight, str) else None if per_class is None else per_class.tolist()
+            validation = "validation_data" if validation_data is not None else float(validation_split)
+            shard_options = {"validation": validation, "class_weight": pending}
+        else:
+            w = self._weighted_by_class(w, per_class, y,
+                                        "class_weight" if w is None else "sample_weight × class_weight")
+            if X_val is not None:
+                w_val = self._weighted_by_class(w_val, per_class, y_val, "the validation weights × class_weight")
+            if w is not None and not w.any():
+                given = " and ".join(name for name, value in (("sample_weight", sample_weight),
+                                                              ("class_weight", class_weight)) if value is not None)
+                raise ValueError(f"{given}: every training sample's weight is zero; nothing would be learned")
+            if w_val is not None and not w_val.any():
+                where = ("validation_data: every sample's weight is zero" if validation_data is not None else
+                         f"validation_split: the {len(w_val)} held-out samples all weigh 0")
+                raise ValueError(f"{where}; val_loss would mean nothing")
+            w, w_val = _relative(w), _relative(w_val)
         if early_stopping is True:
             early_stopping = EarlyStopping()
         elif early_stopping is False:
@@ -797,7 +905,8 @@ class Network:
         self._check_batch_norm_batches(X.shape[0], batch)
         return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
-                        bool(record_layer_norms), checkpoint, w, w_val)
+                        bool(record_layer_norms), checkpoint, w, w_val, shard_options=shard_options,
+                        class_weight=pending)
 
     def _plan_checkpoints(self, plan: _FitPlan, checkpoint_every, checkpoint_path, resume_from) -> _FitPlan:
         """fit's checkpoint_every, checkpoint_path and resume_from checked; the checkpoint
@@ -837,11 +946,8 @@ class Network:
             if progress["epochs"] != plan.epochs:
                 raise ValueError(f"resume_from: {where} is a checkpoint of a fit of {progress['epochs']} epochs; this "
                                  f"fit asks for {plan.epochs} (give the same arguments as the interrupted fit)")
-            ours = json.loads(json.dumps(self._agreement(plan)))
-            for key, value in ours.items():
-                if progress["fit"].get(key) != value:
-                    raise ValueError(f"resume_from: {where} is a checkpoint of a fit with another {key} "
-                                     f"(give the same data and arguments as the interrupted fit)")
+            if plan.shard_options is None:  # sharded: once every rank's data is known (_plan_shards)
+                _check_resumed_fit(where, progress, self._agreement(plan))
             if plan.early_stopping is not None and progress.get("early_stopping") is None:
                 raise ValueError(f"resume_from: {where} holds no early stopping state (written before fastmlp kept "
                                  f"it); resume without early_stopping")
@@ -853,7 +959,8 @@ class Network:
             resume = (_check_state(self, *saved._snapshot()),
                       {**progress, "history": history, "best_params": best_params,
                        "early_stopping": _early_stopping_state(progress.get("early_stopping"))})
-        return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume)
+            return replace(plan, checkpoint_every=every, checkpoint_path=path, resume=resume, resume_from=where)
+        return replace(plan, checkpoint_every=every, checkpoint_path=path)
 
     def _write_checkpoint(self, plan: _FitPlan, epochs_done: int, history: History, fit: dict,
                           stopped: bool) -> None:
@@ -1032,7 +1139,7 @@ class Network:
                     stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
                     if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
                         if fit is None:  # the data's digest: once per fit
-                            fit = self._agreement(plan)
+                            fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
                         self._write_checkpoint(plan, epoch, history, fit, bool(stop))
                 except Exception as error:
                     if not across:
@@ -1067,12 +1174,14 @@ class Network:
             comm = plan.comm
 
             def reduce(grads, figures):
-                if grads.size:  # else batch norm's statistics alone
+                if grads.size:  # else figures alone: batch norm's statistics, a sharded fit's batch weights
                     comm.allreduce_sum(grads)
                 comm.allreduce_sum(figures)
 
             across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,
                       "gradient_memory": plan.gradient_memory}
+            if plan.shard_rows is not None:
+                across["shard_rows"] = list(plan.shard_rows)
         result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
                                 plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
                                 plan.checkpoint, plan.w, **across)
@@ -1083,7 +1192,8 @@ class Network:
             if plan.record_layer_norms:
                 logs["layer_grad_norms"] = result["layer_grad_norm"][e].tolist()
             if plan.X_val is not None:
-                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, plan.w_val, prefix="val_"))
+                logs.update(self._evaluate_prepared(plan.X_val, plan.y_val, plan.w_val, prefix="val_")
+                            if plan.shard_rows is None else self._evaluate_shards(plan))
             history._append(logs)
         if result["status"] == "non_finite":
             where, layer = "", None
@@ -1176,6 +1286,21 @@ class Network:
         else:
             _core.activation_forward("sigmoid", out, out)
         return out
+
+    def _evaluate_shards(self, plan: _FitPlan) -> dict[str, float]:
+        """val_loss (and val_accuracy) of a sharded fit: the weighted means over every
+        rank's validation samples, from each rank's sums (one small all-reduce)."""
+        loss, correct = self._core.evaluate(plan.X_val, plan.y_val, self._loss, self._huber_delta,
+                                            self.is_classifier, plan.w_val)
+        weight = plan.X_val.shape[0] if plan.w_val is None else float(plan.w_val.sum(dtype=np.float64))
+        # The loss's normalizer, which is also the accuracy's units (loss_normalizer).
+        units = weight if self._loss == "cross_entropy" else weight * self.n_outputs
+        sums = np.array([loss * units, units, correct if self.is_classifier else 0.0])
+        plan.comm.allreduce_sum(sums)
+        result = {"val_loss": float(sums[0] / sums[1]) if sums[1] > 0 else 0.0}
+        if self.is_classifier:
+            result["val_accuracy"] = float(sums[2] / sums[1]) if sums[1] > 0 else 0.0
+        return result
 
     def _evaluate_prepared(self, X, y, w=None, prefix: str = "") -> dict[str, float]:
         loss, correct = self._core.evaluate(X, y, self._loss, self._huber_delta, self.is_classifier, w)
@@ -1411,20 +1536,27 @@ def _rebuild(architecture, settings, dtype, params, optimizer_state=None, rng_st
     return net
 
 
-def _class_weights(class_weight, shares: np.ndarray, w=None) -> np.ndarray:
+def _class_totals(shares: np.ndarray, w=None) -> tuple[float, np.ndarray]:
+    """(n, counts): the samples' total weight and each class's (k,), each sample
+    counted by its weight ``w`` (1 without) and its ``shares`` of the classes (n, k)."""
+    weights = np.ones(shares.shape[0]) if w is None else w.astype(np.float64)
+    return float(weights.sum()), weights @ shares.astype(np.float64)
+
+
+def _class_weights(class_weight, shares: np.ndarray, w=None, totals=None) -> np.ndarray:
     """Each class's weight (k,) from fit's ``class_weight``: "balanced" gives
     n / (k · the class's count), the samples counted by their weights ``w`` when
-    given (n = Σ w), as scikit-learn's compute_class_weight; a class absent from
+    given (n = Σ w), as scikit-learn's compute_class_weight, or from ``totals``
+    (n, counts) when given (a sharded fit's, over every rank); a class absent from
     the data 0 (it weighs nothing either way); a dict ``{class: weight}`` gives
     its weights, 1 for the classes it leaves out."""
     k = shares.shape[1]
     if isinstance(class_weight, str):
         if class_weight != "balanced":
             raise ValueError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r}")
-        weights = np.ones(shares.shape[0]) if w is None else w.astype(np.float64)
-        counts = weights @ shares.astype(np.float64)
+        total, counts = _class_totals(shares, w) if totals is None else totals
         with np.errstate(divide="ignore"):
-            return np.where(counts > 0, weights.sum() / (k * np.where(counts > 0, counts, 1)), 0.0)
+            return np.where(counts > 0, total / (k * np.where(counts > 0, counts, 1)), 0.0)
     if not isinstance(class_weight, dict):
         raise TypeError(f"class_weight: expected 'balanced' or a dict {{class: weight}}, got {class_weight!r:.100}")
     per_class = np.ones(k)
@@ -1435,19 +1567,51 @@ def _class_weights(class_weight, shares: np.ndarray, w=None) -> np.ndarray:
     return per_class
 
 
-def _relative(w: np.ndarray | None) -> np.ndarray | None:
-    """``w`` times the power of two that brings its largest weight into [1, 2): exact
+def _relative(w: np.ndarray | None, top: float | None = None) -> np.ndarray | None:
+    """``w`` times the power of two that brings its largest weight (or ``top``, the
+    largest of every rank's in a sharded fit) into [1, 2): exact
     (weights of one stay as they are, and w and 4·w become the same array), and it
     keeps Σ w, and the loss's 1 / Σ w, within range however large or small the
     weights are. Only weights below 2^-149 (float32) or 2^-1074 (float64) of the
     largest, which weigh nothing beside it, round to 0."""
     if w is None or not w.size:
         return w
-    top = float(w.max())
+    top = float(w.max()) if top is None else top
     if top == 0:
         return w
     exponent = int(np.frexp(top)[1]) - 1
     return w if exponent == 0 else np.ldexp(w, -exponent).astype(w.dtype, copy=False)
+
+
+def _described(array: np.ndarray) -> list:
+    """[shape, dtype, a digest of the bytes]: how a fit's data is told apart."""
+    digest = hashlib.blake2b(np.ascontiguousarray(array).data, digest_size=16).hexdigest()
+    return [list(array.shape), array.dtype.str, digest]
+
+
+def _check_resumed_fit(where: str, progress: dict, fit: dict) -> None:
+    """A checkpoint's fit (its progress's "fit") must be this one: ``fit``, its agreement
+    as JSON (a sharded fit's with every rank's digests)."""
+    for key, value in json.loads(json.dumps(fit)).items():
+        if progress["fit"].get(key) != value:
+            raise ValueError(f"resume_from: {where} is a checkpoint of a fit with another {key} "
+                             f"(give the same data and arguments as the interrupted fit)")
+
+
+def _on_every_rank(comm, work: Callable[[], tuple]) -> tuple:
+    """``work()`` → (value, summary) on every rank of ``comm``: (this rank's value,
+    every rank's summary in rank order); an exception on any rank raised on every
+    rank (as fit's refusals: one ValueError naming the ranks), not left to hang the others."""
+    value, summary, refused = None, None, None
+    try:
+        value, summary = work()
+    except Exception as error:
+        refused = error
+    told = comm.allgather((None if refused is None else f"{type(refused).__name__}: {refused}", summary))
+    problems = [f"rank {rank}: {message}" for rank, (message, _) in enumerate(told) if message]
+    if problems:
+        raise ValueError("fit across ranks: " + "; ".join(problems)) from refused
+    return value, [theirs for _, theirs in told]
 
 
 def _to_json(values):

@@ -117,14 +117,32 @@ struct FitOptions {
     // contiguous parts; this rank runs its part, its gradient scaled for the whole
     // batch's mean, and fit's GradientReduce sums the gradients across the ranks.
     int rank = 0, ranks = 1;
+    // Sharded (fit's shard=True): each rank holds only its own rows, and shard_rows
+    // lists every rank's count (`ranks` values, this rank's the n fit is given); empty:
+    // every rank holds the same rows (above). The epoch interleaves the ranks' rows
+    // (shard_prefix) into N = Σ shard_rows global rows, cut into global batches of
+    // batch_size rows, each rank's part of a batch being its next rows in proportion
+    // to its shard; a rank shuffles its own rows, with a generator seeded by one draw
+    // of the network's generator and its rank (every rank's generator moves alike).
+    std::vector<index> shard_rows;
 };
 
 // Sums, across the ranks and in place, a step's flat gradient (n values) and its
 // figures (the batch's summed loss and its right predictions: 2 doubles). It may
 // throw (a failed all-reduce); the step then changes nothing. Called with no
-// gradient (null, 0) it sums the figures alone: batch norm's statistics.
+// gradient (null, 0) it sums the figures alone: batch norm's statistics; sharded
+// with sample weights, the global batches' weights (a chunk of steps at a time,
+// before their forward passes) and once per fit the epoch's total weight.
 template <typename T>
 using GradientReduce = std::function<void(T* grads, index n, double* figures, index n_figures)>;
+
+// The sharded epoch's interleave of the ranks' rows (shard_rows: each rank's
+// count, all >= 1): rank q's k-th row sits at (2k + 1) / (2 n_q) in (0, 1), and the
+// ranks' rows are merged by that position (a tie: the lower rank first), Webster's
+// apportionment seat by seat. Returns how many of rank q's rows are among the
+// first e (0 <= e <= N) rows of the merge: non-decreasing in e, Σ over the ranks e,
+// within about 1 of n_q · e / N. `from` (<= the answer, 0 when unknown) narrows the search.
+index shard_prefix(const std::vector<index>& shard_rows, index q, index e, index from = 0);
 
 // Per-epoch figures, each an array of `epochs` values (any pointer may be null).
 struct FitRecord {
@@ -314,15 +332,18 @@ private:
                             index mask_rows, index mask_first);
     // fit, in steps: checks, then a plan made once, then epoch after epoch.
     void check_fit_options(index n, const FitOptions& options) const;
-    FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options);
+    FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
+                     const GradientReduce<T>& reduce);
     bool run_epoch(FitPlan& plan, const FitOptions& options, index epoch, EpochSums& sums,
                    const std::function<bool()>& should_stop, FitResult& result,
                    const GradientReduce<T>& reduce);
-    void shuffle(std::vector<index>& order);
+    void shuffle(std::vector<index>& order, Rng& rng);
     void gather_batch(FitPlan& plan, index start, index rows);
     const char* train_batch(FitPlan& plan, const FitOptions& options, index start,
                             EpochSums& sums, const GradientReduce<T>& reduce);
     double batch_weight(const FitPlan& plan, index start, index rows) const;
+    void sum_step_weights(FitPlan& plan, const FitOptions& options, index first_step,
+                          const GradientReduce<T>& reduce);
 
     std::vector<Layer> layers_;
     std::vector<index> dense_;
