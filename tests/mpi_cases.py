@@ -160,12 +160,17 @@ def weights_and_validation():
 
 
 def expect_error(fit, pattern, kind=ValueError):
+    """fit raises ``kind`` matching ``pattern`` on this rank, within the issue's 30 s
+    (a hang-guard, not a speed test: the error comes in well under a second)."""
     import re
+    import time
 
+    start = time.monotonic()
     try:
         fit()
     except kind as error:
         assert re.search(pattern, str(error)), f"rank {comm.rank}: {error}"
+        assert time.monotonic() - start < 30, f"rank {comm.rank}: the error took {time.monotonic() - start:.0f} s"
         return
     raise AssertionError(f"rank {comm.rank}: no error (expected {pattern!r})")
 

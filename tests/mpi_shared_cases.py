@@ -10,6 +10,9 @@ import numpy as np
 
 import fastmlp as fm
 
+DEFAULT_MIN_BYTES = fm.distributed.SHARED_MEMORY_MIN_BYTES
+fm.distributed.SHARED_MEMORY_MIN_BYTES = 0  # the awkward small sizes through the slots too
+
 
 class PairsOfRanks(fm.distributed.MPI):
     """Plays machines of two ranks each on one machine: the sum across machines runs
@@ -51,7 +54,16 @@ def check_sums(comm):
 
 
 def sums():
-    check_sums(fm.distributed.MPI())
+    comm = fm.distributed.MPI()
+    check_sums(comm)
+    fm.distributed.SHARED_MEMORY_MIN_BYTES = DEFAULT_MIN_BYTES  # by default a small gradient goes through MPI
+    try:
+        with comm.gradient_memory(DEFAULT_MIN_BYTES // 4 - 1, np.float32) as slot:
+            assert slot is None
+        with comm.gradient_memory(DEFAULT_MIN_BYTES // 4, np.float32) as slot:
+            assert slot is not None
+    finally:
+        fm.distributed.SHARED_MEMORY_MIN_BYTES = 0
 
 
 def sums_across_machines():

@@ -9,7 +9,7 @@ refused; inputs may be read-only) and may not share memory with an input
 unless said otherwise. The GIL is released while a kernel runs.
 """
 
-from typing import Generic, Sequence, TypedDict, TypeVar, overload
+from typing import Callable, Generic, Sequence, TypedDict, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -195,6 +195,14 @@ def dropout_backward(dy: _FloatArray, mask: npt.NDArray[np.uint8], p: float, dx:
 def residual_add(x: _FloatArray, skip: _FloatArray, out: _FloatArray) -> None:
     """out = x + skip, all of one shape (out may be x or skip)."""
 
+def sum_into_each(arrays: list[_FloatArray], start: int, stop: int) -> None:
+    """Elements [start, stop) of every array become their sum across the arrays, in
+    list order, in place (1-D, C-contiguous, writable, one dtype and length, apart)."""
+
+def shard_prefix(shard_rows: list[int], rank: int, e: int) -> int:
+    """How many of rank `rank`'s rows come among the first e rows of a sharded fit's
+    merged order (every shard >= 1 row)."""
+
 def schedule_factor(schedule: ScheduleConfig, t: int) -> float:
     """The lr multiplier of a schedule at update t (0-based)."""
 
@@ -278,6 +286,11 @@ class _Network(Generic[_Float]):
         record_layer_norms: bool = False,
         checkpoint: int = 0,
         sample_weight: npt.NDArray[_Float] | None = None,
+        rank: int = 0,
+        ranks: int = 1,
+        reduce: Callable[[npt.NDArray[_Float], npt.NDArray[np.float64]], None] | None = None,
+        gradient_memory: npt.NDArray[_Float] | None = None,
+        shard_rows: list[int] = ...,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
         Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
@@ -286,7 +299,12 @@ class _Network(Generic[_Float]):
         epoch (the first "epochs" are valid). checkpoint: keep every k-th block's
         input and recompute the rest (0: keep everything); the same bits either
         way. sample_weight (n,): the samples' weights (>= 0), each batch's loss their
-        weighted mean. A pending signal (Ctrl-C) raises."""
+        weighted mean. A pending signal (Ctrl-C) raises. Across ranks (rank of
+        ranks): reduce(grads, figures) sums both in place across the ranks each
+        step (grads empty: figures alone, batch norm's sums or a sharded fit's batch
+        weights); gradient_memory (n_params,): where the gradient lives during the
+        fit (the ranks' shared memory); shard_rows: every rank's row count when each
+        passes its own rows (empty: every rank passes the same rows)."""
     def optimizer_step(
         self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:

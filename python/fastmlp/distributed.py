@@ -91,6 +91,8 @@ from . import kernels as _kernels
 
 __all__ = ["Communicator", "MPI"]
 
+SHARED_MEMORY_MIN_BYTES = 32 * 1024  # smaller gradients go through MPI_Allreduce (MPI.gradient_memory)
+
 
 class Communicator:
     """What data-parallel fit needs of a communicator. Subclass it for another
@@ -168,12 +170,17 @@ class MPI(Communicator):
         """This rank's slot of a shared-memory window that holds one slot for every
         rank of this machine: :meth:`allreduce_sum` of the slot sums the machine's
         slots where they lie (and, across machines, the machines' sums through MPI).
-        None when no machine holds two ranks, or when a rank was made with
-        ``shared_memory=False``. The window is freed when the block ends; after an
+        None when no machine holds two ranks, when a rank was made with
+        ``shared_memory=False``, or for less than 32 KiB (MPI's all-reduce is
+        quicker there). The window is freed when the block ends; after an
         exception it is left to MPI's finalize, since the other ranks may never
         come to free it. Nothing may keep a view of the slot past the block."""
         dtype = np.dtype(dtype)
-        if self.size == 1 or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND):
+        # Below 32 KiB one MPI_Allreduce (5 µs for 2 ranks here) beats the two barriers
+        # (13 µs); above, the slots win (16 K float32: 14 against 21 µs; 25 M: 7.6 against
+        # 44 ms). count and dtype are the same on every rank: so is the choice.
+        if (self.size == 1 or count * dtype.itemsize < SHARED_MEMORY_MIN_BYTES
+                or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND)):
             yield None
             return
         machine, _, _, crowded = self._machine_comms()
