@@ -107,6 +107,43 @@ def test_shard_in_one_process_is_the_plain_fit(comm):
     assert np.array_equal(a.params, b.params) and ha.history == hb.history
 
 
+class Mirror(fm.distributed.Communicator):
+    """Rank 0 of two whose other rank holds the same: every sum is twice the value.
+    The ``fail``-th all-reduce raises, as a failed one would."""
+
+    rank, size = 0, 2
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = 0, fail
+
+    def allreduce_sum(self, array):
+        self.calls += 1
+        if self.calls == self.fail:
+            raise OSError("the all-reduce failed")
+        array *= 2
+
+    def broadcast(self, value, root=0):
+        return value
+
+    def allgather(self, value):
+        return [value, value]
+
+
+def test_a_failed_reduce_leaves_batch_norms_running_statistics_as_they_were():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    counting = Mirror()
+    fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1).fit(X, y, epochs=1, comm=counting)
+    assert counting.calls == 8  # a step: 2 batch norms: 2 sums forward, 1 back; the gradient; the figures
+    for fail in range(1, counting.calls + 1):
+        net = fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1)
+        net.fit(X, y, epochs=1, comm=Mirror())
+        params, state = net.params.copy(), net.state.copy()
+        with pytest.raises(OSError, match="the all-reduce failed"):
+            net.fit(X, y, epochs=1, comm=Mirror(fail))
+        assert np.array_equal(net.params, params) and np.array_equal(net.state, state), f"failed at call {fail}"
+
+
 def test_shard_must_be_a_bool():
     with pytest.raises(TypeError, match=r"^shard: expected True or False"):
         fm.Network([2, 1]).fit(np.zeros((4, 2)), np.zeros(4), shard="yes")
