@@ -111,6 +111,20 @@ def stops():
     import os
     import tempfile
 
+    # A stop asked on the last rank alone is the one rank 0's checkpoint records: resumed
+    # from it, the fit stays stopped, as the uninterrupted one did.
+    folder = comm.broadcast(tempfile.mkdtemp() if comm.rank == 0 else None)
+    stop_on_last = (lambda epoch, logs: comm.rank == comm.size - 1 and epoch == 1)
+    path = os.path.join(folder, "stopped.npz")
+    stopped = network("float64")
+    history = stopped.fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_last, checkpoint_every=1,
+                          checkpoint_path=path, comm=comm)
+    assert history.stopped_epoch == 1 and fm.load(path).metadata["fastmlp.fit"]["stopped"] is True
+    resumed = network("float64")
+    again = resumed.fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_last, checkpoint_every=1,
+                        checkpoint_path=os.path.join(folder, "again.npz"), resume_from=path, comm=comm)
+    assert np.array_equal(resumed.params, stopped.params) and again.history == history.history
+    assert again.stopped_epoch == 1
     expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, comm=comm,
                                                 checkpoint_path="/nonexistent/folder/checkpoint.npz"),
                  r"^fit across ranks: rank 0: ValueError: checkpoint_path: cannot write")

@@ -1133,20 +1133,28 @@ class Network:
                 epoch += count
                 if across:
                     self._check_ranks_agree(plan.comm, epoch - 1)
-                # The callbacks first (they may change the network), then the checkpoint.
+                # The callbacks first (they may change the network), then the checkpoint, which
+                # records the stop the ranks agreed on (a stop asked on any rank is every rank's).
                 stop, failure = False, None
                 try:
                     stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
-                    if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
-                        if fit is None:  # the data's digest: once per fit
-                            fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
-                        self._write_checkpoint(plan, epoch, history, fit, bool(stop))
                 except Exception as error:
                     if not across:
                         raise
                     failure = error
                 if across:  # a stop, or a failure, on any rank: on every rank
                     stop = self._agree_to_stop(plan.comm, epoch - 1, stop, failure)
+                if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
+                    try:
+                        if fit is None:  # the data's digest: once per fit
+                            fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
+                        self._write_checkpoint(plan, epoch, history, fit, bool(stop))
+                    except Exception as error:
+                        if not across:
+                            raise
+                        failure = error
+                    if across:  # rank 0's failure to write it: every rank's
+                        self._agree_to_stop(plan.comm, epoch - 1, False, failure)
                 if stop:
                     history.stopped_epoch = epoch - 1
                     break
