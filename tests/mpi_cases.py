@@ -205,6 +205,13 @@ def mismatches():
                      rf"rank 0: ValueError: batch norm across {comm.size} ranks needs a sample of every batch on "
                      r"every rank; 203 samples in batches of 67 leave a batch of 2")
         assert np.array_equal(normed.params, before), "a refused fit changed the network"
+    # An early stopping monitor that this fit does not record: refused before rank 0's
+    # parameters are broadcast, so that no rank's network changes.
+    other = network("float64", seed=comm.rank)
+    before = other.params.copy()
+    expect_error(lambda: other.fit(X, y, epochs=2, early_stopping=fm.EarlyStopping(monitor="val_loss"), comm=comm),
+                 r"^fit across ranks: rank 0: ValueError: EarlyStopping: monitor 'val_loss' is not recorded")
+    assert np.array_equal(other.params, before), f"rank {comm.rank}: a refused fit changed the network"
     shuffled = X[::-1].copy() if comm.rank == 1 else X  # the same values, another order
     expect_error(lambda: network("float64").fit(shuffled, y, comm=comm), r"the ranks disagree on X")
     missing = "/nonexistent/checkpoint.npz" if comm.rank == 1 else None

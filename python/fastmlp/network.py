@@ -903,10 +903,13 @@ class Network:
             raise TypeError(f"record_layer_norms: expected True or False, got {record_layer_norms!r}")
         checkpoint = self._checkpoint(checkpoint)
         self._check_batch_norm_batches(X.shape[0], batch)
-        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
+        plan = _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
                         bool(record_layer_norms), checkpoint, w, w_val, shard_options=shard_options,
                         class_weight=pending)
+        if early_stopping is not None:  # its monitor refused now, before anything runs (or is broadcast)
+            early_stopping._start(X_val is not None, self._history_keys(plan))
+        return plan
 
     def _plan_checkpoints(self, plan: _FitPlan, checkpoint_every, checkpoint_path, resume_from) -> _FitPlan:
         """fit's checkpoint_every, checkpoint_path and resume_from checked; the checkpoint
