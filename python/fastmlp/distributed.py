@@ -32,9 +32,9 @@ copies: for the length of a fit, each rank's engine keeps its gradient in its
 slot of an MPI shared-memory window (:meth:`Communicator.gradient_memory`), and
 each rank adds up its own part of the slots and writes the sum into every slot,
 between two barriers — half of the memory traffic of MPI's all-reduce through
-its buffers. Across machines, the sum of each machine goes through MPI's
-all-reduce among one rank per machine. Either way the ranks' gradients are added
-in rank order.
+its buffers; the machine's ranks' gradients are added in rank order. Across
+machines, the sum of each machine goes through MPI's all-reduce among one rank
+per machine (each machine's sum first, then MPI's sum of those, in MPI's order).
 
 Dropout works across ranks: every rank draws the whole global batch's masks and
 keeps its rows' part, as one process would. Batch norm too: its statistics are the
