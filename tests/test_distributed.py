@@ -144,6 +144,23 @@ def test_a_failed_reduce_leaves_batch_norms_running_statistics_as_they_were():
         assert np.array_equal(net.params, params) and np.array_equal(net.state, state), f"failed at call {fail}"
 
 
+def test_a_communicators_gradient_memory_must_be_an_array():
+    import contextlib
+
+    class ListMemory(Mirror):
+        @contextlib.contextmanager
+        def gradient_memory(self, count, dtype):
+            yield [0.0] * count  # not an array: a copy made of it would be freed under the fit
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    net = fm.Network([6, 16, 3], loss="cross_entropy", dtype="float64", seed=1)
+    params = net.params.copy()
+    with pytest.raises(TypeError, match=r"^gradient_memory: expected a NumPy array .*got list"):
+        net.fit(X, y, epochs=2, comm=ListMemory())
+    assert np.array_equal(net.params, params)
+
+
 def test_shard_must_be_a_bool():
     with pytest.raises(TypeError, match=r"^shard: expected True or False"):
         fm.Network([2, 1]).fit(np.zeros((4, 2)), np.zeros(4), shard="yes")
