@@ -144,6 +144,35 @@ def test_a_failed_reduce_leaves_batch_norms_running_statistics_as_they_were():
         assert np.array_equal(net.params, params) and np.array_equal(net.state, state), f"failed at call {fail}"
 
 
+BATCH_NORM_SCRIPT = """
+import numpy as np, fastmlp as fm
+from test_distributed import Mirror
+
+class Busy(Mirror):  # Python that runs other kernels on this thread mid-sum (a signal handler's, say)
+    def allreduce_sum(self, array):
+        wide.predict(np.ones((2, 4), np.float32))  # a wider batch norm: the thread's scratch grows
+        super().allreduce_sum(array)
+
+wide = fm.Network([4, 4096, 2], loss="cross_entropy", norm="batch", seed=0)
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+a, b = (fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1) for _ in range(2))
+a.fit(X, y, epochs=2, comm=Busy())
+b.fit(X, y, epochs=2, comm=Mirror())
+assert np.array_equal(a.params, b.params) and np.array_equal(a.state, b.state)
+for _ in range(100):  # small allocations: a freed block written to would abort here
+    [np.empty(k) for k in range(1, 64)]
+print("ok")
+"""
+
+
+def test_batch_norms_sums_across_ranks_survive_python_that_runs_kernels_meanwhile():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", BATCH_NORM_SCRIPT], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
 def test_a_communicators_gradient_memory_must_be_an_array():
     import contextlib
 
