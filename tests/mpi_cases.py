@@ -477,6 +477,19 @@ def shard_mismatches():
     # A rank of one row trains with the others.
     one = network("float64").fit(*tiny, epochs=2, batch_size=7, comm=comm, shard=True)
     assert len(one) == 2
+    # Resuming, each rank checks the checkpoint it read against the fit: one rank's refusal
+    # (here rank 1 read the checkpoint of a fit on other shards) is every rank's.
+    import os
+    import tempfile
+
+    folder = comm.broadcast(tempfile.mkdtemp() if comm.rank == 0 else None)
+    for name, rows in (("mine.npz", X_mine), ("other.npz", X_mine + 1.0)):
+        network("float64").fit(rows, y_mine, epochs=1, checkpoint_every=1, comm=comm, shard=True,
+                               checkpoint_path=os.path.join(folder, name))
+    read = os.path.join(folder, "other.npz" if comm.rank == 1 else "mine.npz")
+    expect_error(lambda: network("float64").fit(X_mine, y_mine, epochs=1, resume_from=read, comm=comm, shard=True),
+                 r"^fit across ranks: rank 1: ValueError: resume_from: .*other.npz is a checkpoint of a fit with "
+                 r"another shards")
 
 
 def shard_resume_killed(path):
@@ -505,7 +518,7 @@ def shard_resume_finish(path):
     other = (mine[0] + (comm.rank == comm.size - 1), mine[1])
     expect_error(lambda: network("float64", dropout=0.2).fit(*other, resume_from=path, early_stopping=stopping(),
                                                              **options),
-                 r"^resume_from: .* is a checkpoint of a fit with another shards")
+                 r"^fit across ranks: rank 0: ValueError: resume_from: .* is a checkpoint of a fit with another shards")
     unsharded = dict(options, shard=False)
     expect_error(lambda: network("float64", dropout=0.2).fit(X, y, resume_from=path, early_stopping=stopping(),
                                                              **unsharded),

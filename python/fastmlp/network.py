@@ -818,8 +818,8 @@ class Network:
         weights' power-of-two scale (one for all ranks, from the largest weight of
         any rank). A failure on one rank is raised on every rank."""
         fingerprint = json.loads(json.dumps({**self._agreement(plan), "shards": [s["digests"] for s in summaries]}))
-        if plan.resume is not None:
-            _check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint)
+        if plan.resume is not None:  # each rank checks the checkpoint it read: one's refusal is every rank's
+            _on_every_rank(comm, lambda: (_check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint), None))
         per_class = None
         if plan.class_weight == "balanced":
             total = sum(s["classes"][0] for s in summaries)
