@@ -74,7 +74,8 @@ so early stopping and callbacks see the same figures on every rank. The ranks
 compare their data's shapes past the first axis and dtypes (not its bytes, which
 differ), and the options; a checkpoint's fingerprint holds every rank's data
 digest, so resuming with other shards is refused. Without shuffling, the
-sharded fit is one process's fit on the rows in the interleave's order, to
+sharded fit is one process's fit on the rows in the interleave's order, each
+global batch's rows grouped by rank (dropout's masks follow that order), to
 rounding (float64 rtol 1e-10 asserted); with equal shards cut as the
 data-parallel fit cuts its global batches, it is that fit bit for bit.
 
