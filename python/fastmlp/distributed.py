@@ -148,6 +148,7 @@ class MPI(Communicator):
         self.shared_memory = shared_memory
         self._machine = None  # what _machine_comms finds, once
         self._slots = None    # while a gradient_memory block runs: every local rank's slot
+        self._stale = []      # windows of blocks that ended in an exception: freed at the next block
 
     @property
     def rank(self) -> int:
@@ -171,10 +172,18 @@ class MPI(Communicator):
         slots where they lie (and, across machines, the machines' sums through MPI).
         None when no machine holds two ranks, or when a rank was made with
         ``shared_memory=False``. The window is freed when the block ends; after an
-        exception it is left to MPI's finalize, since the other ranks may never
-        come to free it. Nothing may keep a view of the slot past the block."""
+        exception, which the other ranks may not share (they would never come to
+        free it), when the next block starts, since every rank enters that one
+        together (a fit that raised on every rank, caught and followed by another,
+        thus leaves nothing behind). Nothing may keep a view of the slot past the block."""
         dtype = np.dtype(dtype)
-        if self.size == 1 or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND):
+        if self.size == 1:
+            yield None
+            return
+        shared = self.comm.allreduce(self.shared_memory, op=self._mpi.LAND)
+        while self._stale:  # every rank is here: the windows of blocks that raised, freed together
+            self._stale.pop(0).Free()
+        if not shared:
             yield None
             return
         machine, _, _, crowded = self._machine_comms()
@@ -194,6 +203,8 @@ class MPI(Communicator):
             yield slots[machine.Get_rank()]
         except BaseException:
             self._slots = None
+            self._stale.append(window)
+            del slots  # no view of the window in this frame, which the traceback keeps
             raise
         self._slots = None
         del slots

@@ -170,7 +170,7 @@ class _FitPlan:
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
     comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
-    gradient_memory: np.ndarray | None = None  # where the engine keeps the gradient (comm's), or None
+    gradient_memory: list | None = None  # [where the engine keeps the gradient (comm's), or None], emptied after
     checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
     checkpoint_path: str | None = None
     resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
@@ -772,8 +772,16 @@ class Network:
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
         with comm.gradient_memory(self.n_params, self._dtype) as memory:
-            return self._run_fit(replace(plan, comm=comm, gradient_memory=memory,
-                                         verbose=plan.verbose if comm.rank == 0 else 0))
+            # Held in a list emptied as the block ends: the window may be freed later even
+            # after an exception (Communicator.gradient_memory), and no view of it may
+            # outlive the block in the frames a traceback keeps.
+            holder = [memory]
+            del memory
+            try:
+                return self._run_fit(replace(plan, comm=comm, gradient_memory=holder,
+                                             verbose=plan.verbose if comm.rank == 0 else 0))
+            finally:
+                holder.clear()
 
     def _agreement(self, plan: _FitPlan) -> dict:
         """What every rank's fit must agree on (and a resumed fit with the fit it
@@ -1190,12 +1198,15 @@ class Network:
                 comm.allreduce_sum(figures)
 
             across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,
-                      "gradient_memory": plan.gradient_memory}
+                      "gradient_memory": plan.gradient_memory[0] if plan.gradient_memory else None}
             if plan.shard_rows is not None:
                 across["shard_rows"] = list(plan.shard_rows)
-        result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
-                                plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
-                                plan.checkpoint, plan.w, **across)
+        try:
+            result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss,
+                                    self._huber_delta, plan.config, plan.schedule, self.is_classifier,
+                                    plan.record_layer_norms, plan.checkpoint, plan.w, **across)
+        finally:
+            across.pop("gradient_memory", None)  # no view of the communicator's memory kept in this frame
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
