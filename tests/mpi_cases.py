@@ -111,6 +111,20 @@ def stops():
     import os
     import tempfile
 
+    # A stop asked on the last rank alone is the one rank 0's checkpoint records: resumed
+    # from it, the fit stays stopped, as the uninterrupted one did.
+    folder = comm.broadcast(tempfile.mkdtemp() if comm.rank == 0 else None)
+    stop_on_last = (lambda epoch, logs: comm.rank == comm.size - 1 and epoch == 1)
+    path = os.path.join(folder, "stopped.npz")
+    stopped = network("float64")
+    history = stopped.fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_last, checkpoint_every=1,
+                          checkpoint_path=path, comm=comm)
+    assert history.stopped_epoch == 1 and fm.load(path).metadata["fastmlp.fit"]["stopped"] is True
+    resumed = network("float64")
+    again = resumed.fit(X, y, epochs=5, batch_size=50, on_epoch_end=stop_on_last, checkpoint_every=1,
+                        checkpoint_path=os.path.join(folder, "again.npz"), resume_from=path, comm=comm)
+    assert np.array_equal(resumed.params, stopped.params) and again.history == history.history
+    assert again.stopped_epoch == 1
     expect_error(lambda: network("float64").fit(X, y, epochs=2, checkpoint_every=1, comm=comm,
                                                 checkpoint_path="/nonexistent/folder/checkpoint.npz"),
                  r"^fit across ranks: rank 0: ValueError: checkpoint_path: cannot write")
@@ -196,6 +210,13 @@ def mismatches():
                      rf"rank 0: ValueError: batch norm across {comm.size} ranks needs a sample of every batch on "
                      r"every rank; 203 samples in batches of 67 leave a batch of 2")
         assert np.array_equal(normed.params, before), "a refused fit changed the network"
+    # An early stopping monitor that this fit does not record: refused before rank 0's
+    # parameters are broadcast, so that no rank's network changes.
+    other = network("float64", seed=comm.rank)
+    before = other.params.copy()
+    expect_error(lambda: other.fit(X, y, epochs=2, early_stopping=fm.EarlyStopping(monitor="val_loss"), comm=comm),
+                 r"^fit across ranks: rank 0: ValueError: EarlyStopping: monitor 'val_loss' is not recorded")
+    assert np.array_equal(other.params, before), f"rank {comm.rank}: a refused fit changed the network"
     shuffled = X[::-1].copy() if comm.rank == 1 else X  # the same values, another order
     expect_error(lambda: network("float64").fit(shuffled, y, comm=comm), r"the ranks disagree on X")
     missing = "/nonexistent/checkpoint.npz" if comm.rank == 1 else None
@@ -461,6 +482,19 @@ def shard_mismatches():
     # A rank of one row trains with the others.
     one = network("float64").fit(*tiny, epochs=2, batch_size=7, comm=comm, shard=True)
     assert len(one) == 2
+    # Resuming, each rank checks the checkpoint it read against the fit: one rank's refusal
+    # (here rank 1 read the checkpoint of a fit on other shards) is every rank's.
+    import os
+    import tempfile
+
+    folder = comm.broadcast(tempfile.mkdtemp() if comm.rank == 0 else None)
+    for name, rows in (("mine.npz", X_mine), ("other.npz", X_mine + 1.0)):
+        network("float64").fit(rows, y_mine, epochs=1, checkpoint_every=1, comm=comm, shard=True,
+                               checkpoint_path=os.path.join(folder, name))
+    read = os.path.join(folder, "other.npz" if comm.rank == 1 else "mine.npz")
+    expect_error(lambda: network("float64").fit(X_mine, y_mine, epochs=1, resume_from=read, comm=comm, shard=True),
+                 r"^fit across ranks: rank 1: ValueError: resume_from: .*other.npz is a checkpoint of a fit with "
+                 r"another shards")
 
 
 def shard_resume_killed(path):
@@ -489,7 +523,7 @@ def shard_resume_finish(path):
     other = (mine[0] + (comm.rank == comm.size - 1), mine[1])
     expect_error(lambda: network("float64", dropout=0.2).fit(*other, resume_from=path, early_stopping=stopping(),
                                                              **options),
-                 r"^resume_from: .* is a checkpoint of a fit with another shards")
+                 r"^fit across ranks: rank 0: ValueError: resume_from: .* is a checkpoint of a fit with another shards")
     unsharded = dict(options, shard=False)
     expect_error(lambda: network("float64", dropout=0.2).fit(X, y, resume_from=path, early_stopping=stopping(),
                                                              **unsharded),

@@ -98,6 +98,89 @@ def test_shard_in_one_process_is_the_plain_fit(comm):
     assert np.array_equal(a.params, b.params) and ha.history == hb.history
 
 
+class Mirror(fm.distributed.Communicator):
+    """Rank 0 of two whose other rank holds the same: every sum is twice the value.
+    The ``fail``-th all-reduce raises, as a failed one would."""
+
+    rank, size = 0, 2
+
+    def __init__(self, fail=None):
+        self.calls, self.fail = 0, fail
+
+    def allreduce_sum(self, array):
+        self.calls += 1
+        if self.calls == self.fail:
+            raise OSError("the all-reduce failed")
+        array *= 2
+
+    def broadcast(self, value, root=0):
+        return value
+
+    def allgather(self, value):
+        return [value, value]
+
+
+def test_a_failed_reduce_leaves_batch_norms_running_statistics_as_they_were():
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    counting = Mirror()
+    fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1).fit(X, y, epochs=1, comm=counting)
+    assert counting.calls == 8  # a step: 2 batch norms: 2 sums forward, 1 back; the gradient; the figures
+    for fail in range(1, counting.calls + 1):
+        net = fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1)
+        net.fit(X, y, epochs=1, comm=Mirror())
+        params, state = net.params.copy(), net.state.copy()
+        with pytest.raises(OSError, match="the all-reduce failed"):
+            net.fit(X, y, epochs=1, comm=Mirror(fail))
+        assert np.array_equal(net.params, params) and np.array_equal(net.state, state), f"failed at call {fail}"
+
+
+BATCH_NORM_SCRIPT = """
+import numpy as np, fastmlp as fm
+from test_distributed import Mirror
+
+class Busy(Mirror):  # Python that runs other kernels on this thread mid-sum (a signal handler's, say)
+    def allreduce_sum(self, array):
+        wide.predict(np.ones((2, 4), np.float32))  # a wider batch norm: the thread's scratch grows
+        super().allreduce_sum(array)
+
+wide = fm.Network([4, 4096, 2], loss="cross_entropy", norm="batch", seed=0)
+rng = np.random.default_rng(0)
+X, y = rng.standard_normal((40, 6)).astype(np.float32), rng.integers(0, 3, 40)
+a, b = (fm.Network([6, 16, 8, 3], loss="cross_entropy", norm="batch", seed=1) for _ in range(2))
+a.fit(X, y, epochs=2, comm=Busy())
+b.fit(X, y, epochs=2, comm=Mirror())
+assert np.array_equal(a.params, b.params) and np.array_equal(a.state, b.state)
+for _ in range(100):  # small allocations: a freed block written to would abort here
+    [np.empty(k) for k in range(1, 64)]
+print("ok")
+"""
+
+
+def test_batch_norms_sums_across_ranks_survive_python_that_runs_kernels_meanwhile():
+    env = dict(os.environ, PYTHONPATH=str(Path(__file__).parent), OMP_NUM_THREADS="1")
+    result = subprocess.run([sys.executable, "-c", BATCH_NORM_SCRIPT], capture_output=True, text=True, timeout=60,
+                            env=env)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-2000:]
+
+
+def test_a_communicators_gradient_memory_must_be_an_array():
+    import contextlib
+
+    class ListMemory(Mirror):
+        @contextlib.contextmanager
+        def gradient_memory(self, count, dtype):
+            yield [0.0] * count  # not an array: a copy made of it would be freed under the fit
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((40, 6)), rng.integers(0, 3, 40)
+    net = fm.Network([6, 16, 3], loss="cross_entropy", dtype="float64", seed=1)
+    params = net.params.copy()
+    with pytest.raises(TypeError, match=r"^gradient_memory: expected a NumPy array .*got list"):
+        net.fit(X, y, epochs=2, comm=ListMemory())
+    assert np.array_equal(net.params, params)
+
+
 def test_shard_must_be_a_bool():
     with pytest.raises(TypeError, match=r"^shard: expected True or False"):
         fm.Network([2, 1]).fit(np.zeros((4, 2)), np.zeros(4), shard="yes")

@@ -518,7 +518,12 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     // this machine, say): parameter_count() values of T, held by the caller until fit returns.
     T* memory = nullptr;
     if (!gradient_memory.is_none()) {
-        py::array array = gradient_memory.cast<py::array>();
+        // An array itself, not one converted here (a list's copy would be freed before
+        // the fit writes into it).
+        if (!py::isinstance<py::array>(gradient_memory))
+            throw py::type_error(std::string("gradient_memory: expected a NumPy array (the communicator's "
+                                             "gradient_memory), got ") + Py_TYPE(gradient_memory.ptr())->tp_name);
+        py::array array = py::reinterpret_borrow<py::array>(gradient_memory);
         memory = output<T>(array, "gradient_memory", 1);
         if (index(array.shape(0)) != net.parameter_count())
             throw py::value_error("gradient_memory: expected " + std::to_string(net.parameter_count()) +

@@ -448,15 +448,20 @@ void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat,
     require(rows >= (across != nullptr ? 1 : 2),
             "batch norm in training needs at least 2 samples per batch, got " +
                 std::to_string(rows) + too_few);
-    T* mean_hi = scratch<T>(2 * width);
-    T* mean_lo = mean_hi + width;
+    T* mean_hi = nullptr;
     if (across == nullptr) {
+        mean_hi = scratch<T>(2 * width);
+        T* mean_lo = mean_hi + width;
         for_each_column_block(rows, width, [&](index j0, index j1) {
             batch_statistics_columns(x, mean_hi, mean_lo, rstd, running_mean, running_var, rows,
                                      width, j0, j1, eps, momentum);
         });
     } else {  // the sums over this rank's rows, summed across the ranks: the batch's
-        double* mean = scratch<double, 1>(2 * width + 1);
+        // Buffers of this call's own, not this thread's scratch: `across` runs Python (a
+        // signal handler, say) that may run kernels on this thread, which would grow or
+        // overwrite the scratch while its pointers are held here. Taken after the sums.
+        std::vector<double> sums(std::size_t(2 * width + 1));
+        double* mean = sums.data();
         double* squares = mean + width + 1;
         for_each_column_block(rows, width, [&](index j0, index j1) {
             column_sums(x, mean, rows, width, j0, j1);
@@ -471,10 +476,12 @@ void batch_norm_forward_train(const T* x, const T* gain, const T* bias, T* xhat,
             centred_column_squares(x, mean, squares, rows, width, j0, j1);
         });
         (*across)(squares, width);
+        mean_hi = scratch<T>(2 * width);
         for (index j = 0; j < width; ++j)
-            finish_batch_statistics(j, mean[j], squares[j], total, mean_hi, mean_lo, rstd,
+            finish_batch_statistics(j, mean[j], squares[j], total, mean_hi, mean_hi + width, rstd,
                                     running_mean, running_var, eps, momentum);
     }
+    const T* mean_lo = mean_hi + width;
     for_each_row_piece(rows, width, [&](index r0, index r1) {
         for (index r = r0; r < r1; ++r)
             normalize_row<true>(x + r * width, gain, bias, xhat + r * width, y + r * width,
@@ -510,10 +517,13 @@ void batch_norm_backward(const T* dy, const T* xhat, const T* rstd, const T* gai
     double* sums = scratch<double, 1>(2 * width + 1);
     gain_bias_sums(dy, xhat, sums, sums + width, d_gain, d_bias, rows, width, accumulate);
     double total = double(rows);
+    std::vector<double> batch;  // across: the batch's sums, in this call's own buffer (see forward)
     if (across != nullptr) {  // the batch's sums; d_gain and d_bias keep this rank's part
-        sums[2 * width] = total;
-        (*across)(sums, 2 * width + 1);
-        total = sums[2 * width];
+        batch.assign(sums, sums + 2 * width);
+        batch.push_back(total);
+        (*across)(batch.data(), 2 * width + 1);
+        total = batch[std::size_t(2 * width)];
+        sums = batch.data();
     }
     if (rows == 0 || width == 0) return;
     T* per_column = scratch<T>(3 * width);

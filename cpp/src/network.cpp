@@ -1118,13 +1118,18 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
     }
     const double normalizer = loss_normalizer(options.loss, global_weight, outputs());
     double figures[2] = {0, 0};  // the summed loss and the right predictions of this rank's rows
-    if (count > 0) {
-        figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, offset);
-    } else {  // nothing of this rank in this batch, but the sum needs this rank
-        draw_masks(rows, offset, 0);  // the generator moves as on the other ranks
-        std::fill_n(grad_data(), parameter_count(), T(0));
+    try {
+        if (count > 0) {
+            figures[0] = forward_backward(xb, yb, wb, count, global_weight, options, &figures[1], rows, offset);
+        } else {  // nothing of this rank in this batch, but the sum needs this rank
+            draw_masks(rows, offset, 0);  // the generator moves as on the other ranks
+            std::fill_n(grad_data(), parameter_count(), T(0));
+        }
+        if (options.ranks > 1) reduce(grad_data(), parameter_count(), figures, 2);
+    } catch (...) {  // a failed reduce (batch norm's sums, or the gradient's): the statistics put back
+        failed(nullptr);
+        throw;
     }
-    if (options.ranks > 1) reduce(grad_data(), parameter_count(), figures, 2);
     sums.correct += figures[1];
     const double summed = figures[0];
     const double loss = normalizer > 0 ? summed / normalizer : 0.0;  // a batch of weight 0: 0

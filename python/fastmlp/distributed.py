@@ -32,9 +32,9 @@ copies: for the length of a fit, each rank's engine keeps its gradient in its
 slot of an MPI shared-memory window (:meth:`Communicator.gradient_memory`), and
 each rank adds up its own part of the slots and writes the sum into every slot,
 between two barriers — half of the memory traffic of MPI's all-reduce through
-its buffers. Across machines, the sum of each machine goes through MPI's
-all-reduce among one rank per machine. Either way the ranks' gradients are added
-in rank order.
+its buffers; the machine's ranks' gradients are added in rank order. Across
+machines, the sum of each machine goes through MPI's all-reduce among one rank
+per machine (each machine's sum first, then MPI's sum of those, in MPI's order).
 
 Dropout works across ranks: every rank draws the whole global batch's masks and
 keeps its rows' part, as one process would. Batch norm too: its statistics are the
@@ -74,7 +74,8 @@ so early stopping and callbacks see the same figures on every rank. The ranks
 compare their data's shapes past the first axis and dtypes (not its bytes, which
 differ), and the options; a checkpoint's fingerprint holds every rank's data
 digest, so resuming with other shards is refused. Without shuffling, the
-sharded fit is one process's fit on the rows in the interleave's order, to
+sharded fit is one process's fit on the rows in the interleave's order, each
+global batch's rows grouped by rank (dropout's masks follow that order), to
 rounding (float64 rtol 1e-10 asserted); with equal shards cut as the
 data-parallel fit cuts its global batches, it is that fit bit for bit.
 
@@ -149,6 +150,7 @@ class MPI(Communicator):
         self.shared_memory = shared_memory
         self._machine = None  # what _machine_comms finds, once
         self._slots = None    # while a gradient_memory block runs: every local rank's slot
+        self._stale = []      # windows of blocks that ended in an exception: freed at the next block
 
     @property
     def rank(self) -> int:
@@ -173,14 +175,21 @@ class MPI(Communicator):
         None when no machine holds two ranks, when a rank was made with
         ``shared_memory=False``, or for less than 32 KiB (MPI's all-reduce is
         quicker there). The window is freed when the block ends; after an
-        exception it is left to MPI's finalize, since the other ranks may never
-        come to free it. Nothing may keep a view of the slot past the block."""
+        exception, which the other ranks may not share (they would never come to
+        free it), when the next block starts, since every rank enters that one
+        together (a fit that raised on every rank, caught and followed by another,
+        thus leaves nothing behind). Nothing may keep a view of the slot past the block."""
         dtype = np.dtype(dtype)
+        if self.size == 1:
+            yield None
+            return
+        shared = self.comm.allreduce(self.shared_memory, op=self._mpi.LAND)
+        while self._stale:  # every rank is here: the windows of blocks that raised, freed together
+            self._stale.pop(0).Free()
         # Below 32 KiB one MPI_Allreduce (5 µs for 2 ranks here) beats the two barriers
         # (13 µs); above, the slots win (16 K float32: 14 against 21 µs; 25 M: 7.6 against
         # 44 ms). count and dtype are the same on every rank: so is the choice.
-        if (self.size == 1 or count * dtype.itemsize < SHARED_MEMORY_MIN_BYTES
-                or not self.comm.allreduce(self.shared_memory, op=self._mpi.LAND)):
+        if not shared or count * dtype.itemsize < SHARED_MEMORY_MIN_BYTES:
             yield None
             return
         machine, _, _, crowded = self._machine_comms()
@@ -200,6 +209,8 @@ class MPI(Communicator):
             yield slots[machine.Get_rank()]
         except BaseException:
             self._slots = None
+            self._stale.append(window)
+            del slots  # no view of the window in this frame, which the traceback keeps
             raise
         self._slots = None
         del slots

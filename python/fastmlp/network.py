@@ -170,7 +170,7 @@ class _FitPlan:
     w: np.ndarray | None = None  # the training samples' weights (None: all 1)
     w_val: np.ndarray | None = None  # the validation samples' weights
     comm: object = None  # a fastmlp.distributed.Communicator: data-parallel across its ranks
-    gradient_memory: np.ndarray | None = None  # where the engine keeps the gradient (comm's), or None
+    gradient_memory: list | None = None  # [where the engine keeps the gradient (comm's), or None], emptied after
     checkpoint_every: int = 0  # write a checkpoint after every k-th epoch (0: none)
     checkpoint_path: str | None = None
     resume: tuple | None = None  # (the checkpoint's state, its progress) to continue from
@@ -772,8 +772,16 @@ class Network:
         if comm.rank != 0:
             self._restore(_check_state(self, *state))
         with comm.gradient_memory(self.n_params, self._dtype) as memory:
-            return self._run_fit(replace(plan, comm=comm, gradient_memory=memory,
-                                         verbose=plan.verbose if comm.rank == 0 else 0))
+            # Held in a list emptied as the block ends: the window may be freed later even
+            # after an exception (Communicator.gradient_memory), and no view of it may
+            # outlive the block in the frames a traceback keeps.
+            holder = [memory]
+            del memory
+            try:
+                return self._run_fit(replace(plan, comm=comm, gradient_memory=holder,
+                                             verbose=plan.verbose if comm.rank == 0 else 0))
+            finally:
+                holder.clear()
 
     def _agreement(self, plan: _FitPlan) -> dict:
         """What every rank's fit must agree on (and a resumed fit with the fit it
@@ -818,8 +826,8 @@ class Network:
         weights' power-of-two scale (one for all ranks, from the largest weight of
         any rank). A failure on one rank is raised on every rank."""
         fingerprint = json.loads(json.dumps({**self._agreement(plan), "shards": [s["digests"] for s in summaries]}))
-        if plan.resume is not None:
-            _check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint)
+        if plan.resume is not None:  # each rank checks the checkpoint it read: one's refusal is every rank's
+            _on_every_rank(comm, lambda: (_check_resumed_fit(plan.resume_from, plan.resume[1], fingerprint), None))
         per_class = None
         if plan.class_weight == "balanced":
             total = sum(s["classes"][0] for s in summaries)
@@ -903,10 +911,13 @@ class Network:
             raise TypeError(f"record_layer_norms: expected True or False, got {record_layer_norms!r}")
         checkpoint = self._checkpoint(checkpoint)
         self._check_batch_norm_batches(X.shape[0], batch)
-        return _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
+        plan = _FitPlan(X, y, X_val, y_val, epochs, batch, bool(shuffle), optimizer, optimizer._config(),
                         optimizer._schedule_config(), verbose, early_stopping, on_epoch_end,
                         bool(record_layer_norms), checkpoint, w, w_val, shard_options=shard_options,
                         class_weight=pending)
+        if early_stopping is not None:  # its monitor refused now, before anything runs (or is broadcast)
+            early_stopping._start(X_val is not None, self._history_keys(plan))
+        return plan
 
     def _plan_checkpoints(self, plan: _FitPlan, checkpoint_every, checkpoint_path, resume_from) -> _FitPlan:
         """fit's checkpoint_every, checkpoint_path and resume_from checked; the checkpoint
@@ -1133,20 +1144,28 @@ class Network:
                 epoch += count
                 if across:
                     self._check_ranks_agree(plan.comm, epoch - 1)
-                # The callbacks first (they may change the network), then the checkpoint.
+                # The callbacks first (they may change the network), then the checkpoint, which
+                # records the stop the ranks agreed on (a stop asked on any rank is every rank's).
                 stop, failure = False, None
                 try:
                     stop = plan.watched and self._epoch_end(plan, epoch - 1, history, printer)
-                    if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
-                        if fit is None:  # the data's digest: once per fit
-                            fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
-                        self._write_checkpoint(plan, epoch, history, fit, bool(stop))
                 except Exception as error:
                     if not across:
                         raise
                     failure = error
                 if across:  # a stop, or a failure, on any rank: on every rank
                     stop = self._agree_to_stop(plan.comm, epoch - 1, stop, failure)
+                if plan.checkpoint_every and epoch % plan.checkpoint_every == 0:
+                    try:
+                        if fit is None:  # the data's digest: once per fit
+                            fit = plan.fingerprint if plan.fingerprint is not None else self._agreement(plan)
+                        self._write_checkpoint(plan, epoch, history, fit, bool(stop))
+                    except Exception as error:
+                        if not across:
+                            raise
+                        failure = error
+                    if across:  # rank 0's failure to write it: every rank's
+                        self._agree_to_stop(plan.comm, epoch - 1, False, failure)
                 if stop:
                     history.stopped_epoch = epoch - 1
                     break
@@ -1179,12 +1198,15 @@ class Network:
                 comm.allreduce_sum(figures)
 
             across = {"rank": comm.rank, "ranks": comm.size, "reduce": reduce,
-                      "gradient_memory": plan.gradient_memory}
+                      "gradient_memory": plan.gradient_memory[0] if plan.gradient_memory else None}
             if plan.shard_rows is not None:
                 across["shard_rows"] = list(plan.shard_rows)
-        result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss, self._huber_delta,
-                                plan.config, plan.schedule, self.is_classifier, plan.record_layer_norms,
-                                plan.checkpoint, plan.w, **across)
+        try:
+            result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss,
+                                    self._huber_delta, plan.config, plan.schedule, self.is_classifier,
+                                    plan.record_layer_norms, plan.checkpoint, plan.w, **across)
+        finally:
+            across.pop("gradient_memory", None)  # no view of the communicator's memory kept in this frame
         for e in range(result["epochs"]):
             logs = {key: result[key][e] for key in ("loss", "grad_norm", "lr")}
             if self.is_classifier:
