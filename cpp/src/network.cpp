@@ -952,8 +952,12 @@ typename Network<T>::FitPlan Network<T>::plan_fit(const T* x, const T* y, const 
                                                 double(global_n)) + 2));
     reserve_workspace(part, options.checkpoint);
     prepare_optimizer(options.optimizer);
-    // A rank's part of a batch may be cut into pieces where the whole batch is not.
-    if (options.ranks > 1 || std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
+    // A rank's part of a batch (any size up to `part`) may be cut into pieces where the
+    // whole batch is not: step_pieces gives 2 from 2 · piece_min_rows rows up to a size
+    // that depends on the widest layer, so some part is when the smallest of those is.
+    const bool parts_in_pieces = options.ranks > 1 && part >= 2 * piece_min_rows &&
+                                 step_pieces(2 * piece_min_rows) > 1;
+    if (parts_in_pieces || std::max(step_pieces(plan.batch_size), step_pieces(n % plan.batch_size)) > 1)
         piece_grads_.resize(params_.size());
     if (plan.gather) {
         const char* overflow = "fit: batch_size × the layer width overflows an index";
@@ -1078,6 +1082,7 @@ const char* Network<T>::train_batch(FitPlan& plan, const FitOptions& options, in
                 plan.y_batch.resize(count * outputs());
                 if (plan.weight != nullptr) plan.weight_batch.resize(count);
             }
+            if (step_pieces(count) > 1) piece_grads_.resize(params_.size());
         }
     } else {
         offset = rows * options.rank / options.ranks;
