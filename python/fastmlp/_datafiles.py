@@ -183,6 +183,18 @@ def _decode(path: str, data: bytes) -> str:
                             f"{column} of the line); save the file as UTF-8") from None
 
 
+def _blank(row: list[str]) -> bool:
+    """Whether a CSV row is a blank line (skipped wherever it stands)."""
+    return not row or (len(row) == 1 and not row[0].strip())
+
+
+def _header_row(path: str, line: int, row: list[str]) -> list[str]:
+    """The column names of the header row on ``line``, checked."""
+    header = [name.strip() for name in row]
+    _check_header(path, line, header)
+    return header
+
+
 def read_csv(path: str) -> CsvTable:
     """The CSV file at ``path``: a header row naming every column, then at least one
     row of as many cells. Refuses an empty file, a header with an empty or repeated
@@ -205,11 +217,10 @@ def read_csv(path: str) -> CsvTable:
     try:
         for row in reader:
             start, line = line, reader.line_num + 1
-            if not row or (len(row) == 1 and not row[0].strip()):
-                continue  # a blank line
+            if _blank(row):
+                continue
             if header is None:
-                header = [name.strip() for name in row]
-                _check_header(path, start, header)
+                header = _header_row(path, start, row)
                 continue
             if len(row) != len(header):
                 raise DataFileError(_ragged(path, start, row, header))
@@ -305,11 +316,10 @@ def _scan_csv(path: str, keep: tuple[int, int] | None, mark: _Mark | None = None
             try:
                 for row in reader:
                     start, line = line, before + reader.line_num + 1
-                    if not row or (len(row) == 1 and not row[0].strip()):
-                        continue  # a blank line
+                    if _blank(row):
+                        continue
                     if header is None:
-                        header = [name.strip() for name in row]
-                        _check_header(path, start, header)
+                        header = _header_row(path, start, row)
                         continue
                     if keep is None:
                         if len(row) != len(header):

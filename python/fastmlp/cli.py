@@ -510,27 +510,41 @@ def _choose_task(samples: datafiles.Samples, task: str | None) -> str:
     """--task, or the target's values: text or a few distinct integers make labels."""
     y = samples.y
     text = y.dtype.kind == "U"
+    whole = not text and y.ndim == 1 and bool(np.array_equal(y, np.round(y)))
+    return _task_rule(samples, task, text=text, problem=samples.y_problem, mixed=text and samples.y_mixed,
+                      whole=whole, labels=np.unique(y), n_rows=y.shape[0])
+
+
+def _task_rule(samples: datafiles.Samples, task: str | None, *, text: bool, problem: str | None, mixed: bool,
+               whole: bool, labels: np.ndarray | None, n_rows: int) -> str:
+    """The task (--task, or the rule: text or a few distinct whole numbers make
+    labels), or a CommandError, from what is known of the target of all ``n_rows``
+    rows: text, its first problem, whether it mixes text and numbers, whether every
+    value is a whole number, and its distinct values (None: more than the rule counts)."""
+    y = samples.y
+    n_labels = None if labels is None else labels.size
     if task == "regression" and text:
-        raise CommandError(samples.y_problem or f"{samples.target}: holds text, not numbers; "
-                                                "a regression target must be numbers")
+        raise CommandError(problem or f"{samples.target}: holds text, not numbers; a regression target must be "
+                                      "numbers")
     if task is None:
-        if text and samples.y_problem and samples.y_mixed:
-            raise CommandError(f"{samples.y_problem} (the other values are numbers; --task classification "
-                               "takes every value for a label)")
-        whole = not text and y.ndim == 1 and np.array_equal(y, np.round(y))
-        few = y.ndim == 1 and np.unique(y).size <= MAX_INFERRED_CLASSES
+        if text and problem and mixed:
+            raise CommandError(f"{problem} (the other values are numbers; --task classification takes every "
+                               "value for a label)")
+        few = y.ndim == 1 and n_labels is not None and n_labels <= MAX_INFERRED_CLASSES
         task = "classification" if text or (whole and few) else "regression"
-        if text and not few and np.unique(y).size > y.shape[0] // 2:
-            raise CommandError(f"{samples.path}: target {_target_name(samples)}: {np.unique(y).size} different "
-                               f"labels in {y.shape[0]} rows, not a classification target? (--task "
-                               "classification trains on it anyway)")
+        if text and not few and (n_labels is None or n_labels > n_rows // 2):
+            shown = "more than half" if n_labels is None else str(n_labels)
+            raise CommandError(f"{samples.path}: target {_target_name(samples)}: {shown} different labels in "
+                               f"{n_rows} rows, not a classification target? (--task classification trains on "
+                               "it anyway)")
     if task == "classification":
         if y.ndim != 1:
             raise CommandError(f"{samples.path}: target {_target_name(samples)} has {y.shape[1]} columns; "
                                "classification needs one label per row")
-        if np.unique(y).size < 2:
+        if n_labels < 2:
             raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
-                               f"{datafiles.quote(str(_class_labels(y)[0]))}; a classifier needs two classes or more")
+                               f"{datafiles.quote(str(_class_labels(labels)[0]))}; a classifier needs two "
+                               "classes or more")
     return task
 
 
@@ -984,30 +998,10 @@ def _choose_task_across(comm, samples: datafiles.Samples, task: str | None) -> t
     else:
         labels = None
     problem = next((seen["problem"] for seen in everyone if seen["problem"]), None)
-    n_labels = None if labels is None else labels.size  # None: more than any rule below counts
     try:
-        if task == "regression" and text:
-            raise CommandError(problem or f"{samples.target}: holds text, not numbers; a regression target must be "
-                                          "numbers")
-        if task is None:
-            if text and problem and any(seen["numbers"] for seen in everyone):
-                raise CommandError(f"{problem} (the other values are numbers; --task classification takes every "
-                                   "value for a label)")
-            few = y.ndim == 1 and n_labels is not None and n_labels <= MAX_INFERRED_CLASSES
-            task = "classification" if text or (all(seen["whole"] for seen in everyone) and few) else "regression"
-            if text and not few and (n_labels is None or n_labels > n_rows // 2):
-                shown = "more than half" if n_labels is None else str(n_labels)
-                raise CommandError(f"{samples.path}: target {_target_name(samples)}: {shown} different labels in "
-                                   f"{n_rows} rows, not a classification target? (--task classification trains on "
-                                   "it anyway)")
-        if task == "classification":
-            if y.ndim != 1:
-                raise CommandError(f"{samples.path}: target {_target_name(samples)} has {y.shape[1]} columns; "
-                                   "classification needs one label per row")
-            if labels.size < 2:
-                raise CommandError(f"{samples.path}: target {_target_name(samples)}: every row has the label "
-                                   f"{datafiles.quote(str(_class_labels(labels)[0]))}; a classifier needs two "
-                                   "classes or more")
+        task = _task_rule(samples, task, text=text, problem=problem,
+                          mixed=text and any(seen["numbers"] for seen in everyone),
+                          whole=all(seen["whole"] for seen in everyone), labels=labels, n_rows=n_rows)
     except CommandError as error:
         raise _OnEveryRank(str(error)) from None
     return task, None if task == "regression" else _class_labels(labels)
