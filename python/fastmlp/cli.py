@@ -816,11 +816,21 @@ def _training_setup(args, samples: datafiles.Samples, task: str, seed: int) -> _
         x_mean, x_scale = _standardization(X[train_rows])
         if task == "regression":
             y_mean, y_scale = _standardization(y[train_rows])
+    return _training(args, samples, X, y, task, n_outputs, loss, seed, classes, train_rows, val_rows, batch_size,
+                     batch_note, (x_mean, x_scale, y_mean, y_scale))
+
+
+def _training(args, samples: datafiles.Samples, X: np.ndarray, y: np.ndarray, task: str, n_outputs: int,
+              loss: str, seed: int, classes, train_rows: np.ndarray, val_rows: np.ndarray, batch_size: int,
+              batch_note: str, standardization: tuple) -> _Training:
+    """The network, its optimizer and the values it trains on: X and y (class indices
+    for a classifier) standardized as ``standardization`` = (x_mean, x_scale, y_mean,
+    y_scale) says (None: as they are)."""
+    x_mean, x_scale, y_mean, y_scale = standardization
     dtype = np.dtype(args.dtype)
     X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
     y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
                                                                training=True)
-
     net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
                   norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
     optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
@@ -1055,18 +1065,8 @@ def _shard_setup(args, comm, samples: datafiles.Samples, task: str, classes: lis
         if task == "regression":
             y_mean, y_scale = _standardization_across(comm, y[train_rows])
 
-    def network() -> _Training:
-        dtype = np.dtype(args.dtype)
-        X_net = _network_values(X, x_mean, x_scale, dtype, samples.X_cells, training=True)
-        y_net = y if task == "classification" else _network_values(y, y_mean, y_scale, dtype, samples.y_cells,
-                                                                   training=True)
-        net = Network([X.shape[1], *args.layers, n_outputs], activation=args.activation, residual=args.residual,
-                      norm=args.norm, dropout=args.dropout, loss=loss, dtype=dtype, seed=seed)
-        optimizer = OPTIMIZERS[args.optimizer]() if args.lr is None else OPTIMIZERS[args.optimizer](lr=args.lr)
-        return _Training(X_net, y_net, y, classes, train_rows, val_rows, args.batch_size, "",
-                         x_mean, x_scale, y_mean, y_scale, net, optimizer)
-
-    return _together(comm, network)
+    return _together(comm, lambda: _training(args, samples, X, y, task, n_outputs, loss, seed, classes, train_rows,
+                                             val_rows, args.batch_size, "", (x_mean, x_scale, y_mean, y_scale)))
 
 
 _T = TypeVar("_T")
