@@ -93,8 +93,14 @@ void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, cons
 std::string cublas_load(const std::string& path);
 void use_cublas(bool on);
 bool cublas_active();
-// The own kernel for every product, whatever cuBLAS (tests hold both to the twin).
-// cuBLAS handles are per thread and per stream; made on first use.
+// cuBLAS handles are per thread, device and stream; made on first use (so the
+// first product of a stream must not run inside a graph capture).
+
+// gemm with the own kernel for every product, whatever cuBLAS (tests hold both to the twin).
+template <typename T>
+void gemm_own_kernel(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, const T* a,
+                     index lda, const T* b, index ldb, T beta, T* c, index ldc,
+                     const Epilogue<T>& epilogue = {});
 
 // ---- activations (activation.cu), twins reference.activation_* -----------------------
 // a = f(z) (n elements); a may alias z.
