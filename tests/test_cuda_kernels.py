@@ -439,11 +439,14 @@ def test_optimizer_bad_update(dtype):
     huge = np.finfo(dtype).max
     n = 100
     params = np.ones(n, dtype=dtype)
-    params[7] = huge
     grads = np.ones(n, dtype=dtype)
-    grads[7] = -huge  # p − lr · g overflows for lr = 2
+    # p − lr · g overflows at 7 alone, while Σ g² (in double) stays finite
+    if dtype == np.float32:
+        lr, params[7], grads[7] = 2.0, huge, -huge
+    else:
+        lr, grads[7] = 1e300, -1e10
     schedule = _core.ScheduleConfig()
-    sgd = _core.OptimizerConfig(kind="sgd", lr=2.0)
+    sgd = _core.OptimizerConfig(kind="sgd", lr=lr)
     out, _, _, _, _, status, state = cuda.optimizer_update(sgd, schedule, params, grads, t=4)
     assert status == 3 and state["kept"] == 1
     assert state["t"] == 4  # SGD changes nothing, and counts no update

@@ -50,8 +50,10 @@ py::array contiguous(const py::object& object, const char* name) {
     return array;
 }
 
+// None: a null array handle (false when tested; never read). A default py::array
+// would not do: it is an empty array, true when tested.
 py::array contiguous_or_none(const py::object& object, const char* name) {
-    return object.is_none() ? py::array() : contiguous(object, name);
+    return object.is_none() ? py::reinterpret_steal<py::array>(py::handle()) : contiguous(object, name);
 }
 
 void require_ndim(const py::array& array, const char* name, int ndim) {
@@ -372,6 +374,8 @@ py::tuple loss_binding(const std::string& name, const py::object& pred_object, c
                 const cudaStream_t s = stream.get();
                 auto d_pred = upload(pp, n, s), d_target = upload(pt, n, s), d_weight = upload(pw, pw ? rows : 0, s);
                 cu::DeviceArray<T> d_grad(with_grad && !in_place ? n : 0);
+                if (d_grad.size() > 0)  // zeros where a failed state writes nothing
+                    cu::check(cudaMemsetAsync(d_grad.data(), 0, sizeof(T) * std::size_t(n), s), "cudaMemset");
                 T* g = !with_grad ? nullptr : (in_place ? d_pred.data() : d_grad.data());
                 state.status = status_before;
                 state.step = step;
