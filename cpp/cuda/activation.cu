@@ -6,11 +6,12 @@
 //   backward: dz = da ⊙ f'(z)         (dz may alias da)
 //   dense backward: dz as above and d_bias = Σ_rows dz (+= when accumulate)
 //
-// d_bias: one block per 32 columns, 8 row lanes of 32 threads; lane l sums rows
-// l, l + 8, l + 16, ... in order (in double), then the 8 lane sums are added in
-// lane order: a fixed order for every launch, so the same bits every run.
+// d_bias: one block of 256 threads per group of up to 32 columns (reduce.cuh's
+// column tiling), each row lane summing its rows in order in double, then the
+// lanes by a fixed tree: a fixed order for every launch, so the same bits every run.
 #include "device.cuh"
 #include "math.cuh"
+#include "reduce.cuh"
 
 namespace fastmlp::cuda {
 namespace {
@@ -32,23 +33,21 @@ __global__ void activation_backward_kernel(Activation activation, T* dz, const T
         dz[i] = da[i] * activate_grad(activation, z[i], a[i]);
 }
 
-constexpr int column_group = 32;  // columns per block (threadIdx.x)
-constexpr int row_lanes = 8;      // row lanes per block (threadIdx.y)
-
-// Grid: x over groups of 32 columns (a loop when there are more groups than blocks).
+// Grid: x over groups of tiling.width columns (a loop when there are more groups than blocks).
 template <typename T>
-__global__ void __launch_bounds__(column_group * row_lanes)
+__global__ void __launch_bounds__(column_threads)
     activation_bias_backward_kernel(Activation activation, T* dz, T* d_bias, const T* da,
                                     const T* z, const T* a, index rows, index cols,
-                                    bool accumulate) {
-    __shared__ double partial[row_lanes][column_group];
+                                    bool accumulate, ColumnTiling tiling) {
+    __shared__ double partial[column_threads];
     const bool linear = activation == Activation::linear;
-    const index groups = (cols + column_group - 1) / column_group;
+    const int lane = threadIdx.x / tiling.width;
+    const index groups = (cols + tiling.width - 1) / tiling.width;
     for (index group = blockIdx.x; group < groups; group += gridDim.x) {
-        const index col = group * column_group + threadIdx.x;
+        const index col = group * tiling.width + threadIdx.x % tiling.width;
         double sum = 0;
         if (col < cols) {
-            for (index r = threadIdx.y; r < rows; r += row_lanes) {
+            for (index r = lane; r < rows; r += tiling.lanes) {
                 const index e = r * cols + col;
                 T value;
                 if (linear) {
@@ -61,14 +60,9 @@ __global__ void __launch_bounds__(column_group * row_lanes)
                 sum += double(value);
             }
         }
-        partial[threadIdx.y][threadIdx.x] = sum;
-        __syncthreads();  // every lane's sum is in
-        if (threadIdx.y == 0 && col < cols) {
-            double total = partial[0][threadIdx.x];
-            for (int l = 1; l < row_lanes; ++l) total += partial[l][threadIdx.x];
+        const double total = lanes_sum(partial, sum, tiling);
+        if (lane == 0 && col < cols)
             d_bias[col] = accumulate ? T(double(d_bias[col]) + total) : T(total);
-        }
-        __syncthreads();  // partial is read before the next group writes it
     }
 }
 
@@ -104,10 +98,9 @@ void activation_bias_backward(cudaStream_t stream, Activation activation, T* dz,
         return;
     }
     if (cols == 0) return;
-    const index groups = (cols + column_group - 1) / column_group;
-    const unsigned blocks = unsigned(groups < 65535 ? groups : 65535);
-    activation_bias_backward_kernel<T><<<blocks, dim3(column_group, row_lanes), 0, stream>>>(
-        activation, dz, d_bias, da, z, a, rows, cols, accumulate);
+    const ColumnTiling tiling = column_tiling(cols);
+    activation_bias_backward_kernel<T><<<column_blocks(cols, tiling), column_threads, 0, stream>>>(
+        activation, dz, d_bias, da, z, a, rows, cols, accumulate, tiling);
     check_launch("activation_bias_backward");
 }
 

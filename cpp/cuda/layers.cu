@@ -10,23 +10,23 @@
 //     in order, the 32 lane sums folded by a fixed shuffle tree; the row's
 //     statistics are complete before the warp writes any of it (xhat, y may
 //     alias x; dx may alias dy).
-//   column-wise (batch norm, d_gain, d_bias): one block per 32 columns, 8 row
-//     lanes; lane r taking rows r, r + 8, ... in order, the 8 lane sums added in
-//     lane order through shared memory. A block owns its columns for all rows,
-//     so batch norm's statistics, normalisation and backward run in one kernel.
+//   column-wise (batch norm, d_gain, d_bias): one block of 256 threads per group
+//     of up to 32 columns (reduce.cuh's column tiling), each row lane summing its
+//     rows in order, the lanes then by a fixed tree. A block owns its columns for
+//     all rows, so batch norm's statistics, normalisation and backward run in one
+//     kernel.
 // Every order is fixed: the same bits run after run.
 #include <cstdint>
 
 #include "device.cuh"
 #include "math.cuh"
+#include "reduce.cuh"
 
 namespace fastmlp::cuda {
 namespace {
 
 constexpr int warp = 32;
 constexpr int rows_per_block = 8;   // row-wise kernels: 8 warps, a row each
-constexpr int column_group = 32;    // column-wise kernels: threadIdx.x
-constexpr int row_lanes = 8;        // column-wise kernels: threadIdx.y
 constexpr int elementwise_threads = 256;
 
 unsigned capped(index blocks) { return unsigned(blocks < 1 ? 1 : (blocks < 65535 ? blocks : 65535)); }
@@ -36,17 +36,6 @@ __device__ __forceinline__ double warp_sum(double value) {
     for (int offset = warp / 2; offset > 0; offset /= 2)
         value += __shfl_down_sync(0xffffffffu, value, offset);
     return __shfl_sync(0xffffffffu, value, 0);
-}
-
-// Σ over the block's 8 row lanes of each column's value, in lane order; every
-// thread of the column gets it. All threads must call it.
-__device__ __forceinline__ double lanes_sum(double (*buffer)[column_group], double value) {
-    buffer[threadIdx.y][threadIdx.x] = value;
-    __syncthreads();
-    double total = buffer[0][threadIdx.x];
-    for (int l = 1; l < row_lanes; ++l) total += buffer[l][threadIdx.x];
-    __syncthreads();  // read by all before the buffer is reused
-    return total;
 }
 
 // ---- layer norm --------------------------------------------------------------------------
@@ -105,23 +94,24 @@ __global__ void __launch_bounds__(warp * rows_per_block)
 
 // d_gain = Σ_rows dy ⊙ xhat, d_bias = Σ_rows dy (+= when accumulate; either may be null).
 template <typename T>
-__global__ void __launch_bounds__(column_group * row_lanes)
+__global__ void __launch_bounds__(column_threads)
     gain_bias_sums_kernel(const T* dy, const T* xhat, T* d_gain, T* d_bias, index rows, index width,
-                          bool accumulate) {
-    __shared__ double buffer[row_lanes][column_group];
-    const index groups = (width + column_group - 1) / column_group;
+                          bool accumulate, ColumnTiling tiling) {
+    __shared__ double buffer[column_threads];
+    const int lane = threadIdx.x / tiling.width;
+    const index groups = (width + tiling.width - 1) / tiling.width;
     for (index group = blockIdx.x; group < groups; group += gridDim.x) {
-        const index col = group * column_group + threadIdx.x;
+        const index col = group * tiling.width + threadIdx.x % tiling.width;
         double sum_gain = 0, sum_bias = 0;
         if (col < width)
-            for (index r = threadIdx.y; r < rows; r += row_lanes) {
+            for (index r = lane; r < rows; r += tiling.lanes) {
                 const double d = double(dy[r * width + col]);
                 sum_gain += d * double(xhat[r * width + col]);
                 sum_bias += d;
             }
-        sum_gain = lanes_sum(buffer, sum_gain);
-        sum_bias = lanes_sum(buffer, sum_bias);
-        if (threadIdx.y == 0 && col < width) {
+        sum_gain = lanes_sum(buffer, sum_gain, tiling);
+        sum_bias = lanes_sum(buffer, sum_bias, tiling);
+        if (lane == 0 && col < width) {
             if (d_gain != nullptr)
                 d_gain[col] = accumulate ? T(double(d_gain[col]) + sum_gain) : T(sum_gain);
             if (d_bias != nullptr)
@@ -132,31 +122,32 @@ __global__ void __launch_bounds__(column_group * row_lanes)
 
 // ---- batch norm ---------------------------------------------------------------------------
 template <typename T>
-__global__ void __launch_bounds__(column_group * row_lanes)
+__global__ void __launch_bounds__(column_threads)
     batch_norm_train_kernel(const T* x, const T* gain, const T* bias, T* xhat, T* rstd, T* y,
                             T* running_mean, T* running_var, index rows, index width, double eps,
-                            double momentum) {
-    __shared__ double buffer[row_lanes][column_group];
-    const index groups = (width + column_group - 1) / column_group;
+                            double momentum, ColumnTiling tiling) {
+    __shared__ double buffer[column_threads];
+    const int lane = threadIdx.x / tiling.width;
+    const index groups = (width + tiling.width - 1) / tiling.width;
     for (index group = blockIdx.x; group < groups; group += gridDim.x) {
-        const index col = group * column_group + threadIdx.x;
+        const index col = group * tiling.width + threadIdx.x % tiling.width;
         const bool mine = col < width;
         double sum = 0;
         if (mine)
-            for (index r = threadIdx.y; r < rows; r += row_lanes) sum += double(x[r * width + col]);
-        const double mean = lanes_sum(buffer, sum) / double(rows);
+            for (index r = lane; r < rows; r += tiling.lanes) sum += double(x[r * width + col]);
+        const double mean = lanes_sum(buffer, sum, tiling) / double(rows);
         double squares = 0;
         if (mine)
-            for (index r = threadIdx.y; r < rows; r += row_lanes) {
+            for (index r = lane; r < rows; r += tiling.lanes) {
                 const double d = double(x[r * width + col]) - mean;
                 squares += d * d;
             }
-        squares = lanes_sum(buffer, squares);  // its barrier: x read whole before the writes
+        squares = lanes_sum(buffer, squares, tiling);  // its barrier: x read whole before the writes
         if (!mine) continue;
         const double variance = squares / double(rows);  // biased: the normalisation's
         const T mean_hi = T(mean), mean_lo = T(mean - double(mean_hi));
         const T rs = T(1.0 / sqrt(variance + eps));
-        if (threadIdx.y == 0) {
+        if (lane == 0) {
             rstd[col] = rs;
             if (running_mean != nullptr)
                 running_mean[col] = T((1.0 - momentum) * double(running_mean[col]) + momentum * mean);
@@ -165,7 +156,7 @@ __global__ void __launch_bounds__(column_group * row_lanes)
                                      momentum * (squares / double(rows - 1)));
         }
         const T g = gain[col], b = bias[col];
-        for (index r = threadIdx.y; r < rows; r += row_lanes) {
+        for (index r = lane; r < rows; r += tiling.lanes) {
             const index e = r * width + col;
             const T v = ((x[e] - mean_hi) - mean_lo) * rs;
             const T out = g * v + b;
@@ -189,25 +180,27 @@ __global__ void batch_norm_eval_kernel(const T* x, const T* gain, const T* bias,
 }
 
 template <typename T>
-__global__ void __launch_bounds__(column_group * row_lanes)
+__global__ void __launch_bounds__(column_threads)
     batch_norm_backward_kernel(const T* dy, const T* xhat, const T* rstd, const T* gain, T* dx,
-                               T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
-    __shared__ double buffer[row_lanes][column_group];
-    const index groups = (width + column_group - 1) / column_group;
+                               T* d_gain, T* d_bias, index rows, index width, bool accumulate,
+                               ColumnTiling tiling) {
+    __shared__ double buffer[column_threads];
+    const int lane = threadIdx.x / tiling.width;
+    const index groups = (width + tiling.width - 1) / tiling.width;
     for (index group = blockIdx.x; group < groups; group += gridDim.x) {
-        const index col = group * column_group + threadIdx.x;
+        const index col = group * tiling.width + threadIdx.x % tiling.width;
         const bool mine = col < width;
         double sum_gain = 0, sum_bias = 0;  // Σ dy ⊙ xhat, Σ dy
         if (mine)
-            for (index r = threadIdx.y; r < rows; r += row_lanes) {
+            for (index r = lane; r < rows; r += tiling.lanes) {
                 const double d = double(dy[r * width + col]);
                 sum_gain += d * double(xhat[r * width + col]);
                 sum_bias += d;
             }
-        sum_gain = lanes_sum(buffer, sum_gain);
-        sum_bias = lanes_sum(buffer, sum_bias);  // its barrier: dy read whole before dx is written
+        sum_gain = lanes_sum(buffer, sum_gain, tiling);
+        sum_bias = lanes_sum(buffer, sum_bias, tiling);  // its barrier: dy read whole before dx is written
         if (!mine) continue;
-        if (threadIdx.y == 0) {
+        if (lane == 0) {
             if (d_gain != nullptr)
                 d_gain[col] = accumulate ? T(double(d_gain[col]) + sum_gain) : T(sum_gain);
             if (d_bias != nullptr)
@@ -218,7 +211,7 @@ __global__ void __launch_bounds__(column_group * row_lanes)
         const T scale = T(double(rstd[col]) * double(gain[col]));
         const T mean_dy = T(sum_bias / double(rows));
         const T mean_dyx = T(sum_gain / double(rows));
-        for (index r = threadIdx.y; r < rows; r += row_lanes) {
+        for (index r = lane; r < rows; r += tiling.lanes) {
             const index e = r * width + col;
             dx[e] = scale * ((dy[e] - mean_dy) - xhat[e] * mean_dyx);
         }
@@ -303,9 +296,9 @@ void layer_norm_backward(cudaStream_t stream, const T* dy, const T* xhat, const 
     require_sizes("layer_norm_backward", rows, width);
     if (width == 0) return;
     // Column sums first: dx may overwrite dy.
-    gain_bias_sums_kernel<T><<<capped((width + column_group - 1) / column_group),
-                               dim3(column_group, row_lanes), 0, stream>>>(
-        dy, xhat, d_gain, d_bias, rows, width, accumulate);
+    const ColumnTiling tiling = column_tiling(width);
+    gain_bias_sums_kernel<T><<<column_blocks(width, tiling), column_threads, 0, stream>>>(
+        dy, xhat, d_gain, d_bias, rows, width, accumulate, tiling);
     check_launch("layer_norm_backward (sums)");
     if (rows == 0) return;
     layer_norm_backward_rows_kernel<T><<<capped((rows + rows_per_block - 1) / rows_per_block),
@@ -324,9 +317,9 @@ void batch_norm_forward_train(cudaStream_t stream, const T* x, const T* gain, co
     require(rows >= 2, "batch norm in training needs at least 2 samples per batch, got " +
                            std::to_string(rows));
     if (width == 0) return;
-    batch_norm_train_kernel<T><<<capped((width + column_group - 1) / column_group),
-                                 dim3(column_group, row_lanes), 0, stream>>>(
-        x, gain, bias, xhat, rstd, y, running_mean, running_var, rows, width, eps, momentum);
+    const ColumnTiling tiling = column_tiling(width);
+    batch_norm_train_kernel<T><<<column_blocks(width, tiling), column_threads, 0, stream>>>(
+        x, gain, bias, xhat, rstd, y, running_mean, running_var, rows, width, eps, momentum, tiling);
     check_launch("batch_norm_forward_train");
 }
 
@@ -348,9 +341,9 @@ void batch_norm_backward(cudaStream_t stream, const T* dy, const T* xhat, const 
                          T* dx, T* d_gain, T* d_bias, index rows, index width, bool accumulate) {
     require_sizes("batch_norm_backward", rows, width);
     if (width == 0) return;
-    batch_norm_backward_kernel<T><<<capped((width + column_group - 1) / column_group),
-                                    dim3(column_group, row_lanes), 0, stream>>>(
-        dy, xhat, rstd, gain, dx, d_gain, d_bias, rows, width, accumulate);
+    const ColumnTiling tiling = column_tiling(width);
+    batch_norm_backward_kernel<T><<<column_blocks(width, tiling), column_threads, 0, stream>>>(
+        dy, xhat, rstd, gain, dx, d_gain, d_bias, rows, width, accumulate, tiling);
     check_launch("batch_norm_backward");
 }
 

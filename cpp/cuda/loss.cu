@@ -13,31 +13,17 @@
 
 #include "device.cuh"
 #include "math.cuh"
+#include "reduce.cuh"
 
 namespace fastmlp::cuda {
 namespace {
 
 constexpr int loss_threads = 512;
 
-// Σ over the block's threads of `value`, by a fixed tree (thread 0 gets the total;
-// every thread gets it back). All threads must call it.
-__device__ double block_sum(double* buffer, double value) {
-    const int tid = threadIdx.x;
-    buffer[tid] = value;
-    __syncthreads();
-    for (int stride = loss_threads / 2; stride > 0; stride /= 2) {
-        if (tid < stride) buffer[tid] += buffer[tid + stride];
-        __syncthreads();
-    }
-    const double total = buffer[0];
-    __syncthreads();  // everyone has read it before the buffer is reused
-    return total;
-}
-
 // The first maximum of a row, a NaN counting as the largest (the first NaN wins),
 // as numpy.argmax and the CPU's first_max decide.
 template <typename T>
-__device__ index first_max(const T* row, index n) {
+__device__ __forceinline__ index first_max(const T* row, index n) {
     index best = 0;
     bool nan = false;
     for (index k = 0; k < n; ++k) {
@@ -54,7 +40,7 @@ __device__ index first_max(const T* row, index n) {
 // (softmax(p) · Σt − t) · scale into g when not null (g may alias p: each p[k]
 // is read before g[k] is written).
 template <typename T>
-__device__ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
+__device__ __forceinline__ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
     T top = p[0];
     for (index k = 1; k < outputs; ++k) top = top < p[k] ? p[k] : top;  // std::max's rule
     double sum_exp = 0, target_sum = 0, dot = 0;
@@ -76,7 +62,7 @@ __device__ double cross_entropy_row(const T* p, const T* t, T* g, index outputs,
 }
 
 template <typename T>
-__global__ void __launch_bounds__(loss_threads)
+__global__ void __launch_bounds__(loss_threads, 1)
     loss_kernel(Loss loss, const T* pred, const T* target, const T* weight, T* grad, index rows,
                 index outputs, double delta, bool count, StepFigures* figures, StepState* state) {
     __shared__ double buffer[loss_threads];
@@ -88,7 +74,7 @@ __global__ void __launch_bounds__(loss_threads)
     if (weight != nullptr) {
         double mine = 0;
         for (index i = tid; i < rows; i += loss_threads) mine += double(weight[i]);
-        batch_weight = block_sum(buffer, mine);
+        batch_weight = block_sum<loss_threads>(buffer, mine);
     }
     const double normalizer = normalizer_of(loss, batch_weight, outputs);
     const double inv = gradient_factor(loss, normalizer);
@@ -122,8 +108,8 @@ __global__ void __launch_bounds__(loss_threads)
         }
         loss_sum += weight == nullptr ? row : row * w;
     }
-    loss_sum = block_sum(buffer, loss_sum);
-    if (count) correct = block_sum(buffer, correct);
+    loss_sum = block_sum<loss_threads>(buffer, loss_sum);
+    if (count) correct = block_sum<loss_threads>(buffer, correct);
 
     if (tid == 0) {
         const double mean =

@@ -30,6 +30,7 @@
 
 #include "device.cuh"
 #include "math.cuh"
+#include "reduce.cuh"
 
 namespace fastmlp::cuda {
 namespace {
@@ -58,20 +59,6 @@ struct Layout {
         total = steps + segments;
     }
 };
-
-// Σ over the block's threads by a fixed tree; thread 0 gets the total.
-__device__ double block_sum(double* buffer, double value) {
-    const int tid = threadIdx.x;
-    buffer[tid] = value;
-    __syncthreads();
-    for (int stride = update_threads / 2; stride > 0; stride /= 2) {
-        if (tid < stride) buffer[tid] += buffer[tid + stride];
-        __syncthreads();
-    }
-    const double total = buffer[0];
-    __syncthreads();
-    return total;
-}
 
 // Σ over the block's threads of an integer count (exact in any order).
 __device__ void add_kept(unsigned* block_count, StepState* state) {
@@ -103,7 +90,7 @@ __global__ void __launch_bounds__(update_threads)
         if (clip_on) g = g < -clip ? -clip : (g > clip ? clip : g);
         mine += double(g) * double(g);
     }
-    const double total = block_sum(buffer, mine);
+    const double total = block_sum<update_threads>(buffer, mine);
     if (threadIdx.x == 0) partials[blockIdx.x] = total;
 }
 
@@ -117,7 +104,7 @@ __global__ void __launch_bounds__(update_threads)
     double mine = 0;
     // Each thread its chunks in order, then the tree: fixed for every n.
     for (index c = threadIdx.x; c < chunks; c += update_threads) mine += partials[c];
-    const double squares = block_sum(buffer, mine);
+    const double squares = block_sum<update_threads>(buffer, mine);
     if (threadIdx.x != 0) return;
     const double norm = sqrt(squares);
     if (!isfinite(norm)) {
@@ -228,8 +215,8 @@ __global__ void __launch_bounds__(update_threads)
         p_sq += double(p) * double(p);
         u_sq += double(u) * double(u);
     }
-    p_sq = block_sum(buffer, p_sq);
-    u_sq = block_sum(buffer, u_sq);
+    p_sq = block_sum<update_threads>(buffer, p_sq);
+    u_sq = block_sum<update_threads>(buffer, u_sq);
     if (threadIdx.x == 0) {
         scratch[layout.p_squares + blockIdx.x] = p_sq;
         scratch[layout.u_squares + blockIdx.x] = u_sq;
@@ -250,8 +237,8 @@ __global__ void __launch_bounds__(update_threads)
             p_mine += scratch[layout.p_squares + first + c];
             u_mine += scratch[layout.u_squares + first + c];
         }
-        const double p_norm = sqrt(block_sum(buffer, p_mine));
-        const double u_norm = sqrt(block_sum(buffer, u_mine));
+        const double p_norm = sqrt(block_sum<update_threads>(buffer, p_mine));
+        const double u_norm = sqrt(block_sum<update_threads>(buffer, u_mine));
         if (threadIdx.x == 0) {
             const double trust = p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
             scratch[layout.steps + s] = state->lr * trust;
