@@ -14,6 +14,7 @@ import glob
 import math
 import os
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -209,6 +210,37 @@ def test_cublas_off_gives_own_kernel(cublas):
         np.testing.assert_array_equal(cuda.gemm(a, b), own)
     finally:
         cuda.use_cublas(True)
+
+
+def test_cublas_off_by_environment(cublas, monkeypatch):
+    rng = np.random.default_rng(19)
+    a, b = gemm_operands(rng, 256, 128, 128, "N", "T", np.float32)
+    own = cuda.gemm(a, b, op_b="T", own=True)
+    monkeypatch.setenv("FASTMLP_CUDA_GEMM", "own")
+    assert not cuda.cublas_active()
+    np.testing.assert_array_equal(cuda.gemm(a, b, op_b="T"), own)
+    monkeypatch.delenv("FASTMLP_CUDA_GEMM")
+    assert cuda.cublas_active()
+
+
+def test_gemm_from_threads(cublas):
+    # Each thread its own stream and cuBLAS handle; the products as on one thread.
+    rng = np.random.default_rng(20)
+    operands = [gemm_operands(rng, 300, 200, 100, "N", "N", np.float32) for _ in range(4)]
+    expected = [cuda.gemm(a, b) for a, b in operands]
+    results = {}
+
+    def work(index):
+        results[index] = [cuda.gemm(a, b) for a, b in operands for _ in range(3)]
+
+    threads = [threading.Thread(target=work, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for index in range(3):
+        for j, c in enumerate(results[index]):
+            np.testing.assert_array_equal(c, expected[j // 3])
 
 
 # ---- activations ----------------------------------------------------------------------------
@@ -407,6 +439,23 @@ def test_optimizer_steps(dtype, kind, options, schedule):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("segments", [[], [(100, 4000), (4100, 1)], [(0, 9000)], [(7, 0), (5000, 5000)]])
+def test_lamb_gaps_between_segments(dtype, segments):
+    # Parameters outside every segment are updated with trust 1, as on the CPU.
+    rng = np.random.default_rng(21)
+    n = 10_000
+    config, schedule_config, twin = configs("lamb", {"eps": 1e-6, "weight_decay": 0.01}, None)
+    params = random(rng, (n,), dtype)
+    twin_params = params.astype(np.float64)
+    s1, s2 = np.zeros(n, dtype=dtype), np.zeros(n, dtype=dtype)
+    for t in range(2):
+        grads = random(rng, (n,), dtype, -1, 1)
+        params, s1, s2, *_ = cuda.optimizer_update(config, schedule_config, params, grads, s1, s2, segments, t=t)
+        twin.step(twin_params, grads.astype(np.float64), segments)
+        assert_close(params, twin_params, dtype, what=f"lamb with segments {segments}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("kind", ["sgd", "adam", "lamb"])
 def test_optimizer_bad_gradient_changes_nothing(dtype, kind):
     rng = np.random.default_rng(14)
@@ -467,8 +516,10 @@ def test_optimizer_scratch_and_bad_arguments():
     assert cuda.optimizer_scratch(10_000, 4) > cuda.optimizer_scratch(10_000, 0)
     config = _core.OptimizerConfig(kind="lamb", lr=0.1)
     p = np.zeros(10, dtype=np.float32)
-    with pytest.raises(ValueError, match="cover"):
-        cuda.optimizer_update(config, _core.ScheduleConfig(), p, p, p, p, [(0, 5)])
+    with pytest.raises(ValueError, match="in order"):
+        cuda.optimizer_update(config, _core.ScheduleConfig(), p, p, p, p, [(5, 3), (0, 5)])
+    with pytest.raises(ValueError, match="inside"):
+        cuda.optimizer_update(config, _core.ScheduleConfig(), p, p, p, p, [(5, 6)])
     with pytest.raises(ValueError, match="s2"):
         cuda.optimizer_update(config, _core.ScheduleConfig(), p, p, p, None, [(0, 10)])
 

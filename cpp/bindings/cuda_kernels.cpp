@@ -4,7 +4,7 @@
 // Each function takes NumPy arrays (float32 or float64, all of one dtype; any
 // layout: a non-contiguous one is copied to a C-contiguous one first), checks
 // their shapes (ValueError naming the argument), then with the GIL released copies
-// them to the device, runs the kernel on a stream of its own, waits, copies the
+// them to the device, runs the kernel on the thread's stream, waits, copies the
 // results back and returns new NumPy arrays. Nothing here is fast: it is the
 // kernels' test harness. `available()` says whether a GPU can run them.
 #include <pybind11/numpy.h>
@@ -27,18 +27,27 @@ namespace {
 
 namespace cu = fastmlp::cuda;
 
-// A stream of the call's own, waited for and destroyed at the end.
+// The calling thread's stream (made on its first call, kept until the thread
+// ends: gemm keeps a cuBLAS handle per stream), waited for at the end of a call.
 class Stream {
 public:
-    Stream() { cu::check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate"); }
-    ~Stream() { cudaStreamDestroy(stream_); }
-    Stream(const Stream&) = delete;
-    Stream& operator=(const Stream&) = delete;
+    Stream() : stream_(thread_stream()) {}
     cudaStream_t get() const { return stream_; }
     void wait() const { cu::check(cudaStreamSynchronize(stream_), "cudaStreamSynchronize"); }
 
 private:
-    cudaStream_t stream_ = nullptr;
+    struct Owned {
+        cudaStream_t stream = nullptr;
+        Owned() { cu::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"); }
+        ~Owned() { cudaStreamDestroy(stream); }
+        Owned(const Owned&) = delete;
+        Owned& operator=(const Owned&) = delete;
+    };
+    static cudaStream_t thread_stream() {
+        thread_local Owned owned;
+        return owned.stream;
+    }
+    cudaStream_t stream_;
 };
 
 // ---- host arrays -------------------------------------------------------------------------------
@@ -436,15 +445,6 @@ py::tuple optimizer_binding(const py::object& config_object, const py::object& s
     if (config.state_buffers() >= 2 && !s2) throw py::value_error("optimizer_update: this rule needs s2");
     if (t < 0 || step < 0) throw py::value_error("optimizer_update: t and step must be >= 0");
     std::vector<Segment> segments = segments_from(segments_object, n);
-    if (config.kind == OptimizerKind::lamb) {
-        Index covered = 0;
-        for (const Segment& s : segments) {
-            if (s.offset != covered)
-                throw py::value_error("optimizer_update: LAMB's segments must cover the parameters");
-            covered = s.offset + s.size;
-        }
-        if (covered != n) throw py::value_error("optimizer_update: LAMB's segments must cover the parameters");
-    }
     return on_dtype(params, "params", [&](auto tag) {
         using T = decltype(tag);
         const T* pp = host<T>(params, "params");

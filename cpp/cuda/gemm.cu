@@ -16,20 +16,22 @@
 // Float stays float32 exact (CUBLAS_DEFAULT_MATH: no TF32). Used for products of
 // at least 2^21 multiply-adds (below that the launch and the own kernel are as
 // fast); its epilogue is a separate elementwise kernel. One handle per thread,
-// device and stream, made on first use, each with its own 32 MiB workspace from
-// cudaMalloc (set with cublasSetWorkspace, so the product can be captured in a
-// CUDA graph once the handle exists; the first product of a stream must run
-// outside a capture). cuBLAS is deterministic on one stream with its workspace.
+// device and stream (the last 4 a thread used), made on first use, each with its
+// own 32 MiB workspace from cudaMalloc (set with cublasSetWorkspace, so the
+// product can be captured in a CUDA graph once the handle exists; the first
+// product of a stream must run outside a capture). cuBLAS is deterministic on
+// one stream with its workspace.
 #include <dlfcn.h>
 
 #include <atomic>
+#include <cstdint>
 #include <cstdlib>
-#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "device.cuh"
 #include "math.cuh"
@@ -259,24 +261,37 @@ void check_cublas(int status, const char* what) {
                                  std::to_string(status));
 }
 
-// This thread's handles, one per (device, stream), each with its workspace.
+// This thread's handles, one per (device, stream), each with its workspace; at
+// most max_handles of them (a program that makes streams by the hundred would
+// otherwise keep 32 MiB for each): the one unused longest goes first, after the
+// device has finished its work.
 struct Handle {
+    int device = 0;
+    cudaStream_t stream = nullptr;
     cublas_handle handle = nullptr;
     void* workspace = nullptr;
+    std::uint64_t used = 0;
 };
+
+constexpr std::size_t max_handles = 4;
 
 struct ThreadHandles {
     const CublasApi* api = nullptr;
-    std::map<std::pair<int, cudaStream_t>, Handle> handles;
+    std::vector<Handle> handles;
+    std::uint64_t clock = 0;
+
+    // Errors ignored: nothing to report them to (a thread's exit, an eviction).
+    void release(const Handle& h) {
+        int previous = 0;
+        const bool switched =
+            cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(h.device) == cudaSuccess;
+        cudaDeviceSynchronize();  // nothing queued still uses the workspace
+        if (h.handle != nullptr) api->destroy(h.handle);
+        if (h.workspace != nullptr) cudaFree(h.workspace);
+        if (switched) cudaSetDevice(previous);
+    }
     ~ThreadHandles() {
-        for (auto& entry : handles) {  // errors ignored: nothing to report them to
-            int previous = 0;
-            const bool switched = cudaGetDevice(&previous) == cudaSuccess &&
-                                  cudaSetDevice(entry.first.first) == cudaSuccess;
-            if (entry.second.handle != nullptr) api->destroy(entry.second.handle);
-            if (entry.second.workspace != nullptr) cudaFree(entry.second.workspace);
-            if (switched) cudaSetDevice(previous);
-        }
+        for (const Handle& h : handles) release(h);
     }
 };
 
@@ -285,24 +300,37 @@ cublas_handle handle_for(const CublasApi* api, cudaStream_t stream) {
     mine.api = api;
     int device = 0;
     check(cudaGetDevice(&device), "gemm: cudaGetDevice");
-    const auto key = std::make_pair(device, stream);
-    auto found = mine.handles.find(key);
-    if (found == mine.handles.end()) {
-        Handle made;
-        check(cudaMalloc(&made.workspace, workspace_bytes), "gemm: cudaMalloc (cuBLAS workspace)");
-        const int created = api->create(&made.handle);
-        if (created != 0) {
-            cudaFree(made.workspace);
-            check_cublas(created, "cublasCreate");
+    Handle* found = nullptr;
+    for (Handle& h : mine.handles)
+        if (h.device == device && h.stream == stream) found = &h;
+    if (found == nullptr) {
+        if (mine.handles.size() >= max_handles) {
+            auto oldest = mine.handles.begin();
+            for (auto it = mine.handles.begin(); it != mine.handles.end(); ++it)
+                if (it->used < oldest->used) oldest = it;
+            mine.release(*oldest);
+            mine.handles.erase(oldest);
         }
-        found = mine.handles.emplace(key, made).first;
-        check_cublas(api->set_math_mode(made.handle, 0), "cublasSetMathMode");
+        Handle made;
+        made.device = device;
+        made.stream = stream;
+        check(cudaMalloc(&made.workspace, workspace_bytes), "gemm: cudaMalloc (cuBLAS workspace)");
+        int status = api->create(&made.handle);
+        if (status == 0) status = api->set_math_mode(made.handle, 0);  // CUBLAS_DEFAULT_MATH: no TF32
+        if (status != 0) {
+            if (made.handle != nullptr) api->destroy(made.handle);
+            cudaFree(made.workspace);
+            check_cublas(status, "cublasCreate");
+        }
+        mine.handles.push_back(made);
+        found = &mine.handles.back();
     }
-    const Handle& h = found->second;
+    found->used = ++mine.clock;
     // cublasSetStream resets the workspace to cuBLAS's pool: set ours after it, every call.
-    check_cublas(api->set_stream(h.handle, stream), "cublasSetStream");
-    check_cublas(api->set_workspace(h.handle, h.workspace, workspace_bytes), "cublasSetWorkspace");
-    return h.handle;
+    check_cublas(api->set_stream(found->handle, stream), "cublasSetStream");
+    check_cublas(api->set_workspace(found->handle, found->workspace, workspace_bytes),
+                 "cublasSetWorkspace");
+    return found->handle;
 }
 
 bool fits_int(index x) { return x >= 0 && x <= 0x7fffffff; }

@@ -14,9 +14,10 @@
 //                         finite; finish_update then fails the step before
 //                         anything changes (status = step_bad_update, t back), as
 //                         the CPU's SGD changes nothing then;
-//      LAMB: lamb_norms   m, v and per (segment, chunk) Σ p², Σ u²; lamb_trust
-//                         (one block) sums each segment's chunks in order into
-//                         lr · trust; lamb_apply;
+//      LAMB: lamb_norms   m, v and per (piece, chunk) Σ p², Σ u², a piece being
+//                         a segment or a gap between them; lamb_trust (one
+//                         block) sums each piece's chunks in order into
+//                         lr · trust (a gap's trust 1, as on the CPU); lamb_apply;
 //   4. apply_update       (SGD, Adam, AdamW) the rule element by element; a
 //                         parameter whose new value is not finite keeps its value
 //                         and is counted in state->kept;
@@ -25,7 +26,7 @@
 // Every kernel reads state->status first and returns when it is not step_ok
 // (only the one-block kernels write it, so all blocks of a kernel agree); the
 // final step += 1 happens whatever. Every sum runs in a fixed order: the same
-// bits run after run. Segments (LAMB) must cover [0, n) in order.
+// bits run after run. Segments (LAMB) are in order, disjoint, inside [0, n).
 #include <cstring>
 
 #include "device.cuh"
@@ -41,22 +42,47 @@ constexpr index rule_slots = 32;  // doubles of scratch holding the Rule<T>
 
 static_assert(sizeof(Rule<double>) <= rule_slots * sizeof(double), "the rule fits its slots");
 
-// Scratch layout (doubles), for nc = ⌈n / chunk⌉ and S segments:
+// LAMB's pieces: the segments and the gaps around them, in order (gap before
+// segment 0, segment 0, gap before segment 1, ..., segment S − 1, the gap after
+// it): 2S + 1 of them, some empty. A segment has its own trust ratio; a gap's is 1,
+// as the CPU updates parameters outside every segment.
+struct Piece {
+    index offset = 0, size = 0;
+    bool own_trust = false;
+};
+
+__device__ Piece piece_of(const Segment* segments, index n_segments, index n, index v) {
+    Piece piece;
+    const index s = v / 2;
+    if (v % 2 == 1) {
+        piece.offset = segments[s].offset;
+        piece.size = segments[s].size;
+        piece.own_trust = true;
+    } else {
+        piece.offset = s == 0 ? 0 : segments[s - 1].offset + segments[s - 1].size;
+        const index end = s < n_segments ? segments[s].offset : n;
+        piece.size = end - piece.offset;
+    }
+    return piece;
+}
+
+// Scratch layout (doubles), for nc = ⌈n / chunk⌉ and S segments (V = 2S + 1 pieces):
 //   [0, 32)                       the step's Rule<T>
 //   gradient partials             nc
-//   LAMB Σ p² partials            nc + S (per (segment, chunk), S bounds the extra chunks)
-//   LAMB Σ u² partials            nc + S
-//   LAMB lr · trust               S
+//   LAMB Σ p² partials            nc + V (per (piece, chunk): V bounds the extra chunks)
+//   LAMB Σ u² partials            nc + V
+//   LAMB lr · trust               V
 struct Layout {
-    index chunks, pairs, gradient, p_squares, u_squares, steps, total;
+    index chunks, pieces, pairs, gradient, p_squares, u_squares, steps, total;
     Layout(index n, index segments) {
         chunks = (n + chunk - 1) / chunk;
-        pairs = chunks + segments;
+        pieces = 2 * segments + 1;
+        pairs = chunks + pieces;
         gradient = rule_slots;
         p_squares = gradient + chunks;
         u_squares = p_squares + pairs;
         steps = u_squares + pairs;
-        total = steps + segments;
+        total = steps + pieces;
     }
 };
 
@@ -176,14 +202,15 @@ __global__ void __launch_bounds__(update_threads)
     add_kept(&block_count, state);
 }
 
-// LAMB's blocks: block b is chunk `local` of segment `segment` (false: no such pair).
-__device__ bool pair_of(const Segment* segments, index n_segments, index b, index& segment,
-                        index& local) {
+// LAMB's blocks: block b is chunk `local` of piece `v` (false: no such pair, the
+// block has nothing to do).
+__device__ bool pair_of(const Segment* segments, index n_segments, index n, index b, index& v,
+                        index& local, Piece& piece) {
     index first = 0;
-    for (index s = 0; s < n_segments; ++s) {
-        const index count = (segments[s].size + chunk - 1) / chunk;
+    for (v = 0; v < 2 * n_segments + 1; ++v) {
+        piece = piece_of(segments, n_segments, n, v);
+        const index count = (piece.size + chunk - 1) / chunk;
         if (b < first + count) {
-            segment = s;
             local = b - first;
             return true;
         }
@@ -196,22 +223,23 @@ __device__ bool pair_of(const Segment* segments, index n_segments, index b, inde
 template <typename T>
 __global__ void __launch_bounds__(update_threads)
     lamb_norms_kernel(const T* params, const T* grads, T* s1, T* s2, const Segment* segments,
-                      index n_segments, double* scratch, Layout layout, StepState* state) {
+                      index n_segments, index n, double* scratch, Layout layout, StepState* state) {
     __shared__ double buffer[update_threads];
     if (state->status != step_ok) return;
-    index segment, local;
-    if (!pair_of(segments, n_segments, blockIdx.x, segment, local)) return;  // the whole block
+    index v, local;
+    Piece piece;
+    if (!pair_of(segments, n_segments, n, blockIdx.x, v, local, piece)) return;  // the whole block
     const Rule<T> rule = rule_from<T>(scratch);
-    const index begin = segments[segment].offset + local * chunk;
-    const index segment_end = segments[segment].offset + segments[segment].size;
-    const index end = begin + chunk < segment_end ? begin + chunk : segment_end;
+    const index begin = piece.offset + local * chunk;
+    const index piece_end = piece.offset + piece.size;
+    const index end = begin + chunk < piece_end ? begin + chunk : piece_end;
     double p_sq = 0, u_sq = 0;
     for (index i = begin + threadIdx.x; i < end; i += update_threads) {
-        T m = s1[i], v = s2[i];
+        T m = s1[i], second = s2[i];
         const T p = params[i];
-        const T u = lamb_direction(rule, p, grads[i], m, v);
+        const T u = lamb_direction(rule, p, grads[i], m, second);
         s1[i] = m;
-        s2[i] = v;
+        s2[i] = second;
         p_sq += double(p) * double(p);
         u_sq += double(u) * double(u);
     }
@@ -223,15 +251,16 @@ __global__ void __launch_bounds__(update_threads)
     }
 }
 
-// LAMB 2 (one block): each segment's chunks in order → lr · trust.
+// LAMB 2 (one block): each piece's chunks in order → lr · trust (1 for a gap).
 __global__ void __launch_bounds__(update_threads)
-    lamb_trust_kernel(const Segment* segments, index n_segments, double* scratch, Layout layout,
-                      StepState* state) {
+    lamb_trust_kernel(const Segment* segments, index n_segments, index n, double* scratch,
+                      Layout layout, StepState* state) {
     __shared__ double buffer[update_threads];
     if (state->status != step_ok) return;
     index first = 0;
-    for (index s = 0; s < n_segments; ++s) {
-        const index count = (segments[s].size + chunk - 1) / chunk;
+    for (index v = 0; v < layout.pieces; ++v) {
+        const Piece piece = piece_of(segments, n_segments, n, v);
+        const index count = (piece.size + chunk - 1) / chunk;
         double p_mine = 0, u_mine = 0;
         for (index c = threadIdx.x; c < count; c += update_threads) {
             p_mine += scratch[layout.p_squares + first + c];
@@ -240,8 +269,8 @@ __global__ void __launch_bounds__(update_threads)
         const double p_norm = sqrt(block_sum<update_threads>(buffer, p_mine));
         const double u_norm = sqrt(block_sum<update_threads>(buffer, u_mine));
         if (threadIdx.x == 0) {
-            const double trust = p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
-            scratch[layout.steps + s] = state->lr * trust;
+            const double trust = piece.own_trust && p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
+            scratch[layout.steps + v] = state->lr * trust;
         }
         first += count;
     }
@@ -251,18 +280,20 @@ __global__ void __launch_bounds__(update_threads)
 template <typename T>
 __global__ void __launch_bounds__(update_threads)
     lamb_apply_kernel(T* params, const T* s1, const T* s2, const Segment* segments,
-                      index n_segments, const double* scratch, Layout layout, StepState* state) {
+                      index n_segments, index n, const double* scratch, Layout layout,
+                      StepState* state) {
     __shared__ unsigned block_count;
     if (state->status != step_ok) return;
-    index segment, local;
-    if (!pair_of(segments, n_segments, blockIdx.x, segment, local)) return;  // the whole block
+    index v, local;
+    Piece piece;
+    if (!pair_of(segments, n_segments, n, blockIdx.x, v, local, piece)) return;  // the whole block
     if (threadIdx.x == 0) block_count = 0;
     __syncthreads();
     const Rule<T> rule = rule_from<T>(scratch);
-    const T step = T(scratch[layout.steps + segment]);
-    const index begin = segments[segment].offset + local * chunk;
-    const index segment_end = segments[segment].offset + segments[segment].size;
-    const index end = begin + chunk < segment_end ? begin + chunk : segment_end;
+    const T step = T(scratch[layout.steps + v]);
+    const index begin = piece.offset + local * chunk;
+    const index piece_end = piece.offset + piece.size;
+    const index end = begin + chunk < piece_end ? begin + chunk : piece_end;
     unsigned bad = 0;
     for (index i = begin + threadIdx.x; i < end; i += update_threads) {
         const T p = params[i];
@@ -303,8 +334,7 @@ void optimizer_update(cudaStream_t stream, const OptimizerConfig& config, const 
     require(n >= 0 && n_segments >= 0, "optimizer_update: sizes must be non-negative");
     require(config.state_buffers() < 1 || s1 != nullptr, "optimizer_update: missing state");
     require(config.state_buffers() < 2 || s2 != nullptr, "optimizer_update: missing state");
-    require(config.kind != OptimizerKind::lamb || segments != nullptr || n_segments == 0,
-            "optimizer_update: LAMB needs its segments");
+    require(segments != nullptr || n_segments == 0, "optimizer_update: segments missing");
     const Layout layout(n, n_segments);
     const unsigned elementwise_blocks = blocks_for(n, update_threads);
     if (layout.chunks > 0) {
@@ -342,15 +372,15 @@ void optimizer_update(cudaStream_t stream, const OptimizerConfig& config, const 
             }
             break;
         case OptimizerKind::lamb:
-            if (layout.pairs > 0 && n_segments > 0) {
+            if (n > 0) {
                 lamb_norms_kernel<T><<<unsigned(layout.pairs), update_threads, 0, stream>>>(
-                    params, grads, s1, s2, segments, n_segments, scratch, layout, state);
+                    params, grads, s1, s2, segments, n_segments, n, scratch, layout, state);
                 check_launch("optimizer_update (lamb norms)");
-                lamb_trust_kernel<<<1, update_threads, 0, stream>>>(segments, n_segments, scratch,
+                lamb_trust_kernel<<<1, update_threads, 0, stream>>>(segments, n_segments, n, scratch,
                                                                     layout, state);
                 check_launch("optimizer_update (lamb trust)");
                 lamb_apply_kernel<T><<<unsigned(layout.pairs), update_threads, 0, stream>>>(
-                    params, s1, s2, segments, n_segments, scratch, layout, state);
+                    params, s1, s2, segments, n_segments, n, scratch, layout, state);
                 check_launch("optimizer_update (lamb)");
             }
             break;
