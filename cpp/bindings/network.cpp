@@ -202,14 +202,16 @@ public:
         if (device_) host_ahead_ = true;
     }
     // The device, up to date, for a call that runs there (null: on the host); a
-    // fit marks it ahead of the host afterwards (device_changed).
+    // fit marks it ahead of the host (device_changed).
     cuda::DeviceNetwork<T>* device() {
         if (!device_) return nullptr;
         if (host_ahead_) device_->upload(net_);
         host_ahead_ = false;
         return device_.get();
     }
-    void device_changed() { device_ahead_ = true; }
+    void device_changed() {
+        if (device_) device_ahead_ = true;
+    }
 
 private:
     Network<T> net_;
@@ -524,7 +526,10 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
         };
     }
     if (auto* device = h.device()) {
-        // Until the fit ends, however it ends, the device is ahead of the host mirror.
+        // From its start the device is ahead of the host mirror: a reader let in between
+        // two groups of steps (snapshot, say) brings the host up to date first.
+        // When it ends, however it ends, the device is ahead again.
+        h.device_changed();
         struct Ahead {
             NetworkHandle<T>& h;
             ~Ahead() { h.device_changed(); }
