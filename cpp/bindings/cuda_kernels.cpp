@@ -39,7 +39,13 @@ private:
     struct Owned {
         cudaStream_t stream = nullptr;
         Owned() { cu::check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate"); }
-        ~Owned() { cudaStreamDestroy(stream); }
+        ~Owned() {
+            try {
+                cu::cublas_release(stream);  // its cuBLAS handle, if any, goes with it
+            } catch (const std::exception&) {  // a thread's end: nothing to report it to
+            }
+            cudaStreamDestroy(stream);
+        }
         Owned(const Owned&) = delete;
         Owned& operator=(const Owned&) = delete;
     };

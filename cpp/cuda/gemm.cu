@@ -15,23 +15,24 @@
 // gets B as its first operand and A as its second, with the same transposes.
 // Float stays float32 exact (CUBLAS_DEFAULT_MATH: no TF32). Used for products of
 // at least 2^21 multiply-adds (below that the launch and the own kernel are as
-// fast); its epilogue is a separate elementwise kernel. One handle per thread,
-// device and stream (the last 4 a thread used), made on first use, each with its
-// own 32 MiB workspace from cudaMalloc (set with cublasSetWorkspace, so the
-// product can be captured in a CUDA graph once the handle exists; the first
-// product of a stream must run outside a capture). cuBLAS is deterministic on
-// one stream with its workspace.
+// fast); its epilogue is a separate elementwise kernel. One handle per device
+// and stream, made on first use or by cublas_prepare, each with its own 32 MiB
+// workspace from cudaMalloc (set with cublasSetWorkspace, so the product can be
+// captured in a CUDA graph), kept until cublas_release(stream). A stream captured
+// before it has a handle throws (a capture cannot allocate): cublas_prepare first.
+// cuBLAS is deterministic on one stream with its workspace.
 #include <dlfcn.h>
 
 #include <atomic>
 #include <cstdint>
 #include <cstdlib>
+#include <map>
+#include <memory>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
 #include <utility>
-#include <vector>
 
 #include "device.cuh"
 #include "math.cuh"
@@ -261,92 +262,77 @@ void check_cublas(int status, const char* what) {
                                  std::to_string(status));
 }
 
-// This thread's handles, one per (device, stream), each with its workspace; at
-// most max_handles of them (a program that makes streams by the hundred would
-// otherwise keep 32 MiB for each): the one unused longest goes first, after the
-// device has finished its work.
-struct Handle {
-    int device = 0;
-    cudaStream_t stream = nullptr;
+// The handles, one per (device, stream), each with its own workspace, kept until
+// cublas_release(stream) (a captured graph holds the workspace's address: it must
+// live as long as the stream's graphs, whichever thread made or replays them) or
+// the end of the process. One call at a time on a handle (its mutex).
+struct StreamHandle {
+    std::mutex use;
     cublas_handle handle = nullptr;
     void* workspace = nullptr;
-    std::uint64_t used = 0;
 };
 
-constexpr std::size_t max_handles = 4;
+using HandleKey = std::pair<int, cudaStream_t>;
+std::mutex registry_mutex;
+// Never destroyed: a thread may still use it while the process exits.
+auto& registry = *new std::map<HandleKey, std::unique_ptr<StreamHandle>>;
 
-struct ThreadHandles {
-    const CublasApi* api = nullptr;
-    std::vector<Handle> handles;
-    std::uint64_t clock = 0;
-
-    // Errors ignored: nothing to report them to (a thread's exit, an eviction).
-    void release(const Handle& h) {
-        int previous = 0;
-        const bool switched =
-            cudaGetDevice(&previous) == cudaSuccess && cudaSetDevice(h.device) == cudaSuccess;
-        cudaDeviceSynchronize();  // nothing queued still uses the workspace
-        if (h.handle != nullptr) api->destroy(h.handle);
-        if (h.workspace != nullptr) cudaFree(h.workspace);
-        if (switched) cudaSetDevice(previous);
+// Whether work enqueued on `stream` now would be captured (then nothing may be
+// allocated); an answer that cannot be had counts as yes.
+bool capturing(cudaStream_t stream) {
+    cudaStreamCaptureStatus status = cudaStreamCaptureStatusNone;
+    if (cudaStreamIsCapturing(stream, &status) != cudaSuccess) {
+        cudaGetLastError();
+        return true;
     }
-    ~ThreadHandles() {
-        for (const Handle& h : handles) release(h);
-    }
-};
+    return status != cudaStreamCaptureStatusNone;
+}
 
-cublas_handle handle_for(const CublasApi* api, cudaStream_t stream) {
-    thread_local ThreadHandles mine;
-    mine.api = api;
+// The handle of (this device, stream), made when there is none (cudaMalloc,
+// cublasCreate): not while the stream is being captured, which cannot allocate
+// (std::runtime_error: a capture that fails runs uncaptured in the engine).
+StreamHandle* stream_handle(const CublasApi* api, cudaStream_t stream) {
     int device = 0;
     check(cudaGetDevice(&device), "gemm: cudaGetDevice");
-    Handle* found = nullptr;
-    for (Handle& h : mine.handles)
-        if (h.device == device && h.stream == stream) found = &h;
-    if (found == nullptr) {
-        if (mine.handles.size() >= max_handles) {
-            auto oldest = mine.handles.begin();
-            for (auto it = mine.handles.begin(); it != mine.handles.end(); ++it)
-                if (it->used < oldest->used) oldest = it;
-            mine.release(*oldest);
-            mine.handles.erase(oldest);
-        }
-        Handle made;
-        made.device = device;
-        made.stream = stream;
-        check(cudaMalloc(&made.workspace, workspace_bytes), "gemm: cudaMalloc (cuBLAS workspace)");
-        int status = api->create(&made.handle);
-        if (status == 0) status = api->set_math_mode(made.handle, 0);  // CUBLAS_DEFAULT_MATH: no TF32
-        if (status != 0) {
-            if (made.handle != nullptr) api->destroy(made.handle);
-            cudaFree(made.workspace);
-            check_cublas(status, "cublasCreate");
-        }
-        mine.handles.push_back(made);
-        found = &mine.handles.back();
+    std::lock_guard<std::mutex> lock(registry_mutex);
+    auto found = registry.find(HandleKey(device, stream));
+    if (found != registry.end()) return found->second.get();
+    if (capturing(stream))
+        throw std::runtime_error(
+            "gemm: cuBLAS has no handle for this stream yet, and a stream being captured cannot "
+            "make one: call cublas_prepare(stream) before capturing");
+    auto made = std::make_unique<StreamHandle>();
+    check(cudaMalloc(&made->workspace, workspace_bytes), "gemm: cudaMalloc (cuBLAS workspace)");
+    int status = api->create(&made->handle);
+    if (status == 0) status = api->set_math_mode(made->handle, 0);  // CUBLAS_DEFAULT_MATH: no TF32
+    if (status != 0) {
+        if (made->handle != nullptr) api->destroy(made->handle);
+        cudaFree(made->workspace);
+        check_cublas(status, "cublasCreate");
     }
-    found->used = ++mine.clock;
-    // cublasSetStream resets the workspace to cuBLAS's pool: set ours after it, every call.
-    check_cublas(api->set_stream(found->handle, stream), "cublasSetStream");
-    check_cublas(api->set_workspace(found->handle, found->workspace, workspace_bytes),
-                 "cublasSetWorkspace");
-    return found->handle;
+    StreamHandle* handle = made.get();
+    registry.emplace(HandleKey(device, stream), std::move(made));
+    return handle;
 }
 
 bool fits_int(index x) { return x >= 0 && x <= 0x7fffffff; }
 
 template <typename T>
-void gemm_cublas(const CublasApi* api, cudaStream_t stream, Op op_a, Op op_b, index m, index n,
-                 index k, const T* a, index lda, const T* b, index ldb, T beta, T* c, index ldc) {
-    cublas_handle handle = handle_for(api, stream);
+void gemm_cublas(const CublasApi* api, StreamHandle* h, cudaStream_t stream, Op op_a, Op op_b,
+                 index m, index n, index k, const T* a, index lda, const T* b, index ldb, T beta,
+                 T* c, index ldc) {
+    std::lock_guard<std::mutex> lock(h->use);
+    // cublasSetStream resets the workspace to cuBLAS's pool: set ours after it, every call.
+    check_cublas(api->set_stream(h->handle, stream), "cublasSetStream");
+    check_cublas(api->set_workspace(h->handle, h->workspace, workspace_bytes), "cublasSetWorkspace");
     const T one = T(1);
     const int trans_first = op_b == Op::T ? 1 : 0, trans_second = op_a == Op::T ? 1 : 0;
     int status;
     if constexpr (sizeof(T) == 4)
-        status = api->sgemm(handle, trans_first, trans_second, int(n), int(m), int(k), &one, b,
+        status = api->sgemm(h->handle, trans_first, trans_second, int(n), int(m), int(k), &one, b,
                             int(ldb), a, int(lda), &beta, c, int(ldc));
     else
-        status = api->dgemm(handle, trans_first, trans_second, int(n), int(m), int(k), &one, b,
+        status = api->dgemm(h->handle, trans_first, trans_second, int(n), int(m), int(k), &one, b,
                             int(ldb), a, int(lda), &beta, c, int(ldc));
     check_cublas(status, sizeof(T) == 4 ? "cublasSgemm" : "cublasDgemm");
 }
@@ -362,6 +348,29 @@ void use_cublas(bool on) { cublas_on.store(on); }
 
 bool cublas_active() { return active_api() != nullptr; }
 
+void cublas_prepare(cudaStream_t stream) {
+    if (const CublasApi* api = active_api()) stream_handle(api, stream);
+}
+
+void cublas_release(cudaStream_t stream) {
+    const CublasApi* api = loaded_api.load();
+    if (api == nullptr) return;
+    int device = 0;
+    check(cudaGetDevice(&device), "cublas_release: cudaGetDevice");
+    std::unique_ptr<StreamHandle> handle;
+    {
+        std::lock_guard<std::mutex> lock(registry_mutex);
+        auto found = registry.find(HandleKey(device, stream));
+        if (found == registry.end()) return;
+        handle = std::move(found->second);
+        registry.erase(found);
+    }
+    std::lock_guard<std::mutex> in_use(handle->use);  // a call still under way finishes first
+    check(cudaStreamSynchronize(stream), "cublas_release: cudaStreamSynchronize");
+    api->destroy(handle->handle);
+    check(cudaFree(handle->workspace), "cublas_release: cudaFree");
+}
+
 template <typename T>
 void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, const T* a, index lda,
           const T* b, index ldb, T beta, T* c, index ldc, const Epilogue<T>& epilogue) {
@@ -373,7 +382,8 @@ void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, cons
     const bool ints = fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) &&
                       fits_int(ldb) && fits_int(ldc);
     if (api != nullptr && large && ints) {
-        gemm_cublas(api, stream, op_a, op_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
+        gemm_cublas(api, stream_handle(api, stream), stream, op_a, op_b, m, n, k, a, lda, b, ldb,
+                    beta, c, ldc);
         if (needs_epilogue(epilogue.activation, epilogue.bias, epilogue.z_out)) {
             epilogue_kernel<T><<<blocks_for(m * n, 256), 256, 0, stream>>>(m, n, c, ldc, epilogue);
             check_launch("gemm (epilogue)");

@@ -95,8 +95,14 @@ void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, cons
 std::string cublas_load(const std::string& path);
 void use_cublas(bool on);
 bool cublas_active();
-// cuBLAS handles are per thread, device and stream; made on first use (so the
-// first product of a stream must not run inside a graph capture).
+// cuBLAS handles are per device and stream, each with a 32 MiB workspace, made on
+// the stream's first large product; a stream being captured cannot make one (gemm
+// then throws std::runtime_error): call cublas_prepare(stream) before capturing.
+// cublas_release(stream) frees them (waiting for the stream): call it before
+// destroying the stream, after destroying the graphs captured on it, and not
+// while another thread still enqueues work on it. Both do nothing without cuBLAS.
+void cublas_prepare(cudaStream_t stream);
+void cublas_release(cudaStream_t stream);
 
 // gemm with the own kernel for every product, whatever cuBLAS (tests hold both to the twin).
 template <typename T>
