@@ -38,6 +38,7 @@ and the run goes on. --device cpu runs the PyTorch rows on the CPU (a smoke test
 from __future__ import annotations
 
 import argparse
+import faulthandler
 import json
 import os
 import platform
@@ -48,6 +49,7 @@ import subprocess
 import sys
 import time
 import traceback
+from contextlib import redirect_stdout
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
@@ -63,7 +65,7 @@ import fastmlp as fm  # noqa: E402
 TARGETS = {"seed-demo": 10.0, "tiny-batch": 10.0, "mnist-mlp": 2.0, "wide": 1.0}
 STEPS_PER_EPOCH = {"seed-demo": 1, "tiny-batch": 512, "mnist-mlp": 64, "wide": 8}
 MAX_EPOCHS = {"seed-demo": 1_000_000, "tiny-batch": 20_000, "mnist-mlp": 10_000, "wide": 2_000}
-GPU_CONFIGS = tuple(c for c in CONFIGS if c.name in TARGETS)
+GPU_CONFIGS = tuple(next(c for c in CONFIGS if c.name == name) for name in TARGETS)
 IMPLEMENTATIONS = ("fastmlp", "PyTorch eager", "PyTorch compiled")
 
 
@@ -134,7 +136,8 @@ def worker_main(device: str) -> int:
             else:
                 answer({"ok": False, "error": f"unknown request {request['op']!r}"})
         except Exception as error:  # noqa: BLE001  (the driver prints it in the row)
-            traceback.print_exc(file=sys.stderr)
+            for text in traceback.format_exc().splitlines():
+                print(f"[fastmlp worker] {text}", file=sys.stderr, flush=True)
             answer({"ok": False, "error": describe(error)})
     return 0
 
@@ -370,7 +373,9 @@ def calibrate(row: Row, block_seconds: float, max_epochs: int, limit: float) -> 
         with Alarm(limit):
             seconds, row.loss = row.run(epochs)
         if seconds >= block_seconds / 4 or epochs >= max_epochs:
-            if seconds < block_seconds:  # once more: one slow probe must not cut the blocks short
+            for _ in range(2):  # the fastest of three: one slow probe must not cut the blocks short
+                if seconds >= block_seconds:
+                    break
                 with Alarm(limit):
                     seconds = min(seconds, row.run(epochs)[0])
             break
@@ -382,9 +387,10 @@ def calibrate(row: Row, block_seconds: float, max_epochs: int, limit: float) -> 
 def driver_version() -> str:
     try:
         result = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total",
-                                 "--format=csv,noheader"], capture_output=True, text=True, timeout=20)
-        return result.stdout.strip().splitlines()[0] if result.returncode == 0 and result.stdout.strip() else \
-            f"nvidia-smi: exit status {result.returncode}"
+                                 "--format=csv,noheader"], check=False, capture_output=True, text=True, timeout=20)
+        if result.returncode != 0:
+            return f"nvidia-smi: exit status {result.returncode}"
+        return result.stdout.strip().splitlines()[0]
     except (OSError, subprocess.TimeoutExpired, IndexError) as error:
         return f"nvidia-smi: {describe(error)}"
 
@@ -410,6 +416,7 @@ class Report:
 
     def __init__(self, path: str | None, meta: dict):
         self.path, self.meta, self.rows, self.notes = path, meta, [], []
+        self.compile_seconds: list[float] = []  # each torch.compile warm-up so far
 
     def save(self) -> None:
         if not self.path:
@@ -441,8 +448,19 @@ def measure_config(config: Config, args, torch, worker: Worker, report: Report, 
     now = time.perf_counter()
     share_end = now + (deadline - now) / configs_left  # this configuration's part of the budget
 
+    def remaining() -> float:
+        return deadline - time.perf_counter()
+
     def timeout(default: float) -> float:
-        return max(5.0, min(default, deadline - time.perf_counter() + 10))
+        return max(5.0, min(default, remaining() + 10))
+
+    def spent(row: Row, stage: str) -> bool:
+        """Past the deadline: the row is left out (not failed), nothing more is started."""
+        if remaining() > 0:
+            return False
+        row.status, row.error = "skipped", f"time budget spent before its {stage}"
+        log(f"{config.name} / {row.impl}: {row.error}")
+        return True
 
     X, y = gpu_data(config)
     log(f"{config.name}: {len(X)} samples, batch {config.batch or 'full'}")
@@ -459,24 +477,30 @@ def measure_config(config: Config, args, torch, worker: Worker, report: Report, 
         rows.append(torch_row(torch, config, compiled, args.device, X, y))
     report.rows.extend(rows)
 
-    # Warm-up: the compiled row first (its compilation is the long one), then the others.
+    # Warm-up: the compiled row first (its compilation is the long one), then the others. A
+    # compilation is started only when as much time is left as the longest one so far took.
     for row in sorted(rows, key=lambda r: r.impl != "PyTorch compiled"):
-        if row.status != "ok":
+        if row.status != "ok" or spent(row, "warm-up"):
             continue
-        if row.impl == "PyTorch compiled" and deadline - time.perf_counter() < args.compile_reserve:
-            row.status, row.error = "skipped", "time budget: too little left to compile"
-            log(f"{config.name} / {row.impl}: skipped ({row.error})")
-            continue
+        if row.impl == "PyTorch compiled":
+            needed = max([args.compile_reserve, *(s + 5 for s in report.compile_seconds)])
+            if remaining() < needed:
+                row.status = "skipped"
+                row.error = f"time budget: {remaining():.0f} s left, compiling needs ≈ {needed:.0f} s"
+                log(f"{config.name} / {row.impl}: {row.error}")
+                continue
         log(f"{config.name} / {row.impl}: warm-up")
         try:
             start = time.perf_counter()
             with Alarm(timeout(args.compile_limit)):
                 row.run(1)
             row.warmup_seconds = time.perf_counter() - start
+            if row.impl == "PyTorch compiled":
+                report.compile_seconds.append(row.warmup_seconds)
         except Exception as error:  # noqa: BLE001
             row.fail(error)
     for row in rows:
-        if row.status != "ok":
+        if row.status != "ok" or spent(row, "calibration"):
             continue
         try:
             calibrate(row, args.block_seconds, MAX_EPOCHS[config.name], timeout(120.0))
@@ -490,7 +514,8 @@ def measure_config(config: Config, args, torch, worker: Worker, report: Report, 
             break
         if round_index > 0:  # a round's cost, from the last one: cut the rounds to the budget
             needed = sum(r.seconds[-1] for r in live if r.seconds) + len(live) * args.pause
-            if time.perf_counter() + needed > min(share_end, deadline) and round_index >= args.min_repeats:
+            within = time.perf_counter() + needed <= min(share_end, deadline)
+            if not within and (round_index >= args.min_repeats or remaining() <= 0):
                 report.notes.append(f"{config.name}: {round_index} rounds of {args.repeats} (time budget)")
                 break
         for row in live:
@@ -583,9 +608,7 @@ def main(argv=None) -> int:
     start = time.perf_counter()
     deadline = start + budget
     # The last resort against a stuck device call: print every thread's stack and exit.
-    import faulthandler
-
-    faulthandler.dump_traceback_later(budget + 25, exit=True)
+    faulthandler.dump_traceback_later(budget + 45, exit=True)
 
     notes: list[str] = []
     torch = load_torch(args.device, notes)
@@ -625,7 +648,7 @@ def main(argv=None) -> int:
 
     selected = [c for c in GPU_CONFIGS if c.name in only]
     for index, config in enumerate(selected):
-        if time.perf_counter() > deadline - 5:
+        if time.perf_counter() > deadline - 10:
             report.notes.append(f"{config.name}: not run (time budget of {budget:.0f} s spent)")
             log(report.notes[-1])
             continue
@@ -645,8 +668,6 @@ def main(argv=None) -> int:
     report.save()
     if args.out:
         os.makedirs(args.out, exist_ok=True)
-        from contextlib import redirect_stdout
-
         with open(os.path.join(args.out, "bench_gpu.txt"), "w", encoding="utf-8") as f, redirect_stdout(f):
             print_report(report, wall)
     print_report(report, wall)
