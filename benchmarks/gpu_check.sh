@@ -86,6 +86,7 @@ if ! command -v nvcc >/dev/null 2>&1; then
         [ -x "$dir/nvcc" ] && export PATH="$dir:$PATH" && break
     done
 fi
+command -v nvcc >/dev/null 2>&1 && export CUDACXX="${CUDACXX:-$(command -v nvcc)}"
 env_report() {
     echo "date: $(date -u '+%Y-%m-%d %H:%M:%S UTC'); host $(hostname); $(nproc) cores; $(free -g | awk '/Mem:/ {print $2 " GiB"}')"
     echo "git: $(git log -1 --format='%h %s' 2>/dev/null | cut -c1-100)"
@@ -221,14 +222,15 @@ fi
 for suite in kernels api; do
     if [ -f "$OUT/$suite.log" ]; then
         echo "-- $suite.log: failures and the last lines"
-        grep -E '^(FAILED|ERROR) ' "$OUT/$suite.log" | head -12 | cut -c1-200
-        tail -n 2 "$OUT/$suite.log" | cut -c1-200
+        grep -E '^(FAILED|ERROR) ' "$OUT/$suite.log" | awk '!seen[$0]++' | head -12 | cut -c1-200
+        tail -n 1 "$OUT/$suite.log" | cut -c1-200
     fi
 done
 if [ -f "$OUT/bench.log" ]; then
     echo "-- bench.log: the report"
-    # From the header's first line to the end, without the progress lines (they begin with [).
-    sed -n '/^GPU benchmark/,$p' "$OUT/bench.log" | grep -v '^\[bench_gpu' | grep -v '^Traceback\|^  File\|^    ' |
+    # From the header's first line to the end, without the progress and worker lines (they begin
+    # with [) and tracebacks.
+    sed -n '/^GPU benchmark/,$p' "$OUT/bench.log" | grep -v '^\[' | grep -v '^Traceback\|^  File\|^    ' |
         tail -n 45 | cut -c1-260
 fi
 {
