@@ -122,8 +122,15 @@ def worker_main(device: str) -> int:
                 twin = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED)
                 same = all(np.array_equal(np.asarray(a), np.asarray(b)) for a, b in
                            zip([*net.weights, *net.biases], [*twin.weights, *twin.biases]))
+                path = None  # which device path a fit takes: "fused" (one kernel) or "layers"
+                fit_path = getattr(getattr(net, "_core", None), "fit_path", None)
+                if fit_path is not None and device != "cpu":
+                    try:
+                        path = fit_path(config.batch or len(X), "mse")
+                    except Exception as error:  # noqa: BLE001  (a note, not a failure)
+                        path = f"unknown ({describe(error)})"
                 answer({"ok": True, "seconds": built, "device": str(getattr(net, "device", "cpu")),
-                        "same_initial_weights": same})
+                        "same_initial_weights": same, "fit_path": path})
             elif net is None:
                 answer({"ok": False, "error": f"{request['op']!r} before a setup"})
             elif request["op"] == "run":
@@ -273,7 +280,7 @@ def fastmlp_row(config: Config, worker: Worker, samples: int, timeout: Callable[
     row = Row(config.name, "fastmlp", config.unit, samples)
     try:
         answer = worker.request({"op": "setup", "config": config.name}, timeout(120.0))
-        row.note = f"device {answer['device']}"
+        row.note = f"device {answer['device']}" + (f", fit path {answer['fit_path']}" if answer.get("fit_path") else "")
         if not answer["same_initial_weights"]:
             row.note += "; initial weights differ from the CPU network's"
     except WorkerError as error:
