@@ -18,8 +18,9 @@ Implementations (the targets are fastmlp's samples/s ÷ each PyTorch row's):
   PyTorch eager      nn.Sequential(Linear, ReLU, ...) on the device (bench_configs.torch_model),
                      nn.MSELoss, optim.SGD; X and y on the device; per epoch a randperm on the
                      device and gathered batches (full batch: no shuffle); loss.item() once a block
-  PyTorch compiled   the same with torch.compile (default mode) of model + loss; the optimizer
-                     step stays eager. Compiled first, before anything is timed.
+  PyTorch compiled   the same with torch.compile (default mode, dynamic=False: the shapes are
+                     fixed) of model + loss; the optimizer step stays eager. Compiled first,
+                     before anything is timed.
 float32 is exact everywhere: torch.set_float32_matmul_precision("highest"), so
 torch.backends.cuda.matmul.allow_tf32 stays False (fastmlp's default is float32 without TF32 too).
 
@@ -318,7 +319,10 @@ def torch_row(torch, config: Config, compiled: bool, device: str, X: np.ndarray,
         def forward_loss(xb, yb):
             return criterion(model(xb), yb)
 
-        loss_of = torch.compile(forward_loss) if compiled else forward_loss
+        # dynamic=False: each configuration's shapes are fixed, and compiled as such (with one
+        # function compiled per configuration, automatic dynamic shapes would otherwise take the
+        # second configuration's new sizes for varying ones and compile it shape-generic).
+        loss_of = torch.compile(forward_loss, dynamic=False) if compiled else forward_loss
     except Exception as error:  # noqa: BLE001
         row.fail(error)
         return row
