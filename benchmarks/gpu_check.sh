@@ -16,8 +16,9 @@
 # stage's status (also at the end of summary.txt): the caller may see only the tail.
 #
 # Environment: OUT (default gpu_out), PYTHON (default python3), GPU_CHECK_SECONDS (the whole
-# run, default 450), BENCH_ARGS (more options for bench_gpu.py, e.g. "--quick"), FASTMLP_CUBLAS
-# (else set here when a libcublas.so.13/.12 exists that the dynamic loader would not find).
+# run, default 450: the build may take 3/5 of it, each test file 1/4, the benchmark the rest),
+# BENCH_ARGS (more options for bench_gpu.py, e.g. "--quick"), FASTMLP_CUBLAS (else set here
+# when a libcublas.so.13/.12 exists that the dynamic loader would not find).
 # At most 8 files land in $OUT, named as above.
 set -u
 
@@ -27,7 +28,7 @@ OUT="${OUT:-gpu_out}"
 mkdir -p "$OUT" && OUT="$(cd "$OUT" && pwd)" || exit 2
 PY="${PYTHON:-python3}"
 total="${GPU_CHECK_SECONDS:-450}"
-work=/tmp/fastmlp-gpu-check
+work="/tmp/fastmlp-gpu-check-$(printf '%s' "$root" | cksum | cut -d' ' -f1)"  # a build folder per source tree
 site="$work/site"
 summary="$OUT/summary.txt"
 export PYTHONUNBUFFERED=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_INPUT=1 PIP_PROGRESS_BAR=off
@@ -144,7 +145,7 @@ grep -E '^(nvcc|torch|cublas):|NVIDIA|^name' "$summary" | head -8
 rm -rf "$site"
 export SKBUILD_BUILD_DIR="$work/build" CMAKE_BUILD_PARALLEL_LEVEL="$(nproc)"
 built=0
-if run_stage build "$(limit_for 270 170)" "$OUT/build.log" \
+if run_stage build "$(limit_for $((total * 3 / 5)) 170)" "$OUT/build.log" \
     "$PY" -m pip install -v --no-index --no-build-isolation --no-deps --target "$site" . \
     -Ccmake.define.FASTMLP_CUDA=ON "-Cbuild.tool-args=-j$(nproc)"; then
     built=1
@@ -186,7 +187,7 @@ for suite in kernels api; do
         skip_stage "$suite" "$file missing"
     else
         reserve=$([ "$suite" = kernels ] && echo 160 || echo 110)
-        limit=$(limit_for 110 "$reserve")
+        limit=$(limit_for $((total / 4)) "$reserve")
         # A test that hangs: its stacks are dumped (faulthandler), and pytest-timeout, where
         # installed, fails it and goes on, before the stage's own timeout ends everything.
         per_test=(-o "faulthandler_timeout=$((limit > 40 ? limit - 25 : 15))")
@@ -235,10 +236,10 @@ if [ -f "$OUT/bench.log" ]; then
 fi
 {
     echo
-    echo "stage    | status               | seconds | output       | detail"
-    echo "---------|----------------------|---------|--------------|-------"
+    echo "stage    | status                 | seconds | output       | detail"
+    echo "---------|------------------------|---------|--------------|-------"
     for i in "${!names[@]}"; do
-        printf '%-8s | %-20s | %7s | %-12s | %s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}" \
+        printf '%-8s | %-22s | %7s | %-12s | %s\n' "${names[$i]}" "${results[$i]}" "${seconds[$i]}" \
             "${files[$i]}" "${details[$i]}"
     done
     echo "total ${SECONDS}s of ${total}s; outputs in $OUT: $(cd "$OUT" && ls | tr '\n' ' ')"
