@@ -149,6 +149,17 @@ if run_stage build "$(limit_for $((total * 3 / 5)) 170)" "$OUT/build.log" \
     "$PY" -m pip install -v --no-index --no-build-isolation --no-deps --target "$site" . \
     -Ccmake.define.FASTMLP_CUDA=ON "-Cbuild.tool-args=-j$(nproc)"; then
     built=1
+elif [ -z "${CXX:-}" ] && [ -x /usr/bin/g++-12 ]; then
+    # The image's default g++ (13.3 at /opt/gcc, seen 2026-11-28) once stopped with an internal
+    # compiler error in its target_clones pass; Debian's g++-12 built everything then. Once more
+    # with it, in a fresh build folder.
+    echo "== build: again with CXX=/usr/bin/g++-12"
+    rm -rf "$site" "$work/build"
+    if run_stage build-g++12 "$(limit_for $((total * 2 / 5)) 170)" "$OUT/build.log" env CXX=/usr/bin/g++-12 \
+        "$PY" -m pip install -v --no-index --no-build-isolation --no-deps --target "$site" . \
+        -Ccmake.define.FASTMLP_CUDA=ON "-Cbuild.tool-args=-j$(nproc)"; then
+        built=1
+    fi
 fi
 export PYTHONPATH="$site${PYTHONPATH:+:$PYTHONPATH}"
 

@@ -185,7 +185,8 @@ public:
 
     bool on_device() const { return device_ != nullptr; }
     void to_device() {
-        if (!device_) device_ = std::make_unique<cuda::DeviceNetwork<T>>(net_);
+        if (device_) return;  // already there, with whatever is pending
+        device_ = std::make_unique<cuda::DeviceNetwork<T>>(net_);
         device_ahead_ = host_ahead_ = false;
     }
     void to_host() {

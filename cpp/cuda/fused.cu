@@ -10,10 +10,13 @@
 //             with the row's factor (loss.cpp's rule); the batch's sums by a fixed tree
 //   backward  per layer, last first: dZ = dA ⊙ f'(Z); a thread per gradient value
 //             (dW_ok = Σ_r dz_ro a_rk, db_o = Σ_r dz_ro, rows in order); dA = dZ · W
-//   update    Σ g² (fixed tree), the norm, clip, schedule, then the rule in two
-//             passes: the new values checked first (one not finite: nothing
-//             changes, the fit stops), then stored. LAMB: per tensor norms first.
+//   update    Σ g² (fixed tree), the norm, clip, schedule, then the rule as the
+//             CPU's optimizer_update: SGD checks every new value first (one not
+//             finite: nothing changes, the fit stops); Adam, AdamW and LAMB (its
+//             per-tensor norms first) keep the old value of a parameter whose new
+//             one is not finite, and the fit stops after that update.
 #include <cfloat>
+#include <mutex>
 
 #include "device.cuh"
 #include "fused.cuh"
@@ -274,12 +277,12 @@ __global__ void __launch_bounds__(fused_threads) fused_kernel(const FusedArgs<T>
         const Rule<T> rule = make_rule<T>(c, s);
         T zero1 = T(0), zero2 = T(0);
         double bad_local = 0;
-        if (c.kind != OptimizerKind::lamb) {
-            // Pass 1: would any new value be non-finite?
+        if (c.kind == OptimizerKind::sgd) {
+            // SGD as the CPU's: the new values checked first; one not finite and nothing
+            // changes (t stays), the fit stops.
             for (index i = tid; i < a.n_params; i += nt) {
                 T m = a.s1 != nullptr ? a.s1[i] : zero1;
-                T v = a.s2 != nullptr ? a.s2[i] : zero2;
-                const T p = rule_update(rule, a.params[i], a.grads[i], m, v);
+                const T p = rule_update(rule, a.params[i], a.grads[i], m, zero2);
                 bad_local += isfinite(p) ? 0.0 : 1.0;
             }
             if (block_sum(bad_local, red) > 0) {
@@ -289,59 +292,60 @@ __global__ void __launch_bounds__(fused_threads) fused_kernel(const FusedArgs<T>
                 }
                 return;
             }
-            // Pass 2: the update.
             for (index i = tid; i < a.n_params; i += nt) {
                 T m = a.s1 != nullptr ? a.s1[i] : zero1;
-                T v = a.s2 != nullptr ? a.s2[i] : zero2;
+                T v = zero2;
                 a.params[i] = rule_update(rule, a.params[i], a.grads[i], m, v);
                 if (a.s1 != nullptr) a.s1[i] = m;
-                if (a.s2 != nullptr) a.s2[i] = v;
+            }
+        } else if (c.kind != OptimizerKind::lamb) {
+            // Adam, AdamW as the CPU's: m and v move; a parameter whose new value is not
+            // finite keeps its value, and the fit stops after this update.
+            for (index i = tid; i < a.n_params; i += nt) {
+                T m = a.s1[i], v = a.s2[i];
+                const T p = rule_update(rule, a.params[i], a.grads[i], m, v);
+                a.s1[i] = m;
+                a.s2[i] = v;
+                if (isfinite(p))
+                    a.params[i] = p;
+                else
+                    bad_local += 1.0;
             }
         } else {
-            // LAMB, tensor by tensor (each layer's W, then its b): the norms of p and of
-            // the direction u from the new m, v; the new values checked; then stored.
-            for (int pass = 0; pass < 2; ++pass) {
-                for (int seg = 0; seg < 2 * L; ++seg) {
-                    const int l = seg / 2;
-                    const index begin = seg % 2 == 0 ? a.weight_offset[l] : a.bias_offset[l];
-                    const index size = seg % 2 == 0 ? a.sizes[l] * a.sizes[l + 1] : a.sizes[l + 1];
-                    double p_local = 0, u_local = 0;
-                    for (index i = begin + tid; i < begin + size; i += nt) {
-                        T m = a.s1[i], v = a.s2[i];
-                        const T p = a.params[i];
-                        const T u = lamb_direction(rule, p, a.grads[i], m, v);
-                        p_local += double(p) * double(p);
-                        u_local += double(u) * double(u);
-                    }
-                    const double p_norm = sqrt(block_sum(p_local, red));
-                    const double u_norm = sqrt(block_sum(u_local, red));
-                    const double trust = p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
-                    const T lr_trust = T(s.lr * trust);
-                    for (index i = begin + tid; i < begin + size; i += nt) {
-                        T m = a.s1[i], v = a.s2[i];
-                        const T p = a.params[i];
-                        const T u = lamb_direction(rule, p, a.grads[i], m, v);
-                        const T updated = p - lr_trust * u;
-                        if (pass == 0) {
-                            bad_local += isfinite(updated) ? 0.0 : 1.0;
-                        } else {
-                            a.params[i] = updated;
-                            a.s1[i] = m;
-                            a.s2[i] = v;
-                        }
-                    }
-                    // The next tensor's norms read none of this one's values: no barrier needed
-                    // beyond block_sum's, which every thread passes before reading red.
+            // LAMB as the CPU's, tensor by tensor (each layer's W, then its b): m and v move
+            // and the norms of p and of the direction u are summed; then p −= (lr · trust) · u,
+            // u again from the new m and v, a non-finite new value keeping the old one.
+            for (int seg = 0; seg < 2 * L; ++seg) {
+                const int l = seg / 2;
+                const index begin = seg % 2 == 0 ? a.weight_offset[l] : a.bias_offset[l];
+                const index size = seg % 2 == 0 ? a.sizes[l] * a.sizes[l + 1] : a.sizes[l + 1];
+                double p_local = 0, u_local = 0;
+                for (index i = begin + tid; i < begin + size; i += nt) {
+                    T m = a.s1[i], v = a.s2[i];
+                    const T p = a.params[i];
+                    const T u = lamb_direction(rule, p, a.grads[i], m, v);
+                    a.s1[i] = m;
+                    a.s2[i] = v;
+                    p_local += double(p) * double(p);
+                    u_local += double(u) * double(u);
                 }
-                if (pass == 0 && block_sum(bad_local, red) > 0) {
-                    if (tid == 0) {
-                        st->status = step_bad_update;
-                        st->failed_step = step;
-                    }
-                    return;
+                const double p_norm = sqrt(block_sum(p_local, red));
+                const double u_norm = sqrt(block_sum(u_local, red));
+                const double trust = p_norm > 0 && u_norm > 0 ? p_norm / u_norm : 1.0;
+                const T lr_trust = T(s.lr * trust);
+                // Each thread reads back only the m, v it wrote (same i): no barrier needed.
+                for (index i = begin + tid; i < begin + size; i += nt) {
+                    const T p = a.params[i];
+                    const T u = (a.s1[i] * rule.inv_bc1) / (sqrt(a.s2[i] * rule.inv_bc2) + rule.eps) + rule.wd * p;
+                    const T updated = p - lr_trust * u;
+                    if (isfinite(updated))
+                        a.params[i] = updated;
+                    else
+                        bad_local += 1.0;
                 }
             }
         }
+        const bool kept = c.kind != OptimizerKind::sgd && block_sum(bad_local, red) > 0;
         __syncthreads();
         if (tid == 0) {
             StepFigures& fig = a.figures[step];
@@ -357,6 +361,10 @@ __global__ void __launch_bounds__(fused_threads) fused_kernel(const FusedArgs<T>
             st->bias2 = s.bias2;
             st->t = t + 1;
             st->step = step + 1;
+            if (kept) {  // some parameters kept their values: this update counts, the fit stops
+                st->status = step_bad_update;
+                st->failed_step = step;
+            }
         }
     }
 }
@@ -384,11 +392,17 @@ template <typename T>
 void fused_steps(cudaStream_t stream, const FusedArgs<T>& a) {
     if (a.steps <= 0) return;
     const std::size_t bytes = fused_shared_bytes(a, a.batch);
-    static thread_local std::size_t raised = 0;  // the opt-in limit asked for, per thread's device
-    if (bytes > 48 * 1024 && bytes > raised) {
-        check(cudaFuncSetAttribute(fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
-              "cudaFuncSetAttribute (fused)");
-        raised = bytes;
+    // The kernel's dynamic shared memory limit (a process-wide attribute) is only ever
+    // raised, so that a network on another thread never lowers it under a launch.
+    static std::mutex mutex;
+    static std::size_t raised = 48 * 1024;
+    {
+        std::lock_guard<std::mutex> lock(mutex);
+        if (bytes > raised) {
+            check(cudaFuncSetAttribute(fused_kernel<T>, cudaFuncAttributeMaxDynamicSharedMemorySize, int(bytes)),
+                  "cudaFuncSetAttribute (fused)");
+            raised = bytes;
+        }
     }
     fused_kernel<T><<<1, fused_threads, bytes, stream>>>(a);
     check_launch("fused_kernel");

@@ -162,6 +162,26 @@ void gather_step(cudaStream_t stream, T* dst, const T* src, const std::int32_t* 
     check_launch("gather_step");
 }
 
+// dst = src (n values) while no step has failed: batch norm's running statistics
+// before a step, put back when the step fails (as the CPU's fit does).
+template <typename T>
+__global__ void save_while_ok_kernel(T* __restrict__ dst, const T* __restrict__ src, index n,
+                                     const StepState* state) {
+    if (state->status != step_ok) return;
+    for (index i = index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index(gridDim.x) * blockDim.x)
+        dst[i] = src[i];
+}
+
+// dst = src (n values) in the step that failed (run after its update, which moved
+// step on): the failed step's gradient, kept from the steps after it.
+template <typename T>
+__global__ void keep_failed_kernel(T* __restrict__ dst, const T* __restrict__ src, index n,
+                                   const StepState* state) {
+    if (state->status == step_ok || state->failed_step != state->step - 1) return;
+    for (index i = index(blockIdx.x) * blockDim.x + threadIdx.x; i < n; i += index(gridDim.x) * blockDim.x)
+        dst[i] = src[i];
+}
+
 // Pinned host memory (cudaMallocHost), for copies that do not wait.
 template <typename T>
 class PinnedArray {
@@ -181,6 +201,11 @@ public:
               "cudaMallocHost");
         size_ = n;
     }
+    void release() {
+        if (data_ != nullptr) cudaFreeHost(data_);
+        data_ = nullptr;
+        size_ = 0;
+    }
     T* data() const { return data_; }
 
 private:
@@ -188,7 +213,7 @@ private:
     index size_ = 0;
 };
 
-constexpr index order_budget = index(1) << 24;  // indices in a group's orders (64 MiB)
+constexpr index order_budget = index(1) << 22;  // indices in a group's orders (16 MiB)
 constexpr index predict_rows = 16384;             // rows per inference chunk on the device
 constexpr std::int64_t fused_steps_per_launch = 2048;
 
@@ -226,6 +251,12 @@ struct DeviceNetwork<T>::Impl {
     PinnedArray<StepFigures> host_figures[2];
     PinnedArray<StepState> host_state[2];
     cudaEvent_t done[2] = {nullptr, nullptr};
+    // A look at the state while the fit runs (a failure stops the enqueueing early).
+    PinnedArray<StepState> poll_state;
+    cudaEvent_t polled = nullptr;
+    bool poll_pending = false;
+    // Batch norm's running statistics before the step (layer path), the failed step's gradient.
+    DeviceArray<T> state_before, failed_grads;
 
     // ---- the layer path's workspace for `capacity` rows ----
     index capacity = 0;
@@ -239,6 +270,15 @@ struct DeviceNetwork<T>::Impl {
     DeviceArray<T> eval_in, eval_buffers[3], eval_rstd;
 
     explicit Impl(Network<T>& host) {
+        try {
+            construct(host);
+        } catch (...) {
+            destroy();
+            throw;
+        }
+    }
+
+    void construct(Network<T>& host) {
         require_device();
         check(cudaSetDevice(0), "cudaSetDevice");
         layers = host.layers();
@@ -279,19 +319,22 @@ struct DeviceNetwork<T>::Impl {
         max_shared = std::size_t(shared);
         check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
         for (cudaEvent_t& e : done) check(cudaEventCreateWithFlags(&e, cudaEventDisableTiming), "cudaEventCreate");
+        check(cudaEventCreateWithFlags(&polled, cudaEventDisableTiming), "cudaEventCreate");
+        poll_state.reserve(1);
         params.resize(n_params);
         grads.resize(n_params);
         state.resize(n_state);
         step_state.resize(1);
         segments.resize(index(host_segments.size()));
-        if (!host_segments.empty())
-            check(cudaMemcpy(segments.data(), host_segments.data(), sizeof(Segment) * host_segments.size(),
-                             cudaMemcpyHostToDevice), "cudaMemcpy segments");
+        to_device(segments.data(), host_segments.data(), index(host_segments.size()));
+        sync();
         scratch.resize(std::max<index>(1, optimizer_scratch(n_params, index(host_segments.size()))));
         upload(host);
     }
 
-    ~Impl() {
+    ~Impl() { destroy(); }
+
+    void destroy() noexcept {
         full_graph.reset();
         tail_graph.reset();
         if (stream != nullptr) {
@@ -301,9 +344,14 @@ struct DeviceNetwork<T>::Impl {
             } catch (...) {
             }
             cudaStreamDestroy(stream);
+            stream = nullptr;
         }
-        for (cudaEvent_t e : done)
+        for (cudaEvent_t& e : done) {
             if (e != nullptr) cudaEventDestroy(e);
+            e = nullptr;
+        }
+        if (polled != nullptr) cudaEventDestroy(polled);
+        polled = nullptr;
     }
 
     void sync() { check(cudaStreamSynchronize(stream), "cudaStreamSynchronize"); }
@@ -408,6 +456,8 @@ struct DeviceNetwork<T>::Impl {
         }
         delta.resize(batch * max_width);
         delta_next.resize(batch * max_width);
+        state_before.resize(n_state);
+        failed_grads.resize(n_params);
         skip_delta.resize(batch * max_width);
         capacity = batch;
     }
@@ -420,6 +470,11 @@ struct DeviceNetwork<T>::Impl {
                       bool gather, bool weighted) {
         StepState* st = step_state.data();
         const std::int32_t* ord = gather ? order.data() : nullptr;
+        if (has_batch_norm) {
+            save_while_ok_kernel<T><<<blocks_for(n_state, 256), 256, 0, stream>>>(state_before.data(), state.data(),
+                                                                                n_state, st);
+            check_launch("save_while_ok");
+        }
         gather_step(stream, xb.data(), x.data(), ord, st, n, batch, steps_per_epoch, rows, inputs);
         gather_step(stream, yb.data(), y.data(), ord, st, n, batch, steps_per_epoch, rows, outputs);
         if (weighted) gather_step(stream, wb.data(), w.data(), ord, st, n, batch, steps_per_epoch, rows, index(1));
@@ -538,6 +593,9 @@ struct DeviceNetwork<T>::Impl {
                             opt_buffers >= 1 ? s1.data() : nullptr, opt_buffers >= 2 ? s2.data() : nullptr,
                             n_params, segments.data(), index(host_segments.size()), scratch.data(), st,
                             figures.data());
+        keep_failed_kernel<T><<<blocks_for(n_params, 256), 256, 0, stream>>>(failed_grads.data(), grads.data(),
+                                                                           n_params, st);
+        check_launch("keep_failed");
     }
 
     // Captures one step of `rows` rows into `graph` (or leaves it empty when capture
@@ -592,6 +650,8 @@ struct DeviceNetwork<T>::Impl {
     void release_data() {
         sync();
         x.release(), y.release(), w.release(), order.release(), figures.release();
+        for (auto& h : host_order) h.release();
+        for (auto& h : host_figures) h.release();
         data_key = 0;
         data_n = -1;
         full_graph.reset();
@@ -667,6 +727,8 @@ struct DeviceNetwork<T>::Impl {
 
         load_data(hx, hy, hw, n, key);
         prepare_optimizer(options.optimizer);
+        // No failure carried over from a fit that ended in an exception.
+        check(cudaMemsetAsync(&step_state.data()->status, 0, sizeof(int), stream), "cudaMemsetAsync");
         if (has_dropout) mask_seed = host.rng().next();
         // A group: as many epochs as fit the order budget (any number without shuffling).
         const index group_epochs =
@@ -747,6 +809,27 @@ struct DeviceNetwork<T>::Impl {
         int slot = 0;
         std::int64_t seq = 0;
         bool stopped = false;
+        // The host generator's state after each epoch's order was drawn (gathering), so that
+        // a fit that ends early leaves it where the CPU's fit would: after the order of the
+        // epoch it ended in.
+        std::vector<Rng::State> rng_after;
+        index last_epoch = -1;  // the last epoch some of whose steps were enqueued
+        // Whether a step has failed, as far as the last finished poll shows; the next
+        // poll is enqueued.
+        auto failure_seen = [&]() -> bool {
+            bool seen = false;
+            if (poll_pending && cudaEventQuery(polled) == cudaSuccess) {
+                seen = poll_state.data()->status != step_ok;
+                poll_pending = false;
+            }
+            cudaGetLastError();  // cudaErrorNotReady is no error here
+            if (!poll_pending) {
+                to_host(poll_state.data(), step_state.data(), 1);
+                check(cudaEventRecord(polled, stream), "cudaEventRecord");
+                poll_pending = true;
+            }
+            return seen;
+        };
         for (index first_epoch = 0; first_epoch < options.epochs && !stopped && !failed; first_epoch += group) {
             const index epochs = std::min(group, options.epochs - first_epoch);
             // This slot's pinned buffers are free once the group before last is done
@@ -763,6 +846,7 @@ struct DeviceNetwork<T>::Impl {
                     for (index i = 0; i < n; ++i) o[i] = std::int32_t(i);
                     for (index i = n - 1; i > 0; --i)
                         std::swap(o[i], o[host.rng().below(std::uint64_t(i) + 1)]);
+                    rng_after.push_back(host.rng().state());
                 }
                 to_device(order.data(), h, epochs * n);
             }
@@ -770,25 +854,25 @@ struct DeviceNetwork<T>::Impl {
             check(cudaMemsetAsync(&step_state.data()->step, 0, sizeof(std::int64_t), stream), "cudaMemsetAsync");
             const std::int64_t steps = std::int64_t(epochs) * steps_per_epoch;
             std::int64_t enqueued = 0;
-            if (fused_path) {
-                while (enqueued < steps && !stopped) {
+            while (enqueued < steps && !stopped) {
+                if (fused_path) {
                     args.steps = std::min<std::int64_t>(fused_steps_per_launch, steps - enqueued);
                     fused_steps<T>(stream, args);
                     enqueued += args.steps;
-                    if (should_stop && should_stop()) stopped = true;
+                } else {
+                    const bool last_of_epoch = (enqueued + 1) % steps_per_epoch == 0;
+                    run_step(last_of_epoch && tail != batch ? tail_graph : full_graph, options,
+                             last_of_epoch ? tail : batch, n, batch, steps_per_epoch, gather, weighted);
+                    enqueued += 1;
                 }
-            } else {
-                for (index e = 0; e < epochs && !stopped; ++e) {
-                    for (index k = 0; k + 1 < steps_per_epoch; ++k)
-                        run_step(full_graph, options, batch, n, batch, steps_per_epoch, gather, weighted);
-                    run_step(tail == batch ? full_graph : tail_graph, options, tail, n, batch, steps_per_epoch,
-                             gather, weighted);
-                    enqueued += steps_per_epoch;
-                    if (should_stop && should_stop()) stopped = true;
-                }
+                last_epoch = first_epoch + index((enqueued - 1) / steps_per_epoch);
+                // Between two steps (the CPU's fit asks before every batch): a stop asked, or
+                // a failure already seen, ends the enqueueing.
+                const bool poll = fused_path || enqueued % steps_per_epoch == 0;  // per launch, per epoch
+                if ((should_stop && should_stop()) || (poll && failure_seen())) stopped = true;
             }
-            // Interrupted: the steps enqueued run (the device has them); the whole
-            // epochs among them are recorded, and the fit reports the interruption.
+            // The steps enqueued run (the device has them); the whole epochs among them are
+            // recorded, and the fit reports an interruption, or the failure found below.
             to_host(host_figures[slot].data(), figures.data(), enqueued);
             to_host(host_state[slot].data(), step_state.data(), 1);
             check(cudaEventRecord(done[slot], stream), "cudaEventRecord");
@@ -802,8 +886,24 @@ struct DeviceNetwork<T>::Impl {
             failed = !finish(older) || !finish(older ^ 1);
         }
         sync();
+        poll_pending = false;
         for (Pending& p : pending) p.active = false;
         if (!failed && stopped) result.status = FitStatus::interrupted;
+        if (failed) {
+            // The network as the failed step found it, as on the CPU: batch norm's running
+            // statistics put back (the layer path's later steps moved them), the failed
+            // step's gradient in grads.
+            if (!fused_path && has_batch_norm)
+                check(cudaMemcpyAsync(state.data(), state_before.data(), sizeof(T) * n_state,
+                                      cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+            if (!fused_path)
+                check(cudaMemcpyAsync(grads.data(), failed_grads.data(), sizeof(T) * n_params,
+                                      cudaMemcpyDeviceToDevice, stream), "cudaMemcpyAsync");
+            last_epoch = result.failed_epoch;
+        }
+        // The generator after the order of the epoch the fit ended in.
+        if (gather && last_epoch >= 0 && last_epoch < index(rng_after.size()))
+            host.rng().set_state(rng_after[last_epoch]);
         // A failed step leaves state->status set: cleared for the next fit.
         StepState s = read_state();
         if (s.status != step_ok) {
