@@ -351,9 +351,12 @@ def test_copies_pickles_and_files_of_a_device_network_are_on_the_cpu(tmp_path):
         np.testing.assert_allclose(other.params, net.params, rtol=1e-6)
     back = fm.load(tmp_path / "m.npz")
     np.testing.assert_array_equal(back.predict(X), net.predict(X))
+    held = net.weights
     assert net.to("cpu") is net and net.device == "cpu"  # the device's values brought back
     np.testing.assert_array_equal(net.params, back.params)
     assert np.shares_memory(net.params, net.weights[0])
+    held[0] = np.zeros_like(held[0])  # a list of copies made on the device still writes the network
+    assert not net.weights[0].any()
 
 
 def overflowing_gradient(net: fm.Network) -> fm.Network:

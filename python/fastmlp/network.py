@@ -125,9 +125,9 @@ class _ParameterCopies(ParameterList):
     network (the host view, brought up to date first, then marked changed so the
     device gets it before its next call) and into the copy."""
 
-    def __init__(self, core, views: list[np.ndarray]):
-        self._core, self._views = core, views
-        core.sync_host()
+    def __init__(self, net: "Network", views: list[np.ndarray]):
+        self._net, self._views = net, views
+        net._sync_host()
         super().__init__(view.copy() for view in views)
 
     def __setitem__(self, i, value):
@@ -137,12 +137,12 @@ class _ParameterCopies(ParameterList):
         value = np.asarray(value)
         if value.shape != copy.shape:
             raise ValueError(f"parameter {i}: expected shape {copy.shape}, got {value.shape}")
-        self._core.sync_host()  # the rest of the host buffers current before the whole is uploaded
+        self._net._sync_host()  # the rest of the host buffers current before the whole is uploaded
         self._views[i][...] = value
-        self._core.touch()
+        self._net._host_changed()
         copy[...] = value
 
-    def __reduce__(self):  # the copies, not the network's handle
+    def __reduce__(self):  # the copies, not the network
         return ParameterList, (list(self),)
 
 
@@ -529,7 +529,7 @@ class Network:
 
     def _copies(self, views: list[np.ndarray]) -> ParameterList:
         """``views`` on the CPU; on a GPU, copies whose item assignment writes through."""
-        return views if self._device == "cpu" else _ParameterCopies(self._core, views)
+        return views if self._device == "cpu" else _ParameterCopies(self, views)
 
     def _copy(self, buffer: np.ndarray) -> np.ndarray:
         """``buffer`` on the CPU; on a GPU, a copy of it, read from the device."""
