@@ -32,6 +32,7 @@
 
 #include "arrays.hpp"
 #include "bindings.hpp"
+#include "fastmlp/cuda.hpp"
 #include "fastmlp/network.hpp"
 
 namespace fastmlp::bindings {
@@ -166,7 +167,14 @@ std::vector<LayerSpec> dense_stack(const std::vector<index>& sizes,
     return layers;
 }
 
-// One network and its lock.
+// One network, its lock and, when it lives on a GPU, its device side.
+//
+// On a device (to_device), the host network stays the mirror of the device's
+// buffers: fit, predict and evaluate run on the device; every other call runs on
+// the host mirror, first brought up to date (sync_host: the device's buffers
+// copied back when a device fit changed them), and marks it changed when it
+// writes (host_changed: the device gets the host's buffers before its next call).
+// Both under the network's lock.
 template <typename T>
 class NetworkHandle {
 public:
@@ -175,9 +183,42 @@ public:
     Network<T>& net() { return net_; }
     NetworkLock& lock() { return lock_; }
 
+    bool on_device() const { return device_ != nullptr; }
+    void to_device() {
+        if (!device_) device_ = std::make_unique<cuda::DeviceNetwork<T>>(net_);
+        device_ahead_ = host_ahead_ = false;
+    }
+    void to_host() {
+        sync_host();
+        device_.reset();
+        host_ahead_ = false;
+    }
+    // The host mirror up to date (for a call that reads or writes it).
+    void sync_host() {
+        if (device_ && device_ahead_) device_->download(net_);
+        device_ahead_ = false;
+    }
+    void host_changed() {
+        if (device_) host_ahead_ = true;
+    }
+    // The device, up to date, for a call that runs there (null: on the host); a
+    // fit marks it ahead of the host (device_changed).
+    cuda::DeviceNetwork<T>* device() {
+        if (!device_) return nullptr;
+        if (host_ahead_) device_->upload(net_);
+        host_ahead_ = false;
+        return device_.get();
+    }
+    void device_changed() {
+        if (device_) device_ahead_ = true;
+    }
+
 private:
     Network<T> net_;
     NetworkLock lock_;
+    std::unique_ptr<cuda::DeviceNetwork<T>> device_;
+    bool device_ahead_ = false;  // a device fit changed the device's buffers since the last sync
+    bool host_ahead_ = false;    // a host call changed the host's buffers since the last upload
 };
 
 template <typename T>
@@ -293,6 +334,8 @@ py::array_t<T> forward(NetworkHandle<T>& h, const py::array& x) {
     T* po = out.mutable_data();
     py::gil_scoped_release release;
     auto lock = h.lock().write("forward");
+    h.sync_host();
+    h.host_changed();  // batch norm's running statistics move
     std::memcpy(po, net.forward(px, batch), sizeof(T) * batch * net.outputs());
     return out;
 }
@@ -304,6 +347,8 @@ void backward(NetworkHandle<T>& h, const py::array& x, const py::array& d_out) {
     const T* pd = input<T>(d_out, "d_out", 2);
     py::gil_scoped_release release;
     auto lock = h.lock().write("backward");
+    h.sync_host();
+    h.host_changed();
     net.backward(px, pd, x.shape(0), /*accumulate=*/false);
 }
 
@@ -315,6 +360,8 @@ py::tuple optimizer_step(NetworkHandle<T>& h, const OptimizerConfig& config,
     {
         py::gil_scoped_release release;
         auto lock = h.lock().write("optimizer_step");
+        h.sync_host();
+        h.host_changed();
         r = h.net().optimizer_step(config, sched);
     }
     return py::make_tuple(r.grad_norm, r.lr, r.gradient_finite, r.kept);
@@ -328,12 +375,16 @@ void bind_steps(NetworkClass<T>& cls) {
     cls.def("zero_grad", [](Handle& h) {
         py::gil_scoped_release release;
         auto lock = h.lock().write("zero_grad");
+        h.sync_host();
+        h.host_changed();
         h.net().zero_grad();
     });
     cls.def("optimizer_step", &optimizer_step<T>, py::arg("optimizer"), py::arg("schedule"));
     cls.def("reset_optimizer", [](Handle& h) {
         py::gil_scoped_release release;
         auto lock = h.lock().write("reset_optimizer");
+        h.sync_host();
+        h.host_changed();
         h.net().reset_optimizer();
     });
 }
@@ -348,6 +399,7 @@ void predict(NetworkHandle<T>& h, const py::array& x, py::array out) {
     require_disjoint(out, "out", x, "X");
     py::gil_scoped_release release;
     auto lock = h.lock().read();
+    if (auto* device = h.device()) return device->predict(px, x.shape(0), po);
     net.predict(px, x.shape(0), po);
 }
 
@@ -364,7 +416,10 @@ py::tuple evaluate(NetworkHandle<T>& h, const py::array& x, const py::array& y,
     {
         py::gil_scoped_release release;
         auto lock = h.lock().read();
-        value = net.evaluate(px, py_, pw, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
+        if (auto* device = h.device())
+            value = device->evaluate(px, py_, pw, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
+        else
+            value = net.evaluate(px, py_, pw, x.shape(0), kind, huber_delta, count ? &correct : nullptr);
     }
     return py::make_tuple(value, correct);
 }
@@ -437,7 +492,7 @@ struct FitArrays {
 template <typename T>
 bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index n,
              const FitOptions& options, const FitRecord& record, FitResult& result,
-             const GradientReduce<T>& reduce, T* gradient_memory) {
+             const GradientReduce<T>& reduce, T* gradient_memory, std::int64_t data_key) {
     using clock = std::chrono::steady_clock;
     py::gil_scoped_release release;
     auto guard = h.lock().write("fit");
@@ -470,7 +525,19 @@ bool run_fit(NetworkHandle<T>& h, const T* px, const T* py_, const T* pw, index 
             reduce(grads, count, figures, n_figures);
         };
     }
-    result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked, gradient_memory);
+    if (auto* device = h.device()) {
+        // From its start the device is ahead of the host mirror: a reader let in between
+        // two groups of steps (snapshot, say) brings the host up to date first.
+        // When it ends, however it ends, the device is ahead again.
+        h.device_changed();
+        struct Ahead {
+            NetworkHandle<T>& h;
+            ~Ahead() { h.device_changed(); }
+        } ahead{h};
+        result = device->fit(h.net(), px, py_, pw, n, options, record, should_stop, data_key);
+    } else {
+        result = h.net().fit(px, py_, pw, n, options, record, should_stop, unlocked, gradient_memory);
+    }
     return python_error;
 }
 
@@ -480,7 +547,7 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
              const OptimizerConfig& optimizer, const py::object& schedule, bool count_correct,
              bool record_layer_norms, index checkpoint, const py::object& sample_weight,
              int rank, int ranks, const py::object& reduce, const py::object& gradient_memory,
-             const std::vector<index>& shard_rows) {
+             const std::vector<index>& shard_rows, std::int64_t data_key) {
     auto& net = h.net();
     const T* px = samples<T>(x, &y, "y", net.outputs(), "fit", net);
     const T* py_ = input<T>(y, "y", 2);
@@ -534,7 +601,11 @@ py::dict fit(NetworkHandle<T>& h, const py::array& x, const py::array& y, index 
     }
     FitArrays arrays(epochs, count_correct, index(net.dense_layers().size()), record_layer_norms);
     FitResult result;
-    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across, memory))
+    if (h.on_device() && (ranks > 1 || memory != nullptr))
+        throw py::value_error("fit: training across ranks (comm) is not supported on device='cuda' yet; "
+                              "use device='cpu' with comm");
+    if (run_fit<T>(h, px, py_, pw, x.shape(0), options, arrays.record, result, sum_across, memory,
+                   data_key))
         throw py::error_already_set();
     return arrays.result(result);
 }
@@ -547,7 +618,68 @@ void bind_fit(NetworkClass<T>& cls) {
             py::arg("record_layer_norms") = false, py::arg("checkpoint") = 0,
             py::arg("sample_weight") = py::none(), py::arg("rank") = 0, py::arg("ranks") = 1,
             py::arg("reduce") = py::none(), py::arg("gradient_memory") = py::none(),
-            py::arg("shard_rows") = std::vector<index>{});
+            py::arg("shard_rows") = std::vector<index>{}, py::arg("data_key") = 0);
+}
+
+// ---- the device: to_device, to_host, sync_host, touch ---------------------------------
+
+template <typename T>
+void bind_device(NetworkClass<T>& cls) {
+    using Handle = NetworkHandle<T>;
+    cls.def("to_device", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("to_device");
+        cuda::require_device();
+        h.to_device();
+    });
+    cls.def("to_host", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("to_host");
+        h.to_host();
+    });
+    cls.def_property_readonly("device", [](Handle& h) { return h.on_device() ? "cuda" : "cpu"; });
+    cls.def("sync_host", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().read();
+        h.sync_host();
+    });
+    cls.def("touch", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("touch");
+        h.sync_host();  // no-op when nothing is ahead; keeps the grads the device computed
+        h.host_changed();
+    });
+    cls.def("release_device_data", [](Handle& h) {
+        py::gil_scoped_release release;
+        auto lock = h.lock().write("release_device_data");
+        if (auto* device = h.device()) device->release_data();
+    });
+    // Which path a device fit of `batch` rows takes ("fused" or "layers"), for tests and benchmarks.
+    cls.def("fit_path", [](Handle& h, index batch, const std::string& loss) {
+        const Loss kind = loss_from_name(loss);
+        if (batch < 1) throw py::value_error("fit_path: batch must be >= 1");
+        py::gil_scoped_release release;
+        auto lock = h.lock().read();
+        auto* device = h.device();
+        if (device == nullptr) throw py::value_error("fit_path: the network is not on a device");
+        return device->fit_path(batch, kind);
+    }, py::arg("batch"), py::arg("loss"));
+}
+
+py::dict cuda_info() {
+    const cuda::DeviceInfo info = cuda::device_info();
+    py::dict d;
+    d["built"] = info.built;
+    d["devices"] = info.devices;
+    d["name"] = info.name;
+    d["capability"] = info.devices > 0 ? std::to_string(info.major) + "." + std::to_string(info.minor) : "";
+    d["memory"] = info.memory;
+    d["multiprocessors"] = info.multiprocessors;
+    d["runtime_version"] = info.runtime_version;
+    d["driver_version"] = info.driver_version;
+    d["cublas"] = info.cublas;
+    d["error"] = info.error;
+    return d;
 }
 
 // ---- consistent state: snapshot and restore ------------------------------------------
@@ -683,6 +815,7 @@ py::tuple snapshot(NetworkHandle<T>& h) {
     {
         py::gil_scoped_release release;
         auto lock = h.lock().read();
+        h.sync_host();
         s = capture(h.net(), kind);
     }
     py::list buffers;
@@ -745,6 +878,8 @@ void restore(NetworkHandle<T>& h, const py::handle& params, const py::object& op
     s.rng = checked_rng(rng_words, has_spare, spare);
     py::gil_scoped_release release;
     auto lock = h.lock().write("restore");
+    h.sync_host();
+    h.host_changed();
     apply(h.net(), s);
 }
 
@@ -776,8 +911,10 @@ void bind_network(py::module_& m) {
         py::arg("shard_rows"), py::arg("rank"), py::arg("e"));
     NetworkClass<float> n32(m, "Network32");
     NetworkClass<double> n64(m, "Network64");
-    bind_structure(n32), bind_steps(n32), bind_readers(n32), bind_fit(n32), bind_state(n32);
-    bind_structure(n64), bind_steps(n64), bind_readers(n64), bind_fit(n64), bind_state(n64);
+    bind_structure(n32), bind_steps(n32), bind_readers(n32), bind_fit(n32), bind_state(n32), bind_device(n32);
+    bind_structure(n64), bind_steps(n64), bind_readers(n64), bind_fit(n64), bind_state(n64), bind_device(n64);
+    // The CUDA backend of this build and the GPU it sees (fastmlp/cuda.hpp).
+    m.def("cuda_info", &cuda_info);
 }
 
 }  // namespace fastmlp::bindings

@@ -42,7 +42,7 @@ enum StepStatus : int { step_ok = 0, step_bad_loss = 1, step_bad_gradient = 2, s
 
 struct StepState {
     std::int64_t t = 0;            // updates made so far (the schedule's t; Adam's t is t + 1)
-    std::int64_t step = 0;         // steps run in this fit call: the index into `figures`
+    std::int64_t step = 0;         // steps run since the engine last set it to 0: the index into `figures`
     int status = step_ok;          // the first failure (StepStatus) of this fit call
     std::int64_t failed_step = -1; // `step` at that failure
     double grad_norm = 0;          // this step's global gradient norm (after clip_value)
@@ -52,8 +52,10 @@ struct StepState {
     unsigned long long kept = 0;   // parameters that kept their value (non-finite update)
 };
 
-// What each step leaves for the epoch's record, at figures[step] (host reads them
-// at the end of a fit call; epoch sums are made there in step order, as on the CPU).
+// What each step leaves for the epoch's record. `figures` arguments below are the
+// base of an array: a kernel given a state writes figures[state->step] (read at
+// its start), one given no state writes figures[0]. The host reads them after a
+// group of steps; epoch sums are made there in step order, as on the CPU.
 struct StepFigures {
     double loss_sum = 0;     // Σ over the batch's rows of row loss × weight (not normalized)
     double correct = 0;      // right predictions (weighted), when counted
