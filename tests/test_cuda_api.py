@@ -506,6 +506,22 @@ def test_gpu_fit_with_validation_and_early_stopping_matches_the_cpu():
 
 
 @pytest.mark.cuda
+def test_gpu_fit_in_chunks_and_resumed_is_the_fit_in_one(tmp_path):
+    # One engine call, a call per 3 epochs (checkpoints: X, y stay on the device under one
+    # data_key), and a fit resumed from the last checkpoint: the same bits on one GPU.
+    X, y = make_data(n=100, inputs=4, outputs=2)
+    whole, chunked, resumed = (fm.Network([4, 16, 2], seed=0, device="cuda") for _ in range(3))
+    options = dict(epochs=10, batch_size=16, optimizer=fm.Adam(0.01))
+    a = whole.fit(X, y, **options)
+    b = chunked.fit(X, y, **options, checkpoint_every=3, checkpoint_path=tmp_path / "c.npz")
+    c = resumed.fit(X, y, **options, checkpoint_every=3, checkpoint_path=tmp_path / "d.npz",
+                    resume_from=tmp_path / "c.npz")
+    assert a.history == b.history == c.history
+    np.testing.assert_array_equal(chunked.params, whole.params)
+    np.testing.assert_array_equal(resumed.params, whole.params)
+
+
+@pytest.mark.cuda
 def test_gpu_round_trips_keep_every_bit():
     X, y = make_data(n=50, inputs=4, outputs=2)
     net = fm.Network([4, 8, 2], seed=0)
