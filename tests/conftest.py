@@ -21,7 +21,7 @@ def gpu_missing() -> str | None:
     if not info["built"]:
         return "fastmlp was built without CUDA (FASTMLP_CUDA=ON)"
     if info["error"] or not info["devices"]:
-        return f"no usable GPU: {info['error'] or 'the CUDA runtime sees no device'}"
+        return info["error"] or "no usable GPU: the CUDA runtime sees no device"
     return None
 
 

@@ -620,3 +620,13 @@ def test_gpu_predicts_from_two_threads():
     for thread in threads:
         thread.join()
     assert not failures, failures[0]
+
+
+@pytest.mark.cuda
+def test_gpu_refuses_what_it_does_not_support_yet_and_stays_usable():
+    X, y = make_data(n=40, inputs=4, outputs=2)
+    net = fm.Network([4, 8, 2], seed=0, device="cuda")
+    with pytest.raises((ValueError, RuntimeError), match="per-layer gradient norms"):
+        net.fit(X, y, epochs=2, record_layer_norms=True)
+    history = net.fit(X, y, epochs=2)  # nothing of the refused fit left behind
+    assert len(history) == 2 and np.isfinite(net.params).all()

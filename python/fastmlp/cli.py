@@ -470,8 +470,8 @@ def _cuda_rows() -> list[tuple[str, str]]:
         return [("cuda", "not built (device='cuda' needs pip install . -Ccmake.define.FASTMLP_CUDA=ON, with nvcc)")]
     if cuda["error"] or not cuda["devices"]:
         versions = f"runtime {_cuda_version(cuda['runtime_version'])}" if cuda["runtime_version"] else ""
-        return [("cuda", f"built{f' ({versions})' if versions else ''}; no usable GPU: "
-                         f"{cuda['error'] or 'the runtime sees no device'}")]
+        return [("cuda", f"built{f' ({versions})' if versions else ''}; "
+                         f"{cuda['error'] or 'no usable GPU: the CUDA runtime sees no device'}")]
     gpus = f", {cuda['devices']} GPUs (uses device 0)" if cuda["devices"] > 1 else ""
     device = (f"{cuda['name']} (capability {cuda['capability']}, {cuda['memory'] / 2**30:.1f} GiB, "
               f"{cuda['multiprocessors']} multiprocessors){gpus}")
