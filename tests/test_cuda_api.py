@@ -502,6 +502,7 @@ def test_gpu_fit_with_validation_and_early_stopping_matches_the_cpu():
     options = dict(epochs=10, batch_size=32, validation_split=0.2, optimizer=fm.SGD(0.1),
                    early_stopping=fm.EarlyStopping(patience=20, restore_best_weights=True))
     a, b = cpu.fit(X, y, **options), gpu.fit(X, y, **options)
+    assert b.best_epoch == a.best_epoch  # the weights restored are the same epoch's
     assert_fits_agree(cpu, gpu, a, b, np.float32, len(X))
 
 
