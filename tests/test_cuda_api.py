@@ -129,8 +129,8 @@ class FakeDevice:
     without one, with the binding's contract: fit, predict and evaluate run on "the
     device", here a second engine network; the host's buffers (what the Network's
     views see) catch up with it only in ``sync_host``, and it takes the host's only
-    when they were marked changed (``touch``, or any other method, which runs on the
-    host). So a read of the views that forgot ``sync_host`` sees old values, and a
+    when they were marked changed (``touch``, or any other method that writes: it runs
+    on the host). Stricter than the binding, whose touch syncs first. So a read of the views that forgot ``sync_host`` sees old values, and a
     write that forgot ``touch`` is lost: either shows as a difference from the CPU."""
 
     _VIEWS = ("params", "grads", "state", "layers", "sqrt_checkpoint", "dtype")
