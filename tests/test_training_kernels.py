@@ -97,6 +97,20 @@ def test_loss_matches_reference(name, delta, shape, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
 @pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy", "mse", "huber"])
+def test_loss_with_the_gradient_written_over_pred_matches_a_separate_gradient(name, dtype):
+    """loss.hpp lets grad alias pred: the value and the gradient are the same as into
+    a separate array (cross_entropy once read pred after writing the gradient over it)."""
+    pred, target = loss_inputs(name, (7, 5), dtype, 1.0, [11, len(name)])
+    separate = np.empty_like(pred)
+    expected = _core.loss(name, pred, target, separate)
+    in_place = pred.copy()
+    value = _core.loss(name, in_place, target, in_place)
+    assert value == expected
+    np.testing.assert_array_equal(in_place, separate)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=dtype_id)
+@pytest.mark.parametrize("name", ["cross_entropy", "binary_cross_entropy", "mse", "huber"])
 @pytest.mark.parametrize("shape", [(1, 1), (3, 7), (7, 3), (33, 257)], ids=lambda s: f"{s[0]}x{s[1]}")
 def test_loss_at_huge_logits_is_finite_and_matches_reference(name, shape, dtype):
     rng = np.random.default_rng([*shape, len(name), np.dtype(dtype).itemsize])

@@ -95,8 +95,20 @@ void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, cons
 std::string cublas_load(const std::string& path);
 void use_cublas(bool on);
 bool cublas_active();
-// The own kernel for every product, whatever cuBLAS (tests hold both to the twin).
-// cuBLAS handles are per thread and per stream; made on first use.
+// cuBLAS handles are per device and stream, each with a 32 MiB workspace, made on
+// the stream's first large product; a stream being captured cannot make one (gemm
+// then throws std::runtime_error): call cublas_prepare(stream) before capturing.
+// cublas_release(stream) frees them (waiting for the stream): call it before
+// destroying the stream, after destroying the graphs captured on it, and not
+// while another thread still enqueues work on it. Both do nothing without cuBLAS.
+void cublas_prepare(cudaStream_t stream);
+void cublas_release(cudaStream_t stream);
+
+// gemm with the own kernel for every product, whatever cuBLAS (tests hold both to the twin).
+template <typename T>
+void gemm_own_kernel(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, const T* a,
+                     index lda, const T* b, index ldb, T beta, T* c, index ldc,
+                     const Epilogue<T>& epilogue = {});
 
 // ---- activations (activation.cu), twins reference.activation_* -----------------------
 // a = f(z) (n elements); a may alias z.
@@ -130,7 +142,8 @@ void gather_rows(cudaStream_t stream, T* dst, const T* src, const std::int32_t* 
 // figures->correct (count_correct's, when count_correct) and figures->normalizer.
 // When state is not null: does nothing if state->status != 0; sets status to
 // step_bad_loss (and failed_step = state->step) when the mean loss is not finite
-// or beyond T's range. figures may be null (then only grad).
+// or beyond T's range. figures may be null (then only grad); the figures go to
+// figures[state->step] (figures[0] without a state), so a graph replays unchanged.
 template <typename T>
 void loss_forward_backward(cudaStream_t stream, Loss loss, const T* pred, const T* target,
                            const T* weight, T* grad, index rows, index outputs, double huber_delta,
@@ -151,7 +164,11 @@ index optimizer_scratch(index n, index segments);
 //      value, and status = step_bad_update.
 // Returns at once when state->status != 0 at the start. After the last kernel,
 // state->step += 1 (whatever happened). segments: device array (n_segments) of
-// Segment (offset, size), in order, covering [0, n).
+// Segment (offset, size), in order, disjoint, inside [0, n) (LAMB's tensors;
+// parameters outside every segment get trust 1, as on the CPU). The figures go
+// to figures[state->step]. SGD, whose step is unbounded, changes nothing when a
+// new value would not be finite (status = step_bad_update, t not advanced), as
+// the CPU's SGD.
 template <typename T>
 void optimizer_update(cudaStream_t stream, const OptimizerConfig& config, const Schedule& schedule,
                       T* params, const T* grads, T* s1, T* s2, index n, const Segment* segments,

@@ -296,6 +296,10 @@ struct DeviceNetwork<T>::Impl {
         tail_graph.reset();
         if (stream != nullptr) {
             cudaStreamSynchronize(stream);
+            try {
+                cublas_release(stream);  // after the graphs that used its workspace
+            } catch (...) {
+            }
             cudaStreamDestroy(stream);
         }
         for (cudaEvent_t e : done)
@@ -542,6 +546,7 @@ struct DeviceNetwork<T>::Impl {
                  index steps_per_epoch, bool gather, bool weighted) {
         graph.reset();
         if (!graphs_wanted()) return;
+        cublas_prepare(stream);  // its handle and workspace exist before the capture
         check(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
         bool ok = true;
         try {

@@ -35,11 +35,12 @@ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
     for (index k = 1; k < outputs; ++k) top = std::max(top, p[k]);
     double sum_exp = 0, target_sum = 0, dot = 0;
     for (index k = 0; k < outputs; ++k) {
-        const double e = std::exp(double(p[k] - top));
-        if (g) g[k] = T(e);  // kept for the gradient (g may alias p: p[k] is not read again)
+        const T shifted = p[k] - top;  // read before g[k] is written: g may alias p
+        const double e = std::exp(double(shifted));
+        if (g) g[k] = T(e);  // kept for the gradient
         sum_exp += e;
         target_sum += double(t[k]);
-        dot += double(t[k]) * double(p[k] - top);
+        dot += double(t[k]) * double(shifted);
     }
     // −Σ t_k (p_k − top − log Σ e^(p − top))
     const double row_loss = target_sum * std::log(sum_exp) - dot;

@@ -49,7 +49,12 @@ constexpr index ceil_div(index a, index b) { return a / b + (a % b != 0); }
 // AVX2 and AVX-512 clones (C++ defaults to -ffp-contract=fast), so their results
 // can differ from the baseline clone's by a rounding (about an ulp); on one CPU
 // they do not depend on the thread count.
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+//
+// Not with GCC 13: its target_clones pass stops with an internal compiler error
+// ("in add_to_same_comdat_group, at symtab.cc:492", seen with 13.3.0 on
+// activation.cpp), so there the loops are compiled once, for the baseline.
+#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__) && \
+    __GNUC__ != 13
 #define FASTMLP_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define FASTMLP_CLONES
