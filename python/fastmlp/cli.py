@@ -244,7 +244,7 @@ def _build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--proba", action="store_true", help="classifiers: the probability of every class")
     predict.set_defaults(run=_run_predict)
 
-    info = commands.add_parser("info", help="versions, build, threads and CPU of this installation",
+    info = commands.add_parser("info", help="versions, build, threads, CPU and GPU of this installation",
                                description="How this fastmlp was built and what it runs on.")
     info.set_defaults(run=_run_info)
     return parser
@@ -458,6 +458,37 @@ def _gemm_config_rows() -> list[tuple[str, str]]:
     ]
 
 
+def _cuda_version(version: int) -> str:
+    """A CUDA version number as CUDA writes it: 13000 → "13.0", 12080 → "12.8"."""
+    return f"{version // 1000}.{version % 1000 // 10}"
+
+
+def _cuda_rows() -> list[tuple[str, str]]:
+    """The CUDA backend: whether this build has it, the GPU it sees and which GEMM it uses."""
+    cuda = _core.cuda_info()
+    if not cuda["built"]:
+        return [("cuda", "not built (device='cuda' needs pip install . -Ccmake.define.FASTMLP_CUDA=ON, with nvcc)")]
+    if cuda["error"] or not cuda["devices"]:
+        versions = f"runtime {_cuda_version(cuda['runtime_version'])}" if cuda["runtime_version"] else ""
+        return [("cuda", f"built{f' ({versions})' if versions else ''}; "
+                         f"{cuda['error'] or 'no usable GPU: the CUDA runtime sees no device'}")]
+    gpus = f", {cuda['devices']} GPUs (uses device 0)" if cuda["devices"] > 1 else ""
+    device = (f"{cuda['name']} (capability {cuda['capability']}, {cuda['memory'] / 2**30:.1f} GiB, "
+              f"{cuda['multiprocessors']} multiprocessors){gpus}")
+    if cuda["cublas"]:
+        gemm = f"cuBLAS for large products, {cuda['cublas']} (loaded at run time; FASTMLP_CUDA_GEMM=own: never)"
+    elif os.environ.get("FASTMLP_CUDA_GEMM") == "own":
+        gemm = "fastmlp's own kernels (FASTMLP_CUDA_GEMM=own)"
+    else:
+        gemm = "fastmlp's own kernels (no libcublas found; FASTMLP_CUBLAS=/path/libcublas.so names one)"
+    return [
+        ("cuda", f"built, runtime {_cuda_version(cuda['runtime_version'])}, "
+                 f"driver {_cuda_version(cuda['driver_version'])}"),
+        ("gpu", device),
+        ("gpu gemm", gemm),
+    ]
+
+
 def _run_info(args) -> int:
     build = _core.build_info()
     threads = get_num_threads()
@@ -478,6 +509,7 @@ def _run_info(args) -> int:
         ("gemm kernel", f"{build['gemm_kernel']} (available: {', '.join(_core.gemm_available_kernels())})"),
         *_cpu_rows(),
         *_gemm_config_rows(),
+        *_cuda_rows(),
     ]
     width = max(len(key) for key, _ in rows)
     for key, value in rows:

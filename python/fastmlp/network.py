@@ -4,6 +4,13 @@ All parameters live in one flat buffer, layer by layer (W_0, b_0, W_1, b_1, ...)
 and their gradients in a second one with the same layout. ``weights``,
 ``biases``, ``params`` and ``grads`` are NumPy views into those buffers: writing
 to them changes the network, and nothing is copied.
+
+On a GPU (``device="cuda"``, ``net.to("cuda")``) the buffers live on the device
+and the host's stay their mirror: the same properties then return copies, read
+from the device, and ``net.weights[i] = array`` (each list's item assignment)
+still writes into the network. Inside this module every read of the host buffers
+is preceded by ``_sync_host()`` and every write followed by ``_host_changed()``;
+both do nothing on the CPU.
 """
 
 from __future__ import annotations
@@ -37,7 +44,7 @@ from ._validation import (
 from .callbacks import EarlyStopping, ProgressPrinter
 from .optimizers import SGD, Optimizer
 
-__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS", "INIT_SCHEMES"]
+__all__ = ["Network", "History", "ACTIVATIONS", "LOSSES", "INITS", "INIT_SCHEMES", "DEVICES"]
 
 ACTIVATIONS = _core.ACTIVATIONS
 LOSSES = _core.LOSSES
@@ -48,6 +55,7 @@ _INIT_ALIASES = {"he": "he_normal", "xavier": "xavier_normal", "glorot": "xavier
                  "glorot_normal": "xavier_normal", "glorot_uniform": "xavier_uniform", "lecun": "lecun_normal"}
 INITS = ("auto",) + INIT_SCHEMES + tuple(_INIT_ALIASES)
 SETTINGS = ("loss", "huber_delta", "seed")
+DEVICES = ("cpu", "cuda")  # where a network's buffers live and it trains (Network.to)
 _OLD_SETTINGS = ("activation", "output_activation", "init")  # pickles of the layer sizes (before issue 11)
 MAX_COUNT = 2**62  # the largest epoch count, batch size, layer size or restored update count (int64 with room)
 MAX_PARAMS = 2**48  # the largest parameter count: far beyond any memory, far from int64's end
@@ -109,6 +117,33 @@ class ParameterList(list):
         if value.shape != view.shape:
             raise ValueError(f"parameter {i}: expected shape {view.shape}, got {value.shape}")
         view[...] = value
+
+
+class _ParameterCopies(ParameterList):
+    """A network on a GPU: copies of its host views (``views``), read from the device
+    when the list was made. Assigning ``lst[i] = array`` still writes into the
+    network (the host view, brought up to date first, then marked changed so the
+    device gets it before its next call) and into the copy."""
+
+    def __init__(self, net: "Network", views: list[np.ndarray]):
+        self._net, self._views = net, views
+        net._sync_host()
+        super().__init__(view.copy() for view in views)
+
+    def __setitem__(self, i, value):
+        if isinstance(i, slice):
+            raise TypeError("assign parameters one layer at a time: lst[i] = array")
+        copy = list.__getitem__(self, i)
+        value = np.asarray(value)
+        if value.shape != copy.shape:
+            raise ValueError(f"parameter {i}: expected shape {copy.shape}, got {value.shape}")
+        self._net._sync_host()  # the rest of the host buffers current before the whole is uploaded
+        self._views[i][...] = value
+        self._net._host_changed()
+        copy[...] = value
+
+    def __reduce__(self):  # the copies, not the network
+        return ParameterList, (list(self),)
 
 
 def _is_layer_sizes(value) -> bool:
@@ -241,6 +276,10 @@ class Network:
     seed : int or None
         Seeds the network's generator (initial weights, shuffling). None draws
         a fresh seed; ``net.seed`` tells which.
+    device : "cpu" or "cuda"
+        Where the network trains and predicts: "cuda" moves it to the GPU at
+        once (:meth:`to` tells what that changes; a RuntimeError says why when
+        this fastmlp was built without CUDA or sees no GPU).
 
     Notes
     -----
@@ -275,6 +314,7 @@ class Network:
         init="auto",
         dtype="float32",
         seed: int | None = None,
+        device: str = "cpu",
     ):
         sizes = _parse_layer_sizes(layer_sizes)
         n_layers = len(sizes) - 1
@@ -306,11 +346,11 @@ class Network:
         schemes = [resolve_init(i, a) for i, a in zip(inits, activations)]
         layers = _arch.expand(sizes, hidden, output_activation, schemes, residual=bool(residual), norm=norm,
                               dropout=dropout)
-        self._build(layers, loss, huber_delta, dtype, seed)
+        self._build(layers, loss, huber_delta, dtype, seed, device)
 
     @classmethod
     def from_architecture(cls, architecture, *, loss: str = "mse", huber_delta: float = 1.0, dtype="float32",
-                          seed: int | None = None) -> "Network":
+                          seed: int | None = None, device: str = "cpu") -> "Network":
         """A network from a layer list (see :mod:`fastmlp.architecture`), such as
         another network's :attr:`architecture`; with the same ``seed`` it starts
         with the same parameters. A dense layer's ``init`` may be "auto" (or
@@ -318,11 +358,14 @@ class Network:
         loss = check_choice(loss, "loss", LOSSES)
         layers = _arch.normalize(architecture, resolve_init)
         net = cls.__new__(cls)
-        net._build(layers, loss, huber_delta, dtype, seed)
+        net._build(layers, loss, huber_delta, dtype, seed, device)
         return net
 
-    def _build(self, layers: list[dict], loss: str, huber_delta, dtype, seed) -> None:
-        """Builds the engine's network from a normalized layer list."""
+    def _build(self, layers: list[dict], loss: str, huber_delta, dtype, seed, device: str = "cpu") -> None:
+        """Builds the engine's network from a normalized layer list, on the CPU, then
+        moves it to ``device``."""
+        device = check_choice(device, "device", DEVICES)
+        self._device = "cpu"
         self._loss = loss
         self._metadata: dict = {}
         self._huber_delta = check_positive_float(huber_delta, "huber_delta")
@@ -355,6 +398,8 @@ class Network:
         self._make_views()
         self._last_batch: int | None = None
         self._optimizer: Optimizer | None = None
+        if device != "cpu":
+            self.to(device)
 
     def _make_views(self) -> None:
         params, grads, state = self._core.params, self._core.grads, self._core.state
@@ -438,59 +483,120 @@ class Network:
         """The optimizer of the last fit, partial_fit or step (its state lives in the network)."""
         return self._optimizer
 
-    # ---- parameters (views, no copies) ----------------------------------------------
+    # ---- device -----------------------------------------------------------------------
+    @property
+    def device(self) -> str:
+        """Where the network lives: "cpu", or "cuda" after ``to("cuda")`` (or ``device="cuda"``)."""
+        return self._device
+
+    def to(self, device: str) -> "Network":
+        """Moves the network to ``device`` and returns it (``net.to("cuda").fit(...)``).
+
+        "cuda": its buffers (parameters, batch norm's running statistics, the
+        optimizer's state) are copied to the GPU, and ``fit``, ``predict``,
+        ``decision_function``, ``predict_proba``, ``evaluate`` and ``score`` run
+        there. Every other method (``forward``, ``backward``, ``step``,
+        ``diagnose``, ...) runs on the CPU, on the host's copy, which is brought
+        up to date first. ``params``, ``grads``, ``state``, ``weights``,
+        ``biases``, ``norm_gains``, ``norm_biases``, ``running_means`` and
+        ``running_vars`` then return copies, not views (``net.weights[i] = array``
+        still writes into the network). Raises RuntimeError, saying why, when
+        this fastmlp was built without CUDA or no GPU can be used.
+
+        "cpu": the device's values are copied back and the GPU's memory freed.
+        ``copy``, ``astype``, pickling and ``fm.load`` give a network on the CPU
+        whatever the original's device: ``.to("cuda")`` moves it."""
+        device = check_choice(device, "device", DEVICES)
+        if device != self._device:
+            if device == "cuda":
+                self._core.to_device()
+            else:
+                self._core.to_host()
+            self._device = device
+        return self
+
+    def _sync_host(self) -> None:
+        """On a GPU: brings the host buffers (what the views see) up to date before
+        Python reads them. Nothing on the CPU."""
+        if self._device != "cpu":
+            self._core.sync_host()
+
+    def _host_changed(self) -> None:
+        """On a GPU: says Python wrote the host buffers, so the device takes them
+        before its next call. Nothing on the CPU."""
+        if self._device != "cpu":
+            self._core.touch()
+
+    def _copies(self, views: list[np.ndarray]) -> ParameterList:
+        """``views`` on the CPU; on a GPU, copies whose item assignment writes through."""
+        return views if self._device == "cpu" else _ParameterCopies(self, views)
+
+    def _copy(self, buffer: np.ndarray) -> np.ndarray:
+        """``buffer`` on the CPU; on a GPU, a copy of it, read from the device."""
+        if self._device == "cpu":
+            return buffer
+        self._core.sync_host()
+        return buffer.copy()
+
+    # ---- parameters (views, no copies; copies on a GPU) ---------------------------------
     @property
     def params(self) -> np.ndarray:
-        """All parameters, one flat view: W_0, b_0, W_1, b_1, ..."""
-        return self._params
+        """All parameters, one flat view: W_0, b_0, W_1, b_1, ... (on a GPU: a copy)."""
+        return self._copy(self._params)
 
     @property
     def grads(self) -> np.ndarray:
-        """All gradients, a flat view with the layout of ``params``."""
-        return self._grads
+        """All gradients, a flat view with the layout of ``params`` (on a GPU: a copy)."""
+        return self._copy(self._grads)
 
     @property
     def weights(self) -> list[np.ndarray]:
-        """Per-layer weight views, W_l of shape (outputs, inputs)."""
-        return self._weights
+        """Per-layer weight views, W_l of shape (outputs, inputs) (on a GPU: copies;
+        ``net.weights[l] = W`` writes into the network either way)."""
+        return self._copies(self._weights)
 
     @property
     def biases(self) -> list[np.ndarray]:
-        """Per-layer bias views, b_l of shape (outputs,)."""
-        return self._biases
+        """Per-layer bias views, b_l of shape (outputs,) (on a GPU: copies, as ``weights``)."""
+        return self._copies(self._biases)
 
     @property
     def norm_gains(self) -> list[np.ndarray]:
-        """The gain (γ, initially 1) of every layer norm and batch norm layer, in order: views (width,)."""
-        return self._norm_gains
+        """The gain (γ, initially 1) of every layer norm and batch norm layer, in order: views (width,)
+        (on a GPU: copies, as ``weights``)."""
+        return self._copies(self._norm_gains)
 
     @property
     def norm_biases(self) -> list[np.ndarray]:
-        """The bias (β, initially 0) of every layer norm and batch norm layer, in order: views (width,)."""
-        return self._norm_biases
+        """The bias (β, initially 0) of every layer norm and batch norm layer, in order: views (width,)
+        (on a GPU: copies, as ``weights``)."""
+        return self._copies(self._norm_biases)
 
     @property
     def running_means(self) -> list[np.ndarray]:
-        """Every batch norm layer's running mean (initially 0), views into ``state``."""
-        return self._running_means
+        """Every batch norm layer's running mean (initially 0), views into ``state`` (on a GPU:
+        copies, as ``weights``)."""
+        return self._copies(self._running_means)
 
     @property
     def running_vars(self) -> list[np.ndarray]:
-        """Every batch norm layer's running variance (unbiased, initially 1), views into ``state``."""
-        return self._running_vars
+        """Every batch norm layer's running variance (unbiased, initially 1), views into ``state``
+        (on a GPU: copies, as ``weights``)."""
+        return self._copies(self._running_vars)
 
     @property
     def state(self) -> np.ndarray:
         """The state that is not trained by gradients, one flat view: every batch
-        norm layer's running mean then running variance."""
-        return self._state
+        norm layer's running mean then running variance (on a GPU: a copy)."""
+        return self._copy(self._state)
 
     def __repr__(self) -> str:
         kinds = sorted({layer["type"] for layer in self._layers} - {"dense", "activation"})
         extra = f", layers with {'/'.join(kinds)}" if kinds else ""
+        device = "" if self._device == "cpu" else f", device={self._device!r}"
         return (
             f"Network({list(self._sizes)}, activations={list(self._activations)}{extra}, loss={self._loss!r}, "
-            f"dtype={self._dtype.name!r}, seed={self._seed})"
+            f"dtype={self._dtype.name!r}, seed={self._seed}{device})"
         )
 
     def _targets(self, y, n_samples: int, name: str = "y") -> np.ndarray:
@@ -510,7 +616,7 @@ class Network:
     def backward(self, X, y, y_pred):
         """Backward pass after ``forward(X)``: fills ``grads`` with ∂L/∂params for
         this batch (replacing what was there) and returns ``(grads_w, grads_b)``,
-        lists of views into it."""
+        lists of views into it (on a GPU: copies)."""
         X = check_samples(X, "X", self.n_inputs, self._dtype)
         y = self._targets(y, X.shape[0])
         y_pred = check_targets(y_pred, "y_pred", X.shape[0], self.n_outputs, self._dtype)
@@ -536,7 +642,9 @@ class Network:
                              f"{cached} samples, X has {n_samples})")
 
     def _backpropagate(self, X: np.ndarray, d_output: np.ndarray):
-        self._core.backward(X, d_output)
+        self._core.backward(X, d_output)  # on a GPU too it runs on the host's buffers: they are current
+        if self._device != "cpu":
+            return [g.copy() for g in self._grad_weights], [g.copy() for g in self._grad_biases]
         return list(self._grad_weights), list(self._grad_biases)
 
     def layer_cache(self, layer: int) -> tuple[np.ndarray, np.ndarray]:
@@ -709,6 +817,10 @@ class Network:
         If the loss or the gradient turns non-finite the fit stops with
         FloatingPointError (its ``history`` attribute holds what was recorded)
         and the weights keep their last finite values.
+
+        On a GPU (:meth:`to`) the epochs run there: X, y and the weights are
+        copied to the device once per fit, and the batches and their order are
+        the CPU fit's. ``comm`` is not supported there yet.
         """
         if not isinstance(shard, (bool, np.bool_)):
             raise TypeError(f"shard: expected True or False, got {shard!r}")
@@ -737,6 +849,9 @@ class Network:
         sharded = shard and comm.size > 1
         plan, summary, refused = None, None, None
         try:
+            if self._device != "cpu":  # refused on every rank below, not left to hang the others
+                raise ValueError(f"comm: training across ranks on device {self._device!r} is not supported yet; "
+                                 f"train across ranks on the CPU (net.to('cpu'))")
             plan = make_plan(sharded)
             if sharded and self._running_means:  # refused here, before anything is broadcast
                 raise ValueError("batch norm is not supported with shard=True across ranks yet (a rank may hold "
@@ -1173,10 +1288,14 @@ class Network:
             if printer is not None:
                 printer.close()
             self._last_batch = None
+            if self._device != "cpu":
+                self._core.release_device_data()
         if plan.early_stopping is not None:
             history.best_epoch = plan.early_stopping._best_epoch
             if plan.early_stopping.restore_best_weights and plan.early_stopping._best_params is not None:
+                self._sync_host()
                 self._params[...] = plan.early_stopping._best_params
+                self._host_changed()
         return history
 
     def _history_keys(self, plan: _FitPlan) -> list[str]:
@@ -1201,6 +1320,8 @@ class Network:
                       "gradient_memory": plan.gradient_memory[0] if plan.gradient_memory else None}
             if plan.shard_rows is not None:
                 across["shard_rows"] = list(plan.shard_rows)
+        if self._device != "cpu":  # X and y stay on the device across the engine calls of this fit
+            across["data_key"] = id(plan)
         try:
             result = self._core.fit(plan.X, plan.y, epochs, plan.batch, plan.shuffle, self._loss,
                                     self._huber_delta, plan.config, plan.schedule, self.is_classifier,
@@ -1237,6 +1358,7 @@ class Network:
         """The layer where the gradient in ``grads`` first went non-finite as
         backpropagation runs (from the output toward the input): the highest
         layer whose W or b gradient holds a non-finite value; None if none does."""
+        self._sync_host()
         for layer in reversed(range(len(self._grad_weights))):
             if not (np.isfinite(self._grad_weights[layer]).all() and np.isfinite(self._grad_biases[layer]).all()):
                 return layer
@@ -1247,6 +1369,8 @@ class Network:
         logs = {key: values[-1] for key, values in history.history.items()}
         if printer is not None:
             printer.epoch_end(epoch, logs)
+        if plan.early_stopping is not None and plan.early_stopping.restore_best_weights:
+            self._sync_host()  # it may copy the parameters
         stop = plan.early_stopping is not None and plan.early_stopping._update(epoch, logs, self._params)
         if plan.on_epoch_end is not None and plan.on_epoch_end(epoch, dict(logs)):
             stop = True
@@ -1415,7 +1539,7 @@ class Network:
     def astype(self, dtype) -> "Network":
         """A new network with the same architecture, seed, parameters, running
         statistics, optimizer state and generator state (so shuffling continues
-        alike), in ``dtype``."""
+        alike), in ``dtype``, on the CPU (``.to("cuda")`` moves it)."""
         clone = Network.from_architecture(self.architecture, dtype=as_float_dtype(dtype), **self._settings())
         clone._restore(_check_state(clone, *self._snapshot()))
         clone._metadata = _check_metadata(self._metadata)
@@ -1432,6 +1556,7 @@ class Network:
         save(self, path)
 
     def copy(self) -> "Network":
+        """A new network as this one (see :meth:`astype`), on the CPU."""
         return self.astype(self._dtype)
 
     def __reduce__(self):
@@ -1477,8 +1602,8 @@ def _check_state(net: Network, params, optimizer_state=None, rng_state=None, sta
     optimizer, steps, buffers = _check_optimizer_state(optimizer_state, net)
     if state is not None:
         state = as_numeric_array(state, "state")
-        if state.shape != net.state.shape:
-            raise ValueError(f"state: expected shape {net.state.shape} (batch norm's running statistics), "
+        if state.shape != net._state.shape:
+            raise ValueError(f"state: expected shape {net._state.shape} (batch norm's running statistics), "
                              f"got {state.shape}")
         state = as_finite(state, "state", net.dtype)
         for layer in net._layers:
