@@ -155,7 +155,7 @@ class FakeDevice:
         target.restore(params, config, steps, buffers, *rng, state)
         target.grads[...] = source.grads
 
-    def to_device(self):
+    def to_device(self, mask_seed=0):
         self._copy(self._host, self._device)
         self.device, self.ahead = "cuda", None
 
@@ -631,3 +631,26 @@ def test_gpu_refuses_what_it_does_not_support_yet_and_stays_usable():
         net.fit(X, y, epochs=2, record_layer_norms=True)
     history = net.fit(X, y, epochs=2)  # nothing of the refused fit left behind
     assert len(history) == 2 and np.isfinite(net.params).all()
+
+
+def test_cublas_is_looked_for_in_nvidia_wheels_and_the_toolkit(tmp_path, monkeypatch):
+    """fastmlp._cuda lists NVIDIA's pip wheel layout (nvidia/cu13/lib, nvidia/cublas/lib)
+    before the toolkit's folders; load_cublas never raises, and is "" without CUDA."""
+    import importlib.machinery
+    import importlib.util
+
+    from fastmlp import _cuda
+
+    for relative in ("cu13/lib/libcublas.so.13", "cublas/lib/libcublas.so.12", "cublas/lib/other.so"):
+        path = tmp_path / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(b"")
+    spec = importlib.machinery.ModuleSpec("nvidia", None, is_package=True)
+    spec.submodule_search_locations = [str(tmp_path)]
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: spec if name == "nvidia" else real(name, *a))
+    found = _cuda._candidates()
+    assert found[:2] == [str(tmp_path / "cu13/lib/libcublas.so.13"), str(tmp_path / "cublas/lib/libcublas.so.12")]
+    assert not any(p.endswith("other.so") for p in found)
+    if not hasattr(_core, "cuda"):
+        assert _cuda.load_cublas() == ""

@@ -184,9 +184,9 @@ public:
     NetworkLock& lock() { return lock_; }
 
     bool on_device() const { return device_ != nullptr; }
-    void to_device() {
+    void to_device(std::uint64_t mask_seed) {
         if (device_) return;  // already there, with whatever is pending
-        device_ = std::make_unique<cuda::DeviceNetwork<T>>(net_);
+        device_ = std::make_unique<cuda::DeviceNetwork<T>>(net_, mask_seed);
         device_ahead_ = host_ahead_ = false;
     }
     void to_host() {
@@ -627,12 +627,13 @@ void bind_fit(NetworkClass<T>& cls) {
 template <typename T>
 void bind_device(NetworkClass<T>& cls) {
     using Handle = NetworkHandle<T>;
-    cls.def("to_device", [](Handle& h) {
+    // mask_seed: the network's seed (dropout's masks on the device, cuda.hpp).
+    cls.def("to_device", [](Handle& h, std::uint64_t mask_seed) {
         py::gil_scoped_release release;
         auto lock = h.lock().write("to_device");
         cuda::require_device();
-        h.to_device();
-    });
+        h.to_device(mask_seed);
+    }, py::arg("mask_seed") = 0);
     cls.def("to_host", [](Handle& h) {
         py::gil_scoped_release release;
         auto lock = h.lock().write("to_host");

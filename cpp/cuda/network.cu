@@ -269,7 +269,7 @@ struct DeviceNetwork<T>::Impl {
     // ---- inference ----
     DeviceArray<T> eval_in, eval_buffers[3], eval_rstd;
 
-    explicit Impl(Network<T>& host) {
+    Impl(Network<T>& host, std::uint64_t seed) : mask_seed(seed) {
         try {
             construct(host);
         } catch (...) {
@@ -516,7 +516,8 @@ struct DeviceNetwork<T>::Impl {
                     activation_forward<T>(stream, stage.activation, o, in, count);
                     break;
                 case LayerKind::dropout:
-                    // t (the updates so far) counts the steps; the seed differs per layer and fit.
+                    // Keyed by the network's seed, the stage and t (the updates so far): the
+                    // same masks however the fit is cut into calls.
                     dropout_mask(stream, mask[s].data(), count, layer.p,
                                  mask_seed ^ (0x9E3779B97F4A7C15ULL * std::uint64_t(s + 1)), &st->t);
                     dropout_forward<T>(stream, in, mask[s].data(), o, count, layer.p);
@@ -729,7 +730,6 @@ struct DeviceNetwork<T>::Impl {
         prepare_optimizer(options.optimizer);
         // No failure carried over from a fit that ended in an exception.
         check(cudaMemsetAsync(&step_state.data()->status, 0, sizeof(int), stream), "cudaMemsetAsync");
-        if (has_dropout) mask_seed = host.rng().next();
         // A group: as many epochs as fit the order budget (any number without shuffling).
         const index group_epochs =
             gather ? std::max<index>(1, std::min<index>(options.epochs, order_budget / n)) : options.epochs;
@@ -1010,7 +1010,8 @@ struct DeviceNetwork<T>::Impl {
 };
 
 template <typename T>
-DeviceNetwork<T>::DeviceNetwork(Network<T>& host) : impl_(std::make_unique<Impl>(host)) {}
+DeviceNetwork<T>::DeviceNetwork(Network<T>& host, std::uint64_t mask_seed)
+    : impl_(std::make_unique<Impl>(host, mask_seed)) {}
 template <typename T>
 DeviceNetwork<T>::~DeviceNetwork() = default;
 template <typename T>

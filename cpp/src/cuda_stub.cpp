@@ -26,7 +26,7 @@ template <typename T>
 struct DeviceNetwork<T>::Impl {};
 
 template <typename T>
-DeviceNetwork<T>::DeviceNetwork(Network<T>&) {
+DeviceNetwork<T>::DeviceNetwork(Network<T>&, std::uint64_t) {
     throw std::runtime_error(not_built);
 }
 template <typename T>

@@ -9,7 +9,7 @@ refused; inputs may be read-only) and may not share memory with an input
 unless said otherwise. The GIL is released while a kernel runs.
 """
 
-from typing import Callable, Generic, Sequence, TypedDict, TypeVar, overload
+from typing import Callable, Generic, Literal, Sequence, TypedDict, TypeVar, overload
 
 import numpy as np
 import numpy.typing as npt
@@ -291,6 +291,7 @@ class _Network(Generic[_Float]):
         reduce: Callable[[npt.NDArray[_Float], npt.NDArray[np.float64]], None] | None = None,
         gradient_memory: npt.NDArray[_Float] | None = None,
         shard_rows: list[int] = ...,
+        data_key: int = 0,
     ) -> dict[str, object]:
         """Trains in C++, the GIL released (batch_size 0 or >= n: full batch; y dense).
         Returns {"status", "epochs", "failed_epoch", "failed_batch", "reason",
@@ -304,7 +305,9 @@ class _Network(Generic[_Float]):
         step (grads empty: figures alone, batch norm's sums or a sharded fit's batch
         weights); gradient_memory (n_params,): where the gradient lives during the
         fit (the ranks' shared memory); shard_rows: every rank's row count when each
-        passes its own rows (empty: every rank passes the same rows)."""
+        passes its own rows (empty: every rank passes the same rows). On a device:
+        the fit runs there (one process only); data_key (not 0) keeps x, y on the GPU
+        for the next call with the same key, until release_device_data()."""
     def optimizer_step(
         self, optimizer: OptimizerConfig, schedule: ScheduleConfig | None
     ) -> tuple[float, float, bool, int]:
@@ -337,6 +340,23 @@ class _Network(Generic[_Float]):
         sample_weight: npt.NDArray[_Float] | None = None,
     ) -> tuple[float, float]:
         """(mean loss, predictions right) over (x, y), in chunks, weighted when given."""
+
+    # ---- the device (fastmlp/cuda.hpp): fit, predict and evaluate run there --------------
+    def to_device(self, mask_seed: int = 0) -> None:
+        """Copies the buffers to the GPU (RuntimeError, saying why, without CUDA or a GPU);
+        mask_seed keys dropout's masks there (the network's seed)."""
+    def to_host(self) -> None:
+        """The device's buffers back to the host, and the GPU's memory freed."""
+    @property
+    def device(self) -> Literal["cpu", "cuda"]: ...
+    def sync_host(self) -> None:
+        """The host buffers (what params, grads, state show) brought up to date."""
+    def touch(self) -> None:
+        """Says the host buffers were written from Python: the device takes them before its next call."""
+    def release_device_data(self) -> None:
+        """Frees the training data a device fit kept (data_key)."""
+    def fit_path(self, batch: int, loss: str) -> Literal["fused", "layers"]:
+        """Which path a device fit of `batch` rows takes (the network on a device)."""
 
 class Network32(_Network[np.float32]): ...
 class Network64(_Network[np.float64]): ...
@@ -416,6 +436,22 @@ def _gemm_model_blocking(l1: _CacheGeometry, l2: _CacheGeometry, mr: int, nr: in
 def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None:
     """Sets the thread count of the kernels (n >= 1), for the whole process."""
+
+class _CudaInfo(TypedDict):
+    built: bool
+    devices: int
+    name: str
+    capability: str
+    memory: int
+    multiprocessors: int
+    runtime_version: int
+    driver_version: int
+    cublas: str
+    error: str
+
+def cuda_info() -> _CudaInfo:
+    """The CUDA backend of this build and the GPU it sees ("error": why none is usable, or "").
+    A CUDA build also has the submodule `cuda`: its kernels on NumPy arrays (tests)."""
 
 class _BuildInfo(TypedDict):
     compiler: str

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import _core
 from . import architecture as _arch
+from ._cuda import load_cublas
 from ._targets import prepare_targets
 from ._validation import (
     as_finite,
@@ -509,7 +510,8 @@ class Network:
         device = check_choice(device, "device", DEVICES)
         if device != self._device:
             if device == "cuda":
-                self._core.to_device()
+                load_cublas()
+                self._core.to_device(self._seed)
             else:
                 self._core.to_host()
             self._device = device

@@ -54,8 +54,11 @@ void require_device();
 template <typename T>
 class DeviceNetwork {
 public:
-    // Device buffers for `host`'s layers, filled from host (upload()).
-    explicit DeviceNetwork(Network<T>& host);
+    // Device buffers for `host`'s layers, filled from host (upload()). mask_seed keys
+    // dropout's masks on the device (with the layer and the update count t): the
+    // network's seed, so that the same fit gives the same masks however it is cut
+    // into calls, resumed or moved.
+    DeviceNetwork(Network<T>& host, std::uint64_t mask_seed);
     ~DeviceNetwork();
     DeviceNetwork(const DeviceNetwork&) = delete;
     DeviceNetwork& operator=(const DeviceNetwork&) = delete;
