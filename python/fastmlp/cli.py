@@ -75,7 +75,6 @@ import numpy as np
 
 from . import _core
 from . import _datafiles as datafiles
-from ._cuda import load_cublas
 from ._files import write_atomically
 from ._threads import get_num_threads, set_num_threads
 from .architecture import NORMS
@@ -466,6 +465,8 @@ def _cuda_version(version: int) -> str:
 
 def _cuda_rows() -> list[tuple[str, str]]:
     """The CUDA backend: whether this build has it, the GPU it sees and which GEMM it uses."""
+    from ._cuda import load_cublas
+
     load_cublas()  # where fastmlp finds it: its GEMM row below says which
     cuda = _core.cuda_info()
     if not cuda["built"]:

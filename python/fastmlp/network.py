@@ -27,7 +27,6 @@ import numpy as np
 
 from . import _core
 from . import architecture as _arch
-from ._cuda import load_cublas
 from ._targets import prepare_targets
 from ._validation import (
     as_finite,
@@ -510,6 +509,8 @@ class Network:
         device = check_choice(device, "device", DEVICES)
         if device != self._device:
             if device == "cuda":
+                from ._cuda import load_cublas  # here: a CPU network imports nothing of the GPU's
+
                 load_cublas()
                 self._core.to_device(self._seed)
             else:
