@@ -455,16 +455,30 @@ FITS = [
 ]
 
 
+def use_path(monkeypatch, path: str) -> None:
+    """The device fit's path: "fused" where the network allows it (the default), or the
+    layer path always (FASTMLP_CUDA_FUSED=0, read at each fit)."""
+    if path == "layers":
+        monkeypatch.setenv("FASTMLP_CUDA_FUSED", "0")
+    else:
+        monkeypatch.delenv("FASTMLP_CUDA_FUSED", raising=False)
+
+
 @pytest.mark.cuda
+@pytest.mark.parametrize("path", ["fused", "layers"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 @pytest.mark.parametrize("sizes, loss, options", FITS)
-def test_gpu_fit_matches_the_cpu(sizes, loss, options, dtype):
+def test_gpu_fit_matches_the_cpu(sizes, loss, options, dtype, path, monkeypatch):
+    use_path(monkeypatch, path)
     n = 30 if options.get("batch_size") == 1 else 200
     classes = {"cross_entropy": sizes[-1], "binary_cross_entropy": 2}.get(loss)
     X, y = make_data(n=n, inputs=sizes[0], outputs=sizes[-1], dtype=dtype, seed=4, classes=classes)
     if options.get("sample_weight") == "random":
         options = {**options, "sample_weight": np.random.default_rng(2).random(n) * 3}
     cpu, gpu = gpu_pair(sizes, "tanh", loss=loss, dtype=dtype, seed=7)
+    batch = min(options.get("batch_size") or n, n)
+    if path == "layers":  # the fused path is taken where it fits: every network here fits it
+        assert gpu._core.fit_path(batch, loss) == "layers"
     a, b = cpu.fit(X, y, **options), gpu.fit(X, y, **options)
     assert_fits_agree(cpu, gpu, a, b, dtype, n)
     assert_close(gpu.decision_function(X), cpu.decision_function(X), dtype, "decision_function")
@@ -528,13 +542,22 @@ def test_gpu_round_trips_keep_every_bit():
     net = fm.Network([4, 8, 2], seed=0)
     net.fit(X, y, epochs=2, optimizer=fm.Adam(0.01))
     before = net._snapshot()
-    net.to("cuda").to("cpu")
+    net.to("cuda").to("cpu")  # nothing changed on the device: nothing comes back
     after = net._snapshot()
     np.testing.assert_array_equal(after[0], before[0])
     assert after[1][1:3] == before[1][1:3] and after[2] == before[2]
     for x, z in zip(before[1][3], after[1][3]):
         np.testing.assert_array_equal(z, x)
     assert net.device == "cpu" and np.shares_memory(net.params, net.weights[0])
+    # Up and back down: a device fit whose steps change no weight (lr far below their ulp)
+    # brings every weight back bit for bit, through the device's copy.
+    weights = [w.copy() for w in net.weights]
+    net.to("cuda").fit(X, y, epochs=1, optimizer=fm.SGD(1e-30))
+    for w, old in zip(net.weights, weights):
+        np.testing.assert_array_equal(w, old)
+    net.to("cpu")
+    for w, old in zip(net.weights, weights):
+        np.testing.assert_array_equal(w, old)
 
 
 @pytest.mark.cuda
@@ -580,7 +603,9 @@ def test_gpu_trained_network_saves_and_loads(tmp_path):
 
 
 @pytest.mark.cuda
-def test_gpu_non_finite_fit_stops_with_finite_weights():
+@pytest.mark.parametrize("path", ["fused", "layers"])
+def test_gpu_non_finite_fit_stops_with_finite_weights(path, monkeypatch):
+    use_path(monkeypatch, path)
     X, y = make_data(n=64, inputs=4, outputs=2)
     cpu, gpu = gpu_pair([4, 16, 16, 2], seed=0)
     errors = []

@@ -290,7 +290,8 @@ bool capturing(cudaStream_t stream) {
 
 // The handle of (this device, stream), made when there is none (cudaMalloc,
 // cublasCreate): not while the stream is being captured, which cannot allocate
-// (std::runtime_error: a capture that fails runs uncaptured in the engine).
+// (std::runtime_error: a capture that fails runs uncaptured in the engine). A
+// handle cuBLAS cannot make turns cuBLAS off (null: the own kernel runs).
 StreamHandle* stream_handle(const CublasApi* api, cudaStream_t stream) {
     int device = 0;
     check(cudaGetDevice(&device), "gemm: cudaGetDevice");
@@ -305,10 +306,11 @@ StreamHandle* stream_handle(const CublasApi* api, cudaStream_t stream) {
     check(cudaMalloc(&made->workspace, workspace_bytes), "gemm: cudaMalloc (cuBLAS workspace)");
     int status = api->create(&made->handle);
     if (status == 0) status = api->set_math_mode(made->handle, 0);  // CUBLAS_DEFAULT_MATH: no TF32
-    if (status != 0) {
+    if (status != 0) {  // a cuBLAS that loads but cannot work here: the own kernels from now on
         if (made->handle != nullptr) api->destroy(made->handle);
         cudaFree(made->workspace);
-        check_cublas(status, "cublasCreate");
+        cublas_on.store(false);
+        return nullptr;
     }
     StreamHandle* handle = made.get();
     registry.emplace(HandleKey(device, stream), std::move(made));
@@ -381,9 +383,9 @@ void gemm(cudaStream_t stream, Op op_a, Op op_b, index m, index n, index k, cons
     const bool large = double(m) * double(n) * double(k) >= cublas_min_work;
     const bool ints = fits_int(m) && fits_int(n) && fits_int(k) && fits_int(lda) &&
                       fits_int(ldb) && fits_int(ldc);
-    if (api != nullptr && large && ints) {
-        gemm_cublas(api, stream_handle(api, stream), stream, op_a, op_b, m, n, k, a, lda, b, ldb,
-                    beta, c, ldc);
+    StreamHandle* handle = api != nullptr && large && ints ? stream_handle(api, stream) : nullptr;
+    if (handle != nullptr) {
+        gemm_cublas(api, handle, stream, op_a, op_b, m, n, k, a, lda, b, ldb, beta, c, ldc);
         if (needs_epilogue(epilogue.activation, epilogue.bias, epilogue.z_out)) {
             epilogue_kernel<T><<<blocks_for(m * n, 256), 256, 0, stream>>>(m, n, c, ldc, epilogue);
             check_launch("gemm (epilogue)");

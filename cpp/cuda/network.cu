@@ -41,6 +41,11 @@ namespace fastmlp::cuda {
 
 bool built() { return true; }
 
+namespace {
+// Nothing: device_info asks the runtime whether this build's code runs on the GPU.
+__global__ void probe_kernel() {}
+}  // namespace
+
 DeviceInfo device_info() {
     DeviceInfo info;
     info.built = true;
@@ -65,11 +70,13 @@ DeviceInfo device_info() {
         info.minor = prop.minor;
         info.memory = std::int64_t(prop.totalGlobalMem);
         info.multiprocessors = prop.multiProcessorCount;
-        if (prop.major < 9)
-            info.error = "no usable GPU: " + info.name + " has compute capability " +
+        // Whether this build has code the GPU runs (its machine code, or PTX it can compile).
+        cudaFuncAttributes attributes{};
+        if (cudaFuncGetAttributes(&attributes, probe_kernel) != cudaSuccess)
+            info.error = "no usable GPU: this fastmlp has no code for " + info.name + " (compute capability " +
                          std::to_string(prop.major) + "." + std::to_string(prop.minor) +
-                         "; this build has code for 9.0 and newer (set CMAKE_CUDA_ARCHITECTURES "
-                         "to build for it)";
+                         "; reinstall with -Ccmake.define.CMAKE_CUDA_ARCHITECTURES=" +
+                         std::to_string(prop.major) + std::to_string(prop.minor) + ")";
     }
     cudaGetLastError();
     info.cublas = cublas_load("");
@@ -730,6 +737,7 @@ struct DeviceNetwork<T>::Impl {
         prepare_optimizer(options.optimizer);
         // No failure carried over from a fit that ended in an exception.
         check(cudaMemsetAsync(&step_state.data()->status, 0, sizeof(int), stream), "cudaMemsetAsync");
+        poll_pending = false;
         // A group: as many epochs as fit the order budget (any number without shuffling).
         const index group_epochs =
             gather ? std::max<index>(1, std::min<index>(options.epochs, order_budget / n)) : options.epochs;
@@ -850,8 +858,12 @@ struct DeviceNetwork<T>::Impl {
                 }
                 to_device(order.data(), h, epochs * n);
             }
-            // step = 0: this group's figures and batches are counted from its start.
+            // step = 0: this group's figures and batches are counted from its start; failed_step
+            // = -1, so that a failure of an earlier group (whose end state was copied already)
+            // matches none of this group's steps (keep_failed keeps the failed step's gradient).
             check(cudaMemsetAsync(&step_state.data()->step, 0, sizeof(std::int64_t), stream), "cudaMemsetAsync");
+            check(cudaMemsetAsync(&step_state.data()->failed_step, 0xFF, sizeof(std::int64_t), stream),
+                  "cudaMemsetAsync");
             const std::int64_t steps = std::int64_t(epochs) * steps_per_epoch;
             std::int64_t enqueued = 0;
             while (enqueued < steps && !stopped) {

@@ -478,10 +478,10 @@ def _cuda_rows() -> list[tuple[str, str]]:
     gpus = f", {cuda['devices']} GPUs (uses device 0)" if cuda["devices"] > 1 else ""
     device = (f"{cuda['name']} (capability {cuda['capability']}, {cuda['memory'] / 2**30:.1f} GiB, "
               f"{cuda['multiprocessors']} multiprocessors){gpus}")
-    if cuda["cublas"]:
-        gemm = f"cuBLAS for large products, {cuda['cublas']} (loaded at run time; FASTMLP_CUDA_GEMM=own: never)"
-    elif os.environ.get("FASTMLP_CUDA_GEMM") == "own":
+    if os.environ.get("FASTMLP_CUDA_GEMM") == "own":
         gemm = "fastmlp's own kernels (FASTMLP_CUDA_GEMM=own)"
+    elif cuda["cublas"]:
+        gemm = f"cuBLAS for large products, {cuda['cublas']} (loaded at run time; FASTMLP_CUDA_GEMM=own: never)"
     else:
         gemm = "fastmlp's own kernels (no libcublas found; FASTMLP_CUBLAS=/path/libcublas.so names one)"
     return [
