@@ -588,26 +588,12 @@ def test_batch_norm_needs_two_rows():
         cuda.batch_norm_forward_train(x, x[0], x[0])
 
 
-def splitmix64(x):
-    x = (x + np.uint64(0x9E3779B97F4A7C15)) & np.uint64(0xFFFFFFFFFFFFFFFF)
-    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
-
-
-def dropout_mask_twin(n, p, seed, counter):
-    with np.errstate(over="ignore"):
-        key = splitmix64(splitmix64(np.uint64(seed)) ^ np.uint64(counter))
-        draws = splitmix64(key ^ np.arange(n, dtype=np.uint64))
-    return ((draws >> np.uint64(32)) < np.uint64(ref_layers.dropout_keep_threshold(p))).astype(np.uint8)
-
-
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_dropout(dtype):
     rng = np.random.default_rng(17)
     n, p = 100_003, 0.3
     mask = cuda.dropout_mask(n, p, 1234, 7)
-    np.testing.assert_array_equal(mask, dropout_mask_twin(n, p, 1234, 7))
+    np.testing.assert_array_equal(mask, ref_layers.dropout_mask_hashed(n, p, 1234, 7))
     assert abs(mask.mean() - (1 - p)) < 0.01
     assert not np.array_equal(mask, cuda.dropout_mask(n, p, 1234, 8))  # the counter moves the mask
     np.testing.assert_array_equal(cuda.dropout_mask(33, 0.0, 1, 1), np.ones(33, dtype=np.uint8))

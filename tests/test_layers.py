@@ -586,3 +586,17 @@ def test_a_read_only_running_statistic_is_refused():
     mean.flags.writeable = False
     with pytest.raises(ValueError, match="running_mean: the array is read-only"):
         kernels.batch_norm(_m(3, 2), _m(2), _m(2), mean, np.ones(2))
+
+
+def test_the_cuda_backends_hashed_dropout_mask_twin():
+    """reference.dropout_mask_hashed (the twin tests/test_cuda_kernels.py holds the GPU's
+    mask to): keeps about 1 − p, p = 0 keeps all, each counter and seed its own mask."""
+    from fastmlp.reference import dropout_mask_hashed
+
+    mask = dropout_mask_hashed(100_003, 0.3, 1234, 7)
+    assert mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+    assert abs(mask.mean() - 0.7) < 0.01
+    assert not np.array_equal(mask, dropout_mask_hashed(100_003, 0.3, 1234, 8))
+    assert not np.array_equal(mask, dropout_mask_hashed(100_003, 0.3, 1235, 7))
+    np.testing.assert_array_equal(mask, dropout_mask_hashed(100_003, 0.3, 1234, 7))
+    np.testing.assert_array_equal(dropout_mask_hashed(33, 0.0, 2**64 - 1, 1), np.ones(33, np.uint8))

@@ -48,17 +48,6 @@ __device__ T largest() {
     return sizeof(T) == 4 ? T(FLT_MAX) : T(DBL_MAX);
 }
 
-// The index of a row's first maximum, a NaN counting as the largest (first NaN wins).
-template <typename T>
-__device__ index first_max(const T* row, index n) {
-    index best = 0;
-    for (index k = 0; k < n; ++k) {
-        if (row[k] != row[k]) return k;
-        if (row[k] > row[best]) best = k;
-    }
-    return best;
-}
-
 // Where the shared arrays of a step of `batch` rows start (in T), and how many T in all.
 template <typename T>
 struct Layout {
@@ -171,32 +160,8 @@ __global__ void __launch_bounds__(fused_threads) fused_kernel(const FusedArgs<T>
             T* g = d + r * out_width;
             const double w = a.weight != nullptr ? double(a.weight[row]) : 1.0;
             const T scale = a.weight != nullptr ? T(w * inv) : T(inv);
-            double row_loss = 0;
-            if (a.loss == Loss::cross_entropy) {
-                T top = p[0];
-                for (index c = 1; c < out_width; ++c) top = p[c] > top ? p[c] : top;
-                double sum_exp = 0, target_sum = 0, dot = 0;
-                for (index c = 0; c < out_width; ++c) {
-                    const double e = exp(double(p[c] - top));
-                    g[c] = T(e);
-                    sum_exp += e;
-                    target_sum += double(tg[c]);
-                    dot += double(tg[c]) * double(p[c] - top);
-                }
-                row_loss = target_sum * log(sum_exp) - dot;
-                const double inv_sum = 1.0 / sum_exp;
-                for (index c = 0; c < out_width; ++c)
-                    g[c] = scale * T(double(g[c]) * inv_sum * target_sum - double(tg[c]));
-                if (a.count_correct) correct_local += double(first_max(p, out_width) == first_max(tg, out_width)) * w;
-            } else {
-                for (index c = 0; c < out_width; ++c) {
-                    T dd;
-                    row_loss += element_loss(a.loss, p[c], tg[c], a.huber_delta, &dd);
-                    g[c] = scale * dd;
-                    if (a.count_correct && a.loss == Loss::binary_cross_entropy)
-                        correct_local += double((p[c] > T(0)) == (tg[c] > T(0.5))) * w;
-                }
-            }
+            const double row_loss = loss_row(a.loss, p, tg, g, out_width, a.huber_delta, scale, w,
+                                             a.count_correct ? &correct_local : nullptr);
             loss_local += a.weight != nullptr ? row_loss * w : row_loss;
         }
         const double loss_sum = block_sum(loss_local, red);

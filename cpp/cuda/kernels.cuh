@@ -133,6 +133,14 @@ void activation_bias_backward(cudaStream_t stream, Activation activation, T* dz,
 template <typename T>
 void gather_rows(cudaStream_t stream, T* dst, const T* src, const std::int32_t* order, index first,
                  index rows, index width);
+// The same for a training step, the batch found on the device: step k = state->step
+// of a group of epochs runs batch k mod steps_per_epoch of epoch k / steps_per_epoch,
+// so first = (k mod steps_per_epoch) · batch, its order at order + epoch · n (the
+// engine's groups, network.cu). Does nothing once state->status is not step_ok.
+template <typename T>
+void gather_step_rows(cudaStream_t stream, T* dst, const T* src, const std::int32_t* order,
+                      const StepState* state, index n, index batch, index steps_per_epoch, index rows,
+                      index width);
 
 // ---- the loss (loss.cu), twin reference.loss_rows / count_correct -------------------------
 // One batch: pred, target (rows, outputs); weight (rows) or null. Computes the

@@ -20,47 +20,6 @@ namespace {
 
 constexpr int loss_threads = 512;
 
-// The first maximum of a row, a NaN counting as the largest (the first NaN wins),
-// as numpy.argmax and the CPU's first_max decide.
-template <typename T>
-__device__ __forceinline__ index first_max(const T* row, index n) {
-    index best = 0;
-    bool nan = false;
-    for (index k = 0; k < n; ++k) {
-        nan |= row[k] != row[k];
-        if (row[k] > row[best]) best = k;
-    }
-    if (nan)
-        for (index k = 0; k < n; ++k)
-            if (row[k] != row[k]) return k;
-    return best;
-}
-
-// Softmax cross-entropy of one row: −Σ t log softmax(p); the gradient
-// (softmax(p) · Σt − t) · scale into g when not null (g may alias p: each p[k]
-// is read before g[k] is written).
-template <typename T>
-__device__ __forceinline__ double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
-    T top = p[0];
-    for (index k = 1; k < outputs; ++k) top = top < p[k] ? p[k] : top;  // std::max's rule
-    double sum_exp = 0, target_sum = 0, dot = 0;
-    for (index k = 0; k < outputs; ++k) {
-        const T shifted = p[k] - top;
-        const double e = exp(double(shifted));
-        sum_exp += e;
-        target_sum += double(t[k]);
-        dot += double(t[k]) * double(shifted);
-        if (g != nullptr) g[k] = T(e);  // kept for the gradient
-    }
-    const double row_loss = target_sum * log(sum_exp) - dot;
-    if (g != nullptr) {
-        const double inv_sum = 1.0 / sum_exp;
-        for (index k = 0; k < outputs; ++k)
-            g[k] = scale * T(double(g[k]) * inv_sum * target_sum - double(t[k]));
-    }
-    return row_loss;
-}
-
 template <typename T>
 __global__ void __launch_bounds__(loss_threads, 1)
     loss_kernel(Loss loss, const T* pred, const T* target, const T* weight, T* grad, index rows,
@@ -87,25 +46,7 @@ __global__ void __launch_bounds__(loss_threads, 1)
         T* g = grad == nullptr ? nullptr : grad + i * outputs;
         const double w = weight == nullptr ? 1.0 : double(weight[i]);
         const T scale = weight == nullptr ? base : T(w * inv);
-        // Counted first: the gradient may overwrite the prediction.
-        if (count) {
-            if (loss == Loss::cross_entropy) {
-                if (outputs >= 1 && first_max(p, outputs) == first_max(t, outputs)) correct += w;
-            } else if (loss == Loss::binary_cross_entropy) {
-                for (index k = 0; k < outputs; ++k)
-                    if ((p[k] > T(0)) == (t[k] > T(0.5))) correct += w;
-            }
-        }
-        double row = 0;
-        if (loss == Loss::cross_entropy) {
-            if (outputs >= 1) row = cross_entropy_row(p, t, g, outputs, scale);
-        } else {
-            for (index k = 0; k < outputs; ++k) {
-                T d;
-                row += element_loss(loss, p[k], t[k], delta, &d);
-                if (g != nullptr) g[k] = scale * d;
-            }
-        }
+        const double row = loss_row(loss, p, t, g, outputs, delta, scale, w, count ? &correct : nullptr);
         loss_sum += weight == nullptr ? row : row * w;
     }
     loss_sum = block_sum<loss_threads>(buffer, loss_sum);

@@ -103,6 +103,73 @@ FASTMLP_D double element_loss(Loss loss, T p, T t, double delta, T* d) {
     }
 }
 
+// The first maximum of a row, a NaN counting as the largest (the first NaN wins),
+// as numpy.argmax and the CPU's first_max decide.
+template <typename T>
+FASTMLP_D index first_max(const T* row, index n) {
+    index best = 0;
+    bool nan = false;
+    for (index k = 0; k < n; ++k) {
+        nan |= row[k] != row[k];
+        if (row[k] > row[best]) best = k;
+    }
+    if (nan)
+        for (index k = 0; k < n; ++k)
+            if (row[k] != row[k]) return k;
+    return best;
+}
+
+// Softmax cross-entropy of one row: −Σ t log softmax(p); the gradient
+// (softmax(p) · Σt − t) · scale into g when not null (g may alias p: each p[k]
+// is read before g[k] is written).
+template <typename T>
+FASTMLP_D double cross_entropy_row(const T* p, const T* t, T* g, index outputs, T scale) {
+    T top = p[0];
+    for (index k = 1; k < outputs; ++k) top = top < p[k] ? p[k] : top;  // std::max's rule
+    double sum_exp = 0, target_sum = 0, dot = 0;
+    for (index k = 0; k < outputs; ++k) {
+        const T shifted = p[k] - top;
+        const double e = exp(double(shifted));
+        sum_exp += e;
+        target_sum += double(t[k]);
+        dot += double(t[k]) * double(shifted);
+        if (g != nullptr) g[k] = T(e);  // kept for the gradient
+    }
+    const double row_loss = target_sum * log(sum_exp) - dot;
+    if (g != nullptr) {
+        const double inv_sum = 1.0 / sum_exp;
+        for (index k = 0; k < outputs; ++k)
+            g[k] = scale * T(double(g[k]) * inv_sum * target_sum - double(t[k]));
+    }
+    return row_loss;
+}
+
+// One row of a batch (pred p, target t, `outputs` values): returns its loss (double,
+// before the row's weight), writes dL/dp for the batch's mean (the row's factor
+// `scale` times the unscaled gradient) into g when not null (g may alias p), and,
+// when right is not null, adds w for each right prediction (cross_entropy: the row's
+// argmax; binary_cross_entropy: each element), counted before g is written.
+template <typename T>
+FASTMLP_D double loss_row(Loss loss, const T* p, const T* t, T* g, index outputs, double delta, T scale,
+                          double w, double* right) {
+    if (right != nullptr) {
+        if (loss == Loss::cross_entropy) {
+            if (outputs >= 1 && first_max(p, outputs) == first_max(t, outputs)) *right += w;
+        } else if (loss == Loss::binary_cross_entropy) {
+            for (index k = 0; k < outputs; ++k)
+                if ((p[k] > T(0)) == (t[k] > T(0.5))) *right += w;
+        }
+    }
+    if (loss == Loss::cross_entropy) return outputs >= 1 ? cross_entropy_row(p, t, g, outputs, scale) : 0.0;
+    double row = 0;
+    for (index k = 0; k < outputs; ++k) {
+        T d;
+        row += element_loss(loss, p[k], t[k], delta, &d);
+        if (g != nullptr) g[k] = scale * d;
+    }
+    return row;
+}
+
 // ---- the schedule (optimizer.hpp's Schedule::factor) ------------------------------------
 FASTMLP_HD double schedule_factor(const Schedule& s, std::int64_t t) {
     if (t < s.warmup_steps) return double(t + 1) / double(s.warmup_steps);

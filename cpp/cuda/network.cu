@@ -1,8 +1,7 @@
 // network.cu — DeviceNetwork<T>: the engine's device side (see fastmlp/cuda.hpp).
 //
-// The stages are the CPU engine's (network.cpp's build_stages, rebuilt from each
-// layer's `stage`): a dense or norm layer with the activation fused into it, or
-// one layer. A training step on the layer path, for a batch of B rows:
+// The stages are the CPU engine's (Network::stages()): a dense or norm layer with the
+// activation fused into it, or one layer. A training step on the layer path, for a batch of B rows:
 //
 //   gather   X, Y (and the weights) rows of the epoch's order → xb, yb, wb
 //   forward  per stage: dense = one GEMM with the bias and activation as its
@@ -90,40 +89,6 @@ void require_device() {
 
 namespace {
 
-// One stage, as network.cpp's Stage.
-struct DeviceStage {
-    LayerKind kind = LayerKind::dense;
-    index layer = 0, inputs = 0, width = 0;
-    Activation activation = Activation::linear;
-    index skip = -1, closes = -1;
-    bool keeps_z = false;
-};
-
-std::vector<DeviceStage> stages_of(const std::vector<Layer>& layers) {
-    std::vector<DeviceStage> stages;
-    for (std::size_t l = 0; l < layers.size(); ++l) {
-        const Layer& layer = layers[l];
-        if (layer.stage < index(stages.size())) {  // an activation fused into the stage before
-            DeviceStage& s = stages[layer.stage];
-            s.activation = layer.activation;
-            s.keeps_z = layer.activation != Activation::linear;
-            continue;
-        }
-        DeviceStage s;
-        s.kind = layer.kind;
-        s.layer = index(l);
-        s.inputs = layer.inputs;
-        s.width = layer.outputs;
-        if (layer.kind == LayerKind::activation) s.activation = layer.activation;
-        if (layer.kind == LayerKind::residual) {
-            s.skip = layers[layer.skip_from].stage;
-            stages[s.skip].closes = index(stages.size());
-        }
-        stages.push_back(s);
-    }
-    return stages;
-}
-
 // A step's shape-dependent kernels as one CUDA graph (null until captured).
 struct Graph {
     cudaGraphExec_t exec = nullptr;
@@ -137,36 +102,6 @@ struct Graph {
 bool graphs_wanted() {
     const char* value = std::getenv("FASTMLP_CUDA_GRAPHS");
     return value == nullptr || std::string(value) != "0";
-}
-
-// Rows gathered by the step's batch (see the file's comment): dst row r = src row
-// order[e·n + k·batch + r] (or k·batch + r without an order), k = step mod
-// steps_per_epoch, e = step / steps_per_epoch; rows = the batch's rows.
-template <typename T>
-__global__ void gather_step_kernel(T* __restrict__ dst, const T* __restrict__ src,
-                                   const std::int32_t* __restrict__ order, const StepState* state,
-                                   index n, index batch, index steps_per_epoch, index rows,
-                                   index width) {
-    if (state->status != step_ok) return;
-    const std::int64_t step = state->step;
-    const index epoch = index(step / steps_per_epoch), k = index(step % steps_per_epoch);
-    const index first = k * batch;
-    const index total = rows * width;
-    for (index i = index(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
-         i += index(gridDim.x) * blockDim.x) {
-        const index r = i / width, c = i - r * width;
-        const index row = order != nullptr ? index(order[epoch * n + first + r]) : first + r;
-        dst[i] = src[row * width + c];
-    }
-}
-
-template <typename T>
-void gather_step(cudaStream_t stream, T* dst, const T* src, const std::int32_t* order,
-                 const StepState* state, index n, index batch, index steps_per_epoch, index rows,
-                 index width) {
-    gather_step_kernel<T><<<blocks_for(rows * width, 256), 256, 0, stream>>>(
-        dst, src, order, state, n, batch, steps_per_epoch, rows, width);
-    check_launch("gather_step");
 }
 
 // dst = src (n values) while no step has failed: batch norm's running statistics
@@ -228,9 +163,10 @@ constexpr std::int64_t fused_steps_per_launch = 2048;
 
 template <typename T>
 struct DeviceNetwork<T>::Impl {
+    using Stage = typename Network<T>::Stage;  // the CPU engine's stages, run alike here
     // ---- structure ----
     std::vector<Layer> layers;
-    std::vector<DeviceStage> stages;
+    std::vector<Stage> stages;
     std::vector<Segment> host_segments;
     index inputs = 0, outputs = 0, n_params = 0, n_state = 0, max_width = 0;
     bool has_dropout = false, has_batch_norm = false, plain = true;
@@ -275,6 +211,7 @@ struct DeviceNetwork<T>::Impl {
 
     // ---- inference ----
     DeviceArray<T> eval_in, eval_buffers[3], eval_rstd;
+    std::vector<T> eval_out;  // evaluate's outputs, on the host
 
     Impl(Network<T>& host, std::uint64_t seed) : mask_seed(seed) {
         try {
@@ -289,7 +226,7 @@ struct DeviceNetwork<T>::Impl {
         require_device();
         check(cudaSetDevice(0), "cudaSetDevice");
         layers = host.layers();
-        stages = stages_of(layers);
+        stages = host.stages();
         inputs = host.inputs();
         outputs = host.outputs();
         n_params = host.parameter_count();
@@ -306,7 +243,7 @@ struct DeviceNetwork<T>::Impl {
                 host_segments.push_back(Segment{layer.bias_offset, layer.inputs});
             }
         }
-        for (const DeviceStage& s : stages) plain = plain && s.kind == LayerKind::dense;
+        for (const Stage& s : stages) plain = plain && s.kind == LayerKind::dense;
         plain = plain && index(stages.size()) <= fused_max_layers;
         if (plain) {
             fused.layers = int(stages.size());
@@ -452,7 +389,7 @@ struct DeviceNetwork<T>::Impl {
         out.resize(stages.size()), z.resize(stages.size()), xhat.resize(stages.size());
         rstd.resize(stages.size()), mask.resize(stages.size());
         for (std::size_t s = 0; s < stages.size(); ++s) {
-            const DeviceStage& st = stages[s];
+            const Stage& st = stages[s];
             out[s].resize(batch * st.width);
             if (st.keeps_z) z[s].resize(batch * st.width);
             if (st.kind == LayerKind::layer_norm || st.kind == LayerKind::batch_norm) {
@@ -482,12 +419,12 @@ struct DeviceNetwork<T>::Impl {
                                                                                 n_state, st);
             check_launch("save_while_ok");
         }
-        gather_step(stream, xb.data(), x.data(), ord, st, n, batch, steps_per_epoch, rows, inputs);
-        gather_step(stream, yb.data(), y.data(), ord, st, n, batch, steps_per_epoch, rows, outputs);
-        if (weighted) gather_step(stream, wb.data(), w.data(), ord, st, n, batch, steps_per_epoch, rows, index(1));
+        gather_step_rows<T>(stream, xb.data(), x.data(), ord, st, n, batch, steps_per_epoch, rows, inputs);
+        gather_step_rows<T>(stream, yb.data(), y.data(), ord, st, n, batch, steps_per_epoch, rows, outputs);
+        if (weighted) gather_step_rows<T>(stream, wb.data(), w.data(), ord, st, n, batch, steps_per_epoch, rows, index(1));
         // forward
         for (index s = 0; s < index(stages.size()); ++s) {
-            const DeviceStage& stage = stages[s];
+            const Stage& stage = stages[s];
             const Layer& layer = layers[stage.layer];
             const T* in = stage_input(s);
             T* o = out[s].data();
@@ -544,7 +481,7 @@ struct DeviceNetwork<T>::Impl {
         // backward
         T* g = grads.data();
         for (index s = index(stages.size()) - 1; s >= 0; --s) {
-            const DeviceStage& stage = stages[s];
+            const Stage& stage = stages[s];
             const Layer& layer = layers[stage.layer];
             const T* in = stage_input(s);
             const index count = rows * stage.width;
@@ -933,7 +870,7 @@ struct DeviceNetwork<T>::Impl {
         const T* in = eval_in.data();
         const T* skip = nullptr;
         for (index s = 0; s < index(stages.size()); ++s) {
-            const DeviceStage& stage = stages[s];
+            const Stage& stage = stages[s];
             const Layer& layer = layers[stage.layer];
             if (stage.closes >= 0) skip = in;
             if (stage.kind == LayerKind::dropout) continue;
@@ -1001,14 +938,15 @@ struct DeviceNetwork<T>::Impl {
 
     double evaluate(const T* hx, const T* hy, const T* hw, index n, Loss loss, double delta, double* correct) {
         require(n >= 1, "evaluate: needs at least one sample");
-        std::vector<T> out(std::size_t(n * outputs));
-        predict(hx, n, out.data());
+        eval_out.resize(std::size_t(n * outputs));  // kept: a validation set is evaluated every epoch
+        T* out_data = eval_out.data();
+        predict(hx, n, out_data);
         // The loss on the host, in the CPU engine's chunks (Network::evaluate): the same sums.
         constexpr index chunk = 256;
         double total = 0, right = 0;
         for (index start = 0; start < n; start += chunk) {
             const index rows = std::min(chunk, n - start);
-            const T* o = out.data() + start * outputs;
+            const T* o = out_data + start * outputs;
             const T* target = hy + start * outputs;
             const T* wr = hw == nullptr ? nullptr : hw + start;
             total += loss_rows(loss, o, target, static_cast<T*>(nullptr), rows, outputs, delta,

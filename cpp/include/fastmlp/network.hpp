@@ -191,7 +191,20 @@ public:
     // weights come from the network's generator, dense layer after dense layer.
     Network(const std::vector<LayerSpec>& layers, std::uint64_t seed);
 
+    // What the forward and backward passes run: one layer, or a dense or norm layer
+    // together with the activation layer right after it (the device engine runs the same).
+    struct Stage {
+        LayerKind kind = LayerKind::dense;
+        index layer = 0;       // the (first) layer it runs
+        index inputs = 0, width = 0;
+        Activation activation = Activation::linear;  // fused, or the activation stage's own
+        index skip = -1;       // residual: the stage whose input it adds
+        index closes = -1;     // a block's first stage: the residual stage that ends the block
+        bool keeps_z = false;  // its pre-activation is kept apart from its output
+    };
+
     const std::vector<Layer>& layers() const { return layers_; }
+    const std::vector<Stage>& stages() const { return stages_; }
     // The dense layers' indices into layers(), in order.
     const std::vector<index>& dense_layers() const { return dense_; }
     index inputs() const { return layers_.front().inputs; }
@@ -279,17 +292,6 @@ private:
     struct FitPlan;
     struct EpochSums;
 
-    // What the forward and backward passes run: one layer, or a dense or norm layer
-    // together with the activation layer right after it.
-    struct Stage {
-        LayerKind kind = LayerKind::dense;
-        index layer = 0;       // the (first) layer it runs
-        index inputs = 0, width = 0;
-        Activation activation = Activation::linear;  // fused, or the activation stage's own
-        index skip = -1;       // residual: the stage whose input it adds
-        index closes = -1;     // a block's first stage: the residual stage that ends the block
-        bool keeps_z = false;  // its pre-activation is kept apart from its output
-    };
     // Where a stage's values live in a workspace (offsets; -1: none; z -1 means z is out).
     struct Slot {
         index out = -1, z = -1, xhat = -1, rstd = -1, mask = -1;

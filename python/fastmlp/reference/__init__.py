@@ -14,7 +14,8 @@ module                 twin of
 ``activation``         cpp/src/activation.cpp: activations, their derivatives, the fused
                        bias passes (a bias add alone is the linear one)
 ``layers``             cpp/src/layers.cpp: layer norm, batch norm, dropout (its mask drawn
-                       as the engine draws it), the residual add
+                       as the engine draws it; the CUDA backend's hashed mask too), the
+                       residual add
 ``loss``               cpp/src/loss.cpp: losses, their gradients, softmax, count_correct
 ``optimizer``          cpp/src/optimizer.cpp: grad_norm, clip_scale, the update rules,
                        :class:`Optimizer`
@@ -53,6 +54,7 @@ from .layers import (
     dropout_backward,
     dropout_keep_threshold,
     dropout_mask,
+    dropout_mask_hashed,
     layer_norm,
     layer_norm_backward,
     residual_add,
@@ -106,6 +108,7 @@ __all__ = [
     "batch_norm_backward",
     "dropout_keep_threshold",
     "dropout_mask",
+    "dropout_mask_hashed",
     "dropout",
     "dropout_backward",
     "residual_add",

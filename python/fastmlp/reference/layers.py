@@ -29,6 +29,7 @@ from .._validation import common_float_dtype as _float_dtype
 from .random import Rng
 
 __all__ = [
+    "dropout_mask_hashed",
     "layer_norm",
     "layer_norm_backward",
     "batch_norm",
@@ -136,6 +137,29 @@ def dropout_mask(n_or_shape, p, rng):
     halves[0::2] = draws & np.uint64(0xFFFFFFFF)
     halves[1::2] = draws >> np.uint64(32)
     mask.reshape(-1)[...] = halves[:n] < threshold
+    return mask
+
+
+def _splitmix64(x):
+    """SplitMix64's finalizer over uint64 arrays (wrapping), as cpp/cuda/layers.cu's."""
+    with np.errstate(over="ignore"):
+        x = x + np.uint64(0x9E3779B97F4A7C15)
+        x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
+
+
+def dropout_mask_hashed(n, p, seed, counter):
+    """The CUDA backend's dropout mask (uint8, 1 = kept) of n elements (cpp/cuda/layers.cu):
+    no generator but a counter-based hash, key = s(s(seed) ^ counter) with s SplitMix64's
+    finalizer, element i kept when the high 32 bits of s(key ^ i) are below
+    :func:`dropout_keep_threshold` (the device keys it by the network's seed, the layer and
+    the update count). p = 0 keeps every element."""
+    threshold = dropout_keep_threshold(p)
+    mask = np.empty(int(n), dtype=np.uint8)  # refuses a negative n
+    key = _splitmix64(_splitmix64(np.uint64(int(seed) % 2**64)) ^ np.uint64(int(counter) % 2**64))
+    draws = _splitmix64(key ^ np.arange(mask.size, dtype=np.uint64))
+    mask[...] = (draws >> np.uint64(32)) < np.uint64(threshold)
     return mask
 
 
