@@ -634,30 +634,14 @@ struct DeviceNetwork<T>::Impl {
         return fused_fits(fused, batch, max_shared);
     }
 
-    void check_options(index n, const FitOptions& options) const {
-        require(n >= 1, "fit: needs at least one sample");
-        require(options.epochs >= 1, "fit: epochs must be >= 1");
+    FitResult fit(Network<T>& host, const T* hx, const T* hy, const T* hw, index n,
+                  const FitOptions& options, const FitRecord& record,
+                  const std::function<bool()>& should_stop, std::int64_t key) {
+        host.check_fit_options(n, options);  // the CPU fit's checks, then the device's own
         require(options.ranks == 1 && options.shard_rows.empty(),
                 "fit: training across ranks is not supported on device='cuda' yet");
         require(n <= index(std::numeric_limits<std::int32_t>::max()),
                 "fit: more than 2**31 - 1 samples are not supported on device='cuda'");
-        if (has_batch_norm) {
-            const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;
-            require(batch >= 2 && (n % batch != 1),
-                    "fit: batch norm in training needs at least 2 samples per batch; with " +
-                        std::to_string(n) + " samples and batch_size " + std::to_string(batch) +
-                        " a batch of 1 occurs (drop or add a sample, or change batch_size)");
-        }
-        options.optimizer.validate();
-        options.schedule.validate();
-        require(options.loss != Loss::huber || (options.huber_delta > 0 && std::isfinite(options.huber_delta)),
-                "fit: huber's delta must be positive and finite");
-    }
-
-    FitResult fit(Network<T>& host, const T* hx, const T* hy, const T* hw, index n,
-                  const FitOptions& options, const FitRecord& record,
-                  const std::function<bool()>& should_stop, std::int64_t key) {
-        check_options(n, options);
         require(record.layer_grad_norm == nullptr,
                 "fit: per-layer gradient norms are not recorded on device='cuda' yet");
         const index batch = options.batch_size <= 0 || options.batch_size >= n ? n : options.batch_size;

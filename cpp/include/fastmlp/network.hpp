@@ -264,6 +264,10 @@ public:
     // Inference: X (n, I) -> out (n, O), in chunks; does not touch the training cache.
     void predict(const T* x, index n, T* out);
 
+    // fit's checks of its arguments (std::invalid_argument naming the bad one): what
+    // fit runs first, and what the device engine's fit runs too.
+    void check_fit_options(index n, const FitOptions& options) const;
+
     // The whole training loop, in C++. X (n, I), Y (n, O), rows contiguous (Y
     // dense: one-hot rows for cross_entropy); weight (n): the samples' weights
     // (>= 0; null: all 1), which make each batch's loss the weighted mean
@@ -332,8 +336,7 @@ private:
     double forward_backward(const T* x, const T* y, const T* weight, index batch,
                             double batch_weight, const FitOptions& options, double* correct,
                             index mask_rows, index mask_first);
-    // fit, in steps: checks, then a plan made once, then epoch after epoch.
-    void check_fit_options(index n, const FitOptions& options) const;
+    // fit, in steps: (check_fit_options, public above), then a plan made once, then epoch after epoch.
     FitPlan plan_fit(const T* x, const T* y, const T* weight, index n, const FitOptions& options,
                      const GradientReduce<T>& reduce);
     bool run_epoch(FitPlan& plan, const FitOptions& options, index epoch, EpochSums& sums,
