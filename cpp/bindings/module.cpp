@@ -6,6 +6,7 @@
 //                 chosen for it; CPUID / sysfs / choice test hooks
 //   kernels.cpp   the kernels; threads, GEMM kernel choice, build info
 //   network.cpp   the engine: Network32, Network64 and their lock
+//   probe.cpp     the machine probes: fma_peak (FMA peak GFLOP/s), spin_probe (stolen time)
 //   cuda_kernels.cpp  _core.cuda: the CUDA kernels one by one, for the tests (CUDA builds only)
 //
 // C++ exceptions become Python ones (std::invalid_argument -> ValueError,
@@ -23,6 +24,7 @@ PYBIND11_MODULE(_core, m) {
     fastmlp::bindings::bind_cpu(m);
     fastmlp::bindings::bind_kernels(m);
     fastmlp::bindings::bind_network(m);
+    fastmlp::bindings::bind_probe(m);
     fastmlp::bindings::bind_runtime(m);
 #ifdef FASTMLP_CUDA
     fastmlp::bindings::bind_cuda_kernels(m);
