@@ -29,7 +29,8 @@ struct FmaPeak {
 // The FMA peak in GFLOP/s of `threads` threads together: each runs `chains` independent
 // chains acc = acc · x + y on vector registers (nothing loaded or stored in the loop;
 // 2 FLOP per lane per FMA) for about `seconds`, the iteration count calibrated once on
-// short runs. A trial's GFLOP/s is all threads' FLOP over the slowest thread's time.
+// short runs. A trial's GFLOP/s is all threads' FLOP over the slowest thread's time,
+// counted from their common release (so threads beyond the cores do not inflate it).
 // The chains are those of the best ISA this build has and cpu_info() allows: AVX-512F
 // (16 zmm chains), AVX2 + FMA (12 ymm chains), else portable 16-byte vectors (8 chains,
 // a multiply and an add where the baseline ISA has no FMA, as the portable GEMM runs).
@@ -39,7 +40,7 @@ FmaPeak fma_peak(const std::string& dtype = "float32", int threads = 1, double s
 
 struct SpinProbe {
     int threads = 0;
-    double seconds = 0;  // measured wall time: the longest thread's span
+    double seconds = 0;  // measured wall time: from the release to the last thread's last read
     double stolen = 0;   // stolen time of all threads / (threads · seconds), in [0, 1]
     std::vector<double> per_thread;  // each thread's stolen time / its own span
     std::int64_t gaps = 0;           // gaps counted, all threads together
@@ -48,7 +49,8 @@ struct SpinProbe {
 
 // Time stolen from spinning threads: `threads` threads each read steady_clock in a tight
 // loop for `seconds`; an interval between two consecutive reads longer than `gap_us`
-// microseconds counts as stolen (the thread did not run). threads in [1, 1024];
+// microseconds counts as stolen (the thread did not run), and so does the wait from the
+// common release to a thread's first read when it exceeds gap_us. threads in [1, 1024];
 // seconds in (0, 10]; gap_us finite and > 0.
 SpinProbe spin_probe(int threads = 1, double seconds = 0.2, double gap_us = 20.0);
 

@@ -37,15 +37,18 @@ void check_seconds(const char* probe, double seconds) {
                                     std::to_string(seconds));
 }
 
-// Runs body(t) for t in [0, threads), each on its own new std::thread, all released
-// together once every one has started (they wait yielding, so a core they share is
-// not taken from those still starting). body must not throw. If the system refuses
-// a thread, the started ones are released without running body and joined, and the
-// std::system_error propagates.
+// Runs body(t, released) for t in [0, threads), each on its own new std::thread, all
+// released together once every one has started (they wait yielding, so a core they
+// share is not taken from those still starting). `released` is when they were: each
+// thread measures from it, not from when it first ran, so that with more threads than
+// cores the time before a thread's first slice counts too. body must not throw. If the
+// system refuses a thread, the started ones are released without running body and
+// joined, and the std::system_error propagates.
 template <typename Body>
 void run_together(int threads, const Body& body) {
     std::atomic<int> ready{0};
     std::atomic<bool> go{false}, abandon{false};
+    Clock::time_point released;  // written before go is set, read after it is seen
     std::vector<std::thread> team;
     team.reserve(static_cast<std::size_t>(threads));
     try {
@@ -53,7 +56,7 @@ void run_together(int threads, const Body& body) {
             team.emplace_back([&, t] {
                 ready.fetch_add(1, std::memory_order_relaxed);
                 while (!go.load(std::memory_order_acquire)) std::this_thread::yield();
-                if (!abandon.load(std::memory_order_relaxed)) body(t);
+                if (!abandon.load(std::memory_order_relaxed)) body(t, released);
             });
     } catch (...) {
         abandon.store(true, std::memory_order_relaxed);
@@ -62,6 +65,7 @@ void run_together(int threads, const Body& body) {
         throw;
     }
     while (ready.load(std::memory_order_relaxed) < threads) std::this_thread::yield();
+    released = Clock::now();
     go.store(true, std::memory_order_release);
     for (std::thread& thread : team) thread.join();
 }
@@ -77,15 +81,15 @@ const probe_detail::FmaChains& best_chains() {
     return probe_detail::portable_chains();
 }
 
-// Each thread runs `iterations` of the chains; returns the slowest thread's seconds.
-// The chains' results go into `sink` (volatile), so the loops cannot be dropped.
+// Each thread runs `iterations` of the chains; returns the seconds from their release
+// to the slowest one's end. The chains' results go into `sink` (volatile), so the loops
+// cannot be dropped.
 double time_chains(const probe_detail::FmaChains& chains, bool is_double, int threads,
                    std::int64_t iterations, volatile double& sink) {
     std::vector<double> elapsed(static_cast<std::size_t>(threads)), result(elapsed.size());
-    run_together(threads, [&](int t) {
-        const Clock::time_point start = Clock::now();
+    run_together(threads, [&](int t, Clock::time_point released) {
         result[t] = is_double ? chains.run_f64(iterations, 1.0 + t) : chains.run_f32(iterations, 1.0f + float(t));
-        elapsed[t] = seconds_between(start, Clock::now());
+        elapsed[t] = seconds_between(released, Clock::now());
     });
     double total = 0;
     for (double r : result) total += r;
@@ -113,16 +117,19 @@ FmaPeak fma_peak(const std::string& dtype, int threads, double seconds, int tria
     peak.chains = chains.chains;
 
     volatile double sink = 0;
-    // Calibrate once: grow the count until a run takes a tenth of `seconds` (at most
-    // 64 times more per step, from the time measured), then scale it to `seconds`.
+    // Calibrate once. Releasing the threads costs a fixed time (much of it when they
+    // outnumber the cores), measured on a run of one iteration; grow the count until a
+    // run takes a tenth of `seconds` more than that (at most 64 times more per step, from
+    // the time measured), then scale it so that the chains run for about `seconds`.
+    const double overhead = time_chains(chains, is_double, threads, 1, sink);
     std::int64_t iterations = 1 << 10;
-    double elapsed = time_chains(chains, is_double, threads, iterations, sink);
-    while (elapsed < seconds / 10 && iterations < (std::int64_t(1) << 40)) {
-        const double grow = elapsed > 0 ? std::min(64.0, std::max(2.0, 1.5 * seconds / 10 / elapsed)) : 64.0;
+    double work = time_chains(chains, is_double, threads, iterations, sink) - overhead;
+    while (work < seconds / 10 && iterations < (std::int64_t(1) << 40)) {
+        const double grow = work > 0 ? std::min(64.0, std::max(2.0, 1.5 * seconds / 10 / work)) : 64.0;
         iterations = std::int64_t(double(iterations) * grow);
-        elapsed = time_chains(chains, is_double, threads, iterations, sink);
+        work = time_chains(chains, is_double, threads, iterations, sink) - overhead;
     }
-    iterations = std::max<std::int64_t>(1, std::int64_t(double(iterations) * seconds / elapsed));
+    iterations = std::max<std::int64_t>(1, std::int64_t(double(iterations) * seconds / std::max(work, 1e-9)));
 
     // 2 FLOP (a multiply and an add) per lane of each chain's FMA, on every thread.
     const double flop = 2.0 * peak.lanes * peak.chains * double(iterations) * threads;
@@ -151,9 +158,10 @@ SpinProbe spin_probe(int threads, double seconds, double gap_us) {
         std::int64_t gaps = 0;
     };
     std::vector<Spin> spins(static_cast<std::size_t>(threads));
-    run_together(threads, [&](int t) {
-        const Clock::time_point start = Clock::now(), stop = start + duration;
-        Clock::time_point last = start;
+    run_together(threads, [&](int t, Clock::time_point released) {
+        // From the release: a thread that gets no core at first has that time stolen too.
+        const Clock::time_point stop = released + duration;
+        Clock::time_point last = released;
         Clock::duration stolen{0}, longest{0};
         std::int64_t gaps = 0;
         for (;;) {
@@ -168,7 +176,7 @@ SpinProbe spin_probe(int threads, double seconds, double gap_us) {
             if (now >= stop) break;
         }
         Spin& spin = spins[t];
-        spin.span = seconds_between(start, last);
+        spin.span = seconds_between(released, last);
         spin.stolen = std::chrono::duration<double>(stolen).count();
         spin.longest = std::chrono::duration<double>(longest).count();
         spin.gaps = gaps;
