@@ -2,7 +2,7 @@
 
     python benchmarks/bench_contention.py [--quick] [--repeats 5] [--steps 100] [--skip-torch]
 
-The workload is bench_configs.py's mnist-mlp ([784, 512, 256, 10] relu, batch 128,
+The workload is fastmlp bench's mnist-mlp ([784, 512, 256, 10] relu, batch 128,
 SGD lr 0.01, float32, MSE on one-hot targets). On a 2-core machine, one CPU-bound
 process (`while True: pass` in a Python subprocess) takes one core; the other core is
 still free, so a library that shares well keeps its quiet 1-thread speed when it asks
@@ -37,9 +37,9 @@ import time
 import numpy as np
 
 import fastmlp as fm
+from fastmlp.bench import MNIST, make_data, trainer  # the mnist-mlp configuration, its runners
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import bench_configs as configs  # noqa: E402  (the mnist-mlp configuration and its runners)
 from bench_common import OtherLoad, cpu_model, print_table  # noqa: E402
 
 TARGET = 0.75
@@ -104,12 +104,11 @@ def main(argv=None) -> int:
     except ImportError:
         pass
 
-    config = configs.PREDICT_CONFIG  # mnist-mlp
-    X, y = configs.make_data(config, steps)
-    net = fm.Network(config.sizes, config.activation, dtype="float32", seed=configs.SEED)
-    runners = {"fastmlp": configs.fastmlp_runner(config, net.copy(), X, y)}
+    config = MNIST
+    X, y = make_data(config, steps)
+    runners = {"fastmlp": trainer("fastmlp", config, X, y)[0]}  # run(steps), from fastmlp's initial weights
     if torch is not None:
-        runners["PyTorch"] = configs.torch_runner(torch, config, net, X, y)
+        runners["PyTorch"] = trainer("torch", config, X, y)[0]
 
     def set_threads(impl: str, threads: int) -> None:
         if impl == "fastmlp":
@@ -136,7 +135,7 @@ def main(argv=None) -> int:
     for impl, runner in runners.items():  # warm-up at both thread counts
         for threads in (1, 2):
             set_threads(impl, threads)
-            runner.run(max(1, steps // 5))
+            runner(max(1, steps // 5))
     time.sleep(args.pause)
 
     def run_blocks(load: str) -> None:
@@ -144,7 +143,7 @@ def main(argv=None) -> int:
             for threads in (1, 2):
                 set_threads(impl, threads)
                 start = time.perf_counter()
-                runner.run(steps)
+                runner(steps)
                 times[(impl, load, threads)].append(time.perf_counter() - start)
                 time.sleep(args.pause)
 

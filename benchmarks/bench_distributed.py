@@ -8,7 +8,7 @@ Needs mpi4py and an MPI (pip install "fastmlp[mpi]": mpi4py and the mpich wheel,
 lands beside the venv's python). The script itself is the driver: it starts every measurement in
 a fresh process (or a fresh pair under mpiexec) and prints the tables.
 
-Configurations: bench_configs.py's mnist-mlp ([784, 512, 256, 10] relu, batch 128, lr 0.01) and
+Configurations: fastmlp bench's mnist-mlp ([784, 512, 256, 10] relu, batch 128, lr 0.01) and
 wide ([1024, 4096, 4096, 1024] relu, batch 256, lr 0.001): float32, MSE, plain SGD, shuffled,
 the same synthetic data; ``batch_size`` is the global batch in every row.
 
@@ -97,7 +97,7 @@ WARMUP_STEPS = {"mnist-mlp": 20, "wide": 1}
 
 # ==== the worker: one measurement, in its own process (or under mpiexec) =======================
 def config_by_name(name: str):
-    from bench_configs import CONFIGS
+    from fastmlp.bench import TRAIN_CONFIGS as CONFIGS
 
     return next(c for c in CONFIGS if c.name == name)
 
@@ -108,7 +108,7 @@ def train_worker(args) -> None:
     import numpy as np
 
     import fastmlp as fm
-    from bench_configs import SEED, make_data
+    from fastmlp.bench import SEED, make_data
 
     config = config_by_name(args.config)
     batch = args.batch or config.batch

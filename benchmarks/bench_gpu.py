@@ -2,12 +2,12 @@
 
     python benchmarks/bench_gpu.py [--quick] [--repeats 5] [--only NAME,...] [--json PATH] [--out DIR]
 
-Configurations (from bench_configs.py; float32, MSE, plain SGD, fastmlp's initial weights):
+Configurations (fastmlp bench's, fastmlp.bench; float32, MSE, plain SGD, fastmlp's initial weights):
   seed-demo   [1, 64, 32, 1] relu, the article's 100 samples, full batch, lr 0.01   target ≥ 10×
   tiny-batch  [64, 128, 128, 1] relu, batch 1 (steps/s), lr 0.001                  target ≥ 10×
   mnist-mlp   [784, 512, 256, 10] relu, batch 128, lr 0.01                          target ≥ 2×
   wide        [1024, 4096, 4096, 1024] relu, batch 256, lr 0.001                    target ≥ 1×
-Each configuration trains on a fixed data set (make_data of bench_configs.py; seed-demo's 100
+Each configuration trains on a fixed data set (fastmlp.bench.make_data; seed-demo's 100
 samples, else STEPS_PER_EPOCH batches), and a block is a number of whole epochs over it.
 
 Implementations (the targets are fastmlp's samples/s ÷ each PyTorch row's):
@@ -15,7 +15,7 @@ Implementations (the targets are fastmlp's samples/s ÷ each PyTorch row's):
                      epochs=E, batch_size=B, optimizer=fm.SGD(lr), shuffle=True), X and y NumPy;
                      the wall clock around fit (fit returns when the device is done). Each call
                      copies X and y to the device once, and that copy is part of the time.
-  PyTorch eager      nn.Sequential(Linear, ReLU, ...) on the device (bench_configs.torch_model),
+  PyTorch eager      nn.Sequential(Linear, ReLU, ...) on the device (fastmlp.bench.torch_model),
                      nn.MSELoss, optim.SGD; X and y on the device; per epoch a randperm on the
                      device and gathered batches (full batch: no shuffle); loss.item() once a block
   PyTorch compiled   the same with torch.compile (default mode, dynamic=False: the shapes are
@@ -58,7 +58,13 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_common import print_table  # noqa: E402
-from bench_configs import CONFIGS, SEED, Config, format_rate, make_data, torch_model  # noqa: E402
+from fastmlp.bench import SEED, make_data, torch_model  # noqa: E402
+from fastmlp.bench import TRAIN_CONFIGS as CONFIGS  # noqa: E402
+from fastmlp.bench import TrainConfig as Config  # noqa: E402
+
+
+def format_rate(value: float) -> str:
+    return f"{value / 1e3:.1f}k" if value >= 1e4 else f"{value:.0f}"
 
 import fastmlp as fm  # noqa: E402
 
@@ -305,7 +311,7 @@ def torch_row(torch, config: Config, compiled: bool, device: str, X: np.ndarray,
     row = Row(config.name, impl, config.unit, len(X))
     try:
         weights_from = fm.Network(config.sizes, config.activation, dtype="float32", seed=SEED)
-        model = torch_model(torch, config, weights_from)
+        model = torch_model(torch, weights_from)
         with torch.no_grad():  # fastmlp's initial weights (W is (out, in) in both)
             linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
             for layer, W, b in zip(linears, weights_from.weights, weights_from.biases):

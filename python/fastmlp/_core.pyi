@@ -437,6 +437,32 @@ def get_num_threads() -> int: ...
 def set_num_threads(n: int) -> None:
     """Sets the thread count of the kernels (n >= 1), for the whole process."""
 
+class _FmaPeak(TypedDict):
+    dtype: str
+    threads: int
+    isa: str
+    lanes: int
+    chains: int
+    gflops: float
+    median_gflops: float
+    trials: list[float]
+
+def fma_peak(dtype: str = "float32", threads: int = 1, seconds: float = 0.2, trials: int = 3) -> _FmaPeak:
+    """The FMA throughput peak in GFLOP/s of `threads` threads running independent FMA chains on
+    vector registers (the best of `trials` runs of about `seconds`); the GIL is released."""
+
+class _SpinProbe(TypedDict):
+    threads: int
+    seconds: float
+    stolen: float
+    per_thread: list[float]
+    gaps: int
+    longest_gap_us: float
+
+def spin_probe(threads: int = 1, seconds: float = 0.2, gap_us: float = 20.0) -> _SpinProbe:
+    """The share of time stolen from `threads` spinning threads over `seconds`: gaps longer than
+    `gap_us` between two clock reads (another process or the hypervisor ran there)."""
+
 class _CudaInfo(TypedDict):
     built: bool
     devices: int

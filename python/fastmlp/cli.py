@@ -247,6 +247,17 @@ def _build_parser() -> argparse.ArgumentParser:
     info = commands.add_parser("info", help="versions, build, threads, CPU and GPU of this installation",
                                description="How this fastmlp was built and what it runs on.")
     info.set_defaults(run=_run_info)
+
+    bench = commands.add_parser(
+        "bench", help="how fast fastmlp is on this machine, beside PyTorch, scikit-learn and NumPy",
+        description="Times fastmlp's training, predict and GEMM on standard configurations beside every "
+                    "peer installed here (PyTorch, scikit-learn, the NumPy reference, NumPy's BLAS), each in "
+                    "its own process, and prints one table: samples/s, ± the spread, fastmlp ÷ each peer, "
+                    "with the CPU and its measured FMA peak. A progress bar shows on a terminal.")
+    from . import bench as bench_module
+
+    bench_module.add_arguments(bench)
+    bench.set_defaults(run=_run_bench)
     return parser
 
 
@@ -268,7 +279,9 @@ def main(argv: list[str] | None = None) -> int:
 def _main(argv: list[str] | None) -> int:
     parser = _build_parser()
     try:
-        args = parser.parse_args(None if argv is None else [os.fspath(a) for a in argv])
+        words = sys.argv[1:] if argv is None else [os.fspath(a) for a in argv]
+        args = parser.parse_args(words)
+        args.words = words  # `fastmlp bench` repeats its command line in its report
     except SystemExit as stop:  # --help, --version, or argparse's usage error (2)
         return stop.code if isinstance(stop.code, int) else (0 if stop.code is None else USER_ERROR)
     try:
@@ -518,6 +531,17 @@ def _run_info(args) -> int:
     for key, value in rows:
         print(f"{key + ':':<{width + 1}} {value}")
     return 0
+
+
+# ---- bench --------------------------------------------------------------------------------
+
+
+def _run_bench(args) -> int:
+    from . import bench
+
+    words = args.words
+    return bench.command(args, words[words.index("bench") + 1:] if "bench" in words else [],
+                         progress=_progress_wanted())
 
 
 # ---- train --------------------------------------------------------------------------------

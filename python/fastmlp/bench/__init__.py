@@ -1,0 +1,172 @@
+"""``fastmlp bench``: how fast fastmlp trains and predicts on this machine, beside what is
+installed here — PyTorch, scikit-learn, fastmlp's NumPy reference and NumPy's BLAS.
+
+    fastmlp bench [--quick] [--configs demo,mnist-mlp,...] [--peers torch,sklearn,...]
+                  [--threads 1,2] [--json PATH] [--markdown PATH]
+
+Every implementation runs in a process of its own (so one's thread pools never spin on the
+cores another needs, and NumPy's BLAS runs without OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE), from
+the same initial weights on the same data. A configuration's blocks run round-robin over the
+implementations after a warm-up; the figures are medians, ± half the blocks' range, and a block
+that another process slowed down is run again. The ratios are fastmlp's speed ÷ the peer's.
+
+From Python: ``report = fastmlp.bench.run(fastmlp.bench.Options(quick=True))``, then
+``report.text()``, ``report.markdown()`` or ``report.to_json()``."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shlex
+import sys
+
+from . import _configs
+from ._configs import MNIST, PREDICT, SEED, TRAIN_CONFIGS, GemmShape, TrainConfig, gemm_shapes, make_data
+from ._jobs import torch_model, trainer
+from ._peers import PEERS, Detection, detect, detect_all, parse_peers
+from ._report import Report, Result
+from ._run import Options, run
+
+__all__ = ["Options", "Report", "Result", "Detection", "run", "detect", "detect_all", "add_arguments", "options_from",
+           "command", "main", "PEERS", "CONFIG_NAMES", "TRAIN_CONFIGS", "PREDICT", "MNIST", "SEED", "TrainConfig",
+           "GemmShape", "gemm_shapes", "make_data", "trainer", "torch_model"]
+
+CONFIG_NAMES = _configs.CONFIG_NAMES
+
+
+def _list_of(convert, what: str):
+    def parse(text: str) -> list:
+        try:
+            values = [convert(part.strip()) for part in text.split(",") if part.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
+        if not values:
+            raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}")
+        return values
+
+    return parse
+
+
+def _thread_count(text: str) -> int:
+    value = int(text)
+    if not 1 <= value <= 1024:
+        raise ValueError(text)
+    return value
+
+
+def _config_name(text: str) -> str:
+    name = _configs.ALIASES.get(text, text)
+    if name not in CONFIG_NAMES:
+        raise argparse.ArgumentTypeError(f"unknown configuration {text!r}; expected some of {', '.join(CONFIG_NAMES)}")
+    return name
+
+
+def _configs_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected configurations separated by commas, got {text!r}")
+    return [_config_name(n) for n in names]
+
+
+def _peers_list(text: str) -> list[str]:
+    try:
+        return parse_peers(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error).removeprefix("--peers: ")) from None
+
+
+def _positive(convert, what: str):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not value > 0 or value != value or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _dtypes(text: str) -> tuple[str, ...]:
+    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    if not names or any(n not in ("float32", "float64") for n in names):
+        raise argparse.ArgumentTypeError(f"expected float32 and/or float64, got {text!r}")
+    return names
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``fastmlp bench`` (shared by the command line and benchmarks/ scripts)."""
+    parser.add_argument("--quick", action="store_true",
+                        help="3 rounds of short blocks, fewer steps and GEMM shapes: under a minute")
+    parser.add_argument("--configs", type=_configs_list, default=None, metavar="NAMES",
+                        help=f"comma-separated configurations (default all: {', '.join(CONFIG_NAMES)})")
+    parser.add_argument("--peers", type=_peers_list, default=None, metavar="NAMES",
+                        help="comma-separated peers to compare with (default every one installed: torch, sklearn, "
+                             "reference, numpy); fastmlp always runs")
+    parser.add_argument("--threads", type=_list_of(_thread_count, "thread counts (1 to 1024)"), default=None,
+                        metavar="N[,N...]", help="thread counts, each a pass over every configuration "
+                        "(default: the cores this process may use)")
+    parser.add_argument("--json", default=None, metavar="PATH", help="also write every figure as JSON")
+    parser.add_argument("--markdown", default=None, metavar="PATH",
+                        help="also write the report as Markdown (between the markers <!-- fastmlp bench: begin --> "
+                             "and <!-- fastmlp bench: end --> when the file has them)")
+    parser.add_argument("--repeats", type=_positive(int, "a positive integer"), default=None,
+                        help="blocks per implementation; the median is shown (default 5, 3 with --quick)")
+    parser.add_argument("--block-seconds", type=_positive(float, "a positive number"), default=None,
+                        help="length of a block (default 0.5 s, 0.1 s with --quick); a training block of a fast "
+                             "implementation runs the configuration's steps and can be shorter")
+    parser.add_argument("--pause", type=_positive(float, "a positive number"), default=0.1,
+                        help="sleep between blocks, for idle BLAS threads to stop spinning (default 0.1 s)")
+    parser.add_argument("--gemm-set", choices=("standard", "default", "issue10"), default="standard",
+                        help="GEMM shapes: standard (squares and a layer's products), or the project's sets "
+                             "default (the Speed issue's) and issue10")
+    parser.add_argument("--dtypes", type=_dtypes, default=("float32",), help="GEMM dtypes (default float32)")
+    parser.add_argument("--max-taken", type=float, default=0.10,
+                        help="run a block again when other processes took more than this share of the CPU it "
+                             "needed (default 0.10)")
+    parser.add_argument("--no-peak", action="store_true", help="do not measure the FMA peak")
+    parser.add_argument("--goals", action="store_true", help="also print the project's speed targets, met or missed")
+
+
+def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Options:
+    from ._machine import cores
+
+    if not 0 <= args.max_taken <= 1:
+        raise ValueError(f"--max-taken: expected a share in [0, 1], got {args.max_taken}")
+    for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+        if path is not None:
+            folder = os.path.dirname(os.path.abspath(path))
+            if not path or os.path.isdir(path) or not os.path.isdir(folder):
+                raise ValueError(f"{option}: cannot write {path!r} (a directory, or its folder does not exist)")
+    return Options(
+        configs=list(args.configs or CONFIG_NAMES), peers=args.peers, threads=args.threads or [cores()],
+        quick=args.quick, repeats=args.repeats or (3 if args.quick else 5),
+        block_seconds=args.block_seconds or (0.1 if args.quick else 0.5), pause=args.pause,
+        gemm_set=args.gemm_set, dtypes=args.dtypes, max_taken=args.max_taken, peak=not args.no_peak,
+        noise_seconds=0.25 if args.quick else 0.5, goals=args.goals,
+        command="fastmlp bench" + ("" if not argv else " " + shlex.join(argv)))
+
+
+def command(args: argparse.Namespace, argv: list[str] | None = None, progress: bool | None = None) -> int:
+    """Runs ``fastmlp bench`` with parsed arguments: the report on stdout, the files asked for."""
+    options = options_from(args, argv)
+    if progress is None:
+        try:
+            progress = sys.stderr.isatty()
+        except (AttributeError, ValueError):
+            progress = False
+    report = run(options, progress=progress)
+    sys.stdout.write(report.text())
+    if args.json:
+        report.write_json(args.json)
+    if args.markdown:
+        report.write_markdown(args.markdown)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``fastmlp bench`` on its own (the benchmarks/ scripts call this); see ``fastmlp bench --help``."""
+    from ..cli import main as cli_main
+
+    return cli_main(["bench", *(sys.argv[1:] if argv is None else argv)])
