@@ -9,7 +9,7 @@ import math
 import statistics
 from dataclasses import asdict, dataclass, field
 
-from ._peers import PEERS, peer
+from ._peers import PEERS
 
 SCHEMA = "fastmlp.bench/1"
 MARK_BEGIN = "<!-- fastmlp bench: begin -->"
@@ -96,7 +96,12 @@ class Report:
     def columns(self) -> list[str]:
         """The peers with a result, in the table's order (fastmlp first)."""
         present = {r.peer for r in self.results}
-        return [p.key for p in PEERS if p.key in present]
+        order = [p["key"] for p in self.peers] + [p.key for p in PEERS]
+        return sorted(present, key=lambda key: (key != "fastmlp", order.index(key) if key in order else len(order)))
+
+    def label(self, key: str) -> str:
+        """A peer's name in the table: "PyTorch" for torch."""
+        return next((p["label"] for p in self.peers if p["key"] == key), key)
 
     def comparisons(self) -> list[dict]:
         """One per row and peer: {config, threads, peer, ratio, spread} (JSON's "ratios")."""
@@ -122,7 +127,7 @@ class Report:
         if any(r.group == "gemm" for r in self.results):
             header.append("% of peak")
         for key in columns[1:]:
-            header += [peer(key).label, "÷"]
+            header += [self.label(key), "÷"]
         body = []
         for config, threads, by_peer in self.rows():
             first = next(iter(by_peer.values()))
@@ -180,7 +185,7 @@ class Report:
                              f"{p['hint']}")
         for result in self.results:
             if result.error:
-                lines.append(f"failed:   {peer(result.peer).label}, {result.config} at {result.threads} "
+                lines.append(f"failed:   {self.label(result.peer)}, {result.config} at {result.threads} "
                              f"thread{'s' if result.threads > 1 else ''}: {result.error}")
         reruns = sum(r.reruns for r in self.results)
         if reruns:

@@ -17,7 +17,7 @@ from typing import Callable
 
 from . import _configs, _machine
 from ._configs import GemmShape, PredictConfig, TrainConfig
-from ._peers import Detection, Peer, detect_all, peer
+from ._peers import Detection, Peer, detect_all
 from ._report import Report, Result
 
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -102,15 +102,26 @@ class Worker:
         return self.process.poll() is None
 
     def close(self) -> None:
-        if self.alive:
-            try:
-                self.process.stdin.write('{"op": "exit"}\n')
-                self.process.stdin.close()
-                self.process.wait(timeout=10)
-            except (OSError, subprocess.TimeoutExpired):
-                self.process.kill()
-                self.process.wait()
-        self.stderr.close()
+        """Asks the worker to exit (kills it after 10 s) and closes its pipes."""
+        try:
+            if self.alive:
+                try:
+                    self.process.stdin.write('{"op": "exit"}\n')
+                    self.process.stdin.flush()
+                except OSError:
+                    pass
+                try:
+                    self.process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    self.process.kill()
+                    self.process.wait()
+        finally:
+            for stream in (self.process.stdin, self.process.stdout):
+                try:
+                    stream.close()
+                except OSError:
+                    pass
+            self.stderr.close()
 
 
 @dataclass(frozen=True)
@@ -263,7 +274,7 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
     for round_index in range(options.repeats):
         shift = round_index % max(1, len(results))  # who goes first turns, so none always follows another
         for worker, result in results[shift:] + results[:shift]:
-            bar.step(f"{task.id}: {peer_label(result.peer)}")
+            bar.step(f"{task.id}: {report.label(result.peer)}")
             if result.error:
                 continue
             try:
@@ -276,10 +287,6 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
                 worker.ask({"op": "drop", "id": task.id})
             except WorkerError as error:
                 result.error = f"while freeing the job: {error}"
-
-
-def peer_label(key: str) -> str:
-    return peer(key).label
 
 
 def _time_block(worker: Worker, task: Task, result: Result, options: Options, sleep) -> None:
@@ -381,7 +388,7 @@ def goals(report: Report, todo: list[Task]) -> list[dict]:
             ratio = by_row.get((result.config, result.threads, key))
             if ratio is not None:
                 add(result, key, target, ratio, ratio >= target,
-                    f"fastmlp ÷ {peer_label(key)} {ratio:.2f}× (≥ {target:g}×)")
+                    f"fastmlp ÷ {report.label(key)} {ratio:.2f}× (≥ {target:g}×)")
         if isinstance(spec, PredictConfig):
             latency = 1e6 / result.median
             add(result, None, spec.target_us, latency, latency <= spec.target_us,

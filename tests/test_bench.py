@@ -1,0 +1,308 @@
+"""fastmlp bench: peer detection, the table and the JSON built from made-up figures, and short
+real runs that check the command's plumbing (never its timings)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+import fastmlp as fm
+from fastmlp import bench, cli
+from fastmlp.bench import _configs, _peers, _report, _run
+from fastmlp.bench._report import Report, Result
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+# ---- peer detection --------------------------------------------------------------------------------
+def test_a_missing_peer_is_not_available_and_says_how_to_install_it():
+    torch = _peers.peer("torch")
+    detection = _peers.detect(torch, find_spec=lambda name: None)
+    assert not detection.available and detection.version is None
+    assert detection.reason == "not installed"
+    assert "pip install torch" in detection.line and "PyTorch" in detection.line
+
+
+def test_a_peer_whose_parent_fails_to_import_is_not_available():
+    def broken(name):
+        raise ImportError("libtorch_cpu.so: cannot open shared object file")
+
+    detection = _peers.detect(_peers.peer("torch"), find_spec=broken)
+    assert not detection.available
+    assert "not importable" in detection.reason and "libtorch_cpu.so" in detection.reason
+
+
+def test_a_found_peer_reports_its_distribution_version_without_importing_it():
+    asked = []
+
+    def version(distribution):
+        asked.append(distribution)
+        return "9.9.9"
+
+    detection = _peers.detect(_peers.peer("sklearn"), find_spec=lambda name: object(), version=version)
+    assert detection.available and detection.version == "9.9.9" and asked == ["scikit-learn"]
+    assert detection.line == "scikit-learn 9.9.9"
+
+
+def test_a_found_peer_without_metadata_is_available_with_no_version():
+    def version(distribution):
+        raise importlib.metadata.PackageNotFoundError(distribution)
+
+    detection = _peers.detect(_peers.peer("torch"), find_spec=lambda name: object(), version=version)
+    assert detection.available and detection.version is None
+
+
+def test_fastmlp_and_its_numpy_peers_are_always_found():
+    found = {d.peer.key: d for d in _peers.detect_all()}
+    assert list(found) == [p.key for p in _peers.PEERS]  # the table's order, fastmlp first
+    for key in ("fastmlp", "reference", "numpy"):
+        assert found[key].available, found[key].reason
+    assert found["fastmlp"].version == importlib.metadata.version("fastmlp")
+
+
+def test_detect_all_keeps_fastmlp_and_the_peers_named():
+    assert [d.peer.key for d in _peers.detect_all([])] == ["fastmlp"]
+    assert [d.peer.key for d in _peers.detect_all(["numpy", "torch"])] == ["fastmlp", "torch", "numpy"]
+
+
+@pytest.mark.parametrize("text, keys", [
+    ("torch", ["torch"]),
+    ("PyTorch, scikit-learn ,numpy-reference", ["torch", "sklearn", "reference"]),
+    ("fastmlp.reference,NumPy BLAS,torch,torch", ["reference", "numpy", "torch"]),
+    ("fastmlp,sklearn", ["sklearn"]),
+    ("none", []),
+])
+def test_peer_names_are_read_in_their_usual_spellings(text, keys):
+    assert _peers.parse_peers(text) == keys
+
+
+def test_an_unknown_peer_is_named_in_the_error():
+    with pytest.raises(ValueError, match="'tensorflow'"):
+        _peers.parse_peers("torch,tensorflow")
+
+
+def test_numpy_blas_peers_run_without_the_openblas_workarounds(monkeypatch):
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
+    uses_blas = {p.key for p in _peers.PEERS if p.uses_numpy_blas}
+    assert uses_blas == {"sklearn", "reference", "numpy"}
+
+
+# ---- the table, from made-up figures ------------------------------------------------------------------
+def made_up_report() -> Report:
+    peers = [_run._peer_dict(d) for d in (
+        _peers.detect(_peers.peer("fastmlp")),
+        _peers.Detection(_peers.peer("torch"), True, "2.13.0"),
+        _peers.Detection(_peers.peer("sklearn"), False, None, "not installed"),
+        _peers.Detection(_peers.peer("reference"), True, None),
+        _peers.Detection(_peers.peer("numpy"), True, "2.0"),
+    )]
+    report = Report(machine={"cpu": "Test CPU", "cores": 2, "platform": "Linux x86_64",
+                             "peak_gflops": {"float32": {"1": 100.0}}, "peak_probe": "made up"},
+                    versions={"fastmlp": "0.1.0", "PyTorch": "2.13.0"},
+                    settings={"threads": [1], "repeats": 3, "block_seconds": 0.5, "pause": 0.1, "max_taken": 0.1,
+                              "command": "fastmlp bench --made-up"},
+                    peers=peers)
+    report.results = [
+        Result("mnist-mlp", "train", "d", 1, "fastmlp", "samples/s", [100.0, 110.0, 90.0], [0.0] * 3),
+        Result("mnist-mlp", "train", "d", 1, "torch", "samples/s", [50.0, 50.0, 50.0], [0.0] * 3, reruns=2),
+        Result("mnist-mlp", "train", "d", 1, "reference", "samples/s", [], [], error="KeyError: 'x'"),
+        Result("predict", "predict", "d", 1, "fastmlp", "calls/s", [1e5, 1e5], [0.0, 0.0]),
+        Result("predict", "predict", "d", 1, "torch", "calls/s", [2.5e4], [0.0]),
+        Result("gemm square 1024 float32", "gemm", "d", 1, "fastmlp", "GFLOP/s", [80.0, 80.0], [None, None],
+               percent_of_peak=80.0),
+        Result("gemm square 1024 float32", "gemm", "d", 1, "numpy", "GFLOP/s", [64.0, 64.0], [None, None]),
+    ]
+    return report
+
+
+def test_medians_and_spreads():
+    fast = made_up_report().results[0]
+    assert fast.median == 100.0
+    assert fast.spread == pytest.approx(0.1)  # half of (110 − 90), over 100
+    assert math.isnan(Result("x", "train", "", 1, "fastmlp", rates=[5.0]).spread)
+
+
+def test_the_table_has_fastmlp_then_each_peer_and_its_ratio():
+    header, rows = made_up_report().table()
+    assert header == ["configuration", "threads", "unit", "fastmlp", "% of peak", "PyTorch", "÷",
+                      "NumPy reference", "÷", "NumPy BLAS", "÷"]  # scikit-learn has no result: no column
+    by_config = {row[0]: row for row in rows}
+    mnist = by_config["mnist-mlp"]
+    assert mnist[:5] == ["mnist-mlp", "1", "samples/s", "100 ±10 %", "—"]
+    assert mnist[5:9] == ["50 ±0 %", "2.00× ±10 %", "failed", "—"]
+    assert mnist[9:] == ["—", "—"]
+    predict = by_config["predict"]
+    assert predict[2] == "µs per call" and predict[3] == "10.0 ±0 %"  # 1e5 calls/s: 10 µs a call
+    assert predict[5:7] == ["40.0", "4.00× ±0 %"]  # one block: no spread of its own
+    gemm = by_config["gemm square 1024 float32"]
+    assert gemm[3:5] == ["80 ±0 %", "80 %"] and gemm[9:] == ["64 ±0 %", "1.25× ±0 %"]
+
+
+def test_the_ratios_of_the_json_are_fastmlp_over_each_peer():
+    ratios = {(r["config"], r["peer"]): r for r in made_up_report().comparisons()}
+    assert ratios[("mnist-mlp", "torch")]["ratio"] == pytest.approx(2.0)
+    assert ratios[("mnist-mlp", "torch")]["spread"] == pytest.approx(0.1)
+    assert ratios[("mnist-mlp", "reference")]["ratio"] is None  # it failed
+    assert ratios[("predict", "torch")]["ratio"] == pytest.approx(4.0)
+    assert ratios[("gemm square 1024 float32", "numpy")]["ratio"] == pytest.approx(1.25)
+
+
+def test_the_text_names_missing_peers_failures_and_reruns():
+    text = made_up_report().text()
+    assert "machine:  Test CPU" in text and "FMA peak: float32 100 GFLOP/s at 1 thread" in text
+    assert "missing:  scikit-learn (not installed); to compare with it: pip install" in text
+    assert "failed:   NumPy reference, mnist-mlp at 1 thread: KeyError: 'x'" in text
+    assert "reruns:   2 blocks run again" in text
+    table = text.split("\n\n")[1].splitlines()
+    assert len({len(line) for line in table}) == 1  # columns padded to one width
+
+
+def test_the_json_document(tmp_path):
+    path = tmp_path / "bench.json"
+    made_up_report().write_json(str(path))
+    document = json.loads(path.read_text())
+    assert document["schema"] == "fastmlp.bench/1"
+    assert {"machine", "versions", "settings", "peers", "noise", "results", "ratios", "notes"} <= set(document)
+    first = document["results"][0]
+    assert first["peer"] == "fastmlp" and first["median"] == 100.0 and first["spread"] == pytest.approx(0.1)
+    assert document["results"][3]["latency_us"] == pytest.approx(10.0)
+    assert [p["key"] for p in document["peers"] if not p["available"]] == ["sklearn"]
+    json.dumps(document, allow_nan=False)  # no NaN: strict readers accept it
+
+
+def test_markdown_replaces_only_the_text_between_the_markers(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(f"# Results\nkept above\n{_report.MARK_BEGIN}\nold run\n{_report.MARK_END}\nkept below\n")
+    made_up_report().write_markdown(str(path))
+    text = path.read_text()
+    assert text.startswith("# Results\nkept above\n") and text.endswith(f"{_report.MARK_END}\nkept below\n")
+    assert "old run" not in text and "| mnist-mlp | 1 | samples/s | 100 ±10 % |" in text
+    fresh = tmp_path / "new.md"
+    made_up_report().write_markdown(str(fresh))
+    assert fresh.read_text().startswith("### fastmlp bench\n\n`fastmlp bench --made-up`")
+
+
+def test_goals_compare_with_the_project_targets():
+    report = made_up_report()
+    tasks = [_run.Task("mnist-mlp", "train", _configs.MNIST), _run.Task("predict", "predict", _configs.PREDICT)]
+    goals = {(g["config"], g["peer"]): g for g in _run.goals(report, tasks)}
+    assert goals[("mnist-mlp", "torch")]["met"] and goals[("mnist-mlp", "torch")]["target"] == 1.5
+    assert goals[("predict", None)]["value"] == pytest.approx(10.0) and goals[("predict", None)]["met"]
+    assert ("mnist-mlp", "sklearn") not in goals  # no figure, no verdict
+
+
+# ---- what runs ----------------------------------------------------------------------------------------
+def test_tasks_follow_the_standard_order_and_expand_the_gemm_shapes():
+    options = _run.Options(configs=["gemm", "predict", "demo", "wide"], quick=True, dtypes=("float32", "float64"))
+    ids = [t.id for t in _run.tasks(options)]
+    assert ids[:3] == ["seed-demo", "wide", "predict"]
+    assert ids[3:] == ["gemm square 1024 float32", "gemm mnist-mlp fwd float32",
+                       "gemm square 1024 float64", "gemm mnist-mlp fwd float64"]
+
+
+def test_scikit_learn_runs_no_residual_network_and_numpy_blas_only_gemm():
+    residual = _run.Task("deep-residual", "train", _configs.train_config("deep-residual"))
+    plain = _run.Task("mnist-mlp", "train", _configs.MNIST)
+    assert not _run.runs(_peers.peer("sklearn"), residual) and _run.runs(_peers.peer("sklearn"), plain)
+    assert _run.runs(_peers.peer("torch"), residual)
+    assert not _run.runs(_peers.peer("numpy"), plain)
+
+
+def test_gemm_sets_keep_their_shapes():
+    default = _configs.gemm_shapes("default", False, ("float32", "float64"))
+    assert len(default) == 2 * (4 + 3 * 3)
+    issue10 = _configs.gemm_shapes("issue10", False, ("float32",))
+    assert [s.threads for s in issue10] == [1] * 6 + [2]
+    with pytest.raises(ValueError, match="'huge'"):
+        _configs.gemm_shapes("huge", False, ("float32",))
+
+
+def test_progress_bar_only_when_enabled(capsys):
+    bar = _run.Progress(4, enabled=True)
+    bar.step("mnist-mlp: PyTorch")
+    bar.close()
+    assert "[#######" in capsys.readouterr().err
+    quiet = _run.Progress(4, enabled=False)
+    quiet.step("x")
+    quiet.close()
+    assert capsys.readouterr().err == ""
+
+
+QUICK = ["--quick", "--threads", "1", "--repeats", "2", "--block-seconds", "0.01", "--pause", "0.001", "--no-peak"]
+
+
+def test_the_command_writes_json_that_reads_back(tmp_path, capsys):
+    path = tmp_path / "bench.json"
+    code = cli.main(["bench", "--configs", "demo,gemm", "--peers", "reference,numpy", *QUICK, "--json", str(path)])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "configuration" in out and "seed-demo" in out and "NumPy BLAS" in out
+    document = json.loads(path.read_text())
+    assert document["schema"] == "fastmlp.bench/1"
+    assert document["settings"]["command"].startswith("fastmlp bench --configs demo,gemm")
+    rows = {(r["config"], r["peer"]): r for r in document["results"]}
+    assert set(rows) == {("seed-demo", "fastmlp"), ("seed-demo", "reference"),
+                         ("gemm square 1024 float32", "fastmlp"), ("gemm square 1024 float32", "numpy"),
+                         ("gemm mnist-mlp fwd float32", "fastmlp"), ("gemm mnist-mlp fwd float32", "numpy")}
+    for row in rows.values():
+        assert row["error"] is None and len(row["rates"]) == 2 and row["median"] > 0
+        assert all(t is None or 0 <= t <= 1 for t in row["taken"])
+    assert rows[("seed-demo", "fastmlp")]["unit"] == "samples/s"
+    assert rows[("gemm square 1024 float32", "numpy")]["unit"] == "GFLOP/s"
+    ratios = {(r["config"], r["peer"]): r["ratio"] for r in document["ratios"]}
+    assert set(ratios) == {("seed-demo", "reference"), ("gemm square 1024 float32", "numpy"),
+                           ("gemm mnist-mlp fwd float32", "numpy")}
+    assert all(ratio > 0 for ratio in ratios.values())
+    expected = rows[("seed-demo", "fastmlp")]["median"] / rows[("seed-demo", "reference")]["median"]
+    assert ratios[("seed-demo", "reference")] == pytest.approx(expected)
+    noise = document["noise"]["start"]
+    assert noise is not None and 0 <= noise["stolen"] <= 1
+
+
+def test_a_peer_that_fails_costs_only_its_own_row():
+    bogus = _peers.Peer("bogus", "Bogus", "os", None, ("train",), "pip install bogus")
+    detections = [_peers.detect(_peers.FASTMLP), _peers.Detection(bogus, True, None)]
+    options = _run.Options(configs=["seed-demo"], threads=[1], quick=True, repeats=1, block_seconds=0.01,
+                           pause=0.001, peak=False, noise_seconds=0.01)
+    report = _run.run(options, detections=detections, sleep=lambda s: None)
+    fast, failed = report.results
+    assert fast.peer == "fastmlp" and fast.error is None and len(fast.rates) == 1
+    assert failed.peer == "bogus" and "KeyError" in failed.error
+    assert "failed:   Bogus, seed-demo at 1 thread: KeyError" in report.text()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--configs", "demo,nope"], "unknown configuration 'nope'"),
+    (["--peers", "tensorflow"], "unknown peer 'tensorflow'"),
+    (["--threads", "0"], "thread counts"),
+    (["--repeats", "0"], "a positive integer"),
+    (["--dtypes", "float16"], "float32 and/or float64"),
+    (["--json", "/nonexistent-folder/bench.json"], "--json: cannot write"),
+    (["--max-taken", "2"], "--max-taken"),
+])
+def test_bad_options_are_named_before_anything_runs(capsys, argv, message):
+    assert cli.main(["bench", *argv]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_python_m_fastmlp_bench_and_the_old_script_run_the_same_code(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST")}
+    path = tmp_path / "configs.json"
+    result = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_configs.py"), "--only", "seed-demo",
+                             "--skip", "PyTorch,scikit-learn,fastmlp.reference", *QUICK, "--json", str(path)],
+                            capture_output=True, text=True, timeout=120, env=env)
+    assert result.returncode == 0, result.stderr
+    document = json.loads(path.read_text())
+    assert [(r["config"], r["peer"]) for r in document["results"]] == [("seed-demo", "fastmlp")]
+    assert document["settings"]["command"].startswith("fastmlp bench --configs seed-demo --threads 1")
+    help_text = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--help"], capture_output=True, text=True,
+                               timeout=60, env=env)
+    assert help_text.returncode == 0 and "--markdown" in help_text.stdout
+    assert fm.bench.CONFIG_NAMES == bench.CONFIG_NAMES
