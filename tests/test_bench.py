@@ -145,6 +145,16 @@ def test_the_table_has_fastmlp_then_each_peer_and_its_ratio():
     assert gemm[3:5] == ["80 ±0 %", "80 %"] and gemm[9:] == ["64 ±0 %", "1.25× ±0 %"]
 
 
+def test_rows_keep_a_configuration_s_thread_counts_together():
+    report = made_up_report()
+    report.results = [Result("mnist-mlp", "train", "", 1, "fastmlp", rates=[1.0]),
+                      Result("predict", "predict", "", 1, "fastmlp", rates=[1.0]),
+                      Result("mnist-mlp", "train", "", 2, "fastmlp", rates=[2.0]),
+                      Result("predict", "predict", "", 2, "fastmlp", rates=[2.0])]
+    assert [(config, threads) for config, threads, _ in report.rows()] == [
+        ("mnist-mlp", 1), ("mnist-mlp", 2), ("predict", 1), ("predict", 2)]
+
+
 def test_the_ratios_of_the_json_are_fastmlp_over_each_peer():
     ratios = {(r["config"], r["peer"]): r for r in made_up_report().comparisons()}
     assert ratios[("mnist-mlp", "torch")]["ratio"] == pytest.approx(2.0)

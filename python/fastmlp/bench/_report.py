@@ -87,11 +87,14 @@ class Report:
 
     # ---- the table ----
     def rows(self) -> list[tuple[str, int, dict[str, Result]]]:
-        """(configuration, threads, {peer: result}) in the order they ran."""
+        """(configuration, threads, {peer: result}): configurations in the order they ran, each
+        one's thread counts together, in increasing order."""
         rows: dict[tuple[str, int], dict[str, Result]] = {}
         for result in self.results:
             rows.setdefault((result.config, result.threads), {})[result.peer] = result
-        return [(config, threads, by_peer) for (config, threads), by_peer in rows.items()]
+        order = list(dict.fromkeys(config for config, _ in rows))
+        keys = sorted(rows, key=lambda key: (order.index(key[0]), key[1]))
+        return [(config, threads, rows[(config, threads)]) for config, threads in keys]
 
     def columns(self) -> list[str]:
         """The peers with a result, in the table's order (fastmlp first)."""

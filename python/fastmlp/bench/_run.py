@@ -240,13 +240,27 @@ def run(options: Options, progress: bool = False, detections: list[Detection] | 
     return report
 
 
-def _worker(workers: dict, peer: Peer, threads: int, options: Options) -> Worker | str:
+def _worker(report: Report, workers: dict, peer: Peer, threads: int, options: Options) -> Worker | str:
     if peer.key not in workers:
         try:
             workers[peer.key] = Worker(peer, threads, options.timeout)
         except WorkerError as error:
             workers[peer.key] = f"could not start: {error}"
+        else:
+            entry = next((p for p in report.peers if p["key"] == peer.key), None)
+            if entry is not None and not entry.get("runs_on"):
+                entry["runs_on"] = _runs_on(peer.key, workers[peer.key].info)
     return workers[peer.key]
+
+
+def _runs_on(key: str, info: dict) -> str:
+    """What a worker said it computes with, in one line for the report's header."""
+    if key == "torch":
+        capability = f", CPU capability {info['cpu_capability']}" if info.get("cpu_capability") else ""
+        return f"{info.get('version', '?')}, torch.matmul on {info.get('blas', '?')}{capability}"
+    if key == "fastmlp":
+        return f"GEMM kernel {info.get('gemm_kernel', '?')}"
+    return f"BLAS {info.get('blas', '?')}"
 
 
 def _run_task(report: Report, options: Options, task: Task, threads: int, peers: list[Peer], workers: dict,
@@ -255,7 +269,7 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
     for implementation in peers:
         result = Result(task.id, task.group, task.description, threads, implementation.key)
         report.results.append(result)
-        worker = _worker(workers, implementation, threads, options)
+        worker = _worker(report, workers, implementation, threads, options)
         bar.step(f"{task.id}: {implementation.label} (warm-up)")
         if isinstance(worker, str):
             result.error = worker
