@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import time
 
-from fastmlp.bench._machine import _proc_stat, blas_description, cpu_model, gemm_config_description  # noqa: F401
+from fastmlp.bench._machine import proc_stat, blas_description, cpu_model, gemm_config_description  # noqa: F401
 
 
 def print_table(header, rows) -> None:
@@ -20,7 +20,7 @@ def print_table(header, rows) -> None:
 
 def _busy_seconds() -> float | None:
     """CPU seconds all processes have spent busy since boot (Linux /proc/stat), or None."""
-    stat = _proc_stat()
+    stat = proc_stat()
     return None if stat is None else stat[0]
 
 

@@ -15,7 +15,7 @@ import pytest
 
 import fastmlp as fm
 from fastmlp import bench, cli
-from fastmlp.bench import _configs, _peers, _report, _run
+from fastmlp.bench import _configs, _machine, _peers, _report, _run
 from fastmlp.bench._report import Report, Result
 
 REPO = Path(__file__).resolve().parents[1]
@@ -88,10 +88,117 @@ def test_an_unknown_peer_is_named_in_the_error():
         _peers.parse_peers("torch,tensorflow")
 
 
+def fake_worker(code: str) -> list[str]:
+    """A worker command that runs ``code`` (with json, os, sys, time imported) instead of fastmlp's."""
+    return [sys.executable, "-c", "import json, os, sys, time\n" + code]
+
+
+HELLO_WITH_ENV = ('print(json.dumps({"ok": True, "info": {k: os.environ.get(k) for k in '
+                  '("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE", "OMP_NUM_THREADS")}}), flush=True)\n'
+                  'sys.stdin.readline()')
+
+
 def test_numpy_blas_peers_run_without_the_openblas_workarounds(monkeypatch):
     monkeypatch.setenv("OPENBLAS_CORETYPE", "Haswell")
-    uses_blas = {p.key for p in _peers.PEERS if p.uses_numpy_blas}
-    assert uses_blas == {"sklearn", "reference", "numpy"}
+    monkeypatch.setenv("OPENBLAS_L2_SIZE", "1048576")
+    assert {p.key for p in _peers.PEERS if p.uses_numpy_blas} == {"sklearn", "reference", "numpy"}
+    for p in _peers.PEERS:
+        worker = _run.Worker(p, 3, 30, command=fake_worker(HELLO_WITH_ENV))
+        worker.close()
+        expected = None if p.uses_numpy_blas else "Haswell"
+        assert worker.info["OPENBLAS_CORETYPE"] == expected, p.key
+        assert worker.info["OMP_NUM_THREADS"] == "3"
+    report = _run.run(_run.Options(configs=["gemm"], gemm_set="issue10", threads=[4], peak=False,
+                                   noise_seconds=0.01), detections=[_peers.detect(_peers.peer("numpy"))])
+    assert any("OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=1048576 unset" in note for note in report.notes)
+
+
+def test_a_worker_that_answers_nonsense_is_killed():
+    with pytest.raises(_run.WorkerError, match="bad answer b'hello'"):
+        _run.Worker(_peers.FASTMLP, 1, 30, command=fake_worker('print("hello", flush=True)\ntime.sleep(60)'))
+
+
+def test_a_worker_that_dies_says_how():
+    code = 'sys.stderr.write("Segmentation fault\\n")\nsys.exit(3)'
+    with pytest.raises(_run.WorkerError, match=r"exit code 3\): Segmentation fault"):
+        _run.Worker(_peers.FASTMLP, 1, 30, command=fake_worker(code))
+
+
+def test_a_worker_that_hangs_is_killed_at_the_timeout():
+    with pytest.raises(_run.WorkerError, match="no answer within 0.3 s"):
+        _run.Worker(_peers.FASTMLP, 1, 0.3, command=fake_worker("time.sleep(60)"))
+
+
+def test_a_dead_worker_is_started_again_for_the_next_configuration():
+    dead = _run.Worker(_peers.FASTMLP, 1, 30, command=fake_worker('print(json.dumps({"ok": True}), flush=True)'))
+    dead.process.wait(timeout=30)
+    workers = {"fastmlp": dead}
+    report = made_up_report()
+    worker = _run._worker(report, workers, _peers.FASTMLP, 1, _run.Options(timeout=60))
+    try:
+        assert worker is not dead and worker.alive and workers["fastmlp"] is worker
+        assert worker.info["pid"] == worker.process.pid
+    finally:
+        worker.close()
+    assert not worker.alive
+
+
+def test_a_block_that_fails_after_others_keeps_their_median():
+    report = made_up_report()
+    result = Result("wide", "train", "", 2, "torch", "samples/s", [10.0, 12.0])
+    _run._interrupted(report, result, "no answer within 600 s (killed)")
+    assert result.error is None and result.median == 11.0
+    assert "the figure is the median of the 2 blocks before" in report.notes[-1]
+    first = Result("wide", "train", "", 2, "torch")
+    _run._interrupted(report, first, "the worker stopped (exit code -9)")
+    assert first.error == "the worker stopped (exit code -9)"
+
+
+PROC_STAT = """cpu  100 0 50 1000 10 0 5 7 0 0
+cpu0 60 0 30 500 5 0 5 3 0 0
+cpu1 40 0 20 500 5 0 0 4 0 0
+intr 12345
+"""
+
+
+def test_proc_stat_counts_only_the_cpus_asked_for():
+    assert _machine.parse_proc_stat(PROC_STAT) == (162, 7)  # all but idle and iowait; steal
+    assert _machine.parse_proc_stat(PROC_STAT, frozenset({0})) == (98, 3)
+    assert _machine.parse_proc_stat(PROC_STAT, frozenset({0, 1})) == (162, 7)
+    assert _machine.parse_proc_stat(PROC_STAT, frozenset({5})) is None
+    assert _machine.parse_proc_stat("intr 1\n") is None
+
+
+def test_taken_is_a_share():
+    taken = _machine.Taken(1)
+    share = taken.share()
+    assert share is None or 0 <= share <= 1
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"max_reruns": -1}, "Options.max_reruns"),
+    ({"repeats": 0}, "Options.repeats"),
+    ({"configs": ["nope"]}, "unknown configuration 'nope'"),
+    ({"configs": []}, "Options.configs"),
+    ({"threads": [0]}, "Options.threads"),
+    ({"threads": [2, True]}, "Options.threads"),
+    ({"block_seconds": 600}, "Options.block_seconds"),
+    ({"dtypes": ("float16",)}, "Options.dtypes"),
+    ({"gemm_set": "huge"}, "Options.gemm_set"),
+    ({"peers": ["tensorflow"]}, "unknown peer 'tensorflow'"),
+    ({"noise_seconds": 0}, "Options.noise_seconds"),
+])
+def test_options_name_what_is_wrong(changes, message):
+    with pytest.raises(ValueError, match=message):
+        _run.Options(**changes)
+
+
+def test_options_read_aliases_spellings_and_drop_duplicates():
+    options = _run.Options(configs=["demo", "seed-demo", "gemm"], peers=["PyTorch", "torch", "NumPy BLAS"],
+                           threads=[2, 1, 2], dtypes=("float64", "float64"))
+    assert options.configs == ["seed-demo", "gemm"] and options.peers == ["torch", "numpy"]
+    assert options.threads == [2, 1] and options.dtypes == ("float64",)
+    assert _run.Options(peers=[]).peers == []
 
 
 # ---- the table, from made-up figures ------------------------------------------------------------------
@@ -185,6 +292,24 @@ def test_the_json_document(tmp_path):
     assert document["results"][3]["latency_us"] == pytest.approx(10.0)
     assert [p["key"] for p in document["peers"] if not p["available"]] == ["sklearn"]
     json.dumps(document, allow_nan=False)  # no NaN: strict readers accept it
+    report = made_up_report()
+    report.results[0].loss = float("nan")  # a diverged training
+    report.results[0].info["relative_error"] = float("inf")
+    report.write_json(str(path))
+    first = json.loads(path.read_text())["results"][0]
+    assert first["loss"] is None and first["info"]["relative_error"] is None
+
+
+@pytest.mark.parametrize("text", [f"a\n{_report.MARK_BEGIN}\nb\n", f"a\n{_report.MARK_END}\nb\n",
+                                  f"{_report.MARK_END}\nold\n{_report.MARK_BEGIN}\n"])
+def test_markdown_never_overwrites_a_file_whose_markers_are_broken(tmp_path, capsys, text):
+    path = tmp_path / "RESULTS.md"
+    path.write_text(text)
+    with pytest.raises(ValueError, match="not written"):
+        made_up_report().write_markdown(str(path))
+    assert path.read_text() == text
+    assert cli.main(["bench", "--markdown", str(path)]) == 2  # refused before anything runs
+    assert "will not write" in capsys.readouterr().err and path.read_text() == text
 
 
 def test_markdown_replaces_only_the_text_between_the_markers(tmp_path):
@@ -296,6 +421,7 @@ def test_a_peer_that_fails_costs_only_its_own_row():
     (["--dtypes", "float16"], "float32 and/or float64"),
     (["--json", "/nonexistent-folder/bench.json"], "--json: cannot write"),
     (["--max-taken", "2"], "--max-taken"),
+    (["--block-seconds", "600"], "--block-seconds"),
 ])
 def test_bad_options_are_named_before_anything_runs(capsys, argv, message):
     assert cli.main(["bench", *argv]) == 2

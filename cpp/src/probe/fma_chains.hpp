@@ -47,7 +47,7 @@ double fma_chains(std::int64_t iterations, typename V::T seed) {
     R acc[CHAINS];
     for (int c = 0; c < CHAINS; ++c) acc[c] = V::broadcast(seed + T(c));
     for (std::int64_t i = 0; i < iterations; ++i) {
-#pragma GCC unroll 16
+#pragma GCC unroll 32
         for (int c = 0; c < CHAINS; ++c) acc[c] = V::fma(acc[c], x, y);
     }
     R sum = acc[0];

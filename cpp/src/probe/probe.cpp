@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "fastmlp/cpu.hpp"
+#include "fastmlp/gemm.hpp"
 #include "fma_chains.hpp"
 
 namespace fastmlp {
@@ -70,13 +71,16 @@ void run_together(int threads, const Body& body) {
     for (std::thread& thread : team) thread.join();
 }
 
-// The chains that fma_peak runs here: AVX-512F and AVX2 + FMA as the GEMM requires
-// them (gemm_config.cpp), else the portable ones.
+// The chains that fma_peak runs here: those of the ISA the GEMM ranks best on this CPU
+// (gemm_available_kernels(), best first: AVX-512, then AVX2 + FMA, then portable, except on
+// the Skylake-SP parts with one 512-bit FMA unit, where AVX2 is faster and comes first), so
+// that the GEMM's share of the peak compares like with like.
 const probe_detail::FmaChains& best_chains() {
 #if defined(FASTMLP_X86_KERNELS)
-    const CpuInfo& cpu = cpu_info();
-    if (cpu.avx512f && cpu.avx2 && cpu.fma) return probe_detail::avx512_chains();
-    if (cpu.avx2 && cpu.fma) return probe_detail::avx2_chains();
+    const std::vector<std::string> kernels = gemm_available_kernels();
+    const std::string best = kernels.empty() ? "portable" : kernels.front();
+    if (best == "avx512") return probe_detail::avx512_chains();
+    if (best == "avx2") return probe_detail::avx2_chains();
 #endif
     return probe_detail::portable_chains();
 }
@@ -121,15 +125,21 @@ FmaPeak fma_peak(const std::string& dtype, int threads, double seconds, int tria
     // outnumber the cores), measured on a run of one iteration; grow the count until a
     // run takes a tenth of `seconds` more than that (at most 64 times more per step, from
     // the time measured), then scale it so that the chains run for about `seconds`.
-    const double overhead = time_chains(chains, is_double, threads, 1, sink);
+    // The overhead is the fastest of three runs: one preempted run would overstate it, and
+    // the count scaled from an understated `work` would make the trials run far too long.
+    double overhead = time_chains(chains, is_double, threads, 1, sink);
+    for (int i = 0; i < 2; ++i) overhead = std::min(overhead, time_chains(chains, is_double, threads, 1, sink));
+    constexpr std::int64_t most = std::int64_t(1) << 40;
     std::int64_t iterations = 1 << 10;
     double work = time_chains(chains, is_double, threads, iterations, sink) - overhead;
-    while (work < seconds / 10 && iterations < (std::int64_t(1) << 40)) {
+    while (work < seconds / 10 && iterations < most) {
         const double grow = work > 0 ? std::min(64.0, std::max(2.0, 1.5 * seconds / 10 / work)) : 64.0;
-        iterations = std::int64_t(double(iterations) * grow);
+        iterations = std::min(most, std::int64_t(double(iterations) * grow));
         work = time_chains(chains, is_double, threads, iterations, sink) - overhead;
     }
-    iterations = std::max<std::int64_t>(1, std::int64_t(double(iterations) * seconds / std::max(work, 1e-9)));
+    // Clamped in double before the conversion (an out-of-range conversion is undefined).
+    const double scaled = double(iterations) * seconds / std::max(work, 1e-9);
+    iterations = std::max<std::int64_t>(1, std::int64_t(std::min(scaled, double(most))));
 
     // 2 FLOP (a multiply and an add) per lane of each chain's FMA, on every thread.
     const double flop = 2.0 * peak.lanes * peak.chains * double(iterations) * threads;

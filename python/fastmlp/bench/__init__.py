@@ -42,7 +42,7 @@ def _list_of(convert, what: str):
             raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}") from None
         if not values:
             raise argparse.ArgumentTypeError(f"expected {what} separated by commas, got {text!r}")
-        return values
+        return list(dict.fromkeys(values))  # "1,1" is one pass
 
     return parse
 
@@ -65,7 +65,7 @@ def _configs_list(text: str) -> list[str]:
     names = [part.strip() for part in text.split(",") if part.strip()]
     if not names:
         raise argparse.ArgumentTypeError(f"expected configurations separated by commas, got {text!r}")
-    return [_config_name(n) for n in names]
+    return list(dict.fromkeys(_config_name(n) for n in names))
 
 
 def _peers_list(text: str) -> list[str]:
@@ -88,8 +88,21 @@ def _positive(convert, what: str):
     return parse
 
 
+def _argument_in(convert, low: float, high: float, what: str):
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _dtypes(text: str) -> tuple[str, ...]:
-    names = tuple(part.strip() for part in text.split(",") if part.strip())
+    names = tuple(dict.fromkeys(part.strip() for part in text.split(",") if part.strip()))
     if not names or any(n not in ("float32", "float64") for n in names):
         raise argparse.ArgumentTypeError(f"expected float32 and/or float64, got {text!r}")
     return names
@@ -113,34 +126,48 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "and <!-- fastmlp bench: end --> when the file has them)")
     parser.add_argument("--repeats", type=_positive(int, "a positive integer"), default=None,
                         help="blocks per implementation; the median is shown (default 5, 3 with --quick)")
-    parser.add_argument("--block-seconds", type=_positive(float, "a positive number"), default=None,
+    parser.add_argument("--block-seconds", type=_argument_in(float, 1e-6, 60, "a number of seconds in (0, 60]"),
+                        default=None,
                         help="length of a block (default 0.5 s, 0.1 s with --quick); a training block of a fast "
                              "implementation runs the configuration's steps and can be shorter")
-    parser.add_argument("--pause", type=_positive(float, "a positive number"), default=0.1,
+    parser.add_argument("--pause", type=_argument_in(float, 0, 60, "a number of seconds in [0, 60]"), default=0.1,
                         help="sleep between blocks, for idle BLAS threads to stop spinning (default 0.1 s)")
     parser.add_argument("--gemm-set", choices=("standard", "default", "issue10"), default="standard",
                         help="GEMM shapes: standard (squares and a layer's products), or the project's sets "
                              "default (the Speed issue's) and issue10")
     parser.add_argument("--dtypes", type=_dtypes, default=("float32",), help="GEMM dtypes (default float32)")
-    parser.add_argument("--max-taken", type=float, default=0.10,
+    parser.add_argument("--max-taken", type=_argument_in(float, 0, 1, "a share in [0, 1]"), default=0.10,
                         help="run a block again when other processes took more than this share of the CPU it "
                              "needed (default 0.10)")
     parser.add_argument("--no-peak", action="store_true", help="do not measure the FMA peak")
     parser.add_argument("--goals", action="store_true", help="also print the project's speed targets, met or missed")
 
 
+def _check_output(option: str, path: str) -> None:
+    """Fails before the run, not after it, when the file could not be written."""
+    from ._report import markers_problem
+
+    folder = os.path.dirname(os.path.abspath(path)) if path else ""
+    if not path or os.path.isdir(path) or not os.path.isdir(folder):
+        raise ValueError(f"{option}: cannot write {path!r} (a directory, or its folder does not exist)")
+    if not os.access(path if os.path.exists(path) else folder, os.W_OK):
+        raise ValueError(f"{option}: cannot write {path!r} (permission denied)")
+    if option == "--markdown" and os.path.exists(path):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            problem = markers_problem(f.read())
+        if problem is not None:
+            raise ValueError(f"--markdown: will not write {path}: {problem}")
+
+
 def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Options:
+    """The run's Options from the parsed command line; ValueError names a bad one."""
     from ._machine import cores
 
-    if not 0 <= args.max_taken <= 1:
-        raise ValueError(f"--max-taken: expected a share in [0, 1], got {args.max_taken}")
     for option, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:
-            folder = os.path.dirname(os.path.abspath(path))
-            if not path or os.path.isdir(path) or not os.path.isdir(folder):
-                raise ValueError(f"{option}: cannot write {path!r} (a directory, or its folder does not exist)")
+            _check_output(option, path)
     return Options(
-        configs=list(args.configs or CONFIG_NAMES), peers=args.peers, threads=args.threads or [cores()],
+        configs=list(args.configs or CONFIG_NAMES), peers=args.peers, threads=args.threads or [min(cores(), 1024)],
         quick=args.quick, repeats=args.repeats or (3 if args.quick else 5),
         block_seconds=args.block_seconds or (0.1 if args.quick else 0.5), pause=args.pause,
         gemm_set=args.gemm_set, dtypes=args.dtypes, max_taken=args.max_taken, peak=not args.no_peak,
@@ -149,7 +176,8 @@ def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Opt
 
 
 def command(args: argparse.Namespace, argv: list[str] | None = None, progress: bool | None = None) -> int:
-    """Runs ``fastmlp bench`` with parsed arguments: the report on stdout, the files asked for."""
+    """Runs ``fastmlp bench`` with parsed arguments: writes the files asked for, then prints the
+    report on stdout (so that `fastmlp bench --json x | head` still writes x)."""
     options = options_from(args, argv)
     if progress is None:
         try:
@@ -157,11 +185,11 @@ def command(args: argparse.Namespace, argv: list[str] | None = None, progress: b
         except (AttributeError, ValueError):
             progress = False
     report = run(options, progress=progress)
-    sys.stdout.write(report.text())
     if args.json:
         report.write_json(args.json)
     if args.markdown:
         report.write_markdown(args.markdown)
+    sys.stdout.write(report.text())
     return 0
 
 

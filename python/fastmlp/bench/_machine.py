@@ -34,11 +34,9 @@ def cpu_model() -> str:
 
 
 def cores() -> int:
-    """The cores this process may run on (its affinity), else the machine's."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
+    """The CPUs this process may run on (its affinity), else the machine's."""
+    cpus = allowed_cpus()
+    return len(cpus) if cpus else (os.cpu_count() or 1)
 
 
 def gemm_config_description(core) -> str:
@@ -79,17 +77,50 @@ def blas_description(threadpoolctl) -> str:
 
 
 # ---- other processes' share of the CPU -------------------------------------------------------------
-def _proc_stat() -> tuple[float, float] | None:
-    """(busy, steal) CPU seconds of all processes since boot (Linux /proc/stat), or None."""
+def allowed_cpus() -> frozenset[int] | None:
+    """The CPUs this process may run on (its affinity: taskset, a cgroup's cpuset), or None
+    where the platform does not say."""
+    try:
+        return frozenset(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return None
+
+
+def parse_proc_stat(text: str, cpus: frozenset[int] | None = None) -> tuple[float, float] | None:
+    """(busy, steal) clock ticks since boot from the text of /proc/stat: of the CPUs in ``cpus``
+    (their ``cpuN`` lines), or of the whole machine (the ``cpu`` line) when None. None when
+    the text has none of them. Busy is user + nice + system + irq + softirq + steal: everything
+    but idle and iowait."""
+    busy = steal = 0
+    found = False
+    for line in text.splitlines():
+        if not line.startswith("cpu"):
+            continue
+        name, *values = line.split()
+        if (name == "cpu") != (cpus is None):
+            continue
+        if cpus is not None and int(name[3:]) not in cpus:
+            continue
+        fields = [int(v) for v in values[:8]]
+        fields += [0] * (8 - len(fields))
+        busy += sum(fields) - fields[3] - fields[4]
+        steal += fields[7]
+        found = True
+    return (busy, steal) if found else None
+
+
+def proc_stat(cpus: frozenset[int] | None = None) -> tuple[float, float] | None:
+    """(busy, steal) CPU seconds since boot of ``cpus`` (default: the whole machine), from
+    Linux's /proc/stat, or None where it cannot be read."""
     try:
         with open("/proc/stat", encoding="utf-8") as f:
-            fields = [int(v) for v in f.readline().split()[1:]]
+            ticks = parse_proc_stat(f.read(), cpus)
     except (OSError, ValueError):
         return None
-    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
-    busy = sum(fields[:8]) - idle  # user nice system idle iowait irq softirq steal
+    if ticks is None:
+        return None
     tick = os.sysconf("SC_CLK_TCK")
-    return busy / tick, (fields[7] if len(fields) > 7 else 0) / tick
+    return ticks[0] / tick, ticks[1] / tick
 
 
 def _own_seconds() -> float:
@@ -100,28 +131,32 @@ def _own_seconds() -> float:
 class Taken:
     """How much of the CPU that a timed block needed others took while it ran.
 
-    Others' busy time (everything /proc/stat counts busy, the hypervisor's steal included, minus
-    this process's own) is charged against the block only where it exceeds the cores the block
-    leaves idle: a 1-thread block on 2 cores loses nothing to one other busy thread. The share is
-    that excess over the block's threads × wall time: 0 on a quiet machine, 1 when another
-    process had the block's every core. None where /proc/stat is not readable."""
+    Others' busy time on the CPUs this process may use (what /proc/stat counts busy there, the
+    hypervisor's steal included, minus this process's own) is charged against the block only
+    where it exceeds the CPUs the block leaves idle: a 1-thread block on 2 CPUs loses nothing
+    to one other busy thread. Both counts tick in 1/CLK_TCK s, rounded per CPU, so two ticks a
+    CPU are forgiven. The share is the excess over the block's threads × wall time: 0 on a
+    quiet machine, 1 when another process had all the block's CPUs. None where /proc/stat
+    cannot be read."""
 
-    def __init__(self, threads: int, machine_cores: int | None = None):
+    def __init__(self, threads: int):
         self.threads = threads
-        self.cores = machine_cores or cores()
+        self.cpus = allowed_cpus()
+        self.cores = len(self.cpus) if self.cpus else (os.cpu_count() or 1)
+        self.tolerance = 2 * self.cores / os.sysconf("SC_CLK_TCK")
         self.start()
 
     def start(self) -> None:
-        self.stat0, self.own0, self.wall0 = _proc_stat(), _own_seconds(), time.perf_counter()
+        self.stat0, self.own0, self.wall0 = proc_stat(self.cpus), _own_seconds(), time.perf_counter()
 
     def share(self) -> float | None:
-        stat = _proc_stat()
+        stat = proc_stat(self.cpus)
         if stat is None or self.stat0 is None:
             return None
         wall = time.perf_counter() - self.wall0
         if wall <= 0:
             return 0.0
-        others = (stat[0] - self.stat0[0]) - (_own_seconds() - self.own0)
+        others = (stat[0] - self.stat0[0]) - (_own_seconds() - self.own0) - self.tolerance
         spare = max(0, self.cores - self.threads) * wall
         return min(1.0, max(0.0, others - spare) / (min(self.threads, self.cores) * wall))
 
@@ -146,4 +181,4 @@ def noise(seconds: float = 0.5) -> dict | None:
 
     if not hasattr(_core, "spin_probe"):
         return None
-    return _core.spin_probe(cores(), seconds, 20.0)
+    return _core.spin_probe(min(cores(), 1024), seconds, 20.0)

@@ -30,7 +30,7 @@ PEERS = (
          'pip install torch --index-url https://download.pytorch.org/whl/cpu   (the CPU build; plain '
          '"pip install torch" takes a CUDA build of several GB)'),
     Peer("sklearn", "scikit-learn", "sklearn", "scikit-learn", ("train", "predict"),
-         'pip install "fastmlp[bench]"   (scikit-learn and threadpoolctl)', uses_numpy_blas=True),
+         "pip install scikit-learn threadpoolctl   (what fastmlp's bench extra adds)", uses_numpy_blas=True),
     Peer("reference", "NumPy reference", "fastmlp.reference", None, ("train", "predict"),
          "comes with fastmlp (fastmlp.reference)", uses_numpy_blas=True),
     Peer("numpy", "NumPy BLAS", "numpy", "numpy", ("gemm",), "pip install numpy", uses_numpy_blas=True),

@@ -29,7 +29,7 @@ class Result:
     rates: list[float] = field(default_factory=list)  # one per kept block
     taken: list[float | None] = field(default_factory=list)  # others' share of the CPU, per kept block
     reruns: int = 0  # blocks run again because another process took the CPU
-    loss: float | None = None  # training: the last block's loss (the same arithmetic gives the same loss)
+    loss: float | None = None  # training: the last kept block's loss (a check that it trains, not a comparison)
     info: dict = field(default_factory=dict)
     error: str | None = None
     percent_of_peak: float | None = None  # GEMM: the median's share of the FMA peak
@@ -40,7 +40,7 @@ class Result:
 
     @property
     def spread(self) -> float:
-        """Half the range of the blocks' rates, relative to the median: ±spread holds every block."""
+        """Half the range of the blocks' rates, relative to the median (NaN for one block)."""
         if len(self.rates) < 2:
             return math.nan
         return (max(self.rates) - min(self.rates)) / 2 / self.median
@@ -49,11 +49,35 @@ class Result:
         data = asdict(self)
         data.update(median=_finite(self.median), spread=_finite(self.spread),
                     latency_us=_finite(1e6 / self.median) if self.group == "predict" and self.rates else None)
-        return data
+        return _clean(data)
 
 
 def _finite(value: float) -> float | None:
     return value if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _clean(value):
+    """``value`` with every NaN or infinity (a diverged loss, say) replaced by None: strict JSON."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_clean(v) for v in value]
+    return value
+
+
+def markers_problem(text: str) -> str | None:
+    """Why a Markdown file's text cannot take a run between its markers (one marker alone, or
+    the end before the beginning), or None: both in order, or neither (the file is replaced)."""
+    begin, end = text.find(MARK_BEGIN), text.find(MARK_END)
+    if begin < 0 and end < 0:
+        return None
+    if begin < 0 or end < 0:
+        return f"it has {MARK_BEGIN if begin >= 0 else MARK_END} without {MARK_END if begin >= 0 else MARK_BEGIN}"
+    if end < begin:
+        return f"its {MARK_END} comes before its {MARK_BEGIN}"
+    return None
 
 
 @dataclass
@@ -133,7 +157,7 @@ class Report:
             header += [self.label(key), "÷"]
         body = []
         for config, threads, by_peer in self.rows():
-            first = next(iter(by_peer.values()))
+            first = next((r for r in by_peer.values() if r.unit), next(iter(by_peer.values())))
             row = [config, str(threads), display_unit(first), cell(by_peer.get("fastmlp"))]
             if "% of peak" in header:
                 fast = by_peer.get("fastmlp")
@@ -219,26 +243,30 @@ class Report:
         return "\n".join(lines) + "\n"
 
     def to_json(self) -> dict:
-        return {"schema": SCHEMA, "machine": self.machine, "versions": self.versions, "settings": self.settings,
+        return _clean({"schema": SCHEMA, "machine": self.machine, "versions": self.versions, "settings": self.settings,
                 "peers": self.peers, "noise": self.noise, "results": [r.to_json() for r in self.results],
                 "ratios": self.comparisons(), "goals": self.goals, "notes": self.notes,
-                "wall_seconds": self.wall_seconds}
+                "wall_seconds": self.wall_seconds})
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
-            json.dump(self.to_json(), f, indent=1)
+            json.dump(self.to_json(), f, indent=1, allow_nan=False)
             f.write("\n")
 
     def write_markdown(self, path: str) -> None:
         """Writes the Markdown to ``path``; when the file exists and holds the markers
         ``<!-- fastmlp bench: begin -->`` and ``<!-- fastmlp bench: end -->``, only the text
-        between them is replaced (how benchmarks/RESULTS.md keeps its latest run)."""
+        between them is replaced (how benchmarks/RESULTS.md keeps its latest run). A file with one
+        marker alone, or the two out of order, raises ValueError and is left as it was."""
         text = self.markdown()
         try:
             with open(path, encoding="utf-8") as f:
                 old = f.read()
         except FileNotFoundError:
             old = ""
+        problem = markers_problem(old)
+        if problem is not None:
+            raise ValueError(f"--markdown: {path} not written: {problem}")
         begin, end = old.find(MARK_BEGIN), old.find(MARK_END)
         if 0 <= begin < end:
             text = old[:begin + len(MARK_BEGIN)] + "\n" + text + old[end:]

@@ -23,11 +23,21 @@ from ._report import Report, Result
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
 
+MAX_BLOCK_SECONDS = 60.0  # a block must end well within a worker's timeout
+
+
+def _unique(values) -> list:
+    return list(dict.fromkeys(values))
+
+
 @dataclass
 class Options:
+    """What ``fastmlp bench`` runs and how; checked and normalised on creation (ValueError
+    naming the field): configuration aliases resolved, peers' spellings read, duplicates dropped."""
+
     configs: list[str] = field(default_factory=lambda: list(_configs.CONFIG_NAMES))
-    peers: list[str] | None = None  # None: every peer found
-    threads: list[int] = field(default_factory=lambda: [_machine.cores()])
+    peers: list[str] | None = None  # None: every peer found; fastmlp always runs
+    threads: list[int] = field(default_factory=lambda: [min(_machine.cores(), 1024)])
     quick: bool = False
     repeats: int = 5
     block_seconds: float = 0.5
@@ -42,43 +52,118 @@ class Options:
     goals: bool = False
     command: str = ""
 
+    def __post_init__(self) -> None:
+        def number(name: str, low: float, high: float, integer: bool = False) -> None:
+            value = getattr(self, name)
+            kind = (int,) if integer else (int, float)
+            if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+                raise ValueError(f"Options.{name}: expected {'an integer' if integer else 'a number'} in "
+                                 f"[{low:g}, {high:g}], got {value!r}")
+
+        names = [_configs.ALIASES.get(name, name) for name in self.configs]
+        unknown = [name for name in names if name not in _configs.CONFIG_NAMES]
+        if unknown or not names:
+            raise ValueError(f"Options.configs: unknown configuration {unknown[0] if unknown else 'list (empty)'!r}; "
+                             f"expected some of {', '.join(_configs.CONFIG_NAMES)}")
+        self.configs = _unique(names)
+        if self.peers is not None:
+            from ._peers import parse_peers
+
+            self.peers = parse_peers(",".join(self.peers)) if self.peers else []
+        if not self.threads or any(isinstance(t, bool) or not isinstance(t, int) or not 1 <= t <= 1024
+                                   for t in self.threads):
+            raise ValueError(f"Options.threads: expected thread counts in [1, 1024], got {self.threads!r}")
+        self.threads = _unique(self.threads)
+        self.dtypes = tuple(_unique(self.dtypes))
+        if not self.dtypes or any(d not in ("float32", "float64") for d in self.dtypes):
+            raise ValueError(f"Options.dtypes: expected float32 and/or float64, got {self.dtypes!r}")
+        if self.gemm_set not in ("standard", "default", "issue10"):
+            raise ValueError(f"Options.gemm_set: expected standard, default or issue10, got {self.gemm_set!r}")
+        number("repeats", 1, 1000, integer=True)
+        number("max_reruns", 0, 10, integer=True)
+        number("block_seconds", 1e-6, MAX_BLOCK_SECONDS)
+        number("pause", 0, 60)
+        number("max_taken", 0, 1)
+        number("timeout", 1, 86400)
+        number("noise_seconds", 1e-3, 10)
+
 
 class WorkerError(RuntimeError):
     """A worker that failed to start, died, or did not answer in time."""
 
 
-class Worker:
-    """One implementation at one thread count, in a process of its own (fastmlp.bench._worker)."""
+def worker_command(peer: Peer, threads: int) -> list[str]:
+    return [sys.executable, "-m", "fastmlp.bench._worker", peer.key, str(threads)]
 
-    def __init__(self, peer: Peer, threads: int, timeout: float):
+
+def worker_environment(peer: Peer, threads: int) -> dict[str, str]:
+    """The worker's environment: ours, with every thread pool sized before it starts, and for
+    NumPy's processes without the OpenBLAS workarounds (they slow a current OpenBLAS down)."""
+    env = dict(os.environ)
+    for name in THREAD_VARIABLES:
+        env[name] = str(threads)
+    if peer.uses_numpy_blas:
+        for name in _machine.BLAS_VARIABLES:
+            env.pop(name, None)
+    return env
+
+
+class Worker:
+    """One implementation at one thread count, in a process of its own (fastmlp.bench._worker:
+    ``command`` is for the tests). Every failure to start, to answer in time or to answer at all
+    raises WorkerError, and a worker that failed is killed and its pipes closed."""
+
+    def __init__(self, peer: Peer, threads: int, timeout: float, command: list[str] | None = None):
         self.peer, self.threads, self.timeout = peer, threads, timeout
-        env = dict(os.environ)
-        for name in THREAD_VARIABLES:
-            env[name] = str(threads)
-        if peer.uses_numpy_blas:
-            for name in _machine.BLAS_VARIABLES:
-                env.pop(name, None)
+        self.buffer = b""
         self.stderr = tempfile.TemporaryFile()
-        self.process = subprocess.Popen([sys.executable, "-m", "fastmlp.bench._worker", peer.key, str(threads)],
-                                        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self.stderr, env=env,
-                                        text=True, encoding="utf-8")
-        hello = self._read(self.timeout)
-        if not hello.get("ok"):
+        try:
+            self.process = subprocess.Popen(command or worker_command(peer, threads), stdin=subprocess.PIPE,
+                                            stdout=subprocess.PIPE, stderr=self.stderr,
+                                            env=worker_environment(peer, threads), bufsize=0)
+        except OSError as error:
+            self.stderr.close()
+            raise WorkerError(f"cannot start {sys.executable}: {error}") from None
+        try:
+            hello = self._read(self.timeout)
+            if not hello.get("ok"):
+                raise WorkerError(hello.get("error", "failed to start"))
+        except BaseException:
             self.close()
-            raise WorkerError(hello.get("error", "failed to start"))
+            raise
         self.info = hello.get("info", {})
 
+    def _kill(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait()
+
     def _read(self, timeout: float) -> dict:
-        ready, _, _ = select.select([self.process.stdout], [], [], timeout)
-        line = self.process.stdout.readline() if ready else ""
-        if not line:
-            if not ready:
-                self.process.kill()
-                self.process.wait()
+        """The next answer line, within ``timeout`` seconds in all."""
+        deadline = time.monotonic() + timeout
+        fd = self.process.stdout.fileno()
+        while b"\n" not in self.buffer:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                self._kill()
                 raise WorkerError(f"no answer within {timeout:g} s (killed)")
-            code = self.process.wait()
-            raise WorkerError(f"the worker stopped (exit code {code}){self._stderr_tail()}")
-        return json.loads(line)
+            ready, _, _ = select.select([fd], [], [], left)
+            if not ready:
+                continue
+            chunk = os.read(fd, 1 << 16)
+            if not chunk:
+                code = self.process.wait()
+                raise WorkerError(f"the worker stopped (exit code {code}){self._stderr_tail()}")
+            self.buffer += chunk
+        line, _, self.buffer = self.buffer.partition(b"\n")
+        try:
+            answer = json.loads(line)
+            if not isinstance(answer, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            self._kill()
+            raise WorkerError(f"bad answer {line[:80]!r} (killed){self._stderr_tail()}") from None
+        return answer
 
     def _stderr_tail(self) -> str:
         self.stderr.seek(0)
@@ -88,9 +173,10 @@ class Worker:
     def ask(self, request: dict) -> dict:
         """Sends a request, waits for its answer; a failed request raises WorkerError with its error."""
         try:
-            self.process.stdin.write(json.dumps(request) + "\n")
+            self.process.stdin.write((json.dumps(request) + "\n").encode())
             self.process.stdin.flush()
-        except (BrokenPipeError, OSError) as error:
+        except OSError as error:
+            self._kill()
             raise WorkerError(f"the worker is gone ({error}){self._stderr_tail()}") from None
         answer = self._read(self.timeout)
         if not answer.get("ok"):
@@ -106,15 +192,14 @@ class Worker:
         try:
             if self.alive:
                 try:
-                    self.process.stdin.write('{"op": "exit"}\n')
+                    self.process.stdin.write(b'{"op": "exit"}\n')
                     self.process.stdin.flush()
                 except OSError:
                     pass
                 try:
                     self.process.wait(timeout=10)
                 except subprocess.TimeoutExpired:
-                    self.process.kill()
-                    self.process.wait()
+                    self._kill()
         finally:
             for stream in (self.process.stdin, self.process.stdout):
                 try:
@@ -241,16 +326,23 @@ def run(options: Options, progress: bool = False, detections: list[Detection] | 
 
 
 def _worker(report: Report, workers: dict, peer: Peer, threads: int, options: Options) -> Worker | str:
-    if peer.key not in workers:
+    """The peer's worker at this thread count: started on first use, and started again when the
+    last one died (a crash or a timeout costs that configuration's cells, not the next ones')."""
+    worker = workers.get(peer.key)
+    if isinstance(worker, Worker) and not worker.alive:
+        worker.close()
+        worker = None
+    if worker is None:
         try:
-            workers[peer.key] = Worker(peer, threads, options.timeout)
+            worker = Worker(peer, threads, options.timeout)
         except WorkerError as error:
-            workers[peer.key] = f"could not start: {error}"
+            worker = f"could not start: {error}"
         else:
             entry = next((p for p in report.peers if p["key"] == peer.key), None)
             if entry is not None and not entry.get("runs_on"):
-                entry["runs_on"] = _runs_on(peer.key, workers[peer.key].info)
-    return workers[peer.key]
+                entry["runs_on"] = _runs_on(peer.key, worker.info)
+        workers[peer.key] = worker
+    return worker
 
 
 def _runs_on(key: str, info: dict) -> str:
@@ -289,18 +381,30 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
         shift = round_index % max(1, len(results))  # who goes first turns, so none always follows another
         for worker, result in results[shift:] + results[:shift]:
             bar.step(f"{task.id}: {report.label(result.peer)}")
-            if result.error:
+            if result.error or "interrupted" in result.info:
                 continue
             try:
                 _time_block(worker, task, result, options, sleep)
             except WorkerError as error:
-                result.error = str(error)
+                _interrupted(report, result, str(error))
     for worker, result in results:
         if worker.alive and not result.error:
             try:
                 worker.ask({"op": "drop", "id": task.id})
-            except WorkerError as error:
-                result.error = f"while freeing the job: {error}"
+            except WorkerError as error:  # the figures are whole: only the note says so
+                report.notes.append(f"{report.label(result.peer)}, {task.id}: freeing the job failed: {error}")
+
+
+def _interrupted(report: Report, result: Result, error: str) -> None:
+    """A block that failed: with no figure yet the cell says "failed"; after some blocks the
+    figure is their median, and a note says what stopped the rest."""
+    if not result.rates:
+        result.error = error
+        return
+    result.info["interrupted"] = error
+    report.notes.append(f"{report.label(result.peer)}, {result.config} at {result.threads} "
+                        f"thread{'s' if result.threads > 1 else ''}: {error}; the figure is the median of the "
+                        f"{len(result.rates)} blocks before")
 
 
 def _time_block(worker: Worker, task: Task, result: Result, options: Options, sleep) -> None:
