@@ -36,7 +36,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     words = ["--configs", known.only or ",".join(TRAIN_AND_PREDICT), "--threads", known.threads, "--goals"]
     if known.skip:
-        skipped = set(parse_peers(known.skip))
+        try:
+            skipped = set(parse_peers(known.skip))
+        except ValueError as error:
+            parser.error(str(error).replace("--peers", "--skip"))
         words += ["--peers", ",".join(p for p in ("torch", "sklearn", "reference") if p not in skipped) or "none"]
     return bench.main([*words, *rest])
 

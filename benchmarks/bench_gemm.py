@@ -14,7 +14,7 @@ the project's targets (`--goals`):
 --config NAME and --kernel NAME force fastmlp's GEMM configuration or kernel in its process
 (FASTMLP_GEMM_CONFIG / FASTMLP_GEMM_KERNEL); to compare configurations, run once per name.
 --skip-torch leaves PyTorch out. The FMA peak comes from fastmlp's built-in probe
-(fastmlp._core.fma_peak); benchmarks/peak_probe.cpp is its stand-alone twin.
+(fastmlp._core.fma_peak), which replaced the old peak_probe.cpp compiled at run time.
 
 Run it with NumPy's BLAS unhindered (fastmlp bench also unsets these for NumPy's process):
     env -u OPENBLAS_CORETYPE -u OPENBLAS_L2_SIZE python benchmarks/bench_gemm.py
@@ -25,8 +25,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-
-from fastmlp import bench
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +44,10 @@ def main(argv: list[str] | None = None) -> int:
     for variable, value in (("FASTMLP_GEMM_CONFIG", known.config), ("FASTMLP_GEMM_KERNEL", known.kernel)):
         if value is not None:
             os.environ[variable] = value  # the workers inherit it
+    from fastmlp import (
+        bench,  # after the variables: the peak probe follows the kernel they force
+    )
+
     dtypes = known.dtypes or ("float32" if known.set == "issue10" else "float32,float64")
     words = ["--configs", "gemm", "--gemm-set", known.set, "--dtypes", dtypes, "--threads", known.threads, "--goals"]
     if known.skip_torch:

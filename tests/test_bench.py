@@ -11,9 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 import fastmlp as fm
+import pytest
 from fastmlp import bench, cli
 from fastmlp.bench import _configs, _machine, _peers, _report, _run
 from fastmlp.bench._report import Report, Result
@@ -170,9 +169,47 @@ def test_proc_stat_counts_only_the_cpus_asked_for():
 
 
 def test_taken_is_a_share():
-    taken = _machine.Taken(1)
-    share = taken.share()
+    share = _machine.Taken(1).share()
     assert share is None or 0 <= share <= 1
+
+
+@pytest.mark.parametrize("busy, own, threads, cores, expected", [
+    (2.0, 2.0, 2, 2, 0.0),    # all the busy time was ours
+    (2.0, 1.0, 2, 2, 0.5),    # another process had one of our two CPUs
+    (2.0, 1.0, 1, 2, 0.0),    # ... the one our single thread left idle
+    (3.0, 1.0, 1, 3, 0.0),    # two others on the two idle CPUs of three
+    (2.0, 0.5, 1, 2, 0.5),    # others used 1.5: one idle CPU's worth, and half of ours
+    (9.0, 0.0, 2, 2, 1.0),    # clamped
+])
+def test_taken_share_charges_only_what_others_took_from_our_cpus(busy, own, threads, cores, expected):
+    assert _machine.taken_share(busy, own, 1.0, threads, cores, 0.0) == pytest.approx(expected)
+    assert _machine.taken_share(busy, own, 1.0, threads, cores, 0.02) <= expected  # ticks forgiven
+
+
+class FakeWorker:
+    """Answers blocks with the given shares of CPU taken, one after another."""
+
+    def __init__(self, taken):
+        self.taken = list(taken)
+
+    def ask(self, request):
+        return {"ok": True, "work": 100.0, "seconds": 1.0 + self.taken[0], "loss": 0.5, "taken": self.taken.pop(0)}
+
+
+def test_a_disturbed_block_is_run_again_and_the_least_disturbed_kept():
+    options = _run.Options(max_taken=0.1, max_reruns=2)
+    task = _run.Task("mnist-mlp", "train", _configs.MNIST)
+    result = Result("mnist-mlp", "train", "", 2, "fastmlp")
+    worker = FakeWorker([0.5, 0.05, 0.9])
+    _run._time_block(worker, task, result, options, sleep=lambda s: None)
+    assert result.reruns == 1 and result.taken == [0.05] and result.rates == [pytest.approx(100 / 1.05)]
+    assert worker.taken == [0.9] and "disturbed" not in result.info
+    always = Result("mnist-mlp", "train", "", 2, "fastmlp")
+    _run._time_block(FakeWorker([0.5, 0.3, 0.4]), task, always, options, sleep=lambda s: None)
+    assert always.reruns == 2 and always.taken == [0.3] and always.info["disturbed"] == 1
+    report = made_up_report()
+    report.results.append(always)
+    assert "disturbed: 1 block kept although" in report.text()
 
 
 @pytest.mark.parametrize("changes, message", [
@@ -191,6 +228,13 @@ def test_taken_is_a_share():
 def test_options_name_what_is_wrong(changes, message):
     with pytest.raises(ValueError, match=message):
         _run.Options(**changes)
+
+
+def test_quick_options_are_quick_from_python_too():
+    quick, full = _run.Options(quick=True), _run.Options()
+    assert (quick.repeats, quick.block_seconds, quick.noise_seconds) == (3, 0.1, 0.25)
+    assert (full.repeats, full.block_seconds, full.noise_seconds) == (5, 0.5, 0.5)
+    assert _run.Options(quick=True, repeats=7).repeats == 7
 
 
 def test_options_read_aliases_spellings_and_drop_duplicates():
@@ -308,8 +352,26 @@ def test_markdown_never_overwrites_a_file_whose_markers_are_broken(tmp_path, cap
     with pytest.raises(ValueError, match="not written"):
         made_up_report().write_markdown(str(path))
     assert path.read_text() == text
-    assert cli.main(["bench", "--markdown", str(path)]) == 2  # refused before anything runs
+    assert cli.main(["bench", *QUICK, "--peers", "none", "--markdown", str(path)]) == 2  # refused before running
     assert "will not write" in capsys.readouterr().err and path.read_text() == text
+
+
+def test_markdown_refuses_a_file_that_is_not_text(tmp_path, capsys):
+    path = tmp_path / "RESULTS.md"
+    path.write_bytes(b"caf\xe9\n")
+    assert cli.main(["bench", *QUICK, "--peers", "none", "--markdown", str(path)]) == 2
+    assert "not UTF-8" in capsys.readouterr().err and path.read_bytes() == b"caf\xe9\n"
+
+
+def test_a_file_that_cannot_be_written_after_the_run_still_leaves_the_table(tmp_path, capsys, monkeypatch):
+    def fail(self, path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_report.Report, "write_json", fail)
+    code = cli.main(["bench", *QUICK, "--configs", "demo", "--peers", "none", "--json", str(tmp_path / "b.json")])
+    captured = capsys.readouterr()
+    assert code == 2 and "seed-demo" in captured.out
+    assert "--json:" in captured.err and "No space left on device" in captured.err
 
 
 def test_markdown_replaces_only_the_text_between_the_markers(tmp_path):
@@ -417,14 +479,16 @@ def test_a_peer_that_fails_costs_only_its_own_row():
     (["--configs", "demo,nope"], "unknown configuration 'nope'"),
     (["--peers", "tensorflow"], "unknown peer 'tensorflow'"),
     (["--threads", "0"], "thread counts"),
-    (["--repeats", "0"], "a positive integer"),
+    (["--repeats", "0"], "--repeats: expected an integer in [1, 1000]"),
     (["--dtypes", "float16"], "float32 and/or float64"),
     (["--json", "/nonexistent-folder/bench.json"], "--json: cannot write"),
     (["--max-taken", "2"], "--max-taken"),
     (["--block-seconds", "600"], "--block-seconds"),
+    (["--repeats", "1001"], "--repeats"),
+    (["--json", "same.md", "--markdown", "same.md"], "--json and --markdown name the same file"),
 ])
 def test_bad_options_are_named_before_anything_runs(capsys, argv, message):
-    assert cli.main(["bench", *argv]) == 2
+    assert cli.main(["bench", *QUICK, "--configs", "demo", "--peers", "none", *argv]) == 2
     assert message in capsys.readouterr().err
 
 
@@ -438,6 +502,9 @@ def test_python_m_fastmlp_bench_and_the_old_script_run_the_same_code(tmp_path):
     document = json.loads(path.read_text())
     assert [(r["config"], r["peer"]) for r in document["results"]] == [("seed-demo", "fastmlp")]
     assert document["settings"]["command"].startswith("fastmlp bench --configs seed-demo --threads 1")
+    bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_configs.py"), "--skip", "tensorflow"],
+                         capture_output=True, text=True, timeout=60, env=env)
+    assert bad.returncode == 2 and "unknown peer 'tensorflow'" in bad.stderr and "Traceback" not in bad.stderr
     help_text = subprocess.run([sys.executable, "-m", "fastmlp", "bench", "--help"], capture_output=True, text=True,
                                timeout=60, env=env)
     assert help_text.returncode == 0 and "--markdown" in help_text.stdout

@@ -6,19 +6,18 @@ no timing assertions beyond "positive and finite": the machine may be busy."""
 from __future__ import annotations
 
 import math
+import os
 import platform
 
 import pytest
-
 from fastmlp import _core
 
 SECONDS = 0.02
 
 
 def expected_isa() -> str:
-    """The chains fma_peak should run: those of the kernel the GEMM ranks first here (AVX2
-    before AVX-512 on Skylake-SP parts with one 512-bit FMA unit)."""
-    return _core.gemm_available_kernels()[0]
+    """The chains fma_peak should run: those of the kernel the GEMM runs now."""
+    return _core.gemm_kernel()
 
 
 @pytest.mark.parametrize("threads", [1, 2])
@@ -44,6 +43,18 @@ def test_fma_peak_defaults_and_trial_count():
     assert len(_core.fma_peak(seconds=SECONDS, trials=4)["trials"]) == 4
 
 
+@pytest.mark.parametrize("kernel", ["avx2", "portable"])
+def test_fma_peak_runs_the_isa_of_a_forced_gemm_kernel(kernel):
+    if kernel not in _core.gemm_available_kernels():
+        pytest.skip(f"this CPU or build has no {kernel} kernel")
+    try:
+        _core.set_gemm_kernel(kernel)
+        assert _core.fma_peak(seconds=SECONDS, trials=1)["isa"] == kernel
+    finally:
+        _core.set_gemm_kernel("auto")
+    assert _core.fma_peak(seconds=SECONDS, trials=1)["isa"] == _core.gemm_available_kernels()[0]
+
+
 def test_fma_peak_isa_follows_the_cpu():
     features = set(_core.cpu_info()["features"])
     f32 = _core.fma_peak("float32", seconds=SECONDS, trials=1)
@@ -56,8 +67,11 @@ def test_fma_peak_isa_follows_the_cpu():
     assert (f64["lanes"], f64["chains"]) == (lanes // 2, chains)
     if f32["isa"] == "avx512":
         assert {"avx512f", "avx2", "fma"} <= features
-    elif f32["isa"] == "avx2":
-        assert {"avx2", "fma"} <= features and "avx512f" not in features
+    elif f32["isa"] == "avx2":  # AVX-512 too on Skylake-SP parts with one 512-bit FMA unit (family 6 model 85)
+        assert {"avx2", "fma"} <= features
+        cpu = _core.cpu_info()
+        assert "avx512f" not in features or (cpu["family"], cpu["model"]) == (6, 0x55) \
+            or os.environ.get("FASTMLP_GEMM_KERNEL") == "avx2"
 
 
 @pytest.mark.parametrize("threads", [1, 2])

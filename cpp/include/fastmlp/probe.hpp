@@ -31,9 +31,10 @@ struct FmaPeak {
 // 2 FLOP per lane per FMA) for about `seconds`, the iteration count calibrated once on
 // short runs. A trial's GFLOP/s is all threads' FLOP over the slowest thread's time,
 // counted from their common release (so threads beyond the cores do not inflate it).
-// The chains are those of the best ISA this build has and cpu_info() allows: AVX-512F
-// (16 zmm chains), AVX2 + FMA (12 ymm chains), else portable 16-byte vectors (8 chains,
-// a multiply and an add where the baseline ISA has no FMA, as the portable GEMM runs).
+// The chains are those of the ISA the GEMM runs now (gemm_kernel_name(): its automatic
+// choice, or the kernel forced by FASTMLP_GEMM_KERNEL / set_gemm_kernel): AVX-512F (16 zmm
+// chains), AVX2 + FMA (12 ymm chains), or portable 16-byte vectors (12 chains on x86-64,
+// 24 on arm64; a multiply and an add on SSE2, an FMA where the compiler contracts it).
 // dtype: "float32" or "float64" (double lanes, measured); threads in [1, 1024];
 // seconds in (0, 10]; trials in [1, 100].
 FmaPeak fma_peak(const std::string& dtype = "float32", int threads = 1, double seconds = 0.2, int trials = 3);

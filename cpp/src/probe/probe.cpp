@@ -71,16 +71,16 @@ void run_together(int threads, const Body& body) {
     for (std::thread& thread : team) thread.join();
 }
 
-// The chains that fma_peak runs here: those of the ISA the GEMM ranks best on this CPU
-// (gemm_available_kernels(), best first: AVX-512, then AVX2 + FMA, then portable, except on
-// the Skylake-SP parts with one 512-bit FMA unit, where AVX2 is faster and comes first), so
-// that the GEMM's share of the peak compares like with like.
+// The chains that fma_peak runs here: those of the ISA the GEMM runs now
+// (gemm_kernel_name(): the automatic choice — AVX-512, then AVX2 + FMA, then portable, with
+// AVX2 first on the Skylake-SP parts with one 512-bit FMA unit — or the kernel forced by
+// FASTMLP_GEMM_KERNEL / set_gemm_kernel), so that the GEMM's share of the peak compares
+// like with like.
 const probe_detail::FmaChains& best_chains() {
 #if defined(FASTMLP_X86_KERNELS)
-    const std::vector<std::string> kernels = gemm_available_kernels();
-    const std::string best = kernels.empty() ? "portable" : kernels.front();
-    if (best == "avx512") return probe_detail::avx512_chains();
-    if (best == "avx2") return probe_detail::avx2_chains();
+    const std::string kernel = gemm_kernel_name();
+    if (kernel == "avx512") return probe_detail::avx512_chains();
+    if (kernel == "avx2") return probe_detail::avx2_chains();
 #endif
     return probe_detail::portable_chains();
 }

@@ -21,15 +21,46 @@ import shlex
 import sys
 
 from . import _configs
-from ._configs import MNIST, PREDICT, SEED, TRAIN_CONFIGS, GemmShape, TrainConfig, gemm_shapes, make_data
+from ._configs import (
+    MNIST,
+    PREDICT,
+    SEED,
+    TRAIN_CONFIGS,
+    GemmShape,
+    TrainConfig,
+    gemm_shapes,
+    make_data,
+)
 from ._jobs import torch_model, trainer
 from ._peers import PEERS, Detection, detect, detect_all, parse_peers
 from ._report import Report, Result
 from ._run import Options, run
 
-__all__ = ["Options", "Report", "Result", "Detection", "run", "detect", "detect_all", "add_arguments", "options_from",
-           "command", "main", "PEERS", "CONFIG_NAMES", "TRAIN_CONFIGS", "PREDICT", "MNIST", "SEED", "TrainConfig",
-           "GemmShape", "gemm_shapes", "make_data", "trainer", "torch_model"]
+__all__ = [
+    "CONFIG_NAMES",
+    "MNIST",
+    "PEERS",
+    "PREDICT",
+    "SEED",
+    "TRAIN_CONFIGS",
+    "Detection",
+    "GemmShape",
+    "Options",
+    "Report",
+    "Result",
+    "TrainConfig",
+    "add_arguments",
+    "command",
+    "detect",
+    "detect_all",
+    "gemm_shapes",
+    "main",
+    "make_data",
+    "options_from",
+    "run",
+    "torch_model",
+    "trainer",
+]
 
 CONFIG_NAMES = _configs.CONFIG_NAMES
 
@@ -75,19 +106,6 @@ def _peers_list(text: str) -> list[str]:
         raise argparse.ArgumentTypeError(str(error).removeprefix("--peers: ")) from None
 
 
-def _positive(convert, what: str):
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-
-    return parse
-
-
 def _argument_in(convert, low: float, high: float, what: str):
     def parse(text: str):
         try:
@@ -124,7 +142,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--markdown", default=None, metavar="PATH",
                         help="also write the report as Markdown (between the markers <!-- fastmlp bench: begin --> "
                              "and <!-- fastmlp bench: end --> when the file has them)")
-    parser.add_argument("--repeats", type=_positive(int, "a positive integer"), default=None,
+    parser.add_argument("--repeats", type=_argument_in(int, 1, 1000, "an integer in [1, 1000]"), default=None,
                         help="blocks per implementation; the median is shown (default 5, 3 with --quick)")
     parser.add_argument("--block-seconds", type=_argument_in(float, 1e-6, 60, "a number of seconds in (0, 60]"),
                         default=None,
@@ -153,8 +171,11 @@ def _check_output(option: str, path: str) -> None:
     if not os.access(path if os.path.exists(path) else folder, os.W_OK):
         raise ValueError(f"{option}: cannot write {path!r} (permission denied)")
     if option == "--markdown" and os.path.exists(path):
-        with open(path, encoding="utf-8", errors="replace") as f:
-            problem = markers_problem(f.read())
+        try:
+            with open(path, encoding="utf-8") as f:
+                problem = markers_problem(f.read())
+        except UnicodeDecodeError:
+            problem = "it is not UTF-8 text"
         if problem is not None:
             raise ValueError(f"--markdown: will not write {path}: {problem}")
 
@@ -166,12 +187,14 @@ def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Opt
     for option, path in (("--json", args.json), ("--markdown", args.markdown)):
         if path is not None:
             _check_output(option, path)
+    if args.json is not None and args.markdown is not None and \
+            os.path.abspath(args.json) == os.path.abspath(args.markdown):
+        raise ValueError(f"--json and --markdown name the same file, {args.json!r}")
     return Options(
         configs=list(args.configs or CONFIG_NAMES), peers=args.peers, threads=args.threads or [min(cores(), 1024)],
-        quick=args.quick, repeats=args.repeats or (3 if args.quick else 5),
-        block_seconds=args.block_seconds or (0.1 if args.quick else 0.5), pause=args.pause,
+        quick=args.quick, repeats=args.repeats, block_seconds=args.block_seconds, pause=args.pause,
         gemm_set=args.gemm_set, dtypes=args.dtypes, max_taken=args.max_taken, peak=not args.no_peak,
-        noise_seconds=0.25 if args.quick else 0.5, goals=args.goals,
+        goals=args.goals,
         command="fastmlp bench" + ("" if not argv else " " + shlex.join(argv)))
 
 
@@ -185,11 +208,17 @@ def command(args: argparse.Namespace, argv: list[str] | None = None, progress: b
         except (AttributeError, ValueError):
             progress = False
     report = run(options, progress=progress)
-    if args.json:
-        report.write_json(args.json)
-    if args.markdown:
-        report.write_markdown(args.markdown)
+    failures = []
+    for option, path, write in (("--json", args.json, report.write_json),
+                                ("--markdown", args.markdown, report.write_markdown)):
+        if path:
+            try:
+                write(path)
+            except (OSError, ValueError) as error:  # the table is still printed
+                failures.append(f"{option}: {path} not written: {error}")
     sys.stdout.write(report.text())
+    if failures:
+        raise OSError("; ".join(failures))
     return 0
 
 

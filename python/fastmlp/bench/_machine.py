@@ -153,12 +153,19 @@ class Taken:
         stat = proc_stat(self.cpus)
         if stat is None or self.stat0 is None:
             return None
-        wall = time.perf_counter() - self.wall0
-        if wall <= 0:
-            return 0.0
-        others = (stat[0] - self.stat0[0]) - (_own_seconds() - self.own0) - self.tolerance
-        spare = max(0, self.cores - self.threads) * wall
-        return min(1.0, max(0.0, others - spare) / (min(self.threads, self.cores) * wall))
+        return taken_share(stat[0] - self.stat0[0], _own_seconds() - self.own0, time.perf_counter() - self.wall0,
+                           self.threads, self.cores, self.tolerance)
+
+
+def taken_share(busy: float, own: float, wall: float, threads: int, cores: int, tolerance: float) -> float:
+    """Taken's arithmetic: of ``busy`` CPU seconds on ``cores`` CPUs over ``wall`` seconds, ``own``
+    were ours; what others used beyond the ``tolerance`` and the CPUs our ``threads`` left idle,
+    as a share of the CPU time our threads needed, in [0, 1]."""
+    if wall <= 0:
+        return 0.0
+    others = busy - own - tolerance
+    spare = max(0, cores - threads) * wall
+    return min(1.0, max(0.0, others - spare) / (min(threads, cores) * wall))
 
 
 # ---- probes built into the extension ----------------------------------------------------------------

@@ -214,6 +214,11 @@ class Report:
             if result.error:
                 lines.append(f"failed:   {self.label(result.peer)}, {result.config} at {result.threads} "
                              f"thread{'s' if result.threads > 1 else ''}: {result.error}")
+        disturbed = sum(r.info.get("disturbed", 0) for r in self.results)
+        if disturbed:
+            lines.append(f"disturbed: {disturbed} block{'s' if disturbed > 1 else ''} kept although other processes "
+                         f"took more than {100 * self.settings.get('max_taken', 0):.0f} % of the CPU in every attempt "
+                         "(their figures are low)")
         reruns = sum(r.reruns for r in self.results)
         if reruns:
             lines.append(f"reruns:   {reruns} block{'s' if reruns > 1 else ''} run again because another process "

@@ -38,9 +38,9 @@ class Options:
     configs: list[str] = field(default_factory=lambda: list(_configs.CONFIG_NAMES))
     peers: list[str] | None = None  # None: every peer found; fastmlp always runs
     threads: list[int] = field(default_factory=lambda: [min(_machine.cores(), 1024)])
-    quick: bool = False
-    repeats: int = 5
-    block_seconds: float = 0.5
+    quick: bool = False  # shorter: repeats, block_seconds and noise_seconds default to 3, 0.1 and 0.25 s
+    repeats: int | None = None  # default 5 (3 with quick)
+    block_seconds: float | None = None  # default 0.5 s (0.1 s with quick)
     pause: float = 0.1
     gemm_set: str = "standard"
     dtypes: tuple[str, ...] = ("float32",)
@@ -48,11 +48,18 @@ class Options:
     max_reruns: int = 2  # per block
     timeout: float = 600.0  # per request to a worker
     peak: bool = True
-    noise_seconds: float = 0.5
+    noise_seconds: float | None = None  # default 0.5 s (0.25 s with quick)
     goals: bool = False
     command: str = ""
 
     def __post_init__(self) -> None:
+        if self.repeats is None:
+            self.repeats = 3 if self.quick else 5
+        if self.block_seconds is None:
+            self.block_seconds = 0.1 if self.quick else 0.5
+        if self.noise_seconds is None:
+            self.noise_seconds = 0.25 if self.quick else 0.5
+
         def number(name: str, low: float, high: float, integer: bool = False) -> None:
             value = getattr(self, name)
             kind = (int,) if integer else (int, float)
@@ -92,8 +99,15 @@ class WorkerError(RuntimeError):
     """A worker that failed to start, died, or did not answer in time."""
 
 
+# The worker's first lines: the answers get a descriptor of their own and stdout becomes stderr
+# before anything is imported, so that nothing a library prints, even while it imports, can
+# reach the answers.
+_WORKER_BOOT = ("import os, sys; answers = os.fdopen(os.dup(1), 'w', encoding='utf-8'); os.dup2(2, 1); "
+                "from fastmlp.bench._worker import serve; sys.exit(serve(sys.argv[1:], answers))")
+
+
 def worker_command(peer: Peer, threads: int) -> list[str]:
-    return [sys.executable, "-m", "fastmlp.bench._worker", peer.key, str(threads)]
+    return [sys.executable, "-c", _WORKER_BOOT, peer.key, str(threads)]
 
 
 def worker_environment(peer: Peer, threads: int) -> dict[str, str]:
@@ -269,6 +283,10 @@ class Progress:
                          f"{what[:40]:<40}")
         sys.stderr.flush()
 
+    def skip(self, steps: int) -> None:
+        """Steps that will not run (a peer that failed to start its job)."""
+        self.done += steps
+
     def close(self) -> None:
         if self.enabled:
             sys.stderr.write("\r" + " " * 100 + "\r")
@@ -365,6 +383,7 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
         bar.step(f"{task.id}: {implementation.label} (warm-up)")
         if isinstance(worker, str):
             result.error = worker
+            bar.skip(options.repeats)
             continue
         if not result.info:
             result.info.update(worker.info)
@@ -372,6 +391,7 @@ def _run_task(report: Report, options: Options, task: Task, threads: int, peers:
             answer = worker.ask(task.request(options.quick, options.block_seconds))
         except WorkerError as error:
             result.error = str(error)
+            bar.skip(options.repeats)
             continue
         result.unit = answer["unit"]
         result.info.update(answer.get("info", {}))
@@ -409,7 +429,8 @@ def _interrupted(report: Report, result: Result, error: str) -> None:
 
 def _time_block(worker: Worker, task: Task, result: Result, options: Options, sleep) -> None:
     """One block, run again (at most max_reruns times) while others took more than max_taken of
-    the CPU it needed; the least disturbed attempt is kept."""
+    the CPU it needed; the least disturbed attempt is kept, and counted in info["disturbed"]
+    when even that one was over max_taken."""
     best = None
     for attempt in range(options.max_reruns + 1):
         answer = worker.ask({"op": "block", "id": task.id})
@@ -417,9 +438,11 @@ def _time_block(worker: Worker, task: Task, result: Result, options: Options, sl
         taken = answer.get("taken")
         if best is None or (taken or 0.0) < (best.get("taken") or 0.0):
             best = answer
-        if taken is None or taken <= options.max_taken:
+        if taken is None or taken <= options.max_taken or attempt == options.max_reruns:
             break
         result.reruns += 1
+    if (best.get("taken") or 0.0) > options.max_taken:
+        result.info["disturbed"] = result.info.get("disturbed", 0) + 1
     result.rates.append(best["work"] / best["seconds"])
     result.taken.append(best.get("taken"))
     if best.get("loss") is not None:
@@ -437,8 +460,7 @@ def _machine_dict() -> dict:
 
 def _measure_peaks(report: Report, options: Options, todo: list[Task]) -> None:
     dtypes = sorted({t.spec.dtype for t in todo if isinstance(t.spec, GemmShape)} | {"float32"})
-    thread_counts = sorted(set(options.threads) | {t.spec.threads for t in todo
-                                                   if isinstance(t.spec, GemmShape) and t.spec.threads})
+    thread_counts = sorted(options.threads)  # a shape set's own thread count outside them is skipped
     seconds = 0.1 if options.quick else 0.3
     for dtype in dtypes:
         for threads in thread_counts:

@@ -4,7 +4,8 @@ of its own, driven by the coordinator (fastmlp.bench._run) over its stdin and st
     python -m fastmlp.bench._worker PEER THREADS
 
 Each request is one line of JSON on stdin, each answer one line of JSON on the original
-stdout; whatever the libraries print goes to stderr. Requests: {"op": "prepare", "id", "group",
+stdout; whatever the libraries print goes to stderr (from the very start when the coordinator
+launches it: its boot line moves stdout aside before importing anything). Requests: {"op": "prepare", "id", "group",
 "name", "shape", "quick", "block_seconds"} builds, warms up and calibrates a job; {"op": "block",
 "id"} times one block; {"op": "drop", "id"} frees a job; {"op": "exit"}. Answers carry "ok";
 a failure answers {"ok": false, "error": "..."} and the worker goes on."""
@@ -46,7 +47,7 @@ def _hello(peer: str, threads: int) -> dict:
             info["cpu_capability"] = torch.backends.cpu.get_cpu_capability()
     elif peer == "sklearn":
         import sklearn
-        import sklearn.neural_network  # noqa: F401  (fails here, not in the first job, when broken)
+        import sklearn.neural_network
 
         info["version"] = sklearn.__version__
     if peer in ("numpy", "reference", "sklearn"):
@@ -61,9 +62,16 @@ def _hello(peer: str, threads: int) -> dict:
 
 
 def main(argv: list[str]) -> int:
-    peer, threads = argv[0], int(argv[1])
+    """``python -m fastmlp.bench._worker PEER THREADS`` by hand (the coordinator starts workers
+    with a boot line that moves stdout aside before any import: fastmlp.bench._run)."""
     answers = os.fdopen(os.dup(sys.stdout.fileno()), "w", encoding="utf-8")
     os.dup2(sys.stderr.fileno(), sys.stdout.fileno())  # the libraries' prints go to stderr
+    return serve(argv, answers)
+
+
+def serve(argv: list[str], answers) -> int:
+    """Answers the coordinator's requests on ``answers`` until it says exit or closes stdin."""
+    peer, threads = argv[0], int(argv[1])
 
     def answer(message: dict) -> None:
         answers.write(json.dumps(message) + "\n")
@@ -71,7 +79,7 @@ def main(argv: list[str]) -> int:
 
     try:
         answer({"ok": True, "info": _hello(peer, threads)})
-    except Exception as error:  # noqa: BLE001  (reported to the coordinator, which names the peer)
+    except Exception as error:
         answer({"ok": False, "error": f"{type(error).__name__}: {error}"})
         return 1
     jobs: dict[str, _jobs.Job] = {}
@@ -97,7 +105,7 @@ def main(argv: list[str]) -> int:
                 answer({"ok": True})
             else:
                 answer({"ok": False, "error": f"unknown request {op!r}"})
-        except Exception as error:  # noqa: BLE001
+        except Exception as error:
             jobs.pop(request.get("id"), None)
             answer({"ok": False, "error": f"{type(error).__name__}: {error}"})
     return 0
