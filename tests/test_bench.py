@@ -356,6 +356,21 @@ def test_markdown_never_overwrites_a_file_whose_markers_are_broken(tmp_path, cap
     assert "will not write" in capsys.readouterr().err and path.read_text() == text
 
 
+def test_a_json_report_reads_back_into_the_same_table(tmp_path, capsys):
+    report = made_up_report()
+    path = tmp_path / "bench.json"
+    report.write_json(str(path))
+    again = _report.Report.from_json(json.loads(path.read_text()))
+    assert again.table() == report.table() and again.text() == report.text()
+    markdown = tmp_path / "bench.md"
+    assert cli.main(["bench", "--from-json", str(path), "--markdown", str(markdown)]) == 0
+    assert capsys.readouterr().out == report.text() and markdown.read_text() == report.markdown()
+    assert cli.main(["bench", "--from-json", str(markdown)]) == 2
+    assert "is not JSON" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="not a fastmlp bench report"):
+        _report.Report.from_json({"schema": "other/1"})
+
+
 def test_markdown_refuses_a_file_that_is_not_text(tmp_path, capsys):
     path = tmp_path / "RESULTS.md"
     path.write_bytes(b"caf\xe9\n")

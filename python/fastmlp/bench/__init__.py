@@ -16,6 +16,7 @@ From Python: ``report = fastmlp.bench.run(fastmlp.bench.Options(quick=True))``, 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shlex
 import sys
@@ -158,6 +159,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="run a block again when other processes took more than this share of the CPU it "
                              "needed (default 0.10)")
     parser.add_argument("--no-peak", action="store_true", help="do not measure the FMA peak")
+    parser.add_argument("--from-json", default=None, metavar="PATH",
+                        help="run nothing: print the report a --json file holds (and write --markdown from it)")
     parser.add_argument("--goals", action="store_true", help="also print the project's speed targets, met or missed")
 
 
@@ -201,13 +204,24 @@ def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Opt
 def command(args: argparse.Namespace, argv: list[str] | None = None, progress: bool | None = None) -> int:
     """Runs ``fastmlp bench`` with parsed arguments: writes the files asked for, then prints the
     report on stdout (so that `fastmlp bench --json x | head` still writes x)."""
-    options = options_from(args, argv)
-    if progress is None:
-        try:
-            progress = sys.stderr.isatty()
-        except (AttributeError, ValueError):
-            progress = False
-    report = run(options, progress=progress)
+    if args.from_json is not None:
+        for option, path in (("--json", args.json), ("--markdown", args.markdown)):
+            if path is not None:
+                _check_output(option, path)
+        with open(args.from_json, encoding="utf-8") as f:
+            try:
+                document = json.load(f)
+            except ValueError as error:
+                raise ValueError(f"--from-json: {args.from_json} is not JSON ({error})") from None
+        report = Report.from_json(document)
+    else:
+        options = options_from(args, argv)
+        if progress is None:
+            try:
+                progress = sys.stderr.isatty()
+            except (AttributeError, ValueError):
+                progress = False
+        report = run(options, progress=progress)
     failures = []
     for option, path, write in (("--json", args.json, report.write_json),
                                 ("--markdown", args.markdown, report.write_markdown)):

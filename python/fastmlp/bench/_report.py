@@ -185,9 +185,10 @@ class Report:
         lines.append("versions: " + ", ".join(f"{k} {val}" for k, val in v.items() if val))
         if m.get("gemm_config"):
             lines.append(f"GEMM:     fastmlp {m['gemm_config']}")
-        for p in self.peers:
-            if p["key"] != "fastmlp" and p.get("available") and p.get("runs_on"):
-                lines.append(f"          {p['label']}: {p['runs_on']}")
+        runs_on = [f"{p['label']}: {p['runs_on']}" for p in self.peers
+                   if p["key"] != "fastmlp" and p.get("available") and p.get("runs_on")]
+        for i, line in enumerate(runs_on):
+            lines.append(("peers:    " if i == 0 else "          ") + line)
         lines.append(f"threads:  {', '.join(str(t) for t in s.get('threads', []))} for every implementation")
         lines.append(f"method:   each implementation in its own process; warm-up, then the median of "
                      f"{s.get('repeats')} blocks of ≈ {s.get('block_seconds')} s, round-robin, "
@@ -239,7 +240,8 @@ class Report:
         lines = ["### fastmlp bench", ""]
         if self.settings.get("command"):
             lines += [f"`{self.settings['command']}`", ""]
-        lines += [f"- {line}" for line in self.header_lines()]
+        # A header line that continues the one above (it starts with spaces) is nested under it.
+        lines += [f"  - {line.strip()}" if line.startswith(" ") else f"- {line}" for line in self.header_lines()]
         lines += ["", "| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
         lines += ["| " + " | ".join(c.replace("|", "\\|") for c in row) + " |" for row in body]
         footer = self.footer_lines()
@@ -252,6 +254,24 @@ class Report:
                 "peers": self.peers, "noise": self.noise, "results": [r.to_json() for r in self.results],
                 "ratios": self.comparisons(), "goals": self.goals, "notes": self.notes,
                 "wall_seconds": self.wall_seconds})
+
+    @classmethod
+    def from_json(cls, document: dict) -> Report:
+        """The report a ``--json`` file holds (``fastmlp bench --from-json PATH`` prints it again,
+        or writes it as Markdown, without running anything)."""
+        if not isinstance(document, dict) or document.get("schema") != SCHEMA:
+            found = document.get("schema") if isinstance(document, dict) else type(document).__name__
+            raise ValueError(f"not a fastmlp bench report (schema {SCHEMA} expected, found {found!r})")
+        fields = set(Result.__dataclass_fields__)
+        results = []
+        for data in document.get("results", []):
+            result = Result(**{k: v for k, v in data.items() if k in fields})
+            result.rates = [float(r) for r in result.rates if r is not None]
+            results.append(result)
+        return cls(machine=document.get("machine", {}), versions=document.get("versions", {}),
+                   settings=document.get("settings", {}), peers=document.get("peers", []), results=results,
+                   noise=document.get("noise", {}), notes=document.get("notes", []),
+                   goals=document.get("goals", []), wall_seconds=document.get("wall_seconds"))
 
     def write_json(self, path: str) -> None:
         with open(path, "w", encoding="utf-8") as f:
