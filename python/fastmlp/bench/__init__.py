@@ -130,7 +130,7 @@ def _dtypes(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastmlp bench`` (shared by the command line and benchmarks/ scripts)."""
     parser.add_argument("--quick", action="store_true",
-                        help="3 rounds of short blocks, fewer steps and GEMM shapes: under a minute")
+                        help="3 rounds of 0.1 s blocks, two GEMM shapes: under a minute")
     parser.add_argument("--configs", type=_configs_list, default=None, metavar="NAMES",
                         help=f"comma-separated configurations (default all: {', '.join(CONFIG_NAMES)})")
     parser.add_argument("--peers", type=_peers_list, default=None, metavar="NAMES",
@@ -144,19 +144,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also write the report as Markdown (between the markers <!-- fastmlp bench: begin --> "
                              "and <!-- fastmlp bench: end --> when the file has them)")
     parser.add_argument("--repeats", type=_argument_in(int, 1, 1000, "an integer in [1, 1000]"), default=None,
+                        metavar="N",
                         help="blocks per implementation; the median is shown (default 5, 3 with --quick)")
     parser.add_argument("--block-seconds", type=_argument_in(float, 1e-6, 60, "a number of seconds in (0, 60]"),
-                        default=None,
+                        default=None, metavar="SECONDS",
                         help="length of a block (default 0.5 s, 0.1 s with --quick); a training block of a fast "
                              "implementation runs the configuration's steps and can be shorter")
     parser.add_argument("--pause", type=_argument_in(float, 0, 60, "a number of seconds in [0, 60]"), default=0.1,
-                        help="sleep between blocks, for idle BLAS threads to stop spinning (default 0.1 s)")
+                        metavar="SECONDS", help="sleep between blocks, for idle BLAS threads to stop spinning (default 0.1 s)")
     parser.add_argument("--gemm-set", choices=("standard", "default", "issue10"), default="standard",
                         help="GEMM shapes: standard (squares and a layer's products), or the project's sets "
                              "default (the Speed issue's) and issue10")
-    parser.add_argument("--dtypes", type=_dtypes, default=("float32",), help="GEMM dtypes (default float32)")
+    parser.add_argument("--dtypes", type=_dtypes, default=("float32",), metavar="float32[,float64]", help="GEMM dtypes (default float32)")
     parser.add_argument("--max-taken", type=_argument_in(float, 0, 1, "a share in [0, 1]"), default=0.10,
-                        help="run a block again when other processes took more than this share of the CPU it "
+                        metavar="SHARE", help="run a block again when other processes took more than this share of the CPU it "
                              "needed (default 0.10)")
     parser.add_argument("--no-peak", action="store_true", help="do not measure the FMA peak")
     parser.add_argument("--from-json", default=None, metavar="PATH",
