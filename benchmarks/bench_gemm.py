@@ -13,7 +13,8 @@ the project's targets (`--goals`):
                  256×4096×4096 on 2 threads.
 --config NAME and --kernel NAME force fastmlp's GEMM configuration or kernel in its process
 (FASTMLP_GEMM_CONFIG / FASTMLP_GEMM_KERNEL); to compare configurations, run once per name.
---skip-torch leaves PyTorch out. The FMA peak comes from fastmlp's built-in probe
+--skip-torch leaves PyTorch out. The old --public-api (time fm.kernels.gemm instead of the binding)
+is gone: fastmlp's worker times fastmlp._core.gemm. The FMA peak comes from fastmlp's built-in probe
 (fastmlp._core.fma_peak), which replaced the old peak_probe.cpp compiled at run time.
 
 Run it with NumPy's BLAS unhindered (fastmlp bench also unsets these for NumPy's process):

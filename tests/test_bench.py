@@ -107,9 +107,11 @@ def test_numpy_blas_peers_run_without_the_openblas_workarounds(monkeypatch):
         expected = None if p.uses_numpy_blas else "Haswell"
         assert worker.info["OPENBLAS_CORETYPE"] == expected, p.key
         assert worker.info["OMP_NUM_THREADS"] == "3"
-    report = _run.run(_run.Options(configs=["gemm"], gemm_set="issue10", threads=[4], peak=False,
-                                   noise_seconds=0.01), detections=[_peers.detect(_peers.peer("numpy"))])
+    report = _run.run(_run.Options(configs=["gemm"], quick=True, threads=[1], repeats=1, block_seconds=0.001,
+                                   peak=False, noise_seconds=0.01),
+                      detections=[_peers.detect(_peers.peer("numpy"))], sleep=lambda s: None)
     assert any("OPENBLAS_CORETYPE=Haswell OPENBLAS_L2_SIZE=1048576 unset" in note for note in report.notes)
+    assert [(r.peer, r.error) for r in report.results] == [("numpy", None)] * 2  # NumPy's worker ran
 
 
 def test_a_worker_that_answers_nonsense_is_killed():
@@ -166,11 +168,6 @@ def test_proc_stat_counts_only_the_cpus_asked_for():
     assert _machine.parse_proc_stat(PROC_STAT, frozenset({0, 1})) == (162, 7)
     assert _machine.parse_proc_stat(PROC_STAT, frozenset({5})) is None
     assert _machine.parse_proc_stat("intr 1\n") is None
-
-
-def test_taken_is_a_share():
-    share = _machine.Taken(1).share()
-    assert share is None or 0 <= share <= 1
 
 
 @pytest.mark.parametrize("busy, own, threads, cores, expected", [
@@ -367,6 +364,15 @@ def test_a_json_report_reads_back_into_the_same_table(tmp_path, capsys):
     assert capsys.readouterr().out == report.text() and markdown.read_text() == report.markdown()
     assert cli.main(["bench", "--from-json", str(markdown)]) == 2
     assert "is not JSON" in capsys.readouterr().err
+    broken = tmp_path / "broken.json"
+    broken.write_text(json.dumps({"schema": _report.SCHEMA, "results": [{"config": "x"}]}))
+    assert cli.main(["bench", "--from-json", str(broken)]) == 2
+    assert "incomplete or malformed" in capsys.readouterr().err
+    assert cli.main(["bench", "--from-json", str(path), "--markdown", str(path)]) == 2
+    assert "names the --from-json file itself" in capsys.readouterr().err
+    assert json.loads(path.read_text())["schema"] == _report.SCHEMA  # untouched
+    assert cli.main(["bench", "--from-json", str(path), "--quick", "--threads", "1"]) == 2
+    assert "--quick, --threads would not apply" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a fastmlp bench report"):
         _report.Report.from_json({"schema": "other/1"})
 
@@ -476,6 +482,22 @@ def test_the_command_writes_json_that_reads_back(tmp_path, capsys):
     assert ratios[("seed-demo", "reference")] == pytest.approx(expected)
     noise = document["noise"]["start"]
     assert noise is not None and 0 <= noise["stolen"] <= 1
+
+
+def test_a_wrong_gemm_product_fails_its_cell_untimed():
+    from fastmlp.bench import _jobs
+
+    job = _jobs.GemmJob(_configs.GemmShape("t", "A·B", 5, 7, 33, trans_b=True), "numpy", quick=True)
+    job.prepare(0.001)
+    assert job.error < 1e-6
+    wrong = _jobs.GemmJob(_configs.GemmShape("t", "A·B", 5, 7, 33, dtype="float64"), "numpy", quick=True)
+    wrong.call = lambda: wrong.c.fill(1.0)
+    with pytest.raises(ArithmeticError, match="wrong product"):
+        wrong.prepare(0.001)
+    unwritten = _jobs.GemmJob(_configs.GemmShape("t", "A·B", 3, 3, 3), "numpy", quick=True)
+    unwritten.call = lambda: None  # left the NaN the check fills in
+    with pytest.raises(ArithmeticError, match="wrong product"):
+        unwritten.prepare(0.001)
 
 
 def test_a_peer_that_fails_costs_only_its_own_row():

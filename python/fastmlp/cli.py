@@ -5,6 +5,7 @@
     fastmlp predict MODEL DATA [--out predictions.csv] [--proba]
     fastmlp demo [article | deep] [--epochs N] [--seed S] [--out PATH | --no-plot]
     fastmlp info
+    fastmlp bench [--quick] [--configs ...] [--peers ...] [--threads 1,2] [--json PATH] [--markdown PATH]
     fastmlp --version
 
 ``train`` fits a network to a data file (CSV with a header row, ``.npy`` or ``.npz``;

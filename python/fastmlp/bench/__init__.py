@@ -130,7 +130,7 @@ def _dtypes(text: str) -> tuple[str, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The options of ``fastmlp bench`` (shared by the command line and benchmarks/ scripts)."""
     parser.add_argument("--quick", action="store_true",
-                        help="3 rounds of 0.1 s blocks, two GEMM shapes: under a minute")
+                        help="3 rounds of 0.1 s blocks and fewer GEMM shapes (two of the standard set): under a minute")
     parser.add_argument("--configs", type=_configs_list, default=None, metavar="NAMES",
                         help=f"comma-separated configurations (default all: {', '.join(CONFIG_NAMES)})")
     parser.add_argument("--peers", type=_peers_list, default=None, metavar="NAMES",
@@ -161,7 +161,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "needed (default 0.10)")
     parser.add_argument("--no-peak", action="store_true", help="do not measure the FMA peak")
     parser.add_argument("--from-json", default=None, metavar="PATH",
-                        help="run nothing: print the report a --json file holds (and write --markdown from it)")
+                        help="run nothing: print the report a --json file holds (and write --markdown from it); "
+                             "the options of a run do not apply")
     parser.add_argument("--goals", action="store_true", help="also print the project's speed targets, met or missed")
 
 
@@ -202,19 +203,36 @@ def options_from(args: argparse.Namespace, argv: list[str] | None = None) -> Opt
         command="fastmlp bench" + ("" if not argv else " " + shlex.join(argv)))
 
 
+def _run_options(args: argparse.Namespace) -> list[tuple[str, object, object]]:
+    """(option, value, default) of the options that only a run uses."""
+    return [("--quick", args.quick, False), ("--configs", args.configs, None), ("--peers", args.peers, None),
+            ("--threads", args.threads, None), ("--repeats", args.repeats, None),
+            ("--block-seconds", args.block_seconds, None), ("--pause", args.pause, 0.1),
+            ("--gemm-set", args.gemm_set, "standard"), ("--dtypes", args.dtypes, ("float32",)),
+            ("--max-taken", args.max_taken, 0.10), ("--no-peak", args.no_peak, False), ("--goals", args.goals, False)]
+
+
 def command(args: argparse.Namespace, argv: list[str] | None = None, progress: bool | None = None) -> int:
     """Runs ``fastmlp bench`` with parsed arguments: writes the files asked for, then prints the
     report on stdout (so that `fastmlp bench --json x | head` still writes x)."""
     if args.from_json is not None:
+        given = [option for option, value, default in _run_options(args) if value != default]
+        if given:
+            raise ValueError(f"--from-json runs nothing: {', '.join(given)} would not apply")
         for option, path in (("--json", args.json), ("--markdown", args.markdown)):
             if path is not None:
                 _check_output(option, path)
+                if os.path.abspath(path) == os.path.abspath(args.from_json):
+                    raise ValueError(f"{option} names the --from-json file itself, {path!r}")
         with open(args.from_json, encoding="utf-8") as f:
             try:
                 document = json.load(f)
             except ValueError as error:
                 raise ValueError(f"--from-json: {args.from_json} is not JSON ({error})") from None
-        report = Report.from_json(document)
+        try:
+            report = Report.from_json(document)
+        except ValueError as error:
+            raise ValueError(f"--from-json: {args.from_json}: {error}") from None
     else:
         options = options_from(args, argv)
         if progress is None:

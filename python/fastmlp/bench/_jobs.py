@@ -305,7 +305,7 @@ def _gemm_call(peer: str, shape: GemmShape, a, b, c):
 class GemmJob(Job):
     """One product, called until the block has run block_seconds (at least 3 calls): a block's
     figure is its time per call. Every implementation multiplies the same operands; the first
-    product is checked against NumPy's in float64."""
+    product is checked against float64's, and a wrong one fails the job (its cell) untimed."""
 
     unit = "GFLOP/s"
 
@@ -320,12 +320,21 @@ class GemmJob(Job):
         self.block_seconds = 0.15
         self.error = float("nan")
 
+    # A product further than this from float64's (max |difference| / max |product|) is wrong,
+    # not rounded: it fails its cell instead of being timed.
+    TOLERANCE = {"float32": 1e-4, "float64": 1e-12}
+
     def prepare(self, block_seconds: float) -> None:
         self.block_seconds = block_seconds
+        self.c.fill(np.nan)
         self.call()
         a, b = (x.astype(np.float64) for x in self.operands)
         expected = (a.T if self.shape.trans_a else a) @ (b.T if self.shape.trans_b else b)
         self.error = float(np.max(np.abs(self.c - expected)) / max(float(np.max(np.abs(expected))), 1e-300))
+        tolerance = self.TOLERANCE[self.shape.dtype]
+        if not self.error <= tolerance:  # NaN too: the product left entries unwritten
+            raise ArithmeticError(f"wrong product: max |C − float64 C| / max |C| = {self.error:.3g} "
+                                  f"(> {tolerance:g})")
         self.call()
 
     def block(self) -> Block:

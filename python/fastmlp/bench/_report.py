@@ -191,7 +191,7 @@ class Report:
             lines.append(("peers:    " if i == 0 else "          ") + line)
         lines.append(f"threads:  {', '.join(str(t) for t in s.get('threads', []))} for every implementation")
         lines.append(f"method:   each implementation in its own process; warm-up, then the median of "
-                     f"{s.get('repeats')} blocks of ≈ {s.get('block_seconds')} s, round-robin, "
+                     f"{s.get('repeats')} blocks of at most ≈ {s.get('block_seconds')} s, round-robin, "
                      f"{s.get('pause')} s apart; ± is half the blocks' range; ÷ is fastmlp's speed ÷ the peer's "
                      "(above 1: fastmlp is faster)")
         noise = self.noise_line()
@@ -264,10 +264,13 @@ class Report:
             raise ValueError(f"not a fastmlp bench report (schema {SCHEMA} expected, found {found!r})")
         fields = set(Result.__dataclass_fields__)
         results = []
-        for data in document.get("results", []):
-            result = Result(**{k: v for k, v in data.items() if k in fields})
-            result.rates = [float(r) for r in result.rates if r is not None]
-            results.append(result)
+        try:
+            for data in document.get("results", []):
+                result = Result(**{k: v for k, v in data.items() if k in fields})
+                result.rates = [float(r) for r in result.rates if r is not None]
+                results.append(result)
+        except (TypeError, ValueError, AttributeError) as error:
+            raise ValueError(f"a result of the report is incomplete or malformed ({error})") from None
         return cls(machine=document.get("machine", {}), versions=document.get("versions", {}),
                    settings=document.get("settings", {}), peers=document.get("peers", []), results=results,
                    noise=document.get("noise", {}), notes=document.get("notes", []),
