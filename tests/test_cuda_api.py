@@ -24,7 +24,7 @@ import pytest
 
 import fastmlp as fm
 from fastmlp import _core, cli
-from fastmlp.distributed import Communicator
+from test_distributed import OneRank  # the single-process communicator
 
 
 def make_data(n=64, inputs=3, outputs=2, dtype=np.float32, seed=0, classes=None):
@@ -388,18 +388,6 @@ def test_a_non_finite_fit_on_the_device_names_the_layer_as_on_the_cpu():
 
 
 def test_a_fit_across_ranks_on_the_device_is_refused():
-    class OneRank(Communicator):
-        rank, size = 0, 1
-
-        def allreduce_sum(self, array):
-            pass
-
-        def broadcast(self, value, root=0):
-            return value
-
-        def allgather(self, value):
-            return [value]
-
     X, y = make_data()
     net = on_fake_device(fm.Network([3, 4, 2], seed=0))
     with pytest.raises(ValueError, match=r"rank 0: ValueError: comm: training across ranks on device 'cuda'"):

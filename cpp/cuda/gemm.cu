@@ -54,6 +54,29 @@ constexpr int tile_m = 64, tile_n = 64, tile_k = 16;
 constexpr int gemm_threads = 256;  // 16 × 16, each 4 × 4 outputs
 constexpr int per_thread = 4;
 
+// Loads a tile of a rows × k matrix X into shared memory: s[kk][r] = X(r0 + r, k0 + kk), for
+// `width` rows and tile_k columns, zeros outside X. X is stored row by row (x[r · ld + kk]), or
+// transposed (x[kk · ld + r]); either way consecutive threads read consecutive addresses
+// (4 values a thread for width 64).
+template <typename T, int width>
+__device__ void load_tile(T (*s)[width + 1], const T* __restrict__ x, index ld, bool stored_transposed,
+                          index rows, index k, index r0, index k0, int tid) {
+    for (int e = tid; e < width * tile_k; e += gemm_threads) {
+        int r, kk;
+        if (stored_transposed) {
+            kk = e / width;
+            r = e % width;
+        } else {
+            r = e / tile_k;
+            kk = e % tile_k;
+        }
+        const index gr = r0 + r, gk = k0 + kk;
+        T v = T(0);
+        if (gr < rows && gk < k) v = stored_transposed ? x[gk * ld + gr] : x[gr * ld + gk];
+        s[kk][r] = v;
+    }
+}
+
 // Grid: x over column tiles, y over row tiles (a loop when there are more than 65535).
 template <typename T>
 __global__ void __launch_bounds__(gemm_threads)
@@ -76,37 +99,9 @@ __global__ void __launch_bounds__(gemm_threads)
             for (int j = 0; j < per_thread; ++j) acc[i][j] = T(0);
 
         for (index k0 = 0; k0 < k; k0 += tile_k) {
-            // op(A)'s tile: 64 × 16 values, 4 per thread; consecutive threads read
-            // consecutive addresses of A (along k when A is m × k, along m when k × m).
-            for (int e = tid; e < tile_m * tile_k; e += gemm_threads) {
-                int i, kk;
-                if (trans_a) {
-                    kk = e / tile_m;
-                    i = e % tile_m;
-                } else {
-                    i = e / tile_k;
-                    kk = e % tile_k;
-                }
-                const index gi = row0 + i, gk = k0 + kk;
-                T v = T(0);
-                if (gi < m && gk < k) v = trans_a ? a[gk * lda + gi] : a[gi * lda + gk];
-                as[kk][i] = v;
-            }
-            // op(B)'s tile: 16 × 64 values.
-            for (int e = tid; e < tile_k * tile_n; e += gemm_threads) {
-                int j, kk;
-                if (trans_b) {
-                    j = e / tile_k;
-                    kk = e % tile_k;
-                } else {
-                    kk = e / tile_n;
-                    j = e % tile_n;
-                }
-                const index gj = col0 + j, gk = k0 + kk;
-                T v = T(0);
-                if (gj < n && gk < k) v = trans_b ? b[gj * ldb + gk] : b[gk * ldb + gj];
-                bs[kk][j] = v;
-            }
+            // op(A)'s tile, and op(B)'s as op(B)ᵀ's (n × k, stored transposed when B is not).
+            load_tile<T, tile_m>(as, a, lda, trans_a, m, k, row0, k0, tid);
+            load_tile<T, tile_n>(bs, b, ldb, !trans_b, n, k, col0, k0, tid);
             __syncthreads();  // the tiles are whole
 #pragma unroll
             for (int kk = 0; kk < tile_k; ++kk) {

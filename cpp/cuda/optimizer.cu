@@ -154,32 +154,13 @@ __global__ void __launch_bounds__(update_threads)
     state->t = t + 1;
 }
 
-// 3. (SGD) How many new values would not be finite; nothing written but the count.
-template <typename T>
+// 3. and 4. SGD, Adam, AdamW: the update, element by element. Apply false is SGD's dry run
+// (3.): nothing written, only the new values that would not be finite counted; Apply true (4.)
+// writes the state and every finite new value, and counts the others.
+template <typename T, bool Apply>
 __global__ void __launch_bounds__(update_threads)
-    sgd_check_kernel(const T* params, const T* grads, const T* s1, const T* s2, index n,
-                     const double* scratch, StepState* state) {
-    __shared__ unsigned block_count;
-    if (state->status != step_ok) return;
-    if (threadIdx.x == 0) block_count = 0;
-    __syncthreads();
-    const Rule<T> rule = rule_from<T>(scratch);
-    unsigned bad = 0;
-    for (index i = index(blockIdx.x) * blockDim.x + threadIdx.x; i < n;
-         i += index(gridDim.x) * blockDim.x) {
-        T m = s1 != nullptr ? s1[i] : T(0);
-        T v = s2 != nullptr ? s2[i] : T(0);
-        bad += !finite(rule_update(rule, params[i], grads[i], m, v));
-    }
-    if (bad > 0) atomicAdd(&block_count, bad);
-    add_kept(&block_count, state);
-}
-
-// 4. SGD, Adam, AdamW: the update, element by element.
-template <typename T>
-__global__ void __launch_bounds__(update_threads)
-    apply_update_kernel(T* params, const T* grads, T* s1, T* s2, index n, const double* scratch,
-                        StepState* state) {
+    update_kernel(T* params, const T* grads, T* s1, T* s2, index n, const double* scratch,
+                  StepState* state) {
     __shared__ unsigned block_count;
     if (state->status != step_ok) return;
     if (threadIdx.x == 0) block_count = 0;
@@ -191,6 +172,10 @@ __global__ void __launch_bounds__(update_threads)
         T m = s1 != nullptr ? s1[i] : T(0);
         T v = s2 != nullptr ? s2[i] : T(0);
         const T updated = rule_update(rule, params[i], grads[i], m, v);
+        if (!Apply) {
+            bad += !finite(updated);
+            continue;
+        }
         if (s1 != nullptr) s1[i] = m;
         if (s2 != nullptr) s2[i] = v;
         if (finite(updated))
@@ -351,14 +336,14 @@ void optimizer_update(cudaStream_t stream, const OptimizerConfig& config, const 
     switch (config.kind) {
         case OptimizerKind::sgd:
             if (n > 0) {
-                sgd_check_kernel<T><<<elementwise_blocks, update_threads, 0, stream>>>(
+                update_kernel<T, false><<<elementwise_blocks, update_threads, 0, stream>>>(
                     params, grads, first, second, n, scratch, state);
                 check_launch("optimizer_update (sgd check)");
             }
             finish_update_kernel<<<1, 1, 0, stream>>>(state, true, false);
             check_launch("optimizer_update (sgd decision)");
             if (n > 0) {
-                apply_update_kernel<T><<<elementwise_blocks, update_threads, 0, stream>>>(
+                update_kernel<T, true><<<elementwise_blocks, update_threads, 0, stream>>>(
                     params, grads, first, second, n, scratch, state);
                 check_launch("optimizer_update (sgd)");
             }
@@ -366,7 +351,7 @@ void optimizer_update(cudaStream_t stream, const OptimizerConfig& config, const 
         case OptimizerKind::adam:
         case OptimizerKind::adamw:
             if (n > 0) {
-                apply_update_kernel<T><<<elementwise_blocks, update_threads, 0, stream>>>(
+                update_kernel<T, true><<<elementwise_blocks, update_threads, 0, stream>>>(
                     params, grads, first, second, n, scratch, state);
                 check_launch("optimizer_update (adam)");
             }

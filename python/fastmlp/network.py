@@ -109,13 +109,19 @@ class ParameterList(list):
     copies the values into the buffer (shapes must match) instead of unlinking
     the entry from the network."""
 
-    def __setitem__(self, i, value):
+    def _entry(self, i, value) -> tuple[np.ndarray, np.ndarray]:
+        """The entry ``lst[i]`` and ``value`` as an array of its shape (TypeError for a slice,
+        ValueError for another shape)."""
         if isinstance(i, slice):
             raise TypeError("assign parameters one layer at a time: lst[i] = array")
-        view = list.__getitem__(self, i)
+        entry = list.__getitem__(self, i)
         value = np.asarray(value)
-        if value.shape != view.shape:
-            raise ValueError(f"parameter {i}: expected shape {view.shape}, got {value.shape}")
+        if value.shape != entry.shape:
+            raise ValueError(f"parameter {i}: expected shape {entry.shape}, got {value.shape}")
+        return entry, value
+
+    def __setitem__(self, i, value):
+        view, value = self._entry(i, value)
         view[...] = value
 
 
@@ -131,12 +137,7 @@ class _ParameterCopies(ParameterList):
         super().__init__(view.copy() for view in views)
 
     def __setitem__(self, i, value):
-        if isinstance(i, slice):
-            raise TypeError("assign parameters one layer at a time: lst[i] = array")
-        copy = list.__getitem__(self, i)
-        value = np.asarray(value)
-        if value.shape != copy.shape:
-            raise ValueError(f"parameter {i}: expected shape {copy.shape}, got {value.shape}")
+        copy, value = self._entry(i, value)
         self._net._sync_host()  # the rest of the host buffers current before the whole is uploaded
         self._views[i][...] = value
         self._net._host_changed()

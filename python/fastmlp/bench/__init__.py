@@ -108,16 +108,10 @@ def _peers_list(text: str) -> list[str]:
 
 
 def _argument_in(convert, low: float, high: float, what: str):
-    def parse(text: str):
-        try:
-            value = convert(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if not low <= value <= high:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
+    """An argparse type: ``convert(text)`` in [low, high] (the command line's own helper)."""
+    from ..cli import _argument
 
-    return parse
+    return _argument(convert, lambda value: low <= value <= high, what)
 
 
 def _dtypes(text: str) -> tuple[str, ...]:

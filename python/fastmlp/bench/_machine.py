@@ -11,26 +11,20 @@ BLAS_VARIABLES = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")  # workarounds that s
 
 
 def cpu_model() -> str:
-    """The CPU's model name with its vendor, family, model and stepping, from /proc/cpuinfo.
+    """The CPU's model name with its vendor, family, model and stepping, from fastmlp's own CPU
+    detection (``fastmlp._core.cpu_info()``, CPUID).
 
     The name alone can be as vague as "AMD EPYC" (virtual machines often trim it); family and
     model tell the micro-architecture (Intel family 6 model 85 is Skylake-SP / Cascade Lake,
-    AMD family 25 model 17 is Zen 4), and a GEMM figure means little without it."""
-    fields = {}
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8") as f:
-            for line in f:
-                if not line.strip():
-                    break  # the first processor's block is enough
-                key, _, value = line.partition(":")
-                fields[key.strip()] = value.strip()
-    except OSError:
-        pass
-    name = fields.get("model name") or platform.processor() or platform.machine()
-    if "cpu family" not in fields:
+    AMD family 25 model 17 is Zen 4), and a GEMM figure means little without it. Without CPUID
+    (arm64 and others) the platform's name."""
+    from fastmlp import _core
+
+    info = _core.cpu_info()
+    name = info["brand"] or platform.processor() or platform.machine()
+    if not info["vendor"]:
         return name
-    return (f"{name} ({fields.get('vendor_id', '?')} family {fields['cpu family']} model {fields.get('model', '?')} "
-            f"stepping {fields.get('stepping', '?')})")
+    return f"{name} ({info['vendor']} family {info['family']} model {info['model']} stepping {info['stepping']})"
 
 
 def cores() -> int:
